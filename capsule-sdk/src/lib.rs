@@ -1,0 +1,315 @@
+//! Write Edge Runner capsules: one function, one attribute.
+//!
+//! A capsule is a WebAssembly component that the Edge Runner verifies against
+//! a trust root and then runs in a sandbox that grants nothing by default.
+//! This crate hides the component bindings: an author writes one function,
+//! marks it with the attribute for its kind, and gets typed access to the
+//! input, the configuration the runner granted, and the evidence record.
+//!
+//! ```ignore
+//! use capsule_sdk::{Context, Outcome};
+//!
+//! #[capsule_sdk::test]
+//! fn greeting_is_polite(cx: &mut Context) -> Result<Outcome, capsule_sdk::Error> {
+//!     let text = cx.input_str()?;
+//!     cx.evidence("input", "text/plain", text.as_bytes())?;
+//!     Ok(if text.contains("please") {
+//!         Outcome::pass("greeting is polite")
+//!     } else {
+//!         Outcome::fail("greeting lacks `please`")
+//!     })
+//! }
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`, then sign
+//! and run it with the `edge-runner` CLI.
+//!
+//! This crate owns the guest side of the contract in `wit/capsule.wit`; it
+//! must never grant itself anything: every capability comes from the runner.
+
+#![warn(missing_docs)]
+
+use std::fmt;
+
+pub use capsule_sdk_macros::{remediate, reproduce, test};
+
+#[doc(hidden)]
+#[allow(unsafe_code, missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "capsule",
+        pub_export_macro: true,
+        export_macro_name: "export_capsule",
+        default_bindings_module: "::capsule_sdk::__private::bindings",
+        runtime_path: "::capsule_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+use bindings::edge_runner::capsule::{host, types as wit};
+
+/// What a capsule is for. It must match the `kind` in the signed manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Checks a system; reads only.
+    Test,
+    /// Replays a failure deterministically.
+    Reproduce,
+    /// Prepares a fix as a proposal; never applies it.
+    Remediate,
+}
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Worth knowing; no action needed.
+    Info,
+    /// Minor.
+    Low,
+    /// Should be looked at.
+    Medium,
+    /// Should be fixed soon.
+    High,
+    /// Must be fixed now.
+    Critical,
+}
+
+/// The capsule's overall judgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every check held.
+    Pass,
+    /// At least one check did not hold.
+    Fail,
+    /// The capsule could not decide.
+    Error,
+}
+
+/// One observation a capsule reports.
+///
+/// ```
+/// use capsule_sdk::{Finding, Severity};
+/// let f = Finding::new("disk.usage", Severity::High, "/var is 97% full");
+/// assert_eq!(f.code, "disk.usage");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Stable, machine-readable identifier, e.g. `http.status`.
+    pub code: String,
+    /// How much it matters.
+    pub severity: Severity,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl Finding {
+    /// Creates a finding.
+    pub fn new(code: impl Into<String>, severity: Severity, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            severity,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a run produced: a verdict, a one-line summary and findings.
+///
+/// ```
+/// use capsule_sdk::{Finding, Outcome, Severity, Verdict};
+/// let outcome = Outcome::fail("1 of 3 endpoints down")
+///     .with_finding(Finding::new("http.status", Severity::High, "GET /health returned 503"));
+/// assert_eq!(outcome.verdict, Verdict::Fail);
+/// assert_eq!(outcome.findings.len(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The judgement.
+    pub verdict: Verdict,
+    /// One line for humans.
+    pub summary: String,
+    /// Observations, in the order they were made.
+    pub findings: Vec<Finding>,
+}
+
+impl Outcome {
+    /// An outcome with the given verdict and summary and no findings.
+    pub fn new(verdict: Verdict, summary: impl Into<String>) -> Self {
+        Self {
+            verdict,
+            summary: summary.into(),
+            findings: Vec::new(),
+        }
+    }
+
+    /// Every check held.
+    pub fn pass(summary: impl Into<String>) -> Self {
+        Self::new(Verdict::Pass, summary)
+    }
+
+    /// At least one check did not hold.
+    pub fn fail(summary: impl Into<String>) -> Self {
+        Self::new(Verdict::Fail, summary)
+    }
+
+    /// The capsule could not decide.
+    pub fn error(summary: impl Into<String>) -> Self {
+        Self::new(Verdict::Error, summary)
+    }
+
+    /// Adds a finding.
+    #[must_use]
+    pub fn with_finding(mut self, finding: Finding) -> Self {
+        self.findings.push(finding);
+        self
+    }
+}
+
+/// Why a capsule could not do its work; becomes an `error` verdict.
+///
+/// ```
+/// let err = capsule_sdk::Error::new("input is not JSON");
+/// assert_eq!(err.to_string(), "input is not JSON");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    message: String,
+}
+
+impl Error {
+    /// An error with a message for the operator.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// What the runner hands a capsule: its input, its granted configuration,
+/// and the run's evidence record.
+///
+/// ```ignore
+/// #[capsule_sdk::test]
+/// fn check(cx: &mut capsule_sdk::Context) -> capsule_sdk::Outcome {
+///     let url = cx.config("target-url").unwrap_or_default();
+///     capsule_sdk::Outcome::pass(format!("configured for {url}"))
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Context {
+    kind: Kind,
+    input: Vec<u8>,
+}
+
+impl Context {
+    /// The kind this capsule was built as.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The raw input bytes the operator supplied (empty when none).
+    pub fn input(&self) -> &[u8] {
+        &self.input
+    }
+
+    /// The input as UTF-8 text.
+    pub fn input_str(&self) -> Result<&str, Error> {
+        std::str::from_utf8(&self.input)
+            .map_err(|e| Error::new(format!("input is not UTF-8 text: {e}")))
+    }
+
+    /// The input parsed as JSON into `T`.
+    pub fn input_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.input)
+            .map_err(|e| Error::new(format!("input is not the expected JSON: {e}")))
+    }
+
+    /// The value of a configuration key the runner granted, if any.
+    pub fn config(&self, key: &str) -> Option<String> {
+        host::config(key)
+    }
+
+    /// Appends an item to this run's evidence record and returns its index.
+    ///
+    /// Fails when the run's evidence quota is spent.
+    pub fn evidence(&mut self, label: &str, media_type: &str, data: &[u8]) -> Result<u32, Error> {
+        host::emit_evidence(label, media_type, data)
+            .map_err(|e| Error::new(format!("evidence `{label}` was not recorded: {e}")))
+    }
+}
+
+/// Converts what an entry point returns into an [`Outcome`].
+pub trait IntoOutcome {
+    /// Performs the conversion; errors become an `error` verdict.
+    fn into_outcome(self) -> Outcome;
+}
+
+impl IntoOutcome for Outcome {
+    fn into_outcome(self) -> Outcome {
+        self
+    }
+}
+
+impl<E: fmt::Display> IntoOutcome for Result<Outcome, E> {
+    fn into_outcome(self) -> Outcome {
+        self.unwrap_or_else(|e| Outcome::error(e.to_string()))
+    }
+}
+
+/// Glue for the attribute macros. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use super::bindings::Guest;
+    pub use super::bindings::export_capsule;
+    pub use super::bindings::edge_runner::capsule::types::Kind as WitKind;
+    pub use super::bindings::edge_runner::capsule::types::Outcome as WitOutcome;
+    pub use wit_bindgen;
+
+    pub use crate::bindings;
+
+    use super::{Context, IntoOutcome, Kind};
+
+    /// Runs the author's function and converts its result for the runner.
+    pub fn run_entry<R: IntoOutcome>(
+        kind: Kind,
+        input: Vec<u8>,
+        entry: fn(&mut Context) -> R,
+    ) -> WitOutcome {
+        let mut cx = Context { kind, input };
+        super::to_wit(entry(&mut cx).into_outcome())
+    }
+}
+
+fn to_wit(outcome: Outcome) -> wit::Outcome {
+    wit::Outcome {
+        verdict: match outcome.verdict {
+            Verdict::Pass => wit::Verdict::Pass,
+            Verdict::Fail => wit::Verdict::Fail,
+            Verdict::Error => wit::Verdict::Error,
+        },
+        summary: outcome.summary,
+        findings: outcome
+            .findings
+            .into_iter()
+            .map(|f| wit::Finding {
+                code: f.code,
+                severity: match f.severity {
+                    Severity::Info => wit::Severity::Info,
+                    Severity::Low => wit::Severity::Low,
+                    Severity::Medium => wit::Severity::Medium,
+                    Severity::High => wit::Severity::High,
+                    Severity::Critical => wit::Severity::Critical,
+                },
+                message: f.message,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,234 @@
+//! Deterministic CBOR (RFC 8949 §4.2.1) for everything Edge Runner signs.
+//!
+//! Signatures cover exact bytes, so every structure we sign is encoded here:
+//! preferred (shortest) integer and length encodings, definite lengths only,
+//! map keys sorted by the bytewise order of their encodings, no duplicate
+//! keys, and no floating-point values (none of our formats uses them).
+//! [`decode_canonical`] accepts an encoding only if re-encoding the decoded
+//! value reproduces it byte for byte, so a verifier rejects any alternative
+//! encoding of the same data. This module knows nothing of capsules or
+//! evidence; it owns only the encoding rules.
+
+use ciborium::Value;
+
+/// Why bytes are not, or a value cannot become, deterministic CBOR.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CborError {
+    /// The bytes are not well-formed CBOR.
+    #[error("not well-formed CBOR: {0}")]
+    Malformed(String),
+    /// The bytes end in the middle of an item.
+    #[error("the CBOR item is cut short (the data ends inside it)")]
+    Truncated,
+    /// Well-formed, but not the one deterministic encoding of its value.
+    #[error(
+        "CBOR is not in deterministic encoding (RFC 8949 §4.2.1: shortest integers and lengths, definite lengths, sorted map keys)"
+    )]
+    NotCanonical,
+    /// Extra bytes follow the single expected item.
+    #[error("{0} unexpected bytes after the CBOR item")]
+    TrailingBytes(usize),
+    /// A floating-point value, which no Edge Runner format allows.
+    #[error("floating-point values are not allowed")]
+    Float,
+    /// The same key appears twice in one map.
+    #[error("duplicate map key")]
+    DuplicateKey,
+}
+
+/// Encodes `value` deterministically. Map entries are sorted; the input is not modified.
+pub fn encode(value: &Value) -> Result<Vec<u8>, CborError> {
+    let sorted = canonicalize(value)?;
+    let mut out = Vec::new();
+    ciborium::into_writer(&sorted, &mut out).map_err(|e| CborError::Malformed(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes exactly one item that must already be in deterministic encoding.
+pub fn decode_canonical(bytes: &[u8]) -> Result<Value, CborError> {
+    let (value, used) = decode_prefix(bytes)?;
+    if used != bytes.len() {
+        return Err(CborError::TrailingBytes(bytes.len() - used));
+    }
+    if encode(&value)? != bytes {
+        return Err(CborError::NotCanonical);
+    }
+    Ok(value)
+}
+
+/// Decodes the first item of `bytes` (no canonical check) and returns it with
+/// the number of bytes it occupied. Used to walk CBOR sequences (RFC 8742).
+pub fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), CborError> {
+    let mut reader = bytes;
+    let value: Value = ciborium::from_reader(&mut reader).map_err(|e| match e {
+        ciborium::de::Error::Io(_) => CborError::Truncated,
+        other => CborError::Malformed(other.to_string()),
+    })?;
+    Ok((value, bytes.len() - reader.len()))
+}
+
+fn canonicalize(value: &Value) -> Result<Value, CborError> {
+    Ok(match value {
+        Value::Float(_) => return Err(CborError::Float),
+        Value::Array(items) => Value::Array(items.iter().map(canonicalize).collect::<Result<_, _>>()?),
+        Value::Tag(tag, inner) => Value::Tag(*tag, Box::new(canonicalize(inner)?)),
+        Value::Map(entries) => {
+            let mut keyed = Vec::with_capacity(entries.len());
+            for (k, v) in entries {
+                let k = canonicalize(k)?;
+                let mut key_bytes = Vec::new();
+                ciborium::into_writer(&k, &mut key_bytes)
+                    .map_err(|e| CborError::Malformed(e.to_string()))?;
+                keyed.push((key_bytes, k, canonicalize(v)?));
+            }
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            if keyed.windows(2).any(|w| w[0].0 == w[1].0) {
+                return Err(CborError::DuplicateKey);
+            }
+            Value::Map(keyed.into_iter().map(|(_, k, v)| (k, v)).collect())
+        }
+        other => other.clone(),
+    })
+}
+
+/// Builds a CBOR map with text keys; order does not matter, [`encode`] sorts.
+pub fn text_map<I, K>(entries: I) -> Value
+where
+    I: IntoIterator<Item = (K, Value)>,
+    K: Into<String>,
+{
+    Value::Map(entries.into_iter().map(|(k, v)| (Value::Text(k.into()), v)).collect())
+}
+
+/// Typed access to the fields of a decoded CBOR map, with errors that name the field.
+#[derive(Debug)]
+pub struct MapReader<'a> {
+    what: &'a str,
+    entries: &'a [(Value, Value)],
+}
+
+impl<'a> MapReader<'a> {
+    /// Wraps `value`, which must be a map; `what` names it in errors.
+    pub fn new(what: &'a str, value: &'a Value) -> Result<Self, String> {
+        match value {
+            Value::Map(entries) => Ok(Self { what, entries }),
+            _ => Err(format!("{what} is not a CBOR map")),
+        }
+    }
+
+    /// The value under a text key.
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        self.entries
+            .iter()
+            .find(|(k, _)| matches!(k, Value::Text(t) if t == key))
+            .map(|(_, v)| v)
+    }
+
+    /// The value under an integer key.
+    pub fn get_int(&self, key: i64) -> Option<&'a Value> {
+        self.entries
+            .iter()
+            .find(|(k, _)| matches!(k, Value::Integer(i) if i128::from(*i) == i128::from(key)))
+            .map(|(_, v)| v)
+    }
+
+    /// A required text field.
+    pub fn text(&self, key: &str) -> Result<&'a str, String> {
+        match self.get(key) {
+            Some(Value::Text(t)) => Ok(t),
+            Some(_) => Err(format!("{}: `{key}` is not a text string", self.what)),
+            None => Err(format!("{}: `{key}` is missing", self.what)),
+        }
+    }
+
+    /// A required byte-string field.
+    pub fn bytes(&self, key: &str) -> Result<&'a [u8], String> {
+        match self.get(key) {
+            Some(Value::Bytes(b)) => Ok(b),
+            Some(_) => Err(format!("{}: `{key}` is not a byte string", self.what)),
+            None => Err(format!("{}: `{key}` is missing", self.what)),
+        }
+    }
+
+    /// A required unsigned integer field.
+    pub fn uint(&self, key: &str) -> Result<u64, String> {
+        match self.get(key) {
+            Some(v) => as_u64(v).ok_or_else(|| format!("{}: `{key}` is not an unsigned integer", self.what)),
+            None => Err(format!("{}: `{key}` is missing", self.what)),
+        }
+    }
+
+    /// Fails if the map has keys other than `allowed`, so unknown fields are never silently ignored.
+    pub fn only(&self, allowed: &[&str]) -> Result<(), String> {
+        for (k, _) in self.entries {
+            match k {
+                Value::Text(t) if allowed.contains(&t.as_str()) => {}
+                Value::Text(t) => return Err(format!("{}: unknown field `{t}`", self.what)),
+                _ => return Err(format!("{}: keys must be text strings", self.what)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The value as a `u64`, if it is a non-negative integer.
+pub fn as_u64(value: &Value) -> Option<u64> {
+    match value {
+        Value::Integer(i) => u64::try_from(i128::from(*i)).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_keys_are_sorted_by_encoded_bytes() {
+        // Bytewise order of encodings: 10 (0x0a) < 100 (0x18 0x64) < -1 (0x20) < "z" (0x61 0x7a) < "aa" (0x62 ...).
+        let value = Value::Map(vec![
+            (Value::Text("aa".into()), Value::Integer(1.into())),
+            (Value::Integer((-1).into()), Value::Integer(2.into())),
+            (Value::Text("z".into()), Value::Integer(3.into())),
+            (Value::Integer(100.into()), Value::Integer(4.into())),
+            (Value::Integer(10.into()), Value::Integer(5.into())),
+        ]);
+        let bytes = encode(&value).unwrap();
+        assert_eq!(hex::encode(&bytes), "a50a051864042002617a0362616101");
+        assert!(decode_canonical(&bytes).is_ok());
+    }
+
+    #[test]
+    fn unsorted_map_is_rejected() {
+        // {"b": 1, "a": 2}
+        let bytes = hex::decode("a2616201616102").unwrap();
+        assert!(matches!(decode_canonical(&bytes), Err(CborError::NotCanonical)));
+    }
+
+    #[test]
+    fn non_shortest_integer_is_rejected() {
+        // 1 encoded as 0x18 0x01 instead of 0x01.
+        assert!(matches!(decode_canonical(&[0x18, 0x01]), Err(CborError::NotCanonical)));
+    }
+
+    #[test]
+    fn indefinite_length_is_rejected() {
+        // [_ 1, 2]
+        assert!(matches!(decode_canonical(&[0x9f, 0x01, 0x02, 0xff]), Err(CborError::NotCanonical)));
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected() {
+        let value = Value::Map(vec![
+            (Value::Integer(1.into()), Value::Null),
+            (Value::Integer(1.into()), Value::Bool(true)),
+        ]);
+        assert!(matches!(encode(&value), Err(CborError::DuplicateKey)));
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        assert!(matches!(decode_canonical(&[0x01, 0x02]), Err(CborError::TrailingBytes(1))));
+    }
+}

@@ -1,0 +1,1 @@
+//! The command line: parses flags into validated configs and calls the library.

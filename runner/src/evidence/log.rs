@@ -1,0 +1,155 @@
+//! The append-only evidence log on disk.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ciborium::Value;
+
+use super::record::{GENESIS_PREV, Record, SignedRecord, sign_record};
+use super::verify::{Failure, walk_log};
+use super::EvidenceError;
+use crate::cbor::text_map;
+use crate::keys::SecretKey;
+
+/// File name of the log inside an evidence directory.
+pub const LOG_FILE: &str = "evidence.log";
+
+/// An open evidence log, held exclusively by this process.
+#[derive(Debug)]
+pub struct EvidenceLog {
+    path: PathBuf,
+    file: File,
+    key: SecretKey,
+    log_id: [u8; 16],
+    next_seq: u64,
+    prev: [u8; 32],
+    last_time: u64,
+}
+
+impl EvidenceLog {
+    /// Opens (or creates) the log in `dir`, signing new records with `key`.
+    ///
+    /// An existing log is verified first. A torn tail (an incomplete last
+    /// record, as a crash mid-write leaves) is cut off and a `restart` record
+    /// says how many bytes were dropped; any other damage refuses the open.
+    pub fn open(dir: &Path, key: SecretKey) -> Result<Self, EvidenceError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| EvidenceError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join(LOG_FILE);
+        let created = !path.exists();
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(EvidenceError::Locked(path.display().to_string())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+        }
+        if created {
+            // Make the new directory entry durable too.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0)).map_err(io(&path))?;
+        file.read_to_end(&mut bytes).map_err(io(&path))?;
+
+        let public = key.public();
+        let walk = walk_log(&bytes, &public);
+        match &walk.failure {
+            None | Some(Failure::TornTail { .. }) => {}
+            Some(Failure::WrongKey { found, .. }) => {
+                return Err(EvidenceError::WrongKey {
+                    path: path.display().to_string(),
+                    log_key: found.clone(),
+                    our_key: key.id().short(),
+                });
+            }
+            Some(failure) => {
+                return Err(EvidenceError::Corrupt { path: path.display().to_string(), failure: failure.clone() });
+            }
+        }
+        let torn = matches!(walk.failure, Some(Failure::TornTail { .. }));
+        let (log_id, next_seq, prev, last_time) = match &walk.last {
+            Some(last) => (last.record.log_id, last.record.seq + 1, last.hash, last.record.time_ms),
+            None => {
+                let mut log_id = [0u8; 16];
+                getrandom::fill(&mut log_id)
+                    .map_err(|e| EvidenceError::Encode(format!("randomness for the log id: {e}")))?;
+                (log_id, 0, GENESIS_PREV, 0)
+            }
+        };
+        let mut log = Self { path, file, key, log_id, next_seq, prev, last_time };
+        let torn_bytes = (bytes.len() - walk.good_bytes) as u64;
+        if torn {
+            log.file.set_len(walk.good_bytes as u64).map_err(io(&log.path))?;
+            log.file.sync_all().map_err(io(&log.path))?;
+        }
+        if log.next_seq == 0 {
+            log.append(
+                "log-opened",
+                text_map([
+                    ("runner-key", Value::Bytes(public.as_bytes().to_vec())),
+                    ("runner-version", Value::Text(crate::RUNNER_VERSION.into())),
+                    ("torn-bytes-dropped", Value::Integer(torn_bytes.into())),
+                ]),
+            )?;
+        } else if torn {
+            log.append(
+                "restart",
+                text_map([
+                    ("reason", Value::Text("torn tail after an interrupted write".into())),
+                    ("torn-bytes-dropped", Value::Integer(torn_bytes.into())),
+                ]),
+            )?;
+        }
+        Ok(log)
+    }
+
+    /// Signs and appends one record; returns once it is on disk.
+    pub fn append(&mut self, event: &str, body: Value) -> Result<SignedRecord, EvidenceError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        // Time in the log never goes backwards, even if the system clock does.
+        let time_ms = now.max(self.last_time);
+        let record = Record {
+            log_id: self.log_id,
+            seq: self.next_seq,
+            prev: self.prev,
+            time_ms,
+            event: event.to_string(),
+            body,
+        };
+        let signed = sign_record(record, &self.key).map_err(EvidenceError::Encode)?;
+        let io = |source| EvidenceError::Io { path: self.path.display().to_string(), source };
+        self.file.write_all(&signed.bytes).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.next_seq += 1;
+        self.prev = signed.hash;
+        self.last_time = time_ms;
+        Ok(signed)
+    }
+
+    /// Where the log lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of records in the log.
+    pub fn len(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// True when the log has no records (never after `open`, which writes one).
+    pub fn is_empty(&self) -> bool {
+        self.next_seq == 0
+    }
+
+    /// SHA-256 of the newest record.
+    pub fn head(&self) -> [u8; 32] {
+        self.prev
+    }
+}

@@ -1,0 +1,66 @@
+//! Evidence: signed, hash-chained records of everything the runner does, and their verification.
+//!
+//! Each record is a COSE_Sign1 (tag 18) signed by the runner's Ed25519 key
+//! over a deterministic-CBOR payload that carries the log id, a contiguous
+//! sequence number, the SHA-256 of the previous record, the time, the event
+//! type and its body. The log is a CBOR sequence (RFC 8742) in one
+//! append-only file, synced to disk before an append returns.
+//! `docs/evidence-format.md` is the normative description; [`verify`] is
+//! its reference verifier and needs nothing but the log and the runner's
+//! public key. This module records what others decided; it makes no trust or
+//! sandbox decisions itself.
+
+mod log;
+mod record;
+mod verify;
+
+pub use log::{EvidenceLog, LOG_FILE};
+pub use record::{
+    CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord, decode_record,
+    sign_record,
+};
+pub use verify::{Failure, Summary, verify_log};
+
+/// Why evidence could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvidenceError {
+    /// A file operation failed.
+    #[error("evidence {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Another process holds the log.
+    #[error(
+        "evidence log {0} is in use by another edge-runner process; wait for it to finish or use another --evidence directory"
+    )]
+    Locked(String),
+    /// The log was written under another key.
+    #[error(
+        "evidence log {path} belongs to runner key {log_key}, but this runner's key is {our_key}; use the matching --runner-key or a new --evidence directory"
+    )]
+    WrongKey {
+        /// The log.
+        path: String,
+        /// Key that signed the log.
+        log_key: String,
+        /// Key this runner holds.
+        our_key: String,
+    },
+    /// The existing log fails verification, so appending would hide the damage.
+    #[error(
+        "evidence log {path} does not verify ({failure}); refusing to append. Keep it for investigation, move it aside, and start a new --evidence directory"
+    )]
+    Corrupt {
+        /// The log.
+        path: String,
+        /// The first failure.
+        failure: Failure,
+    },
+    /// A record could not be encoded.
+    #[error("could not encode an evidence record: {0}")]
+    Encode(String),
+}

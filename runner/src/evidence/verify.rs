@@ -1,0 +1,207 @@
+//! The reference verifier: walks a log and reports the first failure.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use super::record::{GENESIS_PREV, Record, RecordFault, SignedRecord, decode_record};
+use crate::cbor::{self, CborError};
+use crate::keys::PublicKey;
+
+/// The first thing wrong with a log. `record` is the 0-based position in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The log holds no records at all.
+    Empty,
+    /// The file ends inside a record (a write was interrupted, or the tail was cut).
+    TornTail {
+        /// Position of the incomplete record.
+        record: u64,
+        /// Its byte offset.
+        offset: usize,
+        /// Bytes after the last complete record.
+        bytes: usize,
+    },
+    /// A record is not well-formed CBOR.
+    Malformed {
+        /// Position.
+        record: u64,
+        /// Byte offset.
+        offset: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A record is signed by another key.
+    WrongKey {
+        /// Position.
+        record: u64,
+        /// Short id of the key that signed it.
+        found: String,
+        /// Short id of the expected key.
+        expected: String,
+    },
+    /// A record fails its own checks (signature, encoding, fields).
+    BadRecord {
+        /// Position.
+        record: u64,
+        /// Byte offset.
+        offset: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A record belongs to another log.
+    LogIdMismatch {
+        /// Position.
+        record: u64,
+    },
+    /// Sequence numbers are not 0, 1, 2, ...: a record was removed, duplicated or moved.
+    Sequence {
+        /// Position.
+        record: u64,
+        /// The sequence number found there.
+        found: u64,
+    },
+    /// `prev` is not the hash of the record before: history was altered.
+    BrokenChain {
+        /// Position.
+        record: u64,
+    },
+    /// Time runs backwards between consecutive records.
+    TimeReversed {
+        /// Position.
+        record: u64,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Empty => write!(f, "the log holds no records"),
+            Failure::TornTail { record, offset, bytes } => write!(
+                f,
+                "record {record} at byte {offset} is incomplete: the log ends {bytes} bytes into it (truncated or interrupted write)"
+            ),
+            Failure::Malformed { record, offset, detail } => {
+                write!(f, "record {record} at byte {offset} is not well-formed CBOR: {detail}")
+            }
+            Failure::WrongKey { record, found, expected } => {
+                write!(f, "record {record} is signed by key {found}, not by the runner key {expected}")
+            }
+            Failure::BadRecord { record, offset, detail } => write!(f, "record {record} at byte {offset}: {detail}"),
+            Failure::LogIdMismatch { record } => {
+                write!(f, "record {record} carries another log's id (spliced in from another log)")
+            }
+            Failure::Sequence { record, found } => write!(
+                f,
+                "record {record} has sequence number {found}, expected {record} (a record was removed, duplicated or reordered)"
+            ),
+            Failure::BrokenChain { record } => write!(
+                f,
+                "record {record} does not link to record {}: its `prev` is not that record's SHA-256 (history altered)",
+                record.saturating_sub(1)
+            ),
+            Failure::TimeReversed { record } => {
+                write!(f, "record {record} is timestamped before record {}", record.saturating_sub(1))
+            }
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What a valid log holds.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The log's id.
+    pub log_id: [u8; 16],
+    /// Every record, in order.
+    pub records: Vec<SignedRecord>,
+    /// SHA-256 of the last record: commits to the whole history.
+    pub head: [u8; 32],
+}
+
+/// Verifies a whole log under the runner's public key. Any failure is returned, the first one found.
+pub fn verify_log(bytes: &[u8], key: &PublicKey) -> Result<Summary, Failure> {
+    let walk = walk_log(bytes, key);
+    if let Some(failure) = walk.failure {
+        return Err(failure);
+    }
+    match walk.last {
+        None => Err(Failure::Empty),
+        Some(last) => Ok(Summary { log_id: last.record.log_id, head: last.hash, records: walk.records }),
+    }
+}
+
+/// The result of walking a log as far as it is valid.
+#[derive(Debug)]
+pub(super) struct Walk {
+    pub records: Vec<SignedRecord>,
+    pub last: Option<SignedRecord>,
+    /// Bytes up to the end of the last valid record.
+    pub good_bytes: usize,
+    pub failure: Option<Failure>,
+}
+
+pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
+    let mut walk = Walk { records: Vec::new(), last: None, good_bytes: 0, failure: None };
+    let mut offset = 0;
+    let mut index: u64 = 0;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        let len = match cbor::decode_prefix(rest) {
+            Ok((_, len)) => len,
+            Err(CborError::Truncated) => {
+                walk.failure = Some(Failure::TornTail { record: index, offset, bytes: rest.len() });
+                return walk;
+            }
+            Err(e) => {
+                walk.failure = Some(Failure::Malformed { record: index, offset, detail: e.to_string() });
+                return walk;
+            }
+        };
+        let item = &rest[..len];
+        let record = match decode_record(item, key) {
+            Ok(r) => r,
+            Err(RecordFault::WrongKey(found)) => {
+                walk.failure = Some(Failure::WrongKey { record: index, found, expected: key.id().short() });
+                return walk;
+            }
+            Err(RecordFault::Invalid(detail)) => {
+                walk.failure = Some(Failure::BadRecord { record: index, offset, detail });
+                return walk;
+            }
+        };
+        if let Some(failure) = link_failure(walk.last.as_ref(), &record, index) {
+            walk.failure = Some(failure);
+            return walk;
+        }
+        let signed = SignedRecord { record, bytes: item.to_vec(), hash: Sha256::digest(item).into() };
+        walk.records.push(signed.clone());
+        walk.last = Some(signed);
+        offset += len;
+        walk.good_bytes = offset;
+        index += 1;
+    }
+    walk
+}
+
+fn link_failure(prev: Option<&SignedRecord>, record: &Record, index: u64) -> Option<Failure> {
+    if record.seq != index {
+        return Some(Failure::Sequence { record: index, found: record.seq });
+    }
+    match prev {
+        None => (record.prev != GENESIS_PREV).then_some(Failure::BrokenChain { record: index }),
+        Some(prev) => {
+            if record.log_id != prev.record.log_id {
+                Some(Failure::LogIdMismatch { record: index })
+            } else if record.prev != prev.hash {
+                Some(Failure::BrokenChain { record: index })
+            } else if record.time_ms < prev.record.time_ms {
+                Some(Failure::TimeReversed { record: index })
+            } else {
+                None
+            }
+        }
+    }
+}

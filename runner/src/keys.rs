@@ -1,0 +1,309 @@
+//! Ed25519 keys: loading, generating and naming them.
+//!
+//! Private keys are PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), public keys
+//! SPKI PEM (`-----BEGIN PUBLIC KEY-----`), so keys made by
+//! `openssl genpkey -algorithm ed25519` load as they are. A key's id is the
+//! SHA-256 of its 32-byte public key. This module owns key material and its
+//! file formats; it decides nothing about what a key is trusted for.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+/// Largest key file we read; real ones are a few hundred bytes.
+const MAX_KEY_FILE: u64 = 16 * 1024;
+
+/// Why a key could not be loaded, generated or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The file could not be read or written.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not a key of the expected form.
+    #[error("key file {path} is not {expected}: {detail}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What was expected, e.g. "an Ed25519 private key in PKCS#8 PEM".
+        expected: &'static str,
+        /// What the parser said.
+        detail: String,
+    },
+    /// Refusing to replace an existing key.
+    #[error("{0} already exists; refusing to overwrite a key (move it away or choose another --name)")]
+    Exists(PathBuf),
+    /// The operating system's random source failed.
+    #[error("could not get randomness for a new key: {0}")]
+    Random(String),
+}
+
+/// The SHA-256 of a raw 32-byte Ed25519 public key; how records and signatures name their key.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId(pub [u8; 32]);
+
+impl KeyId {
+    /// The id of `key`.
+    pub fn of(key: &VerifyingKey) -> Self {
+        Self(Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// The first 8 bytes in hex, for messages.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..8])
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.short())
+    }
+}
+
+/// A private signing key with its id. Zeroized on drop by `ed25519-dalek`.
+pub struct SecretKey {
+    key: SigningKey,
+    id: KeyId,
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey({})", self.id.short())
+    }
+}
+
+impl SecretKey {
+    /// Generates a key from the operating system's random source.
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        let key = SigningKey::from_bytes(&seed);
+        seed.fill(0);
+        Ok(Self::from_signing_key(key))
+    }
+
+    /// Wraps an existing `ed25519-dalek` key.
+    pub fn from_signing_key(key: SigningKey) -> Self {
+        let id = KeyId::of(&key.verifying_key());
+        Self { key, id }
+    }
+
+    /// Parses a PKCS#8 PEM private key; `origin` names it in errors.
+    pub fn from_pem(pem: &str, origin: &Path) -> Result<Self, KeyError> {
+        SigningKey::from_pkcs8_pem(pem.trim())
+            .map(Self::from_signing_key)
+            .map_err(|e| KeyError::Format {
+                path: origin.to_path_buf(),
+                expected: "an Ed25519 private key in PKCS#8 PEM (BEGIN PRIVATE KEY)",
+                detail: e.to_string(),
+            })
+    }
+
+    /// Loads a PKCS#8 PEM private key from a file.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        Self::from_pem(&read_small(path)?, path)
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The matching public key.
+    pub fn public(&self) -> PublicKey {
+        PublicKey::from_verifying_key(self.key.verifying_key())
+    }
+
+    /// Signs `message` (pure Ed25519, RFC 8032).
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        self.key.sign(message)
+    }
+
+    /// The key as PKCS#8 PEM.
+    pub fn to_pem(&self) -> Result<String, KeyError> {
+        self.key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|e| KeyError::Format {
+                path: PathBuf::new(),
+                expected: "an encodable Ed25519 key",
+                detail: e.to_string(),
+            })
+    }
+
+    /// Writes `DIR/NAME.key` (mode 0600) and `DIR/NAME.pub`, refusing to overwrite either.
+    pub fn write_pair(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), KeyError> {
+        fs::create_dir_all(dir).map_err(|source| KeyError::Io { path: dir.to_path_buf(), source })?;
+        let private = dir.join(format!("{name}.key"));
+        let public = dir.join(format!("{name}.pub"));
+        for path in [&private, &public] {
+            if path.exists() {
+                return Err(KeyError::Exists(path.clone()));
+            }
+        }
+        write_new(&private, self.to_pem()?.as_bytes(), true)?;
+        write_new(&public, self.public().to_pem()?.as_bytes(), false)?;
+        Ok((private, public))
+    }
+}
+
+/// A public verifying key with its id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey {
+    key: VerifyingKey,
+    id: KeyId,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.id.short())
+    }
+}
+
+impl PublicKey {
+    /// Wraps an existing `ed25519-dalek` key.
+    pub fn from_verifying_key(key: VerifyingKey) -> Self {
+        Self { id: KeyId::of(&key), key }
+    }
+
+    /// Parses a raw 32-byte public key, rejecting non-canonical and weak points' encodings.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let raw: [u8; 32] = bytes.try_into().ok()?;
+        VerifyingKey::from_bytes(&raw).ok().map(Self::from_verifying_key)
+    }
+
+    /// Parses an SPKI PEM public key; `origin` names it in errors.
+    pub fn from_pem(pem: &str, origin: &Path) -> Result<Self, KeyError> {
+        VerifyingKey::from_public_key_pem(pem.trim())
+            .map(Self::from_verifying_key)
+            .map_err(|e| KeyError::Format {
+                path: origin.to_path_buf(),
+                expected: "an Ed25519 public key in SPKI PEM (BEGIN PUBLIC KEY)",
+                detail: e.to_string(),
+            })
+    }
+
+    /// Loads an SPKI PEM public key from a file.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        Self::from_pem(&read_small(path)?, path)
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The raw 32-byte key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.key.as_bytes()
+    }
+
+    /// The key as SPKI PEM.
+    pub fn to_pem(&self) -> Result<String, KeyError> {
+        self.key.to_public_key_pem(LineEnding::LF).map_err(|e| KeyError::Format {
+            path: PathBuf::new(),
+            expected: "an encodable Ed25519 key",
+            detail: e.to_string(),
+        })
+    }
+
+    /// Verifies with RFC 8032's strict rules (`verify_strict`): rejects
+    /// non-canonical `S`, small-order `R` and weak keys, so one message has one
+    /// valid signature per key.
+    pub fn verify_strict(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(signature) = Signature::from_slice(signature) else {
+            return false;
+        };
+        self.key.verify_strict(message, &signature).is_ok()
+    }
+}
+
+fn read_small(path: &Path) -> Result<String, KeyError> {
+    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+    let meta = fs::metadata(path).map_err(io)?;
+    if meta.len() > MAX_KEY_FILE {
+        return Err(KeyError::Format {
+            path: path.to_path_buf(),
+            expected: "a PEM key file",
+            detail: format!("{} bytes is larger than any key file ({MAX_KEY_FILE} bytes)", meta.len()),
+        });
+    }
+    let bytes = fs::read(path).map_err(io)?;
+    String::from_utf8(bytes).map_err(|_| KeyError::Format {
+        path: path.to_path_buf(),
+        expected: "a PEM key file",
+        detail: "not UTF-8 text (a DER key? convert with `openssl pkey -outform PEM`)".into(),
+    })
+}
+
+/// Creates `path` (it must not exist), writes `data`, and syncs it to disk.
+fn write_new(path: &Path, data: &[u8], private: bool) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(data).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trip_keeps_the_key() {
+        let key = SecretKey::generate().unwrap();
+        let pem = key.to_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let again = SecretKey::from_pem(&pem, Path::new("mem")).unwrap();
+        assert_eq!(again.id(), key.id());
+        let public = PublicKey::from_pem(&key.public().to_pem().unwrap(), Path::new("mem")).unwrap();
+        let sig = key.sign(b"hello");
+        assert!(public.verify_strict(b"hello", &sig.to_bytes()));
+        assert!(!public.verify_strict(b"hellO", &sig.to_bytes()));
+    }
+
+    #[test]
+    fn write_pair_sets_private_mode_and_refuses_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::generate().unwrap();
+        let (private, _) = key.write_pair(dir.path(), "k").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert!(matches!(key.write_pair(dir.path(), "k"), Err(KeyError::Exists(_))));
+    }
+
+    #[test]
+    fn public_key_is_not_a_private_key() {
+        let key = SecretKey::generate().unwrap();
+        let err = SecretKey::from_pem(&key.public().to_pem().unwrap(), Path::new("x.pub")).unwrap_err();
+        assert!(err.to_string().contains("x.pub is not an Ed25519 private key"), "{err}");
+    }
+}

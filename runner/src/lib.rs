@@ -1,0 +1,31 @@
+//! Edge Runner: runs signed WebAssembly capsules inside a customer's enclave
+//! and leaves a signed, hash-chained evidence record of every step.
+//!
+//! The crate is laid out along the path a capsule takes:
+//!
+//! 1. [`capsule`] parses a signed capsule file and its manifest (`RawCapsule`
+//!    → `CheckedCapsule`).
+//! 2. [`trust`] checks the signatures against a trust root and is the only
+//!    place that can build a [`trust::VerifiedCapsule`].
+//! 3. [`sandbox`] runs a `&VerifiedCapsule` under Wasmtime with nothing
+//!    granted but what the effective grant names.
+//! 4. [`evidence`] appends a signed record for every step and verifies
+//!    chains offline.
+//!
+//! [`keys`] and [`cbor`] are the shared primitives (Ed25519 keys, deterministic
+//! CBOR); [`cli`] is the command-line front end.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod capsule;
+pub mod cbor;
+pub mod cli;
+pub mod evidence;
+pub mod keys;
+pub mod sandbox;
+pub mod trust;
+
+/// This crate's version, recorded in evidence so an auditor knows which runner wrote a record.
+pub const RUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,248 @@
+//! The host side of the capsule contract: bindings, store state, and the
+//! `edge-runner:capsule/host` imports (evidence emission, granted config).
+
+use sha2::{Digest, Sha256};
+use wasmtime::ResourceLimiter;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::Grant;
+use crate::capsule::Kind;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../capsule-sdk/wit",
+        world: "capsule",
+    });
+}
+
+pub(super) use bindings::CapsulePre;
+use bindings::Capsule;
+use bindings::edge_runner::capsule::types as wit;
+
+/// The capsule's overall judgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every check held.
+    Pass,
+    /// At least one check did not hold.
+    Fail,
+    /// The capsule could not decide.
+    Error,
+}
+
+impl Verdict {
+    /// The name used in evidence.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Minor.
+    Low,
+    /// Should be looked at.
+    Medium,
+    /// Should be fixed soon.
+    High,
+    /// Must be fixed now.
+    Critical,
+}
+
+impl Severity {
+    /// The name used in evidence.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One observation a capsule reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Machine-readable code.
+    pub code: String,
+    /// How much it matters.
+    pub severity: Severity,
+    /// Explanation.
+    pub message: String,
+}
+
+/// What a capsule returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The judgement.
+    pub verdict: Verdict,
+    /// One line.
+    pub summary: String,
+    /// Observations.
+    pub findings: Vec<Finding>,
+}
+
+/// An evidence item a capsule emitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceItem {
+    /// The capsule's label.
+    pub label: String,
+    /// Its media type.
+    pub media_type: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the bytes.
+    pub sha256: [u8; 32],
+    /// The bytes, when small enough to keep inline.
+    pub inline: Option<Vec<u8>>,
+}
+
+pub(super) fn kind_from_wit(kind: wit::Kind) -> Kind {
+    match kind {
+        wit::Kind::Test => Kind::Test,
+        wit::Kind::Reproduce => Kind::Reproduce,
+        wit::Kind::Remediate => Kind::Remediate,
+    }
+}
+
+pub(super) fn outcome_from_wit(o: wit::Outcome) -> Outcome {
+    Outcome {
+        verdict: match o.verdict {
+            wit::Verdict::Pass => Verdict::Pass,
+            wit::Verdict::Fail => Verdict::Fail,
+            wit::Verdict::Error => Verdict::Error,
+        },
+        summary: o.summary,
+        findings: o
+            .findings
+            .into_iter()
+            .map(|f| Finding {
+                code: f.code,
+                severity: match f.severity {
+                    wit::Severity::Info => Severity::Info,
+                    wit::Severity::Low => Severity::Low,
+                    wit::Severity::Medium => Severity::Medium,
+                    wit::Severity::High => Severity::High,
+                    wit::Severity::Critical => Severity::Critical,
+                },
+                message: f.message,
+            })
+            .collect(),
+    }
+}
+
+/// Tracks linear memory across all of a store's memories and refuses growth past the grant.
+pub(super) struct MemoryLimiter {
+    max: u64,
+    total: u64,
+    pub peak: u64,
+    pub denials: Vec<u64>,
+    table_elements: usize,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let after = self.total.saturating_add(desired.saturating_sub(current) as u64);
+        if after > self.max {
+            self.denials.push(after);
+            return Ok(false);
+        }
+        self.total = after;
+        self.peak = self.peak.max(after);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_elements)
+    }
+}
+
+/// Per-run store state.
+pub(super) struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    pub evidence: Vec<EvidenceItem>,
+    pub evidence_refused: u32,
+    evidence_bytes: u64,
+    max_items: u32,
+    max_bytes: u64,
+    inline_bytes: usize,
+}
+
+impl State {
+    pub fn new(wasi: WasiCtx, table: ResourceTable, grant: &Grant) -> Self {
+        Self {
+            wasi,
+            table,
+            limiter: MemoryLimiter {
+                max: grant.memory_bytes,
+                total: 0,
+                peak: 0,
+                denials: Vec::new(),
+                table_elements: 100_000,
+            },
+            evidence: Vec::new(),
+            evidence_refused: 0,
+            evidence_bytes: 0,
+            max_items: grant.evidence_items,
+            max_bytes: grant.evidence_bytes,
+            inline_bytes: grant.evidence_inline_bytes,
+        }
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl bindings::edge_runner::capsule::types::Host for State {}
+
+impl bindings::edge_runner::capsule::host::Host for State {
+    fn emit_evidence(&mut self, label: String, media_type: String, data: Vec<u8>) -> Result<u32, String> {
+        let size = data.len() as u64;
+        if self.evidence.len() as u32 >= self.max_items {
+            self.evidence_refused += 1;
+            return Err(format!("evidence quota spent: {} items per run", self.max_items));
+        }
+        if self.evidence_bytes + size > self.max_bytes {
+            self.evidence_refused += 1;
+            return Err(format!("evidence quota spent: {} bytes per run", self.max_bytes));
+        }
+        if label.len() > 256 || media_type.len() > 256 {
+            self.evidence_refused += 1;
+            return Err("evidence label and media type are limited to 256 bytes".into());
+        }
+        self.evidence_bytes += size;
+        let index = self.evidence.len() as u32;
+        self.evidence.push(EvidenceItem {
+            label,
+            media_type,
+            size,
+            sha256: Sha256::digest(&data).into(),
+            inline: (data.len() <= self.inline_bytes).then_some(data),
+        });
+        Ok(index)
+    }
+
+    fn config(&mut self, _key: String) -> Option<String> {
+        // No configuration keys are granted yet: the answer for every key is "not granted".
+        None
+    }
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    Capsule::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+}

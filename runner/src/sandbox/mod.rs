@@ -1,0 +1,373 @@
+//! The sandbox: runs a [`VerifiedCapsule`] under Wasmtime with nothing granted
+//! but what its [`Grant`] names.
+//!
+//! Owns the Wasmtime engine, the linker, resource accounting (memory, fuel,
+//! wall-clock deadline by epoch interruption), output capture and the host
+//! side of the capsule contract (`capsule-sdk/wit/capsule.wit`). It takes
+//! only `&VerifiedCapsule` — never raw bytes — so nothing unverified can be
+//! compiled here. It does not write evidence: it returns a [`RunReport`] that
+//! the caller records. By default a capsule gets no files, no network, no
+//! environment variables, no arguments and no stdin; see [`Limits`] for every
+//! bounded resource and its default.
+
+mod host;
+mod output;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
+
+use crate::capsule::RequestedLimits;
+use crate::trust::VerifiedCapsule;
+
+pub use host::{EvidenceItem, Finding, Outcome, Severity, Verdict};
+pub use output::StreamSummary;
+
+/// How often the epoch ticker advances; the wall-clock deadline's resolution.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Every bounded resource a run can use: the runner's ceiling for what a
+/// capsule may be granted, and the default when its manifest asks for nothing.
+///
+/// | limit | default |
+/// |---|---|
+/// | `memory_bytes` (all linear memories together) | 64 MiB (ceiling 1 GiB) |
+/// | `fuel` (≈ WebAssembly instructions) | 1 000 000 000 (ceiling 20 000 000 000) |
+/// | `wall_time` | 10 s (ceiling 5 min) |
+/// | `stdout_bytes`, `stderr_bytes` kept (the rest is counted and hashed, not kept) | 64 KiB each |
+/// | `evidence_items` per run | 64 |
+/// | `evidence_bytes` per run, all items together | 1 MiB |
+/// | `evidence_inline_bytes` (items up to this size are stored whole in the record) | 4 KiB |
+/// | `table_elements` per table | 100 000 |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Default memory when the manifest asks for none.
+    pub default_memory_bytes: u64,
+    /// Most memory any capsule may be granted.
+    pub max_memory_bytes: u64,
+    /// Default fuel.
+    pub default_fuel: u64,
+    /// Most fuel any capsule may be granted.
+    pub max_fuel: u64,
+    /// Default wall-clock budget.
+    pub default_wall_time: Duration,
+    /// Longest wall-clock budget any capsule may be granted.
+    pub max_wall_time: Duration,
+    /// Bytes of stdout kept.
+    pub stdout_bytes: usize,
+    /// Bytes of stderr kept.
+    pub stderr_bytes: usize,
+    /// Evidence items a run may emit.
+    pub evidence_items: u32,
+    /// Total evidence bytes a run may emit.
+    pub evidence_bytes: u64,
+    /// Items up to this size are stored whole in the evidence record.
+    pub evidence_inline_bytes: usize,
+    /// Elements per table.
+    pub table_elements: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            default_memory_bytes: 64 << 20,
+            max_memory_bytes: 1 << 30,
+            default_fuel: 1_000_000_000,
+            max_fuel: 20_000_000_000,
+            default_wall_time: Duration::from_secs(10),
+            max_wall_time: Duration::from_secs(300),
+            stdout_bytes: 64 << 10,
+            stderr_bytes: 64 << 10,
+            evidence_items: 64,
+            evidence_bytes: 1 << 20,
+            evidence_inline_bytes: 4 << 10,
+            table_elements: 100_000,
+        }
+    }
+}
+
+/// What one run is allowed: the capsule's request bounded by the runner's [`Limits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Memory, all linear memories together.
+    pub memory_bytes: u64,
+    /// Fuel.
+    pub fuel: u64,
+    /// Wall-clock budget.
+    pub wall_time: Duration,
+    /// Stdout bytes kept.
+    pub stdout_bytes: usize,
+    /// Stderr bytes kept.
+    pub stderr_bytes: usize,
+    /// Evidence items.
+    pub evidence_items: u32,
+    /// Evidence bytes.
+    pub evidence_bytes: u64,
+    /// Inline evidence size.
+    pub evidence_inline_bytes: usize,
+    /// Requests that were cut down to the ceiling.
+    pub refused: Vec<RefusedRequest>,
+}
+
+/// A resource asked for beyond the ceiling, and what was granted instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedRequest {
+    /// The resource, e.g. `memory-bytes`.
+    pub resource: &'static str,
+    /// What the manifest asked for.
+    pub asked: u64,
+    /// What was granted.
+    pub granted: u64,
+}
+
+impl Grant {
+    /// Bounds `requested` by `limits`.
+    pub fn compute(requested: &RequestedLimits, limits: &Limits) -> Self {
+        let mut refused = Vec::new();
+        let mut bound = |resource, asked: Option<u64>, default: u64, max: u64| match asked {
+            None => default.min(max),
+            Some(asked) if asked > max => {
+                refused.push(RefusedRequest { resource, asked, granted: max });
+                max
+            }
+            Some(asked) => asked,
+        };
+        let memory_bytes = bound("memory-bytes", requested.memory_bytes, limits.default_memory_bytes, limits.max_memory_bytes);
+        let fuel = bound("fuel", requested.fuel, limits.default_fuel, limits.max_fuel);
+        let wall_ms = bound(
+            "wall-time-ms",
+            requested.wall_time_ms,
+            duration_ms(limits.default_wall_time),
+            duration_ms(limits.max_wall_time),
+        );
+        Self {
+            memory_bytes,
+            fuel,
+            wall_time: Duration::from_millis(wall_ms),
+            stdout_bytes: limits.stdout_bytes,
+            stderr_bytes: limits.stderr_bytes,
+            evidence_items: limits.evidence_items,
+            evidence_bytes: limits.evidence_bytes,
+            evidence_inline_bytes: limits.evidence_inline_bytes,
+            refused,
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Why the sandbox could not run a capsule at all (as opposed to a run that ended badly).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// Wasmtime could not be configured.
+    #[error("could not set up the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The verified bytes do not compile as a component.
+    #[error("capsule `{capsule}` does not compile as a WebAssembly component: {detail}")]
+    Compile {
+        /// Capsule name and version.
+        capsule: String,
+        /// Wasmtime's message.
+        detail: String,
+    },
+    /// The capsule imports something the runner does not provide.
+    #[error(
+        "capsule `{capsule}` cannot start: {detail}. It needs an import that this runner does not grant; capsules may import only WASI 0.2 and `edge-runner:capsule/host`"
+    )]
+    Link {
+        /// Capsule name and version.
+        capsule: String,
+        /// Wasmtime's message, which names the import.
+        detail: String,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// The capsule returned an outcome.
+    Completed,
+    /// The capsule trapped (including a panic or `exit`).
+    Trap,
+    /// The fuel budget ran out.
+    OutOfFuel,
+    /// The wall-clock deadline passed.
+    Deadline,
+    /// The capsule trapped after a memory growth was refused.
+    MemoryRefused,
+    /// The code's declared kind differs from the signed manifest's.
+    KindMismatch,
+}
+
+impl RunStatus {
+    /// The name used in evidence.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Completed => "completed",
+            RunStatus::Trap => "trap",
+            RunStatus::OutOfFuel => "out-of-fuel",
+            RunStatus::Deadline => "deadline",
+            RunStatus::MemoryRefused => "memory-refused",
+            RunStatus::KindMismatch => "kind-mismatch",
+        }
+    }
+}
+
+/// Everything a run produced and used.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// How it ended.
+    pub status: RunStatus,
+    /// The capsule's outcome, when it returned one.
+    pub outcome: Option<Outcome>,
+    /// What went wrong, when it did not complete.
+    pub error: Option<String>,
+    /// Fuel consumed.
+    pub fuel_used: u64,
+    /// Highest total linear memory reached, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Memory growth requests refused (each: bytes requested in total).
+    pub memory_denials: Vec<u64>,
+    /// Wall-clock time from instantiation to return.
+    pub wall_time: Duration,
+    /// Captured stdout.
+    pub stdout: StreamSummary,
+    /// Captured stderr.
+    pub stderr: StreamSummary,
+    /// Evidence items the capsule emitted.
+    pub evidence: Vec<EvidenceItem>,
+    /// Evidence emissions refused because the quota was spent.
+    pub evidence_refused: u32,
+}
+
+/// A Wasmtime engine configured for capsules, with its epoch ticker.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<host::State>,
+    ticker_stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Creates the engine (fuel metering and epoch interruption on) and the linker.
+    pub fn new() -> Result<Self, SandboxError> {
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        // Bounded native stack for guests: deep recursion traps instead of crashing the runner.
+        config.max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        host::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = Arc::clone(&ticker_stop);
+            std::thread::Builder::new()
+                .name("edge-runner-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| SandboxError::Engine(format!("could not start the epoch ticker: {e}")))?
+        };
+        Ok(Self { engine, linker, ticker_stop, ticker: Some(ticker) })
+    }
+
+    /// Runs `capsule` on `input` within `grant`.
+    pub fn run(&self, capsule: &VerifiedCapsule, grant: &Grant, input: &[u8]) -> Result<RunReport, SandboxError> {
+        let manifest = capsule.manifest();
+        let label = format!("{} {}", manifest.name, manifest.version);
+        let component = Component::new(&self.engine, capsule.bytes())
+            .map_err(|e| SandboxError::Compile { capsule: label.clone(), detail: format!("{e:#}") })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| SandboxError::Link { capsule: label.clone(), detail: format!("{e:#}") })?;
+        let pre = host::CapsulePre::new(pre)
+            .map_err(|e| SandboxError::Link { capsule: label.clone(), detail: format!("{e:#}") })?;
+
+        let stdout = output::Capture::new(grant.stdout_bytes);
+        let stderr = output::Capture::new(grant.stderr_bytes);
+        let wasi: WasiCtx = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let state = host::State::new(wasi, ResourceTable::new(), grant);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(grant.fuel).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let ticks = grant.wall_time.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        let started = Instant::now();
+        let result = pre.instantiate(&mut store).and_then(|bindings| {
+            let declared = bindings.call_kind(&mut store)?;
+            let declared = host::kind_from_wit(declared);
+            if declared != manifest.kind {
+                return Ok(Err((declared, manifest.kind)));
+            }
+            Ok(Ok(bindings.call_run(&mut store, input)?))
+        });
+        let wall_time = started.elapsed();
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let state = store.into_data();
+
+        let (status, outcome, error) = match result {
+            Ok(Ok(outcome)) => (RunStatus::Completed, Some(host::outcome_from_wit(outcome)), None),
+            Ok(Err((declared, signed))) => (
+                RunStatus::KindMismatch,
+                None,
+                Some(format!("the code declares kind `{declared}` but the signed manifest says `{signed}`")),
+            ),
+            Err(err) => {
+                let status = match err.downcast_ref::<Trap>() {
+                    Some(Trap::OutOfFuel) => RunStatus::OutOfFuel,
+                    Some(Trap::Interrupt) => RunStatus::Deadline,
+                    _ if !state.limiter.denials.is_empty() => RunStatus::MemoryRefused,
+                    _ => RunStatus::Trap,
+                };
+                (status, None, Some(format!("{err:#}")))
+            }
+        };
+        Ok(RunReport {
+            status,
+            outcome,
+            error,
+            fuel_used: grant.fuel.saturating_sub(fuel_left),
+            peak_memory_bytes: state.limiter.peak,
+            memory_denials: state.limiter.denials.clone(),
+            wall_time,
+            stdout: stdout.summary(),
+            stderr: stderr.summary(),
+            evidence: state.evidence,
+            evidence_refused: state.evidence_refused,
+        })
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}
