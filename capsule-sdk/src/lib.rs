@@ -33,6 +33,9 @@ use std::fmt;
 
 pub use capsule_sdk_macros::{remediate, reproduce, test};
 
+// The generated bindings name their runtime by absolute path, from this crate too.
+extern crate self as capsule_sdk;
+
 #[doc(hidden)]
 #[allow(unsafe_code, missing_docs, clippy::all)]
 pub mod bindings {

@@ -35,7 +35,8 @@ fn main() {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
-        .arg("--release")
+        .arg("--profile")
+        .arg("capsule")
         .arg("--target")
         .arg(TARGET)
         .arg("--manifest-path")
@@ -73,7 +74,7 @@ fn main() {
     for capsule in &capsules {
         let wasm = target_dir
             .join(TARGET)
-            .join("release")
+            .join("capsule")
             .join(format!("{}.wasm", capsule.package.replace('-', "_")));
         assert!(wasm.is_file(), "expected component {} after the build", wasm.display());
         let ident = capsule.package.to_uppercase().replace('-', "_");

@@ -25,6 +25,7 @@ pub mod cli;
 pub mod evidence;
 pub mod keys;
 pub mod sandbox;
+pub mod session;
 pub mod trust;
 
 /// This crate's version, recorded in evidence so an auditor knows which runner wrote a record.

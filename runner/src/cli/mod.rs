@@ -1,1 +1,397 @@
-//! The command line: parses flags into validated configs and calls the library.
+//! The command line: each subcommand is a clap-derive struct with `execute`.
+//!
+//! Owns flag parsing, file I/O at the edges, human-readable output and the
+//! exit codes below. Every decision is delegated to the library modules; this
+//! module must not verify, sandbox or encode anything itself.
+//!
+//! Exit codes: 0 success; 1 error (bad input, I/O); 2 usage error; 3 capsule
+//! refused by the trust checks; 4 evidence failed verification; 5 the capsule
+//! ran and its verdict is `fail`; 6 the capsule ran but did not complete
+//! (trap, fuel, deadline, memory) or its verdict is `error`.
+
+mod demo;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::capsule::{self, CheckedCapsule, ManifestSource};
+use crate::evidence::{self, EvidenceLog, LOG_FILE};
+use crate::keys::{PublicKey, SecretKey};
+use crate::sandbox::{Limits, RunStatus, Verdict};
+use crate::session::{RunRecord, Session, SessionError};
+use crate::trust::{self, TrustRoot};
+
+/// Exit code: the capsule was refused by the trust checks.
+pub const EXIT_REFUSED: u8 = 3;
+/// Exit code: evidence failed verification.
+pub const EXIT_EVIDENCE_INVALID: u8 = 4;
+/// Exit code: the capsule's verdict is `fail`.
+pub const EXIT_VERDICT_FAIL: u8 = 5;
+/// Exit code: the run did not complete, or the verdict is `error`.
+pub const EXIT_RUN_ABNORMAL: u8 = 6;
+
+/// Largest `--input` file read.
+const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Edge Runner: verify signed WebAssembly capsules, run them in a deny-by-default sandbox, and keep signed evidence.
+#[derive(Debug, Parser)]
+#[command(name = "edge-runner", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 ok; 1 error; 2 usage; 3 capsule refused; 4 evidence invalid; 5 verdict fail; 6 run abnormal or verdict error";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create and inspect Ed25519 keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Sign, verify and inspect capsules.
+    #[command(subcommand)]
+    Capsule(CapsuleCommand),
+    /// Verify a capsule, run it in the sandbox and record evidence.
+    Run(RunArgs),
+    /// Verify evidence logs.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
+    /// Run the whole loop on the built-in demo keys and capsules.
+    Demo(demo::DemoArgs),
+}
+
+impl Cli {
+    /// Runs the parsed command.
+    pub fn execute(self) -> Result<ExitCode> {
+        match self.command {
+            Command::Keys(KeysCommand::Generate(args)) => args.execute(),
+            Command::Capsule(CapsuleCommand::Sign(args)) => args.execute(),
+            Command::Capsule(CapsuleCommand::Verify(args)) => args.execute(),
+            Command::Capsule(CapsuleCommand::Inspect(args)) => args.execute(),
+            Command::Run(args) => args.execute(),
+            Command::Evidence(EvidenceCommand::Verify(args)) => args.execute(),
+            Command::Demo(args) => args.execute(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate an Ed25519 key pair: NAME.key (PKCS#8 PEM, mode 0600) and NAME.pub (SPKI PEM).
+    Generate(KeysGenerate),
+}
+
+#[derive(Debug, Args)]
+struct KeysGenerate {
+    /// Directory to write the key pair into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Base name of the files.
+    #[arg(long)]
+    name: String,
+}
+
+impl KeysGenerate {
+    fn execute(self) -> Result<ExitCode> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            bail!("--name `{}` must be a plain file name (no `/`, not starting with `.`)", self.name);
+        }
+        let key = SecretKey::generate()?;
+        let (private, public) = key.write_pair(&self.out, &self.name)?;
+        println!("private key: {} (keep it secret)", private.display());
+        println!("public key:  {}", public.display());
+        println!("key id:      {}", key.id());
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum CapsuleCommand {
+    /// Sign a component with a publisher key, binding it to its manifest.
+    Sign(CapsuleSign),
+    /// Check a signed capsule against a trust root (without running it).
+    Verify(CapsuleVerify),
+    /// Show a capsule's manifest, digests and signers (nothing is trusted).
+    Inspect(CapsuleInspect),
+}
+
+#[derive(Debug, Args)]
+struct CapsuleSign {
+    /// The component to sign (`.wasm` built for wasm32-wasip2), or a signed capsule with --add.
+    capsule: PathBuf,
+    /// The author's manifest.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// The publisher's private key (PKCS#8 PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// Where to write the signed capsule.
+    #[arg(long)]
+    out: PathBuf,
+    /// Co-sign: keep the signatures already on CAPSULE and add this key's.
+    #[arg(long)]
+    add: bool,
+}
+
+impl CapsuleSign {
+    fn execute(self) -> Result<ExitCode> {
+        let component = read_bounded(&self.capsule, capsule::MAX_CAPSULE_BYTES as u64, "capsule")?;
+        let text = fs::read_to_string(&self.manifest)
+            .with_context(|| format!("reading manifest {}", self.manifest.display()))?;
+        let source = ManifestSource::parse(&text, &self.manifest)?;
+        let key = SecretKey::load(&self.key)?;
+        let signed = capsule::sign(&component, &source, &key, self.add)?;
+        write_atomically(&self.out, &signed)?;
+        let checked = CheckedCapsule::parse(signed)?;
+        println!(
+            "signed {} {} ({}) with key {} -> {}",
+            source.name,
+            source.version,
+            source.kind,
+            key.id().short(),
+            self.out.display()
+        );
+        println!("module sha256: {}", hex::encode(checked.module_digest()));
+        println!("signatures:    {}", checked.signatures().len());
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Debug, Args)]
+struct CapsuleVerify {
+    /// The signed capsule.
+    capsule: PathBuf,
+    /// The trust root (TOML).
+    #[arg(long)]
+    trust: PathBuf,
+}
+
+impl CapsuleVerify {
+    fn execute(self) -> Result<ExitCode> {
+        let root = load_trust_root(&self.trust)?;
+        let bytes = read_bounded(&self.capsule, capsule::MAX_CAPSULE_BYTES as u64, "capsule")?;
+        let verified = match CheckedCapsule::parse(bytes)
+            .map_err(trust::TrustError::from)
+            .and_then(|c| trust::verify(c, &root))
+        {
+            Ok(v) => v,
+            Err(err) => {
+                eprintln!("REFUSED: {}: {err}", self.capsule.display());
+                return Ok(ExitCode::from(EXIT_REFUSED));
+            }
+        };
+        let m = verified.manifest();
+        println!("OK: {} {} ({}) is trusted by `{}` v{}", m.name, m.version, m.kind, root.name, root.version);
+        for s in verified.signers() {
+            println!("  signed by {} ({}), key {}", s.publisher, s.organisation, s.key_id.short());
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Debug, Args)]
+struct CapsuleInspect {
+    /// The signed capsule.
+    capsule: PathBuf,
+}
+
+impl CapsuleInspect {
+    fn execute(self) -> Result<ExitCode> {
+        let bytes = read_bounded(&self.capsule, capsule::MAX_CAPSULE_BYTES as u64, "capsule")?;
+        let checked = CheckedCapsule::parse(bytes)?;
+        let m = checked.manifest();
+        println!("name:          {}", m.name);
+        println!("version:       {}", m.version);
+        println!("kind:          {}", m.kind);
+        println!("description:   {}", m.description);
+        println!("limits asked:  memory-bytes={:?} fuel={:?} wall-time-ms={:?}", m.limits.memory_bytes, m.limits.fuel, m.limits.wall_time_ms);
+        println!("module sha256: {} (signed: {})", hex::encode(checked.module_digest()), hex::encode(m.module_sha256));
+        if checked.module_digest() != m.module_sha256 {
+            println!("WARNING: the module does not match its signed manifest");
+        }
+        for (i, s) in checked.signatures().iter().enumerate() {
+            println!("signature {i}:   key {} alg {}", s.key_id, s.algorithm);
+        }
+        println!("(inspect checks structure only; use `capsule verify --trust` to check signatures)");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The signed capsule.
+    capsule: PathBuf,
+    /// The trust root (TOML).
+    #[arg(long)]
+    trust: PathBuf,
+    /// Evidence directory; the log is DIR/evidence.log.
+    #[arg(long)]
+    evidence: PathBuf,
+    /// Input for the capsule (passed as bytes; usually JSON).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// The runner's private key. Default: DIR/runner.key, generated on first use with DIR/runner.pub.
+    #[arg(long, env = "EDGE_RUNNER_KEY")]
+    runner_key: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn execute(self) -> Result<ExitCode> {
+        let root = load_trust_root(&self.trust)?;
+        let input = match &self.input {
+            Some(path) => read_bounded(path, MAX_INPUT_BYTES, "input")?,
+            None => Vec::new(),
+        };
+        let key = runner_key(self.runner_key.as_deref(), &self.evidence)?;
+        let bytes = read_bounded(&self.capsule, capsule::MAX_CAPSULE_BYTES as u64, "capsule")?;
+        let log = EvidenceLog::open(&self.evidence, key)?;
+        let mut session = Session::new(log, Limits::default())?;
+        let verified = match session.verify(bytes, &root) {
+            Ok(v) => v,
+            Err(SessionError::Refused(err)) => {
+                eprintln!("REFUSED: {}: {err}", self.capsule.display());
+                eprintln!("(recorded in {})", session.log().path().display());
+                return Ok(ExitCode::from(EXIT_REFUSED));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let record = session.run(verified, &input)?;
+        print_run(&record);
+        println!("evidence: {} ({} records)", session.log().path().display(), session.log().len());
+        Ok(run_exit_code(&record))
+    }
+}
+
+/// Prints a run's result for humans.
+fn print_run(record: &RunRecord) {
+    let m = record.capsule.manifest();
+    let r = &record.report;
+    println!("ran {} {} ({}): {}", m.name, m.version, m.kind, r.status.as_str());
+    if let Some(o) = &r.outcome {
+        println!("  verdict: {} — {}", o.verdict.as_str(), o.summary);
+        for f in &o.findings {
+            println!("  finding [{}] {}: {}", f.severity.as_str(), f.code, f.message);
+        }
+    }
+    if let Some(e) = &r.error {
+        println!("  error: {e}");
+    }
+    println!(
+        "  used: fuel {} of {}, peak memory {} of {} bytes, {} ms",
+        r.fuel_used,
+        record.grant.fuel,
+        r.peak_memory_bytes,
+        record.grant.memory_bytes,
+        r.wall_time.as_millis()
+    );
+    for item in &r.evidence {
+        println!("  evidence item `{}` ({}, {} bytes, sha256 {})", item.label, item.media_type, item.size, hex::encode(&item.sha256[..8]));
+    }
+}
+
+fn run_exit_code(record: &RunRecord) -> ExitCode {
+    match (&record.report.status, &record.report.outcome) {
+        (RunStatus::Completed, Some(o)) if o.verdict == Verdict::Pass => ExitCode::SUCCESS,
+        (RunStatus::Completed, Some(o)) if o.verdict == Verdict::Fail => ExitCode::from(EXIT_VERDICT_FAIL),
+        _ => ExitCode::from(EXIT_RUN_ABNORMAL),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum EvidenceCommand {
+    /// Verify an evidence log offline: signatures, encoding, sequence and hash chain.
+    Verify(EvidenceVerify),
+}
+
+#[derive(Debug, Args)]
+struct EvidenceVerify {
+    /// Evidence directory (containing evidence.log) or the log file itself.
+    dir: PathBuf,
+    /// The runner's public key (SPKI PEM).
+    #[arg(long)]
+    runner_key: PathBuf,
+    /// List every record.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+impl EvidenceVerify {
+    fn execute(self) -> Result<ExitCode> {
+        let key = PublicKey::load(&self.runner_key)?;
+        let path = if self.dir.is_dir() { self.dir.join(LOG_FILE) } else { self.dir.clone() };
+        let bytes = fs::read(&path).with_context(|| format!("reading evidence log {}", path.display()))?;
+        match evidence::verify_log(&bytes, &key) {
+            Ok(summary) => {
+                if self.verbose {
+                    for r in &summary.records {
+                        println!("  #{:<5} {:>13} {}", r.record.seq, r.record.time_ms, r.record.event);
+                    }
+                }
+                println!(
+                    "VALID: {} records, log {}, signed by runner key {}, head {}",
+                    summary.records.len(),
+                    hex::encode(summary.log_id),
+                    key.id().short(),
+                    hex::encode(summary.head)
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(failure) => {
+                eprintln!("INVALID: {}: {failure}", path.display());
+                Ok(ExitCode::from(EXIT_EVIDENCE_INVALID))
+            }
+        }
+    }
+}
+
+fn load_trust_root(path: &Path) -> Result<TrustRoot> {
+    let root = TrustRoot::load(path)?;
+    if root.demo {
+        eprintln!(
+            "WARNING: trust root `{}` is the DEMO root; its publisher key is public. Never use it outside a demo.",
+            root.name
+        );
+    }
+    Ok(root)
+}
+
+/// Loads the runner key, or creates DIR/runner.key (0600) and DIR/runner.pub on first use.
+fn runner_key(explicit: Option<&Path>, evidence_dir: &Path) -> Result<SecretKey> {
+    if let Some(path) = explicit {
+        return Ok(SecretKey::load(path)?);
+    }
+    let path = evidence_dir.join("runner.key");
+    if path.exists() {
+        return Ok(SecretKey::load(&path)?);
+    }
+    let key = SecretKey::generate()?;
+    key.write_pair(evidence_dir, "runner")?;
+    eprintln!(
+        "created runner key {} (public key {}); auditors verify this log with that public key",
+        path.display(),
+        evidence_dir.join("runner.pub").display()
+    );
+    Ok(key)
+}
+
+fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let meta = fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    if meta.len() > limit {
+        bail!("{what} {} is {} bytes; the limit is {limit} bytes", path.display(), meta.len());
+    }
+    fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+/// Writes via a temporary file and rename, so a crash never leaves a half-written file.
+fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("out")));
+    fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! One runner session: verify → grant → run → record, with evidence for every step.
+//!
+//! This is the loop the CLI, the demo and embedders share. It owns the order
+//! of steps and what each records; the decisions themselves belong to
+//! [`crate::trust`] and [`crate::sandbox`], and the record format to
+//! [`crate::evidence`]. A refused capsule never reaches the sandbox, and no
+//! step returns before its record is on disk.
+
+use ciborium::Value;
+use sha2::{Digest, Sha256};
+
+use crate::capsule::CheckedCapsule;
+use crate::cbor::text_map;
+use crate::evidence::{EvidenceError, EvidenceLog};
+use crate::sandbox::{Grant, Limits, RunReport, Sandbox, SandboxError, StreamSummary};
+use crate::trust::{self, TrustError, TrustRoot, VerifiedCapsule};
+
+/// Why a session step failed. A refusal or failed run is still recorded first.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The capsule was refused; a `capsule-refused` record says why.
+    #[error("capsule refused: {0}")]
+    Refused(#[from] TrustError),
+    /// The sandbox could not start the capsule; a `run-finished` record says why.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// Evidence could not be written, so nothing further was done.
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
+}
+
+/// A runner with its sandbox, limits and evidence log.
+#[derive(Debug)]
+pub struct Session {
+    sandbox: Sandbox,
+    limits: Limits,
+    log: EvidenceLog,
+}
+
+/// What [`Session::run`] did.
+#[derive(Debug)]
+pub struct RunRecord {
+    /// The capsule that ran.
+    pub capsule: VerifiedCapsule,
+    /// What it was granted.
+    pub grant: Grant,
+    /// What happened.
+    pub report: RunReport,
+}
+
+impl Session {
+    /// Starts a session that records to `log`.
+    pub fn new(log: EvidenceLog, limits: Limits) -> Result<Self, SessionError> {
+        Ok(Self { sandbox: Sandbox::new()?, limits, log })
+    }
+
+    /// The evidence log.
+    pub fn log(&self) -> &EvidenceLog {
+        &self.log
+    }
+
+    /// Parses and verifies `bytes` against `root`, recording the decision either way.
+    pub fn verify(&mut self, bytes: Vec<u8>, root: &TrustRoot) -> Result<VerifiedCapsule, SessionError> {
+        let file_sha256 = Sha256::digest(&bytes).to_vec();
+        let size = bytes.len() as u64;
+        let checked = CheckedCapsule::parse(bytes);
+        let identity = checked.as_ref().ok().map(|c| {
+            let m = c.manifest();
+            (m.name.clone(), m.version.to_string(), m.kind.as_str())
+        });
+        let verified = checked.map_err(TrustError::from).and_then(|c| trust::verify(c, root));
+        match verified {
+            Ok(capsule) => {
+                self.log.append("capsule-verified", verified_body(&capsule))?;
+                Ok(capsule)
+            }
+            Err(err) => {
+                let mut body = vec![
+                    ("reason", Value::Text(err.to_string())),
+                    ("file-sha256", Value::Bytes(file_sha256)),
+                    ("file-size", Value::Integer(size.into())),
+                    ("trust-root", trust_root_value(&root.name, root.version, root.digest)),
+                ];
+                if let Some((name, version, kind)) = identity {
+                    body.push(("name", Value::Text(name)));
+                    body.push(("version", Value::Text(version)));
+                    body.push(("kind", Value::Text(kind.into())));
+                }
+                self.log.append("capsule-refused", text_map(body))?;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Runs a verified capsule on `input`, recording the grant before and the result after.
+    pub fn run(&mut self, capsule: VerifiedCapsule, input: &[u8]) -> Result<RunRecord, SessionError> {
+        let grant = Grant::compute(&capsule.manifest().limits, &self.limits);
+        self.log.append("run-started", run_started_body(&capsule, &grant, input))?;
+        match self.sandbox.run(&capsule, &grant, input) {
+            Ok(report) => {
+                self.log.append("run-finished", run_finished_body(&capsule, &report))?;
+                Ok(RunRecord { capsule, grant, report })
+            }
+            Err(err) => {
+                self.log.append(
+                    "run-finished",
+                    text_map([
+                        ("module-sha256", Value::Bytes(capsule.module_digest().to_vec())),
+                        ("status", Value::Text("not-started".into())),
+                        ("error", Value::Text(err.to_string())),
+                    ]),
+                )?;
+                Err(err.into())
+            }
+        }
+    }
+}
+
+fn trust_root_value(name: &str, version: u64, digest: [u8; 32]) -> Value {
+    text_map([
+        ("name", Value::Text(name.into())),
+        ("version", Value::Integer(version.into())),
+        ("sha256", Value::Bytes(digest.to_vec())),
+    ])
+}
+
+fn verified_body(capsule: &VerifiedCapsule) -> Value {
+    let m = capsule.manifest();
+    let (root_name, root_version, root_digest) = capsule.trust_root();
+    let signers = capsule
+        .signers()
+        .iter()
+        .map(|s| {
+            text_map([
+                ("publisher", Value::Text(s.publisher.clone())),
+                ("organisation", Value::Text(s.organisation.clone())),
+                ("key-id", Value::Bytes(s.key_id.0.to_vec())),
+            ])
+        })
+        .collect();
+    text_map([
+        ("name", Value::Text(m.name.clone())),
+        ("version", Value::Text(m.version.to_string())),
+        ("kind", Value::Text(m.kind.as_str().into())),
+        ("module-sha256", Value::Bytes(capsule.module_digest().to_vec())),
+        ("file-sha256", Value::Bytes(capsule.file_digest().to_vec())),
+        ("signers", Value::Array(signers)),
+        ("trust-root", trust_root_value(root_name, root_version, root_digest)),
+    ])
+}
+
+fn uint(v: u64) -> Value {
+    Value::Integer(v.into())
+}
+
+fn run_started_body(capsule: &VerifiedCapsule, grant: &Grant, input: &[u8]) -> Value {
+    let refused = grant
+        .refused
+        .iter()
+        .map(|r| {
+            text_map([
+                ("resource", Value::Text(r.resource.into())),
+                ("asked", uint(r.asked)),
+                ("granted", uint(r.granted)),
+            ])
+        })
+        .collect();
+    text_map([
+        ("module-sha256", Value::Bytes(capsule.module_digest().to_vec())),
+        ("input-sha256", Value::Bytes(Sha256::digest(input).to_vec())),
+        ("input-size", uint(input.len() as u64)),
+        (
+            "grant",
+            text_map([
+                ("memory-bytes", uint(grant.memory_bytes)),
+                ("fuel", uint(grant.fuel)),
+                ("wall-time-ms", uint(u64::try_from(grant.wall_time.as_millis()).unwrap_or(u64::MAX))),
+                ("stdout-bytes", uint(grant.stdout_bytes as u64)),
+                ("stderr-bytes", uint(grant.stderr_bytes as u64)),
+                ("evidence-items", uint(u64::from(grant.evidence_items))),
+                ("evidence-bytes", uint(grant.evidence_bytes)),
+                ("filesystem", Value::Array(Vec::new())),
+                ("network", Value::Array(Vec::new())),
+                ("config", Value::Array(Vec::new())),
+            ]),
+        ),
+        ("refused", Value::Array(refused)),
+    ])
+}
+
+fn stream_value(s: &StreamSummary) -> Value {
+    text_map([
+        ("size", uint(s.size)),
+        ("sha256", Value::Bytes(s.sha256.to_vec())),
+        ("truncated", Value::Bool(s.truncated)),
+    ])
+}
+
+fn run_finished_body(capsule: &VerifiedCapsule, report: &RunReport) -> Value {
+    let mut body = vec![
+        ("module-sha256", Value::Bytes(capsule.module_digest().to_vec())),
+        ("status", Value::Text(report.status.as_str().into())),
+        ("fuel-used", uint(report.fuel_used)),
+        ("peak-memory-bytes", uint(report.peak_memory_bytes)),
+        ("wall-time-ms", uint(u64::try_from(report.wall_time.as_millis()).unwrap_or(u64::MAX))),
+        ("stdout", stream_value(&report.stdout)),
+        ("stderr", stream_value(&report.stderr)),
+        (
+            "memory-denials",
+            Value::Array(report.memory_denials.iter().map(|&b| uint(b)).collect()),
+        ),
+        ("evidence-refused", uint(u64::from(report.evidence_refused))),
+        (
+            "evidence",
+            Value::Array(
+                report
+                    .evidence
+                    .iter()
+                    .map(|item| {
+                        let mut fields = vec![
+                            ("label", Value::Text(item.label.clone())),
+                            ("media-type", Value::Text(item.media_type.clone())),
+                            ("size", uint(item.size)),
+                            ("sha256", Value::Bytes(item.sha256.to_vec())),
+                        ];
+                        if let Some(data) = &item.inline {
+                            fields.push(("data", Value::Bytes(data.clone())));
+                        }
+                        text_map(fields)
+                    })
+                    .collect(),
+            ),
+        ),
+    ];
+    if let Some(outcome) = &report.outcome {
+        body.push(("verdict", Value::Text(outcome.verdict.as_str().into())));
+        body.push(("summary", Value::Text(outcome.summary.clone())));
+        body.push((
+            "findings",
+            Value::Array(
+                outcome
+                    .findings
+                    .iter()
+                    .map(|f| {
+                        text_map([
+                            ("code", Value::Text(f.code.clone())),
+                            ("severity", Value::Text(f.severity.as_str().into())),
+                            ("message", Value::Text(f.message.clone())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ));
+    }
+    if let Some(error) = &report.error {
+        body.push(("error", Value::Text(error.clone())));
+    }
+    text_map(body)
+}
