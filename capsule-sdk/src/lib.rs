@@ -271,9 +271,9 @@ impl<E: fmt::Display> IntoOutcome for Result<Outcome, E> {
 #[doc(hidden)]
 pub mod __private {
     pub use super::bindings::Guest;
-    pub use super::bindings::export_capsule;
     pub use super::bindings::edge_runner::capsule::types::Kind as WitKind;
     pub use super::bindings::edge_runner::capsule::types::Outcome as WitOutcome;
+    pub use super::bindings::export_capsule;
     pub use wit_bindgen;
 
     pub use crate::bindings;

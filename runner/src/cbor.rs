@@ -71,7 +71,9 @@ pub fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), CborError> {
 fn canonicalize(value: &Value) -> Result<Value, CborError> {
     Ok(match value {
         Value::Float(_) => return Err(CborError::Float),
-        Value::Array(items) => Value::Array(items.iter().map(canonicalize).collect::<Result<_, _>>()?),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(canonicalize).collect::<Result<_, _>>()?)
+        }
         Value::Tag(tag, inner) => Value::Tag(*tag, Box::new(canonicalize(inner)?)),
         Value::Map(entries) => {
             let mut keyed = Vec::with_capacity(entries.len());
@@ -98,7 +100,12 @@ where
     I: IntoIterator<Item = (K, Value)>,
     K: Into<String>,
 {
-    Value::Map(entries.into_iter().map(|(k, v)| (Value::Text(k.into()), v)).collect())
+    Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Value::Text(k.into()), v))
+            .collect(),
+    )
 }
 
 /// Typed access to the fields of a decoded CBOR map, with errors that name the field.
@@ -154,7 +161,8 @@ impl<'a> MapReader<'a> {
     /// A required unsigned integer field.
     pub fn uint(&self, key: &str) -> Result<u64, String> {
         match self.get(key) {
-            Some(v) => as_u64(v).ok_or_else(|| format!("{}: `{key}` is not an unsigned integer", self.what)),
+            Some(v) => as_u64(v)
+                .ok_or_else(|| format!("{}: `{key}` is not an unsigned integer", self.what)),
             None => Err(format!("{}: `{key}` is missing", self.what)),
         }
     }
@@ -203,19 +211,28 @@ mod tests {
     fn unsorted_map_is_rejected() {
         // {"b": 1, "a": 2}
         let bytes = hex::decode("a2616201616102").unwrap();
-        assert!(matches!(decode_canonical(&bytes), Err(CborError::NotCanonical)));
+        assert!(matches!(
+            decode_canonical(&bytes),
+            Err(CborError::NotCanonical)
+        ));
     }
 
     #[test]
     fn non_shortest_integer_is_rejected() {
         // 1 encoded as 0x18 0x01 instead of 0x01.
-        assert!(matches!(decode_canonical(&[0x18, 0x01]), Err(CborError::NotCanonical)));
+        assert!(matches!(
+            decode_canonical(&[0x18, 0x01]),
+            Err(CborError::NotCanonical)
+        ));
     }
 
     #[test]
     fn indefinite_length_is_rejected() {
         // [_ 1, 2]
-        assert!(matches!(decode_canonical(&[0x9f, 0x01, 0x02, 0xff]), Err(CborError::NotCanonical)));
+        assert!(matches!(
+            decode_canonical(&[0x9f, 0x01, 0x02, 0xff]),
+            Err(CborError::NotCanonical)
+        ));
     }
 
     #[test]
@@ -229,6 +246,9 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_rejected() {
-        assert!(matches!(decode_canonical(&[0x01, 0x02]), Err(CborError::TrailingBytes(1))));
+        assert!(matches!(
+            decode_canonical(&[0x01, 0x02]),
+            Err(CborError::TrailingBytes(1))
+        ));
     }
 }

@@ -42,7 +42,9 @@ pub enum KeyError {
         detail: String,
     },
     /// Refusing to replace an existing key.
-    #[error("{0} already exists; refusing to overwrite a key (move it away or choose another --name)")]
+    #[error(
+        "{0} already exists; refusing to overwrite a key (move it away or choose another --name)"
+    )]
     Exists(PathBuf),
     /// The operating system's random source failed.
     #[error("could not get randomness for a new key: {0}")]
@@ -150,7 +152,10 @@ impl SecretKey {
 
     /// Writes `DIR/NAME.key` (mode 0600) and `DIR/NAME.pub`, refusing to overwrite either.
     pub fn write_pair(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), KeyError> {
-        fs::create_dir_all(dir).map_err(|source| KeyError::Io { path: dir.to_path_buf(), source })?;
+        fs::create_dir_all(dir).map_err(|source| KeyError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let private = dir.join(format!("{name}.key"));
         let public = dir.join(format!("{name}.pub"));
         for path in [&private, &public] {
@@ -180,13 +185,18 @@ impl fmt::Debug for PublicKey {
 impl PublicKey {
     /// Wraps an existing `ed25519-dalek` key.
     pub fn from_verifying_key(key: VerifyingKey) -> Self {
-        Self { id: KeyId::of(&key), key }
+        Self {
+            id: KeyId::of(&key),
+            key,
+        }
     }
 
     /// Parses a raw 32-byte public key, rejecting non-canonical and weak points' encodings.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let raw: [u8; 32] = bytes.try_into().ok()?;
-        VerifyingKey::from_bytes(&raw).ok().map(Self::from_verifying_key)
+        VerifyingKey::from_bytes(&raw)
+            .ok()
+            .map(Self::from_verifying_key)
     }
 
     /// Parses an SPKI PEM public key; `origin` names it in errors.
@@ -217,11 +227,13 @@ impl PublicKey {
 
     /// The key as SPKI PEM.
     pub fn to_pem(&self) -> Result<String, KeyError> {
-        self.key.to_public_key_pem(LineEnding::LF).map_err(|e| KeyError::Format {
-            path: PathBuf::new(),
-            expected: "an encodable Ed25519 key",
-            detail: e.to_string(),
-        })
+        self.key
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Format {
+                path: PathBuf::new(),
+                expected: "an encodable Ed25519 key",
+                detail: e.to_string(),
+            })
     }
 
     /// Verifies with RFC 8032's strict rules (`verify_strict`): rejects
@@ -236,13 +248,19 @@ impl PublicKey {
 }
 
 fn read_small(path: &Path) -> Result<String, KeyError> {
-    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = fs::metadata(path).map_err(io)?;
     if meta.len() > MAX_KEY_FILE {
         return Err(KeyError::Format {
             path: path.to_path_buf(),
             expected: "a PEM key file",
-            detail: format!("{} bytes is larger than any key file ({MAX_KEY_FILE} bytes)", meta.len()),
+            detail: format!(
+                "{} bytes is larger than any key file ({MAX_KEY_FILE} bytes)",
+                meta.len()
+            ),
         });
     }
     let bytes = fs::read(path).map_err(io)?;
@@ -255,7 +273,10 @@ fn read_small(path: &Path) -> Result<String, KeyError> {
 
 /// Creates `path` (it must not exist), writes `data`, and syncs it to disk.
 fn write_new(path: &Path, data: &[u8], private: bool) -> Result<(), KeyError> {
-    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -281,7 +302,8 @@ mod tests {
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         let again = SecretKey::from_pem(&pem, Path::new("mem")).unwrap();
         assert_eq!(again.id(), key.id());
-        let public = PublicKey::from_pem(&key.public().to_pem().unwrap(), Path::new("mem")).unwrap();
+        let public =
+            PublicKey::from_pem(&key.public().to_pem().unwrap(), Path::new("mem")).unwrap();
         let sig = key.sign(b"hello");
         assert!(public.verify_strict(b"hello", &sig.to_bytes()));
         assert!(!public.verify_strict(b"hellO", &sig.to_bytes()));
@@ -295,15 +317,26 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&private).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
-        assert!(matches!(key.write_pair(dir.path(), "k"), Err(KeyError::Exists(_))));
+        assert!(matches!(
+            key.write_pair(dir.path(), "k"),
+            Err(KeyError::Exists(_))
+        ));
     }
 
     #[test]
     fn public_key_is_not_a_private_key() {
         let key = SecretKey::generate().unwrap();
-        let err = SecretKey::from_pem(&key.public().to_pem().unwrap(), Path::new("x.pub")).unwrap_err();
-        assert!(err.to_string().contains("x.pub is not an Ed25519 private key"), "{err}");
+        let err =
+            SecretKey::from_pem(&key.public().to_pem().unwrap(), Path::new("x.pub")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("x.pub is not an Ed25519 private key"),
+            "{err}"
+        );
     }
 }

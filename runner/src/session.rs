@@ -52,7 +52,11 @@ pub struct RunRecord {
 impl Session {
     /// Starts a session that records to `log`.
     pub fn new(log: EvidenceLog, limits: Limits) -> Result<Self, SessionError> {
-        Ok(Self { sandbox: Sandbox::new()?, limits, log })
+        Ok(Self {
+            sandbox: Sandbox::new()?,
+            limits,
+            log,
+        })
     }
 
     /// The evidence log.
@@ -61,7 +65,11 @@ impl Session {
     }
 
     /// Parses and verifies `bytes` against `root`, recording the decision either way.
-    pub fn verify(&mut self, bytes: Vec<u8>, root: &TrustRoot) -> Result<VerifiedCapsule, SessionError> {
+    pub fn verify(
+        &mut self,
+        bytes: Vec<u8>,
+        root: &TrustRoot,
+    ) -> Result<VerifiedCapsule, SessionError> {
         let file_sha256 = Sha256::digest(&bytes).to_vec();
         let size = bytes.len() as u64;
         let checked = CheckedCapsule::parse(bytes);
@@ -69,10 +77,13 @@ impl Session {
             let m = c.manifest();
             (m.name.clone(), m.version.to_string(), m.kind.as_str())
         });
-        let verified = checked.map_err(TrustError::from).and_then(|c| trust::verify(c, root));
+        let verified = checked
+            .map_err(TrustError::from)
+            .and_then(|c| trust::verify(c, root));
         match verified {
             Ok(capsule) => {
-                self.log.append("capsule-verified", verified_body(&capsule))?;
+                self.log
+                    .append("capsule-verified", verified_body(&capsule))?;
                 Ok(capsule)
             }
             Err(err) => {
@@ -80,7 +91,10 @@ impl Session {
                     ("reason", Value::Text(err.to_string())),
                     ("file-sha256", Value::Bytes(file_sha256)),
                     ("file-size", Value::Integer(size.into())),
-                    ("trust-root", trust_root_value(&root.name, root.version, root.digest)),
+                    (
+                        "trust-root",
+                        trust_root_value(&root.name, root.version, root.digest),
+                    ),
                 ];
                 if let Some((name, version, kind)) = identity {
                     body.push(("name", Value::Text(name)));
@@ -94,19 +108,32 @@ impl Session {
     }
 
     /// Runs a verified capsule on `input`, recording the grant before and the result after.
-    pub fn run(&mut self, capsule: VerifiedCapsule, input: &[u8]) -> Result<RunRecord, SessionError> {
+    pub fn run(
+        &mut self,
+        capsule: VerifiedCapsule,
+        input: &[u8],
+    ) -> Result<RunRecord, SessionError> {
         let grant = Grant::compute(&capsule.manifest().limits, &self.limits);
-        self.log.append("run-started", run_started_body(&capsule, &grant, input))?;
+        self.log
+            .append("run-started", run_started_body(&capsule, &grant, input))?;
         match self.sandbox.run(&capsule, &grant, input) {
             Ok(report) => {
-                self.log.append("run-finished", run_finished_body(&capsule, &report))?;
-                Ok(RunRecord { capsule, grant, report })
+                self.log
+                    .append("run-finished", run_finished_body(&capsule, &report))?;
+                Ok(RunRecord {
+                    capsule,
+                    grant,
+                    report,
+                })
             }
             Err(err) => {
                 self.log.append(
                     "run-finished",
                     text_map([
-                        ("module-sha256", Value::Bytes(capsule.module_digest().to_vec())),
+                        (
+                            "module-sha256",
+                            Value::Bytes(capsule.module_digest().to_vec()),
+                        ),
                         ("status", Value::Text("not-started".into())),
                         ("error", Value::Text(err.to_string())),
                     ]),
@@ -143,10 +170,16 @@ fn verified_body(capsule: &VerifiedCapsule) -> Value {
         ("name", Value::Text(m.name.clone())),
         ("version", Value::Text(m.version.to_string())),
         ("kind", Value::Text(m.kind.as_str().into())),
-        ("module-sha256", Value::Bytes(capsule.module_digest().to_vec())),
+        (
+            "module-sha256",
+            Value::Bytes(capsule.module_digest().to_vec()),
+        ),
         ("file-sha256", Value::Bytes(capsule.file_digest().to_vec())),
         ("signers", Value::Array(signers)),
-        ("trust-root", trust_root_value(root_name, root_version, root_digest)),
+        (
+            "trust-root",
+            trust_root_value(root_name, root_version, root_digest),
+        ),
     ])
 }
 
@@ -167,7 +200,10 @@ fn run_started_body(capsule: &VerifiedCapsule, grant: &Grant, input: &[u8]) -> V
         })
         .collect();
     text_map([
-        ("module-sha256", Value::Bytes(capsule.module_digest().to_vec())),
+        (
+            "module-sha256",
+            Value::Bytes(capsule.module_digest().to_vec()),
+        ),
         ("input-sha256", Value::Bytes(Sha256::digest(input).to_vec())),
         ("input-size", uint(input.len() as u64)),
         (
@@ -175,7 +211,10 @@ fn run_started_body(capsule: &VerifiedCapsule, grant: &Grant, input: &[u8]) -> V
             text_map([
                 ("memory-bytes", uint(grant.memory_bytes)),
                 ("fuel", uint(grant.fuel)),
-                ("wall-time-ms", uint(u64::try_from(grant.wall_time.as_millis()).unwrap_or(u64::MAX))),
+                (
+                    "wall-time-ms",
+                    uint(u64::try_from(grant.wall_time.as_millis()).unwrap_or(u64::MAX)),
+                ),
                 ("stdout-bytes", uint(grant.stdout_bytes as u64)),
                 ("stderr-bytes", uint(grant.stderr_bytes as u64)),
                 ("evidence-items", uint(u64::from(grant.evidence_items))),
@@ -199,11 +238,17 @@ fn stream_value(s: &StreamSummary) -> Value {
 
 fn run_finished_body(capsule: &VerifiedCapsule, report: &RunReport) -> Value {
     let mut body = vec![
-        ("module-sha256", Value::Bytes(capsule.module_digest().to_vec())),
+        (
+            "module-sha256",
+            Value::Bytes(capsule.module_digest().to_vec()),
+        ),
         ("status", Value::Text(report.status.as_str().into())),
         ("fuel-used", uint(report.fuel_used)),
         ("peak-memory-bytes", uint(report.peak_memory_bytes)),
-        ("wall-time-ms", uint(u64::try_from(report.wall_time.as_millis()).unwrap_or(u64::MAX))),
+        (
+            "wall-time-ms",
+            uint(u64::try_from(report.wall_time.as_millis()).unwrap_or(u64::MAX)),
+        ),
         ("stdout", stream_value(&report.stdout)),
         ("stderr", stream_value(&report.stderr)),
         (

@@ -29,7 +29,11 @@ struct Assertion {
 #[capsule_sdk::test]
 fn check_document(cx: &mut Context) -> Result<Outcome, Error> {
     let input: Input = cx.input_json()?;
-    cx.evidence("document", "application/json", input.document.to_string().as_bytes())?;
+    cx.evidence(
+        "document",
+        "application/json",
+        input.document.to_string().as_bytes(),
+    )?;
 
     let mut failed = Vec::new();
     for (index, assertion) in input.assertions.iter().enumerate() {
@@ -41,9 +45,10 @@ fn check_document(cx: &mut Context) -> Result<Outcome, Error> {
             (Some(_), _, None) | (None, Some(true), None) => {
                 Some(format!("`{}` is missing", assertion.pointer))
             }
-            (None, Some(false), Some(got)) => {
-                Some(format!("`{}` is present ({got}) but must not be", assertion.pointer))
-            }
+            (None, Some(false), Some(got)) => Some(format!(
+                "`{}` is present ({got}) but must not be",
+                assertion.pointer
+            )),
             (None, None, _) => {
                 return Err(Error::new(format!(
                     "assertion {index} on `{}` needs `equals` or `exists`",
@@ -53,7 +58,11 @@ fn check_document(cx: &mut Context) -> Result<Outcome, Error> {
             _ => None,
         };
         if let Some(message) = problem {
-            failed.push(Finding::new(format!("assertion.{index}"), Severity::High, message));
+            failed.push(Finding::new(
+                format!("assertion.{index}"),
+                Severity::High,
+                message,
+            ));
         }
     }
 

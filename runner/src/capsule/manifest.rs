@@ -13,7 +13,9 @@ use crate::cbor::{self, MapReader};
 pub const MANIFEST_FORMAT: u64 = 1;
 
 /// What a capsule is for. Each kind has its own signature threshold in the trust root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Checks a system; reads only.
@@ -126,7 +128,11 @@ impl Manifest {
     pub fn to_cbor(&self) -> Result<Vec<u8>, CapsuleError> {
         let mut limits = Vec::new();
         let l = &self.limits;
-        for (key, value) in [("memory-bytes", l.memory_bytes), ("fuel", l.fuel), ("wall-time-ms", l.wall_time_ms)] {
+        for (key, value) in [
+            ("memory-bytes", l.memory_bytes),
+            ("fuel", l.fuel),
+            ("wall-time-ms", l.wall_time_ms),
+        ] {
             if let Some(v) = value {
                 limits.push((key, Value::Integer(v.into())));
             }
@@ -148,8 +154,16 @@ impl Manifest {
         let bad = CapsuleError::BadManifest;
         let value = cbor::decode_canonical(bytes).map_err(|e| bad(e.to_string()))?;
         let map = MapReader::new("manifest", &value).map_err(bad)?;
-        map.only(&["format", "name", "version", "kind", "description", "module-sha256", "limits"])
-            .map_err(bad)?;
+        map.only(&[
+            "format",
+            "name",
+            "version",
+            "kind",
+            "description",
+            "module-sha256",
+            "limits",
+        ])
+        .map_err(bad)?;
         let format = map.uint("format").map_err(bad)?;
         if format != MANIFEST_FORMAT {
             return Err(bad(format!(
@@ -163,7 +177,9 @@ impl Manifest {
             .map_err(|e| bad(format!("version `{version_text}` is not semver: {e}")))?;
         let kind_text = map.text("kind").map_err(bad)?;
         let kind = Kind::parse(kind_text).ok_or_else(|| {
-            bad(format!("kind `{kind_text}` is not one of test, reproduce, remediate"))
+            bad(format!(
+                "kind `{kind_text}` is not one of test, reproduce, remediate"
+            ))
         })?;
         let description = map.text("description").map_err(bad)?.to_string();
         let module_sha256 = map
@@ -171,23 +187,35 @@ impl Manifest {
             .map_err(bad)?
             .try_into()
             .map_err(|_| bad("`module-sha256` must be 32 bytes".into()))?;
-        let limits_value = map.get("limits").ok_or_else(|| bad("`limits` is missing".into()))?;
+        let limits_value = map
+            .get("limits")
+            .ok_or_else(|| bad("`limits` is missing".into()))?;
         let lm = MapReader::new("manifest limits", limits_value).map_err(bad)?;
-        lm.only(&["memory-bytes", "fuel", "wall-time-ms"]).map_err(bad)?;
+        lm.only(&["memory-bytes", "fuel", "wall-time-ms"])
+            .map_err(bad)?;
         let opt = |k: &str| lm.get(k).map(|_| lm.uint(k)).transpose();
         let limits = RequestedLimits {
             memory_bytes: opt("memory-bytes").map_err(bad)?,
             fuel: opt("fuel").map_err(bad)?,
             wall_time_ms: opt("wall-time-ms").map_err(bad)?,
         };
-        Ok(Self { name, version, kind, description, limits, module_sha256 })
+        Ok(Self {
+            name,
+            version,
+            kind,
+            description,
+            limits,
+            module_sha256,
+        })
     }
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-');
     if ok {
         Ok(())

@@ -119,7 +119,10 @@ impl CheckedCapsule {
     /// Parses a signed capsule file. `bytes` is kept as is: the same buffer is compiled later.
     pub fn parse(bytes: Vec<u8>) -> Result<Self, CapsuleError> {
         if bytes.len() > MAX_CAPSULE_BYTES {
-            return Err(CapsuleError::TooLarge { size: bytes.len(), limit: MAX_CAPSULE_BYTES });
+            return Err(CapsuleError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_CAPSULE_BYTES,
+            });
         }
         let file_digest = Sha256::digest(&bytes).into();
         let layout = wasm::Layout::parse(&bytes)?;
@@ -134,7 +137,13 @@ impl CheckedCapsule {
             .ok_or_else(|| CapsuleError::BadSignatureSection("COSE_Sign has no payload".into()))?;
         let manifest = Manifest::from_cbor(payload)?;
         let signatures = signature_entries(&sign)?;
-        Ok(Self { bytes, module_digest, file_digest, manifest, signatures })
+        Ok(Self {
+            bytes,
+            module_digest,
+            file_digest,
+            manifest,
+            signatures,
+        })
     }
 
     /// The whole file, exactly as read.
@@ -199,11 +208,11 @@ fn decode_cose_sign(content: &[u8]) -> Result<CoseSign, CapsuleError> {
 }
 
 fn check_canonical_header(original: &Option<Vec<u8>>, what: &str) -> Result<(), CapsuleError> {
-    if let Some(bytes) = original {
-        if !bytes.is_empty() {
-            cbor::decode_canonical(bytes)
-                .map_err(|e| CapsuleError::BadSignatureSection(format!("{what}: {e}")))?;
-        }
+    if let Some(bytes) = original
+        && !bytes.is_empty()
+    {
+        cbor::decode_canonical(bytes)
+            .map_err(|e| CapsuleError::BadSignatureSection(format!("{what}: {e}")))?;
     }
     Ok(())
 }
@@ -252,10 +261,16 @@ pub fn sign(
     add: bool,
 ) -> Result<Vec<u8>, CapsuleError> {
     if component.len() > MAX_CAPSULE_BYTES {
-        return Err(CapsuleError::TooLarge { size: component.len(), limit: MAX_CAPSULE_BYTES });
+        return Err(CapsuleError::TooLarge {
+            size: component.len(),
+            limit: MAX_CAPSULE_BYTES,
+        });
     }
     let layout = wasm::Layout::parse(component)?;
-    let module_end = layout.signature.as_ref().map_or(component.len(), |s| s.start);
+    let module_end = layout
+        .signature
+        .as_ref()
+        .map_or(component.len(), |s| s.start);
     let module = &component[..module_end];
     let manifest = source.to_manifest(Sha256::digest(module).into())?;
     let payload = manifest.to_cbor()?;
@@ -269,10 +284,19 @@ pub fn sign(
         }
         let old = decode_cose_sign(&component[section.content.clone()])?;
         if old.payload.as_deref() != Some(payload.as_slice()) {
-            let old_manifest = old.payload.as_deref().map(Manifest::from_cbor).transpose()?;
+            let old_manifest = old
+                .payload
+                .as_deref()
+                .map(Manifest::from_cbor)
+                .transpose()?;
             let detail = match old_manifest {
-                Some(m) if m.module_sha256 != manifest.module_sha256 => "module digest differs".to_string(),
-                Some(m) => format!("signed manifest is {} {}, new one differs", m.name, m.version),
+                Some(m) if m.module_sha256 != manifest.module_sha256 => {
+                    "module digest differs".to_string()
+                }
+                Some(m) => format!(
+                    "signed manifest is {} {}, new one differs",
+                    m.name, m.version
+                ),
                 None => "no payload".to_string(),
             };
             return Err(CapsuleError::ManifestMismatch(detail));
@@ -285,7 +309,9 @@ pub fn sign(
         existing = old.signatures;
     }
 
-    let body = HeaderBuilder::new().content_type(MANIFEST_CONTENT_TYPE.to_string()).build();
+    let body = HeaderBuilder::new()
+        .content_type(MANIFEST_CONTENT_TYPE.to_string())
+        .build();
     let mut builder = CoseSignBuilder::new().protected(body).payload(payload);
     for sig in existing {
         builder = builder.add_signature(sig);
@@ -296,7 +322,9 @@ pub fn sign(
         .build();
     let new_sig: CoseSignature = CoseSignatureBuilder::new().protected(sig_header).build();
     let sign = builder
-        .add_created_signature(new_sig, SIGNATURE_CONTEXT, |tbs| key.sign(tbs).to_bytes().to_vec())
+        .add_created_signature(new_sig, SIGNATURE_CONTEXT, |tbs| {
+            key.sign(tbs).to_bytes().to_vec()
+        })
         .build();
     let cose = sign
         .to_tagged_vec()

@@ -38,7 +38,12 @@ impl Layout {
         match <[u8; 4]>::try_from(&bytes[4..8]) {
             Ok(COMPONENT_VERSION) => {}
             Ok(CORE_VERSION) => return Err(CapsuleError::CoreModule),
-            _ => return Err(bad(format!("unknown binary version {}", hex::encode(&bytes[4..8])))),
+            _ => {
+                return Err(bad(format!(
+                    "unknown binary version {}",
+                    hex::encode(&bytes[4..8])
+                )));
+            }
         }
         let mut pos = 8;
         let mut signature = None;
@@ -46,11 +51,16 @@ impl Layout {
             let start = pos;
             let id = bytes[pos];
             pos += 1;
-            let size = read_u32(bytes, &mut pos).map_err(|m| bad(format!("section at offset {start}: {m}")))?;
+            let size = read_u32(bytes, &mut pos)
+                .map_err(|m| bad(format!("section at offset {start}: {m}")))?;
             let end = pos
                 .checked_add(size as usize)
                 .filter(|&end| end <= bytes.len())
-                .ok_or_else(|| bad(format!("section at offset {start} runs past the end of the file (truncated?)")))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "section at offset {start} runs past the end of the file (truncated?)"
+                    ))
+                })?;
             if id == CUSTOM_SECTION_ID {
                 let mut name_pos = pos;
                 let name_len = read_u32(bytes, &mut name_pos)
@@ -58,14 +68,21 @@ impl Layout {
                 let name_end = name_pos
                     .checked_add(name_len as usize)
                     .filter(|&e| e <= end)
-                    .ok_or_else(|| bad(format!("custom section name at offset {start} runs past its section")))?;
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "custom section name at offset {start} runs past its section"
+                        ))
+                    })?;
                 if &bytes[name_pos..name_end] == SIGNATURE_SECTION.as_bytes() {
                     if signature.is_some() {
                         return Err(CapsuleError::BadSignatureSection(
                             "more than one signature section".into(),
                         ));
                     }
-                    signature = Some(SignatureSection { start, content: name_end..end });
+                    signature = Some(SignatureSection {
+                        start,
+                        content: name_end..end,
+                    });
                 }
             } else if signature.is_some() {
                 return Err(CapsuleError::BadSignatureSection(
@@ -74,12 +91,12 @@ impl Layout {
             }
             pos = end;
         }
-        if let Some(sig) = &signature {
-            if sig.content.end != bytes.len() {
-                return Err(CapsuleError::BadSignatureSection(
-                    "the signature section must be the last section of the component".into(),
-                ));
-            }
+        if let Some(sig) = &signature
+            && sig.content.end != bytes.len()
+        {
+            return Err(CapsuleError::BadSignatureSection(
+                "the signature section must be the last section of the component".into(),
+            ));
         }
         Ok(Self { signature })
     }

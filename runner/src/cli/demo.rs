@@ -43,13 +43,24 @@ impl DemoArgs {
     pub fn execute(self) -> Result<ExitCode> {
         let out = match self.out {
             Some(dir) => {
-                if dir.exists() && dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
-                    bail!("--out {} is not empty; choose a new directory", dir.display());
+                if dir.exists()
+                    && dir
+                        .read_dir()
+                        .map(|mut d| d.next().is_some())
+                        .unwrap_or(true)
+                {
+                    bail!(
+                        "--out {} is not empty; choose a new directory",
+                        dir.display()
+                    );
                 }
                 std::fs::create_dir_all(&dir)?;
                 dir
             }
-            None => tempfile::Builder::new().prefix("edge-runner-demo-").tempdir()?.keep(),
+            None => tempfile::Builder::new()
+                .prefix("edge-runner-demo-")
+                .tempdir()?
+                .keep(),
         };
         run_demo(&out)?;
         Ok(ExitCode::SUCCESS)
@@ -70,10 +81,14 @@ fn demo_capsule() -> (&'static [u8], &'static str) {
 fn run_demo(out: &Path) -> Result<()> {
     let (component, manifest_text) = demo_capsule();
     if component.is_empty() {
-        bail!("this edge-runner was built without the `demo` feature; rebuild with default features");
+        bail!(
+            "this edge-runner was built without the `demo` feature; rebuild with default features"
+        );
     }
     println!("Edge Runner demo — files in {}\n", out.display());
-    println!("!! Demo keys and trust root: their private keys are public. Never use them for real work.\n");
+    println!(
+        "!! Demo keys and trust root: their private keys are public. Never use them for real work.\n"
+    );
 
     let publisher = SecretKey::from_pem(PUBLISHER_KEY, Path::new("keys/demo-publisher.key"))?;
     let root = TrustRoot::parse(TRUST_ROOT, "keys/demo-trust-root.toml")?;
@@ -81,11 +96,20 @@ fn run_demo(out: &Path) -> Result<()> {
     std::fs::write(out.join("runner.pub"), RUNNER_PUB)?;
 
     // 1. Sign.
-    let source = ManifestSource::parse(manifest_text, Path::new("capsules/json-assert/capsule.toml"))?;
+    let source = ManifestSource::parse(
+        manifest_text,
+        Path::new("capsules/json-assert/capsule.toml"),
+    )?;
     let signed = capsule::sign(component, &source, &publisher, false)?;
     let signed_path = out.join("json-assert.signed.wasm");
     std::fs::write(&signed_path, &signed)?;
-    println!("1. Signed capsule `{}` {} (kind {}) with publisher key {}", source.name, source.version, source.kind, publisher.id().short());
+    println!(
+        "1. Signed capsule `{}` {} (kind {}) with publisher key {}",
+        source.name,
+        source.version,
+        source.kind,
+        publisher.id().short()
+    );
     println!("   -> {} ({} bytes)\n", signed_path.display(), signed.len());
 
     // 2-4. Verify and run, recording evidence.
@@ -94,10 +118,22 @@ fn run_demo(out: &Path) -> Result<()> {
     let log = EvidenceLog::open(&evidence_dir, runner)?;
     let mut session = Session::new(log, Limits::default())?;
 
-    for (step, label, input) in [(2, "healthy service", PASSING_INPUT), (3, "degraded service", FAILING_INPUT)] {
+    for (step, label, input) in [
+        (2, "healthy service", PASSING_INPUT),
+        (3, "degraded service", FAILING_INPUT),
+    ] {
         let verified = session.verify(signed.clone(), &root)?;
-        let signers: Vec<_> = verified.signers().iter().map(|s| format!("{} ({})", s.publisher, s.organisation)).collect();
-        println!("{step}. Verified against trust root `{}` v{}: signed by {}", root.name, root.version, signers.join(", "));
+        let signers: Vec<_> = verified
+            .signers()
+            .iter()
+            .map(|s| format!("{} ({})", s.publisher, s.organisation))
+            .collect();
+        println!(
+            "{step}. Verified against trust root `{}` v{}: signed by {}",
+            root.name,
+            root.version,
+            signers.join(", ")
+        );
         let record = session.run(verified, input.as_bytes())?;
         println!("   Ran on input \"{label}\":");
         super::print_run(&record);
@@ -110,7 +146,9 @@ fn run_demo(out: &Path) -> Result<()> {
     tampered[middle] ^= 0x01;
     std::fs::write(out.join("json-assert.tampered.wasm"), &tampered)?;
     match session.verify(tampered, &root) {
-        Err(SessionError::Refused(err)) => println!("4. A copy with one flipped byte (offset {middle}) is REFUSED:\n   {err}\n"),
+        Err(SessionError::Refused(err)) => {
+            println!("4. A copy with one flipped byte (offset {middle}) is REFUSED:\n   {err}\n")
+        }
         Ok(_) => bail!("the tampered capsule was accepted; this is a bug"),
         Err(other) => return Err(other.into()),
     }
@@ -121,8 +159,13 @@ fn run_demo(out: &Path) -> Result<()> {
     let log_path = evidence_dir.join(LOG_FILE);
     let bytes = std::fs::read(&log_path).with_context(|| log_path.display().to_string())?;
     let public = SecretKey::from_pem(RUNNER_KEY, Path::new("keys/demo-runner.key"))?.public();
-    let summary = evidence::verify_log(&bytes, &public).map_err(|f| anyhow::anyhow!("demo log does not verify: {f}"))?;
-    println!("5. Evidence chain VERIFIED: {} records, head {}", summary.records.len(), hex::encode(summary.head));
+    let summary = evidence::verify_log(&bytes, &public)
+        .map_err(|f| anyhow::anyhow!("demo log does not verify: {f}"))?;
+    println!(
+        "5. Evidence chain VERIFIED: {} records, head {}",
+        summary.records.len(),
+        hex::encode(summary.head)
+    );
     for r in &summary.records {
         println!("   #{} {}", r.record.seq, r.record.event);
     }
@@ -135,12 +178,22 @@ fn run_demo(out: &Path) -> Result<()> {
     let altered_path = out.join("evidence-altered.log");
     std::fs::write(&altered_path, &altered)?;
     match evidence::verify_log(&altered, &public) {
-        Err(failure) => println!("\n6. A copy of the log with one flipped byte (offset {at}) FAILS verification:\n   {failure}"),
+        Err(failure) => println!(
+            "\n6. A copy of the log with one flipped byte (offset {at}) FAILS verification:\n   {failure}"
+        ),
         Ok(_) => bail!("the altered log verified; this is a bug"),
     }
 
     println!("\nTry it yourself:");
-    println!("  edge-runner capsule verify {} --trust {}", signed_path.display(), out.join("trust-root.toml").display());
-    println!("  edge-runner evidence verify {} --runner-key {}", evidence_dir.display(), out.join("runner.pub").display());
+    println!(
+        "  edge-runner capsule verify {} --trust {}",
+        signed_path.display(),
+        out.join("trust-root.toml").display()
+    );
+    println!(
+        "  edge-runner evidence verify {} --runner-key {}",
+        evidence_dir.display(),
+        out.join("runner.pub").display()
+    );
     Ok(())
 }

@@ -98,7 +98,10 @@ struct KeysGenerate {
 impl KeysGenerate {
     fn execute(self) -> Result<ExitCode> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
-            bail!("--name `{}` must be a plain file name (no `/`, not starting with `.`)", self.name);
+            bail!(
+                "--name `{}` must be a plain file name (no `/`, not starting with `.`)",
+                self.name
+            );
         }
         let key = SecretKey::generate()?;
         let (private, public) = key.write_pair(&self.out, &self.name)?;
@@ -185,9 +188,17 @@ impl CapsuleVerify {
             }
         };
         let m = verified.manifest();
-        println!("OK: {} {} ({}) is trusted by `{}` v{}", m.name, m.version, m.kind, root.name, root.version);
+        println!(
+            "OK: {} {} ({}) is trusted by `{}` v{}",
+            m.name, m.version, m.kind, root.name, root.version
+        );
         for s in verified.signers() {
-            println!("  signed by {} ({}), key {}", s.publisher, s.organisation, s.key_id.short());
+            println!(
+                "  signed by {} ({}), key {}",
+                s.publisher,
+                s.organisation,
+                s.key_id.short()
+            );
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -208,15 +219,24 @@ impl CapsuleInspect {
         println!("version:       {}", m.version);
         println!("kind:          {}", m.kind);
         println!("description:   {}", m.description);
-        println!("limits asked:  memory-bytes={:?} fuel={:?} wall-time-ms={:?}", m.limits.memory_bytes, m.limits.fuel, m.limits.wall_time_ms);
-        println!("module sha256: {} (signed: {})", hex::encode(checked.module_digest()), hex::encode(m.module_sha256));
+        println!(
+            "limits asked:  memory-bytes={:?} fuel={:?} wall-time-ms={:?}",
+            m.limits.memory_bytes, m.limits.fuel, m.limits.wall_time_ms
+        );
+        println!(
+            "module sha256: {} (signed: {})",
+            hex::encode(checked.module_digest()),
+            hex::encode(m.module_sha256)
+        );
         if checked.module_digest() != m.module_sha256 {
             println!("WARNING: the module does not match its signed manifest");
         }
         for (i, s) in checked.signatures().iter().enumerate() {
             println!("signature {i}:   key {} alg {}", s.key_id, s.algorithm);
         }
-        println!("(inspect checks structure only; use `capsule verify --trust` to check signatures)");
+        println!(
+            "(inspect checks structure only; use `capsule verify --trust` to check signatures)"
+        );
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -261,7 +281,11 @@ impl RunArgs {
         };
         let record = session.run(verified, &input)?;
         print_run(&record);
-        println!("evidence: {} ({} records)", session.log().path().display(), session.log().len());
+        println!(
+            "evidence: {} ({} records)",
+            session.log().path().display(),
+            session.log().len()
+        );
         Ok(run_exit_code(&record))
     }
 }
@@ -270,11 +294,22 @@ impl RunArgs {
 fn print_run(record: &RunRecord) {
     let m = record.capsule.manifest();
     let r = &record.report;
-    println!("ran {} {} ({}): {}", m.name, m.version, m.kind, r.status.as_str());
+    println!(
+        "ran {} {} ({}): {}",
+        m.name,
+        m.version,
+        m.kind,
+        r.status.as_str()
+    );
     if let Some(o) = &r.outcome {
         println!("  verdict: {} — {}", o.verdict.as_str(), o.summary);
         for f in &o.findings {
-            println!("  finding [{}] {}: {}", f.severity.as_str(), f.code, f.message);
+            println!(
+                "  finding [{}] {}: {}",
+                f.severity.as_str(),
+                f.code,
+                f.message
+            );
         }
     }
     if let Some(e) = &r.error {
@@ -289,14 +324,22 @@ fn print_run(record: &RunRecord) {
         r.wall_time.as_millis()
     );
     for item in &r.evidence {
-        println!("  evidence item `{}` ({}, {} bytes, sha256 {})", item.label, item.media_type, item.size, hex::encode(&item.sha256[..8]));
+        println!(
+            "  evidence item `{}` ({}, {} bytes, sha256 {})",
+            item.label,
+            item.media_type,
+            item.size,
+            hex::encode(&item.sha256[..8])
+        );
     }
 }
 
 fn run_exit_code(record: &RunRecord) -> ExitCode {
     match (&record.report.status, &record.report.outcome) {
         (RunStatus::Completed, Some(o)) if o.verdict == Verdict::Pass => ExitCode::SUCCESS,
-        (RunStatus::Completed, Some(o)) if o.verdict == Verdict::Fail => ExitCode::from(EXIT_VERDICT_FAIL),
+        (RunStatus::Completed, Some(o)) if o.verdict == Verdict::Fail => {
+            ExitCode::from(EXIT_VERDICT_FAIL)
+        }
         _ => ExitCode::from(EXIT_RUN_ABNORMAL),
     }
 }
@@ -322,13 +365,21 @@ struct EvidenceVerify {
 impl EvidenceVerify {
     fn execute(self) -> Result<ExitCode> {
         let key = PublicKey::load(&self.runner_key)?;
-        let path = if self.dir.is_dir() { self.dir.join(LOG_FILE) } else { self.dir.clone() };
-        let bytes = fs::read(&path).with_context(|| format!("reading evidence log {}", path.display()))?;
+        let path = if self.dir.is_dir() {
+            self.dir.join(LOG_FILE)
+        } else {
+            self.dir.clone()
+        };
+        let bytes =
+            fs::read(&path).with_context(|| format!("reading evidence log {}", path.display()))?;
         match evidence::verify_log(&bytes, &key) {
             Ok(summary) => {
                 if self.verbose {
                     for r in &summary.records {
-                        println!("  #{:<5} {:>13} {}", r.record.seq, r.record.time_ms, r.record.event);
+                        println!(
+                            "  #{:<5} {:>13} {}",
+                            r.record.seq, r.record.time_ms, r.record.event
+                        );
                     }
                 }
                 println!(
@@ -381,17 +432,29 @@ fn runner_key(explicit: Option<&Path>, evidence_dir: &Path) -> Result<SecretKey>
 fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
     let meta = fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?;
     if meta.len() > limit {
-        bail!("{what} {} is {} bytes; the limit is {limit} bytes", path.display(), meta.len());
+        bail!(
+            "{what} {} is {} bytes; the limit is {limit} bytes",
+            path.display(),
+            meta.len()
+        );
     }
     fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
 
 /// Writes via a temporary file and rename, so a crash never leaves a half-written file.
 fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("out")));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
+    ));
     fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

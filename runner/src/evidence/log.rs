@@ -7,9 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ciborium::Value;
 
+use super::EvidenceError;
 use super::record::{GENESIS_PREV, Record, SignedRecord, sign_record};
 use super::verify::{Failure, walk_log};
-use super::EvidenceError;
 use crate::cbor::text_map;
 use crate::keys::SecretKey;
 
@@ -42,10 +42,17 @@ impl EvidenceLog {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join(LOG_FILE);
         let created = !path.exists();
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io(&path))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io(&path))?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(EvidenceError::Locked(path.display().to_string())),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(EvidenceError::Locked(path.display().to_string()));
+            }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
         }
         if created {
@@ -70,23 +77,42 @@ impl EvidenceLog {
                 });
             }
             Some(failure) => {
-                return Err(EvidenceError::Corrupt { path: path.display().to_string(), failure: failure.clone() });
+                return Err(EvidenceError::Corrupt {
+                    path: path.display().to_string(),
+                    failure: failure.clone(),
+                });
             }
         }
         let torn = matches!(walk.failure, Some(Failure::TornTail { .. }));
         let (log_id, next_seq, prev, last_time) = match &walk.last {
-            Some(last) => (last.record.log_id, last.record.seq + 1, last.hash, last.record.time_ms),
+            Some(last) => (
+                last.record.log_id,
+                last.record.seq + 1,
+                last.hash,
+                last.record.time_ms,
+            ),
             None => {
                 let mut log_id = [0u8; 16];
-                getrandom::fill(&mut log_id)
-                    .map_err(|e| EvidenceError::Encode(format!("randomness for the log id: {e}")))?;
+                getrandom::fill(&mut log_id).map_err(|e| {
+                    EvidenceError::Encode(format!("randomness for the log id: {e}"))
+                })?;
                 (log_id, 0, GENESIS_PREV, 0)
             }
         };
-        let mut log = Self { path, file, key, log_id, next_seq, prev, last_time };
+        let mut log = Self {
+            path,
+            file,
+            key,
+            log_id,
+            next_seq,
+            prev,
+            last_time,
+        };
         let torn_bytes = (bytes.len() - walk.good_bytes) as u64;
         if torn {
-            log.file.set_len(walk.good_bytes as u64).map_err(io(&log.path))?;
+            log.file
+                .set_len(walk.good_bytes as u64)
+                .map_err(io(&log.path))?;
             log.file.sync_all().map_err(io(&log.path))?;
         }
         if log.next_seq == 0 {
@@ -102,7 +128,10 @@ impl EvidenceLog {
             log.append(
                 "restart",
                 text_map([
-                    ("reason", Value::Text("torn tail after an interrupted write".into())),
+                    (
+                        "reason",
+                        Value::Text("torn tail after an interrupted write".into()),
+                    ),
                     ("torn-bytes-dropped", Value::Integer(torn_bytes.into())),
                 ]),
             )?;
@@ -112,7 +141,10 @@ impl EvidenceLog {
 
     /// Signs and appends one record; returns once it is on disk.
     pub fn append(&mut self, event: &str, body: Value) -> Result<SignedRecord, EvidenceError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         // Time in the log never goes backwards, even if the system clock does.
         let time_ms = now.max(self.last_time);
         let record = Record {
@@ -124,7 +156,10 @@ impl EvidenceLog {
             body,
         };
         let signed = sign_record(record, &self.key).map_err(EvidenceError::Encode)?;
-        let io = |source| EvidenceError::Io { path: self.path.display().to_string(), source };
+        let io = |source| EvidenceError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
         self.file.write_all(&signed.bytes).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.next_seq += 1;

@@ -16,8 +16,8 @@ mod verify;
 
 pub use log::{EvidenceLog, LOG_FILE};
 pub use record::{
-    CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord, decode_record,
-    sign_record,
+    CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord,
+    decode_record, sign_record,
 };
 pub use verify::{Failure, Summary, verify_log};
 

@@ -92,9 +92,14 @@ pub fn sign_record(record: Record, key: &SecretKey) -> Result<SignedRecord, Stri
         .create_signature(EVIDENCE_CONTEXT, |tbs| key.sign(tbs).to_bytes().to_vec())
         .build();
     let raw = sign1.to_tagged_vec().map_err(|e| e.to_string())?;
-    let bytes = cbor::encode(&cbor::decode_prefix(&raw).map_err(|e| e.to_string())?.0).map_err(|e| e.to_string())?;
+    let bytes = cbor::encode(&cbor::decode_prefix(&raw).map_err(|e| e.to_string())?.0)
+        .map_err(|e| e.to_string())?;
     let hash = Sha256::digest(&bytes).into();
-    Ok(SignedRecord { record, bytes, hash })
+    Ok(SignedRecord {
+        record,
+        bytes,
+        hash,
+    })
 }
 
 /// Decodes one record's bytes and checks its signature under `key`, strictly.
@@ -130,16 +135,23 @@ impl From<&str> for RecordFault {
 
 fn decode_inner(bytes: &[u8], key: &PublicKey) -> Result<Record, RecordFault> {
     if bytes.len() > MAX_RECORD_BYTES {
-        return Err(format!("record is {} bytes, over the {MAX_RECORD_BYTES}-byte limit", bytes.len()).into());
+        return Err(format!(
+            "record is {} bytes, over the {MAX_RECORD_BYTES}-byte limit",
+            bytes.len()
+        )
+        .into());
     }
     cbor::decode_canonical(bytes).map_err(|e| format!("record encoding: {e}"))?;
-    let sign1 = CoseSign1::from_tagged_slice(bytes).map_err(|e| format!("not a tagged COSE_Sign1 (tag 18): {e}"))?;
+    let sign1 = CoseSign1::from_tagged_slice(bytes)
+        .map_err(|e| format!("not a tagged COSE_Sign1 (tag 18): {e}"))?;
     if let Some(raw) = &sign1.protected.original_data {
         cbor::decode_canonical(raw).map_err(|e| format!("protected header: {e}"))?;
     }
     let header = &sign1.protected.header;
     match &header.alg {
-        Some(coset::RegisteredLabelWithPrivate::Assigned(iana::Algorithm::Ed25519 | iana::Algorithm::EdDSA)) => {}
+        Some(coset::RegisteredLabelWithPrivate::Assigned(
+            iana::Algorithm::Ed25519 | iana::Algorithm::EdDSA,
+        )) => {}
         other => return Err(format!("algorithm {other:?} is not Ed25519").into()),
     }
     match &header.content_type {
@@ -157,10 +169,19 @@ fn decode_inner(bytes: &[u8], key: &PublicKey) -> Result<Record, RecordFault> {
     }
     sign1
         .verify_signature(EVIDENCE_CONTEXT, |sig, tbs| {
-            if key.verify_strict(tbs, sig) { Ok(()) } else { Err(()) }
+            if key.verify_strict(tbs, sig) {
+                Ok(())
+            } else {
+                Err(())
+            }
         })
-        .map_err(|()| "signature does not verify under the runner key (record altered?)".to_string())?;
-    let payload = sign1.payload.as_deref().ok_or("COSE_Sign1 has no payload")?;
+        .map_err(|()| {
+            "signature does not verify under the runner key (record altered?)".to_string()
+        })?;
+    let payload = sign1
+        .payload
+        .as_deref()
+        .ok_or("COSE_Sign1 has no payload")?;
     Ok(parse_payload(payload)?)
 }
 
@@ -170,23 +191,40 @@ fn parse_payload(payload: &[u8]) -> Result<Record, String> {
     if let Value::Map(entries) = &value
         && entries.len() != 7
     {
-        return Err(format!("payload has {} fields, expected exactly 7 (keys 1-7)", entries.len()));
+        return Err(format!(
+            "payload has {} fields, expected exactly 7 (keys 1-7)",
+            entries.len()
+        ));
     }
-    let field = |k: i64| map.get_int(k).ok_or(format!("payload field {k} is missing"));
-    let version = cbor::as_u64(field(K_VERSION)?).ok_or("payload field 1 (version) is not an unsigned integer")?;
+    let field = |k: i64| {
+        map.get_int(k)
+            .ok_or(format!("payload field {k} is missing"))
+    };
+    let version = cbor::as_u64(field(K_VERSION)?)
+        .ok_or("payload field 1 (version) is not an unsigned integer")?;
     if version != FORMAT_VERSION {
-        return Err(format!("format version {version} is not supported (expected {FORMAT_VERSION})"));
+        return Err(format!(
+            "format version {version} is not supported (expected {FORMAT_VERSION})"
+        ));
     }
     let bytes_field = |k: i64, len: usize, name: &str| -> Result<Vec<u8>, String> {
         match field(k)? {
             Value::Bytes(b) if b.len() == len => Ok(b.clone()),
-            _ => Err(format!("payload field {k} ({name}) must be a {len}-byte string")),
+            _ => Err(format!(
+                "payload field {k} ({name}) must be a {len}-byte string"
+            )),
         }
     };
-    let log_id = bytes_field(K_LOG_ID, 16, "log id")?.try_into().map_err(|_| "log id")?;
-    let prev = bytes_field(K_PREV, 32, "prev")?.try_into().map_err(|_| "prev")?;
-    let seq = cbor::as_u64(field(K_SEQ)?).ok_or("payload field 3 (seq) is not an unsigned integer")?;
-    let time_ms = cbor::as_u64(field(K_TIME)?).ok_or("payload field 5 (time) is not an unsigned integer")?;
+    let log_id = bytes_field(K_LOG_ID, 16, "log id")?
+        .try_into()
+        .map_err(|_| "log id")?;
+    let prev = bytes_field(K_PREV, 32, "prev")?
+        .try_into()
+        .map_err(|_| "prev")?;
+    let seq =
+        cbor::as_u64(field(K_SEQ)?).ok_or("payload field 3 (seq) is not an unsigned integer")?;
+    let time_ms =
+        cbor::as_u64(field(K_TIME)?).ok_or("payload field 5 (time) is not an unsigned integer")?;
     let event = match field(K_EVENT)? {
         Value::Text(t) if !t.is_empty() => t.clone(),
         _ => return Err("payload field 6 (event) must be a non-empty text string".into()),
@@ -195,5 +233,12 @@ fn parse_payload(payload: &[u8]) -> Result<Record, String> {
     if !matches!(body, Value::Map(_)) {
         return Err("payload field 7 (body) must be a map".into());
     }
-    Ok(Record { log_id, seq, prev, time_ms, event, body })
+    Ok(Record {
+        log_id,
+        seq,
+        prev,
+        time_ms,
+        event,
+        body,
+    })
 }

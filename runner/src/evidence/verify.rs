@@ -78,19 +78,44 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Empty => write!(f, "the log holds no records"),
-            Failure::TornTail { record, offset, bytes } => write!(
+            Failure::TornTail {
+                record,
+                offset,
+                bytes,
+            } => write!(
                 f,
                 "record {record} at byte {offset} is incomplete: the log ends {bytes} bytes into it (truncated or interrupted write)"
             ),
-            Failure::Malformed { record, offset, detail } => {
-                write!(f, "record {record} at byte {offset} is not well-formed CBOR: {detail}")
+            Failure::Malformed {
+                record,
+                offset,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "record {record} at byte {offset} is not well-formed CBOR: {detail}"
+                )
             }
-            Failure::WrongKey { record, found, expected } => {
-                write!(f, "record {record} is signed by key {found}, not by the runner key {expected}")
+            Failure::WrongKey {
+                record,
+                found,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "record {record} is signed by key {found}, not by the runner key {expected}"
+                )
             }
-            Failure::BadRecord { record, offset, detail } => write!(f, "record {record} at byte {offset}: {detail}"),
+            Failure::BadRecord {
+                record,
+                offset,
+                detail,
+            } => write!(f, "record {record} at byte {offset}: {detail}"),
             Failure::LogIdMismatch { record } => {
-                write!(f, "record {record} carries another log's id (spliced in from another log)")
+                write!(
+                    f,
+                    "record {record} carries another log's id (spliced in from another log)"
+                )
             }
             Failure::Sequence { record, found } => write!(
                 f,
@@ -102,7 +127,11 @@ impl fmt::Display for Failure {
                 record.saturating_sub(1)
             ),
             Failure::TimeReversed { record } => {
-                write!(f, "record {record} is timestamped before record {}", record.saturating_sub(1))
+                write!(
+                    f,
+                    "record {record} is timestamped before record {}",
+                    record.saturating_sub(1)
+                )
             }
         }
     }
@@ -129,7 +158,11 @@ pub fn verify_log(bytes: &[u8], key: &PublicKey) -> Result<Summary, Failure> {
     }
     match walk.last {
         None => Err(Failure::Empty),
-        Some(last) => Ok(Summary { log_id: last.record.log_id, head: last.hash, records: walk.records }),
+        Some(last) => Ok(Summary {
+            log_id: last.record.log_id,
+            head: last.hash,
+            records: walk.records,
+        }),
     }
 }
 
@@ -144,7 +177,12 @@ pub(super) struct Walk {
 }
 
 pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
-    let mut walk = Walk { records: Vec::new(), last: None, good_bytes: 0, failure: None };
+    let mut walk = Walk {
+        records: Vec::new(),
+        last: None,
+        good_bytes: 0,
+        failure: None,
+    };
     let mut offset = 0;
     let mut index: u64 = 0;
     while offset < bytes.len() {
@@ -152,11 +190,19 @@ pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
         let len = match cbor::decode_prefix(rest) {
             Ok((_, len)) => len,
             Err(CborError::Truncated) => {
-                walk.failure = Some(Failure::TornTail { record: index, offset, bytes: rest.len() });
+                walk.failure = Some(Failure::TornTail {
+                    record: index,
+                    offset,
+                    bytes: rest.len(),
+                });
                 return walk;
             }
             Err(e) => {
-                walk.failure = Some(Failure::Malformed { record: index, offset, detail: e.to_string() });
+                walk.failure = Some(Failure::Malformed {
+                    record: index,
+                    offset,
+                    detail: e.to_string(),
+                });
                 return walk;
             }
         };
@@ -164,11 +210,19 @@ pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
         let record = match decode_record(item, key) {
             Ok(r) => r,
             Err(RecordFault::WrongKey(found)) => {
-                walk.failure = Some(Failure::WrongKey { record: index, found, expected: key.id().short() });
+                walk.failure = Some(Failure::WrongKey {
+                    record: index,
+                    found,
+                    expected: key.id().short(),
+                });
                 return walk;
             }
             Err(RecordFault::Invalid(detail)) => {
-                walk.failure = Some(Failure::BadRecord { record: index, offset, detail });
+                walk.failure = Some(Failure::BadRecord {
+                    record: index,
+                    offset,
+                    detail,
+                });
                 return walk;
             }
         };
@@ -176,7 +230,11 @@ pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
             walk.failure = Some(failure);
             return walk;
         }
-        let signed = SignedRecord { record, bytes: item.to_vec(), hash: Sha256::digest(item).into() };
+        let signed = SignedRecord {
+            record,
+            bytes: item.to_vec(),
+            hash: Sha256::digest(item).into(),
+        };
         walk.records.push(signed.clone());
         walk.last = Some(signed);
         offset += len;
@@ -188,7 +246,10 @@ pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
 
 fn link_failure(prev: Option<&SignedRecord>, record: &Record, index: u64) -> Option<Failure> {
     if record.seq != index {
-        return Some(Failure::Sequence { record: index, found: record.seq });
+        return Some(Failure::Sequence {
+            record: index,
+            found: record.seq,
+        });
     }
     match prev {
         None => (record.prev != GENESIS_PREV).then_some(Failure::BrokenChain { record: index }),

@@ -16,8 +16,8 @@ mod bindings {
     });
 }
 
-pub(super) use bindings::CapsulePre;
 use bindings::Capsule;
+pub(super) use bindings::CapsulePre;
 use bindings::edge_runner::capsule::types as wit;
 
 /// The capsule's overall judgement.
@@ -151,8 +151,15 @@ pub(super) struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let after = self.total.saturating_add(desired.saturating_sub(current) as u64);
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let after = self
+            .total
+            .saturating_add(desired.saturating_sub(current) as u64);
         if after > self.max {
             self.denials.push(after);
             return Ok(false);
@@ -162,7 +169,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= self.table_elements)
     }
 }
@@ -204,22 +216,36 @@ impl State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl bindings::edge_runner::capsule::types::Host for State {}
 
 impl bindings::edge_runner::capsule::host::Host for State {
-    fn emit_evidence(&mut self, label: String, media_type: String, data: Vec<u8>) -> Result<u32, String> {
+    fn emit_evidence(
+        &mut self,
+        label: String,
+        media_type: String,
+        data: Vec<u8>,
+    ) -> Result<u32, String> {
         let size = data.len() as u64;
         if self.evidence.len() as u32 >= self.max_items {
             self.evidence_refused += 1;
-            return Err(format!("evidence quota spent: {} items per run", self.max_items));
+            return Err(format!(
+                "evidence quota spent: {} items per run",
+                self.max_items
+            ));
         }
         if self.evidence_bytes + size > self.max_bytes {
             self.evidence_refused += 1;
-            return Err(format!("evidence quota spent: {} bytes per run", self.max_bytes));
+            return Err(format!(
+                "evidence quota spent: {} bytes per run",
+                self.max_bytes
+            ));
         }
         if label.len() > 256 || media_type.len() > 256 {
             self.evidence_refused += 1;

@@ -132,12 +132,21 @@ impl Grant {
         let mut bound = |resource, asked: Option<u64>, default: u64, max: u64| match asked {
             None => default.min(max),
             Some(asked) if asked > max => {
-                refused.push(RefusedRequest { resource, asked, granted: max });
+                refused.push(RefusedRequest {
+                    resource,
+                    asked,
+                    granted: max,
+                });
                 max
             }
             Some(asked) => asked,
         };
-        let memory_bytes = bound("memory-bytes", requested.memory_bytes, limits.default_memory_bytes, limits.max_memory_bytes);
+        let memory_bytes = bound(
+            "memory-bytes",
+            requested.memory_bytes,
+            limits.default_memory_bytes,
+            limits.max_memory_bytes,
+        );
         let fuel = bound("fuel", requested.fuel, limits.default_fuel, limits.max_fuel);
         let wall_ms = bound(
             "wall-time-ms",
@@ -273,7 +282,8 @@ impl Sandbox {
         config.max_wasm_stack(1 << 20);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
         host::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -288,31 +298,56 @@ impl Sandbox {
                         engine.increment_epoch();
                     }
                 })
-                .map_err(|e| SandboxError::Engine(format!("could not start the epoch ticker: {e}")))?
+                .map_err(|e| {
+                    SandboxError::Engine(format!("could not start the epoch ticker: {e}"))
+                })?
         };
-        Ok(Self { engine, linker, ticker_stop, ticker: Some(ticker) })
+        Ok(Self {
+            engine,
+            linker,
+            ticker_stop,
+            ticker: Some(ticker),
+        })
     }
 
     /// Runs `capsule` on `input` within `grant`.
-    pub fn run(&self, capsule: &VerifiedCapsule, grant: &Grant, input: &[u8]) -> Result<RunReport, SandboxError> {
+    pub fn run(
+        &self,
+        capsule: &VerifiedCapsule,
+        grant: &Grant,
+        input: &[u8],
+    ) -> Result<RunReport, SandboxError> {
         let manifest = capsule.manifest();
         let label = format!("{} {}", manifest.name, manifest.version);
-        let component = Component::new(&self.engine, capsule.bytes())
-            .map_err(|e| SandboxError::Compile { capsule: label.clone(), detail: format!("{e:#}") })?;
+        let component =
+            Component::new(&self.engine, capsule.bytes()).map_err(|e| SandboxError::Compile {
+                capsule: label.clone(),
+                detail: format!("{e:#}"),
+            })?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| SandboxError::Link { capsule: label.clone(), detail: format!("{e:#}") })?;
-        let pre = host::CapsulePre::new(pre)
-            .map_err(|e| SandboxError::Link { capsule: label.clone(), detail: format!("{e:#}") })?;
+            .map_err(|e| SandboxError::Link {
+                capsule: label.clone(),
+                detail: format!("{e:#}"),
+            })?;
+        let pre = host::CapsulePre::new(pre).map_err(|e| SandboxError::Link {
+            capsule: label.clone(),
+            detail: format!("{e:#}"),
+        })?;
 
         let stdout = output::Capture::new(grant.stdout_bytes);
         let stderr = output::Capture::new(grant.stderr_bytes);
-        let wasi: WasiCtx = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let wasi: WasiCtx = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
         let state = host::State::new(wasi, ResourceTable::new(), grant);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_fuel(grant.fuel).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        store
+            .set_fuel(grant.fuel)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let ticks = grant.wall_time.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
@@ -331,11 +366,17 @@ impl Sandbox {
         let state = store.into_data();
 
         let (status, outcome, error) = match result {
-            Ok(Ok(outcome)) => (RunStatus::Completed, Some(host::outcome_from_wit(outcome)), None),
+            Ok(Ok(outcome)) => (
+                RunStatus::Completed,
+                Some(host::outcome_from_wit(outcome)),
+                None,
+            ),
             Ok(Err((declared, signed))) => (
                 RunStatus::KindMismatch,
                 None,
-                Some(format!("the code declares kind `{declared}` but the signed manifest says `{signed}`")),
+                Some(format!(
+                    "the code declares kind `{declared}` but the signed manifest says `{signed}`"
+                )),
             ),
             Err(err) => {
                 let status = match err.downcast_ref::<Trap>() {

@@ -41,7 +41,12 @@ pub(super) struct Capture(Arc<Mutex<Inner>>);
 
 impl Capture {
     pub fn new(cap: usize) -> Self {
-        Self(Arc::new(Mutex::new(Inner { kept: Vec::new(), cap, size: 0, hasher: Sha256::new() })))
+        Self(Arc::new(Mutex::new(Inner {
+            kept: Vec::new(),
+            cap,
+            size: 0,
+            hasher: Sha256::new(),
+        })))
     }
 
     fn record(&self, bytes: &[u8]) {
@@ -105,7 +110,11 @@ impl Pollable for Capture {
 }
 
 impl AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.record(buf);
         Poll::Ready(Ok(buf.len()))
     }

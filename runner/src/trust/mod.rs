@@ -62,31 +62,8 @@ pub enum TrustError {
         key: String,
     },
     /// Not enough distinct keys or organisations, allowed this kind, signed.
-    #[error(
-        "capsule `{capsule}` is signed by {have_keys} key(s) from {have_orgs} organisation(s) allowed kind `{kind}`, which requires {need_keys} key(s) from {need_orgs} organisation(s) (have: {have}; {ignored}trust root `{root}` v{root_version})"
-    )]
-    ThresholdNotMet {
-        /// Capsule name and version.
-        capsule: String,
-        /// The capsule's kind.
-        kind: String,
-        /// Distinct counted keys.
-        have_keys: usize,
-        /// Distinct counted organisations.
-        have_orgs: usize,
-        /// Keys required.
-        need_keys: u32,
-        /// Organisations required.
-        need_orgs: u32,
-        /// The counted signers, by name, or "none".
-        have: String,
-        /// Signatures that did not count, and why, as a phrase ending in "; " (or empty).
-        ignored: String,
-        /// The trust root's name.
-        root: String,
-        /// The trust root's version.
-        root_version: u64,
-    },
+    #[error("{0}")]
+    ThresholdNotMet(Box<Shortfall>),
     /// The module bytes are not the ones the manifest was signed for.
     #[error(
         "capsule `{capsule}`: module digest is {actual} but the signed manifest names {claimed}; the module was altered after signing"
@@ -99,6 +76,51 @@ pub enum TrustError {
         /// Digest of the bytes present.
         actual: String,
     },
+}
+
+/// How far a capsule's signatures fall short of its kind's threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortfall {
+    /// Capsule name and version.
+    pub capsule: String,
+    /// The capsule's kind.
+    pub kind: String,
+    /// Distinct counted keys.
+    pub have_keys: usize,
+    /// Distinct counted organisations.
+    pub have_orgs: usize,
+    /// Keys required.
+    pub need_keys: u32,
+    /// Organisations required.
+    pub need_orgs: u32,
+    /// The counted signers, by name, or "none".
+    pub have: String,
+    /// Signatures that did not count, and why.
+    pub ignored: Vec<String>,
+    /// The trust root's name.
+    pub root: String,
+    /// The trust root's version.
+    pub root_version: u64,
+}
+
+impl fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "capsule `{}` is signed by {} key(s) from {} organisation(s) allowed kind `{}`, which requires {} key(s) from {} organisation(s) (have: {}; ",
+            self.capsule,
+            self.have_keys,
+            self.have_orgs,
+            self.kind,
+            self.need_keys,
+            self.need_orgs,
+            self.have
+        )?;
+        if !self.ignored.is_empty() {
+            write!(f, "not counted: {}; ", self.ignored.join(", "))?;
+        }
+        write!(f, "trust root `{}` v{})", self.root, self.root_version)
+    }
 }
 
 /// One signer that counted toward a capsule's threshold.
@@ -174,14 +196,23 @@ pub fn verify(capsule: CheckedCapsule, root: &TrustRoot) -> Result<VerifiedCapsu
     let mut ignored: Vec<String> = Vec::new();
     let mut seen_keys = BTreeSet::new();
     for (index, entry) in capsule.signatures().iter().enumerate() {
-        if entry.algorithm != iana::Algorithm::Ed25519 as i64 && entry.algorithm != iana::Algorithm::EdDSA as i64 {
-            return Err(TrustError::UnsupportedAlgorithm { capsule: label, index, algorithm: entry.algorithm });
+        if entry.algorithm != iana::Algorithm::Ed25519 as i64
+            && entry.algorithm != iana::Algorithm::EdDSA as i64
+        {
+            return Err(TrustError::UnsupportedAlgorithm {
+                capsule: label,
+                index,
+                algorithm: entry.algorithm,
+            });
         }
         let Some(publisher) = root.publisher_by_key(&entry.key_id) else {
             ignored.push(format!("unknown key {}", entry.key_id.short()));
             continue;
         };
-        if !publisher.key.verify_strict(&entry.signed_bytes, &entry.signature) {
+        if !publisher
+            .key
+            .verify_strict(&entry.signed_bytes, &entry.signature)
+        {
             return Err(TrustError::BadSignature {
                 capsule: label,
                 publisher: publisher.name.clone(),
@@ -215,7 +246,7 @@ pub fn verify(capsule: CheckedCapsule, root: &TrustRoot) -> Result<VerifiedCapsu
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        return Err(TrustError::ThresholdNotMet {
+        return Err(TrustError::ThresholdNotMet(Box::new(Shortfall {
             capsule: label,
             kind: kind.to_string(),
             have_keys: counted.len(),
@@ -223,10 +254,10 @@ pub fn verify(capsule: CheckedCapsule, root: &TrustRoot) -> Result<VerifiedCapsu
             need_keys: threshold.keys,
             need_orgs: threshold.organisations,
             have,
-            ignored: if ignored.is_empty() { String::new() } else { format!("not counted: {}; ", ignored.join(", ")) },
+            ignored,
             root: root.name.clone(),
             root_version: root.version,
-        });
+        })));
     }
 
     if manifest.module_sha256 != capsule.module_digest() {

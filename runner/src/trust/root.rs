@@ -76,10 +76,16 @@ struct PublisherFile {
 impl TrustRoot {
     /// Reads and validates a trust root file.
     pub fn load(path: &Path) -> Result<Self, TrustError> {
-        let err = |detail: String| TrustError::TrustRoot { path: path.display().to_string(), detail };
+        let err = |detail: String| TrustError::TrustRoot {
+            path: path.display().to_string(),
+            detail,
+        };
         let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
         if meta.len() > MAX_TRUST_ROOT_BYTES {
-            return Err(err(format!("{} bytes is over the {MAX_TRUST_ROOT_BYTES}-byte limit", meta.len())));
+            return Err(err(format!(
+                "{} bytes is over the {MAX_TRUST_ROOT_BYTES}-byte limit",
+                meta.len()
+            )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         Self::parse(&text, &path.display().to_string())
@@ -87,10 +93,16 @@ impl TrustRoot {
 
     /// Parses trust root text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, TrustError> {
-        let err = |detail: String| TrustError::TrustRoot { path: origin.to_string(), detail };
+        let err = |detail: String| TrustError::TrustRoot {
+            path: origin.to_string(),
+            detail,
+        };
         let file: RootFile = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         if file.format != 1 {
-            return Err(err(format!("format {} is not supported; this runner reads format 1", file.format)));
+            return Err(err(format!(
+                "format {} is not supported; this runner reads format 1",
+                file.format
+            )));
         }
         for kind in Kind::ALL {
             let Some(t) = file.thresholds.get(&kind) else {
@@ -121,7 +133,10 @@ impl TrustRoot {
                 )));
             }
             if p.organisation.trim().is_empty() {
-                return Err(err(format!("publisher `{}` has an empty organisation", p.name)));
+                return Err(err(format!(
+                    "publisher `{}` has an empty organisation",
+                    p.name
+                )));
             }
             publishers.push(Publisher {
                 name: p.name,
@@ -147,10 +162,10 @@ impl TrustRoot {
 
     /// The threshold for `kind` (always present after parsing).
     pub fn threshold(&self, kind: Kind) -> Threshold {
-        self.thresholds
-            .get(&kind)
-            .copied()
-            .unwrap_or(Threshold { keys: u32::MAX, organisations: u32::MAX })
+        self.thresholds.get(&kind).copied().unwrap_or(Threshold {
+            keys: u32::MAX,
+            organisations: u32::MAX,
+        })
     }
 
     /// All publishers.
