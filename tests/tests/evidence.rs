@@ -1,0 +1,274 @@
+//! Evidence: the loop writes a chain that verifies, and every tampering is caught with its exact failure.
+
+use std::path::Path;
+
+use edge_runner::evidence::{self, EvidenceError, EvidenceLog, Failure, LOG_FILE};
+use edge_runner::keys::SecretKey;
+use edge_runner::sandbox::{Limits, RunStatus, Verdict};
+use edge_runner::session::{Session, SessionError};
+use edge_runner_tests::*;
+
+/// Runs the whole loop once (pass, fail, refused) and returns the log bytes and runner key.
+fn make_log(dir: &Path) -> (Vec<u8>, SecretKey) {
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let runner = SecretKey::generate().unwrap();
+    let runner_copy = SecretKey::from_pem(&runner.to_pem().unwrap(), Path::new("mem")).unwrap();
+    let mut session =
+        Session::new(EvidenceLog::open(dir, runner).unwrap(), Limits::default()).unwrap();
+    let signed = signed_json_assert(&publisher.key);
+
+    let verified = session.verify(signed.clone(), &root).unwrap();
+    let pass = session.run(verified, PASSING_INPUT.as_bytes()).unwrap();
+    assert_eq!(pass.report.status, RunStatus::Completed);
+    assert_eq!(pass.report.outcome.as_ref().unwrap().verdict, Verdict::Pass);
+    assert_eq!(pass.report.evidence.len(), 1);
+    assert!(pass.report.fuel_used > 0 && pass.report.peak_memory_bytes > 0);
+
+    let verified = session.verify(signed.clone(), &root).unwrap();
+    let fail = session.run(verified, FAILING_INPUT.as_bytes()).unwrap();
+    assert_eq!(fail.report.outcome.as_ref().unwrap().verdict, Verdict::Fail);
+    assert_eq!(fail.report.outcome.as_ref().unwrap().findings.len(), 1);
+
+    let mut tampered = signed;
+    tampered[500] ^= 1;
+    assert!(matches!(
+        session.verify(tampered, &root),
+        Err(SessionError::Refused(_))
+    ));
+    drop(session);
+    (std::fs::read(dir.join(LOG_FILE)).unwrap(), runner_copy)
+}
+
+/// Byte ranges of each record in a log.
+fn record_spans(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (_, len) = edge_runner::cbor::decode_prefix(&bytes[at..]).unwrap();
+        spans.push(at..at + len);
+        at += len;
+    }
+    spans
+}
+
+#[test]
+fn loop_writes_a_chain_that_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let summary = evidence::verify_log(&bytes, &runner.public()).unwrap();
+    let events: Vec<&str> = summary
+        .records
+        .iter()
+        .map(|r| r.record.event.as_str())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "log-opened",
+            "capsule-verified",
+            "run-started",
+            "run-finished",
+            "capsule-verified",
+            "run-started",
+            "run-finished",
+            "capsule-refused"
+        ]
+    );
+}
+
+#[test]
+fn every_single_flipped_byte_fails_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let public = runner.public();
+    for offset in 0..bytes.len() {
+        let mut altered = bytes.clone();
+        altered[offset] ^= 0x01;
+        assert!(
+            evidence::verify_log(&altered, &public).is_err(),
+            "flip at byte {offset} went unnoticed"
+        );
+    }
+}
+
+#[test]
+fn flipped_byte_names_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let spans = record_spans(&bytes);
+    let mut altered = bytes.clone();
+    // The last byte of record 3 is inside its signature.
+    altered[spans[3].end - 1] ^= 0x01;
+    let failure = evidence::verify_log(&altered, &runner.public()).unwrap_err();
+    assert_eq!(
+        failure,
+        Failure::BadRecord {
+            record: 3,
+            offset: spans[3].start,
+            detail: "signature does not verify under the runner key (record altered?)".into()
+        }
+    );
+}
+
+#[test]
+fn deleted_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let spans = record_spans(&bytes);
+    let mut cut = bytes[..spans[2].start].to_vec();
+    cut.extend_from_slice(&bytes[spans[2].end..]);
+    let failure = evidence::verify_log(&cut, &runner.public()).unwrap_err();
+    assert_eq!(
+        failure,
+        Failure::Sequence {
+            record: 2,
+            found: 3
+        }
+    );
+    assert_eq!(
+        failure.to_string(),
+        "record 2 has sequence number 3, expected 2 (a record was removed, duplicated or reordered)"
+    );
+}
+
+#[test]
+fn reordered_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let spans = record_spans(&bytes);
+    let mut swapped = bytes[..spans[1].start].to_vec();
+    swapped.extend_from_slice(&bytes[spans[2].clone()]);
+    swapped.extend_from_slice(&bytes[spans[1].clone()]);
+    swapped.extend_from_slice(&bytes[spans[3].start..]);
+    assert_eq!(
+        evidence::verify_log(&swapped, &runner.public()).unwrap_err(),
+        Failure::Sequence {
+            record: 1,
+            found: 2
+        }
+    );
+}
+
+#[test]
+fn duplicated_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let spans = record_spans(&bytes);
+    let mut doubled = bytes[..spans[2].end].to_vec();
+    doubled.extend_from_slice(&bytes[spans[2].start..]);
+    assert_eq!(
+        evidence::verify_log(&doubled, &runner.public()).unwrap_err(),
+        Failure::Sequence {
+            record: 3,
+            found: 2
+        }
+    );
+}
+
+#[test]
+fn records_from_another_runner_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, _runner) = make_log(dir.path());
+    let other = SecretKey::generate().unwrap();
+    match evidence::verify_log(&bytes, &other.public()).unwrap_err() {
+        Failure::WrongKey {
+            record: 0,
+            expected,
+            ..
+        } => assert_eq!(expected, other.id().short()),
+        f => panic!("unexpected failure {f}"),
+    }
+}
+
+#[test]
+fn torn_tail_is_detected_then_repaired_with_a_restart_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let spans = record_spans(&bytes);
+    let last = spans.last().unwrap().clone();
+    let torn_at = last.start + (last.end - last.start) / 2;
+    let log_path = dir.path().join(LOG_FILE);
+    std::fs::write(&log_path, &bytes[..torn_at]).unwrap();
+
+    let failure = evidence::verify_log(&bytes[..torn_at], &runner.public()).unwrap_err();
+    assert_eq!(
+        failure,
+        Failure::TornTail {
+            record: spans.len() as u64 - 1,
+            offset: last.start,
+            bytes: torn_at - last.start
+        }
+    );
+
+    // Reopening cuts the torn record and says so in a signed `restart` record.
+    let public = runner.public();
+    let log = EvidenceLog::open(dir.path(), runner).unwrap();
+    assert_eq!(log.len(), spans.len() as u64);
+    drop(log);
+    let repaired = std::fs::read(&log_path).unwrap();
+    let summary = evidence::verify_log(&repaired, &public).unwrap();
+    let restart = summary.records.last().unwrap();
+    assert_eq!(restart.record.event, "restart");
+    assert_eq!(restart.record.seq, spans.len() as u64 - 1);
+    let body = edge_runner::cbor::MapReader::new("body", &restart.record.body).unwrap();
+    assert_eq!(
+        body.uint("torn-bytes-dropped").unwrap(),
+        (torn_at - last.start) as u64
+    );
+}
+
+#[test]
+fn corrupt_log_is_never_appended_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let mut altered = bytes.clone();
+    altered[bytes.len() / 2] ^= 0x01;
+    std::fs::write(dir.path().join(LOG_FILE), &altered).unwrap();
+    let err = EvidenceLog::open(dir.path(), runner).unwrap_err();
+    assert!(matches!(err, EvidenceError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("refusing to append"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join(LOG_FILE)).unwrap(),
+        altered,
+        "the damaged log must be left as it was"
+    );
+}
+
+#[test]
+fn log_written_by_another_key_is_not_appended_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_bytes, _runner) = make_log(dir.path());
+    let err = EvidenceLog::open(dir.path(), SecretKey::generate().unwrap()).unwrap_err();
+    assert!(matches!(err, EvidenceError::WrongKey { .. }), "{err}");
+}
+
+#[test]
+fn every_example_capsule_runs() {
+    let publisher = Publisher::new("acme-ci", "Acme", &["test", "reproduce", "remediate"]);
+    let root = trust_root(&[&publisher]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = Session::new(
+        EvidenceLog::open(dir.path(), SecretKey::generate().unwrap()).unwrap(),
+        Limits::default(),
+    )
+    .unwrap();
+    for capsule in capsule_artifacts::ALL {
+        let source = edge_runner::capsule::ManifestSource::parse(
+            capsule.manifest,
+            Path::new(capsule.manifest_path),
+        )
+        .unwrap();
+        let signed =
+            edge_runner::capsule::sign(capsule.component, &source, &publisher.key, false).unwrap();
+        let verified = session.verify(signed, &root).unwrap();
+        let record = session.run(verified, PASSING_INPUT.as_bytes()).unwrap();
+        assert_eq!(
+            record.report.status,
+            RunStatus::Completed,
+            "{}: {:?}",
+            capsule.package,
+            record.report.error
+        );
+    }
+}
