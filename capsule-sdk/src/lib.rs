@@ -6,7 +6,7 @@
 //! marks it with the attribute for its kind, and gets typed access to the
 //! input, the configuration the runner granted, and the evidence record.
 //!
-//! ```ignore
+//! ```no_run
 //! use capsule_sdk::{Context, Outcome};
 //!
 //! #[capsule_sdk::test]
@@ -199,7 +199,7 @@ impl std::error::Error for Error {}
 /// What the runner hands a capsule: its input, its granted configuration,
 /// and the run's evidence record.
 ///
-/// ```ignore
+/// ```no_run
 /// #[capsule_sdk::test]
 /// fn check(cx: &mut capsule_sdk::Context) -> capsule_sdk::Outcome {
 ///     let url = cx.config("target-url").unwrap_or_default();
@@ -243,7 +243,7 @@ impl Context {
     /// Appends an item to this run's evidence record and returns its index.
     ///
     /// Fails when the run's evidence quota is spent.
-    pub fn evidence(&mut self, label: &str, media_type: &str, data: &[u8]) -> Result<u32, Error> {
+    pub fn evidence(&self, label: &str, media_type: &str, data: &[u8]) -> Result<u32, Error> {
         host::emit_evidence(label, media_type, data)
             .map_err(|e| Error::new(format!("evidence `{label}` was not recorded: {e}")))
     }

@@ -15,7 +15,7 @@
 //! [`keys`] and [`cbor`] are the shared primitives (Ed25519 keys, deterministic
 //! CBOR); [`cli`] is the command-line front end.
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

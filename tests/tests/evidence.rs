@@ -1,5 +1,11 @@
 //! Evidence: the loop writes a chain that verifies, and every tampering is caught with its exact failure.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+
 use std::path::Path;
 
 use edge_runner::evidence::{self, EvidenceError, EvidenceLog, Failure, LOG_FILE};

@@ -1,5 +1,11 @@
 //! Capsule attacks, each asserting the exact refusal.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+
 use edge_runner::capsule::{self, CheckedCapsule};
 use edge_runner::trust::{self, TrustError};
 use edge_runner_tests::*;

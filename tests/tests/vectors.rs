@@ -1,5 +1,11 @@
 //! Public test vectors from `../shared/vectors/`: our primitives agree with the outside world.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+
 use std::path::PathBuf;
 
 use coset::{CoseSign1, TaggedCborSerializable};
