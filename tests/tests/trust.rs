@@ -134,19 +134,19 @@ fn publisher_not_allowed_this_kind() {
     );
 }
 
+/// json-assert relabelled `remediate`, signed by `a` and co-signed by `b`.
+fn remediate_signed_by(a: &Publisher, b: &Publisher) -> Vec<u8> {
+    let source = json_assert_manifest(|m| m.kind = edge_runner::capsule::Kind::Remediate);
+    let component = capsule_artifacts::JSON_ASSERT.component;
+    let once = capsule::sign(component, &source, &a.key, false).unwrap();
+    capsule::sign(&once, &source, &b.key, true).unwrap()
+}
+
 #[test]
 fn remediate_threshold_not_met_by_two_keys_of_one_organisation() {
     let a = Publisher::new("acme-ci", "Acme", &["remediate"]);
     let b = Publisher::new("acme-sec", "Acme", &["remediate"]);
-    let source = json_assert_manifest(|m| m.kind = edge_runner::capsule::Kind::Remediate);
-    let once = capsule::sign(
-        capsule_artifacts::JSON_ASSERT.component,
-        &source,
-        &a.key,
-        false,
-    )
-    .unwrap();
-    let twice = capsule::sign(&once, &source, &b.key, true).unwrap();
+    let twice = remediate_signed_by(&a, &b);
     let err = verify(twice, &trust_root(&[&a, &b])).unwrap_err();
     assert!(
         err.to_string().contains("is signed by 2 key(s) from 1 organisation(s) allowed kind `remediate`, which requires 2 key(s) from 2 organisation(s)"),
@@ -158,15 +158,7 @@ fn remediate_threshold_not_met_by_two_keys_of_one_organisation() {
 fn remediate_accepted_with_two_organisations() {
     let a = Publisher::new("acme-ci", "Acme", &["remediate"]);
     let b = Publisher::new("globex-ops", "Globex", &["remediate"]);
-    let source = json_assert_manifest(|m| m.kind = edge_runner::capsule::Kind::Remediate);
-    let once = capsule::sign(
-        capsule_artifacts::JSON_ASSERT.component,
-        &source,
-        &a.key,
-        false,
-    )
-    .unwrap();
-    let twice = capsule::sign(&once, &source, &b.key, true).unwrap();
+    let twice = remediate_signed_by(&a, &b);
     let verified = verify(twice, &trust_root(&[&a, &b])).unwrap();
     assert_eq!(verified.signers().len(), 2);
 }
