@@ -1,0 +1,57 @@
+//! Embedding Edge Runner as a library: verify a signed capsule, run it, and
+//! verify the evidence it left — the same loop as `edge-runner run`.
+//!
+//! ```sh
+//! cargo run -p edge-runner --example embed
+//! ```
+
+use std::path::Path;
+
+use anyhow::Result;
+use edge_runner::capsule::{self, ManifestSource};
+use edge_runner::evidence::{self, EvidenceLog, LOG_FILE};
+use edge_runner::keys::SecretKey;
+use edge_runner::sandbox::Limits;
+use edge_runner::session::Session;
+use edge_runner::trust::TrustRoot;
+
+fn main() -> Result<()> {
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../keys");
+    // A publisher signs the example capsule (demo key: never use it for real work).
+    let publisher = SecretKey::load(&keys.join("demo-publisher.key"))?;
+    let example = capsule_artifacts::JSON_ASSERT;
+    let source = ManifestSource::parse(example.manifest, Path::new(example.manifest_path))?;
+    let signed = capsule::sign(example.component, &source, &publisher, false)?;
+
+    // The runner checks it against the site's trust root, runs it, and records every step.
+    let root = TrustRoot::load(&keys.join("demo-trust-root.toml"))?;
+    let dir = tempfile::tempdir()?;
+    let runner_key = SecretKey::generate()?;
+    let runner_public = runner_key.public();
+    let mut session = Session::new(
+        EvidenceLog::open(dir.path(), runner_key)?,
+        Limits::default(),
+    )?;
+    let verified = session.verify(signed, &root)?;
+    let input = br#"{"document": {"status": "up"}, "assertions": [{"pointer": "/status", "equals": "up"}]}"#;
+    let record = session.run(verified, input)?;
+    println!("status: {}", record.report.status.as_str());
+    if let Some(outcome) = &record.report.outcome {
+        println!(
+            "verdict: {} — {}",
+            outcome.verdict.as_str(),
+            outcome.summary
+        );
+    }
+    drop(session);
+
+    // An auditor needs only the log and the runner's public key.
+    let log = std::fs::read(dir.path().join(LOG_FILE))?;
+    let summary = evidence::verify_log(&log, &runner_public)?;
+    println!(
+        "evidence: {} records verified, head {}",
+        summary.records.len(),
+        hex::encode(summary.head)
+    );
+    Ok(())
+}
