@@ -42,6 +42,22 @@ fn write_trust_root(dir: &Path, publisher_pub: &Path) -> std::path::PathBuf {
     path
 }
 
+/// `edge-runner run` with `input` written to a file.
+fn run_with_input(dir: &Path, signed: &Path, trust: &Path, evidence: &Path, input: &str) -> Output {
+    let path = dir.join("input.json");
+    std::fs::write(&path, input).unwrap();
+    edge_runner(&[
+        "run",
+        p(signed),
+        "--trust",
+        p(trust),
+        "--evidence",
+        p(evidence),
+        "--input",
+        p(&path),
+    ])
+}
+
 #[test]
 fn keys_generate_writes_pkcs8_and_spki_with_private_mode() {
     let dir = tempfile::tempdir().unwrap();
@@ -135,22 +151,13 @@ fn sign_verify_run_and_verify_evidence() {
     assert!(text(&out).contains("kind:          test"), "{}", text(&out));
 
     let evidence = d.join("evidence");
-    let pass = d.join("pass.json");
-    std::fs::write(
-        &pass,
+    let out = run_with_input(
+        d,
+        &signed,
+        &trust,
+        &evidence,
         r#"{"document": {"ok": true}, "assertions": [{"pointer": "/ok", "equals": true}]}"#,
-    )
-    .unwrap();
-    let out = edge_runner(&[
-        "run",
-        p(&signed),
-        "--trust",
-        p(&trust),
-        "--evidence",
-        p(&evidence),
-        "--input",
-        p(&pass),
-    ]);
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         text(&out).contains("verdict: pass — all 1 assertions hold"),
@@ -162,22 +169,13 @@ fn sign_verify_run_and_verify_evidence() {
         "runner key is created on first use"
     );
 
-    let fail = d.join("fail.json");
-    std::fs::write(
-        &fail,
+    let out = run_with_input(
+        d,
+        &signed,
+        &trust,
+        &evidence,
         r#"{"document": {"ok": false}, "assertions": [{"pointer": "/ok", "equals": true}]}"#,
-    )
-    .unwrap();
-    let out = edge_runner(&[
-        "run",
-        p(&signed),
-        "--trust",
-        p(&trust),
-        "--evidence",
-        p(&evidence),
-        "--input",
-        p(&fail),
-    ]);
+    );
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
 
     let mut bytes = std::fs::read(&signed).unwrap();

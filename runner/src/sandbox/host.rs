@@ -202,7 +202,7 @@ impl State {
                 total: 0,
                 peak: 0,
                 denials: Vec::new(),
-                table_elements: 100_000,
+                table_elements: grant.table_elements,
             },
             evidence: Vec::new(),
             evidence_refused: 0,

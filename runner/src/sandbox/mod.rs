@@ -110,6 +110,8 @@ pub struct Grant {
     pub evidence_bytes: u64,
     /// Inline evidence size.
     pub evidence_inline_bytes: usize,
+    /// Elements per table.
+    pub table_elements: usize,
     /// Requests that were cut down to the ceiling.
     pub refused: Vec<RefusedRequest>,
 }
@@ -163,6 +165,7 @@ impl Grant {
             evidence_items: limits.evidence_items,
             evidence_bytes: limits.evidence_bytes,
             evidence_inline_bytes: limits.evidence_inline_bytes,
+            table_elements: limits.table_elements,
             refused,
         }
     }
