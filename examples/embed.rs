@@ -8,12 +8,13 @@
 use std::path::Path;
 
 use anyhow::Result;
-use edge_runner::capsule::{self, ManifestSource};
+use edge_runner::capsule::{self, ManifestSource, RawCapsule};
 use edge_runner::evidence::{self, EvidenceLog, LOG_FILE};
 use edge_runner::keys::SecretKey;
 use edge_runner::sandbox::Limits;
 use edge_runner::session::Session;
-use edge_runner::trust::TrustRoot;
+use edge_runner::timestamp::Timestamp;
+use edge_runner::trust::{RootPolicy, SignedRoot, store};
 
 fn main() -> Result<()> {
     let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../keys");
@@ -21,18 +22,39 @@ fn main() -> Result<()> {
     let publisher = SecretKey::load(&keys.join("demo-publisher.key"))?;
     let example = capsule_artifacts::JSON_ASSERT;
     let source = ManifestSource::parse(example.manifest, Path::new(example.manifest_path))?;
-    let signed = capsule::sign(example.component, &source, &publisher, false)?;
+    let signed = capsule::sign(example.component, &source, &publisher, Timestamp::now())?;
 
-    // The runner checks it against the site's trust root, runs it, and records every step.
-    let root = TrustRoot::load(&keys.join("demo-trust-root.toml"))?;
+    // The site's trust store: version 1 of the policy, signed by its root key.
     let dir = tempfile::tempdir()?;
+    let trust_dir = dir.path().join("trust");
+    std::fs::create_dir_all(&trust_dir)?;
+    let policy_path = keys.join("demo-trust-root.toml");
+    let policy = RootPolicy::parse(
+        &std::fs::read_to_string(&policy_path)?,
+        &policy_path.display().to_string(),
+    )?;
+    let root_key = SecretKey::load(&keys.join("demo-root.key"))?;
+    std::fs::write(
+        trust_dir.join(store::root_file_name(1)),
+        SignedRoot::sign_new(&policy, &root_key)?,
+    )?;
+
+    // The runner checks the capsule against the store, runs it, and records every step.
+    let root = store::load(&trust_dir, Timestamp::now())?;
     let runner_key = SecretKey::generate()?;
     let runner_public = runner_key.public();
     let mut session = Session::new(
-        EvidenceLog::open(dir.path(), runner_key)?,
+        EvidenceLog::open(&dir.path().join("evidence"), runner_key)?,
         Limits::default(),
+        "demo-site",
     )?;
-    let verified = session.verify(signed, &root)?;
+    let verified = session.verify(
+        RawCapsule {
+            component: signed,
+            detached_signature: None,
+        },
+        &root,
+    )?;
     let input = br#"{"document": {"status": "up"}, "assertions": [{"pointer": "/status", "equals": "up"}]}"#;
     let record = session.run(verified, input)?;
     println!("status: {}", record.report.status.as_str());
@@ -46,7 +68,7 @@ fn main() -> Result<()> {
     drop(session);
 
     // An auditor needs only the log and the runner's public key.
-    let log = std::fs::read(dir.path().join(LOG_FILE))?;
+    let log = std::fs::read(dir.path().join("evidence").join(LOG_FILE))?;
     let summary = evidence::verify_log(&log, &runner_public)?;
     println!(
         "evidence: {} records verified, head {}",

@@ -22,10 +22,12 @@
 pub mod capsule;
 pub mod cbor;
 pub mod cli;
+mod cose;
 pub mod evidence;
 pub mod keys;
 pub mod sandbox;
 pub mod session;
+pub mod timestamp;
 pub mod trust;
 
 /// This crate's version, recorded in evidence so an auditor knows which runner wrote a record.

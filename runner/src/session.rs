@@ -9,10 +9,11 @@
 use ciborium::Value;
 use sha2::{Digest, Sha256};
 
-use crate::capsule::CheckedCapsule;
+use crate::capsule::RawCapsule;
 use crate::cbor::text_map;
 use crate::evidence::{EvidenceError, EvidenceLog};
 use crate::sandbox::{Grant, Limits, RunReport, Sandbox, SandboxError, StreamSummary};
+use crate::timestamp::Timestamp;
 use crate::trust::{self, TrustError, TrustRoot, VerifiedCapsule};
 
 /// Why a session step failed. A refusal or failed run is still recorded first.
@@ -25,17 +26,21 @@ pub enum SessionError {
     /// The sandbox could not start the capsule; a `run-finished` record says why.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The site name is not a valid name.
+    #[error("--site: {0}")]
+    BadSite(String),
     /// Evidence could not be written, so nothing further was done.
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
 }
 
-/// A runner with its sandbox, limits and evidence log.
+/// A runner with its sandbox, limits, site name and evidence log.
 #[derive(Debug)]
 pub struct Session {
     sandbox: Sandbox,
     limits: Limits,
     log: EvidenceLog,
+    site: String,
 }
 
 /// What [`Session::run`] did.
@@ -50,12 +55,14 @@ pub struct RunRecord {
 }
 
 impl Session {
-    /// Starts a session that records to `log`.
-    pub fn new(log: EvidenceLog, limits: Limits) -> Result<Self, SessionError> {
+    /// Starts a session at site `site` that records to `log`.
+    pub fn new(log: EvidenceLog, limits: Limits, site: &str) -> Result<Self, SessionError> {
+        crate::capsule::validate_site(site).map_err(SessionError::BadSite)?;
         Ok(Self {
             sandbox: Sandbox::new()?,
             limits,
             log,
+            site: site.to_string(),
         })
     }
 
@@ -64,47 +71,89 @@ impl Session {
         &self.log
     }
 
-    /// Parses and verifies `bytes` against `root`, recording the decision either way.
+    /// Verifies `capsule` against `root` now, recording the decision either way.
     pub fn verify(
         &mut self,
-        bytes: Vec<u8>,
+        capsule: RawCapsule,
         root: &TrustRoot,
     ) -> Result<VerifiedCapsule, SessionError> {
-        let file_sha256 = Sha256::digest(&bytes).to_vec();
-        let size = bytes.len() as u64;
-        let checked = CheckedCapsule::parse(bytes);
+        self.verify_at(capsule, root, Timestamp::now())
+    }
+
+    /// Verifies `capsule` against `root` as of `now`, recording the decision
+    /// either way. The high-water mark comes from this session's evidence log.
+    pub fn verify_at(
+        &mut self,
+        capsule: RawCapsule,
+        root: &TrustRoot,
+        now: Timestamp,
+    ) -> Result<VerifiedCapsule, SessionError> {
+        let facts = FileFacts::of(&capsule);
+        let checked = capsule.check();
         let identity = checked.as_ref().ok().map(|c| {
             let m = c.manifest();
             (m.name.clone(), m.version.to_string(), m.kind.as_str())
         });
+        let ctx = trust::Context {
+            root,
+            site: &self.site,
+            now,
+            high_water: self.log.high_water(),
+        };
         let verified = checked
             .map_err(TrustError::from)
-            .and_then(|c| trust::verify(c, root));
+            .and_then(|c| trust::verify(c, &ctx));
         match verified {
             Ok(capsule) => {
                 self.log
-                    .append("capsule-verified", verified_body(&capsule))?;
+                    .append("capsule-verified", verified_body(&capsule, now))?;
                 Ok(capsule)
             }
             Err(err) => {
-                let mut body = vec![
-                    ("reason", Value::Text(err.to_string())),
-                    ("file-sha256", Value::Bytes(file_sha256)),
-                    ("file-size", Value::Integer(size.into())),
-                    (
-                        "trust-root",
-                        trust_root_value(&root.name, root.version, root.digest),
-                    ),
-                ];
-                if let Some((name, version, kind)) = identity {
-                    body.push(("name", Value::Text(name)));
-                    body.push(("version", Value::Text(version)));
-                    body.push(("kind", Value::Text(kind.into())));
-                }
-                self.log.append("capsule-refused", text_map(body))?;
-                Err(err.into())
+                let root = Some((root.name.as_str(), root.version, root.digest));
+                self.record_refusal(facts, identity, root, err, now)
             }
         }
+    }
+
+    /// Records that `capsule` was refused before it could be verified
+    /// because no trust root was usable (`err` says why), and returns `err`.
+    pub fn refuse_without_root(
+        &mut self,
+        capsule: &RawCapsule,
+        err: TrustError,
+    ) -> Result<VerifiedCapsule, SessionError> {
+        self.record_refusal(FileFacts::of(capsule), None, None, err, Timestamp::now())
+    }
+
+    fn record_refusal(
+        &mut self,
+        facts: FileFacts,
+        identity: Option<(String, String, &'static str)>,
+        root: Option<(&str, u64, [u8; 32])>,
+        err: TrustError,
+        now: Timestamp,
+    ) -> Result<VerifiedCapsule, SessionError> {
+        let mut body = vec![
+            ("reason", Value::Text(err.to_string())),
+            ("file-sha256", Value::Bytes(facts.file_sha256.to_vec())),
+            ("file-size", uint(facts.size)),
+            ("site", Value::Text(self.site.clone())),
+            ("checked-at", uint(now.0)),
+        ];
+        if let Some(sig) = facts.signature_sha256 {
+            body.push(("signature-sha256", Value::Bytes(sig.to_vec())));
+        }
+        if let Some((name, version, digest)) = root {
+            body.push(("trust-root", trust_root_value(name, version, digest)));
+        }
+        if let Some((name, version, kind)) = identity {
+            body.push(("name", Value::Text(name)));
+            body.push(("version", Value::Text(version)));
+            body.push(("kind", Value::Text(kind.into())));
+        }
+        self.log.append("capsule-refused", text_map(body))?;
+        Err(err.into())
     }
 
     /// Runs a verified capsule on `input`, recording the grant before and the result after.
@@ -152,7 +201,27 @@ fn trust_root_value(name: &str, version: u64, digest: [u8; 32]) -> Value {
     ])
 }
 
-fn verified_body(capsule: &VerifiedCapsule) -> Value {
+/// What is known about a capsule's files before they are parsed.
+struct FileFacts {
+    file_sha256: [u8; 32],
+    size: u64,
+    signature_sha256: Option<[u8; 32]>,
+}
+
+impl FileFacts {
+    fn of(capsule: &RawCapsule) -> Self {
+        Self {
+            file_sha256: Sha256::digest(&capsule.component).into(),
+            size: capsule.component.len() as u64,
+            signature_sha256: capsule
+                .detached_signature
+                .as_ref()
+                .map(|s| Sha256::digest(s).into()),
+        }
+    }
+}
+
+fn verified_body(capsule: &VerifiedCapsule, now: Timestamp) -> Value {
     let m = capsule.manifest();
     let (root_name, root_version, root_digest) = capsule.trust_root();
     let signers = capsule
@@ -180,11 +249,24 @@ fn verified_body(capsule: &VerifiedCapsule) -> Value {
             "trust-root",
             trust_root_value(root_name, root_version, root_digest),
         ),
+        ("site", Value::Text(capsule.site().to_string())),
+        ("checked-at", uint(now.0)),
+        (
+            "signature-placement",
+            Value::Text(capsule.placement().as_str().into()),
+        ),
+        ("audience", text_values(&m.audience)),
+        ("not-before", uint(m.not_before.0)),
+        ("expires", uint(m.expires.0)),
     ])
 }
 
 fn uint(v: u64) -> Value {
     Value::Integer(v.into())
+}
+
+fn text_values<T: ToString>(items: &[T]) -> Value {
+    Value::Array(items.iter().map(|i| Value::Text(i.to_string())).collect())
 }
 
 fn run_started_body(capsule: &VerifiedCapsule, grant: &Grant, input: &[u8]) -> Value {
@@ -225,7 +307,18 @@ fn run_started_body(capsule: &VerifiedCapsule, grant: &Grant, input: &[u8]) -> V
             ]),
         ),
         ("refused", Value::Array(refused)),
+        ("not-granted", not_granted(capsule)),
     ])
+}
+
+/// Access the capsule asked for that this runner does not grant: without a
+/// site policy, no file, network or config access is granted at all.
+fn not_granted(capsule: &VerifiedCapsule) -> Value {
+    let caps = &capsule.manifest().capabilities;
+    let mut items: Vec<String> = caps.files.iter().map(|f| format!("file {f}")).collect();
+    items.extend(caps.egress.iter().map(|d| format!("egress {d}")));
+    items.extend(caps.config.iter().map(|k| format!("config {k}")));
+    text_values(&items)
 }
 
 fn stream_value(s: &StreamSummary) -> Value {

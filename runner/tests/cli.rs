@@ -24,22 +24,60 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// Writes a trust root trusting the public key at `publisher_pub` for every kind.
-fn write_trust_root(dir: &Path, publisher_pub: &Path) -> std::path::PathBuf {
+const SITE: &str = "plant-7";
+
+/// A trust root policy trusting `publisher_pub` for `test`, with root key `root_pub`.
+fn policy(version: u64, expires: &str, root_pubs: &[&Path], publisher_pub: &Path) -> String {
     let pem = std::fs::read_to_string(publisher_pub).unwrap();
-    let path = dir.join("trust-root.toml");
+    let mut text = format!(
+        "format = 1\nname = \"cli-root\"\nversion = {version}\nexpires = {expires}\nroot-threshold = {}\n\
+         [thresholds.test]\nkeys = 1\norganisations = 1\n\
+         [thresholds.reproduce]\nkeys = 1\norganisations = 1\n\
+         [thresholds.remediate]\nkeys = 2\norganisations = 2\n\
+         [[publisher]]\nname = \"acme-ci\"\norganisation = \"Acme\"\nkinds = [\"test\"]\naudiences = [\"*\"]\npublic-key = \"\"\"\n{pem}\"\"\"\n\
+         [publisher.ceiling]\nfuel = 10000000000\n",
+        root_pubs.len()
+    );
+    for (i, root_pub) in root_pubs.iter().enumerate() {
+        let root_pem = std::fs::read_to_string(root_pub).unwrap();
+        text.push_str(&format!(
+            "[[root-key]]\nname = \"root-{i}\"\npublic-key = \"\"\"\n{root_pem}\"\"\"\n"
+        ));
+    }
+    text
+}
+
+fn keys(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = edge_runner(&["keys", "generate", "--out", p(dir), "--name", name]);
+    assert!(out.status.success(), "{}", text(&out));
+    (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    )
+}
+
+/// Creates a trust store in DIR/trust with `trust init`, trusting the key at `publisher_pub`.
+fn write_trust_root(dir: &Path, publisher_pub: &Path) -> std::path::PathBuf {
+    let (root_key, root_pub) = keys(dir, "root");
+    let policy_path = dir.join("root.toml");
     std::fs::write(
-        &path,
-        format!(
-            "format = 1\nname = \"cli-root\"\nversion = 1\n\
-             [thresholds.test]\nkeys = 1\norganisations = 1\n\
-             [thresholds.reproduce]\nkeys = 1\norganisations = 1\n\
-             [thresholds.remediate]\nkeys = 2\norganisations = 2\n\
-             [[publisher]]\nname = \"acme-ci\"\norganisation = \"Acme\"\nkinds = [\"test\"]\npublic-key = \"\"\"\n{pem}\"\"\"\n"
-        ),
+        &policy_path,
+        policy(1, "2099-01-01T00:00:00Z", &[&root_pub], publisher_pub),
     )
     .unwrap();
-    path
+    let trust = dir.join("trust");
+    let out = edge_runner(&[
+        "trust",
+        "init",
+        "--policy",
+        p(&policy_path),
+        "--key",
+        p(&root_key),
+        "--dir",
+        p(&trust),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    trust
 }
 
 /// `edge-runner run` with `input` written to a file.
@@ -51,6 +89,8 @@ fn run_with_input(dir: &Path, signed: &Path, trust: &Path, evidence: &Path, inpu
         p(signed),
         "--trust",
         p(trust),
+        "--site",
+        SITE,
         "--evidence",
         p(evidence),
         "--input",
@@ -138,10 +178,20 @@ fn sign_verify_run_and_verify_evidence() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
 
-    let out = edge_runner(&["capsule", "verify", p(&signed), "--trust", p(&trust)]);
+    let out = edge_runner(&[
+        "capsule",
+        "verify",
+        p(&signed),
+        "--trust",
+        p(&trust),
+        "--site",
+        SITE,
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("OK: json-assert 1.0.0 (test) is trusted by `cli-root` v1"),
+        text(&out).contains(
+            "OK: json-assert 1.0.0 (test) is trusted by `cli-root` v1 for site `plant-7`"
+        ),
         "{}",
         text(&out)
     );
@@ -187,6 +237,8 @@ fn sign_verify_run_and_verify_evidence() {
         p(&tampered),
         "--trust",
         p(&trust),
+        "--site",
+        SITE,
         "--evidence",
         p(&evidence),
     ]);
@@ -230,13 +282,287 @@ fn sign_verify_run_and_verify_evidence() {
 }
 
 #[test]
-fn missing_trust_root_names_the_file() {
+fn missing_trust_store_names_the_directory_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("nope.toml");
-    let out = edge_runner(&["capsule", "verify", p(&missing), "--trust", p(&missing)]);
+    let missing = dir.path().join("nope");
+    let out = edge_runner(&[
+        "capsule",
+        "verify",
+        p(&missing),
+        "--trust",
+        p(&missing),
+        "--site",
+        SITE,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out).contains(&format!("trust root {}", missing.display())),
+        text(&out).contains(&format!("trust root {}", missing.display()))
+            && text(&out).contains("create it with `edge-runner trust init`"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Signs json-assert with `key` into DIR/name; returns its path.
+fn sign(dir: &Path, key: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let unsigned = dir.join("json-assert.wasm");
+    std::fs::write(&unsigned, capsule_artifacts::JSON_ASSERT.component).unwrap();
+    let out_path = dir.join(name);
+    let mut args = vec![
+        "capsule",
+        "sign",
+        p(&unsigned),
+        "--manifest",
+        capsule_artifacts::JSON_ASSERT.manifest_path,
+        "--key",
+        p(key),
+        "--out",
+        p(&out_path),
+    ];
+    args.extend_from_slice(extra);
+    let out = edge_runner(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    out_path
+}
+
+#[test]
+fn detached_signature_runs_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let sig = sign(d, &key, "json-assert.wasm.sig", &["--detached"]);
+    let component = d.join("json-assert.wasm");
+    assert_eq!(
+        std::fs::read(&component).unwrap(),
+        capsule_artifacts::JSON_ASSERT.component,
+        "--detached leaves the component unchanged"
+    );
+    let out = edge_runner(&[
+        "capsule",
+        "inspect",
+        p(&component),
+        "--signature",
+        p(&sig),
+        "--trust",
+        p(&trust),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("signatures:    detached"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("= publisher `acme-ci` (Acme)"),
+        "{}",
+        text(&out)
+    );
+    let evidence = d.join("evidence");
+    let out = edge_runner(&[
+        "run",
+        p(&component),
+        "--signature",
+        p(&sig),
+        "--trust",
+        p(&trust),
+        "--site",
+        SITE,
+        "--evidence",
+        p(&evidence),
+    ]);
+    // Empty input: json-assert reports an error verdict, but it ran.
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        text(&out).contains("ran json-assert 1.0.0 (test)"),
+        "{}",
+        text(&out)
+    );
+    // Without the signature file, the bare component is refused with the fix.
+    let out = edge_runner(&[
+        "run",
+        p(&component),
+        "--trust",
+        p(&trust),
+        "--site",
+        SITE,
+        "--evidence",
+        p(&evidence),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("capsule is not signed"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn trust_rotation_staged_signed_installed_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, publisher_pub) = keys(d, "publisher");
+    let trust = write_trust_root(d, &publisher_pub);
+    let old_root = d.join("root.key");
+    let (new_root, new_root_pub) = keys(d, "root2");
+    let v2 = d.join("root-v2.toml");
+    std::fs::write(
+        &v2,
+        policy(2, "2099-01-01T00:00:00Z", &[&new_root_pub], &publisher_pub),
+    )
+    .unwrap();
+
+    // Signed by the new key alone, it cannot be installed.
+    let out = edge_runner(&[
+        "trust",
+        "rotate",
+        "--dir",
+        p(&trust),
+        "--policy",
+        p(&v2),
+        "--key",
+        p(&new_root),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("must be signed by the thresholds of both v1 and v2"),
+        "{}",
+        text(&out)
+    );
+    assert!(!trust.join("2.root.cose").exists());
+
+    // Staged by the new key holder, co-signed by the old one, then installed.
+    let staged = d.join("2.root.cose");
+    let out = edge_runner(&[
+        "trust",
+        "rotate",
+        "--dir",
+        p(&trust),
+        "--policy",
+        p(&v2),
+        "--key",
+        p(&new_root),
+        "--stage",
+        p(&staged),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("can still sign: root-0"),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&["trust", "install", p(&staged), "--dir", p(&trust)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("signed by 0 of the root keys of the version it replaces (v1)"),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&[
+        "trust",
+        "sign",
+        p(&staged),
+        "--key",
+        p(&old_root),
+        "--dir",
+        p(&trust),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = edge_runner(&["trust", "install", p(&staged), "--dir", p(&trust)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("is at `cli-root` v2"), "{}", text(&out));
+
+    let out = edge_runner(&["trust", "show", p(&trust)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("v2 "), "{t}");
+    assert!(t.contains("by v1 keys: 1 of 1 needed (root-0)"), "{t}");
+    assert!(t.contains("current: `cli-root` v2"), "{t}");
+}
+
+#[test]
+fn expired_trust_root_refuses_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, publisher_pub) = keys(d, "publisher");
+    let (root_key, root_pub) = keys(d, "root");
+    let policy_path = d.join("root.toml");
+    std::fs::write(
+        &policy_path,
+        policy(1, "2020-01-01T00:00:00Z", &[&root_pub], &publisher_pub),
+    )
+    .unwrap();
+    let trust = d.join("trust");
+    let out = edge_runner(&[
+        "trust",
+        "init",
+        "--policy",
+        p(&policy_path),
+        "--key",
+        p(&root_key),
+        "--dir",
+        p(&trust),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = edge_runner(&["trust", "show", p(&trust)]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("EXPIRED"), "{}", text(&out));
+
+    let signed = sign(d, &key, "signed.wasm", &[]);
+    let evidence = d.join("evidence");
+    let out = run_with_input(d, &signed, &trust, &evidence, "{}");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("trust root `cli-root` v1 expired at 2020-01-01T00:00:00Z"),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&evidence),
+        "--runner-key",
+        p(&evidence.join("runner.pub")),
+        "-v",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("capsule-refused"), "{}", text(&out));
+}
+
+#[test]
+fn rollback_is_refused_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let evidence = d.join("evidence");
+    let v1 = sign(d, &key, "v1.wasm", &[]);
+    let out = run_with_input(d, &v1, &trust, &evidence, "{}");
+    assert_ne!(out.status.code(), Some(3), "{}", text(&out));
+    // An older version, genuinely signed, in a later run.
+    let manifest = std::fs::read_to_string(capsule_artifacts::JSON_ASSERT.manifest_path)
+        .unwrap()
+        .replace("version = \"1.0.0\"", "version = \"0.9.0\"");
+    let older_manifest = d.join("older.toml");
+    std::fs::write(&older_manifest, manifest).unwrap();
+    let unsigned = d.join("json-assert.wasm");
+    let older = d.join("older.wasm");
+    let out = edge_runner(&[
+        "capsule",
+        "sign",
+        p(&unsigned),
+        "--manifest",
+        p(&older_manifest),
+        "--key",
+        p(&key),
+        "--out",
+        p(&older),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run_with_input(d, &older, &trust, &evidence, "{}");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("rollback: capsule `json-assert` 0.9.0 is older than 1.0.0"),
         "{}",
         text(&out)
     );
@@ -252,6 +578,6 @@ fn demo_runs_the_whole_loop() {
     assert!(t.contains("verdict: pass"), "{t}");
     assert!(t.contains("verdict: fail"), "{t}");
     assert!(t.contains("is REFUSED"), "{t}");
-    assert!(t.contains("Evidence chain VERIFIED: 8 records"), "{t}");
+    assert!(t.contains("Evidence chain VERIFIED: 9 records"), "{t}");
     assert!(t.contains("FAILS verification"), "{t}");
 }

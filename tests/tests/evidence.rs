@@ -20,18 +20,22 @@ fn make_log(dir: &Path) -> (Vec<u8>, SecretKey) {
     let root = trust_root(&[&publisher]);
     let runner = SecretKey::generate().unwrap();
     let runner_copy = SecretKey::from_pem(&runner.to_pem().unwrap(), Path::new("mem")).unwrap();
-    let mut session =
-        Session::new(EvidenceLog::open(dir, runner).unwrap(), Limits::default()).unwrap();
+    let mut session = Session::new(
+        EvidenceLog::open(dir, runner).unwrap(),
+        Limits::default(),
+        SITE,
+    )
+    .unwrap();
     let signed = signed_json_assert(&publisher.key);
 
-    let verified = session.verify(signed.clone(), &root).unwrap();
+    let verified = session.verify(raw(signed.clone()), &root).unwrap();
     let pass = session.run(verified, PASSING_INPUT.as_bytes()).unwrap();
     assert_eq!(pass.report.status, RunStatus::Completed);
     assert_eq!(pass.report.outcome.as_ref().unwrap().verdict, Verdict::Pass);
     assert_eq!(pass.report.evidence.len(), 1);
     assert!(pass.report.fuel_used > 0 && pass.report.peak_memory_bytes > 0);
 
-    let verified = session.verify(signed.clone(), &root).unwrap();
+    let verified = session.verify(raw(signed.clone()), &root).unwrap();
     let fail = session.run(verified, FAILING_INPUT.as_bytes()).unwrap();
     assert_eq!(fail.report.outcome.as_ref().unwrap().verdict, Verdict::Fail);
     assert_eq!(fail.report.outcome.as_ref().unwrap().findings.len(), 1);
@@ -39,7 +43,7 @@ fn make_log(dir: &Path) -> (Vec<u8>, SecretKey) {
     let mut tampered = signed;
     tampered[500] ^= 1;
     assert!(matches!(
-        session.verify(tampered, &root),
+        session.verify(raw(tampered), &root),
         Err(SessionError::Refused(_))
     ));
     drop(session);
@@ -257,6 +261,7 @@ fn every_example_capsule_runs() {
     let mut session = Session::new(
         EvidenceLog::open(dir.path(), SecretKey::generate().unwrap()).unwrap(),
         Limits::default(),
+        SITE,
     )
     .unwrap();
     for capsule in capsule_artifacts::ALL {
@@ -265,9 +270,14 @@ fn every_example_capsule_runs() {
             Path::new(capsule.manifest_path),
         )
         .unwrap();
-        let signed =
-            edge_runner::capsule::sign(capsule.component, &source, &publisher.key, false).unwrap();
-        let verified = session.verify(signed, &root).unwrap();
+        let signed = edge_runner::capsule::sign(
+            capsule.component,
+            &source,
+            &publisher.key,
+            edge_runner::timestamp::Timestamp::now(),
+        )
+        .unwrap();
+        let verified = session.verify(raw(signed), &root).unwrap();
         let record = session.run(verified, PASSING_INPUT.as_bytes()).unwrap();
         assert_eq!(
             record.report.status,

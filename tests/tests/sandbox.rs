@@ -23,6 +23,7 @@ fn run_with(edit: impl FnOnce(&mut ManifestSource)) -> (RunStatus, ciborium::Val
     let mut session = Session::new(
         EvidenceLog::open(dir.path(), runner).unwrap(),
         Limits::default(),
+        SITE,
     )
     .unwrap();
     let source = json_assert_manifest(edit);
@@ -30,10 +31,10 @@ fn run_with(edit: impl FnOnce(&mut ManifestSource)) -> (RunStatus, ciborium::Val
         capsule_artifacts::JSON_ASSERT.component,
         &source,
         &publisher.key,
-        false,
+        edge_runner::timestamp::Timestamp::now(),
     )
     .unwrap();
-    let verified = session.verify(signed, &root).unwrap();
+    let verified = session.verify(raw(signed), &root).unwrap();
     let record = session.run(verified, PASSING_INPUT.as_bytes()).unwrap();
     drop(session);
     let log = std::fs::read(dir.path().join(LOG_FILE)).unwrap();

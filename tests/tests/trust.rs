@@ -1,4 +1,4 @@
-//! Capsule attacks, each asserting the exact refusal.
+//! Capsule and trust root attacks, each named for the attack and asserting the exact refusal.
 
 #![allow(
     clippy::unwrap_used,
@@ -6,17 +6,84 @@
     reason = "tests fail by panicking"
 )]
 
-use edge_runner::capsule::{self, CheckedCapsule};
-use edge_runner::trust::{self, TrustError};
+use coset::{CborSerializable, CoseSign, TaggedCborSerializable};
+use edge_runner::capsule::{self, CheckedCapsule, Kind, Manifest, RawCapsule};
+use edge_runner::timestamp::Timestamp;
+use edge_runner::trust::{self, Context, HighWater, TrustError, TrustRoot};
 use edge_runner_tests::*;
 
-fn verify(
+fn verify_with(
     bytes: Vec<u8>,
-    root: &edge_runner::trust::TrustRoot,
+    root: &TrustRoot,
+    site: &str,
+    now: Timestamp,
+    high_water: &HighWater,
 ) -> Result<trust::VerifiedCapsule, TrustError> {
+    let ctx = Context {
+        root,
+        site,
+        now,
+        high_water,
+    };
     CheckedCapsule::parse(bytes)
         .map_err(TrustError::from)
-        .and_then(|c| trust::verify(c, root))
+        .and_then(|c| trust::verify(c, &ctx))
+}
+
+fn verify(bytes: Vec<u8>, root: &TrustRoot) -> Result<trust::VerifiedCapsule, TrustError> {
+    verify_with(bytes, root, SITE, Timestamp::now(), &HighWater::default())
+}
+
+fn uleb(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Rewrites a signed capsule's COSE_Sign with `edit`, keeping the module, as an attacker would.
+fn rewrite_signatures(bytes: &[u8], edit: impl FnOnce(&mut CoseSign)) -> Vec<u8> {
+    let module = capsule::strip_signatures(bytes).unwrap();
+    let section = &bytes[module.len()..];
+    let cose_start = section
+        .windows(4)
+        .position(|w| w == [0xd8, 0x62, 0x84, 0x58])
+        .expect("tagged COSE_Sign in the section");
+    let mut sign = CoseSign::from_tagged_slice(&section[cose_start..]).unwrap();
+    edit(&mut sign);
+    let cose = sign.to_tagged_vec().unwrap();
+    let name = capsule::SIGNATURE_SECTION.as_bytes();
+    let mut content = Vec::new();
+    uleb(name.len(), &mut content);
+    content.extend_from_slice(name);
+    content.extend_from_slice(&cose);
+    let mut out = module.to_vec();
+    out.push(0);
+    uleb(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}
+
+/// Replaces the signed manifest with an edited one, keeping the original signatures.
+fn swap_manifest(bytes: &[u8], edit: impl FnOnce(&mut Manifest)) -> Vec<u8> {
+    rewrite_signatures(bytes, |sign| {
+        let mut manifest = Manifest::from_cbor(sign.payload.as_ref().unwrap()).unwrap();
+        edit(&mut manifest);
+        sign.payload = Some(manifest.to_cbor().unwrap());
+    })
+}
+
+fn bad_signature_message(p: &Publisher) -> String {
+    format!(
+        "capsule `json-assert 1.0.0`: the signature by `{}` (key {}) does not verify; the manifest or signature was altered after signing",
+        p.name,
+        p.key.id().short()
+    )
 }
 
 #[test]
@@ -26,6 +93,7 @@ fn genuine_capsule_is_accepted() {
     assert_eq!(verified.manifest().name, "json-assert");
     assert_eq!(verified.signers().len(), 1);
     assert_eq!(verified.signers()[0].publisher, "acme-ci");
+    assert_eq!(verified.site(), SITE);
 }
 
 #[test]
@@ -67,32 +135,29 @@ fn tampered_module_every_byte_of_a_region() {
 
 #[test]
 fn tampered_manifest_kind_changed() {
-    // Re-encode the signed manifest with another kind but keep the old signature.
     let p = Publisher::new("acme-ci", "Acme", &["test", "remediate"]);
-    let bytes = signed_json_assert(&p.key);
-    let needle = b"dkindducapsule"; // never present: guard that the search below is meaningful
-    assert!(!bytes.windows(needle.len()).any(|w| w == needle));
-    let pos = bytes
-        .windows(8)
-        .rposition(|w| w == b"dkinddte")
-        .expect("manifest kind field");
-    let mut tampered = bytes.clone();
-    tampered[pos + 6] = b'x'; // "test" -> "xest": still canonical CBOR, signature now wrong
+    let tampered = swap_manifest(&signed_json_assert(&p.key), |m| m.kind = Kind::Remediate);
     let err = verify(tampered, &trust_root(&[&p])).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TrustError::Capsule(_) | TrustError::BadSignature { .. }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, TrustError::BadSignature { .. }), "{err}");
+    assert_eq!(err.to_string(), bad_signature_message(&p));
 }
 
 #[test]
-fn tampered_manifest_signature_no_longer_verifies() {
+fn manifest_cap_escalation() {
+    // The capsule was signed asking for nothing; the attacker adds egress and a bigger budget.
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let tampered = swap_manifest(&signed_json_assert(&p.key), |m| {
+        m.capabilities.egress = vec![capsule::Destination::parse("exfil.example.com:443").unwrap()];
+        m.limits.fuel = Some(u64::MAX);
+    });
+    let err = verify(tampered, &trust_root(&[&p])).unwrap_err();
+    assert_eq!(err.to_string(), bad_signature_message(&p));
+}
+
+#[test]
+fn tampered_manifest_description() {
     let p = Publisher::new("acme-ci", "Acme", &["test"]);
     let bytes = signed_json_assert(&p.key);
-    // The description text sits inside the signed payload; change one letter of it.
     let pos = bytes
         .windows(6)
         .rposition(|w| w == b"Checks")
@@ -100,12 +165,23 @@ fn tampered_manifest_signature_no_longer_verifies() {
     let mut tampered = bytes.clone();
     tampered[pos] = b'X';
     let err = verify(tampered, &trust_root(&[&p])).unwrap_err();
+    assert_eq!(err.to_string(), bad_signature_message(&p));
+}
+
+#[test]
+fn unsupported_algorithm() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let tampered = rewrite_signatures(&signed_json_assert(&p.key), |sign| {
+        let sig = &mut sign.signatures[0];
+        sig.protected.header.alg = Some(coset::RegisteredLabelWithPrivate::Assigned(
+            coset::iana::Algorithm::ES256,
+        ));
+        sig.protected.original_data = Some(sig.protected.header.clone().to_vec().unwrap());
+    });
+    let err = verify(tampered, &trust_root(&[&p])).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!(
-            "capsule `json-assert 1.0.0`: the signature by `acme-ci` (key {}) does not verify; the manifest or signature was altered after signing",
-            p.key.id().short()
-        )
+        "capsule `json-assert 1.0.0`: signature 0 uses COSE algorithm -7; only Ed25519 (-19) and EdDSA (-8) are accepted"
     );
 }
 
@@ -114,11 +190,52 @@ fn unknown_key() {
     let trusted = Publisher::new("acme-ci", "Acme", &["test"]);
     let stranger = Publisher::new("mallory", "Evil", &["test"]);
     let err = verify(signed_json_assert(&stranger.key), &trust_root(&[&trusted])).unwrap_err();
+    assert!(matches!(err, TrustError::ThresholdNotMet(_)), "{err}");
     assert_eq!(
         err.to_string(),
         format!(
-            "capsule `json-assert 1.0.0` is signed by 0 key(s) from 0 organisation(s) allowed kind `test`, which requires 1 key(s) from 1 organisation(s) (have: none; not counted: unknown key {}; trust root `test-root` v3)",
+            "capsule `json-assert 1.0.0` is signed by 0 key(s) from 0 organisation(s) that count for kind `test`, which requires 1 key(s) from 1 organisation(s) (have: none; not counted: unknown key {}; trust root `test-root` v1)",
             stranger.key.id().short()
+        )
+    );
+}
+
+#[test]
+fn revoked_key() {
+    let good = Publisher::new("acme-ci", "Acme", &["test"]);
+    let stolen = Publisher::new("old-laptop", "Acme", &["test"]);
+    let root_key = RootKey::new("root-1");
+    let mut policy = Policy::new(vec![&root_key], vec![&good]);
+    policy.revoked_keys = vec![(stolen.key.id(), "laptop stolen 2026-10-02")];
+    let root = policy.trusted();
+    // Even with a valid counted signature beside it, a revoked key's signature refuses the capsule.
+    let signed = capsule::cosign(&signed_json_assert(&good.key), &stolen.key).unwrap();
+    let err = verify(signed, &root).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "capsule `json-assert 1.0.0` is signed by revoked key {} (revoked by trust root v1: laptop stolen 2026-10-02); a capsule carrying a revoked key's signature never runs. Re-sign it without that key",
+            stolen.key.id().short()
+        )
+    );
+}
+
+#[test]
+fn revoked_digest() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let signed = signed_json_assert(&p.key);
+    let digest = CheckedCapsule::parse(signed.clone())
+        .unwrap()
+        .module_digest();
+    let root_key = RootKey::new("root-1");
+    let mut policy = Policy::new(vec![&root_key], vec![&p]);
+    policy.revoked_capsules = vec![(digest, "CVE-2026-1234: leaks the document")];
+    let err = verify(signed, &policy.trusted()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "capsule `json-assert 1.0.0` (module {}) is revoked by trust root v1: CVE-2026-1234: leaks the document",
+            hex::encode(digest)
         )
     );
 }
@@ -127,30 +244,44 @@ fn unknown_key() {
 fn publisher_not_allowed_this_kind() {
     let p = Publisher::new("acme-repro", "Acme", &["reproduce"]);
     let err = verify(signed_json_assert(&p.key), &trust_root(&[&p])).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("not counted: `acme-repro` may not sign kind `test`"),
-        "{err}"
+    assert!(matches!(err, TrustError::KindNotAllowed(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "publisher not allowed this kind: capsule `json-assert 1.0.0` is signed by 0 key(s) from 0 organisation(s) that count for kind `test`, which requires 1 key(s) from 1 organisation(s) (have: none; not counted: `acme-repro` may not sign kind `test`; trust root `test-root` v1)"
     );
 }
 
 /// json-assert relabelled `remediate`, signed by `a` and co-signed by `b`.
 fn remediate_signed_by(a: &Publisher, b: &Publisher) -> Vec<u8> {
-    let source = json_assert_manifest(|m| m.kind = edge_runner::capsule::Kind::Remediate);
-    let component = capsule_artifacts::JSON_ASSERT.component;
-    let once = capsule::sign(component, &source, &a.key, false).unwrap();
-    capsule::sign(&once, &source, &b.key, true).unwrap()
+    let once = sign_json_assert(&a.key, |m| m.kind = Kind::Remediate);
+    capsule::cosign(&once, &b.key).unwrap()
 }
 
 #[test]
-fn remediate_threshold_not_met_by_two_keys_of_one_organisation() {
+fn threshold_met_by_one_key_signing_twice() {
+    let a = Publisher::new("acme-ci", "Acme", &["remediate"]);
+    let b = Publisher::new("globex-ops", "Globex", &["remediate"]);
+    let once = sign_json_assert(&a.key, |m| m.kind = Kind::Remediate);
+    // The attacker duplicates a's signature to look like two signers.
+    let doubled = rewrite_signatures(&once, |sign| {
+        let sig = sign.signatures[0].clone();
+        sign.signatures.push(sig);
+    });
+    let err = verify(doubled, &trust_root(&[&a, &b])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "capsule `json-assert 1.0.0` is signed by 1 key(s) from 1 organisation(s) that count for kind `remediate`, which requires 2 key(s) from 2 organisation(s) (have: acme-ci (Acme); not counted: `acme-ci` signed twice (counted once); trust root `test-root` v1)"
+    );
+}
+
+#[test]
+fn threshold_met_by_two_keys_of_one_organisation() {
     let a = Publisher::new("acme-ci", "Acme", &["remediate"]);
     let b = Publisher::new("acme-sec", "Acme", &["remediate"]);
-    let twice = remediate_signed_by(&a, &b);
-    let err = verify(twice, &trust_root(&[&a, &b])).unwrap_err();
-    assert!(
-        err.to_string().contains("is signed by 2 key(s) from 1 organisation(s) allowed kind `remediate`, which requires 2 key(s) from 2 organisation(s)"),
-        "{err}"
+    let err = verify(remediate_signed_by(&a, &b), &trust_root(&[&a, &b])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "capsule `json-assert 1.0.0` is signed by 2 key(s) from 1 organisation(s) that count for kind `remediate`, which requires 2 key(s) from 2 organisation(s) (have: acme-ci (Acme), acme-sec (Acme); trust root `test-root` v1)"
     );
 }
 
@@ -158,9 +289,164 @@ fn remediate_threshold_not_met_by_two_keys_of_one_organisation() {
 fn remediate_accepted_with_two_organisations() {
     let a = Publisher::new("acme-ci", "Acme", &["remediate"]);
     let b = Publisher::new("globex-ops", "Globex", &["remediate"]);
-    let twice = remediate_signed_by(&a, &b);
-    let verified = verify(twice, &trust_root(&[&a, &b])).unwrap();
+    let verified = verify(remediate_signed_by(&a, &b), &trust_root(&[&a, &b])).unwrap();
     assert_eq!(verified.signers().len(), 2);
+}
+
+#[test]
+fn remediate_with_one_signer_outside_its_kind_falls_short() {
+    let a = Publisher::new("acme-ci", "Acme", &["remediate"]);
+    let b = Publisher::new("globex-tests", "Globex", &["test"]);
+    let err = verify(remediate_signed_by(&a, &b), &trust_root(&[&a, &b])).unwrap_err();
+    assert!(matches!(err, TrustError::KindNotAllowed(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not counted: `globex-tests` may not sign kind `remediate`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn capability_beyond_ceiling() {
+    let mut p = Publisher::new("acme-ci", "Acme", &["test"]);
+    p.ceiling = "egress = [\"*.example.com:443\"]\n";
+    let signed = sign_json_assert(&p.key, |m| {
+        m.capabilities = toml::from_str("egress = [\"db.internal:5432\"]").unwrap();
+    });
+    let err = verify(signed, &trust_root(&[&p])).unwrap_err();
+    assert!(matches!(err, TrustError::CeilingExceeded(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not counted: `acme-ci`'s ceiling does not cover egress db.internal:5432"),
+        "{err}"
+    );
+}
+
+#[test]
+fn limits_beyond_ceiling() {
+    let mut p = Publisher::new("acme-ci", "Acme", &["test"]);
+    p.ceiling = "fuel = 1000\n";
+    let err = verify(signed_json_assert(&p.key), &trust_root(&[&p])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`acme-ci`'s ceiling does not cover fuel 2000000000 (ceiling 1000)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn file_access_within_ceiling_is_accepted_and_escalation_is_not() {
+    let mut p = Publisher::new("acme-ci", "Acme", &["test"]);
+    p.ceiling = "files = [{ path = \"/var/log\", access = \"read-only\" }]\n";
+    let root = trust_root(&[&p]);
+    let reading = sign_json_assert(&p.key, |m| {
+        m.capabilities =
+            toml::from_str("files = [{ path = \"/var/log/app\", access = \"read-only\" }]")
+                .unwrap();
+    });
+    verify(reading, &root).unwrap();
+    let writing = sign_json_assert(&p.key, |m| {
+        m.capabilities =
+            toml::from_str("files = [{ path = \"/var/log/app\", access = \"read-write\" }]")
+                .unwrap();
+    });
+    let err = verify(writing, &root).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("ceiling does not cover file /var/log/app (read-write)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn audience_beyond_publisher_audiences() {
+    let mut p = Publisher::new("plant-7-ops", "Acme", &["test"]);
+    p.audiences = &["plant-7"];
+    // The capsule targets every site, but its signer may only target plant-7.
+    let err = verify(signed_json_assert(&p.key), &trust_root(&[&p])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not counted: `plant-7-ops` may not target site `*`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_audience() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let signed = sign_json_assert(&p.key, |m| m.audience = vec!["plant-9".into()]);
+    let err = verify(signed, &trust_root(&[&p])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "capsule `json-assert 1.0.0` is for sites [plant-9], not this site `plant-7`; it must be signed with this site in its `audience`"
+    );
+}
+
+#[test]
+fn expired_capsule() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let signed = sign_json_assert(&p.key, |m| {
+        m.not_before = Some(Timestamp::parse("2025-01-01T00:00:00Z").unwrap());
+        m.expires = Some(Timestamp::parse("2025-04-01T00:00:00Z").unwrap());
+    });
+    let now = Timestamp::parse("2026-11-21T12:00:00Z").unwrap();
+    let err =
+        verify_with(signed, &trust_root(&[&p]), SITE, now, &HighWater::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "capsule `json-assert 1.0.0` expired at 2025-04-01T00:00:00Z (now 2026-11-21T12:00:00Z); ask its publisher to re-sign it with a new `expires`"
+    );
+}
+
+#[test]
+fn not_yet_valid_capsule() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let signed = sign_json_assert(&p.key, |m| {
+        m.not_before = Some(Timestamp::parse("2027-01-01T00:00:00Z").unwrap());
+        m.expires = Some(Timestamp::parse("2027-06-01T00:00:00Z").unwrap());
+    });
+    let now = Timestamp::parse("2026-11-21T12:00:00Z").unwrap();
+    let err =
+        verify_with(signed, &trust_root(&[&p]), SITE, now, &HighWater::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "capsule `json-assert 1.0.0` is not valid before 2027-01-01T00:00:00Z (now 2026-11-21T12:00:00Z); check this machine's clock, or wait"
+    );
+}
+
+#[test]
+fn rollback_v2_after_v3() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let v2 = sign_json_assert(&p.key, |m| m.version = semver::Version::new(2, 0, 0));
+    let mut seen = HighWater::default();
+    seen.observe_capsule("json-assert", &semver::Version::new(3, 0, 0), [9; 32]);
+    let err = verify_with(v2, &trust_root(&[&p]), SITE, Timestamp::now(), &seen).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "rollback: capsule `json-assert` 2.0.0 is older than 3.0.0, which this runner already accepted (per its evidence log); run 3.0.0 or later"
+    );
+}
+
+#[test]
+fn same_version_with_different_code() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let mut seen = HighWater::default();
+    seen.observe_capsule("json-assert", &semver::Version::new(1, 0, 0), [9; 32]);
+    let err = verify_with(
+        signed_json_assert(&p.key),
+        &trust_root(&[&p]),
+        SITE,
+        Timestamp::now(),
+        &seen,
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrustError::VersionReused { .. }), "{err}");
+    assert!(
+        err.to_string().ends_with(
+            "a version names exactly one module, so publish the change as a new version"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -173,6 +459,43 @@ fn signature_transplanted_from_another_capsule() {
     let mut other = b"\0asm\x0d\x00\x01\x00".to_vec();
     other.extend_from_slice(signature_section);
     let err = verify(other, &trust_root(&[&p])).unwrap_err();
+    assert!(
+        matches!(err, TrustError::ModuleDigestMismatch { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn detached_signature_is_accepted_and_cannot_be_moved_to_another_component() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&p]);
+    let component = capsule_artifacts::JSON_ASSERT.component;
+    let sig = capsule::sign_detached(
+        component,
+        &json_assert_manifest(|_| {}),
+        &p.key,
+        Timestamp::now(),
+    )
+    .unwrap();
+    let ctx = Context {
+        root: &root,
+        site: SITE,
+        now: Timestamp::now(),
+        high_water: &HighWater::default(),
+    };
+    let check = |component: Vec<u8>| {
+        RawCapsule {
+            component,
+            detached_signature: Some(sig.clone()),
+        }
+        .check()
+        .map_err(TrustError::from)
+        .and_then(|c| trust::verify(c, &ctx))
+    };
+    let verified = check(component.to_vec()).unwrap();
+    assert_eq!(verified.placement(), capsule::Placement::Detached);
+    assert_eq!(verified.bytes(), component);
+    let err = check(b"\0asm\x0d\x00\x01\x00".to_vec()).unwrap_err();
     assert!(
         matches!(err, TrustError::ModuleDigestMismatch { .. }),
         "{err}"
@@ -214,4 +537,220 @@ fn oversized_file() {
             capsule::MAX_CAPSULE_BYTES
         )
     );
+}
+
+// ---- The trust root itself ----
+
+#[test]
+fn expired_trust_root() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root_key = RootKey::new("root-1");
+    let mut policy = Policy::new(vec![&root_key], vec![&p]);
+    policy.expires = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+    let err = trust_chain(vec![policy.signed_by(&[&root_key])]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "trust root `test-root` v1 expired at 2026-01-01T00:00:00Z; nothing runs under an expired root. Sign a new version with `edge-runner trust rotate`"
+    );
+}
+
+#[test]
+fn trust_root_signed_by_a_stranger() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root_key = RootKey::new("root-1");
+    let stranger = RootKey::new("mallory");
+    let policy = Policy::new(vec![&root_key], vec![&p]);
+    let err = trust_chain(vec![policy.signed_by(&[&stranger])]).unwrap_err();
+    assert!(matches!(err, TrustError::RootNotSigned(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "trust root 1.root.cose (v1) is signed by 0 of its own root keys (v1), which requires 1 (have: none; can still sign: root-1); collect signatures with `edge-runner trust sign`"
+    );
+}
+
+#[test]
+fn trust_root_with_altered_policy() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root_key = RootKey::new("root-1");
+    let policy = Policy::new(vec![&root_key], vec![&p]);
+    let mut bytes = policy.signed_by(&[&root_key]);
+    // Raise the test threshold inside the signed TOML without re-signing.
+    let at = bytes
+        .windows(b"[thresholds.test]\nkeys = 1".len())
+        .position(|w| w == b"[thresholds.test]\nkeys = 1")
+        .unwrap();
+    bytes[at + b"[thresholds.test]\nkeys = ".len()] = b'5';
+    let err = trust_chain(vec![bytes]).unwrap_err();
+    assert!(
+        err.to_string().ends_with(
+            "signature 0 by root key `root-1` does not verify; the file was altered after signing"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn rotation_signed_only_by_new_keys() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let old = RootKey::new("ciso-2025");
+    let new = RootKey::new("ciso-2026");
+    let v1 = Policy::new(vec![&old], vec![&p]);
+    let mut v2 = Policy::new(vec![&new], vec![&p]);
+    v2.version = 2;
+    let err = trust_chain(vec![v1.signed_by(&[&old]), v2.signed_by(&[&new])]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "trust root 2.root.cose (v2) is signed by 0 of the root keys of the version it replaces (v1), which requires 1 (have: none; can still sign: ciso-2025); collect signatures with `edge-runner trust sign`"
+    );
+}
+
+#[test]
+fn rotation_signed_only_by_old_keys() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let old = RootKey::new("ciso-2025");
+    let new = RootKey::new("ciso-2026");
+    let v1 = Policy::new(vec![&old], vec![&p]);
+    let mut v2 = Policy::new(vec![&new], vec![&p]);
+    v2.version = 2;
+    let err = trust_chain(vec![v1.signed_by(&[&old]), v2.signed_by(&[&old])]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("(v2) is signed by 0 of its own root keys (v2), which requires 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rotation_by_old_and_new_keys_takes_effect() {
+    // v2 hands the root to new keys and revokes a publisher's key; the revocation applies at once.
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let q = Publisher::new("acme-nightly", "Acme", &["test"]);
+    let old = RootKey::new("ciso-2025");
+    let new = RootKey::new("ciso-2026");
+    let v1 = Policy::new(vec![&old], vec![&p, &q]);
+    let mut v2 = Policy::new(vec![&new], vec![&p]);
+    v2.version = 2;
+    v2.revoked_keys = vec![(q.key.id(), "compromised")];
+    let v1_file = v1.signed_by(&[&old]);
+    let root = trust_chain(vec![v1_file.clone(), v2.signed_by(&[&old, &new])]).unwrap();
+    assert_eq!(root.version, 2);
+    let err = verify(signed_json_assert(&q.key), &root).unwrap_err();
+    assert!(matches!(err, TrustError::KeyRevoked { .. }), "{err}");
+    verify(signed_json_assert(&p.key), &root).unwrap();
+
+    // And v3 must now be signed by the v2 keys; the old key alone no longer suffices.
+    let mut v3 = Policy::new(vec![&old], vec![&p]);
+    v3.version = 3;
+    let err = trust_chain(vec![
+        v1_file,
+        v2.signed_by(&[&old, &new]),
+        v3.signed_by(&[&old]),
+    ])
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("(v3) is signed by 0 of the root keys of the version it replaces (v2)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rotation_needs_every_threshold_of_a_two_of_three_root() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let (a, b, c) = (RootKey::new("a"), RootKey::new("b"), RootKey::new("c"));
+    let mut v1 = Policy::new(vec![&a, &b, &c], vec![&p]);
+    v1.root_threshold = 2;
+    let v1_file = v1.signed_by(&[&a, &b]);
+    let mut v2 = Policy::new(vec![&a, &b, &c], vec![&p]);
+    v2.root_threshold = 2;
+    v2.version = 2;
+    // One key signing twice is still one key.
+    let doubled = {
+        let once = v2.signed_by(&[&a]);
+        let mut sign = CoseSign::from_tagged_slice(&once).unwrap();
+        let sig = sign.signatures[0].clone();
+        sign.signatures.push(sig);
+        sign.to_tagged_vec().unwrap()
+    };
+    let err = trust_chain(vec![v1_file.clone(), doubled]).unwrap_err();
+    assert!(err.to_string().contains("signed by 1 of"), "{err}");
+    trust_chain(vec![v1_file, v2.signed_by(&[&b, &c])]).unwrap();
+}
+
+#[test]
+fn trust_root_version_skipped() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let k = RootKey::new("root-1");
+    let v1 = Policy::new(vec![&k], vec![&p]);
+    let mut v3 = Policy::new(vec![&k], vec![&p]);
+    v3.version = 3;
+    let err = trust_chain(vec![v1.signed_by(&[&k]), v3.signed_by(&[&k])]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "trust root 2.root.cose: holds version 3 where version 2 belongs; a file's name and its `version` must agree"
+    );
+}
+
+#[test]
+fn trust_root_rollback_against_evidence() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&p]);
+    let mut seen = HighWater::default();
+    seen.observe_root("test-root", 4);
+    let err = verify_with(
+        signed_json_assert(&p.key),
+        &root,
+        SITE,
+        Timestamp::now(),
+        &seen,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "trust root `test-root` v1 is older than v4, which this runner's evidence shows it already used; a trust root never goes back. Restore the trust store to v4 or later"
+    );
+}
+
+#[test]
+fn trust_root_file_garbage_truncated_oversized() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let k = RootKey::new("root-1");
+    let good = Policy::new(vec![&k], vec![&p]).signed_by(&[&k]);
+    let err = trust_chain(vec![b"format = 1\nname = \"x\"\n".to_vec()]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("trust root 1.root.cose: not a signed trust root ("),
+        "{err}"
+    );
+    let err = trust_chain(vec![good[..good.len() - 7].to_vec()]).unwrap_err();
+    assert!(err.to_string().contains("not a signed trust root"), "{err}");
+    let err = trust_chain(vec![vec![0u8; trust::MAX_TRUST_ROOT_BYTES + 1]]).unwrap_err();
+    assert!(err.to_string().contains("-byte limit"), "{err}");
+}
+
+#[test]
+fn trust_root_policy_mistakes_name_the_fix() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let k = RootKey::new("root-1");
+    let mut policy = Policy::new(vec![&k], vec![&p]);
+    policy.root_threshold = 2;
+    let err = trust::RootPolicy::parse(&policy.toml(), "root.toml").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`root-threshold` is 2 but there are 1 `[[root-key]]` entries"),
+        "{err}"
+    );
+    let policy = Policy::new(vec![&k], vec![&p]);
+    let no_expiry = policy
+        .toml()
+        .lines()
+        .filter(|l| !l.starts_with("expires"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let err = trust::RootPolicy::parse(&no_expiry, "root.toml").unwrap_err();
+    assert!(err.to_string().contains("missing field `expires`"), "{err}");
+    let mut revoking_itself = Policy::new(vec![&k], vec![&p]);
+    revoking_itself.revoked_keys = vec![(p.key.id(), "oops")];
+    let err = trust::RootPolicy::parse(&revoking_itself.toml(), "root.toml").unwrap_err();
+    assert!(err.to_string().contains("uses revoked key"), "{err}");
 }

@@ -13,19 +13,26 @@
 //! [`crate::trust`]'s job, and only `trust` can turn a `CheckedCapsule` into
 //! something the sandbox will run.
 
+mod capabilities;
 mod manifest;
 mod wasm;
 
-pub use manifest::{Kind, Manifest, ManifestSource, RequestedLimits};
-
-use coset::{
-    CoseSign, CoseSignBuilder, CoseSignature, CoseSignatureBuilder, HeaderBuilder,
-    TaggedCborSerializable, iana,
+pub use capabilities::{
+    ANY_SITE, AbsPath, Access, Destination, DestinationPattern, FileAccess, validate_config_key,
+    validate_site,
 };
+pub use manifest::{
+    Capabilities, CapabilitiesSource, DEFAULT_VALIDITY_DAYS, Kind, Manifest, ManifestSource,
+    RequestedLimits,
+};
+
+pub use crate::cose::SignatureEntry;
+
 use sha2::{Digest, Sha256};
 
-use crate::cbor;
-use crate::keys::{KeyId, SecretKey};
+use crate::cose;
+use crate::keys::SecretKey;
+use crate::timestamp::Timestamp;
 
 /// Name of the custom section that holds a capsule's signatures.
 pub const SIGNATURE_SECTION: &str = "edge-runner.signatures";
@@ -80,9 +87,9 @@ pub enum CapsuleError {
     /// The manifest source (`capsule.toml`) is malformed.
     #[error("{0}")]
     ManifestSource(String),
-    /// `--add` asked to co-sign, but the new manifest differs from the signed one.
+    /// Co-signing refused: the module is not the one the existing signatures cover.
     #[error(
-        "cannot add a signature: the capsule's existing signatures cover a different manifest or module ({0}); sign from the unsigned component instead of using --add"
+        "cannot co-sign: {0}; the module was changed after the first signature, so sign the original module or start over from the unsigned component"
     )]
     ManifestMismatch(String),
     /// The signing key has already signed this capsule.
@@ -90,22 +97,49 @@ pub enum CapsuleError {
     AlreadySigned(String),
 }
 
-/// One signature on a capsule, as found in the file (not yet checked).
+/// Where a capsule's signatures are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In the component's last custom section, [`SIGNATURE_SECTION`].
+    Embedded,
+    /// In a separate file holding the same COSE_Sign; the component is unchanged.
+    Detached,
+}
+
+impl Placement {
+    /// `embedded` or `detached`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Embedded => "embedded",
+            Placement::Detached => "detached",
+        }
+    }
+}
+
+/// A capsule as read from disk, before any check: the component file and,
+/// if its signatures are detached, the signature file.
 #[derive(Debug, Clone)]
-pub struct SignatureEntry {
-    /// The signer's key id (the `kid` header).
-    pub key_id: KeyId,
-    /// The COSE algorithm the signature claims.
-    pub algorithm: i64,
-    /// The Sig_structure bytes the signature must cover.
-    pub signed_bytes: Vec<u8>,
-    /// The 64-byte signature.
-    pub signature: Vec<u8>,
+pub struct RawCapsule {
+    /// The component file's bytes.
+    pub component: Vec<u8>,
+    /// The detached signature file's bytes, if any.
+    pub detached_signature: Option<Vec<u8>>,
+}
+
+impl RawCapsule {
+    /// Checks structure: [`CheckedCapsule::parse`] or [`CheckedCapsule::parse_detached`].
+    pub fn check(self) -> Result<CheckedCapsule, CapsuleError> {
+        match self.detached_signature {
+            None => CheckedCapsule::parse(self.component),
+            Some(signature) => CheckedCapsule::parse_detached(self.component, &signature),
+        }
+    }
 }
 
 /// A capsule whose structure has been checked: size bounded, component
-/// header and sections well formed, exactly one signature section, a
-/// canonical COSE_Sign with a canonical manifest. Nothing about it is trusted yet.
+/// header and sections well formed, one canonical COSE_Sign (embedded as
+/// the last section, or detached) with a canonical manifest. Nothing about
+/// it is trusted yet.
 #[derive(Debug, Clone)]
 pub struct CheckedCapsule {
     bytes: Vec<u8>,
@@ -113,50 +147,65 @@ pub struct CheckedCapsule {
     file_digest: [u8; 32],
     manifest: Manifest,
     signatures: Vec<SignatureEntry>,
+    placement: Placement,
 }
 
 impl CheckedCapsule {
-    /// Parses a signed capsule file. `bytes` is kept as is: the same buffer is compiled later.
+    /// Parses a capsule with embedded signatures. `bytes` is kept as is:
+    /// the same buffer is compiled later.
     pub fn parse(bytes: Vec<u8>) -> Result<Self, CapsuleError> {
-        if bytes.len() > MAX_CAPSULE_BYTES {
-            return Err(CapsuleError::TooLarge {
-                size: bytes.len(),
-                limit: MAX_CAPSULE_BYTES,
-            });
-        }
-        let file_digest = Sha256::digest(&bytes).into();
+        check_size(bytes.len())?;
         let layout = wasm::Layout::parse(&bytes)?;
         let Some(section) = layout.signature else {
             return Err(CapsuleError::Unsigned);
         };
         let module_digest = Sha256::digest(&bytes[..section.start]).into();
-        let sign = decode_cose_sign(&bytes[section.content.clone()])?;
-        let payload = sign
-            .payload
-            .as_deref()
-            .ok_or_else(|| CapsuleError::BadSignatureSection("COSE_Sign has no payload".into()))?;
-        let manifest = Manifest::from_cbor(payload)?;
-        let signatures = signature_entries(&sign)?;
+        let signed = decode_signatures(&bytes[section.content.clone()])?;
+        Self::new(bytes, module_digest, signed, Placement::Embedded)
+    }
+
+    /// Parses an unsigned component and its detached signature file.
+    pub fn parse_detached(component: Vec<u8>, signature: &[u8]) -> Result<Self, CapsuleError> {
+        check_size(component.len())?;
+        let layout = wasm::Layout::parse(&component)?;
+        if layout.signature.is_some() {
+            return Err(CapsuleError::BadSignatureSection(
+                "the component carries embedded signatures and a detached signature was also given; use one or the other".into(),
+            ));
+        }
+        let module_digest = Sha256::digest(&component).into();
+        let signed = decode_signatures(signature)?;
+        Self::new(component, module_digest, signed, Placement::Detached)
+    }
+
+    fn new(
+        bytes: Vec<u8>,
+        module_digest: [u8; 32],
+        signed: cose::Signed,
+        placement: Placement,
+    ) -> Result<Self, CapsuleError> {
+        let manifest = Manifest::from_cbor(&signed.payload)?;
         Ok(Self {
+            file_digest: Sha256::digest(&bytes).into(),
             bytes,
             module_digest,
-            file_digest,
             manifest,
-            signatures,
+            signatures: signed.entries,
+            placement,
         })
     }
 
-    /// The whole file, exactly as read.
+    /// The component file, exactly as read.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
-    /// SHA-256 of the file without its signature section, as computed from the bytes.
+    /// SHA-256 of the component without its signature section, as computed from the bytes.
     pub fn module_digest(&self) -> [u8; 32] {
         self.module_digest
     }
 
-    /// SHA-256 of the whole file, signatures included.
+    /// SHA-256 of the component file as read (with its section, if embedded).
     pub fn file_digest(&self) -> [u8; 32] {
         self.file_digest
     }
@@ -170,176 +219,147 @@ impl CheckedCapsule {
     pub fn signatures(&self) -> &[SignatureEntry] {
         &self.signatures
     }
+
+    /// Embedded or detached.
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
 }
 
-fn decode_cose_sign(content: &[u8]) -> Result<CoseSign, CapsuleError> {
-    let bad = |m: String| CapsuleError::BadSignatureSection(m);
-    if content.len() > MAX_SIGNATURE_SECTION_BYTES {
-        return Err(bad(format!(
-            "{} bytes is over the {MAX_SIGNATURE_SECTION_BYTES}-byte limit",
-            content.len()
-        )));
-    }
-    cbor::decode_canonical(content).map_err(|e| bad(e.to_string()))?;
-    let sign = CoseSign::from_tagged_slice(content)
-        .map_err(|e| bad(format!("not a tagged COSE_Sign (tag 98): {e}")))?;
-    check_canonical_header(&sign.protected.original_data, "body protected header")?;
-    match &sign.protected.header.content_type {
-        Some(coset::ContentType::Text(t)) if t == MANIFEST_CONTENT_TYPE => {}
-        other => {
-            return Err(bad(format!(
-                "content type is {other:?}, expected \"{MANIFEST_CONTENT_TYPE}\""
-            )));
-        }
-    }
-    if !sign.unprotected.is_empty() {
-        return Err(bad("body unprotected header must be empty".into()));
-    }
-    if sign.signatures.is_empty() {
-        return Err(bad("COSE_Sign carries no signatures".into()));
-    }
-    if sign.signatures.len() > MAX_SIGNATURES {
-        return Err(bad(format!(
-            "{} signatures is over the limit of {MAX_SIGNATURES}",
-            sign.signatures.len()
-        )));
-    }
-    Ok(sign)
-}
-
-fn check_canonical_header(original: &Option<Vec<u8>>, what: &str) -> Result<(), CapsuleError> {
-    if let Some(bytes) = original
-        && !bytes.is_empty()
-    {
-        cbor::decode_canonical(bytes)
-            .map_err(|e| CapsuleError::BadSignatureSection(format!("{what}: {e}")))?;
+fn check_size(size: usize) -> Result<(), CapsuleError> {
+    if size > MAX_CAPSULE_BYTES {
+        return Err(CapsuleError::TooLarge {
+            size,
+            limit: MAX_CAPSULE_BYTES,
+        });
     }
     Ok(())
 }
 
-fn signature_entries(sign: &CoseSign) -> Result<Vec<SignatureEntry>, CapsuleError> {
-    let bad = |m: String| CapsuleError::BadSignatureSection(m);
-    sign.signatures
-        .iter()
-        .enumerate()
-        .map(|(i, sig)| {
-            check_canonical_header(&sig.protected.original_data, &format!("signature {i} protected header"))?;
-            let header = &sig.protected.header;
-            let algorithm = match &header.alg {
-                Some(coset::RegisteredLabelWithPrivate::Assigned(a)) => *a as i64,
-                Some(coset::RegisteredLabelWithPrivate::PrivateUse(a)) => *a,
-                _ => return Err(bad(format!("signature {i} has no protected `alg`"))),
-            };
-            let key_id: [u8; 32] = header.key_id.as_slice().try_into().map_err(|_| {
-                bad(format!(
-                    "signature {i}: `kid` must be the 32-byte SHA-256 of the signer's public key, found {} bytes",
-                    header.key_id.len()
-                ))
-            })?;
-            if !sig.unprotected.is_empty() {
-                return Err(bad(format!("signature {i}: unprotected header must be empty")));
-            }
-            Ok(SignatureEntry {
-                key_id: KeyId(key_id),
-                algorithm,
-                signed_bytes: sign.tbs_data(SIGNATURE_CONTEXT, sig),
-                signature: sig.signature.clone(),
-            })
-        })
-        .collect()
+fn decode_signatures(content: &[u8]) -> Result<cose::Signed, CapsuleError> {
+    if content.len() > MAX_SIGNATURE_SECTION_BYTES {
+        return Err(CapsuleError::BadSignatureSection(format!(
+            "{} bytes is over the {MAX_SIGNATURE_SECTION_BYTES}-byte limit",
+            content.len()
+        )));
+    }
+    cose::decode(
+        content,
+        MANIFEST_CONTENT_TYPE,
+        SIGNATURE_CONTEXT,
+        MAX_SIGNATURES,
+    )
+    .map_err(CapsuleError::BadSignatureSection)
 }
 
-/// Signs a component with `key`, binding it to `source` (the author's `capsule.toml`).
-///
-/// `component` may be unsigned, or already signed when `add` is true, in which
-/// case the existing signatures are kept and the new one is added; the
-/// manifest and module must then be exactly those already signed.
+/// The module part of `component`, refusing one that is already signed.
+fn unsigned_module(component: &[u8]) -> Result<&[u8], CapsuleError> {
+    check_size(component.len())?;
+    if wasm::Layout::parse(component)?.signature.is_some() {
+        return Err(CapsuleError::BadSignatureSection(
+            "the component is already signed; pass --add to co-sign it".into(),
+        ));
+    }
+    Ok(component)
+}
+
+fn first_signature(
+    module: &[u8],
+    source: &ManifestSource,
+    key: &SecretKey,
+    now: Timestamp,
+) -> Result<Vec<u8>, CapsuleError> {
+    let manifest = source.to_manifest(Sha256::digest(module).into(), now)?;
+    cose::sign(
+        manifest.to_cbor()?,
+        MANIFEST_CONTENT_TYPE,
+        SIGNATURE_CONTEXT,
+        None,
+        key,
+    )
+    .map_err(CapsuleError::BadSignatureSection)
+}
+
+fn add_signature(module: &[u8], existing: &[u8], key: &SecretKey) -> Result<Vec<u8>, CapsuleError> {
+    let signed = decode_signatures(existing)?;
+    let manifest = Manifest::from_cbor(&signed.payload)?;
+    let actual: [u8; 32] = Sha256::digest(module).into();
+    if manifest.module_sha256 != actual {
+        return Err(CapsuleError::ManifestMismatch(format!(
+            "the signed manifest of {} {} names module {} but the module is {}",
+            manifest.name,
+            manifest.version,
+            hex::encode(manifest.module_sha256),
+            hex::encode(actual)
+        )));
+    }
+    if signed.entries.iter().any(|e| e.key_id == key.id()) {
+        return Err(CapsuleError::AlreadySigned(key.id().short()));
+    }
+    cose::sign(
+        signed.payload.clone(),
+        MANIFEST_CONTENT_TYPE,
+        SIGNATURE_CONTEXT,
+        Some(&signed),
+        key,
+    )
+    .map_err(CapsuleError::BadSignatureSection)
+}
+
+/// Signs an unsigned component with `key`, binding it to `source` (the
+/// author's `capsule.toml`); `now` fills a missing `not-before`. Returns the
+/// component with the signature section appended.
 pub fn sign(
     component: &[u8],
     source: &ManifestSource,
     key: &SecretKey,
-    add: bool,
+    now: Timestamp,
 ) -> Result<Vec<u8>, CapsuleError> {
-    if component.len() > MAX_CAPSULE_BYTES {
-        return Err(CapsuleError::TooLarge {
-            size: component.len(),
-            limit: MAX_CAPSULE_BYTES,
-        });
-    }
-    let layout = wasm::Layout::parse(component)?;
-    let module_end = layout
-        .signature
-        .as_ref()
-        .map_or(component.len(), |s| s.start);
-    let module = &component[..module_end];
-    let manifest = source.to_manifest(Sha256::digest(module).into())?;
-    let payload = manifest.to_cbor()?;
-
-    let mut existing = Vec::new();
-    if let Some(section) = &layout.signature {
-        if !add {
-            return Err(CapsuleError::BadSignatureSection(
-                "the component is already signed; pass --add to co-sign it".into(),
-            ));
-        }
-        let old = decode_cose_sign(&component[section.content.clone()])?;
-        if old.payload.as_deref() != Some(payload.as_slice()) {
-            let old_manifest = old
-                .payload
-                .as_deref()
-                .map(Manifest::from_cbor)
-                .transpose()?;
-            let detail = match old_manifest {
-                Some(m) if m.module_sha256 != manifest.module_sha256 => {
-                    "module digest differs".to_string()
-                }
-                Some(m) => format!(
-                    "signed manifest is {} {}, new one differs",
-                    m.name, m.version
-                ),
-                None => "no payload".to_string(),
-            };
-            return Err(CapsuleError::ManifestMismatch(detail));
-        }
-        for entry in signature_entries(&old)? {
-            if entry.key_id == key.id() {
-                return Err(CapsuleError::AlreadySigned(key.id().short()));
-            }
-        }
-        existing = old.signatures;
-    }
-
-    let body = HeaderBuilder::new()
-        .content_type(MANIFEST_CONTENT_TYPE.to_string())
-        .build();
-    let mut builder = CoseSignBuilder::new().protected(body).payload(payload);
-    for sig in existing {
-        builder = builder.add_signature(sig);
-    }
-    let sig_header = HeaderBuilder::new()
-        .algorithm(iana::Algorithm::Ed25519)
-        .key_id(key.id().0.to_vec())
-        .build();
-    let new_sig: CoseSignature = CoseSignatureBuilder::new().protected(sig_header).build();
-    let sign = builder
-        .add_created_signature(new_sig, SIGNATURE_CONTEXT, |tbs| {
-            key.sign(tbs).to_bytes().to_vec()
-        })
-        .build();
-    let cose = sign
-        .to_tagged_vec()
-        .map_err(|e| CapsuleError::BadSignatureSection(format!("encoding COSE_Sign: {e}")))?;
-    // coset's encoding of these headers is already canonical; re-encode to be sure.
-    let cose = cbor::encode(
-        &cbor::decode_prefix(&cose)
-            .map_err(|e| CapsuleError::BadSignatureSection(e.to_string()))?
-            .0,
-    )
-    .map_err(|e| CapsuleError::BadSignatureSection(e.to_string()))?;
-
+    let module = unsigned_module(component)?;
+    let cose = first_signature(module, source, key, now)?;
     let mut out = module.to_vec();
     wasm::append_custom_section(&mut out, SIGNATURE_SECTION, &cose);
     Ok(out)
+}
+
+/// Co-signs a signed capsule: keeps its manifest and signatures, adds `key`'s.
+pub fn cosign(capsule: &[u8], key: &SecretKey) -> Result<Vec<u8>, CapsuleError> {
+    check_size(capsule.len())?;
+    let layout = wasm::Layout::parse(capsule)?;
+    let Some(section) = layout.signature else {
+        return Err(CapsuleError::Unsigned);
+    };
+    let module = &capsule[..section.start];
+    let cose = add_signature(module, &capsule[section.content.clone()], key)?;
+    let mut out = module.to_vec();
+    wasm::append_custom_section(&mut out, SIGNATURE_SECTION, &cose);
+    Ok(out)
+}
+
+/// Signs an unsigned component, returning a detached signature file (the
+/// COSE_Sign that would otherwise be embedded). The component is unchanged.
+pub fn sign_detached(
+    component: &[u8],
+    source: &ManifestSource,
+    key: &SecretKey,
+    now: Timestamp,
+) -> Result<Vec<u8>, CapsuleError> {
+    first_signature(unsigned_module(component)?, source, key, now)
+}
+
+/// Adds `key`'s signature to a detached signature file for `component`.
+pub fn cosign_detached(
+    component: &[u8],
+    signature: &[u8],
+    key: &SecretKey,
+) -> Result<Vec<u8>, CapsuleError> {
+    check_size(component.len())?;
+    if wasm::Layout::parse(component)?.signature.is_some() {
+        return Err(CapsuleError::BadSignatureSection(
+            "the component carries embedded signatures; co-sign it without --signature".into(),
+        ));
+    }
+    add_signature(component, signature, key)
 }
 
 /// The unsigned component inside a signed capsule (everything before the signature section).

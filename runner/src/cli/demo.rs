@@ -1,8 +1,9 @@
 //! `edge-runner demo`: the whole loop on built-in demo keys and capsules.
 //!
-//! Signs the example capsule with the demo publisher key, verifies it
-//! against the demo trust root, runs it twice (a passing and a failing
-//! input), shows a tampered capsule being refused, verifies the evidence
+//! Creates a trust store from the demo policy and demo root key, signs the
+//! example capsule with the demo publisher key, verifies it against the
+//! store, runs it twice (a passing and a failing input), shows a tampered
+//! capsule and a rollback to an older version being refused, verifies the evidence
 //! chain, and shows a one-byte change to the log being caught. Everything it
 //! writes goes to `--out` (default: a new temporary directory) so you can
 //! rerun each step by hand.
@@ -13,14 +14,19 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::capsule::{self, ManifestSource};
+use crate::capsule::{self, ManifestSource, RawCapsule};
 use crate::evidence::{self, EvidenceLog, LOG_FILE};
 use crate::keys::SecretKey;
 use crate::sandbox::Limits;
 use crate::session::{Session, SessionError};
-use crate::trust::TrustRoot;
+use crate::timestamp::Timestamp;
+use crate::trust::{RootPolicy, SignedRoot, store};
+
+/// The site name the demo runs as.
+const SITE: &str = "demo-site";
 
 const PUBLISHER_KEY: &str = include_str!("../../../keys/demo-publisher.key");
+const ROOT_KEY: &str = include_str!("../../../keys/demo-root.key");
 const RUNNER_KEY: &str = include_str!("../../../keys/demo-runner.key");
 const RUNNER_PUB: &str = include_str!("../../../keys/demo-runner.pub");
 const TRUST_ROOT: &str = include_str!("../../../keys/demo-trust-root.toml");
@@ -78,6 +84,13 @@ fn demo_capsule() -> (&'static [u8], &'static str) {
     (&[], "")
 }
 
+fn embedded(bytes: &[u8]) -> RawCapsule {
+    RawCapsule {
+        component: bytes.to_vec(),
+        detached_signature: None,
+    }
+}
+
 fn run_demo(out: &Path) -> Result<()> {
     let (component, manifest_text) = demo_capsule();
     if component.is_empty() {
@@ -91,16 +104,34 @@ fn run_demo(out: &Path) -> Result<()> {
     );
 
     let publisher = SecretKey::from_pem(PUBLISHER_KEY, Path::new("keys/demo-publisher.key"))?;
-    let root = TrustRoot::parse(TRUST_ROOT, "keys/demo-trust-root.toml")?;
-    std::fs::write(out.join("trust-root.toml"), TRUST_ROOT)?;
     std::fs::write(out.join("runner.pub"), RUNNER_PUB)?;
+
+    // 0. The trust store: version 1 of the demo policy, signed by the demo root key.
+    let root_key = SecretKey::from_pem(ROOT_KEY, Path::new("keys/demo-root.key"))?;
+    let policy = RootPolicy::parse(TRUST_ROOT, "keys/demo-trust-root.toml")?;
+    let trust_dir = out.join("trust");
+    std::fs::create_dir_all(&trust_dir)?;
+    std::fs::write(out.join("trust-root.toml"), TRUST_ROOT)?;
+    std::fs::write(
+        trust_dir.join(store::root_file_name(1)),
+        SignedRoot::sign_new(&policy, &root_key)?,
+    )?;
+    let root = store::load(&trust_dir, Timestamp::now())?;
+    println!(
+        "0. Trust store {}: `{}` v{} signed by root key {}, expires {}\n",
+        trust_dir.display(),
+        root.name,
+        root.version,
+        root_key.id().short(),
+        root.expires
+    );
 
     // 1. Sign.
     let source = ManifestSource::parse(
         manifest_text,
         Path::new("capsules/json-assert/capsule.toml"),
     )?;
-    let signed = capsule::sign(component, &source, &publisher, false)?;
+    let signed = capsule::sign(component, &source, &publisher, Timestamp::now())?;
     let signed_path = out.join("json-assert.signed.wasm");
     std::fs::write(&signed_path, &signed)?;
     println!(
@@ -116,13 +147,13 @@ fn run_demo(out: &Path) -> Result<()> {
     let evidence_dir = out.join("evidence");
     let runner = SecretKey::from_pem(RUNNER_KEY, Path::new("keys/demo-runner.key"))?;
     let log = EvidenceLog::open(&evidence_dir, runner)?;
-    let mut session = Session::new(log, Limits::default())?;
+    let mut session = Session::new(log, Limits::default(), SITE)?;
 
     for (step, label, input) in [
         (2, "healthy service", PASSING_INPUT),
         (3, "degraded service", FAILING_INPUT),
     ] {
-        let verified = session.verify(signed.clone(), &root)?;
+        let verified = session.verify(embedded(&signed), &root)?;
         let signers: Vec<_> = verified
             .signers()
             .iter()
@@ -145,11 +176,23 @@ fn run_demo(out: &Path) -> Result<()> {
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x01;
     std::fs::write(out.join("json-assert.tampered.wasm"), &tampered)?;
-    match session.verify(tampered, &root) {
+    match session.verify(embedded(&tampered), &root) {
         Err(SessionError::Refused(err)) => {
             println!("4. A copy with one flipped byte (offset {middle}) is REFUSED:\n   {err}\n")
         }
         Ok(_) => bail!("the tampered capsule was accepted; this is a bug"),
+        Err(other) => return Err(other.into()),
+    }
+
+    // 4b. Rollback: an older version, genuinely signed, after 1.0.0 has run.
+    let mut older = source.clone();
+    older.version = semver::Version::new(0, 9, 0);
+    let old_signed = capsule::sign(component, &older, &publisher, Timestamp::now())?;
+    match session.verify(embedded(&old_signed), &root) {
+        Err(SessionError::Refused(err)) => {
+            println!("   A genuinely signed older version 0.9.0 is REFUSED:\n   {err}\n")
+        }
+        Ok(_) => bail!("the rollback was accepted; this is a bug"),
         Err(other) => return Err(other.into()),
     }
     let records = session.log().len();
@@ -185,10 +228,11 @@ fn run_demo(out: &Path) -> Result<()> {
     }
 
     println!("\nTry it yourself:");
+    println!("  edge-runner trust show {}", trust_dir.display());
     println!(
-        "  edge-runner capsule verify {} --trust {}",
+        "  edge-runner capsule verify {} --trust {} --site {SITE}",
         signed_path.display(),
-        out.join("trust-root.toml").display()
+        trust_dir.display()
     );
     println!(
         "  edge-runner evidence verify {} --runner-key {}",

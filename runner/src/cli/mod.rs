@@ -9,7 +9,9 @@
 //! ran and its verdict is `fail`; 6 the capsule ran but did not complete
 //! (trap, fuel, deadline, memory) or its verdict is `error`.
 
+mod capsule;
 mod demo;
+mod trust;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,12 +20,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::capsule::{self, CheckedCapsule, ManifestSource};
+use crate::capsule::{MAX_CAPSULE_BYTES, MAX_SIGNATURE_SECTION_BYTES, RawCapsule};
 use crate::evidence::{self, EvidenceLog, LOG_FILE};
 use crate::keys::{PublicKey, SecretKey};
 use crate::sandbox::{Limits, RunStatus, Verdict};
 use crate::session::{RunRecord, Session, SessionError};
-use crate::trust::{self, TrustRoot};
+use crate::timestamp::Timestamp;
+use crate::trust::{TrustRoot, store};
 
 /// Exit code: the capsule was refused by the trust checks.
 pub const EXIT_REFUSED: u8 = 3;
@@ -54,7 +57,10 @@ enum Command {
     Keys(KeysCommand),
     /// Sign, verify and inspect capsules.
     #[command(subcommand)]
-    Capsule(CapsuleCommand),
+    Capsule(capsule::CapsuleCommand),
+    /// Create, rotate, sign and show the trust store.
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
     /// Verify a capsule, run it in the sandbox and record evidence.
     Run(RunArgs),
     /// Verify evidence logs.
@@ -69,9 +75,8 @@ impl Cli {
     pub fn execute(self) -> Result<ExitCode> {
         match self.command {
             Command::Keys(KeysCommand::Generate(args)) => args.execute(),
-            Command::Capsule(CapsuleCommand::Sign(args)) => args.execute(),
-            Command::Capsule(CapsuleCommand::Verify(args)) => args.execute(),
-            Command::Capsule(CapsuleCommand::Inspect(args)) => args.execute(),
+            Command::Capsule(command) => command.execute(),
+            Command::Trust(command) => command.execute(),
             Command::Run(args) => args.execute(),
             Command::Evidence(EvidenceCommand::Verify(args)) => args.execute(),
             Command::Demo(args) => args.execute(),
@@ -112,142 +117,19 @@ impl KeysGenerate {
     }
 }
 
-#[derive(Debug, Subcommand)]
-enum CapsuleCommand {
-    /// Sign a component with a publisher key, binding it to its manifest.
-    Sign(CapsuleSign),
-    /// Check a signed capsule against a trust root (without running it).
-    Verify(CapsuleVerify),
-    /// Show a capsule's manifest, digests and signers (nothing is trusted).
-    Inspect(CapsuleInspect),
-}
-
-#[derive(Debug, Args)]
-struct CapsuleSign {
-    /// The component to sign (`.wasm` built for wasm32-wasip2), or a signed capsule with --add.
-    capsule: PathBuf,
-    /// The author's manifest.
-    #[arg(long)]
-    manifest: PathBuf,
-    /// The publisher's private key (PKCS#8 PEM).
-    #[arg(long)]
-    key: PathBuf,
-    /// Where to write the signed capsule.
-    #[arg(long)]
-    out: PathBuf,
-    /// Co-sign: keep the signatures already on CAPSULE and add this key's.
-    #[arg(long)]
-    add: bool,
-}
-
-impl CapsuleSign {
-    fn execute(self) -> Result<ExitCode> {
-        let component = read_bounded(&self.capsule, capsule::MAX_CAPSULE_BYTES as u64, "capsule")?;
-        let text = fs::read_to_string(&self.manifest)
-            .with_context(|| format!("reading manifest {}", self.manifest.display()))?;
-        let source = ManifestSource::parse(&text, &self.manifest)?;
-        let key = SecretKey::load(&self.key)?;
-        let signed = capsule::sign(&component, &source, &key, self.add)?;
-        write_atomically(&self.out, &signed)?;
-        let checked = CheckedCapsule::parse(signed)?;
-        println!(
-            "signed {} {} ({}) with key {} -> {}",
-            source.name,
-            source.version,
-            source.kind,
-            key.id().short(),
-            self.out.display()
-        );
-        println!("module sha256: {}", hex::encode(checked.module_digest()));
-        println!("signatures:    {}", checked.signatures().len());
-        Ok(ExitCode::SUCCESS)
-    }
-}
-
-#[derive(Debug, Args)]
-struct CapsuleVerify {
-    /// The signed capsule.
-    capsule: PathBuf,
-    /// The trust root (TOML).
-    #[arg(long)]
-    trust: PathBuf,
-}
-
-impl CapsuleVerify {
-    fn execute(self) -> Result<ExitCode> {
-        let root = load_trust_root(&self.trust)?;
-        let bytes = read_bounded(&self.capsule, capsule::MAX_CAPSULE_BYTES as u64, "capsule")?;
-        let verified = match CheckedCapsule::parse(bytes)
-            .map_err(trust::TrustError::from)
-            .and_then(|c| trust::verify(c, &root))
-        {
-            Ok(v) => v,
-            Err(err) => {
-                eprintln!("REFUSED: {}: {err}", self.capsule.display());
-                return Ok(ExitCode::from(EXIT_REFUSED));
-            }
-        };
-        let m = verified.manifest();
-        println!(
-            "OK: {} {} ({}) is trusted by `{}` v{}",
-            m.name, m.version, m.kind, root.name, root.version
-        );
-        for s in verified.signers() {
-            println!(
-                "  signed by {} ({}), key {}",
-                s.publisher,
-                s.organisation,
-                s.key_id.short()
-            );
-        }
-        Ok(ExitCode::SUCCESS)
-    }
-}
-
-#[derive(Debug, Args)]
-struct CapsuleInspect {
-    /// The signed capsule.
-    capsule: PathBuf,
-}
-
-impl CapsuleInspect {
-    fn execute(self) -> Result<ExitCode> {
-        let bytes = read_bounded(&self.capsule, capsule::MAX_CAPSULE_BYTES as u64, "capsule")?;
-        let checked = CheckedCapsule::parse(bytes)?;
-        let m = checked.manifest();
-        println!("name:          {}", m.name);
-        println!("version:       {}", m.version);
-        println!("kind:          {}", m.kind);
-        println!("description:   {}", m.description);
-        println!(
-            "limits asked:  memory-bytes={:?} fuel={:?} wall-time-ms={:?}",
-            m.limits.memory_bytes, m.limits.fuel, m.limits.wall_time_ms
-        );
-        println!(
-            "module sha256: {} (signed: {})",
-            hex::encode(checked.module_digest()),
-            hex::encode(m.module_sha256)
-        );
-        if checked.module_digest() != m.module_sha256 {
-            println!("WARNING: the module does not match its signed manifest");
-        }
-        for (i, s) in checked.signatures().iter().enumerate() {
-            println!("signature {i}:   key {} alg {}", s.key_id, s.algorithm);
-        }
-        println!(
-            "(inspect checks structure only; use `capsule verify --trust` to check signatures)"
-        );
-        Ok(ExitCode::SUCCESS)
-    }
-}
-
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The signed capsule.
+    /// The signed capsule (or the unsigned component, with --signature).
     capsule: PathBuf,
-    /// The trust root (TOML).
+    /// Its detached signature file, if it has one.
+    #[arg(long)]
+    signature: Option<PathBuf>,
+    /// The trust store directory (1.root.cose, 2.root.cose, …).
     #[arg(long)]
     trust: PathBuf,
+    /// This site's name; the capsule's audience must include it.
+    #[arg(long, env = "EDGE_RUNNER_SITE")]
+    site: String,
     /// Evidence directory; the log is DIR/evidence.log.
     #[arg(long)]
     evidence: PathBuf,
@@ -261,22 +143,34 @@ struct RunArgs {
 
 impl RunArgs {
     fn execute(self) -> Result<ExitCode> {
-        let root = load_trust_root(&self.trust)?;
         let input = match &self.input {
             Some(path) => read_bounded(path, MAX_INPUT_BYTES, "input")?,
             None => Vec::new(),
         };
+        let raw = read_raw(&self.capsule, self.signature.as_deref())?;
         let key = runner_key(self.runner_key.as_deref(), &self.evidence)?;
-        let bytes = read_bounded(&self.capsule, capsule::MAX_CAPSULE_BYTES as u64, "capsule")?;
         let log = EvidenceLog::open(&self.evidence, key)?;
-        let mut session = Session::new(log, Limits::default())?;
-        let verified = match session.verify(bytes, &root) {
-            Ok(v) => v,
-            Err(SessionError::Refused(err)) => {
-                eprintln!("REFUSED: {}: {err}", self.capsule.display());
-                eprintln!("(recorded in {})", session.log().path().display());
-                return Ok(ExitCode::from(EXIT_REFUSED));
+        let mut session = Session::new(log, Limits::default(), &self.site)?;
+        let refused = |session: &Session, err: &dyn std::fmt::Display| {
+            eprintln!("REFUSED: {}: {err}", self.capsule.display());
+            eprintln!("(recorded in {})", session.log().path().display());
+            Ok(ExitCode::from(EXIT_REFUSED))
+        };
+        // An unusable trust store refuses the capsule, and that is evidence too.
+        let root = match store::load(&self.trust, Timestamp::now()) {
+            Ok(root) => root,
+            Err(err) => {
+                return match session.refuse_without_root(&raw, err) {
+                    Err(SessionError::Refused(err)) => refused(&session, &err),
+                    Err(other) => Err(other.into()),
+                    Ok(_) => bail!("internal error: a refusal was accepted"),
+                };
             }
+        };
+        warn_if_demo(&root);
+        let verified = match session.verify(raw, &root) {
+            Ok(v) => v,
+            Err(SessionError::Refused(err)) => return refused(&session, &err),
             Err(other) => return Err(other.into()),
         };
         let record = session.run(verified, &input)?;
@@ -399,15 +293,34 @@ impl EvidenceVerify {
     }
 }
 
-fn load_trust_root(path: &Path) -> Result<TrustRoot> {
-    let root = TrustRoot::load(path)?;
+/// Loads the trust store for commands that only read it; warns about the demo root.
+fn load_trust_store(dir: &Path) -> Result<TrustRoot> {
+    let root = store::load(dir, Timestamp::now())?;
+    warn_if_demo(&root);
+    Ok(root)
+}
+
+fn warn_if_demo(root: &TrustRoot) {
     if root.demo {
         eprintln!(
-            "WARNING: trust root `{}` is the DEMO root; its publisher key is public. Never use it outside a demo.",
+            "WARNING: trust root `{}` is the DEMO root; its keys are public. Never use it outside a demo.",
             root.name
         );
     }
-    Ok(root)
+}
+
+/// Reads a capsule file, and its detached signature file if given.
+fn read_raw(capsule: &Path, signature: Option<&Path>) -> Result<RawCapsule> {
+    Ok(RawCapsule {
+        component: read_capsule(capsule)?,
+        detached_signature: signature
+            .map(|p| read_bounded(p, MAX_SIGNATURE_SECTION_BYTES as u64, "signature file"))
+            .transpose()?,
+    })
+}
+
+fn read_capsule(path: &Path) -> Result<Vec<u8>> {
+    read_bounded(path, MAX_CAPSULE_BYTES as u64, "capsule")
 }
 
 /// Loads the runner key, or creates DIR/runner.key (0600) and DIR/runner.pub on first use.

@@ -9,9 +9,10 @@ use ciborium::Value;
 
 use super::EvidenceError;
 use super::record::{GENESIS_PREV, Record, SignedRecord, sign_record};
-use super::verify::{Failure, walk_log};
+use super::verify::{Failure, observe, walk_log};
 use crate::cbor::text_map;
 use crate::keys::SecretKey;
+use crate::trust::HighWater;
 
 /// File name of the log inside an evidence directory.
 pub const LOG_FILE: &str = "evidence.log";
@@ -26,6 +27,7 @@ pub struct EvidenceLog {
     next_seq: u64,
     prev: [u8; 32],
     last_time: u64,
+    high_water: HighWater,
 }
 
 impl EvidenceLog {
@@ -107,6 +109,7 @@ impl EvidenceLog {
             next_seq,
             prev,
             last_time,
+            high_water: walk.high_water.clone(),
         };
         let torn_bytes = (bytes.len() - walk.good_bytes) as u64;
         if torn {
@@ -155,6 +158,12 @@ impl EvidenceLog {
             event: event.to_string(),
             body,
         };
+        let mut high_water = self.high_water.clone();
+        observe(&mut high_water, &record).map_err(|detail| {
+            EvidenceError::Encode(format!(
+                "refusing to record an acceptance that would roll back: {detail}"
+            ))
+        })?;
         let signed = sign_record(record, &self.key).map_err(EvidenceError::Encode)?;
         let io = |source| EvidenceError::Io {
             path: self.path.display().to_string(),
@@ -165,6 +174,7 @@ impl EvidenceLog {
         self.next_seq += 1;
         self.prev = signed.hash;
         self.last_time = time_ms;
+        self.high_water = high_water;
         Ok(signed)
     }
 
@@ -181,6 +191,11 @@ impl EvidenceLog {
     /// True when the log has no records (never after `open`, which writes one).
     pub fn is_empty(&self) -> bool {
         self.next_seq == 0
+    }
+
+    /// Highest capsule and trust root versions this log shows accepted.
+    pub fn high_water(&self) -> &HighWater {
+        &self.high_water
     }
 
     /// SHA-256 of the newest record.

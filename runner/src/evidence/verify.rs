@@ -5,8 +5,10 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use super::record::{GENESIS_PREV, Record, RecordFault, SignedRecord, decode_record};
+use crate::cbor::MapReader;
 use crate::cbor::{self, CborError};
 use crate::keys::PublicKey;
+use crate::trust::HighWater;
 
 /// The first thing wrong with a log. `record` is the 0-based position in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +74,14 @@ pub enum Failure {
         /// Position.
         record: u64,
     },
+    /// A `capsule-verified` record accepts a capsule or trust root older
+    /// than one accepted earlier in the log (or malformed so that this cannot be checked).
+    Rollback {
+        /// Position.
+        record: u64,
+        /// What went back.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -126,6 +136,9 @@ impl fmt::Display for Failure {
                 "record {record} does not link to record {}: its `prev` is not that record's SHA-256 (history altered)",
                 record.saturating_sub(1)
             ),
+            Failure::Rollback { record, detail } => {
+                write!(f, "record {record} accepts a rollback: {detail}")
+            }
             Failure::TimeReversed { record } => {
                 write!(
                     f,
@@ -148,6 +161,8 @@ pub struct Summary {
     pub records: Vec<SignedRecord>,
     /// SHA-256 of the last record: commits to the whole history.
     pub head: [u8; 32],
+    /// Highest capsule and trust root versions the log shows accepted.
+    pub high_water: HighWater,
 }
 
 /// Verifies a whole log under the runner's public key. Any failure is returned, the first one found.
@@ -162,6 +177,7 @@ pub fn verify_log(bytes: &[u8], key: &PublicKey) -> Result<Summary, Failure> {
             log_id: last.record.log_id,
             head: last.hash,
             records: walk.records,
+            high_water: walk.high_water,
         }),
     }
 }
@@ -174,6 +190,7 @@ pub(super) struct Walk {
     /// Bytes up to the end of the last valid record.
     pub good_bytes: usize,
     pub failure: Option<Failure>,
+    pub high_water: HighWater,
 }
 
 pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
@@ -182,6 +199,7 @@ pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
         last: None,
         good_bytes: 0,
         failure: None,
+        high_water: HighWater::default(),
     };
     let mut offset = 0;
     let mut index: u64 = 0;
@@ -230,6 +248,13 @@ pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
             walk.failure = Some(failure);
             return walk;
         }
+        if let Err(detail) = observe(&mut walk.high_water, &record) {
+            walk.failure = Some(Failure::Rollback {
+                record: index,
+                detail,
+            });
+            return walk;
+        }
         let signed = SignedRecord {
             record,
             bytes: item.to_vec(),
@@ -265,4 +290,56 @@ fn link_failure(prev: Option<&SignedRecord>, record: &Record, index: u64) -> Opt
             }
         }
     }
+}
+
+/// The event that marks a capsule as accepted; its body feeds the high-water mark.
+pub const CAPSULE_VERIFIED: &str = "capsule-verified";
+
+/// Folds an accepted capsule's name, version and module digest, and its
+/// trust root's name and version, into `high_water`; refuses a record that
+/// goes below it (or reuses a version for other code).
+pub(super) fn observe(high_water: &mut HighWater, record: &Record) -> Result<(), String> {
+    if record.event != CAPSULE_VERIFIED {
+        return Ok(());
+    }
+    let body = MapReader::new("capsule-verified body", &record.body)?;
+    let name = body.text("name")?;
+    let version_text = body.text("version")?;
+    let version = semver::Version::parse(version_text)
+        .map_err(|e| format!("version `{version_text}` is not semver: {e}"))?;
+    let digest: [u8; 32] = body
+        .bytes("module-sha256")?
+        .try_into()
+        .map_err(|_| "`module-sha256` must be 32 bytes".to_string())?;
+    let root_value = body
+        .get("trust-root")
+        .ok_or_else(|| "`trust-root` is missing".to_string())?;
+    let root = MapReader::new("trust-root", root_value)?;
+    let root_name = root.text("name")?;
+    let root_version = root.uint("version")?;
+
+    if let Some(seen) = high_water.root(root_name)
+        && root_version < seen
+    {
+        return Err(format!(
+            "trust root `{root_name}` v{root_version} after v{seen} was used"
+        ));
+    }
+    if let Some((highest, seen_digest)) = high_water.capsule(name) {
+        if version < *highest {
+            return Err(format!(
+                "capsule `{name}` {version} after {highest} was accepted"
+            ));
+        }
+        if version == *highest && digest != *seen_digest {
+            return Err(format!(
+                "capsule `{name}` {version} accepted with module {} after the same version was accepted with module {}",
+                hex::encode(digest),
+                hex::encode(seen_digest)
+            ));
+        }
+    }
+    high_water.observe_root(root_name, root_version);
+    high_water.observe_capsule(name, &version, digest);
+    Ok(())
 }

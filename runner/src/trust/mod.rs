@@ -1,41 +1,74 @@
 //! Trust decisions: which signatures count, and the only way to a [`VerifiedCapsule`].
 //!
-//! A [`TrustRoot`] names the publishers a site trusts (key, organisation,
-//! kinds they may sign) and, per capsule kind, how many distinct keys *and*
-//! distinct organisations must have signed. [`verify`] applies it to a
-//! [`CheckedCapsule`] in a fixed order — signature algorithm, `verify_strict`
-//! on every signature from a known key, distinct-key and distinct-organisation
-//! thresholds counted only over signers allowed the capsule's kind, then the
-//! module digest — and only on success builds a `VerifiedCapsule`, whose
-//! fields are private to this module. This module never runs code and never
-//! writes evidence; callers record its decisions.
+//! A [`TrustRoot`] is a signed, unexpired policy ([`RootPolicy`]) loaded by
+//! [`store`], which checks the TUF-style chain of versions (each signed by
+//! the root keys of the previous version and its own). It names the
+//! publishers a site trusts (key, organisation, kinds, audiences, capability
+//! ceiling), per-kind thresholds over distinct keys *and* organisations, and
+//! revoked keys and capsules. [`verify`] applies it to a [`CheckedCapsule`]
+//! in the fixed order of `docs/capsule-format.md` and only on success builds
+//! a `VerifiedCapsule`, whose fields are private to this module. This module
+//! never runs code and never writes evidence; callers record its decisions.
 
 mod root;
+pub mod store;
 
-pub use root::{Publisher, Threshold, TrustRoot};
+pub use root::{
+    Ceiling, MAX_ROOT_SIGNATURES, MAX_TRUST_ROOT_BYTES, Publisher, Revocation, RootKey, RootPolicy,
+    RootSignatures, SignedRoot, TRUST_ROOT_CONTENT_TYPE, TRUST_ROOT_CONTEXT, TRUST_ROOT_FORMAT,
+    Threshold,
+};
+pub use store::{Chain, ChainLink, RootShortfall};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::ops::Deref;
 
-use coset::iana;
-
-use crate::capsule::{CapsuleError, CheckedCapsule, Manifest};
+use crate::capsule::{CapsuleError, CheckedCapsule, Manifest, Placement};
 use crate::keys::KeyId;
+use crate::timestamp::Timestamp;
 
-/// Why a capsule is refused, or a trust root could not be loaded.
+/// Why a capsule is refused, or a trust root could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrustError {
     /// The file is not a well-formed signed capsule.
     #[error(transparent)]
     Capsule(#[from] CapsuleError),
-    /// The trust root file is unusable.
+    /// A trust root file or store is unusable.
     #[error("trust root {path}: {detail}")]
     TrustRoot {
         /// Where it was read from.
         path: String,
         /// What is wrong and how to fix it.
         detail: String,
+    },
+    /// A trust root version lacks the root signatures it needs.
+    #[error("{0}")]
+    RootNotSigned(Box<RootShortfall>),
+    /// The newest trust root has expired.
+    #[error(
+        "trust root `{name}` v{version} expired at {expired}; nothing runs under an expired root. Sign a new version with `edge-runner trust rotate`"
+    )]
+    TrustRootExpired {
+        /// Its name.
+        name: String,
+        /// Its version.
+        version: u64,
+        /// When it expired (RFC 3339).
+        expired: String,
+    },
+    /// The trust root is older than one this runner already used.
+    #[error(
+        "trust root `{name}` v{version} is older than v{seen}, which this runner's evidence shows it already used; a trust root never goes back. Restore the trust store to v{seen} or later"
+    )]
+    TrustRootRollback {
+        /// Its name.
+        name: String,
+        /// The version offered.
+        version: u64,
+        /// The highest version seen in evidence.
+        seen: u64,
     },
     /// A signature uses an algorithm other than Ed25519.
     #[error(
@@ -49,6 +82,20 @@ pub enum TrustError {
         /// The algorithm it claims.
         algorithm: i64,
     },
+    /// The capsule carries a signature by a revoked key.
+    #[error(
+        "capsule `{capsule}` is signed by revoked key {key} (revoked by trust root v{root_version}: {reason}); a capsule carrying a revoked key's signature never runs. Re-sign it without that key"
+    )]
+    KeyRevoked {
+        /// Capsule name and version.
+        capsule: String,
+        /// The key's short id.
+        key: String,
+        /// Why it was revoked.
+        reason: String,
+        /// The trust root version.
+        root_version: u64,
+    },
     /// A signature from a trusted key does not verify: the capsule was altered or the signature forged.
     #[error(
         "capsule `{capsule}`: the signature by `{publisher}` (key {key}) does not verify; the manifest or signature was altered after signing"
@@ -61,9 +108,77 @@ pub enum TrustError {
         /// The key's short id.
         key: String,
     },
-    /// Not enough distinct keys or organisations, allowed this kind, signed.
+    /// Not enough distinct valid keys or organisations signed.
     #[error("{0}")]
     ThresholdNotMet(Box<Shortfall>),
+    /// Enough signed, but not enough of them may sign this kind.
+    #[error("publisher not allowed this kind: {0}")]
+    KindNotAllowed(Box<Shortfall>),
+    /// Enough signed, but not enough of them vouch for what the capsule asks.
+    #[error("capsule asks beyond its signers' ceiling: {0}")]
+    CeilingExceeded(Box<Shortfall>),
+    /// The capsule's validity has not begun.
+    #[error(
+        "capsule `{capsule}` is not valid before {not_before} (now {now}); check this machine's clock, or wait"
+    )]
+    NotYetValid {
+        /// Capsule name and version.
+        capsule: String,
+        /// Its `not-before` (RFC 3339).
+        not_before: String,
+        /// The time used (RFC 3339).
+        now: String,
+    },
+    /// The capsule's validity has ended.
+    #[error(
+        "capsule `{capsule}` expired at {expired} (now {now}); ask its publisher to re-sign it with a new `expires`"
+    )]
+    Expired {
+        /// Capsule name and version.
+        capsule: String,
+        /// Its `expires` (RFC 3339).
+        expired: String,
+        /// The time used (RFC 3339).
+        now: String,
+    },
+    /// The capsule is not meant for this site.
+    #[error(
+        "capsule `{capsule}` is for sites [{audience}], not this site `{site}`; it must be signed with this site in its `audience`"
+    )]
+    WrongAudience {
+        /// Capsule name and version.
+        capsule: String,
+        /// This site.
+        site: String,
+        /// Its audience.
+        audience: String,
+    },
+    /// A lower version than one already run.
+    #[error(
+        "rollback: capsule `{name}` {version} is older than {highest}, which this runner already accepted (per its evidence log); run {highest} or later"
+    )]
+    Rollback {
+        /// Capsule name.
+        name: String,
+        /// The version offered.
+        version: String,
+        /// The highest version accepted before.
+        highest: String,
+    },
+    /// The same name and version as one already run, but different code.
+    #[error(
+        "capsule `{name}` {version} was already accepted with module {seen}, but this one is {offered}; a version names exactly one module, so publish the change as a new version"
+    )]
+    VersionReused {
+        /// Capsule name.
+        name: String,
+        /// The version.
+        version: String,
+        /// Module digest accepted before (hex).
+        seen: String,
+        /// Module digest offered now (hex).
+        offered: String,
+    },
     /// The module bytes are not the ones the manifest was signed for.
     #[error(
         "capsule `{capsule}`: module digest is {actual} but the signed manifest names {claimed}; the module was altered after signing"
@@ -75,6 +190,20 @@ pub enum TrustError {
         claimed: String,
         /// Digest of the bytes present.
         actual: String,
+    },
+    /// The module is revoked by the trust root.
+    #[error(
+        "capsule `{capsule}` (module {digest}) is revoked by trust root v{root_version}: {reason}"
+    )]
+    CapsuleRevoked {
+        /// Capsule name and version.
+        capsule: String,
+        /// Module digest (hex).
+        digest: String,
+        /// Why.
+        reason: String,
+        /// The trust root version.
+        root_version: u64,
     },
 }
 
@@ -107,7 +236,7 @@ impl fmt::Display for Shortfall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "capsule `{}` is signed by {} key(s) from {} organisation(s) allowed kind `{}`, which requires {} key(s) from {} organisation(s) (have: {}; ",
+            "capsule `{}` is signed by {} key(s) from {} organisation(s) that count for kind `{}`, which requires {} key(s) from {} organisation(s) (have: {}; ",
             self.capsule,
             self.have_keys,
             self.have_orgs,
@@ -134,9 +263,76 @@ pub struct CountedSigner {
     pub key_id: KeyId,
 }
 
-/// A capsule whose signatures met the trust root's policy for its kind and
-/// whose module matches its signed manifest. Only [`verify`] constructs one;
-/// the sandbox accepts nothing else.
+/// A trust root policy whose signature chain was checked and which had not
+/// expired when loaded. Only [`store`] builds one.
+#[derive(Debug, Clone)]
+pub struct TrustRoot {
+    policy: RootPolicy,
+}
+
+impl Deref for TrustRoot {
+    type Target = RootPolicy;
+
+    fn deref(&self) -> &RootPolicy {
+        &self.policy
+    }
+}
+
+/// The highest capsule and trust root versions a runner has accepted,
+/// derived from its evidence log (so an auditor can derive the same).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HighWater {
+    capsules: BTreeMap<String, (semver::Version, [u8; 32])>,
+    roots: BTreeMap<String, u64>,
+}
+
+impl HighWater {
+    /// Notes that `name` `version` with module `digest` was accepted.
+    pub fn observe_capsule(&mut self, name: &str, version: &semver::Version, digest: [u8; 32]) {
+        let replace = self
+            .capsules
+            .get(name)
+            .is_none_or(|(highest, _)| version > highest);
+        if replace {
+            self.capsules
+                .insert(name.to_string(), (version.clone(), digest));
+        }
+    }
+
+    /// Notes that trust root `name` `version` was used.
+    pub fn observe_root(&mut self, name: &str, version: u64) {
+        let entry = self.roots.entry(name.to_string()).or_insert(version);
+        *entry = (*entry).max(version);
+    }
+
+    /// The highest accepted version of capsule `name`, with its module digest.
+    pub fn capsule(&self, name: &str) -> Option<&(semver::Version, [u8; 32])> {
+        self.capsules.get(name)
+    }
+
+    /// The highest version of trust root `name` used.
+    pub fn root(&self, name: &str) -> Option<u64> {
+        self.roots.get(name).copied()
+    }
+}
+
+/// Everything a verification depends on besides the capsule.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The trust root.
+    pub root: &'a TrustRoot,
+    /// This site's name; the capsule's audience must include it.
+    pub site: &'a str,
+    /// The time to judge validity at (normally [`Timestamp::now`]).
+    pub now: Timestamp,
+    /// What this runner accepted before.
+    pub high_water: &'a HighWater,
+}
+
+/// A capsule whose signatures met the trust root's policy for its kind,
+/// within its signers' ceilings, valid now, for this site, not a rollback,
+/// and whose module matches its signed manifest. Only [`verify`] constructs
+/// one; the sandbox accepts nothing else.
 #[derive(Debug, Clone)]
 pub struct VerifiedCapsule {
     checked: CheckedCapsule,
@@ -144,6 +340,7 @@ pub struct VerifiedCapsule {
     root_name: String,
     root_version: u64,
     root_digest: [u8; 32],
+    site: String,
 }
 
 impl VerifiedCapsule {
@@ -162,9 +359,14 @@ impl VerifiedCapsule {
         self.checked.module_digest()
     }
 
-    /// SHA-256 of the whole signed file.
+    /// SHA-256 of the component file as read.
     pub fn file_digest(&self) -> [u8; 32] {
         self.checked.file_digest()
+    }
+
+    /// Embedded or detached signatures.
+    pub fn placement(&self) -> Placement {
+        self.checked.placement()
     }
 
     /// The signers that counted.
@@ -176,6 +378,11 @@ impl VerifiedCapsule {
     pub fn trust_root(&self) -> (&str, u64, [u8; 32]) {
         (&self.root_name, self.root_version, self.root_digest)
     }
+
+    /// The site it was accepted for.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
 }
 
 struct Label<'a>(&'a Manifest);
@@ -186,27 +393,109 @@ impl fmt::Display for Label<'_> {
     }
 }
 
-/// Applies `root` to `capsule`. On success the capsule may run.
-pub fn verify(capsule: CheckedCapsule, root: &TrustRoot) -> Result<VerifiedCapsule, TrustError> {
+/// Signers still counting, and why the others stopped counting.
+struct Tally<'r> {
+    counted: Vec<(&'r Publisher, KeyId)>,
+    ignored: Vec<String>,
+}
+
+impl Tally<'_> {
+    fn shortfall(&self, manifest: &Manifest, root: &TrustRoot) -> Option<Box<Shortfall>> {
+        let threshold = root.threshold(manifest.kind);
+        let orgs: BTreeSet<&str> = self
+            .counted
+            .iter()
+            .map(|(p, _)| p.organisation.as_str())
+            .collect();
+        if self.counted.len() >= threshold.keys as usize
+            && orgs.len() >= threshold.organisations as usize
+        {
+            return None;
+        }
+        let have = if self.counted.is_empty() {
+            "none".to_string()
+        } else {
+            self.counted
+                .iter()
+                .map(|(p, _)| format!("{} ({})", p.name, p.organisation))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Some(Box::new(Shortfall {
+            capsule: Label(manifest).to_string(),
+            kind: manifest.kind.to_string(),
+            have_keys: self.counted.len(),
+            have_orgs: orgs.len(),
+            need_keys: threshold.keys,
+            need_orgs: threshold.organisations,
+            have,
+            ignored: self.ignored.clone(),
+            root: root.name.clone(),
+            root_version: root.version,
+        }))
+    }
+
+    /// Drops signers for which `reason` gives a reason.
+    fn drop_where(&mut self, reason: impl Fn(&Publisher) -> Option<String>) {
+        let mut kept = Vec::new();
+        for (publisher, key) in self.counted.drain(..) {
+            match reason(publisher) {
+                Some(why) => self.ignored.push(why),
+                None => kept.push((publisher, key)),
+            }
+        }
+        self.counted = kept;
+    }
+}
+
+/// Applies the trust root, in the documented order, to `capsule`. On success the capsule may run.
+///
+/// Order (`docs/capsule-format.md` §5): trust root not rolled back;
+/// signatures (algorithm, revoked keys, `verify_strict`); distinct key and
+/// organisation threshold; kind allowed for each counted signer;
+/// capabilities and audience within each counted signer's ceiling; validity
+/// times; audience includes this site; version not below the high-water
+/// mark; module digest; module not revoked.
+pub fn verify(capsule: CheckedCapsule, ctx: &Context<'_>) -> Result<VerifiedCapsule, TrustError> {
+    let root = ctx.root;
     let manifest = capsule.manifest();
     let label = Label(manifest).to_string();
-    let kind = manifest.kind;
 
-    let mut counted: Vec<CountedSigner> = Vec::new();
-    let mut ignored: Vec<String> = Vec::new();
+    if let Some(seen) = ctx.high_water.root(&root.name)
+        && seen > root.version
+    {
+        return Err(TrustError::TrustRootRollback {
+            name: root.name.clone(),
+            version: root.version,
+            seen,
+        });
+    }
+
+    let mut tally = Tally {
+        counted: Vec::new(),
+        ignored: Vec::new(),
+    };
     let mut seen_keys = BTreeSet::new();
     for (index, entry) in capsule.signatures().iter().enumerate() {
-        if entry.algorithm != iana::Algorithm::Ed25519 as i64
-            && entry.algorithm != iana::Algorithm::EdDSA as i64
-        {
+        if !entry.is_ed25519() {
             return Err(TrustError::UnsupportedAlgorithm {
                 capsule: label,
                 index,
                 algorithm: entry.algorithm,
             });
         }
+        if let Some(revoked) = root.key_revocation(&entry.key_id) {
+            return Err(TrustError::KeyRevoked {
+                capsule: label,
+                key: entry.key_id.short(),
+                reason: revoked.reason.clone(),
+                root_version: root.version,
+            });
+        }
         let Some(publisher) = root.publisher_by_key(&entry.key_id) else {
-            ignored.push(format!("unknown key {}", entry.key_id.short()));
+            tally
+                .ignored
+                .push(format!("unknown key {}", entry.key_id.short()));
             continue;
         };
         if !publisher
@@ -220,44 +509,74 @@ pub fn verify(capsule: CheckedCapsule, root: &TrustRoot) -> Result<VerifiedCapsu
             });
         }
         if !seen_keys.insert(entry.key_id) {
-            ignored.push(format!("`{}` signed twice (counted once)", publisher.name));
+            tally
+                .ignored
+                .push(format!("`{}` signed twice (counted once)", publisher.name));
             continue;
         }
-        if !publisher.kinds.contains(&kind) {
-            ignored.push(format!("`{}` may not sign kind `{kind}`", publisher.name));
-            continue;
+        tally.counted.push((publisher, entry.key_id));
+    }
+    if let Some(short) = tally.shortfall(manifest, root) {
+        return Err(TrustError::ThresholdNotMet(short));
+    }
+
+    let kind = manifest.kind;
+    tally.drop_where(|p| {
+        (!p.kinds.contains(&kind)).then(|| format!("`{}` may not sign kind `{kind}`", p.name))
+    });
+    if let Some(short) = tally.shortfall(manifest, root) {
+        return Err(TrustError::KindNotAllowed(short));
+    }
+
+    tally.drop_where(|p| {
+        if let Some(excess) = p.ceiling.excess(manifest) {
+            return Some(format!("`{}`'s ceiling does not cover {excess}", p.name));
         }
-        counted.push(CountedSigner {
-            publisher: publisher.name.clone(),
-            organisation: publisher.organisation.clone(),
-            key_id: entry.key_id,
+        p.audience_excess(manifest)
+            .map(|site| format!("`{}` may not target site `{site}`", p.name))
+    });
+    if let Some(short) = tally.shortfall(manifest, root) {
+        return Err(TrustError::CeilingExceeded(short));
+    }
+
+    if ctx.now < manifest.not_before {
+        return Err(TrustError::NotYetValid {
+            capsule: label,
+            not_before: manifest.not_before.to_string(),
+            now: ctx.now.to_string(),
+        });
+    }
+    if ctx.now >= manifest.expires {
+        return Err(TrustError::Expired {
+            capsule: label,
+            expired: manifest.expires.to_string(),
+            now: ctx.now.to_string(),
+        });
+    }
+    if !manifest.allows_site(ctx.site) {
+        return Err(TrustError::WrongAudience {
+            capsule: label,
+            site: ctx.site.to_string(),
+            audience: manifest.audience.join(", "),
         });
     }
 
-    let threshold = root.threshold(kind);
-    let orgs: BTreeSet<&str> = counted.iter().map(|s| s.organisation.as_str()).collect();
-    if counted.len() < threshold.keys as usize || orgs.len() < threshold.organisations as usize {
-        let have = if counted.is_empty() {
-            "none".to_string()
-        } else {
-            counted
-                .iter()
-                .map(|s| format!("{} ({})", s.publisher, s.organisation))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        return Err(TrustError::ThresholdNotMet(Box::new(Shortfall {
-            capsule: label,
-            kind: kind.to_string(),
-            have_keys: counted.len(),
-            have_orgs: orgs.len(),
-            need_keys: threshold.keys,
-            need_orgs: threshold.organisations,
-            have,
-            ignored,
-            root: root.name.clone(),
-            root_version: root.version,
-        })));
+    if let Some((highest, digest)) = ctx.high_water.capsule(&manifest.name) {
+        if manifest.version < *highest {
+            return Err(TrustError::Rollback {
+                name: manifest.name.clone(),
+                version: manifest.version.to_string(),
+                highest: highest.to_string(),
+            });
+        }
+        if manifest.version == *highest && manifest.module_sha256 != *digest {
+            return Err(TrustError::VersionReused {
+                name: manifest.name.clone(),
+                version: manifest.version.to_string(),
+                seen: hex::encode(digest),
+                offered: hex::encode(manifest.module_sha256),
+            });
+        }
     }
 
     if manifest.module_sha256 != capsule.module_digest() {
@@ -267,12 +586,30 @@ pub fn verify(capsule: CheckedCapsule, root: &TrustRoot) -> Result<VerifiedCapsu
             actual: hex::encode(capsule.module_digest()),
         });
     }
+    if let Some(revoked) = root.capsule_revocation(&capsule.module_digest()) {
+        return Err(TrustError::CapsuleRevoked {
+            capsule: label,
+            digest: hex::encode(capsule.module_digest()),
+            reason: revoked.reason.clone(),
+            root_version: root.version,
+        });
+    }
 
+    let signers = tally
+        .counted
+        .iter()
+        .map(|(p, key_id)| CountedSigner {
+            publisher: p.name.clone(),
+            organisation: p.organisation.clone(),
+            key_id: *key_id,
+        })
+        .collect();
     Ok(VerifiedCapsule {
         checked: capsule,
-        signers: counted,
+        signers,
         root_name: root.name.clone(),
         root_version: root.version,
         root_digest: root.digest,
+        site: ctx.site.to_string(),
     })
 }

@@ -1,0 +1,257 @@
+//! `edge-runner capsule sign | verify | inspect`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use super::{EXIT_REFUSED, load_trust_store, read_capsule, write_atomically};
+use crate::capsule::{self, CheckedCapsule, Manifest, ManifestSource};
+use crate::keys::SecretKey;
+use crate::timestamp::Timestamp;
+use crate::trust::{self, HighWater};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum CapsuleCommand {
+    /// Sign a component with a publisher key, binding it to its manifest (or co-sign with --add).
+    Sign(CapsuleSign),
+    /// Check a signed capsule against a trust store (without running it).
+    Verify(CapsuleVerify),
+    /// Show a capsule's manifest, digests and signers (nothing is trusted).
+    Inspect(CapsuleInspect),
+}
+
+impl CapsuleCommand {
+    pub(super) fn execute(self) -> Result<ExitCode> {
+        match self {
+            CapsuleCommand::Sign(args) => args.execute(),
+            CapsuleCommand::Verify(args) => args.execute(),
+            CapsuleCommand::Inspect(args) => args.execute(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CapsuleSign {
+    /// The component (`.wasm` built for wasm32-wasip2); with --add, the signed capsule.
+    capsule: PathBuf,
+    /// The author's manifest (`capsule.toml`). Not used with --add, which keeps the signed manifest.
+    #[arg(long, required_unless_present = "add", conflicts_with = "add")]
+    manifest: Option<PathBuf>,
+    /// The publisher's private key (PKCS#8 PEM, e.g. from `keys generate` or openssl).
+    #[arg(long)]
+    key: PathBuf,
+    /// Where to write the signed capsule (or, with --detached, the signature file).
+    #[arg(long)]
+    out: PathBuf,
+    /// Co-sign: keep the manifest and signatures already there and add this key's.
+    #[arg(long)]
+    add: bool,
+    /// Write the signature to --out as a separate file and leave the component unchanged.
+    #[arg(long, conflicts_with = "signature")]
+    detached: bool,
+    /// With --add: the detached signature file to co-sign (the component stays unchanged).
+    #[arg(long, requires = "add")]
+    signature: Option<PathBuf>,
+}
+
+impl CapsuleSign {
+    fn execute(self) -> Result<ExitCode> {
+        let component = read_capsule(&self.capsule)?;
+        let key = SecretKey::load(&self.key)?;
+        let now = Timestamp::now();
+        let (written, checked) = match (&self.manifest, &self.signature) {
+            (Some(manifest), _) => {
+                let text = fs::read_to_string(manifest)
+                    .with_context(|| format!("reading manifest {}", manifest.display()))?;
+                let source = ManifestSource::parse(&text, manifest)?;
+                if self.detached {
+                    let sig = capsule::sign_detached(&component, &source, &key, now)?;
+                    let checked = CheckedCapsule::parse_detached(component, &sig)?;
+                    (sig, checked)
+                } else {
+                    let signed = capsule::sign(&component, &source, &key, now)?;
+                    (signed.clone(), CheckedCapsule::parse(signed)?)
+                }
+            }
+            (None, Some(sig_path)) => {
+                let existing = read_signature(sig_path)?;
+                let sig = capsule::cosign_detached(&component, &existing, &key)?;
+                let checked = CheckedCapsule::parse_detached(component, &sig)?;
+                (sig, checked)
+            }
+            (None, None) => {
+                if self.detached {
+                    bail!(
+                        "to co-sign a detached signature, pass it with --signature FILE (not --detached)"
+                    );
+                }
+                let signed = capsule::cosign(&component, &key)?;
+                (signed.clone(), CheckedCapsule::parse(signed)?)
+            }
+        };
+        write_atomically(&self.out, &written)?;
+        let m = checked.manifest();
+        println!(
+            "signed {} {} ({}) with key {} -> {} ({} signature{})",
+            m.name,
+            m.version,
+            m.kind,
+            key.id().short(),
+            self.out.display(),
+            checked.placement().as_str(),
+            if checked.signatures().len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
+        println!("module sha256: {}", hex::encode(checked.module_digest()));
+        println!("valid:         {} until {}", m.not_before, m.expires);
+        println!("signatures:    {}", checked.signatures().len());
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CapsuleVerify {
+    /// The signed capsule (or the unsigned component, with --signature).
+    capsule: PathBuf,
+    /// Its detached signature file, if it has one.
+    #[arg(long)]
+    signature: Option<PathBuf>,
+    /// The trust store directory (1.root.cose, 2.root.cose, …).
+    #[arg(long)]
+    trust: PathBuf,
+    /// This site's name; the capsule's audience must include it.
+    #[arg(long, env = "EDGE_RUNNER_SITE")]
+    site: String,
+}
+
+impl CapsuleVerify {
+    fn execute(self) -> Result<ExitCode> {
+        let root = load_trust_store(&self.trust)?;
+        let raw = super::read_raw(&self.capsule, self.signature.as_deref())?;
+        // Without an evidence log there is no high-water mark: `run` checks rollback.
+        let high_water = HighWater::default();
+        let ctx = trust::Context {
+            root: &root,
+            site: &self.site,
+            now: Timestamp::now(),
+            high_water: &high_water,
+        };
+        let verified = match raw
+            .check()
+            .map_err(trust::TrustError::from)
+            .and_then(|c| trust::verify(c, &ctx))
+        {
+            Ok(v) => v,
+            Err(err) => {
+                eprintln!("REFUSED: {}: {err}", self.capsule.display());
+                return Ok(ExitCode::from(EXIT_REFUSED));
+            }
+        };
+        let m = verified.manifest();
+        println!(
+            "OK: {} {} ({}) is trusted by `{}` v{} for site `{}`",
+            m.name, m.version, m.kind, root.name, root.version, self.site
+        );
+        for s in verified.signers() {
+            println!(
+                "  signed by {} ({}), key {}",
+                s.publisher,
+                s.organisation,
+                s.key_id.short()
+            );
+        }
+        println!(
+            "  (rollback is checked against the evidence log when it runs: `edge-runner run`)"
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CapsuleInspect {
+    /// The signed capsule (or the unsigned component, with --signature).
+    capsule: PathBuf,
+    /// Its detached signature file, if it has one.
+    #[arg(long)]
+    signature: Option<PathBuf>,
+    /// A trust store to name the signers from (nothing is verified by inspect).
+    #[arg(long)]
+    trust: Option<PathBuf>,
+}
+
+impl CapsuleInspect {
+    fn execute(self) -> Result<ExitCode> {
+        let checked = super::read_raw(&self.capsule, self.signature.as_deref())?.check()?;
+        let chain = self
+            .trust
+            .as_deref()
+            .map(trust::Chain::read_dir)
+            .transpose()?;
+        print_manifest(checked.manifest());
+        println!(
+            "module sha256: {} (signed: {})",
+            hex::encode(checked.module_digest()),
+            hex::encode(checked.manifest().module_sha256)
+        );
+        if checked.module_digest() != checked.manifest().module_sha256 {
+            println!("WARNING:       the module does not match its signed manifest");
+        }
+        println!("file sha256:   {}", hex::encode(checked.file_digest()));
+        println!("signatures:    {}", checked.placement().as_str());
+        for (i, s) in checked.signatures().iter().enumerate() {
+            let who = chain
+                .as_ref()
+                .and_then(|c| c.latest().publisher_by_key(&s.key_id))
+                .map(|p| format!(" = publisher `{}` ({})", p.name, p.organisation))
+                .unwrap_or_default();
+            println!("  [{i}] key {} alg {}{who}", s.key_id, s.algorithm);
+        }
+        println!(
+            "(inspect checks structure only; `capsule verify --trust DIR --site NAME` checks signatures and policy)"
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn print_manifest(m: &Manifest) {
+    println!("name:          {}", m.name);
+    println!("version:       {}", m.version);
+    println!("kind:          {}", m.kind);
+    println!("description:   {}", m.description);
+    println!("audience:      {}", m.audience.join(", "));
+    println!("valid:         {} until {}", m.not_before, m.expires);
+    let caps = &m.capabilities;
+    if caps.is_empty() {
+        println!("capabilities:  none");
+    }
+    for f in &caps.files {
+        println!("  file:        {f}");
+    }
+    for d in &caps.egress {
+        println!("  egress:      {d}");
+    }
+    for k in &caps.config {
+        println!("  config:      {k}");
+    }
+    let show = |v: Option<u64>| v.map_or_else(|| "runner default".to_string(), |v| v.to_string());
+    println!(
+        "limits:        memory-bytes {}, fuel {}, wall-time-ms {}",
+        show(m.limits.memory_bytes),
+        show(m.limits.fuel),
+        show(m.limits.wall_time_ms)
+    );
+}
+
+fn read_signature(path: &Path) -> Result<Vec<u8>> {
+    super::read_bounded(
+        path,
+        capsule::MAX_SIGNATURE_SECTION_BYTES as u64,
+        "signature file",
+    )
+}

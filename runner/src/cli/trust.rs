@@ -1,0 +1,464 @@
+//! `edge-runner trust init | rotate | sign | install | show`: the trust store's life cycle.
+//!
+//! A trust store is a directory of `N.root.cose` files. `init` creates
+//! version 1; `rotate` makes version N+1 from a new policy; both install it
+//! at once when the keys given meet every threshold, or `--stage` it to a
+//! file that other root key holders `sign` before it is `install`ed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use super::{EXIT_REFUSED, write_atomically};
+use crate::keys::SecretKey;
+use crate::timestamp::Timestamp;
+use crate::trust::store::{self, root_file_name};
+use crate::trust::{Chain, MAX_TRUST_ROOT_BYTES, RootPolicy, RootSignatures, SignedRoot};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum TrustCommand {
+    /// Create a trust store: sign version 1 of a policy with its root keys.
+    Init(TrustInit),
+    /// Make the next version from a new policy, signed by old and new root keys.
+    Rotate(TrustRotate),
+    /// Add a root key's signature to a staged trust root file.
+    Sign(TrustSign),
+    /// Check a staged trust root file and install it as the store's next version.
+    Install(TrustInstall),
+    /// Show a trust store's chain and current policy, or a single trust root file.
+    Show(TrustShow),
+}
+
+impl TrustCommand {
+    pub(super) fn execute(self) -> Result<ExitCode> {
+        match self {
+            TrustCommand::Init(a) => a.execute(),
+            TrustCommand::Rotate(a) => a.execute(),
+            TrustCommand::Sign(a) => a.execute(),
+            TrustCommand::Install(a) => a.execute(),
+            TrustCommand::Show(a) => a.execute(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TrustInit {
+    /// The policy (TOML, `version = 1`); see docs/capsule-format.md §6.
+    #[arg(long)]
+    policy: PathBuf,
+    /// Root private keys to sign with (repeat for each holder present).
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// The trust store directory to create (must be absent or empty).
+    #[arg(long, required_unless_present = "stage")]
+    dir: Option<PathBuf>,
+    /// Instead of installing, write the (partly) signed file here for others to `trust sign`.
+    #[arg(long, conflicts_with = "dir")]
+    stage: Option<PathBuf>,
+}
+
+impl TrustInit {
+    fn execute(self) -> Result<ExitCode> {
+        let policy = read_policy(&self.policy)?;
+        if policy.version != 1 {
+            bail!(
+                "{}: `version` is {}, but a new trust store starts at version 1 (use `trust rotate` for later versions)",
+                self.policy.display(),
+                policy.version
+            );
+        }
+        let bytes = sign_all(&policy, &self.keys)?;
+        let signed = SignedRoot::parse(&bytes, "new trust root")?;
+        let own = signed.signatures_by(&policy, "new trust root")?;
+        report("its own root keys (v1)", &own);
+        match (self.dir, self.stage) {
+            (Some(dir), _) => {
+                if !own.met() {
+                    bail!(
+                        "not installed: version 1 needs {} root signature(s). Pass more --key, or --stage FILE and collect them with `trust sign`",
+                        own.needed
+                    );
+                }
+                if dir.exists() && dir.read_dir().map(|mut d| d.next().is_some())? {
+                    bail!(
+                        "{} is not empty; a new trust store needs an empty directory (to change an existing one, use `trust rotate`)",
+                        dir.display()
+                    );
+                }
+                fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+                install(&dir, 1, &bytes)
+            }
+            (None, Some(stage)) => stage_file(&stage, &bytes),
+            (None, None) => bail!("pass --dir DIR or --stage FILE"),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TrustRotate {
+    /// The trust store directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The new policy (TOML) with `version` = current + 1.
+    #[arg(long)]
+    policy: PathBuf,
+    /// Root private keys to sign with: holders from the current and the new version.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Instead of installing, write the (partly) signed file here for others to `trust sign`.
+    #[arg(long)]
+    stage: Option<PathBuf>,
+}
+
+impl TrustRotate {
+    fn execute(self) -> Result<ExitCode> {
+        let chain = Chain::read_dir(&self.dir)?;
+        let current = chain.latest();
+        let policy = read_policy(&self.policy)?;
+        if policy.version != current.version + 1 {
+            bail!(
+                "{}: `version` is {}, but the store is at version {}; set `version = {}`",
+                self.policy.display(),
+                policy.version,
+                current.version,
+                current.version + 1
+            );
+        }
+        let bytes = sign_all(&policy, &self.keys)?;
+        let (by_old, by_new) = successor_status(current, &bytes)?;
+        report(
+            &format!("the current root keys (v{})", current.version),
+            &by_old,
+        );
+        report(&format!("its own root keys (v{})", policy.version), &by_new);
+        match self.stage {
+            Some(stage) => stage_file(&stage, &bytes),
+            None => {
+                if !by_old.met() || !by_new.met() {
+                    bail!(
+                        "not installed: version {} must be signed by the thresholds of both v{} and v{}. Pass more --key, or --stage FILE and collect them with `trust sign`",
+                        policy.version,
+                        current.version,
+                        policy.version
+                    );
+                }
+                install(&self.dir, policy.version, &bytes)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TrustSign {
+    /// The staged trust root file; signed in place.
+    file: PathBuf,
+    /// The root private key to sign with.
+    #[arg(long)]
+    key: PathBuf,
+    /// The trust store it is meant for, to report which thresholds are met.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+impl TrustSign {
+    fn execute(self) -> Result<ExitCode> {
+        let origin = self.file.display().to_string();
+        let signed = SignedRoot::parse(&read_root_file(&self.file)?, &origin)?;
+        let key = SecretKey::load(&self.key)?;
+        let chain = self.dir.as_deref().map(Chain::read_dir).transpose()?;
+        let known = signed.policy.root_key(&key.id()).is_some()
+            || chain
+                .as_ref()
+                .is_some_and(|c| c.latest().root_key(&key.id()).is_some());
+        if !known {
+            bail!(
+                "key {} is not a root key of {} v{}{}; its signature would not count",
+                key.id().short(),
+                signed.policy.name,
+                signed.policy.version,
+                if chain.is_some() {
+                    " or of the store's current version"
+                } else {
+                    " (pass --dir to also accept the current version's root keys)"
+                }
+            );
+        }
+        let bytes = signed.add_signature(&key)?;
+        match &chain {
+            Some(chain) => {
+                let (by_old, by_new) = successor_status(chain.latest(), &bytes)?;
+                report(
+                    &format!("the current root keys (v{})", chain.latest().version),
+                    &by_old,
+                );
+                report("its own root keys", &by_new);
+            }
+            None => {
+                let updated = SignedRoot::parse(&bytes, &origin)?;
+                report(
+                    "its own root keys",
+                    &updated.signatures_by(&updated.policy, &origin)?,
+                );
+            }
+        }
+        write_atomically(&self.file, &bytes)?;
+        println!(
+            "signed {} with key {}",
+            self.file.display(),
+            key.id().short()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TrustInstall {
+    /// The staged, fully signed trust root file.
+    file: PathBuf,
+    /// The trust store directory (created for version 1).
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+impl TrustInstall {
+    fn execute(self) -> Result<ExitCode> {
+        let bytes = read_root_file(&self.file)?;
+        let origin = self.file.display().to_string();
+        let signed = SignedRoot::parse(&bytes, &origin)?;
+        let version = signed.policy.version;
+        if version == 1 {
+            Chain::from_files(vec![(origin, bytes.clone())])?;
+            if self.dir.exists() && self.dir.read_dir().map(|mut d| d.next().is_some())? {
+                bail!(
+                    "{} is not empty; version 1 starts a new trust store in an empty directory",
+                    self.dir.display()
+                );
+            }
+            fs::create_dir_all(&self.dir).with_context(|| self.dir.display().to_string())?;
+        } else {
+            let chain = Chain::read_dir(&self.dir)?;
+            store::check_successor(chain.latest(), &signed, &origin)?;
+            let own = signed.signatures_by(&signed.policy, &origin)?;
+            if !own.met() {
+                return Err(crate::trust::TrustError::RootNotSigned(Box::new(
+                    crate::trust::RootShortfall {
+                        origin,
+                        version,
+                        judged_by: version,
+                        signatures: own,
+                    },
+                ))
+                .into());
+            }
+        }
+        install(&self.dir, version, &bytes)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TrustShow {
+    /// A trust store directory, or one trust root file.
+    path: PathBuf,
+}
+
+impl TrustShow {
+    fn execute(self) -> Result<ExitCode> {
+        let now = Timestamp::now();
+        let policy = if self.path.is_dir() {
+            let chain = Chain::read_dir(&self.path)?;
+            println!("trust store {}", self.path.display());
+            for link in chain.links() {
+                let prev = link
+                    .by_previous
+                    .as_ref()
+                    .map(|p| format!("by v{} keys: {}; ", link.version - 1, signers(p)))
+                    .unwrap_or_default();
+                println!(
+                    "  v{:<4} sha256 {}  {}own keys: {}",
+                    link.version,
+                    hex::encode(&link.digest[..8]),
+                    prev,
+                    signers(&link.by_self)
+                );
+            }
+            chain.latest().clone()
+        } else {
+            let origin = self.path.display().to_string();
+            let signed = SignedRoot::parse(&read_root_file(&self.path)?, &origin)?;
+            let own = signed.signatures_by(&signed.policy, &origin)?;
+            println!(
+                "trust root file {} (chain not checked)",
+                self.path.display()
+            );
+            println!("  signed by its own root keys: {}", signers(&own));
+            signed.policy
+        };
+        print_policy(&policy);
+        if now >= policy.expires {
+            eprintln!(
+                "EXPIRED: `{}` v{} expired at {}; nothing runs under it. Rotate to a new version with `edge-runner trust rotate`",
+                policy.name, policy.version, policy.expires
+            );
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn signers(s: &RootSignatures) -> String {
+    format!(
+        "{} of {} needed ({}){}",
+        s.signed_by.len(),
+        s.needed,
+        if s.signed_by.is_empty() {
+            "none".to_string()
+        } else {
+            s.signed_by.join(", ")
+        },
+        if s.met() { "" } else { " NOT MET" }
+    )
+}
+
+fn print_policy(p: &RootPolicy) {
+    println!(
+        "current: `{}` v{} (sha256 {}), expires {}{}",
+        p.name,
+        p.version,
+        hex::encode(p.digest),
+        p.expires,
+        if p.demo { " — DEMO ROOT" } else { "" }
+    );
+    let names: Vec<String> = p
+        .root_keys
+        .iter()
+        .map(|k| format!("{} {}", k.name, k.key.id().short()))
+        .collect();
+    println!(
+        "root keys ({} needed to sign the next version): {}",
+        p.root_threshold,
+        names.join(", ")
+    );
+    for (kind, t) in &p.thresholds {
+        println!(
+            "threshold {kind:<10} {} key(s) from {} organisation(s)",
+            t.keys, t.organisations
+        );
+    }
+    for publisher in &p.publishers {
+        let kinds: Vec<&str> = publisher.kinds.iter().map(|k| k.as_str()).collect();
+        println!(
+            "publisher `{}` ({}), key {}: kinds [{}], audiences [{}]",
+            publisher.name,
+            publisher.organisation,
+            publisher.key.id().short(),
+            kinds.join(", "),
+            publisher.audiences.join(", ")
+        );
+        let c = &publisher.ceiling;
+        let files: Vec<String> = c.files.iter().map(ToString::to_string).collect();
+        let egress: Vec<String> = c.egress.iter().map(ToString::to_string).collect();
+        let limit = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        println!(
+            "    ceiling: files [{}], egress [{}], config [{}], memory-bytes {}, fuel {}, wall-time-ms {}",
+            files.join(", "),
+            egress.join(", "),
+            c.config.join(", "),
+            limit(c.memory_bytes),
+            limit(c.fuel),
+            limit(c.wall_time_ms)
+        );
+    }
+    for r in &p.revoked_keys {
+        println!("revoked key {}: {}", r.what, r.reason);
+    }
+    for r in &p.revoked_capsules {
+        println!("revoked capsule {}: {}", hex::encode(r.what), r.reason);
+    }
+}
+
+fn read_policy(path: &Path) -> Result<RootPolicy> {
+    let bytes = read_root_file(path)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
+    Ok(RootPolicy::parse(&text, &path.display().to_string())?)
+}
+
+fn read_root_file(path: &Path) -> Result<Vec<u8>> {
+    super::read_bounded(path, MAX_TRUST_ROOT_BYTES as u64, "trust root file")
+}
+
+fn sign_all(policy: &RootPolicy, keys: &[PathBuf]) -> Result<Vec<u8>> {
+    let mut bytes: Option<Vec<u8>> = None;
+    for path in keys {
+        let key = SecretKey::load(path)?;
+        bytes = Some(match bytes {
+            None => SignedRoot::sign_new(policy, &key)?,
+            Some(b) => SignedRoot::parse(&b, "new trust root")?.add_signature(&key)?,
+        });
+    }
+    bytes.ok_or_else(|| anyhow::anyhow!("pass at least one --key"))
+}
+
+/// Signatures on `bytes` by `current`'s root keys and by its own.
+fn successor_status(
+    current: &RootPolicy,
+    bytes: &[u8],
+) -> Result<(RootSignatures, RootSignatures)> {
+    let signed = SignedRoot::parse(bytes, "new trust root")?;
+    if signed.policy.version != current.version + 1 || signed.policy.name != current.name {
+        bail!(
+            "this file is `{}` v{}, not the next version of `{}` v{}",
+            signed.policy.name,
+            signed.policy.version,
+            current.name,
+            current.version
+        );
+    }
+    Ok((
+        signed.signatures_by(current, "new trust root")?,
+        signed.signatures_by(&signed.policy, "new trust root")?,
+    ))
+}
+
+fn report(whose: &str, s: &RootSignatures) {
+    println!("signed by {whose}: {}", signers(s));
+    if !s.met() && !s.missing.is_empty() {
+        println!("  can still sign: {}", s.missing.join(", "));
+    }
+}
+
+fn stage_file(path: &Path, bytes: &[u8]) -> Result<ExitCode> {
+    write_atomically(path, bytes)?;
+    println!(
+        "staged {}; add signatures with `edge-runner trust sign {} --key KEY`, then `edge-runner trust install {} --dir DIR`",
+        path.display(),
+        path.display(),
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn install(dir: &Path, version: u64, bytes: &[u8]) -> Result<ExitCode> {
+    let path = dir.join(root_file_name(version));
+    if path.exists() {
+        bail!(
+            "{} already exists; versions are never replaced",
+            path.display()
+        );
+    }
+    write_atomically(&path, bytes)?;
+    // Prove the store as a whole still loads before reporting success.
+    let chain = Chain::read_dir(dir)?;
+    println!(
+        "installed {} — trust store {} is at `{}` v{}, expires {}",
+        path.display(),
+        dir.display(),
+        chain.latest().name,
+        chain.latest().version,
+        chain.latest().expires
+    );
+    Ok(ExitCode::SUCCESS)
+}

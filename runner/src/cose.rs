@@ -1,0 +1,176 @@
+//! Multi-signer COSE_Sign (RFC 9052 §4.1) as Edge Runner uses it for
+//! capsules and trust roots: one attached payload, Ed25519 signatures each
+//! naming its key by SHA-256, every byte deterministically encoded.
+//!
+//! This module only encodes and decodes; it decides nothing about which
+//! keys are trusted. Each caller passes its own content type and external
+//! AAD ("context"), so a signature made for one purpose never verifies for
+//! another.
+
+use coset::{
+    CoseSign, CoseSignBuilder, CoseSignature, CoseSignatureBuilder, HeaderBuilder,
+    TaggedCborSerializable, iana,
+};
+
+use crate::cbor;
+use crate::keys::{KeyId, SecretKey};
+
+/// One signature as found in a COSE_Sign, not yet checked.
+#[derive(Debug, Clone)]
+pub struct SignatureEntry {
+    /// The signer's key id (the `kid` header).
+    pub key_id: KeyId,
+    /// The COSE algorithm the signature claims.
+    pub algorithm: i64,
+    /// The Sig_structure bytes the signature must cover.
+    pub signed_bytes: Vec<u8>,
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+}
+
+impl SignatureEntry {
+    /// True when the claimed algorithm is Ed25519 (-19) or EdDSA (-8).
+    pub fn is_ed25519(&self) -> bool {
+        self.algorithm == iana::Algorithm::Ed25519 as i64
+            || self.algorithm == iana::Algorithm::EdDSA as i64
+    }
+}
+
+/// A decoded, structurally checked COSE_Sign.
+#[derive(Debug, Clone)]
+pub(crate) struct Signed {
+    /// The attached payload.
+    pub payload: Vec<u8>,
+    /// The signatures, in file order.
+    pub entries: Vec<SignatureEntry>,
+    raw: CoseSign,
+}
+
+/// Decodes `content` strictly: deterministic CBOR, tag 98, the expected
+/// content type, empty unprotected headers, 1..=`max_signatures` signatures,
+/// each with a protected `alg` and a 32-byte `kid`. Errors are plain
+/// sentences for the caller to wrap.
+pub(crate) fn decode(
+    content: &[u8],
+    content_type: &str,
+    context: &[u8],
+    max_signatures: usize,
+) -> Result<Signed, String> {
+    cbor::decode_canonical(content).map_err(|e| e.to_string())?;
+    let sign = CoseSign::from_tagged_slice(content)
+        .map_err(|e| format!("not a tagged COSE_Sign (tag 98): {e}"))?;
+    check_canonical_header(&sign.protected.original_data, "body protected header")?;
+    match &sign.protected.header.content_type {
+        Some(coset::ContentType::Text(t)) if t == content_type => {}
+        other => {
+            return Err(format!(
+                "content type is {other:?}, expected \"{content_type}\""
+            ));
+        }
+    }
+    if !sign.unprotected.is_empty() {
+        return Err("body unprotected header must be empty".into());
+    }
+    let payload = sign
+        .payload
+        .clone()
+        .ok_or_else(|| "COSE_Sign has no payload (detached payloads are not used)".to_string())?;
+    if sign.signatures.is_empty() {
+        return Err("COSE_Sign carries no signatures".into());
+    }
+    if sign.signatures.len() > max_signatures {
+        return Err(format!(
+            "{} signatures is over the limit of {max_signatures}",
+            sign.signatures.len()
+        ));
+    }
+    let entries = sign
+        .signatures
+        .iter()
+        .enumerate()
+        .map(|(i, sig)| entry(&sign, i, sig, context))
+        .collect::<Result<_, _>>()?;
+    Ok(Signed {
+        payload,
+        entries,
+        raw: sign,
+    })
+}
+
+fn entry(
+    sign: &CoseSign,
+    i: usize,
+    sig: &CoseSignature,
+    context: &[u8],
+) -> Result<SignatureEntry, String> {
+    check_canonical_header(
+        &sig.protected.original_data,
+        &format!("signature {i} protected header"),
+    )?;
+    let header = &sig.protected.header;
+    let algorithm = match &header.alg {
+        Some(coset::RegisteredLabelWithPrivate::Assigned(a)) => *a as i64,
+        Some(coset::RegisteredLabelWithPrivate::PrivateUse(a)) => *a,
+        _ => return Err(format!("signature {i} has no protected `alg`")),
+    };
+    let key_id: [u8; 32] = header.key_id.as_slice().try_into().map_err(|_| {
+        format!(
+            "signature {i}: `kid` must be the 32-byte SHA-256 of the signer's public key, found {} bytes",
+            header.key_id.len()
+        )
+    })?;
+    if !sig.unprotected.is_empty() {
+        return Err(format!("signature {i}: unprotected header must be empty"));
+    }
+    Ok(SignatureEntry {
+        key_id: KeyId(key_id),
+        algorithm,
+        signed_bytes: sign.tbs_data(context, sig),
+        signature: sig.signature.clone(),
+    })
+}
+
+fn check_canonical_header(original: &Option<Vec<u8>>, what: &str) -> Result<(), String> {
+    if let Some(bytes) = original
+        && !bytes.is_empty()
+    {
+        cbor::decode_canonical(bytes).map_err(|e| format!("{what}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Signs `payload` with `key`, keeping the signatures of `existing` (which
+/// must carry the same payload; the caller checks). Returns the tagged,
+/// deterministically encoded COSE_Sign.
+pub(crate) fn sign(
+    payload: Vec<u8>,
+    content_type: &str,
+    context: &[u8],
+    existing: Option<&Signed>,
+    key: &SecretKey,
+) -> Result<Vec<u8>, String> {
+    let body = HeaderBuilder::new()
+        .content_type(content_type.to_string())
+        .build();
+    let mut builder = CoseSignBuilder::new().protected(body).payload(payload);
+    if let Some(existing) = existing {
+        for sig in &existing.raw.signatures {
+            builder = builder.add_signature(sig.clone());
+        }
+    }
+    let sig_header = HeaderBuilder::new()
+        .algorithm(iana::Algorithm::Ed25519)
+        .key_id(key.id().0.to_vec())
+        .build();
+    let new_sig = CoseSignatureBuilder::new().protected(sig_header).build();
+    let sign = builder
+        .add_created_signature(new_sig, context, |tbs| key.sign(tbs).to_bytes().to_vec())
+        .build();
+    let encoded = sign
+        .to_tagged_vec()
+        .map_err(|e| format!("encoding COSE_Sign: {e}"))?;
+    // coset keeps original header bytes, which we produced canonically; re-encoding
+    // through our deterministic encoder makes that a guarantee rather than a hope.
+    let (value, _) = cbor::decode_prefix(&encoded).map_err(|e| e.to_string())?;
+    cbor::encode(&value).map_err(|e| e.to_string())
+}

@@ -1,0 +1,287 @@
+//! The trust store: a directory of signed trust root versions
+//! `1.root.cose`, `2.root.cose`, … and the rules that chain them (TUF's).
+//!
+//! Version 1 is the anchor the site installed; it must be signed by its own
+//! root threshold. Each later version N+1 must be signed by the root
+//! threshold of N *and* by its own, carry the same name and exactly version
+//! N+1. Only the newest version is used, and only while it has not expired;
+//! there is no switch that skips expiry. This is the only place that builds
+//! a [`TrustRoot`].
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::root::{MAX_TRUST_ROOT_BYTES, RootPolicy, RootSignatures, SignedRoot};
+use super::{TrustError, TrustRoot};
+use crate::timestamp::Timestamp;
+
+/// File name suffix of a signed trust root version.
+pub const ROOT_FILE_SUFFIX: &str = ".root.cose";
+
+/// Most versions a trust store may hold.
+pub const MAX_VERSIONS: u64 = 10_000;
+
+/// The file name of version `version`.
+pub fn root_file_name(version: u64) -> String {
+    format!("{version}{ROOT_FILE_SUFFIX}")
+}
+
+/// One version of a chain, checked.
+#[derive(Debug, Clone)]
+pub struct ChainLink {
+    /// Where it was read from.
+    pub origin: String,
+    /// Its version.
+    pub version: u64,
+    /// SHA-256 of its policy text.
+    pub digest: [u8; 32],
+    /// Its expiry (ignored for every version but the newest).
+    pub expires: Timestamp,
+    /// Root keys of the previous version that signed it (`None` for version 1).
+    pub by_previous: Option<RootSignatures>,
+    /// Its own root keys that signed it.
+    pub by_self: RootSignatures,
+}
+
+/// A chain of trust root versions whose signatures all check out; expiry not yet judged.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    links: Vec<ChainLink>,
+    latest: RootPolicy,
+}
+
+impl Chain {
+    /// Reads every `N.root.cose` in `dir` and checks the chain.
+    pub fn read_dir(dir: &Path) -> Result<Self, TrustError> {
+        let err = |detail: String| TrustError::TrustRoot {
+            path: dir.display().to_string(),
+            detail,
+        };
+        let entries = fs::read_dir(dir).map_err(|e| {
+            err(format!(
+                "{e}; a trust store is a directory holding 1.root.cose (create it with `edge-runner trust init`)"
+            ))
+        })?;
+        let mut versions = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| err(e.to_string()))?;
+            let name = entry.file_name();
+            let Some(number) = name.to_str().and_then(|n| n.strip_suffix(ROOT_FILE_SUFFIX)) else {
+                continue;
+            };
+            let version = number
+                .parse::<u64>()
+                .ok()
+                .filter(|v| *v >= 1 && v.to_string() == number)
+                .ok_or_else(|| {
+                    err(format!(
+                        "`{}` is not named N.root.cose with N a version from 1; rename or remove it",
+                        name.to_string_lossy()
+                    ))
+                })?;
+            versions.push(version);
+        }
+        versions.sort_unstable();
+        if versions.is_empty() {
+            return Err(err(
+                "no 1.root.cose here; create the trust store with `edge-runner trust init`".into(),
+            ));
+        }
+        if versions.len() as u64 > MAX_VERSIONS {
+            return Err(err(format!("more than {MAX_VERSIONS} versions")));
+        }
+        for (expected, found) in (1u64..).zip(&versions) {
+            if *found != expected {
+                return Err(err(format!(
+                    "{} is missing (found {}); versions must run 1, 2, 3, … without gaps",
+                    root_file_name(expected),
+                    root_file_name(*found)
+                )));
+            }
+        }
+        let files = versions
+            .iter()
+            .map(|v| {
+                let path: PathBuf = dir.join(root_file_name(*v));
+                read_bounded(&path).map(|bytes| (path.display().to_string(), bytes))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_files(files)
+    }
+
+    /// Checks a chain given as `(origin, bytes)` for versions 1, 2, … in order.
+    pub fn from_files(files: Vec<(String, Vec<u8>)>) -> Result<Self, TrustError> {
+        let mut links: Vec<ChainLink> = Vec::new();
+        let mut current: Option<RootPolicy> = None;
+        for (index, (origin, bytes)) in files.into_iter().enumerate() {
+            let signed = SignedRoot::parse(&bytes, &origin)?;
+            let expected = index as u64 + 1;
+            let policy = &signed.policy;
+            if policy.version != expected {
+                return Err(TrustError::TrustRoot {
+                    path: origin,
+                    detail: format!(
+                        "holds version {} where version {expected} belongs; a file's name and its `version` must agree",
+                        policy.version
+                    ),
+                });
+            }
+            let by_previous = match &current {
+                None => None,
+                Some(previous) => Some(check_successor(previous, &signed, &origin)?),
+            };
+            let by_self = signed.signatures_by(policy, &origin)?;
+            if !by_self.met() {
+                return Err(TrustError::RootNotSigned(Box::new(RootShortfall {
+                    origin,
+                    version: policy.version,
+                    judged_by: policy.version,
+                    signatures: by_self,
+                })));
+            }
+            links.push(ChainLink {
+                origin,
+                version: policy.version,
+                digest: policy.digest,
+                expires: policy.expires,
+                by_previous,
+                by_self,
+            });
+            current = Some(signed.policy);
+        }
+        let latest = current.ok_or_else(|| TrustError::TrustRoot {
+            path: "trust store".into(),
+            detail: "no versions given".into(),
+        })?;
+        Ok(Self { links, latest })
+    }
+
+    /// Each version, oldest first.
+    pub fn links(&self) -> &[ChainLink] {
+        &self.links
+    }
+
+    /// The newest version's policy.
+    pub fn latest(&self) -> &RootPolicy {
+        &self.latest
+    }
+
+    /// The newest version as the trust root to use at `now`, refused if it has expired.
+    pub fn trust(self, now: Timestamp) -> Result<TrustRoot, TrustError> {
+        let policy = self.latest;
+        if now >= policy.expires {
+            return Err(TrustError::TrustRootExpired {
+                name: policy.name.clone(),
+                version: policy.version,
+                expired: policy.expires.to_string(),
+            });
+        }
+        Ok(TrustRoot { policy })
+    }
+}
+
+/// Checks that `next` may follow `current`: same name, version + 1, and
+/// signed by `current`'s root threshold. Returns those signatures.
+pub fn check_successor(
+    current: &RootPolicy,
+    next: &SignedRoot,
+    origin: &str,
+) -> Result<RootSignatures, TrustError> {
+    let policy = &next.policy;
+    if policy.name != current.name {
+        return Err(TrustError::TrustRoot {
+            path: origin.to_string(),
+            detail: format!(
+                "is named `{}` but version {} is named `{}`; a trust root keeps its name across versions",
+                policy.name, current.version, current.name
+            ),
+        });
+    }
+    if policy.version != current.version + 1 {
+        return Err(TrustError::TrustRoot {
+            path: origin.to_string(),
+            detail: format!(
+                "is version {} but the current version is {}; the next version must be {}",
+                policy.version,
+                current.version,
+                current.version + 1
+            ),
+        });
+    }
+    let by_previous = next.signatures_by(current, origin)?;
+    if !by_previous.met() {
+        return Err(TrustError::RootNotSigned(Box::new(RootShortfall {
+            origin: origin.to_string(),
+            version: policy.version,
+            judged_by: current.version,
+            signatures: by_previous,
+        })));
+    }
+    Ok(by_previous)
+}
+
+/// Loads the trust store in `dir` and returns its newest version, if valid at `now`.
+pub fn load(dir: &Path, now: Timestamp) -> Result<TrustRoot, TrustError> {
+    Chain::read_dir(dir)?.trust(now)
+}
+
+/// How a trust root version falls short of a root threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootShortfall {
+    /// The file.
+    pub origin: String,
+    /// Its version.
+    pub version: u64,
+    /// The version whose root keys and threshold were applied.
+    pub judged_by: u64,
+    /// What was found.
+    pub signatures: RootSignatures,
+}
+
+impl std::fmt::Display for RootShortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.signatures;
+        let whose = if self.judged_by == self.version {
+            format!("its own root keys (v{})", self.version)
+        } else {
+            format!(
+                "the root keys of the version it replaces (v{})",
+                self.judged_by
+            )
+        };
+        write!(
+            f,
+            "trust root {} (v{}) is signed by {} of {}, which requires {} (have: {}; can still sign: {}); collect signatures with `edge-runner trust sign`",
+            self.origin,
+            self.version,
+            s.signed_by.len(),
+            whose,
+            s.needed,
+            if s.signed_by.is_empty() {
+                "none".to_string()
+            } else {
+                s.signed_by.join(", ")
+            },
+            if s.missing.is_empty() {
+                "none".to_string()
+            } else {
+                s.missing.join(", ")
+            }
+        )
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, TrustError> {
+    let err = |detail: String| TrustError::TrustRoot {
+        path: path.display().to_string(),
+        detail,
+    };
+    let meta = fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if meta.len() > MAX_TRUST_ROOT_BYTES as u64 {
+        return Err(err(format!(
+            "{} bytes is over the {MAX_TRUST_ROOT_BYTES}-byte limit",
+            meta.len()
+        )));
+    }
+    fs::read(path).map_err(|e| err(e.to_string()))
+}
