@@ -288,3 +288,87 @@ fn every_example_capsule_runs() {
         );
     }
 }
+
+/// A `capsule-verified` body as the runner writes it, reduced to what the high-water mark reads.
+fn accepted(name: &str, version: &str, digest: u8, root_version: u64) -> ciborium::Value {
+    use ciborium::Value;
+    edge_runner::cbor::text_map([
+        ("name", Value::Text(name.into())),
+        ("version", Value::Text(version.into())),
+        ("module-sha256", Value::Bytes(vec![digest; 32])),
+        (
+            "trust-root",
+            edge_runner::cbor::text_map([
+                ("name", Value::Text("test-root".into())),
+                ("version", Value::Integer(root_version.into())),
+                ("sha256", Value::Bytes(vec![0; 32])),
+            ]),
+        ),
+    ])
+}
+
+/// A log the runner key signed, as a runner that skipped its rollback check would write it.
+fn forged_log(bodies: Vec<ciborium::Value>) -> (Vec<u8>, SecretKey) {
+    let key = SecretKey::generate().unwrap();
+    let mut prev = evidence::GENESIS_PREV;
+    let mut bytes = Vec::new();
+    for (seq, body) in bodies.into_iter().enumerate() {
+        let record = evidence::Record {
+            log_id: [7; 16],
+            seq: seq as u64,
+            prev,
+            time_ms: 1_800_000_000_000 + seq as u64,
+            event: "capsule-verified".into(),
+            body,
+        };
+        let signed = evidence::sign_record(record, &key).unwrap();
+        prev = signed.hash;
+        bytes.extend_from_slice(&signed.bytes);
+    }
+    (bytes, key)
+}
+
+#[test]
+fn auditor_detects_a_recorded_capsule_rollback() {
+    let (bytes, key) = forged_log(vec![
+        accepted("db-check", "1.4.0", 1, 1),
+        accepted("db-check", "1.3.9", 2, 1),
+    ]);
+    let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        "record 1 accepts a rollback: capsule `db-check` 1.3.9 after 1.4.0 was accepted"
+    );
+}
+
+#[test]
+fn auditor_detects_a_reused_version_and_a_trust_root_rollback() {
+    let (bytes, key) = forged_log(vec![
+        accepted("db-check", "1.4.0", 1, 1),
+        accepted("db-check", "1.4.0", 2, 1),
+    ]);
+    let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
+    assert!(
+        matches!(failure, Failure::Rollback { record: 1, .. }),
+        "{failure}"
+    );
+    let (bytes, key) = forged_log(vec![
+        accepted("db-check", "1.4.0", 1, 3),
+        accepted("other", "1.0.0", 2, 2),
+    ]);
+    let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        "record 1 accepts a rollback: trust root `test-root` v2 after v3 was used"
+    );
+}
+
+#[test]
+fn high_water_mark_survives_reopening_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_bytes, runner) = make_log(dir.path());
+    let log = EvidenceLog::open(dir.path(), runner).unwrap();
+    let (version, _) = log.high_water().capsule("json-assert").unwrap().clone();
+    assert_eq!(version, semver::Version::new(1, 0, 0));
+    assert_eq!(log.high_water().root("test-root"), Some(1));
+}

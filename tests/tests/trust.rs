@@ -754,3 +754,35 @@ fn trust_root_policy_mistakes_name_the_fix() {
     let err = trust::RootPolicy::parse(&revoking_itself.toml(), "root.toml").unwrap_err();
     assert!(err.to_string().contains("uses revoked key"), "{err}");
 }
+
+#[test]
+fn trust_store_directory_mistakes() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let k = RootKey::new("root-1");
+    let v1 = Policy::new(vec![&k], vec![&p]).signed_by(&[&k]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    let err = trust::store::load(d, Timestamp::now()).unwrap_err();
+    assert!(err.to_string().contains("no 1.root.cose here"), "{err}");
+
+    std::fs::write(d.join("1.root.cose"), &v1).unwrap();
+    std::fs::write(d.join("notes.txt"), "ignored").unwrap();
+    assert_eq!(trust::store::load(d, Timestamp::now()).unwrap().version, 1);
+
+    std::fs::write(d.join("3.root.cose"), &v1).unwrap();
+    let err = trust::store::load(d, Timestamp::now()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("2.root.cose is missing (found 3.root.cose)"),
+        "{err}"
+    );
+    std::fs::remove_file(d.join("3.root.cose")).unwrap();
+
+    std::fs::write(d.join("02.root.cose"), &v1).unwrap();
+    let err = trust::store::load(d, Timestamp::now()).unwrap_err();
+    assert!(
+        err.to_string().contains("`02.root.cose` is not named N.root.cose"),
+        "{err}"
+    );
+}
