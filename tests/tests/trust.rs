@@ -782,7 +782,8 @@ fn trust_store_directory_mistakes() {
     std::fs::write(d.join("02.root.cose"), &v1).unwrap();
     let err = trust::store::load(d, Timestamp::now()).unwrap_err();
     assert!(
-        err.to_string().contains("`02.root.cose` is not named N.root.cose"),
+        err.to_string()
+            .contains("`02.root.cose` is not named N.root.cose"),
         "{err}"
     );
 }
