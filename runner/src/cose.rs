@@ -60,6 +60,7 @@ pub(crate) fn decode(
     let sign = CoseSign::from_tagged_slice(content)
         .map_err(|e| format!("not a tagged COSE_Sign (tag 98): {e}"))?;
     check_canonical_header(&sign.protected.original_data, "body protected header")?;
+    only_parameters(&sign.protected.header, "body protected header", &[3])?;
     match &sign.protected.header.content_type {
         Some(coset::ContentType::Text(t)) if t == content_type => {}
         other => {
@@ -108,6 +109,7 @@ fn entry(
         &format!("signature {i} protected header"),
     )?;
     let header = &sig.protected.header;
+    only_parameters(header, &format!("signature {i} protected header"), &[1, 4])?;
     let algorithm = match &header.alg {
         Some(coset::RegisteredLabelWithPrivate::Assigned(a)) => *a as i64,
         Some(coset::RegisteredLabelWithPrivate::PrivateUse(a)) => *a,
@@ -128,6 +130,45 @@ fn entry(
         signed_bytes: sign.tbs_data(context, sig),
         signature: sig.signature.clone(),
     })
+}
+
+/// Refuses any header parameter but the labels in `allowed` (3 content type,
+/// 1 alg, 4 kid): an unknown or critical parameter could change how the
+/// signature should be read, and RFC 9052 §3.1 says such input is rejected.
+fn only_parameters(header: &coset::Header, what: &str, allowed: &[i64]) -> Result<(), String> {
+    let mut present = Vec::new();
+    if header.alg.is_some() {
+        present.push(1);
+    }
+    if !header.crit.is_empty() {
+        present.push(2);
+    }
+    if header.content_type.is_some() {
+        present.push(3);
+    }
+    if !header.key_id.is_empty() {
+        present.push(4);
+    }
+    if !header.iv.is_empty() {
+        present.push(5);
+    }
+    if !header.partial_iv.is_empty() {
+        present.push(6);
+    }
+    if !header.counter_signatures.is_empty() {
+        present.push(7);
+    }
+    if let Some(label) = present.iter().find(|l| !allowed.contains(l)) {
+        return Err(format!(
+            "{what} carries parameter {label}, which this format does not use; only labels {allowed:?} are allowed"
+        ));
+    }
+    if let Some((label, _)) = header.rest.first() {
+        return Err(format!(
+            "{what} carries parameter {label:?}, which this format does not use; only labels {allowed:?} are allowed"
+        ));
+    }
+    Ok(())
 }
 
 fn check_canonical_header(original: &Option<Vec<u8>>, what: &str) -> Result<(), String> {

@@ -105,8 +105,10 @@ impl Session {
             .and_then(|c| trust::verify(c, &ctx));
         match verified {
             Ok(capsule) => {
-                self.log
-                    .append("capsule-verified", verified_body(&capsule, now))?;
+                self.log.append(
+                    "capsule-verified",
+                    verified_body(&capsule, now, facts.signature_sha256),
+                )?;
                 Ok(capsule)
             }
             Err(err) => {
@@ -221,7 +223,11 @@ impl FileFacts {
     }
 }
 
-fn verified_body(capsule: &VerifiedCapsule, now: Timestamp) -> Value {
+fn verified_body(
+    capsule: &VerifiedCapsule,
+    now: Timestamp,
+    signature_sha256: Option<[u8; 32]>,
+) -> Value {
     let m = capsule.manifest();
     let (root_name, root_version, root_digest) = capsule.trust_root();
     let signers = capsule
@@ -235,7 +241,7 @@ fn verified_body(capsule: &VerifiedCapsule, now: Timestamp) -> Value {
             ])
         })
         .collect();
-    text_map([
+    let mut body = vec![
         ("name", Value::Text(m.name.clone())),
         ("version", Value::Text(m.version.to_string())),
         ("kind", Value::Text(m.kind.as_str().into())),
@@ -258,7 +264,11 @@ fn verified_body(capsule: &VerifiedCapsule, now: Timestamp) -> Value {
         ("audience", text_values(&m.audience)),
         ("not-before", uint(m.not_before.0)),
         ("expires", uint(m.expires.0)),
-    ])
+    ];
+    if let Some(sig) = signature_sha256 {
+        body.push(("signature-sha256", Value::Bytes(sig.to_vec())));
+    }
+    text_map(body)
 }
 
 fn uint(v: u64) -> Value {

@@ -282,19 +282,21 @@ fn sign_verify_run_and_verify_evidence() {
 }
 
 #[test]
-fn missing_trust_store_names_the_directory_and_the_fix() {
+fn missing_trust_store_refuses_naming_the_directory_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
+    let capsule = dir.path().join("capsule.wasm");
+    std::fs::write(&capsule, capsule_artifacts::JSON_ASSERT.component).unwrap();
     let out = edge_runner(&[
         "capsule",
         "verify",
-        p(&missing),
+        p(&capsule),
         "--trust",
         p(&missing),
         "--site",
         SITE,
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
         text(&out).contains(&format!("trust root {}", missing.display()))
             && text(&out).contains("create it with `edge-runner trust init`"),
@@ -503,7 +505,25 @@ fn expired_trust_root_refuses_and_is_recorded() {
         "--dir",
         p(&trust),
     ]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("`expires` (2020-01-01T00:00:00Z) is in the past"),
+        "{}",
+        text(&out)
+    );
+    // A store that was valid when made and has since expired.
+    let root_policy = edge_runner::trust::RootPolicy::parse(
+        &std::fs::read_to_string(&policy_path).unwrap(),
+        "root.toml",
+    )
+    .unwrap();
+    let secret = edge_runner::keys::SecretKey::load(&root_key).unwrap();
+    std::fs::create_dir_all(&trust).unwrap();
+    std::fs::write(
+        trust.join("1.root.cose"),
+        edge_runner::trust::SignedRoot::sign_new(&root_policy, &secret).unwrap(),
+    )
+    .unwrap();
     let out = edge_runner(&["trust", "show", p(&trust)]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("EXPIRED"), "{}", text(&out));

@@ -787,3 +787,51 @@ fn trust_store_directory_mistakes() {
         "{err}"
     );
 }
+
+#[test]
+fn unknown_critical_header_parameter_is_refused() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let tampered = rewrite_signatures(&signed_json_assert(&p.key), |sign| {
+        sign.protected.header.crit = vec![coset::RegisteredLabelWithPrivate::PrivateUse(-65537)];
+        sign.protected.original_data = Some(sign.protected.header.clone().to_vec().unwrap());
+    });
+    let err = verify(tampered, &trust_root(&[&p])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "signature section is malformed: body protected header carries parameter 2, which this format does not use; only labels [3] are allowed"
+    );
+}
+
+#[test]
+fn build_metadata_versions_are_refused_at_signing() {
+    let err = edge_runner::capsule::ManifestSource::parse(
+        "name = \"x\"\nversion = \"1.0.0+b.1\"\nkind = \"test\"\naudience = [\"*\"]\n",
+        std::path::Path::new("capsule.toml"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("carries build metadata"), "{err}");
+}
+
+#[test]
+fn unstated_limit_under_a_ceiling_does_not_count() {
+    let mut p = Publisher::new("acme-ci", "Acme", &["test"]);
+    p.ceiling = "memory-bytes = 1048576\n";
+    let signed = sign_json_assert(&p.key, |m| m.limits.memory_bytes = None);
+    let err = verify(signed, &trust_root(&[&p])).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "ceiling does not cover an unstated memory-bytes (ceiling 1048576; state `memory-bytes` in the manifest's [limits])"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn organisation_names_must_be_written_exactly() {
+    let mut p = Publisher::new("acme-ci", "Acme ", &["test"]);
+    p.organisation = "Acme ";
+    let k = RootKey::new("root-1");
+    let err =
+        trust::RootPolicy::parse(&Policy::new(vec![&k], vec![&p]).toml(), "root.toml").unwrap_err();
+    assert!(err.to_string().contains("leading/trailing spaces"), "{err}");
+}

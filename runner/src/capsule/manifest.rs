@@ -208,6 +208,12 @@ impl ManifestSource {
     ) -> Result<Manifest, CapsuleError> {
         let err = CapsuleError::ManifestSource;
         validate_name(&self.name).map_err(err)?;
+        if !self.version.build.is_empty() {
+            return Err(err(format!(
+                "version `{}` carries build metadata (`+{}`), which SemVer ignores when ordering releases; rollback protection needs a version that orders, so drop the `+…` part",
+                self.version, self.version.build
+            )));
+        }
         let audience = canonical_audience(&self.audience).map_err(err)?;
         let capabilities = self.capabilities.check().map_err(err)?;
         let not_before = self.not_before.unwrap_or(now);

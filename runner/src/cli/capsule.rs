@@ -132,8 +132,15 @@ pub(super) struct CapsuleVerify {
 
 impl CapsuleVerify {
     fn execute(self) -> Result<ExitCode> {
-        let root = load_trust_store(&self.trust)?;
         let raw = super::read_raw(&self.capsule, self.signature.as_deref())?;
+        // As in `run`, a trust store that cannot be used refuses the capsule.
+        let root = match load_trust_store(&self.trust) {
+            Ok(root) => root,
+            Err(err) => {
+                eprintln!("REFUSED: {}: {err}", self.capsule.display());
+                return Ok(ExitCode::from(EXIT_REFUSED));
+            }
+        };
         // Without an evidence log there is no high-water mark: `run` checks rollback.
         let high_water = HighWater::default();
         let ctx = trust::Context {

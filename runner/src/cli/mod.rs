@@ -294,7 +294,7 @@ impl EvidenceVerify {
 }
 
 /// Loads the trust store for commands that only read it; warns about the demo root.
-fn load_trust_store(dir: &Path) -> Result<TrustRoot> {
+fn load_trust_store(dir: &Path) -> Result<TrustRoot, crate::trust::TrustError> {
     let root = store::load(dir, Timestamp::now())?;
     warn_if_demo(&root);
     Ok(root)

@@ -228,6 +228,7 @@ impl TrustInstall {
         let bytes = read_root_file(&self.file)?;
         let origin = self.file.display().to_string();
         let signed = SignedRoot::parse(&bytes, &origin)?;
+        refuse_expired(&signed.policy, &self.file)?;
         let version = signed.policy.version;
         if version == 1 {
             Chain::from_files(vec![(origin, bytes.clone())])?;
@@ -379,11 +380,25 @@ fn print_policy(p: &RootPolicy) {
     }
 }
 
+/// Reads a policy about to be signed; one that has already expired would be useless.
 fn read_policy(path: &Path) -> Result<RootPolicy> {
     let bytes = read_root_file(path)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
-    Ok(RootPolicy::parse(&text, &path.display().to_string())?)
+    let policy = RootPolicy::parse(&text, &path.display().to_string())?;
+    refuse_expired(&policy, path)?;
+    Ok(policy)
+}
+
+fn refuse_expired(policy: &RootPolicy, origin: &Path) -> Result<()> {
+    if Timestamp::now() >= policy.expires {
+        bail!(
+            "{}: `expires` ({}) is in the past; nothing would run under it. Set a future `expires`",
+            origin.display(),
+            policy.expires
+        );
+    }
+    Ok(())
 }
 
 fn read_root_file(path: &Path) -> Result<Vec<u8>> {

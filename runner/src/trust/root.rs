@@ -93,10 +93,17 @@ impl Ceiling {
             ("fuel", l.fuel, self.fuel),
             ("wall-time-ms", l.wall_time_ms, self.wall_time_ms),
         ] {
-            if let (Some(asked), Some(max)) = (asked, max)
-                && asked > max
-            {
-                return Some(format!("{what} {asked} (ceiling {max})"));
+            match (asked, max) {
+                (Some(asked), Some(max)) if asked > max => {
+                    return Some(format!("{what} {asked} (ceiling {max})"));
+                }
+                // Unstated means "the runner's default", which this ceiling cannot bound.
+                (None, Some(max)) => {
+                    return Some(format!(
+                        "an unstated {what} (ceiling {max}; state `{what}` in the manifest's [limits])"
+                    ));
+                }
+                _ => {}
             }
         }
         None
@@ -257,6 +264,22 @@ struct RevokedCapsuleFile {
     reason: String,
 }
 
+/// Names compare as written, so they must be non-empty, at most 128 bytes,
+/// without control characters or surrounding spaces ("Acme " is not "Acme").
+fn check_label(text: &str, what: &str) -> Result<(), String> {
+    if text.is_empty()
+        || text.len() > 128
+        || text.trim() != text
+        || text.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "{what} `{}` must be 1-128 characters without control characters or leading/trailing spaces",
+            text.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 fn hex32(text: &str, what: &str) -> Result<[u8; 32], String> {
     hex::decode(text)
         .ok()
@@ -283,9 +306,7 @@ impl RootPolicy {
                 file.format
             ));
         }
-        if file.name.trim().is_empty() {
-            return Err("`name` is empty".into());
-        }
+        check_label(&file.name, "`name`")?;
         if file.version == 0 {
             return Err("`version` starts at 1".into());
         }
@@ -307,6 +328,7 @@ impl RootPolicy {
         let mut root_keys = Vec::new();
         let mut root_names = BTreeSet::new();
         for k in file.root_keys {
+            check_label(&k.name, "root key name")?;
             let key = PublicKey::from_pem(&k.public_key, Path::new(&k.name))
                 .map_err(|e| format!("root key `{}`: {e}", k.name))?;
             if !root_names.insert(k.name.clone()) {
@@ -331,6 +353,17 @@ impl RootPolicy {
         let mut publishers = Vec::new();
         let mut names = BTreeSet::new();
         for p in file.publishers {
+            check_label(&p.name, "publisher name")?;
+            check_label(
+                &p.organisation,
+                &format!("publisher `{}` organisation", p.name),
+            )?;
+            if p.kinds.is_empty() {
+                return Err(format!(
+                    "publisher `{}` has no `kinds`; list the kinds it may sign, or remove it",
+                    p.name
+                ));
+            }
             let key = PublicKey::from_pem(&p.public_key, Path::new(&p.name))
                 .map_err(|e| format!("publisher `{}`: {e}", p.name))?;
             if !names.insert(p.name.clone()) {
@@ -341,9 +374,6 @@ impl RootPolicy {
                     "publisher `{}` reuses a key already listed (as a root key or another publisher's); each key has one role",
                     p.name
                 ));
-            }
-            if p.organisation.trim().is_empty() {
-                return Err(format!("publisher `{}` has an empty organisation", p.name));
             }
             if p.audiences.is_empty() {
                 return Err(format!(
