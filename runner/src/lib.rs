@@ -27,6 +27,7 @@ pub mod evidence;
 pub mod keys;
 pub mod sandbox;
 pub mod session;
+pub mod site;
 pub mod timestamp;
 pub mod trust;
 

@@ -13,6 +13,7 @@ use crate::capsule::RawCapsule;
 use crate::cbor::text_map;
 use crate::evidence::{EvidenceError, EvidenceLog};
 use crate::sandbox::{Grant, Limits, RunReport, Sandbox, SandboxError, StreamSummary};
+use crate::site::SitePolicy;
 use crate::timestamp::Timestamp;
 use crate::trust::{self, TrustError, TrustRoot, VerifiedCapsule};
 
@@ -41,6 +42,7 @@ pub struct Session {
     limits: Limits,
     log: EvidenceLog,
     site: String,
+    policy: SitePolicy,
 }
 
 /// What [`Session::run`] did.
@@ -55,14 +57,25 @@ pub struct RunRecord {
 }
 
 impl Session {
-    /// Starts a session at site `site` that records to `log`.
+    /// Starts a session at site `site`, which has no site policy (nothing
+    /// but compute is granted), recording to `log`.
     pub fn new(log: EvidenceLog, limits: Limits, site: &str) -> Result<Self, SessionError> {
-        crate::capsule::validate_site(site).map_err(SessionError::BadSite)?;
+        let policy = SitePolicy::deny_all(site).map_err(|e| SessionError::BadSite(e.detail))?;
+        Self::with_policy(log, limits, policy)
+    }
+
+    /// Starts a session under a site policy, recording to `log`.
+    pub fn with_policy(
+        log: EvidenceLog,
+        limits: Limits,
+        policy: SitePolicy,
+    ) -> Result<Self, SessionError> {
         Ok(Self {
             sandbox: Sandbox::new()?,
             limits,
             log,
-            site: site.to_string(),
+            site: policy.site.clone(),
+            policy,
         })
     }
 
@@ -164,9 +177,11 @@ impl Session {
         capsule: VerifiedCapsule,
         input: &[u8],
     ) -> Result<RunRecord, SessionError> {
-        let grant = Grant::compute(&capsule.manifest().limits, &self.limits);
-        self.log
-            .append("run-started", run_started_body(&capsule, &grant, input))?;
+        let grant = Grant::compute(capsule.manifest(), &self.limits, &self.policy);
+        self.log.append(
+            "run-started",
+            run_started_body(&capsule, &grant, input, &self.policy),
+        )?;
         match self.sandbox.run(&capsule, &grant, input) {
             Ok(report) => {
                 self.log
@@ -279,7 +294,12 @@ fn text_values<T: ToString>(items: &[T]) -> Value {
     Value::Array(items.iter().map(|i| Value::Text(i.to_string())).collect())
 }
 
-fn run_started_body(capsule: &VerifiedCapsule, grant: &Grant, input: &[u8]) -> Value {
+fn run_started_body(
+    capsule: &VerifiedCapsule,
+    grant: &Grant,
+    input: &[u8],
+    policy: &SitePolicy,
+) -> Value {
     let refused = grant
         .refused
         .iter()
@@ -311,24 +331,62 @@ fn run_started_body(capsule: &VerifiedCapsule, grant: &Grant, input: &[u8]) -> V
                 ("stderr-bytes", uint(grant.stderr_bytes as u64)),
                 ("evidence-items", uint(u64::from(grant.evidence_items))),
                 ("evidence-bytes", uint(grant.evidence_bytes)),
-                ("filesystem", Value::Array(Vec::new())),
+                (
+                    "filesystem",
+                    Value::Array(
+                        grant
+                            .directories
+                            .iter()
+                            .map(|d| {
+                                text_map([
+                                    ("guest", Value::Text(d.guest.to_string())),
+                                    ("host", Value::Text(d.host.display().to_string())),
+                                    ("access", Value::Text(d.access.as_str().into())),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
                 ("network", Value::Array(Vec::new())),
-                ("config", Value::Array(Vec::new())),
+                (
+                    "config",
+                    Value::Array(
+                        grant
+                            .config
+                            .keys()
+                            .map(|k| Value::Text(k.clone()))
+                            .collect(),
+                    ),
+                ),
             ]),
         ),
         ("refused", Value::Array(refused)),
-        ("not-granted", not_granted(capsule)),
+        (
+            "denied",
+            Value::Array(
+                grant
+                    .denied
+                    .iter()
+                    .map(|d| {
+                        text_map([
+                            ("request", Value::Text(d.request.clone())),
+                            ("reason", Value::Text(d.reason.clone())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "site-policy",
+            match policy.digest {
+                Some(digest) => text_map([
+                    ("site", Value::Text(policy.site.clone())),
+                    ("sha256", Value::Bytes(digest.to_vec())),
+                ]),
+                None => text_map([("site", Value::Text(policy.site.clone()))]),
+            },
+        ),
     ])
-}
-
-/// Access the capsule asked for that this runner does not grant: without a
-/// site policy, no file, network or config access is granted at all.
-fn not_granted(capsule: &VerifiedCapsule) -> Value {
-    let caps = &capsule.manifest().capabilities;
-    let mut items: Vec<String> = caps.files.iter().map(|f| format!("file {f}")).collect();
-    items.extend(caps.egress.iter().map(|d| format!("egress {d}")));
-    items.extend(caps.config.iter().map(|k| format!("config {k}")));
-    text_values(&items)
 }
 
 fn stream_value(s: &StreamSummary) -> Value {

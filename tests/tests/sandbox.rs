@@ -10,7 +10,9 @@ use edge_runner::capsule::{self, ManifestSource};
 use edge_runner::evidence::{self, EvidenceLog, LOG_FILE};
 use edge_runner::keys::SecretKey;
 use edge_runner::sandbox::{Limits, RunStatus};
-use edge_runner::session::Session;
+use edge_runner::session::{RunRecord, Session};
+use edge_runner::site::SitePolicy;
+use edge_runner::timestamp::Timestamp;
 use edge_runner_tests::*;
 
 /// Runs json-assert with its manifest edited by `edit`; returns the status and the last record's body.
@@ -73,9 +75,307 @@ fn memory_beyond_the_grant_is_refused_and_recorded() {
 fn requests_above_the_ceiling_are_cut_and_recorded() {
     let limits = Limits::default();
     let source = json_assert_manifest(|m| m.limits.fuel = Some(limits.max_fuel + 1));
-    let grant = edge_runner::sandbox::Grant::compute(&source.limits, &limits);
+    let manifest = source.to_manifest([0; 32], Timestamp::now()).unwrap();
+    let site = edge_runner::site::SitePolicy::deny_all(SITE).unwrap();
+    let grant = edge_runner::sandbox::Grant::compute(&manifest, &limits, &site);
     assert_eq!(grant.fuel, limits.max_fuel);
     assert_eq!(grant.refused.len(), 1);
     assert_eq!(grant.refused[0].resource, "fuel");
     assert_eq!(grant.refused[0].asked, limits.max_fuel + 1);
+}
+
+// ---- Grants and hostile capsules, driven through the sandbox-probe capsule ----
+
+/// A session at a site with `policy`, trusting one publisher who signs sandbox-probe.
+struct Probe {
+    publisher: Publisher,
+    root: edge_runner::trust::TrustRoot,
+    session: Session,
+    public: edge_runner::keys::PublicKey,
+    _dir: tempfile::TempDir,
+}
+
+impl Probe {
+    fn new(policy: SitePolicy) -> Self {
+        let mut publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+        // The trust root lets this publisher vouch for anything; the site policy decides.
+        publisher.ceiling = "files = [{ path = \"/\", access = \"read-write\" }]\n\
+            egress = [\"*.example.com:443\"]\nconfig = [\"*\"]\n";
+        let root = trust_root(&[&publisher]);
+        let dir = tempfile::tempdir().unwrap();
+        let runner = SecretKey::generate().unwrap();
+        let public = runner.public();
+        let session = Session::with_policy(
+            EvidenceLog::open(dir.path(), runner).unwrap(),
+            Limits::default(),
+            policy,
+        )
+        .unwrap();
+        Self {
+            publisher,
+            root,
+            session,
+            public,
+            _dir: dir,
+        }
+    }
+
+    /// Signs sandbox-probe with `capabilities` (TOML) and `version`, and runs `actions`.
+    fn run(&mut self, version: u64, capabilities: &str, actions: &str) -> RunRecord {
+        let probe = capsule_artifacts::SANDBOX_PROBE;
+        let mut source =
+            ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path))
+                .unwrap();
+        source.capabilities = toml::from_str(capabilities).unwrap();
+        source.version = semver::Version::new(1, 0, version);
+        let signed = capsule::sign(
+            probe.component,
+            &source,
+            &self.publisher.key,
+            Timestamp::now(),
+        )
+        .unwrap();
+        let verified = self.session.verify(raw(signed), &self.root).unwrap();
+        self.session
+            .run(verified, format!("{{\"actions\": [{actions}]}}").as_bytes())
+            .unwrap()
+    }
+
+    /// The body of the newest record of `event`.
+    fn last(&self, event: &str) -> ciborium::Value {
+        let log = std::fs::read(self.session.log().path()).unwrap();
+        let summary = evidence::verify_log(&log, &self.public).unwrap();
+        summary
+            .records
+            .iter()
+            .rev()
+            .find(|r| r.record.event == event)
+            .unwrap()
+            .record
+            .body
+            .clone()
+    }
+}
+
+/// `(code, message)` of each finding.
+fn findings(record: &RunRecord) -> Vec<(String, String)> {
+    record
+        .report
+        .outcome
+        .as_ref()
+        .unwrap_or_else(|| panic!("no outcome: {:?}", record.report.error))
+        .findings
+        .iter()
+        .map(|f| (f.code.clone(), f.message.clone()))
+        .collect()
+}
+
+fn site_with_data(host: &std::path::Path, access: &str, extra: &str) -> SitePolicy {
+    SitePolicy::parse(
+        &format!(
+            "format = 1\nsite = \"{SITE}\"\n[[directory]]\npath = \"/data\"\nhost = \"{}\"\naccess = \"{access}\"\n{extra}",
+            host.display()
+        ),
+        "site-policy.toml",
+    )
+    .unwrap()
+}
+
+#[test]
+fn granted_directory_is_readable_and_nothing_else_is() {
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("hello.txt"), "hi from the host").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "top secret").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        host.path().join("escape-link"),
+    )
+    .unwrap();
+    let mut probe = Probe::new(site_with_data(host.path(), "read-write", ""));
+    let record = probe.run(
+        0,
+        "files = [{ path = \"/data\", access = \"read-only\" }]",
+        &format!(
+            r#"{{"read": "/data/hello.txt"}}, {{"list": "/data"}}, {{"write": {{"path": "/data/new.txt", "data": "x"}}}},
+               {{"read": "/data/../{0}"}}, {{"read": "{0}"}}, {{"read": "/data/escape-link"}}"#,
+            outside.path().join("secret.txt").display()
+        ),
+    );
+    let f = findings(&record);
+    assert_eq!(f[0], ("read.allowed".into(), "hi from the host".into()));
+    assert_eq!(f[1].0, "list.allowed");
+    assert!(f[1].1.contains("hello.txt"), "{:?}", f[1]);
+    assert_eq!(f[2].0, "write.denied", "read-only grant: {:?}", f[2]);
+    assert!(!host.path().join("new.txt").exists());
+    assert_eq!(f[3].0, "read.denied", "`..` escape: {:?}", f[3]);
+    assert_eq!(f[4].0, "read.denied", "unmapped path: {:?}", f[4]);
+    #[cfg(unix)]
+    assert_eq!(f[5].0, "read.denied", "symlink escape: {:?}", f[5]);
+    for (_, message) in &f {
+        assert!(!message.contains("top secret"), "leaked: {message}");
+    }
+    let grant = edge_runner::cbor::MapReader::new("b", &probe.last("run-started"))
+        .unwrap()
+        .get("grant")
+        .cloned()
+        .unwrap();
+    let filesystem = edge_runner::cbor::MapReader::new("g", &grant)
+        .unwrap()
+        .get("filesystem")
+        .cloned()
+        .unwrap();
+    let ciborium::Value::Array(dirs) = filesystem else {
+        panic!("filesystem is not an array")
+    };
+    assert_eq!(dirs.len(), 1);
+    let dir = edge_runner::cbor::MapReader::new("d", &dirs[0]).unwrap();
+    assert_eq!(dir.text("guest").unwrap(), "/data");
+    assert_eq!(dir.text("access").unwrap(), "read-only");
+}
+
+#[test]
+fn read_write_grant_writes_through_to_the_host() {
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir(host.path().join("out")).unwrap();
+    let mut probe = Probe::new(site_with_data(host.path(), "read-write", ""));
+    let record = probe.run(
+        0,
+        "files = [{ path = \"/data/out\", access = \"read-write\" }]",
+        r#"{"write": {"path": "/data/out/report.txt", "data": "done"}}"#,
+    );
+    assert_eq!(findings(&record)[0].0, "write.allowed");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out/report.txt")).unwrap(),
+        "done"
+    );
+}
+
+#[test]
+fn requests_the_site_does_not_allow_are_denied_and_recorded() {
+    let host = tempfile::tempdir().unwrap();
+    let mut probe = Probe::new(site_with_data(
+        host.path(),
+        "read-only",
+        "[config]\ntarget-url = \"http://status.example.com/health\"\n",
+    ));
+    let record = probe.run(
+        0,
+        "files = [{ path = \"/data\", access = \"read-write\" }, { path = \"/srv/secret\", access = \"read-only\" }]\n\
+         config = [\"db-password\", \"target-url\"]\negress = [\"api.example.com:443\"]",
+        r#"{"config": "target-url"}, {"config": "db-password"}, {"list": "/data"}"#,
+    );
+    let f = findings(&record);
+    assert_eq!(
+        f[0],
+        (
+            "config.allowed".into(),
+            "http://status.example.com/health".into()
+        )
+    );
+    assert_eq!(
+        f[1],
+        ("config.denied".into(), "db-password: not granted".into())
+    );
+    assert_eq!(f[2].0, "list.denied");
+    let denied: Vec<(String, String)> = record
+        .grant
+        .denied
+        .iter()
+        .map(|d| (d.request.clone(), d.reason.clone()))
+        .collect();
+    assert_eq!(
+        denied,
+        vec![
+            (
+                "file /data (read-write)".into(),
+                "site `plant-7` allows only read-only access to /data".into()
+            ),
+            (
+                "file /srv/secret (read-only)".into(),
+                "site `plant-7` maps no directory at or above /srv/secret".into()
+            ),
+            (
+                "config db-password".into(),
+                "site `plant-7` sets no value for `db-password`".into()
+            ),
+            (
+                "egress api.example.com:443".into(),
+                "this runner does not grant network egress; the request is recorded and refused"
+                    .into()
+            ),
+        ]
+    );
+    let body = probe.last("run-started");
+    let recorded = edge_runner::cbor::MapReader::new("b", &body).unwrap();
+    let Some(ciborium::Value::Array(items)) = recorded.get("denied") else {
+        panic!("no denied list")
+    };
+    assert_eq!(items.len(), 4);
+}
+
+#[test]
+fn egress_to_loopback_is_refused_even_with_a_listener() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(0, "", &format!(r#"{{"connect": "{addr}"}}"#));
+    let f = findings(&record);
+    assert_eq!(f[0].0, "connect.denied", "{:?}", f[0]);
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "the guest reached the listener");
+}
+
+#[test]
+fn hostile_capsules_are_contained_classified_and_the_runner_stays_healthy() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    // Each attack gets its own version so the rollback check lets them run in order.
+    let spin = probe.run(1, "", r#"{"spin": true}"#);
+    assert!(
+        matches!(
+            spin.report.status,
+            RunStatus::Deadline | RunStatus::OutOfFuel
+        ),
+        "{:?}",
+        spin.report.status
+    );
+    let bomb = probe.run(2, "", r#"{"alloc-mib": 4096}"#);
+    assert_eq!(
+        bomb.report.status,
+        RunStatus::MemoryRefused,
+        "{:?}",
+        bomb.report.error
+    );
+    assert!(!bomb.report.memory_denials.is_empty());
+    let deep = probe.run(3, "", r#"{"recurse": true}"#);
+    assert_eq!(
+        deep.report.status,
+        RunStatus::Trap,
+        "{:?}",
+        deep.report.error
+    );
+    let flood = probe.run(4, "", r#"{"print-kib": 4096}"#);
+    assert_eq!(
+        flood.report.status,
+        RunStatus::Completed,
+        "{:?}",
+        flood.report.error
+    );
+    assert!(flood.report.stdout.truncated);
+    assert_eq!(flood.report.stdout.size, 4096 * 1024);
+    assert_eq!(
+        flood.report.stdout.kept.len(),
+        Limits::default().stdout_bytes
+    );
+    let emits = probe.run(5, "", r#"{"emit": 1000}"#);
+    assert_eq!(findings(&emits)[0].1, "accepted 64, refused 936");
+    assert_eq!(emits.report.evidence.len(), 64);
+    assert_eq!(emits.report.evidence_refused, 936);
+    let panic = probe.run(6, "", r#"{"read": "/nope"}, {"panic": "boom mid-run"}"#);
+    assert_eq!(panic.report.status, RunStatus::Trap);
+    // After all that, an ordinary run still works and the whole log verifies.
+    let fine = probe.run(7, "", r#"{"config": "x"}"#);
+    assert_eq!(fine.report.status, RunStatus::Completed);
+    assert_eq!(status_in(&probe.last("run-finished")), "completed");
 }

@@ -25,6 +25,7 @@ use crate::evidence::{self, EvidenceLog, LOG_FILE};
 use crate::keys::{PublicKey, SecretKey};
 use crate::sandbox::{Limits, RunStatus, Verdict};
 use crate::session::{RunRecord, Session, SessionError};
+use crate::site::SitePolicy;
 use crate::timestamp::Timestamp;
 use crate::trust::{TrustRoot, store};
 
@@ -127,9 +128,17 @@ struct RunArgs {
     /// The trust store directory (1.root.cose, 2.root.cose, …).
     #[arg(long)]
     trust: PathBuf,
-    /// This site's name; the capsule's audience must include it.
-    #[arg(long, env = "EDGE_RUNNER_SITE")]
-    site: String,
+    /// This site's name; the capsule's audience must include it. Taken from --site-policy when given.
+    #[arg(
+        long,
+        env = "EDGE_RUNNER_SITE",
+        required_unless_present = "site_policy"
+    )]
+    site: Option<String>,
+    /// The site policy (`site-policy.toml`): directories, config values and limits this site grants.
+    /// Without one, nothing but compute is granted.
+    #[arg(long, env = "EDGE_RUNNER_SITE_POLICY")]
+    site_policy: Option<PathBuf>,
     /// Evidence directory; the log is DIR/evidence.log.
     #[arg(long)]
     evidence: PathBuf,
@@ -148,9 +157,26 @@ impl RunArgs {
             None => Vec::new(),
         };
         let raw = read_raw(&self.capsule, self.signature.as_deref())?;
+        let policy = match (&self.site_policy, &self.site) {
+            (Some(path), site) => {
+                let policy = SitePolicy::load(path)?;
+                if let Some(site) = site
+                    && *site != policy.site
+                {
+                    bail!(
+                        "--site is `{site}` but {} is the policy of site `{}`; drop --site or use that site's policy",
+                        path.display(),
+                        policy.site
+                    );
+                }
+                policy
+            }
+            (None, Some(site)) => SitePolicy::deny_all(site)?,
+            (None, None) => bail!("pass --site NAME or --site-policy FILE"),
+        };
         let key = runner_key(self.runner_key.as_deref(), &self.evidence)?;
         let log = EvidenceLog::open(&self.evidence, key)?;
-        let mut session = Session::new(log, Limits::default(), &self.site)?;
+        let mut session = Session::with_policy(log, Limits::default(), policy)?;
         let refused = |session: &Session, err: &dyn std::fmt::Display| {
             eprintln!("REFUSED: {}: {err}", self.capsule.display());
             eprintln!("(recorded in {})", session.log().path().display());
@@ -208,6 +234,20 @@ fn print_run(record: &RunRecord) {
     }
     if let Some(e) = &r.error {
         println!("  error: {e}");
+    }
+    for d in &record.grant.directories {
+        println!(
+            "  granted: {} -> {} ({})",
+            d.guest,
+            d.host.display(),
+            d.access
+        );
+    }
+    for k in record.grant.config.keys() {
+        println!("  granted: config {k}");
+    }
+    for d in &record.grant.denied {
+        println!("  denied: {} — {}", d.request, d.reason);
     }
     println!(
         "  used: fuel {} of {}, peak memory {} of {} bytes, {} ms",

@@ -190,6 +190,7 @@ pub(super) struct State {
     max_items: u32,
     max_bytes: u64,
     inline_bytes: usize,
+    config: std::collections::BTreeMap<String, String>,
 }
 
 impl State {
@@ -210,6 +211,7 @@ impl State {
             max_items: grant.evidence_items,
             max_bytes: grant.evidence_bytes,
             inline_bytes: grant.evidence_inline_bytes,
+            config: grant.config.clone(),
         }
     }
 }
@@ -263,9 +265,9 @@ impl bindings::edge_runner::capsule::host::Host for State {
         Ok(index)
     }
 
-    fn config(&mut self, _key: String) -> Option<String> {
-        // No configuration keys are granted yet: the answer for every key is "not granted".
-        None
+    fn config(&mut self, key: String) -> Option<String> {
+        // Only granted keys have values; every other key reads as "not granted".
+        self.config.get(&key).cloned()
     }
 }
 

@@ -20,9 +20,13 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
-use crate::capsule::RequestedLimits;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::capsule::{AbsPath, Access, Manifest};
+use crate::site::SitePolicy;
 use crate::trust::VerifiedCapsule;
 
 pub use host::{EvidenceItem, Finding, Outcome, Severity, Verdict};
@@ -91,7 +95,29 @@ impl Default for Limits {
     }
 }
 
-/// What one run is allowed: the capsule's request bounded by the runner's [`Limits`].
+/// A directory granted to a run: seen by the guest at `guest`, backed by `host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryGrant {
+    /// The path the capsule asked for, and sees.
+    pub guest: AbsPath,
+    /// The host directory behind it.
+    pub host: PathBuf,
+    /// Read-only or read-write.
+    pub access: Access,
+}
+
+/// Access a capsule asked for and did not get, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// What was asked for, e.g. `file /var/log (read-only)`.
+    pub request: String,
+    /// Why it was not granted.
+    pub reason: String,
+}
+
+/// What one run is allowed: the capsule's signed request (already within
+/// its signers' ceilings) intersected with the site policy and bounded by
+/// the runner's [`Limits`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     /// Memory, all linear memories together.
@@ -112,8 +138,14 @@ pub struct Grant {
     pub evidence_inline_bytes: usize,
     /// Elements per table.
     pub table_elements: usize,
-    /// Requests that were cut down to the ceiling.
+    /// Directories visible to the guest; nothing else of the host file system is.
+    pub directories: Vec<DirectoryGrant>,
+    /// Config values the capsule may read, by key.
+    pub config: BTreeMap<String, String>,
+    /// Resource requests that were cut down to the ceiling.
     pub refused: Vec<RefusedRequest>,
+    /// Access requests that were not granted.
+    pub denied: Vec<Denial>,
 }
 
 /// A resource asked for beyond the ceiling, and what was granted instead.
@@ -128,8 +160,9 @@ pub struct RefusedRequest {
 }
 
 impl Grant {
-    /// Bounds `requested` by `limits`.
-    pub fn compute(requested: &RequestedLimits, limits: &Limits) -> Self {
+    /// Intersects `manifest`'s request with `site` and bounds it by `limits`.
+    pub fn compute(manifest: &Manifest, limits: &Limits, site: &SitePolicy) -> Self {
+        let requested = &manifest.limits;
         let mut refused = Vec::new();
         let mut bound = |resource, asked: Option<u64>, default: u64, max: u64| match asked {
             None => default.min(max),
@@ -143,19 +176,87 @@ impl Grant {
             }
             Some(asked) => asked,
         };
+        let site_max = |site: Option<u64>, runner: u64| site.map_or(runner, |s| s.min(runner));
         let memory_bytes = bound(
             "memory-bytes",
             requested.memory_bytes,
             limits.default_memory_bytes,
-            limits.max_memory_bytes,
+            site_max(site.limits.memory_bytes, limits.max_memory_bytes),
         );
-        let fuel = bound("fuel", requested.fuel, limits.default_fuel, limits.max_fuel);
+        let fuel = bound(
+            "fuel",
+            requested.fuel,
+            limits.default_fuel,
+            site_max(site.limits.fuel, limits.max_fuel),
+        );
         let wall_ms = bound(
             "wall-time-ms",
             requested.wall_time_ms,
             duration_ms(limits.default_wall_time),
-            duration_ms(limits.max_wall_time),
+            site_max(site.limits.wall_time_ms, duration_ms(limits.max_wall_time)),
         );
+
+        let mut denied = Vec::new();
+        let mut directories = Vec::new();
+        for want in &manifest.capabilities.files {
+            let deny = |reason: String| Denial {
+                request: format!("file {want}"),
+                reason,
+            };
+            let Some(dir) = site.directory_for(&want.path) else {
+                denied.push(deny(format!(
+                    "site `{}` maps no directory at or above {}",
+                    site.site, want.path
+                )));
+                continue;
+            };
+            if want.access > dir.access {
+                denied.push(deny(format!(
+                    "site `{}` allows only {} access to {}",
+                    site.site, dir.access, dir.path
+                )));
+                continue;
+            }
+            let below = want.path.as_str()[dir.path.as_str().len()..].trim_start_matches('/');
+            let host = if below.is_empty() {
+                dir.host.clone()
+            } else {
+                dir.host.join(below)
+            };
+            if !host.is_dir() {
+                denied.push(deny(format!(
+                    "host directory {} does not exist or is not a directory (only directories can be granted)",
+                    host.display()
+                )));
+                continue;
+            }
+            directories.push(DirectoryGrant {
+                guest: want.path.clone(),
+                host,
+                access: want.access,
+            });
+        }
+        let mut config = BTreeMap::new();
+        for key in &manifest.capabilities.config {
+            match site.config.get(key) {
+                Some(value) => {
+                    config.insert(key.clone(), value.clone());
+                }
+                None => denied.push(Denial {
+                    request: format!("config {key}"),
+                    reason: format!("site `{}` sets no value for `{key}`", site.site),
+                }),
+            }
+        }
+        for dest in &manifest.capabilities.egress {
+            denied.push(Denial {
+                request: format!("egress {dest}"),
+                reason:
+                    "this runner does not grant network egress; the request is recorded and refused"
+                        .into(),
+            });
+        }
+
         Self {
             memory_bytes,
             fuel,
@@ -166,7 +267,10 @@ impl Grant {
             evidence_bytes: limits.evidence_bytes,
             evidence_inline_bytes: limits.evidence_inline_bytes,
             table_elements: limits.table_elements,
+            directories,
+            config,
             refused,
+            denied,
         }
     }
 }
@@ -198,6 +302,14 @@ pub enum SandboxError {
         /// Capsule name and version.
         capsule: String,
         /// Wasmtime's message, which names the import.
+        detail: String,
+    },
+    /// A granted resource could not be provided (e.g. a granted directory vanished).
+    #[error("capsule `{capsule}` cannot start: {detail}")]
+    Grant {
+        /// Capsule name and version.
+        capsule: String,
+        /// What could not be provided.
         detail: String,
     },
 }
@@ -341,10 +453,25 @@ impl Sandbox {
 
         let stdout = output::Capture::new(grant.stdout_bytes);
         let stderr = output::Capture::new(grant.stderr_bytes);
-        let wasi: WasiCtx = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
+        let mut builder = WasiCtxBuilder::new();
+        builder.stdout(stdout.clone()).stderr(stderr.clone());
+        for dir in &grant.directories {
+            let perms = match dir.access {
+                Access::ReadOnly => FsPerms::ReadOnly,
+                Access::ReadWrite => FsPerms::ReadWrite,
+            };
+            builder
+                .preopened_dir(&dir.host, dir.guest.as_str(), perms)
+                .map_err(|e| SandboxError::Grant {
+                    capsule: label.clone(),
+                    detail: format!(
+                        "could not open granted directory {} for {}: {e:#}",
+                        dir.host.display(),
+                        dir.guest
+                    ),
+                })?;
+        }
+        let wasi: WasiCtx = builder.build();
         let state = host::State::new(wasi, ResourceTable::new(), grant);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

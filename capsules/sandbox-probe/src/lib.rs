@@ -1,0 +1,145 @@
+//! Test capsule that probes its own sandbox.
+//!
+//! Input: `{"actions": [...]}`, each action one of
+//! `{"read": PATH}`, `{"write": PATH, "data": TEXT}`, `{"list": PATH}`,
+//! `{"config": KEY}`, `{"connect": "IP:PORT"}`, `{"spin": true}` (loops forever),
+//! `{"alloc-mib": N}` (allocates and touches N MiB), `{"recurse": true}` (unbounded recursion),
+//! `{"print-kib": N}` (writes N KiB to stdout), `{"emit": N}` (emits N evidence items),
+//! `{"panic": TEXT}`.
+//! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
+//! whose message is what happened; the verdict is `pass` when every action ran.
+//! The runner's containment tests drive it; it is never useful in production.
+
+use std::io::Write;
+
+use capsule_sdk::{Context, Error, Finding, Outcome, Severity};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    actions: Vec<Action>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+enum Action {
+    Read(String),
+    Write { path: String, data: String },
+    List(String),
+    Config(String),
+    Connect(String),
+    Spin(bool),
+    AllocMib(usize),
+    Recurse(bool),
+    PrintKib(usize),
+    Emit(u32),
+    Panic(String),
+}
+
+fn finding(action: &str, result: Result<String, String>) -> Finding {
+    match result {
+        Ok(message) => Finding::new(format!("{action}.allowed"), Severity::Info, message),
+        Err(message) => Finding::new(format!("{action}.denied"), Severity::Info, message),
+    }
+}
+
+fn recurse(depth: u64, trail: &mut Vec<u64>) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    trail.push(depth);
+    // The pushes keep each frame observable so the optimiser cannot turn this into a loop.
+    recurse(depth + 1, trail) + trail[trail.len() / 2]
+}
+
+#[capsule_sdk::test]
+fn probe(cx: &mut Context) -> Result<Outcome, Error> {
+    let input: Input = cx.input_json()?;
+    let mut outcome = Outcome::pass(format!("{} actions ran", input.actions.len()));
+    for action in input.actions {
+        let f = match action {
+            Action::Read(path) => finding(
+                "read",
+                std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}")),
+            ),
+            Action::Write { path, data } => finding(
+                "write",
+                std::fs::write(&path, data)
+                    .map(|()| format!("wrote {path}"))
+                    .map_err(|e| format!("{path}: {e}")),
+            ),
+            Action::List(path) => finding(
+                "list",
+                std::fs::read_dir(&path)
+                    .map(|d| {
+                        let mut names: Vec<String> = d
+                            .filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect();
+                        names.sort();
+                        names.join(",")
+                    })
+                    .map_err(|e| format!("{path}: {e}")),
+            ),
+            Action::Config(key) => finding(
+                "config",
+                cx.config(&key).ok_or_else(|| format!("{key}: not granted")),
+            ),
+            Action::Connect(addr) => finding(
+                "connect",
+                std::net::TcpStream::connect(&addr)
+                    .map(|_| format!("connected to {addr}"))
+                    .map_err(|e| format!("{addr}: {e}")),
+            ),
+            Action::Spin(false) | Action::Recurse(false) => finding("skip", Ok("skipped".into())),
+            Action::Spin(true) => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Action::AllocMib(mib) => {
+                let mut blocks = Vec::new();
+                for _ in 0..mib {
+                    blocks.push(vec![1u8; 1 << 20]);
+                }
+                finding("alloc", Ok(format!("allocated {} MiB", blocks.len())))
+            }
+            Action::Recurse(true) => {
+                let mut trail = Vec::new();
+                finding("recurse", Ok(recurse(0, &mut trail).to_string()))
+            }
+            Action::PrintKib(kib) => {
+                let line = [b'x'; 1024];
+                let mut out = std::io::stdout().lock();
+                let mut written = 0;
+                for _ in 0..kib {
+                    if out.write_all(&line).is_err() {
+                        break;
+                    }
+                    written += 1;
+                }
+                let _ = out.flush();
+                finding("print", Ok(format!("wrote {written} KiB")))
+            }
+            Action::Emit(n) => {
+                let mut accepted = 0;
+                let mut refused = 0;
+                for i in 0..n {
+                    match cx.evidence(&format!("item-{i}"), "text/plain", b"x") {
+                        Ok(_) => accepted += 1,
+                        Err(_) => refused += 1,
+                    }
+                }
+                finding(
+                    "emit",
+                    Ok(format!("accepted {accepted}, refused {refused}")),
+                )
+            }
+            Action::Panic(message) => panic!("{message}"),
+        };
+        outcome = outcome.with_finding(f);
+    }
+    Ok(outcome)
+}
