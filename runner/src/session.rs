@@ -177,7 +177,12 @@ impl Session {
         capsule: VerifiedCapsule,
         input: &[u8],
     ) -> Result<RunRecord, SessionError> {
-        let grant = Grant::compute(capsule.manifest(), &self.limits, &self.policy);
+        let grant = Grant::compute(
+            capsule.manifest(),
+            &self.limits,
+            &self.policy,
+            Sha256::digest(input).into(),
+        );
         self.log.append(
             "run-started",
             run_started_body(&capsule, &grant, input, &self.policy),
@@ -348,6 +353,7 @@ fn run_started_body(
                     ),
                 ),
                 ("network", Value::Array(Vec::new())),
+                ("deterministic", determinism_value(grant)),
                 (
                     "config",
                     Value::Array(
@@ -387,6 +393,19 @@ fn run_started_body(
             },
         ),
     ])
+}
+
+/// The deterministic-run settings, or `false` for an ordinary run.
+fn determinism_value(grant: &Grant) -> Value {
+    match &grant.determinism {
+        None => Value::Bool(false),
+        Some(d) => text_map([
+            ("seed", Value::Bytes(d.seed.to_vec())),
+            ("wall-clock", uint(d.wall_clock_secs)),
+            ("monotonic-clock", uint(0)),
+            ("nan-canonicalization", Value::Bool(true)),
+        ]),
+    }
 }
 
 fn stream_value(s: &StreamSummary) -> Value {

@@ -77,7 +77,7 @@ fn requests_above_the_ceiling_are_cut_and_recorded() {
     let source = json_assert_manifest(|m| m.limits.fuel = Some(limits.max_fuel + 1));
     let manifest = source.to_manifest([0; 32], Timestamp::now()).unwrap();
     let site = edge_runner::site::SitePolicy::deny_all(SITE).unwrap();
-    let grant = edge_runner::sandbox::Grant::compute(&manifest, &limits, &site);
+    let grant = edge_runner::sandbox::Grant::compute(&manifest, &limits, &site, [0; 32]);
     assert_eq!(grant.fuel, limits.max_fuel);
     assert_eq!(grant.refused.len(), 1);
     assert_eq!(grant.refused[0].resource, "fuel");
@@ -378,4 +378,78 @@ fn hostile_capsules_are_contained_classified_and_the_runner_stays_healthy() {
     let fine = probe.run(7, "", r#"{"config": "x"}"#);
     assert_eq!(fine.report.status, RunStatus::Completed);
     assert_eq!(status_in(&probe.last("run-finished")), "completed");
+}
+
+/// Runs sandbox-probe directly in a sandbox, with or without deterministic settings.
+fn probe_once(deterministic: bool) -> edge_runner::sandbox::RunReport {
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let probe = capsule_artifacts::SANDBOX_PROBE;
+    let source =
+        ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path)).unwrap();
+    let signed = capsule::sign(probe.component, &source, &publisher.key, Timestamp::now()).unwrap();
+    let ctx = edge_runner::trust::Context {
+        root: &root,
+        site: SITE,
+        now: Timestamp::now(),
+        high_water: &edge_runner::trust::HighWater::default(),
+    };
+    let verified = edge_runner::trust::verify(raw(signed).check().unwrap(), &ctx).unwrap();
+    let input = br#"{"actions": [{"clock": true}, {"random": true}]}"#;
+    let site = SitePolicy::deny_all(SITE).unwrap();
+    let mut grant = edge_runner::sandbox::Grant::compute(
+        verified.manifest(),
+        &Limits::default(),
+        &site,
+        [1; 32],
+    );
+    assert!(
+        grant.determinism.is_none(),
+        "a `test` capsule is not deterministic by default"
+    );
+    if deterministic {
+        grant.determinism = Some(edge_runner::sandbox::Determinism::for_run(
+            verified.module_digest(),
+            [1; 32],
+        ));
+    }
+    let sandbox = edge_runner::sandbox::Sandbox::new().unwrap();
+    sandbox.run(&verified, &grant, input).unwrap()
+}
+
+#[test]
+fn deterministic_runs_are_byte_identical_and_ordinary_runs_are_not() {
+    let a = probe_once(true);
+    let b = probe_once(true);
+    assert_eq!(a.status, RunStatus::Completed, "{:?}", a.error);
+    assert_eq!(a.stdout.sha256, b.stdout.sha256);
+    assert_eq!(a.outcome, b.outcome);
+    let clock = &a.outcome.as_ref().unwrap().findings[0].message;
+    assert_eq!(
+        clock,
+        &format!(
+            "wall={} elapsed=0",
+            u128::from(edge_runner::sandbox::FIXED_WALL_CLOCK_SECS) * 1_000_000_000
+        )
+    );
+    let c = probe_once(false);
+    let d = probe_once(false);
+    assert_ne!(
+        c.stdout.sha256, d.stdout.sha256,
+        "ordinary runs see real time and fresh randomness"
+    );
+}
+
+#[test]
+fn reproduce_capsules_get_a_recorded_seed_derived_from_module_and_input() {
+    let source = json_assert_manifest(|m| m.kind = edge_runner::capsule::Kind::Reproduce);
+    let manifest = source.to_manifest([5; 32], Timestamp::now()).unwrap();
+    let site = SitePolicy::deny_all(SITE).unwrap();
+    let grant = |input| {
+        edge_runner::sandbox::Grant::compute(&manifest, &Limits::default(), &site, input)
+            .determinism
+            .unwrap()
+    };
+    assert_eq!(grant([1; 32]), grant([1; 32]));
+    assert_ne!(grant([1; 32]).seed, grant([2; 32]).seed);
 }

@@ -5,7 +5,8 @@
 //! `{"config": KEY}`, `{"connect": "IP:PORT"}`, `{"spin": true}` (loops forever),
 //! `{"alloc-mib": N}` (allocates and touches N MiB), `{"recurse": true}` (unbounded recursion),
 //! `{"print-kib": N}` (writes N KiB to stdout), `{"emit": N}` (emits N evidence items),
-//! `{"panic": TEXT}`.
+//! `{"panic": TEXT}`, `{"clock": true}` (reads the wall and monotonic clocks),
+//! `{"random": true}` (draws randomness through std's hash seeds); these two also print to stdout.
 //! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
 //! whose message is what happened; the verdict is `pass` when every action ran.
 //! The runner's containment tests drive it; it is never useful in production.
@@ -35,6 +36,8 @@ enum Action {
     PrintKib(usize),
     Emit(u32),
     Panic(String),
+    Clock(bool),
+    Random(bool),
 }
 
 fn finding(action: &str, result: Result<String, String>) -> Finding {
@@ -92,7 +95,29 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
                     .map(|_| format!("connected to {addr}"))
                     .map_err(|e| format!("{addr}: {e}")),
             ),
-            Action::Spin(false) | Action::Recurse(false) => finding("skip", Ok("skipped".into())),
+            Action::Spin(false)
+            | Action::Recurse(false)
+            | Action::Clock(false)
+            | Action::Random(false) => finding("skip", Ok("skipped".into())),
+            Action::Clock(true) => {
+                let start = std::time::Instant::now();
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                let text = format!("wall={wall} elapsed={}", start.elapsed().as_nanos());
+                println!("{text}");
+                finding("clock", Ok(text))
+            }
+            Action::Random(true) => {
+                use std::hash::BuildHasher;
+                let text = format!(
+                    "{:016x}",
+                    std::collections::hash_map::RandomState::new().hash_one(42u64)
+                );
+                println!("{text}");
+                finding("random", Ok(text))
+            }
             Action::Spin(true) => {
                 let mut n: u64 = 0;
                 loop {

@@ -10,8 +10,11 @@
 //! environment variables, no arguments and no stdin; see [`Limits`] for every
 //! bounded resource and its default.
 
+mod determinism;
 mod host;
 mod output;
+
+pub use determinism::{Determinism, FIXED_WALL_CLOCK_SECS};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +28,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::capsule::{AbsPath, Access, Manifest};
+use crate::capsule::{AbsPath, Access, Kind, Manifest};
 use crate::site::SitePolicy;
 use crate::trust::VerifiedCapsule;
 
@@ -146,6 +149,8 @@ pub struct Grant {
     pub refused: Vec<RefusedRequest>,
     /// Access requests that were not granted.
     pub denied: Vec<Denial>,
+    /// Fixed clock and seeded randomness; set for every `reproduce` capsule.
+    pub determinism: Option<Determinism>,
 }
 
 /// A resource asked for beyond the ceiling, and what was granted instead.
@@ -160,8 +165,14 @@ pub struct RefusedRequest {
 }
 
 impl Grant {
-    /// Intersects `manifest`'s request with `site` and bounds it by `limits`.
-    pub fn compute(manifest: &Manifest, limits: &Limits, site: &SitePolicy) -> Self {
+    /// Intersects `manifest`'s request with `site` and bounds it by `limits`;
+    /// a `reproduce` capsule runs deterministically, seeded from its module and `input_sha256`.
+    pub fn compute(
+        manifest: &Manifest,
+        limits: &Limits,
+        site: &SitePolicy,
+        input_sha256: [u8; 32],
+    ) -> Self {
         let requested = &manifest.limits;
         let mut refused = Vec::new();
         let mut bound = |resource, asked: Option<u64>, default: u64, max: u64| match asked {
@@ -271,6 +282,8 @@ impl Grant {
             config,
             refused,
             denied,
+            determinism: (manifest.kind == Kind::Reproduce)
+                .then(|| Determinism::for_run(manifest.module_sha256, input_sha256)),
         }
     }
 }
@@ -395,6 +408,8 @@ impl Sandbox {
         config.wasm_component_model(true);
         // Bounded native stack for guests: deep recursion traps instead of crashing the runner.
         config.max_wasm_stack(1 << 20);
+        // NaN bit patterns differ between CPUs; canonical NaNs make float results reproducible.
+        config.cranelift_nan_canonicalization(true);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
@@ -470,6 +485,9 @@ impl Sandbox {
                         dir.guest
                     ),
                 })?;
+        }
+        if let Some(determinism) = &grant.determinism {
+            determinism.apply(&mut builder);
         }
         let wasi: WasiCtx = builder.build();
         let state = host::State::new(wasi, ResourceTable::new(), grant);
