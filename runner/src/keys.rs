@@ -138,6 +138,17 @@ impl SecretKey {
         self.key.sign(message)
     }
 
+    /// A 32-byte secret for `purpose`, derived from this key with HMAC-SHA256
+    /// (key = the Ed25519 seed, message = `purpose`). Different purposes give
+    /// unrelated secrets, and none reveals the signing key.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// The key as PKCS#8 PEM.
     pub fn to_pem(&self) -> Result<String, KeyError> {
         self.key

@@ -79,6 +79,11 @@ impl Session {
         })
     }
 
+    /// Keeps compiled code between runs in `cache` (authenticated before use).
+    pub fn set_code_cache(&mut self, cache: crate::sandbox::CodeCache) {
+        self.sandbox.set_code_cache(cache);
+    }
+
     /// The evidence log.
     pub fn log(&self) -> &EvidenceLog {
         &self.log
@@ -423,6 +428,7 @@ fn run_finished_body(capsule: &VerifiedCapsule, report: &RunReport) -> Value {
             Value::Bytes(capsule.module_digest().to_vec()),
         ),
         ("status", Value::Text(report.status.as_str().into())),
+        ("code", Value::Text(report.code.describe())),
         ("fuel-used", uint(report.fuel_used)),
         ("peak-memory-bytes", uint(report.peak_memory_bytes)),
         (

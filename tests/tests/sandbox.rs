@@ -453,3 +453,80 @@ fn reproduce_capsules_get_a_recorded_seed_derived_from_module_and_input() {
     assert_eq!(grant([1; 32]), grant([1; 32]));
     assert_ne!(grant([1; 32]).seed, grant([2; 32]).seed);
 }
+
+#[test]
+fn code_cache_is_reused_and_a_tampered_entry_is_rejected_and_recompiled() {
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let evidence_dir = tempfile::tempdir().unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let runner_pem = SecretKey::generate().unwrap().to_pem().unwrap();
+    let runner = || SecretKey::from_pem(&runner_pem, std::path::Path::new("runner.key")).unwrap();
+    let signed = signed_json_assert(&publisher.key);
+    // A fresh session (and sandbox) per call, as separate `edge-runner run` processes are.
+    let run = |key: [u8; 32]| -> Vec<String> {
+        let mut session = Session::new(
+            EvidenceLog::open(evidence_dir.path(), runner()).unwrap(),
+            Limits::default(),
+            SITE,
+        )
+        .unwrap();
+        session.set_code_cache(edge_runner::sandbox::CodeCache::new(cache_dir.path(), key));
+        (0..2)
+            .map(|_| {
+                let verified = session.verify(raw(signed.clone()), &root).unwrap();
+                let record = session.run(verified, PASSING_INPUT.as_bytes()).unwrap();
+                assert_eq!(record.report.status, RunStatus::Completed);
+                record.report.code.describe()
+            })
+            .collect()
+    };
+    let key = runner().derive_secret(edge_runner::sandbox::CACHE_KEY_PURPOSE);
+    assert_eq!(run(key), ["compiled", "memory"]);
+    assert_eq!(run(key), ["disk-cache", "memory"]);
+
+    // Flip one byte of the compiled code on disk: rejected, recorded, recompiled, never loaded.
+    let entry = std::fs::read_dir(cache_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .unwrap();
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&entry, &bytes).unwrap();
+    let sources = run(key);
+    assert!(
+        sources[0].starts_with("recompiled: cache entry rejected (MAC mismatch"),
+        "{sources:?}"
+    );
+    assert_eq!(
+        run(key),
+        ["disk-cache", "memory"],
+        "the entry was rewritten"
+    );
+
+    // An entry written under another runner key is not trusted either.
+    let other = SecretKey::generate()
+        .unwrap()
+        .derive_secret(edge_runner::sandbox::CACHE_KEY_PURPOSE);
+    assert!(run(other)[0].starts_with("recompiled: cache entry rejected (MAC mismatch"));
+
+    // The rejection is in the evidence, which still verifies.
+    let log = std::fs::read(evidence_dir.path().join(LOG_FILE)).unwrap();
+    let summary = evidence::verify_log(&log, &runner().public()).unwrap();
+    let recorded = summary
+        .records
+        .iter()
+        .filter(|r| r.record.event == "run-finished")
+        .filter_map(|r| {
+            edge_runner::cbor::MapReader::new("b", &r.record.body)
+                .unwrap()
+                .text("code")
+                .ok()
+                .map(str::to_string)
+        })
+        .filter(|c| c.starts_with("recompiled"))
+        .count();
+    assert_eq!(recorded, 2);
+}

@@ -23,7 +23,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::capsule::{MAX_CAPSULE_BYTES, MAX_SIGNATURE_SECTION_BYTES, RawCapsule};
 use crate::evidence::{self, EvidenceLog, LOG_FILE};
 use crate::keys::{PublicKey, SecretKey};
-use crate::sandbox::{Limits, RunStatus, Verdict};
+use crate::sandbox::{CACHE_KEY_PURPOSE, CodeCache, Limits, RunStatus, Verdict};
 use crate::session::{RunRecord, Session, SessionError};
 use crate::site::SitePolicy;
 use crate::timestamp::Timestamp;
@@ -175,8 +175,13 @@ impl RunArgs {
             (None, None) => bail!("pass --site NAME or --site-policy FILE"),
         };
         let key = runner_key(self.runner_key.as_deref(), &self.evidence)?;
+        let cache = CodeCache::new(
+            &self.evidence.join("code-cache"),
+            key.derive_secret(CACHE_KEY_PURPOSE),
+        );
         let log = EvidenceLog::open(&self.evidence, key)?;
         let mut session = Session::with_policy(log, Limits::default(), policy)?;
+        session.set_code_cache(cache);
         let refused = |session: &Session, err: &dyn std::fmt::Display| {
             eprintln!("REFUSED: {}: {err}", self.capsule.display());
             eprintln!("(recorded in {})", session.log().path().display());

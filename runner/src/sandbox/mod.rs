@@ -10,10 +10,12 @@
 //! environment variables, no arguments and no stdin; see [`Limits`] for every
 //! bounded resource and its default.
 
+mod cache;
 mod determinism;
 mod host;
 mod output;
 
+pub use cache::{CACHE_KEY_PURPOSE, CodeCache, CodeSource};
 pub use determinism::{Determinism, FIXED_WALL_CLOCK_SECS};
 
 use std::sync::Arc;
@@ -383,12 +385,18 @@ pub struct RunReport {
     pub evidence: Vec<EvidenceItem>,
     /// Evidence emissions refused because the quota was spent.
     pub evidence_refused: u32,
+    /// Where the compiled code came from.
+    pub code: CodeSource,
 }
 
 /// A Wasmtime engine configured for capsules, with its epoch ticker.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<host::State>,
+    cache: Option<CodeCache>,
+    compat: [u8; 32],
+    /// Ready-to-instantiate capsules by module digest, so a warm run skips compiling and linking.
+    warm: std::sync::Mutex<std::collections::HashMap<[u8; 32], host::CapsulePre<host::State>>>,
     ticker_stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -433,8 +441,11 @@ impl Sandbox {
                 })?
         };
         Ok(Self {
+            compat: cache::compatibility(&engine),
             engine,
             linker,
+            cache: None,
+            warm: std::sync::Mutex::new(std::collections::HashMap::new()),
             ticker_stop,
             ticker: Some(ticker),
         })
@@ -449,22 +460,7 @@ impl Sandbox {
     ) -> Result<RunReport, SandboxError> {
         let manifest = capsule.manifest();
         let label = format!("{} {}", manifest.name, manifest.version);
-        let component =
-            Component::new(&self.engine, capsule.bytes()).map_err(|e| SandboxError::Compile {
-                capsule: label.clone(),
-                detail: format!("{e:#}"),
-            })?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| SandboxError::Link {
-                capsule: label.clone(),
-                detail: format!("{e:#}"),
-            })?;
-        let pre = host::CapsulePre::new(pre).map_err(|e| SandboxError::Link {
-            capsule: label.clone(),
-            detail: format!("{e:#}"),
-        })?;
+        let (pre, code) = self.prepare(capsule, &label)?;
 
         let stdout = output::Capture::new(grant.stdout_bytes);
         let stderr = output::Capture::new(grant.stderr_bytes);
@@ -548,9 +544,78 @@ impl Sandbox {
             stderr: stderr.summary(),
             evidence: state.evidence,
             evidence_refused: state.evidence_refused,
+            code,
         })
     }
+
+    /// Keeps compiled code in `cache` between processes (authenticated; see [`CodeCache`]).
+    pub fn set_code_cache(&mut self, cache: CodeCache) {
+        self.cache = Some(cache);
+    }
+
+    /// A capsule ready to instantiate: from memory, the disk cache, or compiled now.
+    fn prepare(
+        &self,
+        capsule: &VerifiedCapsule,
+        label: &str,
+    ) -> Result<(host::CapsulePre<host::State>, CodeSource), SandboxError> {
+        let module = capsule.module_digest();
+        let warm = |s: &Self| {
+            s.warm
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&module)
+                .cloned()
+        };
+        if let Some(pre) = warm(self) {
+            return Ok((pre, CodeSource::Memory));
+        }
+        let mut source = CodeSource::Compiled;
+        let mut component = None;
+        if let Some(cache) = &self.cache {
+            match cache.load(&self.engine, &module, &self.compat) {
+                Ok(Some(c)) => {
+                    component = Some(c);
+                    source = CodeSource::Disk;
+                }
+                Ok(None) => {}
+                Err(reason) => source = CodeSource::Recompiled(reason),
+            }
+        }
+        let component = match component {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.engine, capsule.bytes()).map_err(|e| {
+                    SandboxError::Compile {
+                        capsule: label.to_string(),
+                        detail: format!("{e:#}"),
+                    }
+                })?;
+                if let Some(cache) = &self.cache
+                    && let Err(e) = cache.store(&c, &module, &self.compat)
+                {
+                    tracing::warn!("could not write the code cache: {e}");
+                }
+                c
+            }
+        };
+        let link = |e: wasmtime::Error| SandboxError::Link {
+            capsule: label.to_string(),
+            detail: format!("{e:#}"),
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        let pre = host::CapsulePre::new(pre).map_err(link)?;
+        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        if warm.len() >= MAX_WARM_CAPSULES {
+            warm.clear();
+        }
+        warm.insert(module, pre.clone());
+        Ok((pre, source))
+    }
 }
+
+/// Most capsules kept ready in memory at once.
+const MAX_WARM_CAPSULES: usize = 64;
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
