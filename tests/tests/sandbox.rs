@@ -530,3 +530,43 @@ fn code_cache_is_reused_and_a_tampered_entry_is_rejected_and_recompiled() {
         .count();
     assert_eq!(recorded, 2);
 }
+
+#[test]
+fn an_import_that_is_not_granted_refuses_to_start_naming_it() {
+    // A hostile component written in WAT: it wants a raw-network interface nobody grants.
+    let component = wat::parse_str(
+        r#"(component
+             (import "evil:net/raw@1.0.0" (instance (export "connect" (func (param "addr" string)))))
+           )"#,
+    )
+    .unwrap();
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let mut source = json_assert_manifest(|_| {});
+    source.name = "raw-net".into();
+    let signed = capsule::sign(&component, &source, &publisher.key, Timestamp::now()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runner = SecretKey::generate().unwrap();
+    let public = runner.public();
+    let mut session = Session::new(
+        EvidenceLog::open(dir.path(), runner).unwrap(),
+        Limits::default(),
+        SITE,
+    )
+    .unwrap();
+    let verified = session.verify(raw(signed), &root).unwrap();
+    let err = session.run(verified, b"").unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("capsule `raw-net 1.0.0` cannot start:")
+            && message.contains("evil:net/raw@1.0.0"),
+        "{message}"
+    );
+    let log = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    let summary = evidence::verify_log(&log, &public).unwrap();
+    let last = &summary.records.last().unwrap().record;
+    assert_eq!(last.event, "run-finished");
+    let body = edge_runner::cbor::MapReader::new("b", &last.body).unwrap();
+    assert_eq!(body.text("status").unwrap(), "not-started");
+    assert!(body.text("error").unwrap().contains("evil:net/raw@1.0.0"));
+}
