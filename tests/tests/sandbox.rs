@@ -374,8 +374,20 @@ fn hostile_capsules_are_contained_classified_and_the_runner_stays_healthy() {
     assert_eq!(emits.report.evidence_refused, 936);
     let panic = probe.run(6, "", r#"{"read": "/nope"}, {"panic": "boom mid-run"}"#);
     assert_eq!(panic.report.status, RunStatus::Trap);
+    // Blocked in a host call (an hour's sleep) past a 5 s deadline: abandoned, not waited for.
+    let sleeper = probe.run(8, "", r#"{"sleep-ms": 3600000}"#);
+    assert_eq!(sleeper.report.status, RunStatus::Deadline);
+    assert!(
+        sleeper
+            .report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("blocked in a host call past the wall-clock deadline")),
+        "{:?}",
+        sleeper.report.error
+    );
     // After all that, an ordinary run still works and the whole log verifies.
-    let fine = probe.run(7, "", r#"{"config": "x"}"#);
+    let fine = probe.run(9, "", r#"{"config": "x"}"#);
     assert_eq!(fine.report.status, RunStatus::Completed);
     assert_eq!(status_in(&probe.last("run-finished")), "completed");
 }

@@ -6,7 +6,8 @@
 //! `{"alloc-mib": N}` (allocates and touches N MiB), `{"recurse": true}` (unbounded recursion),
 //! `{"print-kib": N}` (writes N KiB to stdout), `{"emit": N}` (emits N evidence items),
 //! `{"panic": TEXT}`, `{"clock": true}` (reads the wall and monotonic clocks),
-//! `{"random": true}` (draws randomness through std's hash seeds); these two also print to stdout.
+//! `{"random": true}` (draws randomness through std's hash seeds); these two also print to stdout;
+//! `{"sleep-ms": N}` (blocks in a WASI call for N ms).
 //! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
 //! whose message is what happened; the verdict is `pass` when every action ran.
 //! The runner's containment tests drive it; it is never useful in production.
@@ -38,6 +39,7 @@ enum Action {
     Panic(String),
     Clock(bool),
     Random(bool),
+    SleepMs(u64),
 }
 
 fn finding(action: &str, result: Result<String, String>) -> Finding {
@@ -99,6 +101,10 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
             | Action::Recurse(false)
             | Action::Clock(false)
             | Action::Random(false) => finding("skip", Ok("skipped".into())),
+            Action::SleepMs(ms) => {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                finding("sleep", Ok(format!("slept {ms} ms")))
+            }
             Action::Clock(true) => {
                 let start = std::time::Instant::now();
                 let wall = std::time::SystemTime::now()

@@ -13,6 +13,9 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../capsule-sdk/wit",
         world: "capsule",
+        // Calls into the capsule are async so a run can be abandoned while the
+        // guest is blocked in a WASI call (see `Sandbox::run`); host imports stay sync.
+        exports: { default: async },
     });
 }
 

@@ -40,6 +40,19 @@ pub use output::StreamSummary;
 /// How often the epoch ticker advances; the wall-clock deadline's resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// How long past its deadline a run blocked in a host call is abandoned.
+const HOST_CALL_GRACE: Duration = Duration::from_millis(100);
+
+/// Marks a run abandoned while blocked in a host call.
+#[derive(Debug)]
+struct BlockedPastDeadline;
+
+impl std::fmt::Display for BlockedPastDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline")
+    }
+}
+
 /// Every bounded resource a run can use: the runner's ceiling for what a
 /// capsule may be granted, and the default when its manifest asks for nothing.
 ///
@@ -393,6 +406,8 @@ pub struct RunReport {
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<host::State>,
+    /// Drives the async calls into capsules (WASI's blocking operations run on it).
+    runtime: tokio::runtime::Runtime,
     cache: Option<CodeCache>,
     compat: [u8; 32],
     /// Ready-to-instantiate capsules by module digest, so a warm run skips compiling and linking.
@@ -420,7 +435,7 @@ impl Sandbox {
         config.cranelift_nan_canonicalization(true);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         host::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
 
@@ -440,8 +455,13 @@ impl Sandbox {
                     SandboxError::Engine(format!("could not start the epoch ticker: {e}"))
                 })?
         };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SandboxError::Engine(format!("could not start the async runtime: {e}")))?;
         Ok(Self {
             compat: cache::compatibility(&engine),
+            runtime,
             engine,
             linker,
             cache: None,
@@ -497,14 +517,30 @@ impl Sandbox {
         store.epoch_deadline_trap();
 
         let started = Instant::now();
-        let result = pre.instantiate(&mut store).and_then(|bindings| {
-            let declared = bindings.call_kind(&mut store)?;
+        let call = async {
+            let bindings = pre.instantiate_async(&mut store).await?;
+            let declared = bindings.call_kind(&mut store).await?;
             let declared = host::kind_from_wit(declared);
             if declared != manifest.kind {
                 return Ok(Err((declared, manifest.kind)));
             }
-            Ok(Ok(bindings.call_run(&mut store, input)?))
-        });
+            Ok(Ok(bindings.call_run(&mut store, input).await?))
+        };
+        // Epoch interruption stops guest code at the deadline, but not a guest
+        // blocked inside a host call (a sleep, a read): this timeout abandons the
+        // call itself, so no run outlives its wall-clock grant by more than the grace.
+        let limit = grant.wall_time + HOST_CALL_GRACE;
+        let result: Result<Result<_, _>, wasmtime::Error> = match self
+            .runtime
+            .block_on(async { tokio::time::timeout(limit, call).await })
+        {
+            Ok(result) => result,
+            Err(_) => Err(wasmtime::Error::msg(format!(
+                "blocked in a host call past the wall-clock deadline ({} ms); the call was abandoned",
+                grant.wall_time.as_millis()
+            ))
+            .context(BlockedPastDeadline)),
+        };
         let wall_time = started.elapsed();
         let fuel_left = store.get_fuel().unwrap_or(0);
         let state = store.into_data();
@@ -526,6 +562,7 @@ impl Sandbox {
                 let status = match err.downcast_ref::<Trap>() {
                     Some(Trap::OutOfFuel) => RunStatus::OutOfFuel,
                     Some(Trap::Interrupt) => RunStatus::Deadline,
+                    _ if err.downcast_ref::<BlockedPastDeadline>().is_some() => RunStatus::Deadline,
                     _ if !state.limiter.denials.is_empty() => RunStatus::MemoryRefused,
                     _ => RunStatus::Trap,
                 };
