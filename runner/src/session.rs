@@ -357,7 +357,21 @@ fn run_started_body(
                             .collect(),
                     ),
                 ),
-                ("network", Value::Array(Vec::new())),
+                (
+                    "network",
+                    Value::Array(
+                        grant
+                            .egress
+                            .iter()
+                            .map(|g| {
+                                text_map([
+                                    ("destination", Value::Text(g.destination.to_string())),
+                                    ("addresses", text_values(&g.addresses)),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
                 ("deterministic", determinism_value(grant)),
                 (
                     "config",
@@ -442,6 +456,7 @@ fn run_finished_body(capsule: &VerifiedCapsule, report: &RunReport) -> Value {
             Value::Array(report.memory_denials.iter().map(|&b| uint(b)).collect()),
         ),
         ("evidence-refused", uint(u64::from(report.evidence_refused))),
+        ("egress-denied", text_values(&report.egress_denied)),
         (
             "evidence",
             Value::Array(

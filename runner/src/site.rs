@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::capsule::{AbsPath, Access, validate_config_key, validate_site};
+use crate::capsule::{AbsPath, Access, DestinationPattern, validate_config_key, validate_site};
 
 /// Largest site policy file read.
 pub const MAX_SITE_POLICY_BYTES: u64 = 1024 * 1024;
@@ -66,6 +66,10 @@ pub struct SitePolicy {
     pub directories: Vec<SiteDirectory>,
     /// Config values capsules may be granted, by key.
     pub config: BTreeMap<String, String>,
+    /// Destinations capsules may be granted. Only an exact entry (one host,
+    /// one port) can grant a destination that resolves to a loopback,
+    /// private or link-local address.
+    pub egress: Vec<DestinationPattern>,
     /// SHA-256 of the policy file, or `None` for the built-in deny-all policy.
     pub digest: Option<[u8; 32]>,
 }
@@ -81,6 +85,8 @@ struct PolicyFile {
     directories: Vec<DirectoryFile>,
     #[serde(default)]
     config: BTreeMap<String, String>,
+    #[serde(default)]
+    egress: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +110,7 @@ impl SitePolicy {
             limits: SiteLimits::default(),
             directories: Vec::new(),
             config: BTreeMap::new(),
+            egress: Vec::new(),
             digest: None,
         })
     }
@@ -167,11 +174,18 @@ impl SitePolicy {
         for key in file.config.keys() {
             validate_config_key(key).map_err(err)?;
         }
+        let egress = file
+            .egress
+            .iter()
+            .map(|p| DestinationPattern::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
         Ok(Self {
             site: file.site,
             limits: file.limits,
             directories,
             config: file.config,
+            egress,
             digest: Some(Sha256::digest(text.as_bytes()).into()),
         })
     }

@@ -100,7 +100,7 @@ impl Probe {
         let mut publisher = Publisher::new("acme-ci", "Acme", &["test"]);
         // The trust root lets this publisher vouch for anything; the site policy decides.
         publisher.ceiling = "files = [{ path = \"/\", access = \"read-write\" }]\n\
-            egress = [\"*.example.com:443\"]\nconfig = [\"*\"]\n";
+            egress = [\"*.example.com:443\", \"127.0.0.1:*\"]\nconfig = [\"*\"]\n";
         let root = trust_root(&[&publisher]);
         let dir = tempfile::tempdir().unwrap();
         let runner = SecretKey::generate().unwrap();
@@ -302,8 +302,7 @@ fn requests_the_site_does_not_allow_are_denied_and_recorded() {
             ),
             (
                 "egress api.example.com:443".into(),
-                "this runner does not grant network egress; the request is recorded and refused"
-                    .into()
+                "site `plant-7` does not allow egress to api.example.com:443".into()
             ),
         ]
     );
@@ -325,6 +324,73 @@ fn egress_to_loopback_is_refused_even_with_a_listener() {
     assert_eq!(f[0].0, "connect.denied", "{:?}", f[0]);
     listener.set_nonblocking(true).unwrap();
     assert!(listener.accept().is_err(), "the guest reached the listener");
+    assert_eq!(record.report.egress_denied, [format!("TcpConnect {addr}")]);
+    let body = probe.last("run-finished");
+    let Some(ciborium::Value::Array(recorded)) = edge_runner::cbor::MapReader::new("b", &body)
+        .unwrap()
+        .get("egress-denied")
+        .cloned()
+    else {
+        panic!("no egress-denied in run-finished")
+    };
+    assert_eq!(recorded.len(), 1);
+}
+
+fn site_with_egress(patterns: &[String]) -> SitePolicy {
+    let list: Vec<String> = patterns.iter().map(|p| format!("\"{p}\"")).collect();
+    SitePolicy::parse(
+        &format!(
+            "format = 1\nsite = \"{SITE}\"\negress = [{}]\n",
+            list.join(", ")
+        ),
+        "site-policy.toml",
+    )
+    .unwrap()
+}
+
+#[test]
+fn exact_egress_grant_reaches_only_the_granted_address() {
+    let granted = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (g, o) = (granted.local_addr().unwrap(), other.local_addr().unwrap());
+    let mut probe = Probe::new(site_with_egress(&[g.to_string()]));
+    let record = probe.run(
+        0,
+        &format!("egress = [\"{g}\"]"),
+        &format!(r#"{{"connect": "{g}"}}, {{"connect": "{o}"}}"#),
+    );
+    let f = findings(&record);
+    assert_eq!(f[0].0, "connect.allowed", "{:?}", f[0]);
+    assert_eq!(f[1].0, "connect.denied", "{:?}", f[1]);
+    granted.set_nonblocking(true).unwrap();
+    assert!(
+        granted.accept().is_ok(),
+        "the granted listener saw no connection"
+    );
+    other.set_nonblocking(true).unwrap();
+    assert!(other.accept().is_err(), "the other listener was reached");
+    assert_eq!(record.grant.egress.len(), 1);
+    assert_eq!(record.grant.egress[0].addresses, [g]);
+    assert_eq!(record.report.egress_denied, [format!("TcpConnect {o}")]);
+}
+
+#[test]
+fn wildcard_site_entries_never_grant_loopback_or_private_addresses() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut probe = Probe::new(site_with_egress(&["127.0.0.1:*".into()]));
+    let record = probe.run(
+        0,
+        &format!("egress = [\"{addr}\"]"),
+        &format!(r#"{{"connect": "{addr}"}}"#),
+    );
+    assert_eq!(findings(&record)[0].0, "connect.denied");
+    assert_eq!(
+        record.grant.denied[0].reason,
+        format!(
+            "{addr} resolves to {addr}, a loopback or private address, which only an exact `{addr}` entry in the site policy can grant"
+        )
+    );
 }
 
 #[test]

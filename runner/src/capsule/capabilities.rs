@@ -266,6 +266,11 @@ impl DestinationPattern {
         Ok(Self { host, port })
     }
 
+    /// True when the pattern names one host and one port (no `*`).
+    pub fn is_exact(&self) -> bool {
+        matches!(self.host, HostPattern::Exact(_)) && self.port.is_some()
+    }
+
     /// True when `dest` is in this set.
     pub fn covers(&self, dest: &Destination) -> bool {
         let host_ok = match (&self.host, &dest.host) {

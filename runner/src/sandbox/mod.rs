@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use std::collections::BTreeMap;
@@ -39,6 +40,9 @@ pub use output::StreamSummary;
 
 /// How often the epoch ticker advances; the wall-clock deadline's resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Most refused network attempts recorded per run (the rest are counted only by this cap).
+const MAX_RECORDED_DENIALS: usize = 64;
 
 /// How long past its deadline a run blocked in a host call is abandoned.
 const HOST_CALL_GRACE: Duration = Duration::from_millis(100);
@@ -124,6 +128,16 @@ pub struct DirectoryGrant {
     pub access: Access,
 }
 
+/// An egress destination granted to a run, with the addresses it resolved to
+/// when the grant was made; the guest may connect to those addresses only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressGrant {
+    /// The destination asked for.
+    pub destination: crate::capsule::Destination,
+    /// Its addresses, resolved once by the runner.
+    pub addresses: Vec<std::net::SocketAddr>,
+}
+
 /// Access a capsule asked for and did not get, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
@@ -160,6 +174,8 @@ pub struct Grant {
     pub directories: Vec<DirectoryGrant>,
     /// Config values the capsule may read, by key.
     pub config: BTreeMap<String, String>,
+    /// TCP destinations the capsule may connect to.
+    pub egress: Vec<EgressGrant>,
     /// Resource requests that were cut down to the ceiling.
     pub refused: Vec<RefusedRequest>,
     /// Access requests that were not granted.
@@ -274,13 +290,15 @@ impl Grant {
                 }),
             }
         }
+        let mut egress = Vec::new();
         for dest in &manifest.capabilities.egress {
-            denied.push(Denial {
-                request: format!("egress {dest}"),
-                reason:
-                    "this runner does not grant network egress; the request is recorded and refused"
-                        .into(),
-            });
+            match egress_grant(dest, site) {
+                Ok(grant) => egress.push(grant),
+                Err(reason) => denied.push(Denial {
+                    request: format!("egress {dest}"),
+                    reason,
+                }),
+            }
         }
 
         Self {
@@ -295,12 +313,75 @@ impl Grant {
             table_elements: limits.table_elements,
             directories,
             config,
+            egress,
             refused,
             denied,
             determinism: (manifest.kind == Kind::Reproduce)
                 .then(|| Determinism::for_run(manifest.module_sha256, input_sha256)),
         }
     }
+}
+
+/// True for addresses that reach this machine or a private network.
+fn is_internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || a.is_multicast()
+                || a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64 // 100.64.0.0/10, shared
+        }
+        std::net::IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
+                || (a.segments()[0] & 0xffc0) == 0xfe80 // fe80::/10, link local
+                || a.to_ipv4_mapped().is_some_and(|v4| is_internal(v4.into()))
+        }
+    }
+}
+
+/// Grants `dest` if the site allows it: resolves it once, and refuses
+/// internal addresses unless the site names the destination exactly.
+fn egress_grant(
+    dest: &crate::capsule::Destination,
+    site: &SitePolicy,
+) -> Result<EgressGrant, String> {
+    use std::net::ToSocketAddrs;
+    let patterns: Vec<_> = site.egress.iter().filter(|p| p.covers(dest)).collect();
+    if patterns.is_empty() {
+        return Err(format!(
+            "site `{}` does not allow egress to {dest}",
+            site.site
+        ));
+    }
+    let host = dest.host();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut addresses: Vec<std::net::SocketAddr> = (host, dest.port())
+        .to_socket_addrs()
+        .map_err(|e| format!("could not resolve {dest}: {e}"))?
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    if addresses.is_empty() {
+        return Err(format!("{dest} resolves to no address"));
+    }
+    let exact = patterns.iter().any(|p| p.is_exact());
+    if let Some(internal) = addresses.iter().find(|a| is_internal(a.ip()))
+        && !exact
+    {
+        return Err(format!(
+            "{dest} resolves to {internal}, a loopback or private address, which only an exact `{dest}` entry in the site policy can grant"
+        ));
+    }
+    Ok(EgressGrant {
+        destination: dest.clone(),
+        addresses,
+    })
 }
 
 fn duration_ms(d: Duration) -> u64 {
@@ -400,6 +481,8 @@ pub struct RunReport {
     pub evidence_refused: u32,
     /// Where the compiled code came from.
     pub code: CodeSource,
+    /// Network uses the capsule attempted and was refused (`TcpConnect 10.0.0.1:80`), at most 64.
+    pub egress_denied: Vec<String>,
 }
 
 /// A Wasmtime engine configured for capsules, with its epoch ticker.
@@ -505,6 +588,36 @@ impl Sandbox {
         if let Some(determinism) = &grant.determinism {
             determinism.apply(&mut builder);
         }
+        // TCP is switched on so that every attempt reaches this check, which
+        // allows only connections to granted addresses and records the rest.
+        let allowed: Vec<std::net::SocketAddr> = grant
+            .egress
+            .iter()
+            .flat_map(|g| g.addresses.iter().copied())
+            .collect();
+        let egress_denied = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        {
+            let denied = Arc::clone(&egress_denied);
+            builder
+                .allow_tcp(true)
+                .allow_udp(false)
+                .allow_ip_name_lookup(!grant.egress.is_empty())
+                .socket_addr_check(move |addr, usage| {
+                    let ok = match usage {
+                        SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                        // The implicit bind before a connect names the wildcard address.
+                        SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                        _ => false,
+                    };
+                    if !ok {
+                        let mut d = denied.lock().unwrap_or_else(|p| p.into_inner());
+                        if d.len() < MAX_RECORDED_DENIALS {
+                            d.push(format!("{usage:?} {addr}"));
+                        }
+                    }
+                    Box::pin(async move { ok })
+                });
+        }
         let wasi: WasiCtx = builder.build();
         let state = host::State::new(wasi, ResourceTable::new(), grant);
         let mut store = Store::new(&self.engine, state);
@@ -582,6 +695,10 @@ impl Sandbox {
             evidence: state.evidence,
             evidence_refused: state.evidence_refused,
             code,
+            egress_denied: egress_denied
+                .lock()
+                .map(|d| d.clone())
+                .unwrap_or_else(|p| p.into_inner().clone()),
         })
     }
 
