@@ -424,7 +424,7 @@ fn hostile_capsules_are_contained_classified_and_the_runner_stays_healthy() {
     let flood = probe.run(4, "", r#"{"print-kib": 4096}"#);
     assert_eq!(
         flood.report.status,
-        RunStatus::Completed,
+        RunStatus::OutputOverflow,
         "{:?}",
         flood.report.error
     );

@@ -275,8 +275,14 @@ fn print_run(record: &RunRecord) {
 
 fn run_exit_code(record: &RunRecord) -> ExitCode {
     match (&record.report.status, &record.report.outcome) {
-        (RunStatus::Completed, Some(o)) if o.verdict == Verdict::Pass => ExitCode::SUCCESS,
-        (RunStatus::Completed, Some(o)) if o.verdict == Verdict::Fail => {
+        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
+            if o.verdict == Verdict::Pass =>
+        {
+            ExitCode::SUCCESS
+        }
+        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
+            if o.verdict == Verdict::Fail =>
+        {
             ExitCode::from(EXIT_VERDICT_FAIL)
         }
         _ => ExitCode::from(EXIT_RUN_ABNORMAL),

@@ -438,6 +438,9 @@ pub enum RunStatus {
     MemoryRefused,
     /// The code's declared kind differs from the signed manifest's.
     KindMismatch,
+    /// The capsule returned an outcome, but wrote more to stdout or stderr
+    /// than its grant keeps; the excess was counted and hashed, not kept.
+    OutputOverflow,
 }
 
 impl RunStatus {
@@ -450,6 +453,7 @@ impl RunStatus {
             RunStatus::Deadline => "deadline",
             RunStatus::MemoryRefused => "memory-refused",
             RunStatus::KindMismatch => "kind-mismatch",
+            RunStatus::OutputOverflow => "output-overflow",
         }
     }
 }
@@ -682,6 +686,12 @@ impl Sandbox {
                 (status, None, Some(format!("{err:#}")))
             }
         };
+        let (stdout, stderr) = (stdout.summary(), stderr.summary());
+        let status = if status == RunStatus::Completed && (stdout.truncated || stderr.truncated) {
+            RunStatus::OutputOverflow
+        } else {
+            status
+        };
         Ok(RunReport {
             status,
             outcome,
@@ -690,8 +700,8 @@ impl Sandbox {
             peak_memory_bytes: state.limiter.peak,
             memory_denials: state.limiter.denials.clone(),
             wall_time,
-            stdout: stdout.summary(),
-            stderr: stderr.summary(),
+            stdout,
+            stderr,
             evidence: state.evidence,
             evidence_refused: state.evidence_refused,
             code,
