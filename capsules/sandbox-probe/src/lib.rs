@@ -7,7 +7,8 @@
 //! `{"print-kib": N}` (writes N KiB to stdout), `{"emit": N}` (emits N evidence items),
 //! `{"panic": TEXT}`, `{"clock": true}` (reads the wall and monotonic clocks),
 //! `{"random": true}` (draws randomness through std's hash seeds); these two also print to stdout;
-//! `{"sleep-ms": N}` (blocks in a WASI call for N ms).
+//! `{"sleep-ms": N}` (blocks in a WASI call for N ms), `{"http-get": "http://HOST:PORT/PATH"}`
+//! (a `wasi:http` request; the finding holds the status and body).
 //! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
 //! whose message is what happened; the verdict is `pass` when every action ran.
 //! The runner's containment tests drive it; it is never useful in production.
@@ -40,6 +41,7 @@ enum Action {
     Clock(bool),
     Random(bool),
     SleepMs(u64),
+    HttpGet(String),
 }
 
 fn finding(action: &str, result: Result<String, String>) -> Finding {
@@ -101,6 +103,7 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
             | Action::Recurse(false)
             | Action::Clock(false)
             | Action::Random(false) => finding("skip", Ok("skipped".into())),
+            Action::HttpGet(url) => finding("http", http_get(&url)),
             Action::SleepMs(ms) => {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 finding("sleep", Ok(format!("slept {ms} ms")))
@@ -173,4 +176,51 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
         outcome = outcome.with_finding(f);
     }
     Ok(outcome)
+}
+
+/// GET `url` through `wasi:http`; returns "STATUS BODY".
+fn http_get(url: &str) -> Result<String, String> {
+    use wasi::http::types::{Fields, Method, OutgoingRequest, Scheme};
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url}: not a URL"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let set = |ok: Result<(), ()>, what: &str| ok.map_err(|()| format!("{url}: bad {what}"));
+    set(request.set_method(&Method::Get), "method")?;
+    set(request.set_scheme(Some(&scheme)), "scheme")?;
+    set(request.set_authority(Some(authority)), "authority")?;
+    set(request.set_path_with_query(Some(path)), "path")?;
+    let pending =
+        wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("{url}: {e:?}"))?;
+    pending.subscribe().block();
+    let response = pending
+        .get()
+        .ok_or_else(|| format!("{url}: no response"))?
+        .map_err(|()| format!("{url}: response taken twice"))?
+        .map_err(|e| format!("{url}: {e:?}"))?;
+    let status = response.status();
+    let body = response
+        .consume()
+        .map_err(|()| format!("{url}: body taken twice"))?;
+    let stream = body
+        .stream()
+        .map_err(|()| format!("{url}: no body stream"))?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(wasi::io::streams::StreamError::Closed) => break,
+            Err(e) => return Err(format!("{url}: reading the body: {e:?}")),
+        }
+    }
+    Ok(format!("{status} {}", String::from_utf8_lossy(&bytes)))
 }

@@ -186,6 +186,8 @@ impl ResourceLimiter for MemoryLimiter {
 pub(super) struct State {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    hooks: super::http::EgressHooks,
     pub limiter: MemoryLimiter,
     pub evidence: Vec<EvidenceItem>,
     pub evidence_refused: u32,
@@ -197,10 +199,17 @@ pub(super) struct State {
 }
 
 impl State {
-    pub fn new(wasi: WasiCtx, table: ResourceTable, grant: &Grant) -> Self {
+    pub fn new(
+        wasi: WasiCtx,
+        table: ResourceTable,
+        grant: &Grant,
+        hooks: super::http::EgressHooks,
+    ) -> Self {
         Self {
             wasi,
             table,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            hooks,
             limiter: MemoryLimiter {
                 max: grant.memory_bytes,
                 total: 0,
@@ -215,6 +224,16 @@ impl State {
             max_bytes: grant.evidence_bytes,
             inline_bytes: grant.evidence_inline_bytes,
             config: grant.config.clone(),
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for State {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
         }
     }
 }

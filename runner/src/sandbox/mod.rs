@@ -13,6 +13,7 @@
 mod cache;
 mod determinism;
 mod host;
+mod http;
 mod output;
 
 pub use cache::{CACHE_KEY_PURPOSE, CodeCache, CodeSource};
@@ -524,6 +525,8 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
         host::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -623,7 +626,8 @@ impl Sandbox {
                 });
         }
         let wasi: WasiCtx = builder.build();
-        let state = host::State::new(wasi, ResourceTable::new(), grant);
+        let hooks = http::EgressHooks::new(grant.egress.clone(), Arc::clone(&egress_denied));
+        let state = host::State::new(wasi, ResourceTable::new(), grant, hooks);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store

@@ -1,0 +1,159 @@
+//! Outgoing HTTP (`wasi:http`) under the egress grant.
+//!
+//! Wasmtime's default `send_request` resolves and connects by itself, which
+//! would bypass the grant. This hook checks the request's `host:port`
+//! against the granted destinations and connects to the address the runner
+//! resolved when it made the grant — never to a fresh DNS answer — using the
+//! host name only for TLS (SNI and certificate checks, against the Mozilla
+//! roots). Refused requests are recorded like refused sockets.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::{EgressGrant, MAX_RECORDED_DENIALS};
+
+/// The `wasi:http` hooks of one run.
+pub(super) struct EgressHooks {
+    granted: Vec<EgressGrant>,
+    denied: Arc<Mutex<Vec<String>>>,
+}
+
+impl EgressHooks {
+    pub(super) fn new(granted: Vec<EgressGrant>, denied: Arc<Mutex<Vec<String>>>) -> Self {
+        Self { granted, denied }
+    }
+
+    fn deny(&self, what: String) {
+        let mut d = self.denied.lock().unwrap_or_else(|p| p.into_inner());
+        if d.len() < MAX_RECORDED_DENIALS {
+            d.push(what);
+        }
+    }
+}
+
+type SendResult = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+>;
+
+impl WasiHttpHooks for EgressHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        drop(fut);
+        let uri = request.uri().clone();
+        let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let Some(host) = uri.host().map(str::to_ascii_lowercase) else {
+            return Box::new(async { Err(HttpError::HttpRequestUriInvalid) });
+        };
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let destination = format!("{host}:{port}");
+        let Some(grant) = self
+            .granted
+            .iter()
+            .find(|g| g.destination.to_string() == destination)
+        else {
+            self.deny(format!(
+                "HttpRequest {}://{destination}",
+                uri.scheme_str().unwrap_or("?")
+            ));
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        };
+        let addresses = grant.addresses.clone();
+        Box::new(send_checked(request, addresses, host, tls))
+    }
+}
+
+/// Sends `request` over a connection to one of `addresses` (already checked),
+/// with TLS for `host` when `tls`.
+async fn send_checked(
+    mut request: http::Request<WasiBody>,
+    addresses: Vec<SocketAddr>,
+    host: String,
+    tls: bool,
+) -> SendResult {
+    let stream = connect_any(&addresses).await?;
+    // The request line carries only the path; the Host header names the server.
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    if tls {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::Tls(std::io::Error::other(e)))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name =
+            rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                .map_err(HttpError::InvalidDnsNameError)?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, stream)
+            .await
+            .map_err(HttpError::Tls)?;
+        exchange(request, TokioIo::new(stream)).await
+    } else {
+        exchange(request, TokioIo::new(stream)).await
+    }
+}
+
+async fn connect_any(addresses: &[SocketAddr]) -> Result<TcpStream, HttpError> {
+    let mut last = None;
+    for addr in addresses {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(HttpError::Connect(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no granted address")
+    })))
+}
+
+async fn exchange<S>(request: http::Request<WasiBody>, io: TokioIo<S>) -> SendResult
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(HttpError::from)?;
+    // The connection task runs beside the request; it ends when the response body does.
+    let driver = tokio::spawn(conn);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(HttpError::from)?;
+    let response = response.map(|body: Incoming| body.map_err(HttpError::from).boxed_unsync());
+    let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async move {
+        match driver.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(HttpError::from(e)),
+            Err(_) => Err(HttpError::ConnectionTerminated),
+        }
+    });
+    Ok((response, done))
+}
