@@ -388,7 +388,7 @@ fn wildcard_site_entries_never_grant_loopback_or_private_addresses() {
     assert_eq!(
         record.grant.denied[0].reason,
         format!(
-            "{addr} resolves to {addr}, a loopback or private address, which only an exact `{addr}` entry in the site policy can grant"
+            "{addr} resolves to {addr}, a loopback or private address, which only an exact entry (one host, one port) in the site policy can grant"
         )
     );
 }
@@ -697,5 +697,34 @@ fn http_egress_goes_only_to_the_granted_destination() {
     assert_eq!(
         record.report.egress_denied,
         [format!("HttpRequest http://{other}")]
+    );
+}
+
+#[test]
+fn a_scheme_limits_a_grant_to_its_protocol() {
+    let (server, hits) = http_server("ok");
+    let mut probe = Probe::new(site_with_egress(&[format!("http://{server}")]));
+    let record = probe.run(
+        0,
+        &format!("egress = [\"http://{server}\"]"),
+        &format!(r#"{{"http-get": "http://{server}/"}}, {{"connect": "{server}"}}"#),
+    );
+    let f = findings(&record);
+    assert_eq!(f[0], ("http.allowed".into(), "200 ok".into()));
+    assert_eq!(
+        f[1].0, "connect.denied",
+        "an http:// grant is not a raw TCP grant"
+    );
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        record.report.egress_denied,
+        [format!("TcpConnect {server}")]
+    );
+    // A site entry for https:// does not grant a plain http:// request.
+    let mut strict = Probe::new(site_with_egress(&[format!("https://{server}")]));
+    let record = strict.run(0, &format!("egress = [\"http://{server}\"]"), "");
+    assert_eq!(
+        record.grant.denied[0].reason,
+        format!("site `plant-7` does not allow egress to http://{server}")
     );
 }

@@ -194,22 +194,92 @@ fn parse_port(text: &str, whole: &str) -> Result<u16, String> {
     }
 }
 
-/// An egress destination a capsule asks for: exactly one host and port.
+/// The protocol an egress entry is for. No scheme means any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scheme {
+    /// Raw TCP connections (`wasi:sockets`).
+    Tcp,
+    /// Plain HTTP requests (`wasi:http`).
+    Http,
+    /// HTTPS requests (`wasi:http`, TLS by host name).
+    Https,
+}
+
+impl Scheme {
+    /// `tcp`, `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Tcp => "tcp",
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Splits an optional `scheme://` prefix off `text`.
+fn split_scheme(text: &str) -> Result<(Option<Scheme>, &str), String> {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Ok((None, text));
+    };
+    let scheme = match scheme {
+        "tcp" => Scheme::Tcp,
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => {
+            return Err(format!(
+                "destination `{text}`: scheme `{other}` is not tcp, http or https"
+            ));
+        }
+    };
+    Ok((Some(scheme), rest))
+}
+
+/// An egress destination a capsule asks for: `[scheme://]host:port`, exactly
+/// one host and port; without a scheme it covers raw TCP and HTTP(S) alike.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Destination {
+    scheme: Option<Scheme>,
     host: Host,
     port: u16,
 }
 
 impl Destination {
-    /// Parses `host:port`: a lowercase DNS name, IPv4 address or `[IPv6]`, and a port.
+    /// Parses `[scheme://]host:port`: `tcp`, `http` or `https`; a lowercase
+    /// DNS name, IPv4 address or `[IPv6]`; and a port.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (host, port) = split_port(text)?;
+        let (scheme, rest) = split_scheme(text)?;
+        let (host, port) = split_port(rest)?;
         let d = Self {
+            scheme,
             host: parse_host(host, text)?,
             port: parse_port(port, text)?,
         };
         Ok(d)
+    }
+
+    /// The scheme, if one was given.
+    pub fn scheme(&self) -> Option<Scheme> {
+        self.scheme
+    }
+
+    /// `host:port`, without the scheme.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// True when raw TCP connections are covered (no scheme, or `tcp`).
+    pub fn allows_tcp(&self) -> bool {
+        matches!(self.scheme, None | Some(Scheme::Tcp))
+    }
+
+    /// True when HTTP requests (`https` when `tls`) are covered.
+    pub fn allows_http(&self, tls: bool) -> bool {
+        match self.scheme {
+            None => true,
+            Some(Scheme::Http) => !tls,
+            Some(Scheme::Https) => tls,
+            Some(Scheme::Tcp) => false,
+        }
     }
 
     /// The port.
@@ -225,14 +295,20 @@ impl Destination {
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(s) = self.scheme {
+            write!(f, "{}://", s.as_str())?;
+        }
         write!(f, "{}:{}", self.host, self.port)
     }
 }
 
-/// A set of destinations in a trust root's ceiling: `host:port`, where the
-/// host may be `*.suffix` (any name strictly beneath `suffix`) and the port may be `*`.
+/// A set of destinations in a trust root's ceiling or a site policy:
+/// `[scheme://]host:port`, where the host may be `*.suffix` (any name strictly
+/// beneath `suffix`) and the port may be `*`. Without a scheme it covers
+/// destinations of every scheme; with one, only destinations of that scheme.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DestinationPattern {
+    scheme: Option<Scheme>,
     host: HostPattern,
     port: Option<u16>,
 }
@@ -246,7 +322,8 @@ enum HostPattern {
 impl DestinationPattern {
     /// Parses a pattern; see the type's documentation.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (host, port) = split_port(text)?;
+        let (scheme, rest) = split_scheme(text)?;
+        let (host, port) = split_port(rest)?;
         let port = if port == "*" {
             None
         } else {
@@ -263,7 +340,7 @@ impl DestinationPattern {
             },
             None => HostPattern::Exact(parse_host(host, text)?),
         };
-        Ok(Self { host, port })
+        Ok(Self { scheme, host, port })
     }
 
     /// True when the pattern names one host and one port (no `*`).
@@ -280,12 +357,17 @@ impl DestinationPattern {
                 .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
             (HostPattern::Beneath(_), _) => false,
         };
-        host_ok && self.port.is_none_or(|p| p == dest.port)
+        // A pattern without a scheme covers every scheme; one with a scheme only that scheme.
+        let scheme_ok = self.scheme.is_none() || self.scheme == dest.scheme;
+        scheme_ok && host_ok && self.port.is_none_or(|p| p == dest.port)
     }
 }
 
 impl fmt::Display for DestinationPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(s) = self.scheme {
+            write!(f, "{}://", s.as_str())?;
+        }
         match &self.host {
             HostPattern::Exact(h) => write!(f, "{h}")?,
             HostPattern::Beneath(s) => write!(f, "*.{s}")?,
@@ -407,6 +489,28 @@ mod tests {
         assert!(!p("10.0.0.5:5432").covers(&d("10.0.0.6:5432")));
         assert!(DestinationPattern::parse("*.10.0.0.1:80").is_err());
         assert_eq!(p("*.example.com:*").to_string(), "*.example.com:*");
+        // Schemes: a pattern with one covers only that scheme; one without covers all.
+        assert!(p("https://*.example.com:443").covers(&d("https://api.example.com:443")));
+        assert!(!p("https://*.example.com:443").covers(&d("http://api.example.com:443")));
+        assert!(!p("https://*.example.com:443").covers(&d("api.example.com:443")));
+        assert!(p("*.example.com:443").covers(&d("tcp://api.example.com:443")));
+        assert!(DestinationPattern::parse("ftp://x.example:21").is_err());
+    }
+
+    #[test]
+    fn schemes_decide_the_protocol() {
+        let d = |s| Destination::parse(s).unwrap();
+        assert!(d("db.internal:5432").allows_tcp() && d("db.internal:5432").allows_http(true));
+        assert!(d("tcp://db.internal:5432").allows_tcp());
+        assert!(!d("tcp://db.internal:5432").allows_http(false));
+        assert!(d("https://a.example:443").allows_http(true));
+        assert!(!d("https://a.example:443").allows_http(false));
+        assert!(!d("https://a.example:443").allows_tcp());
+        assert_eq!(d("https://a.example:443").authority(), "a.example:443");
+        assert_eq!(
+            d("https://a.example:443").to_string(),
+            "https://a.example:443"
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl WasiHttpHooks for EgressHooks {
         let Some(grant) = self
             .granted
             .iter()
-            .find(|g| g.destination.to_string() == destination)
+            .find(|g| g.destination.authority() == destination && g.destination.allows_http(tls))
         else {
             self.deny(format!(
                 "HttpRequest {}://{destination}",

@@ -376,7 +376,7 @@ fn egress_grant(
         && !exact
     {
         return Err(format!(
-            "{dest} resolves to {internal}, a loopback or private address, which only an exact `{dest}` entry in the site policy can grant"
+            "{dest} resolves to {internal}, a loopback or private address, which only an exact entry (one host, one port) in the site policy can grant"
         ));
     }
     Ok(EgressGrant {
@@ -600,6 +600,7 @@ impl Sandbox {
         let allowed: Vec<std::net::SocketAddr> = grant
             .egress
             .iter()
+            .filter(|g| g.destination.allows_tcp())
             .flat_map(|g| g.addresses.iter().copied())
             .collect();
         let egress_denied = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -608,7 +609,7 @@ impl Sandbox {
             builder
                 .allow_tcp(true)
                 .allow_udp(false)
-                .allow_ip_name_lookup(!grant.egress.is_empty())
+                .allow_ip_name_lookup(grant.egress.iter().any(|g| g.destination.allows_tcp()))
                 .socket_addr_check(move |addr, usage| {
                     let ok = match usage {
                         SocketAddrUse::TcpConnect => allowed.contains(&addr),
