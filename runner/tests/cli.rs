@@ -601,3 +601,53 @@ fn demo_runs_the_whole_loop() {
     assert!(t.contains("Evidence chain VERIFIED: 9 records"), "{t}");
     assert!(t.contains("FAILS verification"), "{t}");
 }
+
+#[test]
+fn site_policy_names_the_site_and_a_conflicting_site_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "signed.wasm", &[]);
+    let policy = d.join("site-policy.toml");
+    std::fs::write(
+        &policy,
+        "format = 1\nsite = \"plant-7\"\n[limits]\nfuel = 5000000000\n",
+    )
+    .unwrap();
+    let input = d.join("in.json");
+    std::fs::write(
+        &input,
+        r#"{"document": {"ok": true}, "assertions": [{"pointer": "/ok", "equals": true}]}"#,
+    )
+    .unwrap();
+    let evidence = d.join("evidence");
+    let base = [
+        "run",
+        p(&signed),
+        "--trust",
+        p(&trust),
+        "--site-policy",
+        p(&policy),
+        "--evidence",
+        p(&evidence),
+        "--input",
+        p(&input),
+    ];
+    let out = edge_runner(&base);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut conflicting = base.to_vec();
+    conflicting.extend(["--site", "plant-9"]);
+    let out = edge_runner(&conflicting);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--site is `plant-9` but")
+            && text(&out).contains("is the policy of site `plant-7`"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&policy, "format = 1\nsite = \"plant-7\"\nunknown = 1\n").unwrap();
+    let out = edge_runner(&base);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("site policy"), "{}", text(&out));
+}
