@@ -11,6 +11,7 @@
 //! sandbox decisions itself.
 
 mod log;
+pub mod merkle;
 mod record;
 mod verify;
 
