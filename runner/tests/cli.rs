@@ -258,7 +258,12 @@ fn sign_verify_run_and_verify_evidence() {
         p(&runner_pub),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).starts_with("VALID: 8 records"), "{}", text(&out));
+    assert!(text(&out).contains("VALID: 11 records"), "{}", text(&out));
+    assert!(
+        text(&out).contains("covers 10 records, consistent"),
+        "{}",
+        text(&out)
+    );
 
     let log = evidence.join("evidence.log");
     let mut log_bytes = std::fs::read(&log).unwrap();
@@ -274,7 +279,7 @@ fn sign_verify_run_and_verify_evidence() {
     ]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(
-        text(&out).contains("record 7 at byte")
+        text(&out).contains("record 10 at byte")
             && text(&out).contains("signature does not verify under the runner key"),
         "{}",
         text(&out)
@@ -598,7 +603,7 @@ fn demo_runs_the_whole_loop() {
     assert!(t.contains("verdict: pass"), "{t}");
     assert!(t.contains("verdict: fail"), "{t}");
     assert!(t.contains("is REFUSED"), "{t}");
-    assert!(t.contains("Evidence chain VERIFIED: 9 records"), "{t}");
+    assert!(t.contains("Evidence chain VERIFIED: 10 records"), "{t}");
     assert!(t.contains("FAILS verification"), "{t}");
 }
 

@@ -82,7 +82,8 @@ fn loop_writes_a_chain_that_verifies() {
             "capsule-verified",
             "run-started",
             "run-finished",
-            "capsule-refused"
+            "capsule-refused",
+            "checkpoint"
         ]
     );
 }
@@ -218,9 +219,10 @@ fn torn_tail_is_detected_then_repaired_with_a_restart_record() {
     drop(log);
     let repaired = std::fs::read(&log_path).unwrap();
     let summary = evidence::verify_log(&repaired, &public).unwrap();
-    let restart = summary.records.last().unwrap();
+    // The torn record's place is taken by `restart`; closing then adds a checkpoint.
+    let restart = &summary.records[spans.len() - 1];
     assert_eq!(restart.record.event, "restart");
-    assert_eq!(restart.record.seq, spans.len() as u64 - 1);
+    assert_eq!(summary.records.last().unwrap().record.event, "checkpoint");
     let body = edge_runner::cbor::MapReader::new("body", &restart.record.body).unwrap();
     assert_eq!(
         body.uint("torn-bytes-dropped").unwrap(),
@@ -371,4 +373,153 @@ fn high_water_mark_survives_reopening_the_log() {
     let (version, _) = log.high_water().capsule("json-assert").unwrap().clone();
     assert_eq!(version, semver::Version::new(1, 0, 0));
     assert_eq!(log.high_water().root("test-root"), Some(1));
+}
+
+#[test]
+fn checkpoints_are_written_every_n_records_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = SecretKey::generate().unwrap();
+    let public = runner.public();
+    let mut log = EvidenceLog::open(dir.path(), runner).unwrap();
+    log.set_checkpoint_policy(evidence::CheckpointPolicy {
+        every_records: 3,
+        every: std::time::Duration::from_secs(3600),
+    });
+    for i in 0..7u64 {
+        log.append(
+            "note",
+            edge_runner::cbor::text_map([("i", ciborium::Value::Integer(i.into()))]),
+        )
+        .unwrap();
+    }
+    log.close().unwrap();
+    let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    let summary = evidence::verify_log(&bytes, &public).unwrap();
+    let positions: Vec<u64> = summary
+        .records
+        .iter()
+        .filter(|r| r.record.event == "checkpoint")
+        .map(|r| r.record.seq)
+        .collect();
+    // log-opened + 2 notes, checkpoint; 3 notes, checkpoint; 2 notes, closing checkpoint.
+    assert_eq!(positions, [3, 7, 10]);
+    let note = std::fs::read_to_string(dir.path().join(evidence::CHECKPOINT_FILE)).unwrap();
+    let cp = evidence::check_against_checkpoint(&summary, &note, &public).unwrap();
+    assert_eq!(cp.size, 10);
+    assert_eq!(summary.last_checkpoint.as_ref(), Some(&cp));
+    assert!(note.starts_with(&format!(
+        "edge-runner/log/{}\n10\n",
+        hex::encode(summary.log_id)
+    )));
+}
+
+#[test]
+fn tail_truncation_is_caught_with_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let note = std::fs::read_to_string(dir.path().join(evidence::CHECKPOINT_FILE)).unwrap();
+    let spans = record_spans(&bytes);
+    // Cut the last three whole records: the shorter log is itself a valid chain...
+    let cut = &bytes[..spans[spans.len() - 3].start];
+    let summary = evidence::verify_log(cut, &runner.public()).unwrap();
+    // ...but not against the checkpoint the runner signed before.
+    let failure =
+        evidence::check_against_checkpoint(&summary, &note, &runner.public()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "the log holds {} records but a checkpoint the runner signed for it covers {}: records were removed from its end (truncation)",
+            spans.len() - 3,
+            spans.len() - 1
+        )
+    );
+}
+
+#[test]
+fn checkpoint_over_a_forked_history_is_caught() {
+    // A runner (or whoever holds its key) signs a checkpoint, then rewrites history
+    // and re-signs every record: the rewritten log verifies alone, but not against
+    // the checkpoint an auditor or witness kept.
+    let key = SecretKey::generate().unwrap();
+    let write = |dir: &Path, text: &str| {
+        let mut log = EvidenceLog::open(
+            dir,
+            SecretKey::from_pem(&key.to_pem().unwrap(), Path::new("k")).unwrap(),
+        )
+        .unwrap();
+        log.append(
+            "note",
+            edge_runner::cbor::text_map([("t", ciborium::Value::Text(text.into()))]),
+        )
+        .unwrap();
+        log.close().unwrap();
+    };
+    let original = tempfile::tempdir().unwrap();
+    write(original.path(), "what happened");
+    let kept = std::fs::read_to_string(original.path().join(evidence::CHECKPOINT_FILE)).unwrap();
+    let original_log = std::fs::read(original.path().join(LOG_FILE)).unwrap();
+
+    // The fork: same log id and key, different history.
+    let forked = tempfile::tempdir().unwrap();
+    let spans = record_spans(&original_log);
+    std::fs::write(forked.path().join(LOG_FILE), &original_log[..spans[0].end]).unwrap();
+    write(forked.path(), "what we say happened");
+    let forked_log = std::fs::read(forked.path().join(LOG_FILE)).unwrap();
+    let summary = evidence::verify_log(&forked_log, &key.public()).unwrap();
+    assert_eq!(summary.records.len(), record_spans(&original_log).len());
+    let failure = evidence::check_against_checkpoint(&summary, &kept, &key.public()).unwrap_err();
+    assert!(
+        failure
+            .to_string()
+            .contains("history was rewritten after it was signed"),
+        "{failure}"
+    );
+}
+
+#[test]
+fn a_checkpoint_record_that_lies_about_its_root_is_refused() {
+    let key = SecretKey::generate().unwrap();
+    let log_id = [9u8; 16];
+    let first = evidence::sign_record(
+        evidence::Record {
+            log_id,
+            seq: 0,
+            prev: evidence::GENESIS_PREV,
+            time_ms: 1,
+            event: "note".into(),
+            body: edge_runner::cbor::text_map([("t", ciborium::Value::Text("x".into()))]),
+        },
+        &key,
+    )
+    .unwrap();
+    let wrong_root = [0u8; 32];
+    let note = evidence::Checkpoint {
+        origin: evidence::origin(&log_id),
+        size: 1,
+        root: wrong_root,
+    }
+    .sign(&key);
+    let cp = evidence::sign_record(
+        evidence::Record {
+            log_id,
+            seq: 1,
+            prev: first.hash,
+            time_ms: 2,
+            event: "checkpoint".into(),
+            body: edge_runner::cbor::text_map([
+                ("size", ciborium::Value::Integer(1.into())),
+                ("root", ciborium::Value::Bytes(wrong_root.to_vec())),
+                ("note", ciborium::Value::Text(note)),
+            ]),
+        },
+        &key,
+    )
+    .unwrap();
+    let mut bytes = first.bytes.clone();
+    bytes.extend_from_slice(&cp.bytes);
+    let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        "record 1 is a bad checkpoint: its root is not the Merkle root of the records before it"
+    );
 }

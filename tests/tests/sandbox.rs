@@ -41,8 +41,14 @@ fn run_with(edit: impl FnOnce(&mut ManifestSource)) -> (RunStatus, ciborium::Val
     drop(session);
     let log = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
     let summary = evidence::verify_log(&log, &public).unwrap();
-    let last = summary.records.last().unwrap();
-    assert_eq!(last.record.event, "run-finished");
+    // The log closes with a checkpoint; the run's own last record comes just before it.
+    let events: Vec<&str> = summary
+        .records
+        .iter()
+        .map(|r| r.record.event.as_str())
+        .collect();
+    assert_eq!(events[events.len() - 2..], ["run-finished", "checkpoint"]);
+    let last = &summary.records[summary.records.len() - 2];
     (record.report.status, last.record.body.clone())
 }
 

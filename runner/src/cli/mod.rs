@@ -305,6 +305,10 @@ struct EvidenceVerify {
     /// List every record.
     #[arg(long, short)]
     verbose: bool,
+    /// A checkpoint (C2SP signed note) seen earlier, e.g. kept by a witness; repeatable.
+    /// The log must still hold, unchanged, every record it covers. DIR/checkpoint is always checked too.
+    #[arg(long = "checkpoint")]
+    checkpoints: Vec<PathBuf>,
 }
 
 impl EvidenceVerify {
@@ -317,7 +321,32 @@ impl EvidenceVerify {
         };
         let bytes =
             fs::read(&path).with_context(|| format!("reading evidence log {}", path.display()))?;
-        match evidence::verify_log(&bytes, &key) {
+        let mut notes = Vec::new();
+        if self.dir.is_dir() && self.dir.join(evidence::CHECKPOINT_FILE).is_file() {
+            notes.push(self.dir.join(evidence::CHECKPOINT_FILE));
+        }
+        notes.extend(self.checkpoints.iter().cloned());
+        let verified = evidence::verify_log(&bytes, &key).and_then(|summary| {
+            for note_path in &notes {
+                let note = read_bounded(note_path, 64 * 1024, "checkpoint")
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .unwrap_or_default();
+                let cp =
+                    evidence::check_against_checkpoint(&summary, &note, &key).map_err(|f| {
+                        evidence::Failure::CheckpointMismatch {
+                            detail: format!("{}: {f}", note_path.display()),
+                        }
+                    })?;
+                println!(
+                    "checkpoint {}: covers {} records, consistent",
+                    note_path.display(),
+                    cp.size
+                );
+            }
+            Ok(summary)
+        });
+        match verified {
             Ok(summary) => {
                 if self.verbose {
                     for r in &summary.records {
@@ -328,11 +357,12 @@ impl EvidenceVerify {
                     }
                 }
                 println!(
-                    "VALID: {} records, log {}, signed by runner key {}, head {}",
+                    "VALID: {} records, log {}, signed by runner key {}, head {}, Merkle root {}",
                     summary.records.len(),
                     hex::encode(summary.log_id),
                     key.id().short(),
-                    hex::encode(summary.head)
+                    hex::encode(summary.head),
+                    hex::encode(summary.root)
                 );
                 Ok(ExitCode::SUCCESS)
             }

@@ -8,6 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ciborium::Value;
 
 use super::EvidenceError;
+use super::checkpoint::{Checkpoint, origin};
+use super::merkle::{Frontier, leaf_hash};
 use super::record::{GENESIS_PREV, Record, SignedRecord, sign_record};
 use super::verify::{Failure, observe, walk_log};
 use crate::cbor::text_map;
@@ -16,6 +18,32 @@ use crate::trust::HighWater;
 
 /// File name of the log inside an evidence directory.
 pub const LOG_FILE: &str = "evidence.log";
+
+/// File name of the newest checkpoint (a C2SP signed note) inside an evidence directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+
+/// The event of a checkpoint record.
+pub(super) const CHECKPOINT_EVENT: &str = "checkpoint";
+
+/// When the log writes a signed checkpoint: after `every_records` records,
+/// or at the first append `every` after the previous one, and when the log is
+/// closed — whichever comes first, and only when records were added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// Records between checkpoints. Default 64.
+    pub every_records: u64,
+    /// Time between checkpoints. Default 60 s.
+    pub every: std::time::Duration,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        Self {
+            every_records: 64,
+            every: std::time::Duration::from_secs(60),
+        }
+    }
+}
 
 /// An open evidence log, held exclusively by this process.
 #[derive(Debug)]
@@ -28,6 +56,11 @@ pub struct EvidenceLog {
     prev: [u8; 32],
     last_time: u64,
     high_water: HighWater,
+    tree: Frontier,
+    since_checkpoint: u64,
+    last_checkpoint: std::time::Instant,
+    policy: CheckpointPolicy,
+    dir: PathBuf,
 }
 
 impl EvidenceLog {
@@ -110,6 +143,11 @@ impl EvidenceLog {
             prev,
             last_time,
             high_water: walk.high_water.clone(),
+            tree: walk.tree.clone(),
+            since_checkpoint: walk.since_checkpoint,
+            last_checkpoint: std::time::Instant::now(),
+            policy: CheckpointPolicy::default(),
+            dir: dir.to_path_buf(),
         };
         let torn_bytes = (bytes.len() - walk.good_bytes) as u64;
         if torn {
@@ -175,7 +213,64 @@ impl EvidenceLog {
         self.prev = signed.hash;
         self.last_time = time_ms;
         self.high_water = high_water;
+        self.tree.push(leaf_hash(&signed.bytes));
+        if event != CHECKPOINT_EVENT {
+            self.since_checkpoint += 1;
+            let due = self.since_checkpoint >= self.policy.every_records
+                || self.last_checkpoint.elapsed() >= self.policy.every;
+            if due {
+                self.checkpoint()?;
+            }
+        }
         Ok(signed)
+    }
+
+    /// Sets when checkpoints are written.
+    pub fn set_checkpoint_policy(&mut self, policy: CheckpointPolicy) {
+        self.policy = policy;
+    }
+
+    /// Appends a signed checkpoint over every record so far and writes it
+    /// to `DIR/checkpoint` too (replacing the previous one atomically).
+    pub fn checkpoint(&mut self) -> Result<Checkpoint, EvidenceError> {
+        let checkpoint = Checkpoint {
+            origin: origin(&self.log_id),
+            size: self.tree.size(),
+            root: self.tree.root(),
+        };
+        let note = checkpoint.sign(&self.key);
+        self.append(
+            CHECKPOINT_EVENT,
+            text_map([
+                ("size", Value::Integer(checkpoint.size.into())),
+                ("root", Value::Bytes(checkpoint.root.to_vec())),
+                ("note", Value::Text(note.clone())),
+            ]),
+        )?;
+        self.since_checkpoint = 0;
+        self.last_checkpoint = std::time::Instant::now();
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let tmp = self.dir.join(format!(".{CHECKPOINT_FILE}.tmp"));
+        let io = |source| EvidenceError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        fs::write(&tmp, note.as_bytes()).map_err(io)?;
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+        fs::rename(&tmp, &path).map_err(io)?;
+        Ok(checkpoint)
+    }
+
+    /// Writes a final checkpoint if records were added since the last one, and closes the log.
+    pub fn close(mut self) -> Result<(), EvidenceError> {
+        self.close_inner()
+    }
+
+    fn close_inner(&mut self) -> Result<(), EvidenceError> {
+        if self.since_checkpoint > 0 {
+            self.checkpoint()?;
+        }
+        Ok(())
     }
 
     /// Where the log lives.
@@ -201,5 +296,15 @@ impl EvidenceLog {
     /// SHA-256 of the newest record.
     pub fn head(&self) -> [u8; 32] {
         self.prev
+    }
+}
+
+impl Drop for EvidenceLog {
+    /// Closing without `close` still leaves a checkpoint when it can; a
+    /// failure here is not lost evidence (the records are already synced).
+    fn drop(&mut self) {
+        if let Err(e) = self.close_inner() {
+            tracing::warn!("could not write the closing checkpoint: {e}");
+        }
     }
 }

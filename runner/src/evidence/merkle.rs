@@ -54,6 +54,48 @@ pub fn root(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// The right edge of a growing tree: the roots of its perfect subtrees, left
+/// to right, so appending a leaf and computing the root cost O(log n).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    /// (subtree root, number of leaves in it), sizes strictly decreasing.
+    subtrees: Vec<(Hash, u64)>,
+    size: u64,
+}
+
+impl Frontier {
+    /// Appends a leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut node = (leaf, 1u64);
+        while let Some(&(left, n)) = self.subtrees.last() {
+            if n != node.1 {
+                break;
+            }
+            self.subtrees.pop();
+            node = (node_hash(&left, &node.0), n * 2);
+        }
+        self.subtrees.push(node);
+        self.size += 1;
+    }
+
+    /// Leaves so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The RFC 9162 root of the leaves so far.
+    pub fn root(&self) -> Hash {
+        let mut iter = self.subtrees.iter().rev();
+        let Some(&(mut acc, _)) = iter.next() else {
+            return empty_root();
+        };
+        for (left, _) in iter {
+            acc = node_hash(left, &acc);
+        }
+        acc
+    }
+}
+
 /// The audit path for leaf `index` in the tree over `leaves` (RFC 9162 §2.1.3.1).
 pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Option<Vec<Hash>> {
     if index >= leaves.len() {
@@ -195,6 +237,16 @@ mod tests {
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(&[i as u8])).collect()
+    }
+
+    #[test]
+    fn frontier_root_equals_the_recursive_root() {
+        let mut f = Frontier::default();
+        assert_eq!(f.root(), empty_root());
+        for n in 1..=100 {
+            f.push(leaf_hash(&[(n - 1) as u8]));
+            assert_eq!(f.root(), root(&leaves(n)), "n = {n}");
+        }
     }
 
     #[test]

@@ -10,17 +10,19 @@
 //! public key. This module records what others decided; it makes no trust or
 //! sandbox decisions itself.
 
+mod checkpoint;
 mod log;
 pub mod merkle;
 mod record;
 mod verify;
 
-pub use log::{EvidenceLog, LOG_FILE};
+pub use checkpoint::{Checkpoint, key_hash, origin};
+pub use log::{CHECKPOINT_FILE, CheckpointPolicy, EvidenceLog, LOG_FILE};
 pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord,
     decode_record, sign_record,
 };
-pub use verify::{Failure, Summary, verify_log};
+pub use verify::{Failure, Summary, check_against_checkpoint, verify_log};
 
 /// Why evidence could not be written or read.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,10 @@ use crate::cbor::{self, CborError};
 use crate::keys::PublicKey;
 use crate::trust::HighWater;
 
+use super::checkpoint::{Checkpoint, origin};
+use super::log::CHECKPOINT_EVENT;
+use super::merkle::{Frontier, Hash, leaf_hash};
+
 /// The first thing wrong with a log. `record` is the 0-based position in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -74,6 +78,19 @@ pub enum Failure {
         /// Position.
         record: u64,
     },
+    /// A checkpoint record does not match the records before it, or its note does not verify.
+    BadCheckpoint {
+        /// Position.
+        record: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A checkpoint seen earlier (signed by the runner for this log) does not
+    /// match the log: records were removed from its end, or history was rewritten.
+    CheckpointMismatch {
+        /// What does not match.
+        detail: String,
+    },
     /// A `capsule-verified` record accepts a capsule or trust root older
     /// than one accepted earlier in the log (or malformed so that this cannot be checked).
     Rollback {
@@ -136,6 +153,10 @@ impl fmt::Display for Failure {
                 "record {record} does not link to record {}: its `prev` is not that record's SHA-256 (history altered)",
                 record.saturating_sub(1)
             ),
+            Failure::CheckpointMismatch { detail } => write!(f, "{detail}"),
+            Failure::BadCheckpoint { record, detail } => {
+                write!(f, "record {record} is a bad checkpoint: {detail}")
+            }
             Failure::Rollback { record, detail } => {
                 write!(f, "record {record} accepts a rollback: {detail}")
             }
@@ -163,6 +184,10 @@ pub struct Summary {
     pub head: [u8; 32],
     /// Highest capsule and trust root versions the log shows accepted.
     pub high_water: HighWater,
+    /// The newest checkpoint record's checkpoint, if any.
+    pub last_checkpoint: Option<Checkpoint>,
+    /// RFC 9162 root over every record.
+    pub root: Hash,
 }
 
 /// Verifies a whole log under the runner's public key. Any failure is returned, the first one found.
@@ -178,6 +203,8 @@ pub fn verify_log(bytes: &[u8], key: &PublicKey) -> Result<Summary, Failure> {
             head: last.hash,
             records: walk.records,
             high_water: walk.high_water,
+            last_checkpoint: walk.last_checkpoint,
+            root: walk.tree.root(),
         }),
     }
 }
@@ -191,6 +218,10 @@ pub(super) struct Walk {
     pub good_bytes: usize,
     pub failure: Option<Failure>,
     pub high_water: HighWater,
+    pub tree: Frontier,
+    /// Records after the last checkpoint record (checkpoints themselves not counted).
+    pub since_checkpoint: u64,
+    pub last_checkpoint: Option<Checkpoint>,
 }
 
 pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
@@ -200,6 +231,9 @@ pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
         good_bytes: 0,
         failure: None,
         high_water: HighWater::default(),
+        tree: Frontier::default(),
+        since_checkpoint: 0,
+        last_checkpoint: None,
     };
     let mut offset = 0;
     let mut index: u64 = 0;
@@ -255,6 +289,24 @@ pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
             });
             return walk;
         }
+        if record.event == CHECKPOINT_EVENT {
+            match check_checkpoint(&record, &walk.tree, key) {
+                Ok(cp) => {
+                    walk.last_checkpoint = Some(cp);
+                    walk.since_checkpoint = 0;
+                }
+                Err(detail) => {
+                    walk.failure = Some(Failure::BadCheckpoint {
+                        record: index,
+                        detail,
+                    });
+                    return walk;
+                }
+            }
+        } else {
+            walk.since_checkpoint += 1;
+        }
+        walk.tree.push(leaf_hash(item));
         let signed = SignedRecord {
             record,
             bytes: item.to_vec(),
@@ -342,4 +394,77 @@ pub(super) fn observe(high_water: &mut HighWater, record: &Record) -> Result<(),
     high_water.observe_root(root_name, root_version);
     high_water.observe_capsule(name, &version, digest);
     Ok(())
+}
+
+/// Checks a checkpoint record: it covers exactly the records before it, its
+/// root is theirs, and its note is the runner's signature over the same.
+fn check_checkpoint(
+    record: &Record,
+    tree: &Frontier,
+    key: &PublicKey,
+) -> Result<Checkpoint, String> {
+    let body = MapReader::new("checkpoint body", &record.body)?;
+    body.only(&["size", "root", "note"])?;
+    let size = body.uint("size")?;
+    let root: Hash = body
+        .bytes("root")?
+        .try_into()
+        .map_err(|_| "`root` must be 32 bytes".to_string())?;
+    if size != tree.size() {
+        return Err(format!(
+            "it covers {size} records, but {} come before it",
+            tree.size()
+        ));
+    }
+    if root != tree.root() {
+        return Err("its root is not the Merkle root of the records before it".into());
+    }
+    let note = Checkpoint::verify(body.text("note")?, key)?;
+    let want = Checkpoint {
+        origin: origin(&record.log_id),
+        size,
+        root,
+    };
+    if note != want {
+        return Err("its signed note names another log, size or root".into());
+    }
+    Ok(note)
+}
+
+/// Checks a valid log against a checkpoint `note` obtained earlier (from the
+/// evidence directory, a bundle, or a witness): the note must be the runner's
+/// signature for this log, the log must still hold every record it covers, and
+/// those records must be the ones it covers (RFC 9162 root over them).
+pub fn check_against_checkpoint(
+    summary: &Summary,
+    note: &str,
+    key: &PublicKey,
+) -> Result<Checkpoint, Failure> {
+    let mismatch = |detail: String| Failure::CheckpointMismatch { detail };
+    let cp = Checkpoint::verify(note, key).map_err(|e| mismatch(format!("checkpoint: {e}")))?;
+    if cp.origin != origin(&summary.log_id) {
+        return Err(mismatch(format!(
+            "the checkpoint is for `{}`, not this log (`{}`)",
+            cp.origin,
+            origin(&summary.log_id)
+        )));
+    }
+    let records = summary.records.len() as u64;
+    if cp.size > records {
+        return Err(mismatch(format!(
+            "the log holds {records} records but a checkpoint the runner signed for it covers {}: records were removed from its end (truncation)",
+            cp.size
+        )));
+    }
+    let mut tree = Frontier::default();
+    for r in summary.records.iter().take(cp.size as usize) {
+        tree.push(leaf_hash(&r.bytes));
+    }
+    if tree.root() != cp.root {
+        return Err(mismatch(format!(
+            "the first {} records are not the ones the checkpoint covers (its Merkle root differs): history was rewritten after it was signed",
+            cp.size
+        )));
+    }
+    Ok(cp)
 }
