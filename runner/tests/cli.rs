@@ -260,7 +260,7 @@ fn sign_verify_run_and_verify_evidence() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("VALID: 11 records"), "{}", text(&out));
     assert!(
-        text(&out).contains("covers 10 records, consistent"),
+        text(&out).contains("consistent with a checkpoint covering 10 records"),
         "{}",
         text(&out)
     );
@@ -551,7 +551,11 @@ fn expired_trust_root_refuses_and_is_recorded() {
         "-v",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("capsule-refused"), "{}", text(&out));
+    assert!(
+        text(&out).contains("refused: trust root `cli-root` v1 expired"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -655,4 +659,135 @@ fn site_policy_names_the_site_and_a_conflicting_site_is_refused() {
     let out = edge_runner(&base);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("site policy"), "{}", text(&out));
+}
+
+/// Runs the demo into DIR/demo and exports a bundle to DIR/bundle.cbor.
+fn demo_bundle(d: &Path) -> std::path::PathBuf {
+    let demo = d.join("demo");
+    let out = edge_runner(&["demo", "--out", p(&demo)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bundle = d.join("bundle.cbor");
+    let out = edge_runner(&[
+        "evidence",
+        "export",
+        p(&demo.join("evidence")),
+        "--trust",
+        p(&demo.join("trust")),
+        "--runner-key",
+        p(&demo.join("runner.pub")),
+        "--out",
+        p(&bundle),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    bundle
+}
+
+#[test]
+fn exported_bundle_verifies_offline_with_one_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bundle = demo_bundle(d);
+    let runner_pub = d.join("demo/runner.pub");
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&bundle),
+        "--runner-key",
+        p(&runner_pub),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("VALID: 10 records"), "{}", text(&out));
+    assert!(text(&out).contains("2 runs, 2 refusals"), "{}", text(&out));
+
+    let out = edge_runner(&["evidence", "verify", p(&bundle), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["valid"], true);
+    assert_eq!(json["runner_key_source"], "bundle");
+    assert_eq!(json["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(json["runs"][0]["verdict"], "pass");
+    assert_eq!(json["runs"][1]["verdict"], "fail");
+    assert_eq!(json["checkpoint_size"], 9);
+
+    // Another runner's key: refused.
+    let (_, other) = keys(d, "other");
+    let out = edge_runner(&["evidence", "verify", p(&bundle), "--runner-key", p(&other)]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains("not written by that runner"),
+        "{}",
+        text(&out)
+    );
+
+    // One flipped byte anywhere in the bundle's log: INVALID with the reason.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"json").unwrap();
+    bytes[at] ^= 0x01;
+    let tampered = d.join("tampered.cbor");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let out = edge_runner(&["evidence", "verify", p(&tampered), "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["valid"], false);
+    assert!(
+        json["failure"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify"),
+        "{json}"
+    );
+}
+
+#[test]
+fn html_report_is_self_contained_and_escapes_what_it_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bundle = demo_bundle(d);
+    let html = d.join("report.html");
+    let out = edge_runner(&["evidence", "verify", p(&bundle), "--html", p(&html)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.contains(r#"<p id="verdict" class="verdict valid">VALID"#));
+    assert!(!page.contains("<script") && !page.contains("http://") && !page.contains("https://"));
+    // Refusal reasons contain backticks and capsule text: shown, escaped.
+    assert!(page.contains("rollback: capsule `json-assert` 0.9.0"));
+}
+
+/// Renders the report in headless Chromium and reads back the DOM it built.
+/// Needs /usr/bin/chromium, which `.ci/run` installs; run with `-- --include-ignored`.
+#[test]
+#[ignore = "needs Chromium (/usr/bin/chromium); .ci/run installs it and runs ignored tests"]
+fn html_report_renders_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bundle = demo_bundle(d);
+    let html = d.join("report.html");
+    let out = edge_runner(&["evidence", "verify", p(&bundle), "--html", p(&html)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let profile = d.join("chromium-profile");
+    let dom = Command::new("/usr/bin/chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.display()),
+            "--dump-dom",
+            &format!("file://{}", html.display()),
+        ])
+        .output()
+        .expect("run /usr/bin/chromium (install it: apt-get install chromium)");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("Edge Runner evidence report"), "{dom}");
+    assert!(
+        dom.contains(r#"id="verdict" class="verdict valid""#),
+        "{dom}"
+    );
+    // The browser parsed two run rows and two refusal rows out of the page.
+    assert_eq!(dom.matches("<tr><td>").count(), 4, "{dom}");
 }

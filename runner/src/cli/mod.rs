@@ -11,6 +11,7 @@
 
 mod capsule;
 mod demo;
+mod html;
 mod trust;
 
 use std::fs;
@@ -21,6 +22,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::capsule::{MAX_CAPSULE_BYTES, MAX_SIGNATURE_SECTION_BYTES, RawCapsule};
+use crate::evidence::bundle::{
+    Bundle, MAX_BUNDLE_BYTES, Report, looks_like_bundle, verify_bundle, verify_log_report,
+};
 use crate::evidence::{self, EvidenceLog, LOG_FILE};
 use crate::keys::{PublicKey, SecretKey};
 use crate::sandbox::{CACHE_KEY_PURPOSE, CodeCache, Limits, RunStatus, Verdict};
@@ -80,6 +84,7 @@ impl Cli {
             Command::Trust(command) => command.execute(),
             Command::Run(args) => args.execute(),
             Command::Evidence(EvidenceCommand::Verify(args)) => args.execute(),
+            Command::Evidence(EvidenceCommand::Export(args)) => args.execute(),
             Command::Demo(args) => args.execute(),
         }
     }
@@ -291,86 +296,192 @@ fn run_exit_code(record: &RunRecord) -> ExitCode {
 
 #[derive(Debug, Subcommand)]
 enum EvidenceCommand {
-    /// Verify an evidence log offline: signatures, encoding, sequence and hash chain.
+    /// Verify evidence offline: a bundle, an evidence directory or a log file.
     Verify(EvidenceVerify),
+    /// Write a self-contained bundle (log, checkpoint, runner key, trust store) for an auditor.
+    Export(EvidenceExport),
+}
+
+#[derive(Debug, Args)]
+struct EvidenceExport {
+    /// The evidence directory.
+    dir: PathBuf,
+    /// Where to write the bundle.
+    #[arg(long)]
+    out: PathBuf,
+    /// The trust store in force, included so the auditor sees who was trusted.
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    /// The runner's public key. Default: DIR/runner.pub.
+    #[arg(long)]
+    runner_key: Option<PathBuf>,
+}
+
+impl EvidenceExport {
+    fn execute(self) -> Result<ExitCode> {
+        let key_path = self
+            .runner_key
+            .clone()
+            .unwrap_or_else(|| self.dir.join("runner.pub"));
+        let key = PublicKey::load(&key_path).with_context(|| {
+            format!(
+                "the runner's public key; pass --runner-key if it is not {}",
+                key_path.display()
+            )
+        })?;
+        let bundle =
+            Bundle::export(&self.dir, key, self.trust.as_deref()).map_err(anyhow::Error::msg)?;
+        // Never hand an auditor a bundle that does not verify here.
+        let report = verify_bundle(&bundle, Some(&key), &[]);
+        if !report.valid {
+            bail!(
+                "refusing to export: the evidence does not verify ({})",
+                report.failure.unwrap_or_default()
+            );
+        }
+        write_atomically(&self.out, &bundle.to_cbor().map_err(anyhow::Error::msg)?)?;
+        println!(
+            "exported {} records, checkpoint {}, {} trust root version(s), runner key {} -> {}",
+            report.records,
+            report
+                .checkpoint_size
+                .map_or_else(|| "none".to_string(), |s| format!("covering {s}")),
+            bundle.trust_roots.len(),
+            key.id().short(),
+            self.out.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 #[derive(Debug, Args)]
 struct EvidenceVerify {
-    /// Evidence directory (containing evidence.log) or the log file itself.
-    dir: PathBuf,
-    /// The runner's public key (SPKI PEM).
+    /// A bundle (from `evidence export`), an evidence directory, or a log file.
+    path: PathBuf,
+    /// The runner's public key (SPKI PEM). Required for a directory or log; for a
+    /// bundle, checked against the key inside it (without it, the bundle's own key is used).
     #[arg(long)]
-    runner_key: PathBuf,
-    /// List every record.
-    #[arg(long, short)]
-    verbose: bool,
+    runner_key: Option<PathBuf>,
     /// A checkpoint (C2SP signed note) seen earlier, e.g. kept by a witness; repeatable.
     /// The log must still hold, unchanged, every record it covers. DIR/checkpoint is always checked too.
     #[arg(long = "checkpoint")]
     checkpoints: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long, conflicts_with = "html")]
+    json: bool,
+    /// Write the report as one self-contained HTML page to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// List every run and refusal.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 impl EvidenceVerify {
     fn execute(self) -> Result<ExitCode> {
-        let key = PublicKey::load(&self.runner_key)?;
-        let path = if self.dir.is_dir() {
-            self.dir.join(LOG_FILE)
-        } else {
-            self.dir.clone()
-        };
-        let bytes =
-            fs::read(&path).with_context(|| format!("reading evidence log {}", path.display()))?;
+        let key = self
+            .runner_key
+            .as_deref()
+            .map(PublicKey::load)
+            .transpose()?;
         let mut notes = Vec::new();
-        if self.dir.is_dir() && self.dir.join(evidence::CHECKPOINT_FILE).is_file() {
-            notes.push(self.dir.join(evidence::CHECKPOINT_FILE));
+        for p in &self.checkpoints {
+            let bytes = read_bounded(p, 64 * 1024, "checkpoint")?;
+            notes.push(
+                String::from_utf8(bytes)
+                    .map_err(|_| anyhow::anyhow!("checkpoint {} is not UTF-8", p.display()))?,
+            );
         }
-        notes.extend(self.checkpoints.iter().cloned());
-        let verified = evidence::verify_log(&bytes, &key).and_then(|summary| {
-            for note_path in &notes {
-                let note = read_bounded(note_path, 64 * 1024, "checkpoint")
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .unwrap_or_default();
-                let cp =
-                    evidence::check_against_checkpoint(&summary, &note, &key).map_err(|f| {
-                        evidence::Failure::CheckpointMismatch {
-                            detail: format!("{}: {f}", note_path.display()),
-                        }
-                    })?;
-                println!(
-                    "checkpoint {}: covers {} records, consistent",
-                    note_path.display(),
-                    cp.size
-                );
+        let report = if self.path.is_dir() {
+            let key = key.ok_or_else(|| {
+                anyhow::anyhow!("--runner-key is required to verify an evidence directory")
+            })?;
+            let log_path = self.path.join(LOG_FILE);
+            let log = fs::read(&log_path)
+                .with_context(|| format!("reading evidence log {}", log_path.display()))?;
+            if let Ok(note) = fs::read_to_string(self.path.join(evidence::CHECKPOINT_FILE)) {
+                notes.insert(0, note);
             }
-            Ok(summary)
-        });
-        match verified {
-            Ok(summary) => {
-                if self.verbose {
-                    for r in &summary.records {
-                        println!(
-                            "  #{:<5} {:>13} {}",
-                            r.record.seq, r.record.time_ms, r.record.event
-                        );
-                    }
+            verify_log_report(&log, &key, &notes)
+        } else {
+            let bytes = read_bounded(&self.path, MAX_BUNDLE_BYTES, "evidence")?;
+            if looks_like_bundle(&bytes) {
+                let bundle = Bundle::from_cbor(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+                verify_bundle(&bundle, key.as_ref(), &notes)
+            } else {
+                let key = key.ok_or_else(|| {
+                    anyhow::anyhow!("--runner-key is required to verify a bare log file")
+                })?;
+                verify_log_report(&bytes, &key, &notes)
+            }
+        };
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_report(&report, self.verbose);
+        }
+        if let Some(path) = &self.html {
+            write_atomically(path, html::render(&report).as_bytes())?;
+            println!("report: {}", path.display());
+        }
+        Ok(if report.valid {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_EVIDENCE_INVALID)
+        })
+    }
+}
+
+fn print_report(r: &Report, verbose: bool) {
+    if verbose {
+        for run in &r.runs {
+            println!(
+                "  #{:<5} run {} ({}): {} {}",
+                run.record,
+                run.capsule,
+                run.kind,
+                run.status,
+                run.verdict.as_deref().unwrap_or("")
+            );
+        }
+        for refusal in &r.refusals {
+            println!("  #{:<5} refused: {}", refusal.record, refusal.reason);
+        }
+    }
+    if r.valid {
+        println!(
+            "VALID: {} records, log {}, signed by runner key {} ({}), head {}, Merkle root {}{}",
+            r.records,
+            r.log_id.as_deref().unwrap_or(""),
+            &r.runner_key_id[..16],
+            if r.runner_key_source == "bundle" {
+                "from the bundle: confirm this key id with the runner's operator"
+            } else {
+                "as given"
+            },
+            r.head.as_deref().unwrap_or(""),
+            r.merkle_root.as_deref().unwrap_or(""),
+            r.checkpoint_size.map_or_else(String::new, |s| format!(
+                ", consistent with a checkpoint covering {s} records"
+            ))
+        );
+        println!("  {} runs, {} refusals", r.runs.len(), r.refusals.len());
+        if r.source == "bundle" {
+            println!(
+                "  trust store versions in the bundle (chain checked): {}",
+                if r.trust_roots.is_empty() {
+                    "none".to_string()
+                } else {
+                    r.trust_roots.join(", ")
                 }
-                println!(
-                    "VALID: {} records, log {}, signed by runner key {}, head {}, Merkle root {}",
-                    summary.records.len(),
-                    hex::encode(summary.log_id),
-                    key.id().short(),
-                    hex::encode(summary.head),
-                    hex::encode(summary.root)
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(failure) => {
-                eprintln!("INVALID: {}: {failure}", path.display());
-                Ok(ExitCode::from(EXIT_EVIDENCE_INVALID))
-            }
+            );
         }
+    } else {
+        eprintln!(
+            "INVALID: {}",
+            r.failure.as_deref().unwrap_or("unknown failure")
+        );
     }
 }
 

@@ -10,6 +10,7 @@
 //! public key. This module records what others decided; it makes no trust or
 //! sandbox decisions itself.
 
+pub mod bundle;
 mod checkpoint;
 mod log;
 pub mod merkle;

@@ -1,0 +1,187 @@
+//! The auditor's report as one self-contained HTML page: no scripts, no
+//! external resources, so it opens anywhere and can be archived as is.
+
+use std::fmt::Write;
+
+use crate::evidence::bundle::Report;
+use crate::timestamp::Timestamp;
+
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn when(time_ms: u64) -> String {
+    Timestamp(time_ms / 1000).to_string()
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        return "<span class=\"none\">none</span>".into();
+    }
+    let mut out = String::from("<ul>");
+    for i in items {
+        let _ = write!(out, "<li>{}</li>", esc(i));
+    }
+    out.push_str("</ul>");
+    out
+}
+
+/// Renders `report` as a complete HTML document.
+pub fn render(report: &Report) -> String {
+    let mut h = String::new();
+    let (class, verdict) = if report.valid {
+        ("valid", "VALID")
+    } else {
+        ("invalid", "INVALID")
+    };
+    let _ = write!(
+        h,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Edge Runner evidence: {verdict}</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }}
+h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; margin-top: 2em; }}
+.verdict {{ padding: .8em 1em; border-radius: 6px; font-weight: 600; }}
+.valid {{ background: #e3f5e6; border: 1px solid #3a8a4a; }}
+.invalid {{ background: #fbe4e4; border: 1px solid #b33a3a; }}
+table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ text-align: left; vertical-align: top; border-bottom: 1px solid #ddd; padding: .35em .5em; }}
+code {{ font-size: .9em; word-break: break-all; }}
+ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
+.pass {{ color: #2b7a3b; font-weight: 600; }} .fail {{ color: #b33a3a; font-weight: 600; }}
+</style></head><body>
+<h1>Edge Runner evidence report</h1>
+<p id="verdict" class="verdict {class}">{verdict}"#
+    );
+    match &report.failure {
+        Some(f) if !report.valid => {
+            let _ = write!(h, ": {}", esc(f));
+        }
+        _ => {
+            let _ = write!(
+                h,
+                ": {} records; every signature, link and checkpoint checks out",
+                report.records
+            );
+        }
+    }
+    h.push_str("</p>\n<h2>The log</h2>\n<table>");
+    let rows = [
+        ("Log id", report.log_id.clone().unwrap_or_default()),
+        (
+            "Runner key id",
+            format!(
+                "{} ({})",
+                report.runner_key_id,
+                if report.runner_key_source == "bundle" {
+                    "taken from the bundle: confirm it with the runner's operator"
+                } else {
+                    "supplied by the auditor"
+                }
+            ),
+        ),
+        ("Records", report.records.to_string()),
+        (
+            "Head (last record SHA-256)",
+            report.head.clone().unwrap_or_default(),
+        ),
+        (
+            "Merkle root (RFC 9162)",
+            report.merkle_root.clone().unwrap_or_default(),
+        ),
+        (
+            "Checkpoint checked",
+            report.checkpoint_size.map_or_else(
+                || "none".into(),
+                |s| format!("covers {s} records; consistent"),
+            ),
+        ),
+    ];
+    for (k, v) in rows {
+        let _ = write!(
+            h,
+            "<tr><th>{}</th><td><code>{}</code></td></tr>",
+            esc(k),
+            esc(&v)
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<tr><th>Trust store versions</th><td>{}</td></tr></table>",
+        list(&report.trust_roots)
+    );
+
+    let _ = write!(
+        h,
+        "<h2>Runs ({})</h2>\n<table id=\"runs\"><tr><th>#</th><th>When (UTC)</th><th>Capsule</th><th>Signed by</th><th>Outcome</th><th>Granted</th><th>Denied</th></tr>",
+        report.runs.len()
+    );
+    for run in &report.runs {
+        let verdict = run.verdict.as_deref().unwrap_or("");
+        let vclass = match verdict {
+            "pass" => "pass",
+            "fail" | "error" => "fail",
+            _ => "",
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{} <small>({})</small></td><td>{}</td><td>{} <span class=\"{vclass}\">{}</span><br><small>{}</small></td><td>{}</td><td>{}</td></tr>",
+            run.record,
+            esc(&when(run.time_ms)),
+            esc(&run.capsule),
+            esc(&run.kind),
+            list(&run.signers),
+            esc(&run.status),
+            esc(verdict),
+            esc(run.summary.as_deref().unwrap_or("")),
+            list(&run.granted),
+            list(&run.denied)
+        );
+    }
+    h.push_str("</table>\n");
+
+    let _ = write!(
+        h,
+        "<h2>Refused capsules ({})</h2>\n<table id=\"refusals\"><tr><th>#</th><th>When (UTC)</th><th>Reason</th></tr>",
+        report.refusals.len()
+    );
+    for r in &report.refusals {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r.record,
+            esc(&when(r.time_ms)),
+            esc(&r.reason)
+        );
+    }
+    let _ = write!(
+        h,
+        "</table>\n<h2>Highest accepted versions</h2>\n{}\n<p><small>Produced by edge-runner {} <code>evidence verify</code>; the checks are specified in docs/evidence-format.md.</small></p>\n</body></html>\n",
+        list(&report.high_water),
+        crate::RUNNER_VERSION
+    );
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_everything_it_prints() {
+        assert_eq!(esc("<script>&\"'"), "&lt;script&gt;&amp;&quot;&#39;");
+    }
+}
