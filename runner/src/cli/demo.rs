@@ -234,6 +234,23 @@ fn run_demo(out: &Path) -> Result<()> {
         Ok(_) => bail!("the altered log verified; this is a bug"),
     }
 
+    // 7. Export a bundle and verify it as an auditor outside the enclave would.
+    let bundle_path = out.join("evidence.bundle");
+    let bundle = evidence::bundle::Bundle::export(&evidence_dir, public, Some(&trust_dir))
+        .map_err(anyhow::Error::msg)?;
+    std::fs::write(&bundle_path, bundle.to_cbor().map_err(anyhow::Error::msg)?)?;
+    let report = evidence::bundle::verify_bundle(&bundle, Some(&public), &[]);
+    if !report.valid {
+        bail!("the demo bundle does not verify; this is a bug");
+    }
+    println!(
+        "\n7. Exported {} and verified it offline: VALID, {} runs, {} refusals, checkpoint over {} records",
+        bundle_path.display(),
+        report.runs.len(),
+        report.refusals.len(),
+        report.checkpoint_size.unwrap_or(0)
+    );
+
     println!("\nTry it yourself:");
     println!("  edge-runner trust show {}", trust_dir.display());
     println!(
@@ -242,9 +259,10 @@ fn run_demo(out: &Path) -> Result<()> {
         trust_dir.display()
     );
     println!(
-        "  edge-runner evidence verify {} --runner-key {}",
-        evidence_dir.display(),
-        out.join("runner.pub").display()
+        "  edge-runner evidence verify {} --runner-key {} --html {}",
+        bundle_path.display(),
+        out.join("runner.pub").display(),
+        out.join("report.html").display()
     );
     Ok(())
 }
