@@ -523,3 +523,151 @@ fn a_checkpoint_record_that_lies_about_its_root_is_refused() {
         "record 1 is a bad checkpoint: its root is not the Merkle root of the records before it"
     );
 }
+
+/// In the child process of `sigkill_loses_no_acknowledged_record`: appends
+/// records (single and in groups) forever, printing each acknowledged seq.
+fn crash_child(dir: &Path) -> ! {
+    use std::io::Write;
+    let key = SecretKey::load(&dir.join("runner.key")).unwrap();
+    let mut log = EvidenceLog::open(dir, key).unwrap();
+    let mut out = std::io::stdout().lock();
+    let mut n: u64 = 0;
+    loop {
+        let group = 1 + (n % 7) as usize;
+        let entries = (0..group)
+            .map(|i| {
+                (
+                    "note".to_string(),
+                    edge_runner::cbor::text_map([(
+                        "n",
+                        ciborium::Value::Integer((n + i as u64).into()),
+                    )]),
+                )
+            })
+            .collect();
+        for record in log.append_batch(entries).unwrap() {
+            writeln!(out, "ACK {}", record.record.seq).unwrap();
+        }
+        out.flush().unwrap();
+        n += group as u64;
+    }
+}
+
+#[test]
+fn sigkill_loses_no_acknowledged_record() {
+    if let Some(dir) = std::env::var_os("EDGE_RUNNER_CRASH_CHILD") {
+        crash_child(Path::new(&dir));
+    }
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    key.write_pair(dir.path(), "runner").unwrap();
+    let mut acknowledged = std::collections::BTreeSet::new();
+    for round in 0..6u64 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "sigkill_loses_no_acknowledged_record",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("EDGE_RUNNER_CRASH_CHILD", dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        // Kill at a different point each round, mid-stream.
+        let wanted = 40 + round * 37;
+        let mut seen = 0;
+        while seen < wanted {
+            let line = lines.next().expect("child ended early").unwrap();
+            if let Some(seq) = line.strip_prefix("ACK ") {
+                acknowledged.insert(seq.parse::<u64>().unwrap());
+                seen += 1;
+            }
+        }
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        // Anything the child printed before dying was acknowledged too.
+        for line in lines.map_while(Result::ok) {
+            if let Some(seq) = line.strip_prefix("ACK ") {
+                acknowledged.insert(seq.parse::<u64>().unwrap());
+            }
+        }
+        // Reopening repairs a torn tail (if the kill landed mid-write) and keeps every acknowledged record.
+        let log = EvidenceLog::open(
+            dir.path(),
+            SecretKey::load(&dir.path().join("runner.key")).unwrap(),
+        )
+        .unwrap();
+        drop(log);
+        let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+        let summary = evidence::verify_log(&bytes, &key.public()).unwrap();
+        let present: std::collections::BTreeSet<u64> = summary
+            .records
+            .iter()
+            .filter(|r| r.record.event == "note")
+            .map(|r| r.record.seq)
+            .collect();
+        let lost: Vec<&u64> = acknowledged.difference(&present).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged records lost: {lost:?}"
+        );
+    }
+    assert!(
+        acknowledged.len() > 500,
+        "only {} records acknowledged",
+        acknowledged.len()
+    );
+}
+
+#[test]
+fn a_valid_record_re_encoded_non_canonically_is_refused() {
+    use coset::{CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
+    let key = SecretKey::generate().unwrap();
+    // The same fields a genuine record has, with map keys in descending order:
+    // valid CBOR, correctly signed, but not the one deterministic encoding.
+    let int = |i: i64| ciborium::Value::Integer(i.into());
+    let payload = ciborium::Value::Map(vec![
+        (
+            int(7),
+            edge_runner::cbor::text_map([("t", ciborium::Value::Text("x".into()))]),
+        ),
+        (int(6), ciborium::Value::Text("note".into())),
+        (int(5), int(1)),
+        (int(4), ciborium::Value::Bytes(vec![0; 32])),
+        (int(3), int(0)),
+        (int(2), ciborium::Value::Bytes(vec![9; 16])),
+        (int(1), int(1)),
+    ]);
+    let mut payload_bytes = Vec::new();
+    ciborium::ser::into_writer(&payload, &mut payload_bytes).unwrap();
+    let protected = HeaderBuilder::new()
+        .algorithm(iana::Algorithm::Ed25519)
+        .content_type(evidence::CONTENT_TYPE.to_string())
+        .key_id(key.id().0.to_vec())
+        .build();
+    let record = CoseSign1Builder::new()
+        .protected(protected)
+        .payload(payload_bytes)
+        .create_signature(evidence::EVIDENCE_CONTEXT, |tbs| {
+            key.sign(tbs).to_bytes().to_vec()
+        })
+        .build()
+        .to_tagged_vec()
+        .unwrap();
+    let failure = evidence::verify_log(&record, &key.public()).unwrap_err();
+    assert!(
+        matches!(failure, Failure::BadRecord { record: 0, .. }),
+        "{failure}"
+    );
+    assert!(
+        failure
+            .to_string()
+            .contains("not in deterministic encoding"),
+        "{failure}"
+    );
+}

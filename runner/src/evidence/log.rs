@@ -61,6 +61,8 @@ pub struct EvidenceLog {
     last_checkpoint: std::time::Instant,
     policy: CheckpointPolicy,
     dir: PathBuf,
+    /// Bytes of complete records in the file.
+    bytes_len: u64,
 }
 
 impl EvidenceLog {
@@ -148,6 +150,7 @@ impl EvidenceLog {
             last_checkpoint: std::time::Instant::now(),
             policy: CheckpointPolicy::default(),
             dir: dir.to_path_buf(),
+            bytes_len: walk.good_bytes as u64,
         };
         let torn_bytes = (bytes.len() - walk.good_bytes) as u64;
         if torn {
@@ -182,47 +185,86 @@ impl EvidenceLog {
 
     /// Signs and appends one record; returns once it is on disk.
     pub fn append(&mut self, event: &str, body: Value) -> Result<SignedRecord, EvidenceError> {
+        self.append_batch(vec![(event.to_string(), body)])?
+            .pop()
+            .ok_or_else(|| EvidenceError::Encode("an append wrote no record".into()))
+    }
+
+    /// Group commit: signs every entry, writes them with one write and makes
+    /// them durable with one `fdatasync`, and returns once all are on disk.
+    /// Either all are acknowledged or none is: on an I/O error the file is
+    /// cut back to where it was.
+    pub fn append_batch(
+        &mut self,
+        entries: Vec<(String, Value)>,
+    ) -> Result<Vec<SignedRecord>, EvidenceError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         // Time in the log never goes backwards, even if the system clock does.
         let time_ms = now.max(self.last_time);
-        let record = Record {
-            log_id: self.log_id,
-            seq: self.next_seq,
-            prev: self.prev,
-            time_ms,
-            event: event.to_string(),
-            body,
-        };
         let mut high_water = self.high_water.clone();
-        observe(&mut high_water, &record).map_err(|detail| {
-            EvidenceError::Encode(format!(
-                "refusing to record an acceptance that would roll back: {detail}"
-            ))
-        })?;
-        let signed = sign_record(record, &self.key).map_err(EvidenceError::Encode)?;
+        let (mut seq, mut prev) = (self.next_seq, self.prev);
+        let mut signed_all = Vec::with_capacity(entries.len());
+        let mut buffer = Vec::new();
+        let mut counted = 0u64;
+        for (event, body) in entries {
+            if event != CHECKPOINT_EVENT {
+                counted += 1;
+            }
+            let record = Record {
+                log_id: self.log_id,
+                seq,
+                prev,
+                time_ms,
+                event,
+                body,
+            };
+            observe(&mut high_water, &record).map_err(|detail| {
+                EvidenceError::Encode(format!(
+                    "refusing to record an acceptance that would roll back: {detail}"
+                ))
+            })?;
+            let signed = sign_record(record, &self.key).map_err(EvidenceError::Encode)?;
+            prev = signed.hash;
+            seq += 1;
+            buffer.extend_from_slice(&signed.bytes);
+            signed_all.push(signed);
+        }
+        if signed_all.is_empty() {
+            return Ok(signed_all);
+        }
         let io = |source| EvidenceError::Io {
             path: self.path.display().to_string(),
             source,
         };
-        self.file.write_all(&signed.bytes).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
-        self.next_seq += 1;
-        self.prev = signed.hash;
+        if let Err(e) = self
+            .file
+            .write_all(&buffer)
+            .and_then(|()| self.file.sync_data())
+        {
+            // Leave no partial record behind for the next append to build on.
+            let _ = self.file.set_len(self.bytes_len);
+            return Err(io(e));
+        }
+        self.bytes_len += buffer.len() as u64;
+        self.next_seq = seq;
+        self.prev = prev;
         self.last_time = time_ms;
         self.high_water = high_water;
-        self.tree.push(leaf_hash(&signed.bytes));
-        if event != CHECKPOINT_EVENT {
-            self.since_checkpoint += 1;
+        for s in &signed_all {
+            self.tree.push(leaf_hash(&s.bytes));
+        }
+        if counted > 0 {
+            self.since_checkpoint += counted;
             let due = self.since_checkpoint >= self.policy.every_records
                 || self.last_checkpoint.elapsed() >= self.policy.every;
             if due {
                 self.checkpoint()?;
             }
         }
-        Ok(signed)
+        Ok(signed_all)
     }
 
     /// Sets when checkpoints are written.
