@@ -1,0 +1,127 @@
+//! Evidence throughput: durable appends (one record per fsync, and group
+//! commit) and offline verification of 100k- and 1M-record logs, each next to
+//! the raw Ed25519 sign and verify rates measured in the same run.
+//!
+//! ```sh
+//! cargo bench -p edge-runner --bench evidence
+//! EDGE_RUNNER_BENCH_RECORDS=100000 cargo bench -p edge-runner --bench evidence   # skip the 1M log
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Instant;
+
+use ciborium::Value;
+use edge_runner::cbor::text_map;
+use edge_runner::evidence::{self, CheckpointPolicy, EvidenceLog, LOG_FILE};
+use edge_runner::keys::SecretKey;
+
+fn rate(n: u64, secs: f64) -> String {
+    format!("{:>12.0}/s", n as f64 / secs)
+}
+
+fn body(i: u64) -> Value {
+    text_map([
+        ("module-sha256", Value::Bytes(vec![7; 32])),
+        ("status", Value::Text("completed".into())),
+        ("n", Value::Integer(i.into())),
+    ])
+}
+
+fn main() {
+    let max: u64 = std::env::var("EDGE_RUNNER_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let key = SecretKey::generate().unwrap();
+    let public = key.public();
+
+    // Raw Ed25519, for scale.
+    let n = 20_000u64;
+    let msg = [0x5au8; 300];
+    let start = Instant::now();
+    let sigs: Vec<_> = (0..n).map(|_| key.sign(&msg)).collect();
+    let sign_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for s in &sigs {
+        assert!(public.verify_strict(&msg, &s.to_bytes()));
+    }
+    let verify_secs = start.elapsed().as_secs_f64();
+    println!(
+        "raw Ed25519 sign                      {}",
+        rate(n, sign_secs)
+    );
+    println!(
+        "raw Ed25519 verify_strict             {}",
+        rate(n, verify_secs)
+    );
+
+    // Durable appends.
+    let dir = tempfile::tempdir().unwrap();
+    let pem = key.to_pem().unwrap();
+    let fresh_key = || SecretKey::from_pem(&pem, std::path::Path::new("k")).unwrap();
+    let mut log = EvidenceLog::open(dir.path(), fresh_key()).unwrap();
+    let singles = 2_000u64;
+    let start = Instant::now();
+    for i in 0..singles {
+        log.append("bench", body(i)).unwrap();
+    }
+    println!(
+        "durable append, one fsync per record   {}",
+        rate(singles, start.elapsed().as_secs_f64())
+    );
+    drop(log);
+
+    for &batch in &[16usize, 256] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = EvidenceLog::open(dir.path(), fresh_key()).unwrap();
+        let total = 50_000u64;
+        let start = Instant::now();
+        let mut i = 0;
+        while i < total {
+            let entries = (0..batch as u64)
+                .map(|j| ("bench".to_string(), body(i + j)))
+                .collect();
+            log.append_batch(entries).unwrap();
+            i += batch as u64;
+        }
+        println!(
+            "durable append, group commit of {batch:<4}  {}",
+            rate(total, start.elapsed().as_secs_f64())
+        );
+    }
+
+    // Verification of large logs.
+    for &size in &[100_000u64, 1_000_000] {
+        if size > max {
+            println!("verify {size} records: skipped (EDGE_RUNNER_BENCH_RECORDS={max})");
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = EvidenceLog::open(dir.path(), fresh_key()).unwrap();
+        log.set_checkpoint_policy(CheckpointPolicy {
+            every_records: 10_000,
+            every: std::time::Duration::from_secs(3600),
+        });
+        let mut i = 0;
+        while i < size {
+            let entries = (0..1000u64)
+                .map(|j| ("bench".to_string(), body(i + j)))
+                .collect();
+            log.append_batch(entries).unwrap();
+            i += 1000;
+        }
+        log.close().unwrap();
+        let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+        let start = Instant::now();
+        let summary = evidence::verify_log(&bytes, &public).unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "verify {:>7} records ({:>4} MiB)      {}  ({:.2} s)",
+            summary.records.len(),
+            bytes.len() >> 20,
+            rate(summary.records.len() as u64, secs),
+            secs
+        );
+    }
+}
