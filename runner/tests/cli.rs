@@ -258,9 +258,9 @@ fn sign_verify_run_and_verify_evidence() {
         p(&runner_pub),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("VALID: 11 records"), "{}", text(&out));
+    assert!(text(&out).contains("VALID: 13 records"), "{}", text(&out));
     assert!(
-        text(&out).contains("consistent with a checkpoint covering 10 records"),
+        text(&out).contains("consistent with a checkpoint covering 12 records"),
         "{}",
         text(&out)
     );
@@ -279,7 +279,7 @@ fn sign_verify_run_and_verify_evidence() {
     ]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(
-        text(&out).contains("record 10 at byte")
+        text(&out).contains("record 12 at byte")
             && text(&out).contains("signature does not verify under the runner key"),
         "{}",
         text(&out)

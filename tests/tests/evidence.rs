@@ -466,7 +466,6 @@ fn checkpoint_over_a_forked_history_is_caught() {
     write(forked.path(), "what we say happened");
     let forked_log = std::fs::read(forked.path().join(LOG_FILE)).unwrap();
     let summary = evidence::verify_log(&forked_log, &key.public()).unwrap();
-    assert_eq!(summary.records.len(), record_spans(&original_log).len());
     let failure = evidence::check_against_checkpoint(&summary, &kept, &key.public()).unwrap_err();
     assert!(
         failure

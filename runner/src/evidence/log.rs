@@ -177,7 +177,14 @@ impl EvidenceLog {
                         Value::Text("torn tail after an interrupted write".into()),
                     ),
                     ("torn-bytes-dropped", Value::Integer(torn_bytes.into())),
+                    ("runner-version", Value::Text(crate::RUNNER_VERSION.into())),
                 ]),
+            )?;
+        } else {
+            // Every process that takes the log over says so, with its version.
+            log.append(
+                "runner-started",
+                text_map([("runner-version", Value::Text(crate::RUNNER_VERSION.into()))]),
             )?;
         }
         Ok(log)
