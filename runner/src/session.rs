@@ -188,9 +188,14 @@ impl Session {
             &self.policy,
             Sha256::digest(input).into(),
         );
+        // Config values can be secrets: the record holds a salted commitment to each.
+        let mut commitments = Vec::new();
+        for (key, value) in &grant.config {
+            commitments.push((key.clone(), self.log.commit(value.as_bytes())?));
+        }
         self.log.append(
             "run-started",
-            run_started_body(&capsule, &grant, input, &self.policy),
+            run_started_body(&capsule, &grant, input, &self.policy, &commitments),
         )?;
         match self.sandbox.run(&capsule, &grant, input) {
             Ok(report) => {
@@ -309,6 +314,7 @@ fn run_started_body(
     grant: &Grant,
     input: &[u8],
     policy: &SitePolicy,
+    commitments: &[(String, [u8; 32])],
 ) -> Value {
     let refused = grant
         .refused
@@ -376,10 +382,14 @@ fn run_started_body(
                 (
                     "config",
                     Value::Array(
-                        grant
-                            .config
-                            .keys()
-                            .map(|k| Value::Text(k.clone()))
+                        commitments
+                            .iter()
+                            .map(|(k, c)| {
+                                text_map([
+                                    ("key", Value::Text(k.clone())),
+                                    ("commitment", Value::Bytes(c.to_vec())),
+                                ])
+                            })
                             .collect(),
                     ),
                 ),

@@ -318,6 +318,44 @@ fn requests_the_site_does_not_allow_are_denied_and_recorded() {
         panic!("no denied list")
     };
     assert_eq!(items.len(), 4);
+    // The granted value is not in the grant record, only a salted commitment that its
+    // opening (kept in the evidence directory) reproduces.
+    // (The capsule itself reports the value in its findings; the grant record must not.)
+    let started = edge_runner::cbor::encode(&body).unwrap();
+    assert!(
+        !started.windows(12).any(|w| w == b"status.examp"),
+        "config value leaked into run-started"
+    );
+    let grant = edge_runner::cbor::MapReader::new("g", recorded.get("grant").unwrap()).unwrap();
+    let Some(ciborium::Value::Array(config)) = grant.get("config") else {
+        panic!("no config list")
+    };
+    let entry = edge_runner::cbor::MapReader::new("c", &config[0]).unwrap();
+    assert_eq!(entry.text("key").unwrap(), "target-url");
+    let openings = std::fs::read_to_string(
+        probe
+            .session
+            .log()
+            .path()
+            .parent()
+            .unwrap()
+            .join(evidence::OPENINGS_FILE),
+    )
+    .unwrap();
+    let opening: serde_json::Value =
+        serde_json::from_str(openings.lines().next().unwrap()).unwrap();
+    let salt: [u8; 16] = hex::decode(opening["salt"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    assert_eq!(
+        evidence::commitment(&salt, b"http://status.example.com/health").to_vec(),
+        entry.bytes("commitment").unwrap()
+    );
+    assert_eq!(
+        opening["commitment"].as_str().unwrap(),
+        hex::encode(entry.bytes("commitment").unwrap())
+    );
 }
 
 #[test]

@@ -448,10 +448,12 @@ fn grant_lines(body: &MapReader<'_>) -> (Vec<String>, Vec<String>) {
             }
         }
         if let Some(Value::Array(keys)) = g.get("config") {
-            for k in keys {
-                if let Value::Text(k) = k {
-                    granted.push(format!("config {k}"));
-                }
+            for c in keys.iter().filter_map(|c| MapReader::new("config", c).ok()) {
+                granted.push(format!(
+                    "config {} (value committed: {})",
+                    text(&c, "key").unwrap_or_default(),
+                    c.bytes("commitment").map(hex::encode).unwrap_or_default()
+                ));
             }
         }
     }

@@ -19,6 +19,24 @@ use crate::trust::HighWater;
 /// File name of the log inside an evidence directory.
 pub const LOG_FILE: &str = "evidence.log";
 
+/// File name (inside the evidence directory, mode 0600) of the openings of
+/// salted commitments: one JSON object per line, `{"commitment", "salt", "value"}`
+/// (hex, hex, base64). It never leaves the enclave unless someone reveals a line.
+pub const OPENINGS_FILE: &str = "commitments.jsonl";
+
+/// Domain separation for commitments.
+pub const COMMITMENT_CONTEXT: &[u8] = b"edge-runner/commitment/v1";
+
+/// The commitment to `value` under `salt`: SHA-256(context ‖ salt ‖ value).
+pub fn commitment(salt: &[u8; 16], value: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(COMMITMENT_CONTEXT);
+    h.update(salt);
+    h.update(value);
+    h.finalize().into()
+}
+
 /// File name of the newest checkpoint (a C2SP signed note) inside an evidence directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 
@@ -272,6 +290,40 @@ impl EvidenceLog {
             }
         }
         Ok(signed_all)
+    }
+
+    /// Commits to a sensitive `value` (e.g. a config secret) without putting it in
+    /// the log: returns SHA-256(context ‖ salt ‖ value) for a fresh random salt, and
+    /// keeps the opening in `DIR/commitments.jsonl` (mode 0600), so the value can be
+    /// revealed to an auditor later without changing any signed record.
+    pub fn commit(&mut self, value: &[u8]) -> Result<[u8; 32], EvidenceError> {
+        use base64::Engine;
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt)
+            .map_err(|e| EvidenceError::Encode(format!("randomness for a salt: {e}")))?;
+        let c = commitment(&salt, value);
+        let line = format!(
+            "{{\"commitment\":\"{}\",\"salt\":\"{}\",\"value\":\"{}\"}}\n",
+            hex::encode(c),
+            hex::encode(salt),
+            base64::engine::general_purpose::STANDARD.encode(value)
+        );
+        let path = self.dir.join(OPENINGS_FILE);
+        let io = |source| EvidenceError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut options = OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&path).map_err(io)?;
+        file.write_all(line.as_bytes()).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        Ok(c)
     }
 
     /// Sets when checkpoints are written.

@@ -18,7 +18,10 @@ mod record;
 mod verify;
 
 pub use checkpoint::{Checkpoint, key_hash, origin};
-pub use log::{CHECKPOINT_FILE, CheckpointPolicy, EvidenceLog, LOG_FILE};
+pub use log::{
+    CHECKPOINT_FILE, COMMITMENT_CONTEXT, CheckpointPolicy, EvidenceLog, LOG_FILE, OPENINGS_FILE,
+    commitment,
+};
 pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord,
     decode_record, sign_record,
