@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::checkpoint::Checkpoint;
 use super::log::{CHECKPOINT_FILE, LOG_FILE};
-use super::verify::{Summary, check_against_checkpoint, verify_log};
+use super::verify::{Summary, check_against_checkpoint, verify_log_with_progress};
 use crate::cbor::{self, MapReader};
 use crate::keys::PublicKey;
 use crate::timestamp::Timestamp;
@@ -308,7 +308,7 @@ fn verify_log_into(
     checkpoints: &[String],
     mut report: Report,
 ) -> Report {
-    let summary = match verify_log(log, key) {
+    let summary = match verify_log_with_progress(log, key, &mut progress_bar) {
         Ok(s) => s,
         Err(f) => {
             report.failure = Some(f.to_string());
@@ -471,4 +471,26 @@ fn grant_lines(body: &MapReader<'_>) -> (Vec<String>, Vec<String>) {
         }
     }
     (granted, denied)
+}
+
+/// Draws a progress bar on stderr for logs big enough to take a while, when
+/// stderr is a terminal (never in pipes, `--json` consumers or CI logs).
+fn progress_bar(done: usize, total: usize) {
+    use std::io::{IsTerminal, Write};
+    if total < (8 << 20) || !std::io::stderr().is_terminal() {
+        return;
+    }
+    let pct = done * 100 / total.max(1);
+    let filled = pct / 4;
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\rverifying [{}{}] {pct:>3}%",
+        "#".repeat(filled),
+        " ".repeat(25 - filled)
+    );
+    if done >= total {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
 }

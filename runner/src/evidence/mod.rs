@@ -26,7 +26,9 @@ pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord,
     decode_record, sign_record,
 };
-pub use verify::{Failure, Summary, check_against_checkpoint, verify_log};
+pub use verify::{
+    Failure, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
+};
 
 /// Why evidence could not be written or read.
 #[derive(Debug, thiserror::Error)]

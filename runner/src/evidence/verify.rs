@@ -192,7 +192,16 @@ pub struct Summary {
 
 /// Verifies a whole log under the runner's public key. Any failure is returned, the first one found.
 pub fn verify_log(bytes: &[u8], key: &PublicKey) -> Result<Summary, Failure> {
-    let walk = walk_log(bytes, key);
+    verify_log_with_progress(bytes, key, &mut |_, _| {})
+}
+
+/// [`verify_log`], calling `progress(bytes_done, bytes_total)` every few thousand records.
+pub fn verify_log_with_progress(
+    bytes: &[u8],
+    key: &PublicKey,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Summary, Failure> {
+    let walk = walk_with_progress(bytes, key, progress);
     if let Some(failure) = walk.failure {
         return Err(failure);
     }
@@ -225,6 +234,14 @@ pub(super) struct Walk {
 }
 
 pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
+    walk_with_progress(bytes, key, &mut |_, _| {})
+}
+
+fn walk_with_progress(
+    bytes: &[u8],
+    key: &PublicKey,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Walk {
     let mut walk = Walk {
         records: Vec::new(),
         last: None,
@@ -307,6 +324,9 @@ pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
             walk.since_checkpoint += 1;
         }
         walk.tree.push(leaf_hash(item));
+        if index % 4096 == 0 {
+            progress(offset, bytes.len());
+        }
         let signed = SignedRecord {
             record,
             bytes: item.to_vec(),
@@ -318,6 +338,7 @@ pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
         walk.good_bytes = offset;
         index += 1;
     }
+    progress(bytes.len(), bytes.len());
     walk
 }
 
