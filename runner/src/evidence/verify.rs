@@ -324,7 +324,7 @@ fn walk_with_progress(
             walk.since_checkpoint += 1;
         }
         walk.tree.push(leaf_hash(item));
-        if index % 4096 == 0 {
+        if index.is_multiple_of(4096) {
             progress(offset, bytes.len());
         }
         let signed = SignedRecord {
