@@ -670,3 +670,73 @@ fn a_valid_record_re_encoded_non_canonically_is_refused() {
         "{failure}"
     );
 }
+
+/// `bytes` with record `index` replaced by `replacement`.
+fn splice(bytes: &[u8], index: usize, replacement: &[u8]) -> Vec<u8> {
+    let spans = record_spans(bytes);
+    let mut out = bytes[..spans[index].start].to_vec();
+    out.extend_from_slice(replacement);
+    out.extend_from_slice(&bytes[spans[index].end..]);
+    out
+}
+
+#[test]
+fn record_spliced_in_from_another_runners_log() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, a_key) = make_log(a_dir.path());
+    let (b, b_key) = make_log(b_dir.path());
+    let from_b = &b[record_spans(&b)[3].clone()];
+    let failure = evidence::verify_log(&splice(&a, 3, from_b), &a_key.public()).unwrap_err();
+    assert_eq!(
+        failure,
+        Failure::WrongKey {
+            record: 3,
+            found: b_key.id().short(),
+            expected: a_key.id().short()
+        }
+    );
+}
+
+#[test]
+fn record_spliced_in_from_another_log_of_the_same_runner() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, key) = make_log(a_dir.path());
+    // A second log under the same runner key (another evidence directory).
+    let mut log = EvidenceLog::open(
+        b_dir.path(),
+        SecretKey::from_pem(&key.to_pem().unwrap(), Path::new("k")).unwrap(),
+    )
+    .unwrap();
+    for _ in 0..4 {
+        log.append(
+            "note",
+            edge_runner::cbor::text_map([("x", ciborium::Value::Bool(true))]),
+        )
+        .unwrap();
+    }
+    drop(log);
+    let b = std::fs::read(b_dir.path().join(LOG_FILE)).unwrap();
+    let from_b = &b[record_spans(&b)[3].clone()];
+    let failure = evidence::verify_log(&splice(&a, 3, from_b), &key.public()).unwrap_err();
+    assert_eq!(failure, Failure::LogIdMismatch { record: 3 });
+}
+
+#[test]
+fn record_re_signed_with_another_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, key) = make_log(dir.path());
+    let span = record_spans(&bytes)[2].clone();
+    let record = evidence::decode_record(&bytes[span], &key.public()).unwrap();
+    let mallory = SecretKey::generate().unwrap();
+    let forged = evidence::sign_record(record, &mallory).unwrap();
+    let failure =
+        evidence::verify_log(&splice(&bytes, 2, &forged.bytes), &key.public()).unwrap_err();
+    assert_eq!(
+        failure,
+        Failure::WrongKey {
+            record: 2,
+            found: mallory.id().short(),
+            expected: key.id().short()
+        }
+    );
+}
