@@ -791,3 +791,65 @@ fn html_report_renders_in_headless_chromium() {
     // The browser parsed two run rows and two refusal rows out of the page.
     assert_eq!(dom.matches("<tr><td>").count(), 4, "{dom}");
 }
+
+#[test]
+fn inclusion_proof_verifies_against_the_checkpoint_root() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let demo = d.join("demo");
+    let out = edge_runner(&["demo", "--out", p(&demo)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = edge_runner(&[
+        "evidence",
+        "prove",
+        p(&demo.join("evidence")),
+        "--record",
+        "3",
+        "--runner-key",
+        p(&demo.join("runner.pub")),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let b64 = |v: &serde_json::Value| -> [u8; 32] {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    let record = base64::engine::general_purpose::STANDARD
+        .decode(v["record_cbor"].as_str().unwrap())
+        .unwrap();
+    let leaf = edge_runner::evidence::merkle::leaf_hash(&record);
+    assert_eq!(leaf, b64(&v["leafHash"]));
+    let proof: Vec<[u8; 32]> = v["proof"].as_array().unwrap().iter().map(b64).collect();
+    assert!(edge_runner::evidence::merkle::verify_inclusion(
+        3,
+        v["treeSize"].as_u64().unwrap(),
+        &leaf,
+        &proof,
+        &b64(&v["root"])
+    ));
+    assert!(
+        v["checkpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("edge-runner/log/")
+    );
+    let out = edge_runner(&[
+        "evidence",
+        "prove",
+        p(&demo.join("evidence")),
+        "--record",
+        "999",
+        "--runner-key",
+        p(&demo.join("runner.pub")),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("is not covered by the newest checkpoint"),
+        "{}",
+        text(&out)
+    );
+}

@@ -85,6 +85,7 @@ impl Cli {
             Command::Run(args) => args.execute(),
             Command::Evidence(EvidenceCommand::Verify(args)) => args.execute(),
             Command::Evidence(EvidenceCommand::Export(args)) => args.execute(),
+            Command::Evidence(EvidenceCommand::Prove(args)) => args.execute(),
             Command::Demo(args) => args.execute(),
         }
     }
@@ -300,6 +301,81 @@ enum EvidenceCommand {
     Verify(EvidenceVerify),
     /// Write a self-contained bundle (log, checkpoint, runner key, trust store) for an auditor.
     Export(EvidenceExport),
+    /// Print an RFC 9162 inclusion proof of one record in the log's newest checkpoint (JSON).
+    Prove(EvidenceProve),
+}
+
+#[derive(Debug, Args)]
+struct EvidenceProve {
+    /// The evidence directory.
+    dir: PathBuf,
+    /// The record's sequence number.
+    #[arg(long)]
+    record: u64,
+    /// The runner's public key. Default: DIR/runner.pub.
+    #[arg(long)]
+    runner_key: Option<PathBuf>,
+}
+
+impl EvidenceProve {
+    fn execute(self) -> Result<ExitCode> {
+        use base64::Engine;
+        let b64 = |h: &[u8]| base64::engine::general_purpose::STANDARD.encode(h);
+        let key = PublicKey::load(
+            &self
+                .runner_key
+                .clone()
+                .unwrap_or_else(|| self.dir.join("runner.pub")),
+        )?;
+        let log = fs::read(self.dir.join(LOG_FILE))
+            .with_context(|| format!("reading {}", self.dir.join(LOG_FILE).display()))?;
+        let summary = evidence::verify_log(&log, &key)
+            .map_err(|f| anyhow::anyhow!("the log does not verify: {f}"))?;
+        let Some(cp) = &summary.last_checkpoint else {
+            bail!("the log has no checkpoint yet; proofs are relative to a signed checkpoint");
+        };
+        if self.record >= cp.size {
+            bail!(
+                "record {} is not covered by the newest checkpoint (it covers records 0..{})",
+                self.record,
+                cp.size
+            );
+        }
+        let leaves: Vec<[u8; 32]> = summary
+            .records
+            .iter()
+            .take(cp.size as usize)
+            .map(|r| evidence::merkle::leaf_hash(&r.bytes))
+            .collect();
+        let index = self.record as usize;
+        let proof = evidence::merkle::inclusion_proof(&leaves, index)
+            .ok_or_else(|| anyhow::anyhow!("record {} is out of range", self.record))?;
+        let note = summary
+            .records
+            .iter()
+            .rev()
+            .find(|r| r.record.event == "checkpoint")
+            .and_then(|r| {
+                crate::cbor::MapReader::new("b", &r.record.body)
+                    .ok()?
+                    .text("note")
+                    .ok()
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let out = serde_json::json!({
+            "record": self.record,
+            "record_cbor": b64(&summary.records[index].bytes),
+            "leafIdx": self.record,
+            "treeSize": cp.size,
+            "leafHash": b64(&leaves[index]),
+            "root": b64(&cp.root),
+            "proof": proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+            "checkpoint": note,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 #[derive(Debug, Args)]
