@@ -213,3 +213,44 @@ pub const PASSING_INPUT: &str =
 /// An input under which json-assert fails.
 pub const FAILING_INPUT: &str =
     r#"{"document": {"status": "down"}, "assertions": [{"pointer": "/status", "equals": "up"}]}"#;
+
+/// Serves one fixed HTTP/1.1 response per connection on 127.0.0.1; returns
+/// its address and a counter of connections served.
+pub fn http_server(
+    body: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    http_server_with(200, "text/plain", body)
+}
+
+/// [`http_server`] with a chosen status and content type.
+pub fn http_server_with(
+    status: u16,
+    content_type: &'static str,
+    body: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&hits);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 8192];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, hits)
+}

@@ -31,6 +31,8 @@
 
 use std::fmt;
 
+pub mod http;
+
 pub use capsule_sdk_macros::{remediate, reproduce, test};
 
 // The generated bindings name their runtime by absolute path, from this crate too.

@@ -693,34 +693,6 @@ fn an_import_that_is_not_granted_refuses_to_start_naming_it() {
     assert!(body.text("error").unwrap().contains("evil:net/raw@1.0.0"));
 }
 
-/// Serves one fixed HTTP response per connection on 127.0.0.1; returns its address and a hit counter.
-fn http_server(
-    body: &'static str,
-) -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&hits);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (addr, hits)
-}
-
 #[test]
 fn http_egress_goes_only_to_the_granted_destination() {
     let (granted, granted_hits) = http_server("healthy");

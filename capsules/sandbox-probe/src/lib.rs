@@ -180,47 +180,8 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
 
 /// GET `url` through `wasi:http`; returns "STATUS BODY".
 fn http_get(url: &str) -> Result<String, String> {
-    use wasi::http::types::{Fields, Method, OutgoingRequest, Scheme};
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("{url}: not a URL"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let request = OutgoingRequest::new(Fields::new());
-    let scheme = if scheme == "https" {
-        Scheme::Https
-    } else {
-        Scheme::Http
-    };
-    let set = |ok: Result<(), ()>, what: &str| ok.map_err(|()| format!("{url}: bad {what}"));
-    set(request.set_method(&Method::Get), "method")?;
-    set(request.set_scheme(Some(&scheme)), "scheme")?;
-    set(request.set_authority(Some(authority)), "authority")?;
-    set(request.set_path_with_query(Some(path)), "path")?;
-    let pending =
-        wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("{url}: {e:?}"))?;
-    pending.subscribe().block();
-    let response = pending
-        .get()
-        .ok_or_else(|| format!("{url}: no response"))?
-        .map_err(|()| format!("{url}: response taken twice"))?
-        .map_err(|e| format!("{url}: {e:?}"))?;
-    let status = response.status();
-    let body = response
-        .consume()
-        .map_err(|()| format!("{url}: body taken twice"))?;
-    let stream = body
-        .stream()
-        .map_err(|()| format!("{url}: no body stream"))?;
-    let mut bytes = Vec::new();
-    loop {
-        match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => bytes.extend_from_slice(&chunk),
-            Err(wasi::io::streams::StreamError::Closed) => break,
-            Err(e) => return Err(format!("{url}: reading the body: {e:?}")),
-        }
-    }
-    Ok(format!("{status} {}", String::from_utf8_lossy(&bytes)))
+    let response = capsule_sdk::http::get(url)
+        .send()
+        .map_err(|e| e.to_string())?;
+    Ok(format!("{} {}", response.status, response.text()))
 }
