@@ -251,6 +251,58 @@ impl Context {
     }
 }
 
+/// A change a `remediate` capsule proposes. It is recorded as evidence for the
+/// humans who must approve it; the capsule never applies it.
+///
+/// ```no_run
+/// #[capsule_sdk::remediate]
+/// fn fix(cx: &mut capsule_sdk::Context) -> Result<capsule_sdk::Outcome, capsule_sdk::Error> {
+///     cx.propose(&capsule_sdk::Proposal {
+///         target: "/config/app.conf".into(),
+///         diff: "--- a/app.conf\n+++ b/app.conf\n@@ -1 +1 @@\n-tls = off\n+tls = on\n".into(),
+///         rollback: "--- a/app.conf\n+++ b/app.conf\n@@ -1 +1 @@\n-tls = on\n+tls = off\n".into(),
+///         rationale: "TLS must be on (policy NET-4)".into(),
+///     })?;
+///     Ok(capsule_sdk::Outcome::fail("tls is off; a fix is proposed"))
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Proposal {
+    /// What the change applies to, e.g. a file path as the capsule sees it.
+    pub target: String,
+    /// The change as a unified diff.
+    pub diff: String,
+    /// The unified diff that undoes it.
+    pub rollback: String,
+    /// Why, for the approvers.
+    pub rationale: String,
+}
+
+/// Media type of a proposal in the evidence record.
+pub const PROPOSAL_MEDIA_TYPE: &str = "application/vnd.edge-runner.proposal+json";
+
+impl Context {
+    /// Records `proposal` in this run's evidence for approval; returns its evidence index.
+    ///
+    /// Only a `remediate` capsule may propose; from any other kind this is an error.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &capsule_sdk::Context, p: &capsule_sdk::Proposal) -> Result<(), capsule_sdk::Error> {
+    /// let index = cx.propose(p)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn propose(&self, proposal: &Proposal) -> Result<u32, Error> {
+        if self.kind != Kind::Remediate {
+            return Err(Error::new(
+                "only a `remediate` capsule may propose changes; mark the function #[capsule_sdk::remediate]",
+            ));
+        }
+        let json = serde_json::to_vec(proposal)
+            .map_err(|e| Error::new(format!("encoding the proposal: {e}")))?;
+        self.evidence("proposal", PROPOSAL_MEDIA_TYPE, &json)
+    }
+}
+
 /// Converts what an entry point returns into an [`Outcome`].
 pub trait IntoOutcome {
     /// Performs the conversion; errors become an `error` verdict.

@@ -15,36 +15,30 @@ use edge_runner::site::SitePolicy;
 use edge_runner::timestamp::Timestamp;
 use edge_runner_tests::*;
 
-/// Signs `capsule` with its manifest's egress replaced by `egress`, and runs it
-/// on `input` at a site allowing `site_egress`.
-fn run_capsule(
+/// Signs `capsule` with its capabilities replaced by `capabilities` (TOML), by two
+/// publishers of two organisations (so `remediate` meets its threshold), and runs it
+/// on `input` at a site with `site`.
+fn run_with(
     capsule: &capsule_artifacts::Capsule,
-    egress: &[String],
-    site_egress: &[String],
+    capabilities: &str,
+    site: SitePolicy,
     input: &str,
 ) -> RunRecord {
-    let mut publisher = Publisher::new("acme-ci", "Acme", &["test", "reproduce", "remediate"]);
-    publisher.ceiling = "egress = [\"127.0.0.1:*\"]\nconfig = [\"*\"]\n\
+    let ceiling = "egress = [\"127.0.0.1:*\"]\nconfig = [\"*\"]\n\
         files = [{ path = \"/\", access = \"read-only\" }]\n";
-    let root = trust_root(&[&publisher]);
+    let mut a = Publisher::new("acme-ci", "Acme", &["test", "reproduce", "remediate"]);
+    let mut b = Publisher::new("globex-sre", "Globex", &["test", "reproduce", "remediate"]);
+    a.ceiling = ceiling;
+    b.ceiling = ceiling;
+    let root = trust_root(&[&a, &b]);
     let mut source = ManifestSource::parse(
         capsule.manifest,
         std::path::Path::new(capsule.manifest_path),
     )
     .unwrap();
-    let list: Vec<String> = egress.iter().map(|e| format!("\"{e}\"")).collect();
-    source.capabilities = toml::from_str(&format!("egress = [{}]", list.join(", "))).unwrap();
-    let signed =
-        capsule::sign(capsule.component, &source, &publisher.key, Timestamp::now()).unwrap();
-    let site_list: Vec<String> = site_egress.iter().map(|e| format!("\"{e}\"")).collect();
-    let site = SitePolicy::parse(
-        &format!(
-            "format = 1\nsite = \"{SITE}\"\negress = [{}]\n",
-            site_list.join(", ")
-        ),
-        "site-policy.toml",
-    )
-    .unwrap();
+    source.capabilities = toml::from_str(capabilities).unwrap();
+    let signed = capsule::sign(capsule.component, &source, &a.key, Timestamp::now()).unwrap();
+    let signed = capsule::cosign(&signed, &b.key).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut session = Session::with_policy(
         EvidenceLog::open(dir.path(), SecretKey::generate().unwrap()).unwrap(),
@@ -54,6 +48,36 @@ fn run_capsule(
     .unwrap();
     let verified = session.verify(raw(signed), &root).unwrap();
     session.run(verified, input.as_bytes()).unwrap()
+}
+
+/// [`run_with`] for egress: the manifest asks for `egress`, the site allows `site_egress`.
+fn run_capsule(
+    capsule: &capsule_artifacts::Capsule,
+    egress: &[String],
+    site_egress: &[String],
+    input: &str,
+) -> RunRecord {
+    let quote = |items: &[String]| {
+        items
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let site = SitePolicy::parse(
+        &format!(
+            "format = 1\nsite = \"{SITE}\"\negress = [{}]\n",
+            quote(site_egress)
+        ),
+        "site-policy.toml",
+    )
+    .unwrap();
+    run_with(
+        capsule,
+        &format!("egress = [{}]", quote(egress)),
+        site,
+        input,
+    )
 }
 
 fn verdict(record: &RunRecord) -> (Verdict, Vec<String>) {
@@ -124,4 +148,83 @@ fn http_probe_cannot_reach_what_the_site_does_not_grant() {
     let summary = &record.report.outcome.as_ref().unwrap().summary;
     assert!(summary.contains("request denied"), "{summary}");
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[test]
+fn config_fix_proposes_a_diff_and_rollback_without_writing() {
+    let host = tempfile::tempdir().unwrap();
+    let original = "# database\n[pool]\nmax_connections = 50  # too low\ntimeout: 30\n";
+    std::fs::write(host.path().join("app.conf"), original).unwrap();
+    let site = SitePolicy::parse(
+        &format!(
+            "format = 1\nsite = \"{SITE}\"\n[[directory]]\npath = \"/config\"\nhost = \"{}\"\naccess = \"read-only\"\n",
+            host.path().display()
+        ),
+        "site-policy.toml",
+    )
+    .unwrap();
+    let record = run_with(
+        &capsule_artifacts::CONFIG_FIX,
+        "files = [{ path = \"/config\", access = \"read-only\" }]",
+        site,
+        r#"{"path": "/config/app.conf", "set": {"max_connections": "200", "timeout": "30", "tls": "on"},
+            "rationale": "policy DB-7"}"#,
+    );
+    let (v, findings) = verdict(&record);
+    assert_eq!(v, Verdict::Fail);
+    assert_eq!(findings, ["drift.max_connections", "missing.tls"]);
+    // Nothing was written.
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("app.conf")).unwrap(),
+        original
+    );
+    let item = &record.report.evidence[0];
+    assert_eq!(item.label, "proposal");
+    assert_eq!(item.media_type, "application/vnd.edge-runner.proposal+json");
+    let proposal: serde_json::Value =
+        serde_json::from_slice(item.inline.as_ref().unwrap()).unwrap();
+    assert_eq!(proposal["target"], "/config/app.conf");
+    assert_eq!(proposal["rationale"], "policy DB-7");
+    let diff = proposal["diff"].as_str().unwrap();
+    assert!(
+        diff.starts_with("--- a/config/app.conf\n+++ b/config/app.conf\n"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("-max_connections = 50  # too low\n+max_connections = 200  # too low\n"),
+        "{diff}"
+    );
+    assert!(diff.contains("+tls = on\n"), "{diff}");
+    let rollback = proposal["rollback"].as_str().unwrap();
+    assert!(
+        rollback.contains("-max_connections = 200  # too low\n+max_connections = 50  # too low\n"),
+        "{rollback}"
+    );
+    assert!(rollback.contains("-tls = on\n"), "{rollback}");
+}
+
+#[test]
+fn config_fix_passes_when_nothing_drifted() {
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("app.conf"), "tls = on\n").unwrap();
+    let site = SitePolicy::parse(
+        &format!(
+            "format = 1\nsite = \"{SITE}\"\n[[directory]]\npath = \"/config\"\nhost = \"{}\"\naccess = \"read-only\"\n",
+            host.path().display()
+        ),
+        "site-policy.toml",
+    )
+    .unwrap();
+    let record = run_with(
+        &capsule_artifacts::CONFIG_FIX,
+        "files = [{ path = \"/config\", access = \"read-only\" }]",
+        site,
+        r#"{"path": "/config/app.conf", "set": {"tls": "on"}}"#,
+    );
+    let (v, findings) = verdict(&record);
+    assert_eq!(v, Verdict::Pass, "{findings:?}");
+    assert!(
+        record.report.evidence.is_empty(),
+        "no proposal when nothing drifted"
+    );
 }

@@ -257,8 +257,15 @@ fn log_written_by_another_key_is_not_appended_to() {
 
 #[test]
 fn every_example_capsule_runs() {
-    let publisher = Publisher::new("acme-ci", "Acme", &["test", "reproduce", "remediate"]);
-    let root = trust_root(&[&publisher]);
+    // Two organisations, so `remediate` capsules meet their threshold; a ceiling
+    // that covers every example's request (the site, granting nothing, decides).
+    let ceiling = "files = [{ path = \"/\", access = \"read-write\" }]\n\
+        egress = [\"*.example.com:443\", \"127.0.0.1:*\"]\nconfig = [\"*\"]\n";
+    let mut publisher = Publisher::new("acme-ci", "Acme", &["test", "reproduce", "remediate"]);
+    let mut second = Publisher::new("globex-sre", "Globex", &["test", "reproduce", "remediate"]);
+    publisher.ceiling = ceiling;
+    second.ceiling = ceiling;
+    let root = trust_root(&[&publisher, &second]);
     let dir = tempfile::tempdir().unwrap();
     let mut session = Session::new(
         EvidenceLog::open(dir.path(), SecretKey::generate().unwrap()).unwrap(),
@@ -279,6 +286,7 @@ fn every_example_capsule_runs() {
             edge_runner::timestamp::Timestamp::now(),
         )
         .unwrap();
+        let signed = edge_runner::capsule::cosign(&signed, &second.key).unwrap();
         let verified = session.verify(raw(signed), &root).unwrap();
         let record = session.run(verified, PASSING_INPUT.as_bytes()).unwrap();
         assert_eq!(
