@@ -228,3 +228,90 @@ fn config_fix_passes_when_nothing_drifted() {
         "no proposal when nothing drifted"
     );
 }
+
+/// A tiny order service on 127.0.0.1: POST /orders with a negative quantity
+/// answers 500 with a panic message while `broken`; everything else answers 200.
+fn order_service(broken: bool) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = vec![0u8; 16384];
+            let mut n = 0;
+            // Read until the (small) body has arrived.
+            while n < buf.len() {
+                match stream.read(&mut buf[n..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+                let text = String::from_utf8_lossy(&buf[..n]);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if n >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            let (status, body) = if broken
+                && request.starts_with("POST /orders")
+                && request.contains("\"qty\":-1")
+            {
+                (500, "panic: negative quantity")
+            } else {
+                (200, "ok")
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+fn replay_against(addr: std::net::SocketAddr) -> RunRecord {
+    let grant = format!("http://{addr}");
+    run_capsule(
+        &capsule_artifacts::REPLAY,
+        std::slice::from_ref(&grant),
+        std::slice::from_ref(&grant),
+        &format!(
+            r#"{{"base_url": "http://{addr}", "steps": [
+                 {{"method": "GET", "path": "/health"}},
+                 {{"method": "POST", "path": "/orders", "body": "{{\"qty\":-1}}"}}],
+               "failure": {{"step": 1, "status": 500, "body_contains": "panic"}}}}"#
+        ),
+    )
+}
+
+#[test]
+fn replay_reproduces_a_failure_deterministically_and_reports_a_fixed_one() {
+    let broken = order_service(true);
+    let first = replay_against(broken);
+    let (v, findings) = verdict(&first);
+    assert_eq!(v, Verdict::Fail);
+    assert_eq!(findings, ["failure.reproduced"]);
+    // A reproduce capsule runs deterministically: a second replay leaves the same transcript.
+    assert!(first.grant.determinism.is_some());
+    let second = replay_against(broken);
+    assert_eq!(
+        first.report.evidence[0].sha256,
+        second.report.evidence[0].sha256
+    );
+    assert_eq!(first.report.outcome, second.report.outcome);
+
+    let fixed = order_service(false);
+    let (v, _) = verdict(&replay_against(fixed));
+    assert_eq!(v, Verdict::Pass);
+}
