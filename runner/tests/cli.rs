@@ -853,3 +853,77 @@ fn inclusion_proof_verifies_against_the_checkpoint_root() {
         text(&out)
     );
 }
+
+/// The new author's path: scaffold, its own test, build, sign, run.
+#[test]
+fn capsule_new_builds_passes_its_test_signs_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let crate_dir = d.join("disk-check");
+    let out = edge_runner(&[
+        "capsule",
+        "new",
+        "disk-check",
+        "--kind",
+        "test",
+        "--out",
+        p(&crate_dir),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A second scaffold into the same place is refused rather than overwriting.
+    let again = edge_runner(&[
+        "capsule",
+        "new",
+        "disk-check",
+        "--kind",
+        "test",
+        "--out",
+        p(&crate_dir),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("is not empty"), "{}", text(&again));
+
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold");
+    let cargo = |args: &[&str]| {
+        let out = Command::new(env!("CARGO"))
+            .args(args)
+            .arg("--offline")
+            .current_dir(&crate_dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cargo {args:?}: {}", text(&out));
+        text(&out)
+    };
+    assert!(cargo(&["test"]).contains("test tests::judges_the_input ... ok"));
+    cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
+    let wasm = target.join("wasm32-wasip2/release/disk_check.wasm");
+
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = d.join("disk-check.signed.wasm");
+    let out = edge_runner(&[
+        "capsule",
+        "sign",
+        p(&wasm),
+        "--manifest",
+        p(&crate_dir.join("capsule.toml")),
+        "--key",
+        p(&key),
+        "--out",
+        p(&signed),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let evidence = d.join("evidence");
+    let out = run_with_input(d, &signed, &trust, &evidence, r#"{"status": "up"}"#);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("verdict: pass — service is up"),
+        "{}",
+        text(&out)
+    );
+    let out = run_with_input(d, &signed, &trust, &evidence, r#"{"status": "down"}"#);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+}

@@ -21,6 +21,8 @@ pub(super) enum CapsuleCommand {
     Verify(CapsuleVerify),
     /// Show a capsule's manifest, digests and signers (nothing is trusted).
     Inspect(CapsuleInspect),
+    /// Create a new capsule crate that builds, passes its own test, and signs as it is.
+    New(super::scaffold::CapsuleNew),
 }
 
 impl CapsuleCommand {
@@ -29,6 +31,7 @@ impl CapsuleCommand {
             CapsuleCommand::Sign(args) => args.execute(),
             CapsuleCommand::Verify(args) => args.execute(),
             CapsuleCommand::Inspect(args) => args.execute(),
+            CapsuleCommand::New(args) => args.execute(),
         }
     }
 }

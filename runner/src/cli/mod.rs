@@ -12,6 +12,7 @@
 mod capsule;
 mod demo;
 mod html;
+mod scaffold;
 mod trust;
 
 use std::fs;
