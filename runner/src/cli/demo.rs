@@ -27,6 +27,7 @@ const SITE: &str = "demo-site";
 
 const PUBLISHER_KEY: &str = include_str!("../../../keys/demo-publisher.key");
 const ROOT_KEY: &str = include_str!("../../../keys/demo-root.key");
+const PARTNER_KEY: &str = include_str!("../../../keys/demo-partner.key");
 const RUNNER_KEY: &str = include_str!("../../../keys/demo-runner.key");
 const RUNNER_PUB: &str = include_str!("../../../keys/demo-runner.pub");
 const TRUST_ROOT: &str = include_str!("../../../keys/demo-trust-root.toml");
@@ -79,9 +80,74 @@ fn demo_capsule() -> (&'static [u8], &'static str) {
     (c.component, c.manifest)
 }
 
+/// The three capsules of the second act: (component, manifest) of http-probe, replay, config-fix.
+#[cfg(feature = "demo")]
+fn act_two() -> [(&'static [u8], &'static str); 3] {
+    [
+        capsule_artifacts::HTTP_PROBE,
+        capsule_artifacts::REPLAY,
+        capsule_artifacts::CONFIG_FIX,
+    ]
+    .map(|c| (c.component, c.manifest))
+}
+
+#[cfg(not(feature = "demo"))]
+fn act_two() -> [(&'static [u8], &'static str); 3] {
+    [(&[], ""); 3]
+}
+
 #[cfg(not(feature = "demo"))]
 fn demo_capsule() -> (&'static [u8], &'static str) {
     (&[], "")
+}
+
+/// A small service on 127.0.0.1 for the demo's capsules: `GET /health` is up;
+/// `POST /orders` with a negative quantity fails with a 500, as in the recorded incident.
+fn demo_service() -> Result<std::net::SocketAddr> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 8192];
+            let mut n = 0;
+            while n < buf.len() {
+                match stream.read(&mut buf[n..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+                let text = String::from_utf8_lossy(&buf[..n]);
+                let Some(end) = text.find("\r\n\r\n") else {
+                    continue;
+                };
+                let len = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                    })
+                    .unwrap_or(0);
+                if n >= end + 4 + len {
+                    break;
+                }
+            }
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) =
+                if request.starts_with("POST /orders") && request.contains("\"qty\":-1") {
+                    (500, "panic: negative quantity")
+                } else {
+                    (200, r#"{"status":"up"}"#)
+                };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(addr)
 }
 
 fn embedded(bytes: &[u8]) -> RawCapsule {
@@ -147,7 +213,23 @@ fn run_demo(out: &Path) -> Result<()> {
     let evidence_dir = out.join("evidence");
     let runner = SecretKey::from_pem(RUNNER_KEY, Path::new("keys/demo-runner.key"))?;
     let log = EvidenceLog::open(&evidence_dir, runner)?;
-    let mut session = Session::new(log, Limits::default(), SITE)?;
+    // The site: a service on 127.0.0.1 the capsules may reach, and a config
+    // directory they may read.
+    let service = demo_service()?;
+    let config_dir = out.join("config");
+    std::fs::create_dir_all(&config_dir)?;
+    std::fs::write(
+        config_dir.join("app.conf"),
+        "[pool]\nmax_connections = 50\ntls = off\n",
+    )?;
+    let site_policy = format!(
+        "format = 1\nsite = \"{SITE}\"\negress = [\"http://{service}\"]\n\
+         [[directory]]\npath = \"/config\"\nhost = \"{}\"\naccess = \"read-only\"\n",
+        config_dir.display()
+    );
+    std::fs::write(out.join("site-policy.toml"), &site_policy)?;
+    let policy = crate::site::SitePolicy::parse(&site_policy, "site-policy.toml")?;
+    let mut session = Session::with_policy(log, Limits::default(), policy)?;
 
     for (step, label, input) in [
         (2, "healthy service", PASSING_INPUT),
@@ -168,6 +250,76 @@ fn run_demo(out: &Path) -> Result<()> {
         let record = session.run(verified, input.as_bytes())?;
         println!("   Ran on input \"{label}\":");
         super::print_run(&record);
+        println!();
+    }
+
+    // 3b. The three capsules a fleet ships: a probe, a replay, a proposed fix.
+    let partner = SecretKey::from_pem(PARTNER_KEY, Path::new("keys/demo-partner.key"))?;
+    let [probe, replay, fix] = act_two();
+    let egress = format!("egress = [\"http://{service}\"]");
+    let inputs = [
+        (
+            probe,
+            egress.clone(),
+            format!(
+                r#"{{"url": "http://{service}/health", "max_latency_ms": 5000, "body_contains": ["up"]}}"#
+            ),
+        ),
+        (
+            replay,
+            egress.clone(),
+            format!(
+                r#"{{"base_url": "http://{service}", "steps": [{{"path": "/health"}},
+                   {{"method": "POST", "path": "/orders", "body": "{{\"qty\":-1}}"}}],
+                   "failure": {{"step": 1, "status": 500}}}}"#
+            ),
+        ),
+        (
+            fix,
+            "files = [{ path = \"/config\", access = \"read-only\" }]".to_string(),
+            r#"{"path": "/config/app.conf", "set": {"max_connections": "200", "tls": "on"},
+                "rationale": "policy DB-7: pool of 200, TLS on"}"#
+                .to_string(),
+        ),
+    ];
+    for ((component, manifest), capabilities, input) in inputs {
+        let mut source = ManifestSource::parse(manifest, Path::new("capsule.toml"))?;
+        // This site's service replaces the manifest's example destination.
+        source.capabilities = toml::from_str(&capabilities)?;
+        let mut signed = capsule::sign(component, &source, &publisher, Timestamp::now())?;
+        if source.kind == crate::capsule::Kind::Remediate {
+            // A fix needs two organisations: the partner co-signs.
+            signed = capsule::cosign(&signed, &partner)?;
+        }
+        let verified = session.verify(embedded(&signed), &root)?;
+        let record = session.run(verified, input.as_bytes())?;
+        println!(
+            "3b. {} ({}), signed by {}:",
+            source.name,
+            source.kind,
+            record
+                .capsule
+                .signers()
+                .iter()
+                .map(|s| s.organisation.as_str())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        );
+        super::print_run(&record);
+        for item in record
+            .report
+            .evidence
+            .iter()
+            .filter(|i| i.label == "proposal")
+        {
+            if let Some(data) = &item.inline {
+                let proposal: serde_json::Value = serde_json::from_slice(data)?;
+                println!("   proposed (for approval, not applied):");
+                for line in proposal["diff"].as_str().unwrap_or_default().lines() {
+                    println!("     {line}");
+                }
+            }
+        }
         println!();
     }
 

@@ -258,6 +258,10 @@ fn print_run(record: &RunRecord) {
     for k in record.grant.config.keys() {
         println!("  granted: config {k}");
     }
+    for e in &record.grant.egress {
+        let addrs: Vec<String> = e.addresses.iter().map(ToString::to_string).collect();
+        println!("  granted: egress {} ({})", e.destination, addrs.join(", "));
+    }
     for d in &record.grant.denied {
         println!("  denied: {} — {}", d.request, d.reason);
     }
