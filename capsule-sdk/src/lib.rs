@@ -55,6 +55,11 @@ use bindings::edge_runner::capsule::{host, types as wit};
 
 /// What a capsule is for. It must match the `kind` in the signed manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// ```
+/// let kind = capsule_sdk::Kind::Remediate;
+/// assert_ne!(kind, capsule_sdk::Kind::Test);
+/// ```
 pub enum Kind {
     /// Checks a system; reads only.
     Test,
@@ -66,6 +71,11 @@ pub enum Kind {
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+///
+/// ```
+/// let f = capsule_sdk::Finding::new("disk.full", capsule_sdk::Severity::Critical, "/var is 99% full");
+/// assert!(f.severity > capsule_sdk::Severity::High);
+/// ```
 pub enum Severity {
     /// Worth knowing; no action needed.
     Info,
@@ -81,6 +91,11 @@ pub enum Severity {
 
 /// The capsule's overall judgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// ```
+/// let o = capsule_sdk::Outcome::fail("2 checks failed");
+/// assert_eq!(o.verdict, capsule_sdk::Verdict::Fail);
+/// ```
 pub enum Verdict {
     /// Every check held.
     Pass,
@@ -109,6 +124,11 @@ pub struct Finding {
 
 impl Finding {
     /// Creates a finding.
+    ///
+    /// ```
+    /// let f = capsule_sdk::Finding::new("tls.expired", capsule_sdk::Severity::High, "certificate expired 2 days ago");
+    /// assert_eq!(f.code, "tls.expired");
+    /// ```
     pub fn new(code: impl Into<String>, severity: Severity, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
@@ -139,6 +159,11 @@ pub struct Outcome {
 
 impl Outcome {
     /// An outcome with the given verdict and summary and no findings.
+    ///
+    /// ```
+    /// let o = capsule_sdk::Outcome::new(capsule_sdk::Verdict::Error, "no input");
+    /// assert!(o.findings.is_empty());
+    /// ```
     pub fn new(verdict: Verdict, summary: impl Into<String>) -> Self {
         Self {
             verdict,
@@ -148,22 +173,43 @@ impl Outcome {
     }
 
     /// Every check held.
+    ///
+    /// ```
+    /// let o = capsule_sdk::Outcome::pass("all 3 checks hold");
+    /// assert_eq!(o.verdict, capsule_sdk::Verdict::Pass);
+    /// ```
     pub fn pass(summary: impl Into<String>) -> Self {
         Self::new(Verdict::Pass, summary)
     }
 
     /// At least one check did not hold.
+    ///
+    /// ```
+    /// let o = capsule_sdk::Outcome::fail("status is 503");
+    /// assert_eq!(o.verdict, capsule_sdk::Verdict::Fail);
+    /// ```
     pub fn fail(summary: impl Into<String>) -> Self {
         Self::new(Verdict::Fail, summary)
     }
 
     /// The capsule could not decide.
+    ///
+    /// ```
+    /// let o = capsule_sdk::Outcome::error("service unreachable");
+    /// assert_eq!(o.verdict, capsule_sdk::Verdict::Error);
+    /// ```
     pub fn error(summary: impl Into<String>) -> Self {
         Self::new(Verdict::Error, summary)
     }
 
     /// Adds a finding.
     #[must_use]
+    ///
+    /// ```
+    /// use capsule_sdk::{Finding, Outcome, Severity};
+    /// let o = Outcome::fail("1 check failed").with_finding(Finding::new("status", Severity::High, "503"));
+    /// assert_eq!(o.findings.len(), 1);
+    /// ```
     pub fn with_finding(mut self, finding: Finding) -> Self {
         self.findings.push(finding);
         self
@@ -183,6 +229,11 @@ pub struct Error {
 
 impl Error {
     /// An error with a message for the operator.
+    ///
+    /// ```
+    /// let e = capsule_sdk::Error::new("`url` is missing from the input");
+    /// assert_eq!(e.to_string(), "`url` is missing from the input");
+    /// ```
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -216,28 +267,60 @@ pub struct Context {
 
 impl Context {
     /// The kind this capsule was built as.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &capsule_sdk::Context) {
+    /// if cx.kind() == capsule_sdk::Kind::Reproduce { /* the runner fixed clock and randomness */ }
+    /// # }
+    /// ```
     pub fn kind(&self) -> Kind {
         self.kind
     }
 
     /// The raw input bytes the operator supplied (empty when none).
+    ///
+    /// ```no_run
+    /// # fn f(cx: &capsule_sdk::Context) {
+    /// let size = cx.input().len();
+    /// # }
+    /// ```
     pub fn input(&self) -> &[u8] {
         &self.input
     }
 
     /// The input as UTF-8 text.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &capsule_sdk::Context) -> Result<(), capsule_sdk::Error> {
+    /// let text = cx.input_str()?;
+    /// # Ok(()) }
+    /// ```
     pub fn input_str(&self) -> Result<&str, Error> {
         std::str::from_utf8(&self.input)
             .map_err(|e| Error::new(format!("input is not UTF-8 text: {e}")))
     }
 
     /// The input parsed as JSON into `T`.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &capsule_sdk::Context) -> Result<(), capsule_sdk::Error> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Input { url: String }
+    /// let input: Input = cx.input_json()?;
+    /// # Ok(()) }
+    /// ```
     pub fn input_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(&self.input)
             .map_err(|e| Error::new(format!("input is not the expected JSON: {e}")))
     }
 
     /// The value of a configuration key the runner granted, if any.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &capsule_sdk::Context) {
+    /// let url = cx.config("target-url").unwrap_or_else(|| "http://localhost".into());
+    /// # }
+    /// ```
     pub fn config(&self, key: &str) -> Option<String> {
         host::config(key)
     }
@@ -245,6 +328,12 @@ impl Context {
     /// Appends an item to this run's evidence record and returns its index.
     ///
     /// Fails when the run's evidence quota is spent.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &capsule_sdk::Context) -> Result<(), capsule_sdk::Error> {
+    /// cx.evidence("response", "application/json", br#"{"status":"up"}"#)?;
+    /// # Ok(()) }
+    /// ```
     pub fn evidence(&self, label: &str, media_type: &str, data: &[u8]) -> Result<u32, Error> {
         host::emit_evidence(label, media_type, data)
             .map_err(|e| Error::new(format!("evidence `{label}` was not recorded: {e}")))
@@ -279,6 +368,10 @@ pub struct Proposal {
 }
 
 /// Media type of a proposal in the evidence record.
+///
+/// ```
+/// assert!(capsule_sdk::PROPOSAL_MEDIA_TYPE.ends_with("+json"));
+/// ```
 pub const PROPOSAL_MEDIA_TYPE: &str = "application/vnd.edge-runner.proposal+json";
 
 impl Context {
@@ -304,6 +397,12 @@ impl Context {
 }
 
 /// Converts what an entry point returns into an [`Outcome`].
+///
+/// ```
+/// use capsule_sdk::{IntoOutcome, Outcome, Verdict};
+/// let r: Result<Outcome, String> = Err("boom".into());
+/// assert_eq!(r.into_outcome().verdict, Verdict::Error);
+/// ```
 pub trait IntoOutcome {
     /// Performs the conversion; errors become an `error` verdict.
     fn into_outcome(self) -> Outcome;
