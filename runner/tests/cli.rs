@@ -966,3 +966,23 @@ fn capsule_new_builds_passes_its_test_signs_and_runs() {
     let out = run_with_input(d, &signed, &trust, &evidence, r#"{"status": "down"}"#);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly_like_sigpipe() {
+    // `edge-runner … | head` closes the pipe early; that must not print a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+        .args(["trust", "--help"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        matches!(out.status.code(), Some(0 | 141)),
+        "{:?}",
+        out.status
+    );
+}
