@@ -970,8 +970,10 @@ fn capsule_new_builds_passes_its_test_signs_and_runs() {
 #[test]
 fn a_closed_stdout_ends_quietly_like_sigpipe() {
     // `edge-runner … | head` closes the pipe early; that must not print a panic.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = demo_bundle(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_edge-runner"))
-        .args(["trust", "--help"])
+        .args(["evidence", "verify", p(&bundle), "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
