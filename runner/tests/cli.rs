@@ -260,7 +260,7 @@ fn sign_verify_run_and_verify_evidence() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("VALID: 13 records"), "{}", text(&out));
     assert!(
-        text(&out).contains("consistent with a checkpoint covering 12 records"),
+        text(&out).contains("consistent with a checkpoint covering 13 records"),
         "{}",
         text(&out)
     );
@@ -743,7 +743,7 @@ fn exported_bundle_verifies_offline_with_one_command() {
         ]
     );
     assert_eq!(json["runs"][4]["signers"].as_array().unwrap().len(), 2);
-    assert_eq!(json["checkpoint_size"], 18);
+    assert_eq!(json["checkpoint_size"], 19);
 
     // Another runner's key: refused.
     let (_, other) = keys(d, "other");
@@ -986,5 +986,24 @@ fn a_closed_stdout_ends_quietly_like_sigpipe() {
         matches!(out.status.code(), Some(0 | 141)),
         "{:?}",
         out.status
+    );
+}
+
+#[test]
+fn a_malformed_bundle_is_invalid_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bad.bundle");
+    // A CBOR map, so it is read as a bundle, but with an unknown key.
+    std::fs::write(&bundle, [0xa1, 0x63, b'f', b'o', b'o', 0x01]).unwrap();
+    let out = edge_runner(&["evidence", "verify", p(&bundle), "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["valid"], false);
+    assert!(
+        json["failure"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a valid bundle: "),
+        "{json}"
     );
 }

@@ -413,10 +413,12 @@ fn checkpoints_are_written_every_n_records_and_verify() {
     assert_eq!(positions, [3, 7, 10]);
     let note = std::fs::read_to_string(dir.path().join(evidence::CHECKPOINT_FILE)).unwrap();
     let cp = evidence::check_against_checkpoint(&summary, &note, &public).unwrap();
-    assert_eq!(cp.size, 10);
-    assert_eq!(summary.last_checkpoint.as_ref(), Some(&cp));
+    // The file covers every record, the closing checkpoint record included;
+    // that record itself covers the 10 before it.
+    assert_eq!(cp.size, 11);
+    assert_eq!(summary.last_checkpoint.as_ref().map(|c| c.size), Some(10));
     assert!(note.starts_with(&format!(
-        "edge-runner/log/{}\n10\n",
+        "edge-runner/log/{}\n11\n",
         hex::encode(summary.log_id)
     )));
 }
@@ -427,8 +429,8 @@ fn tail_truncation_is_caught_with_a_checkpoint() {
     let (bytes, runner) = make_log(dir.path());
     let note = std::fs::read_to_string(dir.path().join(evidence::CHECKPOINT_FILE)).unwrap();
     let spans = record_spans(&bytes);
-    // Cut the last three whole records: the shorter log is itself a valid chain...
-    let cut = &bytes[..spans[spans.len() - 3].start];
+    // Cut the last whole record (the closing checkpoint itself): the shorter log is a valid chain...
+    let cut = &bytes[..spans[spans.len() - 1].start];
     let summary = evidence::verify_log(cut, &runner.public()).unwrap();
     // ...but not against the checkpoint the runner signed before.
     let failure =
@@ -437,8 +439,8 @@ fn tail_truncation_is_caught_with_a_checkpoint() {
         failure.to_string(),
         format!(
             "the log holds {} records but a checkpoint the runner signed for it covers {}: records were removed from its end (truncation)",
-            spans.len() - 3,
-            spans.len() - 1
+            spans.len() - 1,
+            spans.len()
         )
     );
 }

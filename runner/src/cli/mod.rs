@@ -24,7 +24,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::capsule::{MAX_CAPSULE_BYTES, MAX_SIGNATURE_SECTION_BYTES, RawCapsule};
 use crate::evidence::bundle::{
-    Bundle, MAX_BUNDLE_BYTES, Report, looks_like_bundle, verify_bundle, verify_log_report,
+    Bundle, MAX_BUNDLE_BYTES, Report, looks_like_bundle, malformed_bundle_report, verify_bundle,
+    verify_log_report,
 };
 use crate::evidence::{self, EvidenceLog, LOG_FILE};
 use crate::keys::{PublicKey, SecretKey};
@@ -341,9 +342,9 @@ impl EvidenceProve {
         };
         if self.record >= cp.size {
             bail!(
-                "record {} is not covered by the newest checkpoint (it covers records 0..{})",
+                "record {} is not covered by the newest checkpoint (it covers records 0 to {})",
                 self.record,
-                cp.size
+                cp.size - 1
             );
         }
         let leaves: Vec<[u8; 32]> = summary
@@ -487,9 +488,10 @@ impl EvidenceVerify {
         } else {
             let bytes = read_bounded(&self.path, MAX_BUNDLE_BYTES, "evidence")?;
             if looks_like_bundle(&bytes) {
-                let bundle = Bundle::from_cbor(&bytes)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
-                verify_bundle(&bundle, key.as_ref(), &notes)
+                match Bundle::from_cbor(&bytes) {
+                    Ok(bundle) => verify_bundle(&bundle, key.as_ref(), &notes),
+                    Err(e) => malformed_bundle_report(key.as_ref(), &e),
+                }
             } else {
                 let key = key.ok_or_else(|| {
                     anyhow::anyhow!("--runner-key is required to verify a bare log file")
@@ -535,7 +537,7 @@ fn print_report(r: &Report, verbose: bool) {
             "VALID: {} records, log {}, signed by runner key {} ({}), head {}, Merkle root {}{}",
             r.records,
             r.log_id.as_deref().unwrap_or(""),
-            &r.runner_key_id[..16],
+            &r.runner_key_id[..r.runner_key_id.len().min(16)],
             if r.runner_key_source == "bundle" {
                 "from the bundle: confirm this key id with the runner's operator"
             } else {

@@ -272,6 +272,39 @@ pub fn verify_bundle(
     verify_log_into(&bundle.log, &bundle.runner_key, &notes, report)
 }
 
+/// The verdict on a file that is not a well-formed bundle.
+pub fn malformed_bundle_report(expected_key: Option<&PublicKey>, detail: &str) -> Report {
+    let mut report = match expected_key {
+        Some(k) => empty_report(k, true),
+        None => Report {
+            runner_key_id: String::new(),
+            runner_key_source: "none".into(),
+            ..empty_report_without_key()
+        },
+    };
+    report.failure = Some(format!("not a valid bundle: {detail}"));
+    report
+}
+
+fn empty_report_without_key() -> Report {
+    Report {
+        valid: false,
+        failure: None,
+        records: 0,
+        log_id: None,
+        runner_key_id: String::new(),
+        runner_key_source: "none".into(),
+        head: None,
+        merkle_root: None,
+        checkpoint_size: None,
+        source: "bundle".into(),
+        trust_roots: Vec::new(),
+        runs: Vec::new(),
+        refusals: Vec::new(),
+        high_water: Vec::new(),
+    }
+}
+
 fn describe_link(link: &ChainLink) -> String {
     format!("v{} sha256 {}", link.version, hex::encode(link.digest))
 }

@@ -77,6 +77,9 @@ impl Checkpoint {
     /// Parses a signed note and checks its signature by `key` (key name = origin).
     /// Signatures by other keys (e.g. witnesses) are allowed and ignored here.
     pub fn verify(note: &str, key: &PublicKey) -> Result<Self, String> {
+        if !note.ends_with('\n') || note.ends_with("\n\n") {
+            return Err("a signed note ends with exactly one newline".into());
+        }
         let (body, signatures) = note
             .split_once("\n\n")
             .ok_or("not a signed note: no blank line before the signatures")?;
@@ -93,6 +96,9 @@ impl Checkpoint {
             .filter(|s: &u64| s.to_string() == size_text)
             .ok_or_else(|| format!("tree size `{size_text}` is not a decimal number"))?;
         let root_text = lines.next().ok_or("no root hash line")?;
+        if lines.next().is_some() {
+            return Err("the note body has lines after the root; this format has none".into());
+        }
         let root: Hash = STANDARD
             .decode(root_text)
             .ok()

@@ -350,6 +350,14 @@ impl EvidenceLog {
         )?;
         self.since_checkpoint = 0;
         self.last_checkpoint = std::time::Instant::now();
+        // The file's checkpoint also covers the checkpoint record just written, so
+        // no record — not even the last — can be dropped without contradicting it.
+        let covering = Checkpoint {
+            origin: checkpoint.origin.clone(),
+            size: self.tree.size(),
+            root: self.tree.root(),
+        };
+        let note = covering.sign(&self.key);
         let path = self.dir.join(CHECKPOINT_FILE);
         let tmp = self.dir.join(format!(".{CHECKPOINT_FILE}.tmp"));
         let io = |source| EvidenceError::Io {

@@ -167,6 +167,17 @@ fn decode_inner(bytes: &[u8], key: &PublicKey) -> Result<Record, RecordFault> {
     if !sign1.unprotected.is_empty() {
         return Err("unprotected header must be empty".into());
     }
+    // Exactly alg (1), content type (3) and kid (4): nothing a verifier might skip over.
+    if !header.crit.is_empty()
+        || !header.iv.is_empty()
+        || !header.partial_iv.is_empty()
+        || !header.counter_signatures.is_empty()
+        || !header.rest.is_empty()
+    {
+        return Err(
+            "protected header may hold only labels 1 (alg), 3 (content type) and 4 (kid)".into(),
+        );
+    }
     sign1
         .verify_signature(EVIDENCE_CONTEXT, |sig, tbs| {
             if key.verify_strict(tbs, sig) {
@@ -230,8 +241,10 @@ fn parse_payload(payload: &[u8]) -> Result<Record, String> {
         _ => return Err("payload field 6 (event) must be a non-empty text string".into()),
     };
     let body = field(K_BODY)?.clone();
-    if !matches!(body, Value::Map(_)) {
-        return Err("payload field 7 (body) must be a map".into());
+    match &body {
+        Value::Map(entries) if entries.iter().all(|(k, _)| matches!(k, Value::Text(_))) => {}
+        Value::Map(_) => return Err("payload field 7 (body) must have text keys only".into()),
+        _ => return Err("payload field 7 (body) must be a map".into()),
     }
     Ok(Record {
         log_id,

@@ -380,6 +380,11 @@ pub(super) fn observe(high_water: &mut HighWater, record: &Record) -> Result<(),
     let version_text = body.text("version")?;
     let version = semver::Version::parse(version_text)
         .map_err(|e| format!("version `{version_text}` is not semver: {e}"))?;
+    if !version.build.is_empty() {
+        return Err(format!(
+            "version `{version_text}` carries build metadata, which signed manifests never do"
+        ));
+    }
     let digest: [u8; 32] = body
         .bytes("module-sha256")?
         .try_into()
