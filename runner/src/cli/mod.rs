@@ -344,7 +344,7 @@ impl EvidenceProve {
             bail!(
                 "record {} is not covered by the newest checkpoint (it covers records 0 to {})",
                 self.record,
-                cp.size - 1
+                cp.size.saturating_sub(1)
             );
         }
         let leaves: Vec<[u8; 32]> = summary
