@@ -150,23 +150,31 @@ fn http_probe_cannot_reach_what_the_site_does_not_grant() {
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
+/// Runs config-fix on `input` with `host` mapped read-only at `/config`.
+fn run_config_fix(host: &std::path::Path, input: &str) -> RunRecord {
+    let site = SitePolicy::parse(
+        &format!(
+            "format = 1\nsite = \"{SITE}\"\n[[directory]]\npath = \"/config\"\nhost = \"{}\"\naccess = \"read-only\"\n",
+            host.display()
+        ),
+        "site-policy.toml",
+    )
+    .unwrap();
+    run_with(
+        &capsule_artifacts::CONFIG_FIX,
+        "files = [{ path = \"/config\", access = \"read-only\" }]",
+        site,
+        input,
+    )
+}
+
 #[test]
 fn config_fix_proposes_a_diff_and_rollback_without_writing() {
     let host = tempfile::tempdir().unwrap();
     let original = "# database\n[pool]\nmax_connections = 50  # too low\ntimeout: 30\n";
     std::fs::write(host.path().join("app.conf"), original).unwrap();
-    let site = SitePolicy::parse(
-        &format!(
-            "format = 1\nsite = \"{SITE}\"\n[[directory]]\npath = \"/config\"\nhost = \"{}\"\naccess = \"read-only\"\n",
-            host.path().display()
-        ),
-        "site-policy.toml",
-    )
-    .unwrap();
-    let record = run_with(
-        &capsule_artifacts::CONFIG_FIX,
-        "files = [{ path = \"/config\", access = \"read-only\" }]",
-        site,
+    let record = run_config_fix(
+        host.path(),
         r#"{"path": "/config/app.conf", "set": {"max_connections": "200", "timeout": "30", "tls": "on"},
             "rationale": "policy DB-7"}"#,
     );
@@ -207,18 +215,8 @@ fn config_fix_proposes_a_diff_and_rollback_without_writing() {
 fn config_fix_passes_when_nothing_drifted() {
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("app.conf"), "tls = on\n").unwrap();
-    let site = SitePolicy::parse(
-        &format!(
-            "format = 1\nsite = \"{SITE}\"\n[[directory]]\npath = \"/config\"\nhost = \"{}\"\naccess = \"read-only\"\n",
-            host.path().display()
-        ),
-        "site-policy.toml",
-    )
-    .unwrap();
-    let record = run_with(
-        &capsule_artifacts::CONFIG_FIX,
-        "files = [{ path = \"/config\", access = \"read-only\" }]",
-        site,
+    let record = run_config_fix(
+        host.path(),
         r#"{"path": "/config/app.conf", "set": {"tls": "on"}}"#,
     );
     let (v, findings) = verdict(&record);

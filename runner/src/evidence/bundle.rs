@@ -279,14 +279,15 @@ pub fn malformed_bundle_report(expected_key: Option<&PublicKey>, detail: &str) -
         None => Report {
             runner_key_id: String::new(),
             runner_key_source: "none".into(),
-            ..empty_report_without_key()
+            ..blank_report()
         },
     };
     report.failure = Some(format!("not a valid bundle: {detail}"));
     report
 }
 
-fn empty_report_without_key() -> Report {
+/// A report that has checked nothing yet (source `bundle`, no key).
+fn blank_report() -> Report {
     Report {
         valid: false,
         failure: None,
@@ -311,20 +312,9 @@ fn describe_link(link: &ChainLink) -> String {
 
 fn empty_report(key: &PublicKey, given: bool) -> Report {
     Report {
-        valid: false,
-        failure: None,
-        records: 0,
-        log_id: None,
         runner_key_id: key.id().to_string(),
         runner_key_source: if given { "given" } else { "bundle" }.into(),
-        head: None,
-        merkle_root: None,
-        checkpoint_size: None,
-        source: "bundle".into(),
-        trust_roots: Vec::new(),
-        runs: Vec::new(),
-        refusals: Vec::new(),
-        high_water: Vec::new(),
+        ..blank_report()
     }
 }
 
