@@ -110,6 +110,26 @@ pub struct FileAccess {
     pub access: Access,
 }
 
+/// `{ path = "...", access = "..." }` as written in a manifest or ceiling, before it is checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessSource {
+    /// The path as written.
+    pub path: String,
+    /// The access asked for or allowed.
+    pub access: Access,
+}
+
+impl FileAccessSource {
+    /// Checks the path (see [`AbsPath::parse`]).
+    pub fn check(&self) -> Result<FileAccess, String> {
+        Ok(FileAccess {
+            path: AbsPath::parse(&self.path)?,
+            access: self.access,
+        })
+    }
+}
+
 impl fmt::Display for FileAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.path, self.access)

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::CapsuleError;
 use super::capabilities::{
-    ANY_SITE, AbsPath, Access, Destination, FileAccess, validate_config_key, validate_site,
+    ANY_SITE, Access, Destination, FileAccess, FileAccessSource, validate_config_key, validate_site,
 };
 use crate::cbor::{self, MapReader};
 use crate::timestamp::Timestamp;
@@ -89,19 +89,12 @@ impl Capabilities {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSource {
-    path: String,
-    access: Access,
-}
-
 /// `[capabilities]` as the author writes it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilitiesSource {
     #[serde(default)]
-    files: Vec<FileSource>,
+    files: Vec<FileAccessSource>,
     #[serde(default)]
     egress: Vec<String>,
     #[serde(default)]
@@ -114,12 +107,7 @@ impl CapabilitiesSource {
         let mut files = self
             .files
             .iter()
-            .map(|f| {
-                Ok(FileAccess {
-                    path: AbsPath::parse(&f.path)?,
-                    access: f.access,
-                })
-            })
+            .map(FileAccessSource::check)
             .collect::<Result<Vec<_>, String>>()?;
         files.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
         if let Some(w) = files.windows(2).find(|w| w[0].path == w[1].path) {
@@ -399,7 +387,7 @@ impl Manifest {
                 let f = MapReader::new("capabilities file", v)?;
                 f.only(&["path", "access"])?;
                 let access_text = f.text("access")?;
-                Ok(FileSource {
+                Ok(FileAccessSource {
                     path: f.text("path")?.to_string(),
                     access: Access::parse(access_text).ok_or_else(|| {
                         format!("file access `{access_text}` is not read-only or read-write")

@@ -18,8 +18,8 @@ mod manifest;
 mod wasm;
 
 pub use capabilities::{
-    ANY_SITE, AbsPath, Access, Destination, DestinationPattern, FileAccess, Scheme,
-    validate_config_key, validate_site,
+    ANY_SITE, AbsPath, Access, Destination, DestinationPattern, FileAccess, FileAccessSource,
+    Scheme, validate_config_key, validate_site,
 };
 pub use manifest::{
     Capabilities, CapabilitiesSource, DEFAULT_VALIDITY_DAYS, Kind, Manifest, ManifestSource,

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::TrustError;
 use crate::capsule::{
-    ANY_SITE, AbsPath, Access, DestinationPattern, FileAccess, Kind, Manifest, validate_config_key,
-    validate_site,
+    ANY_SITE, DestinationPattern, FileAccess, FileAccessSource, Kind, Manifest,
+    validate_config_key, validate_site,
 };
 use crate::cose::{self, SignatureEntry};
 use crate::keys::{KeyId, PublicKey, SecretKey};
@@ -233,7 +233,7 @@ struct PublisherFile {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct CeilingFile {
     #[serde(default)]
-    files: Vec<CeilingPath>,
+    files: Vec<FileAccessSource>,
     #[serde(default)]
     egress: Vec<String>,
     #[serde(default)]
@@ -241,13 +241,6 @@ struct CeilingFile {
     memory_bytes: Option<u64>,
     fuel: Option<u64>,
     wall_time_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CeilingPath {
-    path: String,
-    access: Access,
 }
 
 #[derive(Deserialize)]
@@ -480,13 +473,8 @@ impl RootPolicy {
 fn ceiling(file: CeilingFile) -> Result<Ceiling, String> {
     let files = file
         .files
-        .into_iter()
-        .map(|f| {
-            Ok(FileAccess {
-                path: AbsPath::parse(&f.path)?,
-                access: f.access,
-            })
-        })
+        .iter()
+        .map(FileAccessSource::check)
         .collect::<Result<Vec<_>, String>>()?;
     let egress = file
         .egress
