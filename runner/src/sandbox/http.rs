@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::{EgressGrant, MAX_RECORDED_DENIALS};
+use super::{EgressGrant, record_denial};
 
 /// The `wasi:http` hooks of one run.
 pub(super) struct EgressHooks {
@@ -31,10 +31,7 @@ impl EgressHooks {
     }
 
     fn deny(&self, what: String) {
-        let mut d = self.denied.lock().unwrap_or_else(|p| p.into_inner());
-        if d.len() < MAX_RECORDED_DENIALS {
-            d.push(what);
-        }
+        record_denial(&self.denied, what);
     }
 }
 

@@ -42,8 +42,16 @@ pub use output::StreamSummary;
 /// How often the epoch ticker advances; the wall-clock deadline's resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Most refused network attempts recorded per run (the rest are counted only by this cap).
+/// Most refused network attempts recorded per run; later ones are not listed.
 const MAX_RECORDED_DENIALS: usize = 64;
+
+/// Notes a refused network use (raw socket or HTTP request), up to the cap.
+fn record_denial(denied: &std::sync::Mutex<Vec<String>>, what: String) {
+    let mut d = denied.lock().unwrap_or_else(|p| p.into_inner());
+    if d.len() < MAX_RECORDED_DENIALS {
+        d.push(what);
+    }
+}
 
 /// How long past its deadline a run blocked in a host call is abandoned.
 const HOST_CALL_GRACE: Duration = Duration::from_millis(100);
@@ -618,10 +626,7 @@ impl Sandbox {
                         _ => false,
                     };
                     if !ok {
-                        let mut d = denied.lock().unwrap_or_else(|p| p.into_inner());
-                        if d.len() < MAX_RECORDED_DENIALS {
-                            d.push(format!("{usage:?} {addr}"));
-                        }
+                        record_denial(&denied, format!("{usage:?} {addr}"));
                     }
                     Box::pin(async move { ok })
                 });
