@@ -1007,3 +1007,36 @@ fn a_malformed_bundle_is_invalid_not_an_error() {
         "{json}"
     );
 }
+
+#[test]
+fn capsule_new_refuses_a_bad_name_and_kind_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = edge_runner(&[
+        "capsule",
+        "new",
+        "Disk_Check",
+        "--kind",
+        "test",
+        "--out",
+        p(&dir.path().join("x")),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "capsule name `Disk_Check` is invalid: use 1-64 lowercase letters, digits and `-`"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !dir.path().join("x").exists(),
+        "nothing is created for a refused name"
+    );
+    let out = edge_runner(&["capsule", "new", "disk-check", "--kind", "fix"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("[possible values: test, reproduce, remediate]"),
+        "{}",
+        text(&out)
+    );
+}
