@@ -1,4 +1,5 @@
-//! Public test vectors from `../shared/vectors/`: our primitives agree with the outside world.
+//! Public test vectors from `tests/vectors/` (origins in its `SOURCES.md`): our primitives agree
+//! with the outside world.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,7 +14,7 @@ use edge_runner::cbor::{self, CborError};
 use edge_runner::keys::{PublicKey, SecretKey};
 
 fn vectors() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors");
     assert!(dir.is_dir(), "test vectors missing at {}", dir.display());
     dir
 }
