@@ -10,7 +10,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use edge_runner::evidence::bundle::{Bundle, verify_bundle};
+use edge_runner::audit::verify_bundle;
+use edge_runner::evidence::bundle::Bundle;
 use edge_runner::keys::PublicKey;
 
 fn main() -> Result<()> {
@@ -20,10 +21,10 @@ fn main() -> Result<()> {
         [] => make_bundle()?,
         _ => bail!("usage: audit [BUNDLE RUNNER_PUB]"),
     };
-    let bundle = Bundle::from_cbor(&std::fs::read(&bundle_path)?).map_err(anyhow::Error::msg)?;
+    let bundle = Bundle::from_cbor(&std::fs::read(&bundle_path)?)?;
     let key = PublicKey::load(&key_path)?;
-    let report = verify_bundle(&bundle, Some(&key), &[]);
-    if !report.valid {
+    let report = verify_bundle(&bundle, Some(&key), &[], &mut |_, _| {});
+    if !report.valid() {
         println!("INVALID: {}", report.failure.unwrap_or_default());
         std::process::exit(4);
     }

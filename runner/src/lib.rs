@@ -21,12 +21,14 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod audit;
 pub mod capsule;
 pub mod cbor;
 pub mod cli;
 mod cose;
 pub mod evidence;
 pub mod keys;
+pub mod rollback;
 pub mod sandbox;
 pub mod session;
 pub mod site;

@@ -299,37 +299,44 @@ fn every_example_capsule_runs() {
     }
 }
 
-/// A `capsule-verified` body as the runner writes it, reduced to what the high-water mark reads.
-fn accepted(name: &str, version: &str, digest: u8, root_version: u64) -> ciborium::Value {
-    use ciborium::Value;
-    edge_runner::cbor::text_map([
-        ("name", Value::Text(name.into())),
-        ("version", Value::Text(version.into())),
-        ("module-sha256", Value::Bytes(vec![digest; 32])),
-        (
-            "trust-root",
-            edge_runner::cbor::text_map([
-                ("name", Value::Text("test-root".into())),
-                ("version", Value::Integer(root_version.into())),
-                ("sha256", Value::Bytes(vec![0; 32])),
-            ]),
-        ),
-    ])
+/// A `capsule-verified` event as the runner writes it.
+fn accepted(name: &str, version: &str, digest: u8, root_version: u64) -> evidence::Event {
+    use evidence::events::{CapsuleVerified, TrustRootRef};
+    evidence::Event::from(CapsuleVerified {
+        name: name.into(),
+        version: semver::Version::parse(version).unwrap(),
+        kind: "test".into(),
+        module_sha256: [digest; 32],
+        file_sha256: [digest; 32],
+        signers: Vec::new(),
+        trust_root: TrustRootRef {
+            name: "test-root".into(),
+            version: root_version,
+            sha256: [0; 32],
+        },
+        site: "plant-7".into(),
+        checked_at: 1_800_000_000,
+        signature_placement: "embedded".into(),
+        audience: vec!["*".into()],
+        not_before: 1_700_000_000,
+        expires: 1_900_000_000,
+        signature_sha256: None,
+    })
 }
 
 /// A log the runner key signed, as a runner that skipped its rollback check would write it.
-fn forged_log(bodies: Vec<ciborium::Value>) -> (Vec<u8>, SecretKey) {
+fn forged_log(events: Vec<evidence::Event>) -> (Vec<u8>, SecretKey) {
     let key = SecretKey::generate().unwrap();
     let mut prev = evidence::GENESIS_PREV;
     let mut bytes = Vec::new();
-    for (seq, body) in bodies.into_iter().enumerate() {
+    for (seq, event) in events.into_iter().enumerate() {
         let record = evidence::Record {
             log_id: [7; 16],
             seq: seq as u64,
             prev,
             time_ms: 1_800_000_000_000 + seq as u64,
-            event: "capsule-verified".into(),
-            body,
+            event: event.name().into(),
+            body: event.body(),
         };
         let signed = evidence::sign_record(record, &key).unwrap();
         prev = signed.hash;
@@ -347,7 +354,7 @@ fn auditor_detects_a_recorded_capsule_rollback() {
     let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
     assert_eq!(
         failure.to_string(),
-        "record 1 accepts a rollback: capsule `db-check` 1.3.9 after 1.4.0 was accepted"
+        "record 1 accepts a rollback: capsule `db-check` 1.3.9 is older than 1.4.0, which was already accepted"
     );
 }
 
@@ -369,7 +376,115 @@ fn auditor_detects_a_reused_version_and_a_trust_root_rollback() {
     let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
     assert_eq!(
         failure.to_string(),
-        "record 1 accepts a rollback: trust root `test-root` v2 after v3 was used"
+        "record 1 accepts a rollback: trust root `test-root` v2 is older than v3, which was already used"
+    );
+}
+
+/// A `run-started` event for module `digest`, granted nothing but compute.
+fn started(digest: u8) -> evidence::Event {
+    use evidence::events::{GrantRef, RunStarted, SitePolicyRef};
+    evidence::Event::from(RunStarted {
+        module_sha256: [digest; 32],
+        input_sha256: [0; 32],
+        input_size: 0,
+        grant: GrantRef {
+            memory_bytes: 64 << 20,
+            fuel: 1_000_000_000,
+            wall_time_ms: 10_000,
+            stdout_bytes: 65536,
+            stderr_bytes: 65536,
+            evidence_items: 64,
+            evidence_bytes: 1 << 20,
+            filesystem: Vec::new(),
+            network: Vec::new(),
+            deterministic: None,
+            config: Vec::new(),
+        },
+        refused: Vec::new(),
+        denied: Vec::new(),
+        site_policy: SitePolicyRef {
+            site: "plant-7".into(),
+            sha256: None,
+        },
+    })
+}
+
+/// A `run-finished` event for module `digest` that never started.
+fn finished(digest: u8) -> evidence::Event {
+    evidence::Event::from(evidence::events::RunFinished {
+        module_sha256: [digest; 32],
+        status: "not-started".into(),
+        usage: None,
+        outcome: None,
+        error: Some("could not start".into()),
+    })
+}
+
+#[test]
+fn run_of_a_capsule_that_was_not_the_one_verified() {
+    // Capsule 1 is verified, but module 2 runs: the run is credited to nobody.
+    let (bytes, key) = forged_log(vec![accepted("db-check", "1.4.0", 1, 1), started(2)]);
+    let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "record 1: `run-started` runs module {}, but the newest `capsule-verified` record before it (record 0) admitted module {}",
+            hex::encode([2u8; 8]),
+            hex::encode([1u8; 8])
+        )
+    );
+    // The same module, admitted, runs and finishes: valid.
+    let (bytes, key) = forged_log(vec![
+        accepted("db-check", "1.4.0", 1, 1),
+        started(1),
+        finished(1),
+    ]);
+    evidence::verify_log(&bytes, &key.public()).unwrap();
+}
+
+#[test]
+fn run_with_no_verification_before_it() {
+    let (bytes, key) = forged_log(vec![started(1)]);
+    let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
+    assert!(matches!(failure, Failure::Unadmitted { record: 0, .. }), "{failure}");
+    assert!(
+        failure
+            .to_string()
+            .ends_with("but no `capsule-verified` record before it admitted any capsule"),
+        "{failure}"
+    );
+}
+
+#[test]
+fn run_finished_that_closes_no_run() {
+    let (bytes, key) = forged_log(vec![accepted("db-check", "1.4.0", 1, 1), finished(1)]);
+    let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "record 1: `run-finished` for module {} closes no `run-started` of that module",
+            hex::encode([1u8; 8])
+        )
+    );
+}
+
+#[test]
+fn known_event_with_an_empty_body() {
+    // A `run-finished` stripped of its fields: it no longer says how the run ended.
+    let key = SecretKey::generate().unwrap();
+    let record = evidence::Record {
+        log_id: [7; 16],
+        seq: 0,
+        prev: evidence::GENESIS_PREV,
+        time_ms: 1_800_000_000_000,
+        event: "run-finished".into(),
+        body: edge_runner::cbor::text_map(Vec::<(String, ciborium::Value)>::new()),
+    };
+    let bytes = evidence::sign_record(record, &key).unwrap().bytes;
+    let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        "record 0 (`run-finished`) has a malformed body: `run-finished` body: `module-sha256` is missing"
     );
 }
 
@@ -749,4 +864,69 @@ fn record_re_signed_with_another_key() {
             expected: key.id().short()
         }
     );
+}
+
+#[test]
+fn capsule_admitted_by_another_session_is_refused() {
+    // A capsule verified (and recorded) in one log cannot run in a session
+    // writing another: that log never shows it verified.
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let session = |dir: &Path| {
+        Session::new(
+            EvidenceLog::open(dir, SecretKey::generate().unwrap()).unwrap(),
+            Limits::default(),
+            SITE,
+        )
+        .unwrap()
+    };
+    let (mut a, mut b) = (session(a_dir.path()), session(b_dir.path()));
+    let admitted = a
+        .verify(raw(signed_json_assert(&publisher.key)), &root)
+        .unwrap();
+    let b_records = b.log().len();
+    let err = b.run(admitted, PASSING_INPUT.as_bytes()).unwrap_err();
+    assert!(matches!(err, SessionError::NotAdmittedHere { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "capsule `json-assert 1.0.0` was not admitted by this session (it was verified in log {}, and this session records to log {}); verify it in this session, then run it",
+            hex::encode(a.log().log_id()),
+            hex::encode(b.log().log_id())
+        )
+    );
+    assert_eq!(b.log().len(), b_records, "nothing was recorded in the other log");
+}
+
+#[test]
+fn admission_superseded_by_a_newer_verification_is_refused() {
+    // Verify A, verify B, run A: the run would be credited to B by whoever reads the log.
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = Session::new(
+        EvidenceLog::open(dir.path(), SecretKey::generate().unwrap()).unwrap(),
+        Limits::default(),
+        SITE,
+    )
+    .unwrap();
+    let first = session
+        .verify(raw(signed_json_assert(&publisher.key)), &root)
+        .unwrap();
+    let second = session
+        .verify(raw(signed_json_assert(&publisher.key)), &root)
+        .unwrap();
+    let err = session
+        .run(first, PASSING_INPUT.as_bytes())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "capsule `json-assert 1.0.0` was not admitted by this session (its verification is record 1, but a newer capsule was verified since, in record {}); verify it in this session, then run it",
+            second.record()
+        )
+    );
+    // The newest admission runs, and the log verifies.
+    session.run(second, PASSING_INPUT.as_bytes()).unwrap();
 }

@@ -419,11 +419,18 @@ fn rollback_v2_after_v3() {
     let p = Publisher::new("acme-ci", "Acme", &["test"]);
     let v2 = sign_json_assert(&p.key, |m| m.version = semver::Version::new(2, 0, 0));
     let mut seen = HighWater::default();
-    seen.observe_capsule("json-assert", &semver::Version::new(3, 0, 0), [9; 32]);
+    seen.accept(
+        "json-assert",
+        &semver::Version::new(3, 0, 0),
+        [9; 32],
+        "test-root",
+        1,
+    )
+    .unwrap();
     let err = verify_with(v2, &trust_root(&[&p]), SITE, Timestamp::now(), &seen).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "rollback: capsule `json-assert` 2.0.0 is older than 3.0.0, which this runner already accepted (per its evidence log); run 3.0.0 or later"
+        "rollback: capsule `json-assert` 2.0.0 is older than 3.0.0, which was already accepted (per this runner's evidence log); run 3.0.0 or later"
     );
 }
 
@@ -431,7 +438,14 @@ fn rollback_v2_after_v3() {
 fn same_version_with_different_code() {
     let p = Publisher::new("acme-ci", "Acme", &["test"]);
     let mut seen = HighWater::default();
-    seen.observe_capsule("json-assert", &semver::Version::new(1, 0, 0), [9; 32]);
+    seen.accept(
+        "json-assert",
+        &semver::Version::new(1, 0, 0),
+        [9; 32],
+        "test-root",
+        1,
+    )
+    .unwrap();
     let err = verify_with(
         signed_json_assert(&p.key),
         &trust_root(&[&p]),
@@ -440,7 +454,13 @@ fn same_version_with_different_code() {
         &seen,
     )
     .unwrap_err();
-    assert!(matches!(err, TrustError::VersionReused { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            TrustError::Rollback(trust::RollbackError::VersionReused { .. })
+        ),
+        "{err}"
+    );
     assert!(
         err.to_string().ends_with(
             "a version names exactly one module, so publish the change as a new version"
@@ -696,7 +716,8 @@ fn trust_root_rollback_against_evidence() {
     let p = Publisher::new("acme-ci", "Acme", &["test"]);
     let root = trust_root(&[&p]);
     let mut seen = HighWater::default();
-    seen.observe_root("test-root", 4);
+    seen.accept("other", &semver::Version::new(1, 0, 0), [1; 32], "test-root", 4)
+        .unwrap();
     let err = verify_with(
         signed_json_assert(&p.key),
         &root,
@@ -707,7 +728,7 @@ fn trust_root_rollback_against_evidence() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "trust root `test-root` v1 is older than v4, which this runner's evidence shows it already used; a trust root never goes back. Restore the trust store to v4 or later"
+        "rollback: trust root `test-root` v1 is older than v4, which was already used (per this runner's evidence log); a trust root never goes back. Restore the trust store to v4 or later"
     );
 }
 

@@ -237,6 +237,7 @@ fn run_demo(out: &Path) -> Result<()> {
     ] {
         let verified = session.verify(embedded(&signed), &root)?;
         let signers: Vec<_> = verified
+            .capsule()
             .signers()
             .iter()
             .map(|s| format!("{} ({})", s.publisher, s.organisation))
@@ -391,8 +392,8 @@ fn run_demo(out: &Path) -> Result<()> {
     let bundle = evidence::bundle::Bundle::export(&evidence_dir, public, Some(&trust_dir))
         .map_err(anyhow::Error::msg)?;
     std::fs::write(&bundle_path, bundle.to_cbor().map_err(anyhow::Error::msg)?)?;
-    let report = evidence::bundle::verify_bundle(&bundle, Some(&public), &[]);
-    if !report.valid {
+    let report = crate::audit::verify_bundle(&bundle, Some(&public), &[], &mut |_, _| {});
+    if !report.valid() {
         bail!("the demo bundle does not verify; this is a bug");
     }
     println!(

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::evidence::bundle::Report;
+use crate::audit::{KeySource, Report};
 use crate::timestamp::Timestamp;
 
 fn esc(text: &str) -> String {
@@ -40,7 +40,7 @@ fn list(items: &[String]) -> String {
 /// Renders `report` as a complete HTML document.
 pub fn render(report: &Report) -> String {
     let mut h = String::new();
-    let (class, verdict) = if report.valid {
+    let (class, verdict) = if report.valid() {
         ("valid", "VALID")
     } else {
         ("invalid", "INVALID")
@@ -67,7 +67,7 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
 <p id="verdict" class="verdict {class}">{verdict}"#
     );
     match &report.failure {
-        Some(f) if !report.valid => {
+        Some(f) => {
             let _ = write!(h, ": {}", esc(f));
         }
         _ => {
@@ -86,7 +86,7 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
             format!(
                 "{} ({})",
                 report.runner_key_id,
-                if report.runner_key_source == "bundle" {
+                if report.runner_key_source == KeySource::Bundle {
                     "taken from the bundle: confirm it with the runner's operator"
                 } else {
                     "supplied by the auditor"

@@ -23,10 +23,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::capsule::{MAX_CAPSULE_BYTES, MAX_SIGNATURE_SECTION_BYTES, RawCapsule};
-use crate::evidence::bundle::{
-    Bundle, MAX_BUNDLE_BYTES, Report, looks_like_bundle, malformed_bundle_report, verify_bundle,
-    verify_log_report,
+use crate::audit::{
+    KeySource, Report, Source, malformed_bundle_report, verify_bundle, verify_log_report,
 };
+use crate::evidence::bundle::{Bundle, MAX_BUNDLE_BYTES, looks_like_bundle};
 use crate::evidence::{self, EvidenceLog, LOG_FILE};
 use crate::keys::{PublicKey, SecretKey};
 use crate::sandbox::{CACHE_KEY_PURPOSE, CodeCache, Limits, RunStatus, Verdict};
@@ -200,9 +200,8 @@ impl RunArgs {
             Ok(root) => root,
             Err(err) => {
                 return match session.refuse_without_root(&raw, err) {
-                    Err(SessionError::Refused(err)) => refused(&session, &err),
-                    Err(other) => Err(other.into()),
-                    Ok(_) => bail!("internal error: a refusal was accepted"),
+                    SessionError::Refused(err) => refused(&session, &err),
+                    other => Err(other.into()),
                 };
             }
         };
@@ -411,17 +410,16 @@ impl EvidenceExport {
                 key_path.display()
             )
         })?;
-        let bundle =
-            Bundle::export(&self.dir, key, self.trust.as_deref()).map_err(anyhow::Error::msg)?;
+        let bundle = Bundle::export(&self.dir, key, self.trust.as_deref())?;
         // Never hand an auditor a bundle that does not verify here.
-        let report = verify_bundle(&bundle, Some(&key), &[]);
-        if !report.valid {
+        let report = verify_bundle(&bundle, Some(&key), &[], &mut progress_bar);
+        if !report.valid() {
             bail!(
                 "refusing to export: the evidence does not verify ({})",
                 report.failure.unwrap_or_default()
             );
         }
-        write_atomically(&self.out, &bundle.to_cbor().map_err(anyhow::Error::msg)?)?;
+        write_atomically(&self.out, &bundle.to_cbor()?)?;
         println!(
             "exported {} records, checkpoint {}, {} trust root version(s), runner key {} -> {}",
             report.records,
@@ -484,19 +482,19 @@ impl EvidenceVerify {
             if let Ok(note) = fs::read_to_string(self.path.join(evidence::CHECKPOINT_FILE)) {
                 notes.insert(0, note);
             }
-            verify_log_report(&log, &key, &notes)
+            verify_log_report(&log, &key, &notes, &mut progress_bar)
         } else {
             let bytes = read_bounded(&self.path, MAX_BUNDLE_BYTES, "evidence")?;
             if looks_like_bundle(&bytes) {
                 match Bundle::from_cbor(&bytes) {
-                    Ok(bundle) => verify_bundle(&bundle, key.as_ref(), &notes),
-                    Err(e) => malformed_bundle_report(key.as_ref(), &e),
+                    Ok(bundle) => verify_bundle(&bundle, key.as_ref(), &notes, &mut progress_bar),
+                    Err(e) => malformed_bundle_report(key.as_ref(), &e.to_string()),
                 }
             } else {
                 let key = key.ok_or_else(|| {
                     anyhow::anyhow!("--runner-key is required to verify a bare log file")
                 })?;
-                verify_log_report(&bytes, &key, &notes)
+                verify_log_report(&bytes, &key, &notes, &mut progress_bar)
             }
         };
         if self.json {
@@ -508,7 +506,7 @@ impl EvidenceVerify {
             write_atomically(path, html::render(&report).as_bytes())?;
             println!("report: {}", path.display());
         }
-        Ok(if report.valid {
+        Ok(if report.valid() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(EXIT_EVIDENCE_INVALID)
@@ -532,13 +530,13 @@ fn print_report(r: &Report, verbose: bool) {
             println!("  #{:<5} refused: {}", refusal.record, refusal.reason);
         }
     }
-    if r.valid {
+    if r.valid() {
         println!(
             "VALID: {} records, log {}, signed by runner key {} ({}), head {}, Merkle root {}{}",
             r.records,
             r.log_id.as_deref().unwrap_or(""),
             &r.runner_key_id[..r.runner_key_id.len().min(16)],
-            if r.runner_key_source == "bundle" {
+            if r.runner_key_source == KeySource::Bundle {
                 "from the bundle: confirm this key id with the runner's operator"
             } else {
                 "as given"
@@ -550,7 +548,7 @@ fn print_report(r: &Report, verbose: bool) {
             ))
         );
         println!("  {} runs, {} refusals", r.runs.len(), r.refusals.len());
-        if r.source == "bundle" {
+        if r.source == Source::Bundle {
             println!(
                 "  trust store versions in the bundle (chain checked): {}",
                 if r.trust_roots.is_empty() {
@@ -645,4 +643,26 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
         .with_context(|| format!("syncing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// Draws a progress bar on stderr for logs big enough to take a while, when
+/// stderr is a terminal (never in pipes, `--json` consumers or CI logs).
+fn progress_bar(done: usize, total: usize) {
+    use std::io::{IsTerminal, Write};
+    if total < (8 << 20) || !std::io::stderr().is_terminal() {
+        return;
+    }
+    let pct = done * 100 / total.max(1);
+    let filled = pct / 4;
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\rverifying [{}{}] {pct:>3}%",
+        "#".repeat(filled),
+        " ".repeat(25 - filled)
+    );
+    if done >= total {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
 }

@@ -11,10 +11,10 @@ use super::EvidenceError;
 use super::checkpoint::{Checkpoint, origin};
 use super::merkle::{Frontier, leaf_hash};
 use super::record::{GENESIS_PREV, Record, SignedRecord, sign_record};
-use super::verify::{Failure, observe, walk_log};
-use crate::cbor::text_map;
+use super::events::{self, Event, EventBody};
+use super::verify::{Failure, Rules, walk_log};
 use crate::keys::SecretKey;
-use crate::trust::HighWater;
+use crate::rollback::HighWater;
 
 /// File name of the log inside an evidence directory.
 pub const LOG_FILE: &str = "evidence.log";
@@ -40,8 +40,7 @@ pub fn commitment(salt: &[u8; 16], value: &[u8]) -> [u8; 32] {
 /// File name of the newest checkpoint (a C2SP signed note) inside an evidence directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 
-/// The event of a checkpoint record.
-pub(super) const CHECKPOINT_EVENT: &str = "checkpoint";
+const CHECKPOINT_EVENT: &str = <events::Checkpoint as EventBody>::NAME;
 
 /// When the log writes a signed checkpoint: after `every_records` records,
 /// or at the first append `every` after the previous one, and when the log is
@@ -73,7 +72,7 @@ pub struct EvidenceLog {
     next_seq: u64,
     prev: [u8; 32],
     last_time: u64,
-    high_water: HighWater,
+    rules: Rules,
     tree: Frontier,
     since_checkpoint: u64,
     last_checkpoint: std::time::Instant,
@@ -162,7 +161,7 @@ impl EvidenceLog {
             next_seq,
             prev,
             last_time,
-            high_water: walk.high_water.clone(),
+            rules: walk.rules.clone(),
             tree: walk.tree.clone(),
             since_checkpoint: walk.since_checkpoint,
             last_checkpoint: std::time::Instant::now(),
@@ -177,38 +176,35 @@ impl EvidenceLog {
                 .map_err(io(&log.path))?;
             log.file.sync_all().map_err(io(&log.path))?;
         }
-        if log.next_seq == 0 {
-            log.append(
-                "log-opened",
-                text_map([
-                    ("runner-key", Value::Bytes(public.as_bytes().to_vec())),
-                    ("runner-version", Value::Text(crate::RUNNER_VERSION.into())),
-                    ("torn-bytes-dropped", Value::Integer(torn_bytes.into())),
-                ]),
-            )?;
+        let runner_version = crate::RUNNER_VERSION.to_string();
+        let first = if log.next_seq == 0 {
+            Event::from(events::LogOpened {
+                runner_key: *public.as_bytes(),
+                runner_version,
+                torn_bytes_dropped: torn_bytes,
+            })
         } else if torn {
-            log.append(
-                "restart",
-                text_map([
-                    (
-                        "reason",
-                        Value::Text("torn tail after an interrupted write".into()),
-                    ),
-                    ("torn-bytes-dropped", Value::Integer(torn_bytes.into())),
-                    ("runner-version", Value::Text(crate::RUNNER_VERSION.into())),
-                ]),
-            )?;
+            Event::from(events::Restart {
+                reason: "torn tail after an interrupted write".into(),
+                torn_bytes_dropped: torn_bytes,
+                runner_version,
+            })
         } else {
             // Every process that takes the log over says so, with its version.
-            log.append(
-                "runner-started",
-                text_map([("runner-version", Value::Text(crate::RUNNER_VERSION.into()))]),
-            )?;
-        }
+            Event::from(events::RunnerStarted { runner_version })
+        };
+        log.record(&first)?;
         Ok(log)
     }
 
-    /// Signs and appends one record; returns once it is on disk.
+    /// Signs and appends one typed event; returns once it is on disk.
+    pub fn record(&mut self, event: &Event) -> Result<SignedRecord, EvidenceError> {
+        self.append(event.name(), event.body())
+    }
+
+    /// Signs and appends one record with an event name and a raw body (an
+    /// event this runner does not model, or a test's); returns once it is on
+    /// disk. A known event's body must decode as its type.
     pub fn append(&mut self, event: &str, body: Value) -> Result<SignedRecord, EvidenceError> {
         self.append_batch(vec![(event.to_string(), body)])?
             .pop()
@@ -229,7 +225,7 @@ impl EvidenceLog {
             .unwrap_or(0);
         // Time in the log never goes backwards, even if the system clock does.
         let time_ms = now.max(self.last_time);
-        let mut high_water = self.high_water.clone();
+        let mut rules = self.rules.clone();
         let (mut seq, mut prev) = (self.next_seq, self.prev);
         let mut signed_all = Vec::with_capacity(entries.len());
         let mut buffer = Vec::new();
@@ -246,10 +242,13 @@ impl EvidenceLog {
                 event,
                 body,
             };
-            observe(&mut high_water, &record).map_err(|detail| {
-                EvidenceError::Encode(format!(
-                    "refusing to record an acceptance that would roll back: {detail}"
-                ))
+            // The verifier's rules, applied before signing: this writer never
+            // produces a record that verification would reject.
+            let decoded = Event::decode(&record.event, &record.body).map_err(|detail| {
+                EvidenceError::Encode(format!("`{}` body: {detail}", record.event))
+            })?;
+            rules.apply(seq, &decoded).map_err(|failure| {
+                EvidenceError::Encode(format!("refusing to record it: {failure}"))
             })?;
             let signed = sign_record(record, &self.key).map_err(EvidenceError::Encode)?;
             prev = signed.hash;
@@ -277,7 +276,7 @@ impl EvidenceLog {
         self.next_seq = seq;
         self.prev = prev;
         self.last_time = time_ms;
-        self.high_water = high_water;
+        self.rules = rules;
         for s in &signed_all {
             self.tree.push(leaf_hash(&s.bytes));
         }
@@ -340,14 +339,11 @@ impl EvidenceLog {
             root: self.tree.root(),
         };
         let note = checkpoint.sign(&self.key);
-        self.append(
-            CHECKPOINT_EVENT,
-            text_map([
-                ("size", Value::Integer(checkpoint.size.into())),
-                ("root", Value::Bytes(checkpoint.root.to_vec())),
-                ("note", Value::Text(note.clone())),
-            ]),
-        )?;
+        self.record(&Event::from(events::Checkpoint {
+            size: checkpoint.size,
+            root: checkpoint.root,
+            note,
+        }))?;
         self.since_checkpoint = 0;
         self.last_checkpoint = std::time::Instant::now();
         // The file's checkpoint also covers the checkpoint record just written, so
@@ -399,7 +395,17 @@ impl EvidenceLog {
 
     /// Highest capsule and trust root versions this log shows accepted.
     pub fn high_water(&self) -> &HighWater {
-        &self.high_water
+        &self.rules.high_water
+    }
+
+    /// This log's id.
+    pub fn log_id(&self) -> [u8; 16] {
+        self.log_id
+    }
+
+    /// The sequence number of the newest `capsule-verified` record, if any.
+    pub fn last_verified(&self) -> Option<u64> {
+        self.rules.last_verified.map(|(seq, _)| seq)
     }
 
     /// SHA-256 of the newest record.

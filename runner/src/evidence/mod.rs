@@ -12,6 +12,7 @@
 
 pub mod bundle;
 mod checkpoint;
+pub mod events;
 mod log;
 pub mod merkle;
 mod record;
@@ -26,6 +27,7 @@ pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord,
     decode_record, sign_record,
 };
+pub use events::Event;
 pub use verify::{
     Failure, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
 };

@@ -4,15 +4,13 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+use super::checkpoint::{Checkpoint, origin};
+use super::events::{self, Event};
+use super::merkle::{Frontier, Hash, leaf_hash};
 use super::record::{GENESIS_PREV, Record, RecordFault, SignedRecord, decode_record};
-use crate::cbor::MapReader;
 use crate::cbor::{self, CborError};
 use crate::keys::PublicKey;
-use crate::trust::HighWater;
-
-use super::checkpoint::{Checkpoint, origin};
-use super::log::CHECKPOINT_EVENT;
-use super::merkle::{Frontier, Hash, leaf_hash};
+use crate::rollback::HighWater;
 
 /// The first thing wrong with a log. `record` is the 0-based position in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,12 +89,30 @@ pub enum Failure {
         /// What does not match.
         detail: String,
     },
+    /// A known event's body lacks a required field or has one of the wrong type.
+    BadBody {
+        /// Position.
+        record: u64,
+        /// The event name.
+        event: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// A `capsule-verified` record accepts a capsule or trust root older
-    /// than one accepted earlier in the log (or malformed so that this cannot be checked).
+    /// than one accepted earlier in the log, or reuses a version for other code.
     Rollback {
         /// Position.
         record: u64,
         /// What went back.
+        detail: String,
+    },
+    /// A `run-started` does not follow the `capsule-verified` record of the
+    /// same module, or a `run-finished` does not close a `run-started` of the
+    /// same module: a run the log does not show admitted.
+    Unadmitted {
+        /// Position.
+        record: u64,
+        /// What does not pair up.
         detail: String,
     },
 }
@@ -157,9 +173,15 @@ impl fmt::Display for Failure {
             Failure::BadCheckpoint { record, detail } => {
                 write!(f, "record {record} is a bad checkpoint: {detail}")
             }
+            Failure::BadBody {
+                record,
+                event,
+                detail,
+            } => write!(f, "record {record} (`{event}`) has a malformed body: {detail}"),
             Failure::Rollback { record, detail } => {
                 write!(f, "record {record} accepts a rollback: {detail}")
             }
+            Failure::Unadmitted { record, detail } => write!(f, "record {record}: {detail}"),
             Failure::TimeReversed { record } => {
                 write!(
                     f,
@@ -180,6 +202,8 @@ pub struct Summary {
     pub log_id: [u8; 16],
     /// Every record, in order.
     pub records: Vec<SignedRecord>,
+    /// Every record's decoded event, in the same order.
+    pub events: Vec<Event>,
     /// SHA-256 of the last record: commits to the whole history.
     pub head: [u8; 32],
     /// Highest capsule and trust root versions the log shows accepted.
@@ -211,22 +235,103 @@ pub fn verify_log_with_progress(
             log_id: last.record.log_id,
             head: last.hash,
             records: walk.records,
-            high_water: walk.high_water,
+            events: walk.events,
+            high_water: walk.rules.high_water,
             last_checkpoint: walk.last_checkpoint,
             root: walk.tree.root(),
         }),
     }
 }
 
+/// The rules that span records: the rollback rule over `capsule-verified`
+/// records, and runs admitted by the verification just before them. The
+/// writer applies the same rules before it signs, so it cannot write a log
+/// that this verifier rejects.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Rules {
+    pub high_water: HighWater,
+    /// Sequence number and module of the newest `capsule-verified` record.
+    pub last_verified: Option<(u64, [u8; 32])>,
+    /// Module of the `run-started` not yet closed by a `run-finished`.
+    open_run: Option<[u8; 32]>,
+}
+
+impl Rules {
+    /// Applies record `seq`'s `event`, or says which failure it is.
+    pub fn apply(&mut self, seq: u64, event: &Event) -> Result<(), Failure> {
+        match event {
+            Event::CapsuleVerified(v) => {
+                self.high_water
+                    .accept(
+                        &v.name,
+                        &v.version,
+                        v.module_sha256,
+                        &v.trust_root.name,
+                        v.trust_root.version,
+                    )
+                    .map_err(|e| Failure::Rollback {
+                        record: seq,
+                        detail: e.to_string(),
+                    })?;
+                self.last_verified = Some((seq, v.module_sha256));
+            }
+            Event::RunStarted(run) => {
+                match self.last_verified {
+                    Some((_, module)) if module == run.module_sha256 => {}
+                    Some((at, module)) => {
+                        return Err(Failure::Unadmitted {
+                            record: seq,
+                            detail: format!(
+                                "`run-started` runs module {}, but the newest `capsule-verified` record before it (record {at}) admitted module {}",
+                                short(&run.module_sha256),
+                                short(&module)
+                            ),
+                        });
+                    }
+                    None => {
+                        return Err(Failure::Unadmitted {
+                            record: seq,
+                            detail: format!(
+                                "`run-started` runs module {}, but no `capsule-verified` record before it admitted any capsule",
+                                short(&run.module_sha256)
+                            ),
+                        });
+                    }
+                }
+                self.open_run = Some(run.module_sha256);
+            }
+            Event::RunFinished(end) => {
+                if self.open_run != Some(end.module_sha256) {
+                    return Err(Failure::Unadmitted {
+                        record: seq,
+                        detail: format!(
+                            "`run-finished` for module {} closes no `run-started` of that module",
+                            short(&end.module_sha256)
+                        ),
+                    });
+                }
+                self.open_run = None;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn short(digest: &[u8; 32]) -> String {
+    hex::encode(&digest[..8])
+}
+
 /// The result of walking a log as far as it is valid.
 #[derive(Debug)]
 pub(super) struct Walk {
     pub records: Vec<SignedRecord>,
+    pub events: Vec<Event>,
     pub last: Option<SignedRecord>,
     /// Bytes up to the end of the last valid record.
     pub good_bytes: usize,
     pub failure: Option<Failure>,
-    pub high_water: HighWater,
+    pub rules: Rules,
     pub tree: Frontier,
     /// Records after the last checkpoint record (checkpoints themselves not counted).
     pub since_checkpoint: u64,
@@ -244,10 +349,11 @@ fn walk_with_progress(
 ) -> Walk {
     let mut walk = Walk {
         records: Vec::new(),
+        events: Vec::new(),
         last: None,
         good_bytes: 0,
         failure: None,
-        high_water: HighWater::default(),
+        rules: Rules::default(),
         tree: Frontier::default(),
         since_checkpoint: 0,
         last_checkpoint: None,
@@ -299,15 +405,23 @@ fn walk_with_progress(
             walk.failure = Some(failure);
             return walk;
         }
-        if let Err(detail) = observe(&mut walk.high_water, &record) {
-            walk.failure = Some(Failure::Rollback {
-                record: index,
-                detail,
-            });
+        let event = match Event::decode(&record.event, &record.body) {
+            Ok(event) => event,
+            Err(detail) => {
+                walk.failure = Some(Failure::BadBody {
+                    record: index,
+                    event: record.event.clone(),
+                    detail,
+                });
+                return walk;
+            }
+        };
+        if let Err(failure) = walk.rules.apply(index, &event) {
+            walk.failure = Some(failure);
             return walk;
         }
-        if record.event == CHECKPOINT_EVENT {
-            match check_checkpoint(&record, &walk.tree, key) {
+        if let Event::Checkpoint(cp) = &event {
+            match check_checkpoint(&record, cp, &walk.tree, key) {
                 Ok(cp) => {
                     walk.last_checkpoint = Some(cp);
                     walk.since_checkpoint = 0;
@@ -333,6 +447,7 @@ fn walk_with_progress(
             hash: Sha256::digest(item).into(),
         };
         walk.records.push(signed.clone());
+        walk.events.push(event);
         walk.last = Some(signed);
         offset += len;
         walk.good_bytes = offset;
@@ -365,77 +480,15 @@ fn link_failure(prev: Option<&SignedRecord>, record: &Record, index: u64) -> Opt
     }
 }
 
-/// The event that marks a capsule as accepted; its body feeds the high-water mark.
-pub const CAPSULE_VERIFIED: &str = "capsule-verified";
-
-/// Folds an accepted capsule's name, version and module digest, and its
-/// trust root's name and version, into `high_water`; refuses a record that
-/// goes below it (or reuses a version for other code).
-pub(super) fn observe(high_water: &mut HighWater, record: &Record) -> Result<(), String> {
-    if record.event != CAPSULE_VERIFIED {
-        return Ok(());
-    }
-    let body = MapReader::new("capsule-verified body", &record.body)?;
-    let name = body.text("name")?;
-    let version_text = body.text("version")?;
-    let version = semver::Version::parse(version_text)
-        .map_err(|e| format!("version `{version_text}` is not semver: {e}"))?;
-    if !version.build.is_empty() {
-        return Err(format!(
-            "version `{version_text}` carries build metadata, which signed manifests never do"
-        ));
-    }
-    let digest: [u8; 32] = body
-        .bytes("module-sha256")?
-        .try_into()
-        .map_err(|_| "`module-sha256` must be 32 bytes".to_string())?;
-    let root_value = body
-        .get("trust-root")
-        .ok_or_else(|| "`trust-root` is missing".to_string())?;
-    let root = MapReader::new("trust-root", root_value)?;
-    let root_name = root.text("name")?;
-    let root_version = root.uint("version")?;
-
-    if let Some(seen) = high_water.root(root_name)
-        && root_version < seen
-    {
-        return Err(format!(
-            "trust root `{root_name}` v{root_version} after v{seen} was used"
-        ));
-    }
-    if let Some((highest, seen_digest)) = high_water.capsule(name) {
-        if version < *highest {
-            return Err(format!(
-                "capsule `{name}` {version} after {highest} was accepted"
-            ));
-        }
-        if version == *highest && digest != *seen_digest {
-            return Err(format!(
-                "capsule `{name}` {version} accepted with module {} after the same version was accepted with module {}",
-                hex::encode(digest),
-                hex::encode(seen_digest)
-            ));
-        }
-    }
-    high_water.observe_root(root_name, root_version);
-    high_water.observe_capsule(name, &version, digest);
-    Ok(())
-}
-
 /// Checks a checkpoint record: it covers exactly the records before it, its
 /// root is theirs, and its note is the runner's signature over the same.
 fn check_checkpoint(
     record: &Record,
+    body: &events::Checkpoint,
     tree: &Frontier,
     key: &PublicKey,
 ) -> Result<Checkpoint, String> {
-    let body = MapReader::new("checkpoint body", &record.body)?;
-    body.only(&["size", "root", "note"])?;
-    let size = body.uint("size")?;
-    let root: Hash = body
-        .bytes("root")?
-        .try_into()
-        .map_err(|_| "`root` must be 32 bytes".to_string())?;
+    let (size, root) = (body.size, body.root);
     if size != tree.size() {
         return Err(format!(
             "it covers {size} records, but {} come before it",
@@ -445,7 +498,7 @@ fn check_checkpoint(
     if root != tree.root() {
         return Err("its root is not the Merkle root of the records before it".into());
     }
-    let note = Checkpoint::verify(body.text("note")?, key)?;
+    let note = Checkpoint::verify(&body.note, key)?;
     let want = Checkpoint {
         origin: origin(&record.log_id),
         size,

@@ -20,12 +20,13 @@ pub use root::{
 };
 pub use store::{Chain, ChainLink, RootShortfall};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Deref;
 
 use crate::capsule::{CapsuleError, CheckedCapsule, Manifest, Placement};
 use crate::keys::KeyId;
+pub use crate::rollback::{HighWater, RollbackError};
 use crate::timestamp::Timestamp;
 
 /// Why a capsule is refused, or a trust root could not be used.
@@ -58,18 +59,10 @@ pub enum TrustError {
         /// When it expired (RFC 3339).
         expired: String,
     },
-    /// The trust root is older than one this runner already used.
-    #[error(
-        "trust root `{name}` v{version} is older than v{seen}, which this runner's evidence shows it already used; a trust root never goes back. Restore the trust store to v{seen} or later"
-    )]
-    TrustRootRollback {
-        /// Its name.
-        name: String,
-        /// The version offered.
-        version: u64,
-        /// The highest version seen in evidence.
-        seen: u64,
-    },
+    /// The capsule or its trust root is older than one this runner already
+    /// accepted, or reuses an accepted version for other code.
+    #[error("rollback: {0} (per this runner's evidence log); {fix}", fix = .0.fix())]
+    Rollback(#[from] RollbackError),
     /// A signature uses an algorithm other than Ed25519.
     #[error(
         "capsule `{capsule}`: signature {index} uses COSE algorithm {algorithm}; only Ed25519 (-19) and EdDSA (-8) are accepted"
@@ -152,32 +145,6 @@ pub enum TrustError {
         site: String,
         /// Its audience.
         audience: String,
-    },
-    /// A lower version than one already run.
-    #[error(
-        "rollback: capsule `{name}` {version} is older than {highest}, which this runner already accepted (per its evidence log); run {highest} or later"
-    )]
-    Rollback {
-        /// Capsule name.
-        name: String,
-        /// The version offered.
-        version: String,
-        /// The highest version accepted before.
-        highest: String,
-    },
-    /// The same name and version as one already run, but different code.
-    #[error(
-        "capsule `{name}` {version} was already accepted with module {seen}, but this one is {offered}; a version names exactly one module, so publish the change as a new version"
-    )]
-    VersionReused {
-        /// Capsule name.
-        name: String,
-        /// The version.
-        version: String,
-        /// Module digest accepted before (hex).
-        seen: String,
-        /// Module digest offered now (hex).
-        offered: String,
     },
     /// The module bytes are not the ones the manifest was signed for.
     #[error(
@@ -278,44 +245,6 @@ impl Deref for TrustRoot {
     }
 }
 
-/// The highest capsule and trust root versions a runner has accepted,
-/// derived from its evidence log (so an auditor can derive the same).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HighWater {
-    capsules: BTreeMap<String, (semver::Version, [u8; 32])>,
-    roots: BTreeMap<String, u64>,
-}
-
-impl HighWater {
-    /// Notes that `name` `version` with module `digest` was accepted.
-    pub fn observe_capsule(&mut self, name: &str, version: &semver::Version, digest: [u8; 32]) {
-        let replace = self
-            .capsules
-            .get(name)
-            .is_none_or(|(highest, _)| version > highest);
-        if replace {
-            self.capsules
-                .insert(name.to_string(), (version.clone(), digest));
-        }
-    }
-
-    /// Notes that trust root `name` `version` was used.
-    pub fn observe_root(&mut self, name: &str, version: u64) {
-        let entry = self.roots.entry(name.to_string()).or_insert(version);
-        *entry = (*entry).max(version);
-    }
-
-    /// The highest accepted version of capsule `name`, with its module digest.
-    pub fn capsule(&self, name: &str) -> Option<&(semver::Version, [u8; 32])> {
-        self.capsules.get(name)
-    }
-
-    /// The highest version of trust root `name` used.
-    pub fn root(&self, name: &str) -> Option<u64> {
-        self.roots.get(name).copied()
-    }
-}
-
 /// Everything a verification depends on besides the capsule.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
@@ -333,6 +262,19 @@ pub struct Context<'a> {
 /// within its signers' ceilings, valid now, for this site, not a rollback,
 /// and whose module matches its signed manifest. Only [`verify`] constructs
 /// one; the sandbox accepts nothing else.
+///
+/// ```compile_fail
+/// # fn forge(checked: edge_runner::capsule::CheckedCapsule) {
+/// let capsule = edge_runner::trust::VerifiedCapsule {
+///     checked,
+///     signers: Vec::new(),
+///     root_name: String::new(),
+///     root_version: 1,
+///     root_digest: [0; 32],
+///     site: String::new(),
+/// };
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct VerifiedCapsule {
     checked: CheckedCapsule,
@@ -461,15 +403,7 @@ pub fn verify(capsule: CheckedCapsule, ctx: &Context<'_>) -> Result<VerifiedCaps
     let manifest = capsule.manifest();
     let label = Label(manifest).to_string();
 
-    if let Some(seen) = ctx.high_water.root(&root.name)
-        && seen > root.version
-    {
-        return Err(TrustError::TrustRootRollback {
-            name: root.name.clone(),
-            version: root.version,
-            seen,
-        });
-    }
+    ctx.high_water.check_root(&root.name, root.version)?;
 
     let mut tally = Tally {
         counted: Vec::new(),
@@ -561,23 +495,8 @@ pub fn verify(capsule: CheckedCapsule, ctx: &Context<'_>) -> Result<VerifiedCaps
         });
     }
 
-    if let Some((highest, digest)) = ctx.high_water.capsule(&manifest.name) {
-        if manifest.version < *highest {
-            return Err(TrustError::Rollback {
-                name: manifest.name.clone(),
-                version: manifest.version.to_string(),
-                highest: highest.to_string(),
-            });
-        }
-        if manifest.version == *highest && manifest.module_sha256 != *digest {
-            return Err(TrustError::VersionReused {
-                name: manifest.name.clone(),
-                version: manifest.version.to_string(),
-                seen: hex::encode(digest),
-                offered: hex::encode(manifest.module_sha256),
-            });
-        }
-    }
+    ctx.high_water
+        .check_capsule(&manifest.name, &manifest.version, &manifest.module_sha256)?;
 
     if manifest.module_sha256 != capsule.module_digest() {
         return Err(TrustError::ModuleDigestMismatch {

@@ -1,0 +1,372 @@
+//! The auditor's verdict: verifies a bundle or a bare log offline and
+//! reports what ran, with which rights, and who signed it.
+//!
+//! This module drives [`crate::evidence`]'s verifier and reads the typed
+//! events of a valid log into a [`Report`]; it owns no format (the bundle file
+//! is [`crate::evidence::bundle`], the events [`crate::evidence::events`]) and
+//! prints nothing: the CLI renders the report, and passes in a progress callback.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::evidence::bundle::Bundle;
+use crate::evidence::events::{CapsuleVerified, Event, RunStarted};
+use crate::evidence::{Checkpoint, Summary, check_against_checkpoint, verify_log_with_progress};
+use crate::keys::PublicKey;
+use crate::trust::store::ROOT_FILE_SUFFIX;
+use crate::trust::{Chain, ChainLink};
+
+/// Called with `(bytes_done, bytes_total)` while a log is verified.
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+/// One run as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunLine {
+    /// Sequence number of the `run-finished` record.
+    pub record: u64,
+    /// Time (ms since the epoch).
+    pub time_ms: u64,
+    /// Capsule name and version, from the `capsule-verified` record that admitted it.
+    pub capsule: String,
+    /// Kind.
+    pub kind: String,
+    /// Signers that counted.
+    pub signers: Vec<String>,
+    /// Run status.
+    pub status: String,
+    /// Verdict, when the capsule returned one.
+    pub verdict: Option<String>,
+    /// Summary, when the capsule returned one (or the error, when it did not).
+    pub summary: Option<String>,
+    /// What was granted (text lines).
+    pub granted: Vec<String>,
+    /// What was asked for and denied, with reasons, and refused network use.
+    pub denied: Vec<String>,
+}
+
+/// A refusal as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusalLine {
+    /// Sequence number.
+    pub record: u64,
+    /// Time (ms since the epoch).
+    pub time_ms: u64,
+    /// The exact reason.
+    pub reason: String,
+}
+
+/// Where the runner key a log was checked under came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySource {
+    /// The auditor's own copy.
+    Given,
+    /// The bundle itself: its key id must be confirmed with the runner's operator.
+    Bundle,
+    /// No key could be read.
+    None,
+}
+
+/// What was verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// An exported bundle.
+    Bundle,
+    /// A bare log (file or evidence directory).
+    Log,
+}
+
+/// The auditor's verdict over a bundle or log. It is valid exactly when
+/// `failure` is `None`; the JSON form carries both `valid` and `failure`.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The first failure; `None` when every check passed.
+    pub failure: Option<String>,
+    /// Records in the log.
+    pub records: u64,
+    /// The log id (hex).
+    pub log_id: Option<String>,
+    /// The runner key id (hex) the log was checked under.
+    pub runner_key_id: String,
+    /// Where that key came from.
+    pub runner_key_source: KeySource,
+    /// SHA-256 of the last record (hex).
+    pub head: Option<String>,
+    /// Merkle root over all records (hex).
+    pub merkle_root: Option<String>,
+    /// The checkpoint checked against the log, if any: covered size.
+    pub checkpoint_size: Option<u64>,
+    /// What was verified.
+    pub source: Source,
+    /// The trust store versions in the bundle that checked out.
+    pub trust_roots: Vec<String>,
+    /// Every run, in order.
+    pub runs: Vec<RunLine>,
+    /// Every refused capsule, in order.
+    pub refusals: Vec<RefusalLine>,
+    /// Highest accepted version per capsule name.
+    pub high_water: Vec<String>,
+}
+
+impl Report {
+    /// True when every check passed.
+    pub fn valid(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    fn new(key_id: String, key_source: KeySource, source: Source) -> Self {
+        Report {
+            failure: None,
+            records: 0,
+            log_id: None,
+            runner_key_id: key_id,
+            runner_key_source: key_source,
+            head: None,
+            merkle_root: None,
+            checkpoint_size: None,
+            source,
+            trust_roots: Vec::new(),
+            runs: Vec::new(),
+            refusals: Vec::new(),
+            high_water: Vec::new(),
+        }
+    }
+
+    fn failed(mut self, failure: String) -> Self {
+        self.failure = Some(failure);
+        self
+    }
+}
+
+impl Serialize for Report {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            valid: bool,
+            failure: &'a Option<String>,
+            records: u64,
+            log_id: &'a Option<String>,
+            runner_key_id: &'a str,
+            runner_key_source: KeySource,
+            head: &'a Option<String>,
+            merkle_root: &'a Option<String>,
+            checkpoint_size: Option<u64>,
+            source: Source,
+            trust_roots: &'a [String],
+            runs: &'a [RunLine],
+            refusals: &'a [RefusalLine],
+            high_water: &'a [String],
+        }
+        Wire {
+            valid: self.valid(),
+            failure: &self.failure,
+            records: self.records,
+            log_id: &self.log_id,
+            runner_key_id: &self.runner_key_id,
+            runner_key_source: self.runner_key_source,
+            head: &self.head,
+            merkle_root: &self.merkle_root,
+            checkpoint_size: self.checkpoint_size,
+            source: self.source,
+            trust_roots: &self.trust_roots,
+            runs: &self.runs,
+            refusals: &self.refusals,
+            high_water: &self.high_water,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Verifies a bundle, and its log against its own checkpoint and any
+/// `extra_checkpoints` kept elsewhere. `expected_key`, when given, must be the key in the bundle.
+pub fn verify_bundle(
+    bundle: &Bundle,
+    expected_key: Option<&PublicKey>,
+    extra_checkpoints: &[String],
+    progress: Progress<'_>,
+) -> Report {
+    let source = if expected_key.is_some() {
+        KeySource::Given
+    } else {
+        KeySource::Bundle
+    };
+    let mut report = Report::new(bundle.runner_key.id().to_string(), source, Source::Bundle);
+    if let Some(k) = expected_key
+        && k.as_bytes() != bundle.runner_key.as_bytes()
+    {
+        return report.failed(format!(
+            "the bundle's runner key is {}, not the expected {}; the bundle was not written by that runner",
+            bundle.runner_key.id().short(),
+            k.id().short()
+        ));
+    }
+    if !bundle.trust_roots.is_empty() {
+        let files = bundle
+            .trust_roots
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                (
+                    format!("bundle trust root {}{ROOT_FILE_SUFFIX}", i + 1),
+                    b.clone(),
+                )
+            })
+            .collect();
+        match Chain::from_files(files) {
+            Ok(chain) => report.trust_roots = chain.links().iter().map(describe_link).collect(),
+            Err(e) => return report.failed(format!("trust store in the bundle: {e}")),
+        }
+    }
+    let notes: Vec<String> = bundle
+        .checkpoint
+        .iter()
+        .cloned()
+        .chain(extra_checkpoints.iter().cloned())
+        .collect();
+    verify_log_into(&bundle.log, &bundle.runner_key, &notes, report, progress)
+}
+
+/// The verdict on a file that is not a well-formed bundle.
+pub fn malformed_bundle_report(expected_key: Option<&PublicKey>, detail: &str) -> Report {
+    let report = match expected_key {
+        Some(k) => Report::new(k.id().to_string(), KeySource::Given, Source::Bundle),
+        None => Report::new(String::new(), KeySource::None, Source::Bundle),
+    };
+    report.failed(format!("not a valid bundle: {detail}"))
+}
+
+/// Verifies a bare log, and it against each kept checkpoint note, into a report.
+pub fn verify_log_report(
+    log: &[u8],
+    key: &PublicKey,
+    checkpoints: &[String],
+    progress: Progress<'_>,
+) -> Report {
+    let report = Report::new(key.id().to_string(), KeySource::Given, Source::Log);
+    verify_log_into(log, key, checkpoints, report, progress)
+}
+
+fn describe_link(link: &ChainLink) -> String {
+    format!("v{} sha256 {}", link.version, hex::encode(link.digest))
+}
+
+fn verify_log_into(
+    log: &[u8],
+    key: &PublicKey,
+    checkpoints: &[String],
+    mut report: Report,
+    progress: Progress<'_>,
+) -> Report {
+    let summary = match verify_log_with_progress(log, key, progress) {
+        Ok(s) => s,
+        Err(f) => return report.failed(f.to_string()),
+    };
+    fill(&mut report, &summary);
+    for note in checkpoints {
+        match check_against_checkpoint(&summary, note, key) {
+            Ok(Checkpoint { size, .. }) => {
+                report.checkpoint_size = Some(report.checkpoint_size.unwrap_or(0).max(size));
+            }
+            Err(f) => return report.failed(f.to_string()),
+        }
+    }
+    report
+}
+
+fn fill(report: &mut Report, summary: &Summary) {
+    report.records = summary.records.len() as u64;
+    report.log_id = Some(hex::encode(summary.log_id));
+    report.head = Some(hex::encode(summary.head));
+    report.merkle_root = Some(hex::encode(summary.root));
+    let mut admitted: Option<&CapsuleVerified> = None;
+    let mut started: Option<&RunStarted> = None;
+    for (r, event) in summary.records.iter().zip(&summary.events) {
+        match event {
+            Event::CapsuleVerified(v) => admitted = Some(v),
+            Event::CapsuleRefused(refused) => report.refusals.push(RefusalLine {
+                record: r.record.seq,
+                time_ms: r.record.time_ms,
+                reason: refused.reason.clone(),
+            }),
+            Event::RunStarted(run) => started = Some(run),
+            Event::RunFinished(end) => {
+                // The verifier checked that a run-finished closes a run-started,
+                // which follows the capsule-verified record that admitted it.
+                let (granted, mut denied) = started.map(grant_lines).unwrap_or_default();
+                if let Some(usage) = &end.usage {
+                    denied.extend(
+                        usage
+                            .egress_denied
+                            .iter()
+                            .map(|t| format!("refused at run time: {t}")),
+                    );
+                }
+                report.runs.push(RunLine {
+                    record: r.record.seq,
+                    time_ms: r.record.time_ms,
+                    capsule: admitted.map_or_else(String::new, |v| format!("{} {}", v.name, v.version)),
+                    kind: admitted.map_or_else(String::new, |v| v.kind.clone()),
+                    signers: admitted.map_or_else(Vec::new, |v| {
+                        v.signers
+                            .iter()
+                            .map(|s| format!("{} ({})", s.publisher, s.organisation))
+                            .collect()
+                    }),
+                    status: end.status.clone(),
+                    verdict: end.outcome.as_ref().map(|o| o.verdict.clone()),
+                    summary: end
+                        .outcome
+                        .as_ref()
+                        .map(|o| o.summary.clone())
+                        .or_else(|| end.error.clone()),
+                    granted,
+                    denied,
+                });
+            }
+            _ => {}
+        }
+    }
+    report.high_water = summary
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CapsuleVerified(v) => summary
+                .high_water
+                .capsule(&v.name)
+                .map(|(highest, _)| format!("{} {highest}", v.name)),
+            _ => None,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+}
+
+fn grant_lines(run: &RunStarted) -> (Vec<String>, Vec<String>) {
+    let g = &run.grant;
+    let mut granted = vec![
+        format!("memory-bytes {}", g.memory_bytes),
+        format!("fuel {}", g.fuel),
+        format!("wall-time-ms {}", g.wall_time_ms),
+    ];
+    granted.extend(
+        g.filesystem
+            .iter()
+            .map(|d| format!("file {} ({})", d.guest, d.access)),
+    );
+    granted.extend(g.network.iter().map(|n| format!("egress {}", n.destination)));
+    granted.extend(g.config.iter().map(|c| {
+        format!(
+            "config {} (value committed: {})",
+            c.key,
+            hex::encode(c.commitment)
+        )
+    }));
+    let denied = run
+        .denied
+        .iter()
+        .map(|d| format!("{}: {}", d.request, d.reason))
+        .collect();
+    (granted, denied)
+}

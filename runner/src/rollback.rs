@@ -1,0 +1,205 @@
+//! The rollback rule: a capsule or trust root never goes back.
+//!
+//! One [`HighWater`] mark and one [`RollbackError`] serve both sides: the trust
+//! check refuses a capsule that would go below the mark (`trust::verify`), and
+//! the offline verifier fails a log whose `capsule-verified` records show such
+//! an acceptance (`evidence::verify_log`). The mark is derived from the
+//! evidence log, so an auditor derives the same one. This module depends on
+//! nothing else in the crate.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The highest capsule and trust root versions a runner has accepted,
+/// derived from its evidence log (so an auditor can derive the same).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HighWater {
+    capsules: BTreeMap<String, (semver::Version, [u8; 32])>,
+    roots: BTreeMap<String, u64>,
+}
+
+/// An acceptance that would go below the high-water mark. Its text states the
+/// fact; [`RollbackError::fix`] says what an operator does about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RollbackError {
+    /// A lower capsule version than one already accepted.
+    #[error("capsule `{name}` {version} is older than {highest}, which was already accepted")]
+    CapsuleOlder {
+        /// Capsule name.
+        name: String,
+        /// The version offered.
+        version: semver::Version,
+        /// The highest version accepted before.
+        highest: semver::Version,
+    },
+    /// The same name and version as one already accepted, but different code.
+    #[error(
+        "capsule `{name}` {version} was already accepted with module {seen}, but this one is {offered}"
+    )]
+    VersionReused {
+        /// Capsule name.
+        name: String,
+        /// The version.
+        version: semver::Version,
+        /// Module digest accepted before (hex).
+        seen: String,
+        /// Module digest offered now (hex).
+        offered: String,
+    },
+    /// A lower trust root version than one already used.
+    #[error("trust root `{name}` v{version} is older than v{seen}, which was already used")]
+    RootOlder {
+        /// Trust root name.
+        name: String,
+        /// The version offered.
+        version: u64,
+        /// The highest version used before.
+        seen: u64,
+    },
+}
+
+impl RollbackError {
+    /// What an operator does about it.
+    pub fn fix(&self) -> String {
+        match self {
+            RollbackError::CapsuleOlder { highest, .. } => format!("run {highest} or later"),
+            RollbackError::VersionReused { .. } => {
+                "a version names exactly one module, so publish the change as a new version".into()
+            }
+            RollbackError::RootOlder { seen, .. } => {
+                format!("a trust root never goes back. Restore the trust store to v{seen} or later")
+            }
+        }
+    }
+}
+
+impl HighWater {
+    /// Checks that trust root `name` `version` does not go below the mark.
+    pub fn check_root(&self, name: &str, version: u64) -> Result<(), RollbackError> {
+        match self.roots.get(name) {
+            Some(&seen) if version < seen => Err(RollbackError::RootOlder {
+                name: name.to_string(),
+                version,
+                seen,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks that capsule `name` `version` with module `digest` does not go
+    /// below the mark, nor reuse an accepted version for other code.
+    pub fn check_capsule(
+        &self,
+        name: &str,
+        version: &semver::Version,
+        digest: &[u8; 32],
+    ) -> Result<(), RollbackError> {
+        let Some((highest, seen)) = self.capsules.get(name) else {
+            return Ok(());
+        };
+        if version < highest {
+            return Err(RollbackError::CapsuleOlder {
+                name: name.to_string(),
+                version: version.clone(),
+                highest: highest.clone(),
+            });
+        }
+        if version == highest && digest != seen {
+            return Err(RollbackError::VersionReused {
+                name: name.to_string(),
+                version: version.clone(),
+                seen: hex::encode(seen),
+                offered: hex::encode(digest),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks an acceptance of capsule `name` `version` (module `digest`)
+    /// under trust root `root` `root_version`, and raises the mark to it.
+    pub fn accept(
+        &mut self,
+        name: &str,
+        version: &semver::Version,
+        digest: [u8; 32],
+        root: &str,
+        root_version: u64,
+    ) -> Result<(), RollbackError> {
+        self.check_root(root, root_version)?;
+        self.check_capsule(name, version, &digest)?;
+        let root_entry = self.roots.entry(root.to_string()).or_insert(root_version);
+        *root_entry = (*root_entry).max(root_version);
+        let raise = self
+            .capsules
+            .get(name)
+            .is_none_or(|(highest, _)| version > highest);
+        if raise {
+            self.capsules
+                .insert(name.to_string(), (version.clone(), digest));
+        }
+        Ok(())
+    }
+
+    /// The highest accepted version of capsule `name`, with its module digest.
+    pub fn capsule(&self, name: &str) -> Option<&(semver::Version, [u8; 32])> {
+        self.capsules.get(name)
+    }
+
+    /// The highest version of trust root `name` used.
+    pub fn root(&self, name: &str) -> Option<u64> {
+        self.roots.get(name).copied()
+    }
+
+    /// Every capsule name with its highest accepted version, by name.
+    pub fn capsules(&self) -> impl Iterator<Item = (&str, &semver::Version)> {
+        self.capsules.iter().map(|(n, (v, _))| (n.as_str(), v))
+    }
+}
+
+impl fmt::Display for HighWater {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<String> = self.capsules().map(|(n, v)| format!("{n} {v}")).collect();
+        f.write_str(&items.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(text: &str) -> semver::Version {
+        semver::Version::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_lower_version_a_reused_version_and_an_older_root_are_refused() {
+        let mut mark = HighWater::default();
+        mark.accept("db-check", &v("1.4.0"), [1; 32], "root", 3)
+            .unwrap();
+        assert_eq!(
+            mark.check_capsule("db-check", &v("1.3.9"), &[1; 32])
+                .unwrap_err()
+                .to_string(),
+            "capsule `db-check` 1.3.9 is older than 1.4.0, which was already accepted"
+        );
+        assert!(matches!(
+            mark.check_capsule("db-check", &v("1.4.0"), &[2; 32]),
+            Err(RollbackError::VersionReused { .. })
+        ));
+        assert_eq!(
+            mark.accept("other", &v("1.0.0"), [3; 32], "root", 2)
+                .unwrap_err()
+                .to_string(),
+            "trust root `root` v2 is older than v3, which was already used"
+        );
+        // A refused acceptance leaves the mark where it was.
+        assert!(mark.capsule("other").is_none());
+        mark.accept("db-check", &v("1.4.0"), [1; 32], "root", 3)
+            .unwrap();
+        mark.accept("db-check", &v("2.0.0"), [4; 32], "root", 4)
+            .unwrap();
+        assert_eq!(mark.capsule("db-check").unwrap().0, v("2.0.0"));
+        assert_eq!(mark.root("root"), Some(4));
+    }
+}

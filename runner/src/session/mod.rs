@@ -1,0 +1,291 @@
+//! One runner session: verify → grant → run → record, with evidence for every step.
+//!
+//! This is the loop the CLI, the demo and embedders share. It owns the order
+//! of steps and what each records; the decisions themselves belong to
+//! [`crate::trust`] and [`crate::sandbox`], and the record format to
+//! [`crate::evidence`]. A refused capsule never reaches the sandbox, and no
+//! step returns before its record is on disk.
+
+mod record;
+
+use sha2::{Digest, Sha256};
+
+use crate::capsule::RawCapsule;
+use crate::evidence::events::{CapsuleId, ConfigRef, Event};
+use crate::evidence::{EvidenceError, EvidenceLog};
+use crate::sandbox::{Grant, Limits, RunReport, Sandbox, SandboxError};
+use crate::site::SitePolicy;
+use crate::timestamp::Timestamp;
+use crate::trust::{self, TrustError, TrustRoot, VerifiedCapsule};
+
+use record::FileFacts;
+
+/// Why a session step failed. A refusal or failed run is still recorded first.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The capsule was refused; a `capsule-refused` record says why.
+    #[error("capsule refused: {0}")]
+    Refused(#[from] TrustError),
+    /// The sandbox could not start the capsule; a `run-finished` record says why.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The site name is not a valid name.
+    #[error("--site: {0}")]
+    BadSite(String),
+    /// Evidence could not be written, so nothing further was done.
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
+    /// The capsule was admitted by another session, or its admission is no
+    /// longer the newest verification in this log.
+    #[error(
+        "capsule `{capsule}` was not admitted by this session ({detail}); verify it in this session, then run it"
+    )]
+    NotAdmittedHere {
+        /// Capsule name and version.
+        capsule: String,
+        /// What does not match.
+        detail: String,
+    },
+}
+
+/// A verified capsule admitted to run by the session that recorded its
+/// verification: only [`Session::verify`] builds one, and only that session's
+/// [`Session::run`] accepts it, and only while its `capsule-verified` record
+/// is the newest verification in the log. It cannot be copied, so it runs once.
+///
+/// ```compile_fail
+/// # fn forge(capsule: edge_runner::trust::VerifiedCapsule) {
+/// let admitted = edge_runner::session::Admitted { capsule, log_id: [0; 16], seq: 0 };
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Admitted {
+    capsule: VerifiedCapsule,
+    log_id: [u8; 16],
+    seq: u64,
+}
+
+impl Admitted {
+    /// The verified capsule.
+    pub fn capsule(&self) -> &VerifiedCapsule {
+        &self.capsule
+    }
+
+    /// The sequence number of its `capsule-verified` record.
+    pub fn record(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// A runner with its sandbox, limits, site name and evidence log.
+#[derive(Debug)]
+pub struct Session {
+    sandbox: Sandbox,
+    limits: Limits,
+    log: EvidenceLog,
+    site: String,
+    policy: SitePolicy,
+}
+
+/// What [`Session::run`] did.
+#[derive(Debug)]
+pub struct RunRecord {
+    /// The capsule that ran.
+    pub capsule: VerifiedCapsule,
+    /// What it was granted.
+    pub grant: Grant,
+    /// What happened.
+    pub report: RunReport,
+}
+
+impl Session {
+    /// Starts a session at site `site`, which has no site policy (nothing
+    /// but compute is granted), recording to `log`.
+    pub fn new(log: EvidenceLog, limits: Limits, site: &str) -> Result<Self, SessionError> {
+        let policy = SitePolicy::deny_all(site).map_err(|e| SessionError::BadSite(e.detail))?;
+        Self::with_policy(log, limits, policy)
+    }
+
+    /// Starts a session under a site policy, recording to `log`.
+    pub fn with_policy(
+        log: EvidenceLog,
+        limits: Limits,
+        policy: SitePolicy,
+    ) -> Result<Self, SessionError> {
+        Ok(Self {
+            sandbox: Sandbox::new()?,
+            limits,
+            log,
+            site: policy.site.clone(),
+            policy,
+        })
+    }
+
+    /// Keeps compiled code between runs in `cache` (authenticated before use).
+    pub fn set_code_cache(&mut self, cache: crate::sandbox::CodeCache) {
+        self.sandbox.set_code_cache(cache);
+    }
+
+    /// The evidence log.
+    pub fn log(&self) -> &EvidenceLog {
+        &self.log
+    }
+
+    /// Verifies `capsule` against `root` now, recording the decision either way.
+    pub fn verify(
+        &mut self,
+        capsule: RawCapsule,
+        root: &TrustRoot,
+    ) -> Result<Admitted, SessionError> {
+        self.verify_at(capsule, root, Timestamp::now())
+    }
+
+    /// Verifies `capsule` against `root` as of `now`, recording the decision
+    /// either way. The high-water mark comes from this session's evidence log.
+    pub fn verify_at(
+        &mut self,
+        capsule: RawCapsule,
+        root: &TrustRoot,
+        now: Timestamp,
+    ) -> Result<Admitted, SessionError> {
+        let facts = FileFacts::of(&capsule);
+        let checked = capsule.check();
+        let identity = checked.as_ref().ok().map(|c| {
+            let m = c.manifest();
+            CapsuleId {
+                name: m.name.clone(),
+                version: m.version.to_string(),
+                kind: m.kind.as_str().into(),
+            }
+        });
+        let ctx = trust::Context {
+            root,
+            site: &self.site,
+            now,
+            high_water: self.log.high_water(),
+        };
+        let verified = checked
+            .map_err(TrustError::from)
+            .and_then(|c| trust::verify(c, &ctx));
+        match verified {
+            Ok(capsule) => {
+                let event = record::verified(&capsule, now, facts.signature_sha256);
+                let signed = self.log.record(&Event::from(event))?;
+                Ok(Admitted {
+                    capsule,
+                    log_id: signed.record.log_id,
+                    seq: signed.record.seq,
+                })
+            }
+            Err(err) => Err(self.record_refusal(
+                &facts,
+                identity,
+                Some(record::root_ref(root)),
+                err,
+                now,
+            )),
+        }
+    }
+
+    /// Records that `capsule` was refused before it could be verified
+    /// because no trust root was usable (`err` says why), and returns the
+    /// refusal (or the evidence error that kept it from being recorded).
+    pub fn refuse_without_root(&mut self, capsule: &RawCapsule, err: TrustError) -> SessionError {
+        self.record_refusal(&FileFacts::of(capsule), None, None, err, Timestamp::now())
+    }
+
+    fn record_refusal(
+        &mut self,
+        facts: &FileFacts,
+        identity: Option<CapsuleId>,
+        root: Option<crate::evidence::events::TrustRootRef>,
+        err: TrustError,
+        now: Timestamp,
+    ) -> SessionError {
+        let event = record::refused(facts, identity, root, err.to_string(), &self.site, now);
+        match self.log.record(&Event::from(event)) {
+            Ok(_) => SessionError::Refused(err),
+            Err(e) => SessionError::Evidence(e),
+        }
+    }
+
+    /// Runs an admitted capsule on `input`, recording the grant before and
+    /// the result after. Refuses a capsule admitted by another session (or
+    /// another log), and one whose verification is no longer the newest in
+    /// this log: verify it again.
+    pub fn run(&mut self, admitted: Admitted, input: &[u8]) -> Result<RunRecord, SessionError> {
+        let Admitted {
+            capsule,
+            log_id,
+            seq,
+        } = admitted;
+        let label = || {
+            let m = capsule.manifest();
+            format!("{} {}", m.name, m.version)
+        };
+        if log_id != self.log.log_id() {
+            return Err(SessionError::NotAdmittedHere {
+                capsule: label(),
+                detail: format!(
+                    "it was verified in log {}, and this session records to log {}",
+                    hex::encode(log_id),
+                    hex::encode(self.log.log_id())
+                ),
+            });
+        }
+        if capsule.site() != self.site {
+            return Err(SessionError::NotAdmittedHere {
+                capsule: label(),
+                detail: format!(
+                    "it was verified for site `{}`, and this session is site `{}`",
+                    capsule.site(),
+                    self.site
+                ),
+            });
+        }
+        if self.log.last_verified() != Some(seq) {
+            return Err(SessionError::NotAdmittedHere {
+                capsule: label(),
+                detail: format!(
+                    "its verification is record {seq}, but a newer capsule was verified since, in record {}",
+                    self.log
+                        .last_verified()
+                        .map_or_else(|| "none".to_string(), |s| s.to_string())
+                ),
+            });
+        }
+        let grant = Grant::compute(
+            capsule.manifest(),
+            &self.limits,
+            &self.policy,
+            Sha256::digest(input).into(),
+        );
+        // Config values can be secrets: the record holds a salted commitment to each.
+        let mut commitments = Vec::new();
+        for (key, value) in &grant.config {
+            commitments.push(ConfigRef {
+                key: key.clone(),
+                commitment: self.log.commit(value.as_bytes())?,
+            });
+        }
+        let started = record::run_started(&capsule, &grant, input, &self.policy, commitments);
+        self.log.record(&Event::from(started))?;
+        match self.sandbox.run(&capsule, &grant, input) {
+            Ok(report) => {
+                let finished = record::run_finished(&capsule, &report);
+                self.log.record(&Event::from(finished))?;
+                Ok(RunRecord {
+                    capsule,
+                    grant,
+                    report,
+                })
+            }
+            Err(err) => {
+                let finished = record::not_started(&capsule, err.to_string());
+                self.log.record(&Event::from(finished))?;
+                Err(err.into())
+            }
+        }
+    }
+}
