@@ -203,18 +203,7 @@ pub fn verify_bundle(
         ));
     }
     if !bundle.trust_roots.is_empty() {
-        let files = bundle
-            .trust_roots
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                (
-                    format!("bundle trust root {}{ROOT_FILE_SUFFIX}", i + 1),
-                    b.clone(),
-                )
-            })
-            .collect();
-        match Chain::from_files(files) {
+        match Chain::from_files(bundle_root_files(bundle)) {
             Ok(chain) => report.trust_roots = chain.links().iter().map(describe_link).collect(),
             Err(e) => return report.failed(format!("trust store in the bundle: {e}")),
         }
@@ -225,7 +214,74 @@ pub fn verify_bundle(
         .cloned()
         .chain(extra_checkpoints.iter().cloned())
         .collect();
-    verify_log_into(&bundle.log, &bundle.runner_key, &notes, report, progress)
+    let chain = if bundle.trust_roots.is_empty() {
+        None
+    } else {
+        Chain::from_files(bundle_root_files(bundle)).ok()
+    };
+    verify_log_into(
+        &bundle.log,
+        &bundle.runner_key,
+        &notes,
+        report,
+        progress,
+        |summary| trust_roots_match(summary, chain.as_ref()),
+    )
+}
+
+fn bundle_root_files(bundle: &Bundle) -> Vec<(String, Vec<u8>)> {
+    bundle
+        .trust_roots
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            (
+                format!("bundle trust root {}{ROOT_FILE_SUFFIX}", i + 1),
+                b.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Every trust root version the records name is in the bundle's store, with
+/// the same content: a bundle must carry the store the runner used, not
+/// another one (or none) that would make the report show the wrong publishers.
+fn trust_roots_match(summary: &Summary, chain: Option<&Chain>) -> Result<(), String> {
+    for (r, event) in summary.records.iter().zip(&summary.events) {
+        let named = match event {
+            Event::CapsuleVerified(v) => &v.trust_root,
+            Event::CapsuleRefused(refused) => match &refused.trust_root {
+                Some(root) => root,
+                None => continue,
+            },
+            _ => continue,
+        };
+        let seq = r.record.seq;
+        let Some(chain) = chain else {
+            return Err(format!(
+                "record {seq} names trust root `{}` v{}, but the bundle carries no trust store; export the bundle with the trust store the runner used",
+                named.name, named.version
+            ));
+        };
+        let name = &chain.latest().name;
+        let link = chain.links().iter().find(|l| l.version == named.version);
+        match link {
+            Some(link) if *name == named.name && link.digest == named.sha256 => {}
+            _ => {
+                return Err(format!(
+                    "record {seq} names trust root `{}` v{} (sha256 {}), but the bundle's trust store `{name}` has {}: the bundle carries another trust store than the one the runner used",
+                    named.name,
+                    named.version,
+                    hex::encode(named.sha256),
+                    link.map_or_else(
+                        || format!("no v{}", named.version),
+                        |l| format!("v{} with sha256 {}", l.version, hex::encode(l.digest))
+                    )
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The verdict on a file that is not a well-formed bundle.
@@ -245,7 +301,7 @@ pub fn verify_log_report(
     progress: Progress<'_>,
 ) -> Report {
     let report = Report::new(key.id().to_string(), KeySource::Given, Source::Log);
-    verify_log_into(log, key, checkpoints, report, progress)
+    verify_log_into(log, key, checkpoints, report, progress, |_| Ok(()))
 }
 
 fn describe_link(link: &ChainLink) -> String {
@@ -258,12 +314,16 @@ fn verify_log_into(
     checkpoints: &[String],
     mut report: Report,
     progress: Progress<'_>,
+    also: impl FnOnce(&Summary) -> Result<(), String>,
 ) -> Report {
     let summary = match verify_log_with_progress(log, key, progress) {
         Ok(s) => s,
         Err(f) => return report.failed(f.to_string()),
     };
     fill(&mut report, &summary);
+    if let Err(failure) = also(&summary) {
+        return report.failed(failure);
+    }
     for note in checkpoints {
         match check_against_checkpoint(&summary, note, key) {
             Ok(Checkpoint { size, .. }) => {
@@ -306,7 +366,8 @@ fn fill(report: &mut Report, summary: &Summary) {
                 report.runs.push(RunLine {
                     record: r.record.seq,
                     time_ms: r.record.time_ms,
-                    capsule: admitted.map_or_else(String::new, |v| format!("{} {}", v.name, v.version)),
+                    capsule: admitted
+                        .map_or_else(String::new, |v| format!("{} {}", v.name, v.version)),
                     kind: admitted.map_or_else(String::new, |v| v.kind.clone()),
                     signers: admitted.map_or_else(Vec::new, |v| {
                         v.signers
@@ -355,7 +416,11 @@ fn grant_lines(run: &RunStarted) -> (Vec<String>, Vec<String>) {
             .iter()
             .map(|d| format!("file {} ({})", d.guest, d.access)),
     );
-    granted.extend(g.network.iter().map(|n| format!("egress {}", n.destination)));
+    granted.extend(
+        g.network
+            .iter()
+            .map(|n| format!("egress {}", n.destination)),
+    );
     granted.extend(g.config.iter().map(|c| {
         format!(
             "config {} (value committed: {})",

@@ -195,39 +195,41 @@ fn records_from_another_runner_are_refused() {
 #[test]
 fn torn_tail_is_detected_then_repaired_with_a_restart_record() {
     let dir = tempfile::tempdir().unwrap();
-    let (bytes, runner) = make_log(dir.path());
+    let (mut bytes, runner) = make_log(dir.path());
     let spans = record_spans(&bytes);
-    let last = spans.last().unwrap().clone();
-    let torn_at = last.start + (last.end - last.start) / 2;
+    // A crash while the next record was being written leaves part of it after
+    // the last complete record (and after what DIR/checkpoint covers).
+    let record = spans[2].clone();
+    let partial = (record.end - record.start) / 2;
+    let torn = bytes[record.start..record.start + partial].to_vec();
+    let torn_offset = bytes.len();
+    bytes.extend_from_slice(&torn);
     let log_path = dir.path().join(LOG_FILE);
-    std::fs::write(&log_path, &bytes[..torn_at]).unwrap();
+    std::fs::write(&log_path, &bytes).unwrap();
 
-    let failure = evidence::verify_log(&bytes[..torn_at], &runner.public()).unwrap_err();
+    let failure = evidence::verify_log(&bytes, &runner.public()).unwrap_err();
     assert_eq!(
         failure,
         Failure::TornTail {
-            record: spans.len() as u64 - 1,
-            offset: last.start,
-            bytes: torn_at - last.start
+            record: spans.len() as u64,
+            offset: torn_offset,
+            bytes: partial
         }
     );
 
     // Reopening cuts the torn record and says so in a signed `restart` record.
     let public = runner.public();
     let log = EvidenceLog::open(dir.path(), runner).unwrap();
-    assert_eq!(log.len(), spans.len() as u64);
+    assert_eq!(log.len(), spans.len() as u64 + 1);
     drop(log);
     let repaired = std::fs::read(&log_path).unwrap();
     let summary = evidence::verify_log(&repaired, &public).unwrap();
     // The torn record's place is taken by `restart`; closing then adds a checkpoint.
-    let restart = &summary.records[spans.len() - 1];
+    let restart = &summary.records[spans.len()];
     assert_eq!(restart.record.event, "restart");
     assert_eq!(summary.records.last().unwrap().record.event, "checkpoint");
     let body = edge_runner::cbor::MapReader::new("body", &restart.record.body).unwrap();
-    assert_eq!(
-        body.uint("torn-bytes-dropped").unwrap(),
-        (torn_at - last.start) as u64
-    );
+    assert_eq!(body.uint("torn-bytes-dropped").unwrap(), partial as u64);
 }
 
 #[test]
@@ -299,6 +301,16 @@ fn every_example_capsule_runs() {
     }
 }
 
+/// The `log-opened` body of a log signed by `key`.
+fn opened(key: &SecretKey) -> ciborium::Value {
+    evidence::Event::from(evidence::events::LogOpened {
+        runner_key: *key.public().as_bytes(),
+        runner_version: "0.1.0".into(),
+        torn_bytes_dropped: 0,
+    })
+    .body()
+}
+
 /// A `capsule-verified` event as the runner writes it.
 fn accepted(name: &str, version: &str, digest: u8, root_version: u64) -> evidence::Event {
     use evidence::events::{CapsuleVerified, TrustRootRef};
@@ -327,6 +339,8 @@ fn accepted(name: &str, version: &str, digest: u8, root_version: u64) -> evidenc
 /// A log the runner key signed, as a runner that skipped its rollback check would write it.
 fn forged_log(events: Vec<evidence::Event>) -> (Vec<u8>, SecretKey) {
     let key = SecretKey::generate().unwrap();
+    let events = std::iter::once(evidence::Event::decode("log-opened", &opened(&key)).unwrap())
+        .chain(events);
     let mut prev = evidence::GENESIS_PREV;
     let mut bytes = Vec::new();
     for (seq, event) in events.into_iter().enumerate() {
@@ -354,7 +368,7 @@ fn auditor_detects_a_recorded_capsule_rollback() {
     let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
     assert_eq!(
         failure.to_string(),
-        "record 1 accepts a rollback: capsule `db-check` 1.3.9 is older than 1.4.0, which was already accepted"
+        "record 2 accepts a rollback: capsule `db-check` 1.3.9 is older than 1.4.0, which was already accepted"
     );
 }
 
@@ -366,7 +380,7 @@ fn auditor_detects_a_reused_version_and_a_trust_root_rollback() {
     ]);
     let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
     assert!(
-        matches!(failure, Failure::Rollback { record: 1, .. }),
+        matches!(failure, Failure::Rollback { record: 2, .. }),
         "{failure}"
     );
     let (bytes, key) = forged_log(vec![
@@ -376,7 +390,7 @@ fn auditor_detects_a_reused_version_and_a_trust_root_rollback() {
     let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
     assert_eq!(
         failure.to_string(),
-        "record 1 accepts a rollback: trust root `test-root` v2 is older than v3, which was already used"
+        "record 2 accepts a rollback: trust root `test-root` v2 is older than v3, which was already used"
     );
 }
 
@@ -428,7 +442,7 @@ fn run_of_a_capsule_that_was_not_the_one_verified() {
     assert_eq!(
         failure.to_string(),
         format!(
-            "record 1: `run-started` runs module {}, but the newest `capsule-verified` record before it (record 0) admitted module {}",
+            "record 2: `run-started` runs module {}, but the newest `capsule-verified` record before it (record 1) admitted module {}",
             hex::encode([2u8; 8]),
             hex::encode([1u8; 8])
         )
@@ -446,7 +460,10 @@ fn run_of_a_capsule_that_was_not_the_one_verified() {
 fn run_with_no_verification_before_it() {
     let (bytes, key) = forged_log(vec![started(1)]);
     let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
-    assert!(matches!(failure, Failure::Unadmitted { record: 0, .. }), "{failure}");
+    assert!(
+        matches!(failure, Failure::Unadmitted { record: 1, .. }),
+        "{failure}"
+    );
     assert!(
         failure
             .to_string()
@@ -462,7 +479,7 @@ fn run_finished_that_closes_no_run() {
     assert_eq!(
         failure.to_string(),
         format!(
-            "record 1: `run-finished` for module {} closes no `run-started` of that module",
+            "record 2: `run-finished` for module {} closes no `run-started` of that module",
             hex::encode([1u8; 8])
         )
     );
@@ -471,20 +488,56 @@ fn run_finished_that_closes_no_run() {
 #[test]
 fn known_event_with_an_empty_body() {
     // A `run-finished` stripped of its fields: it no longer says how the run ended.
-    let key = SecretKey::generate().unwrap();
-    let record = evidence::Record {
-        log_id: [7; 16],
-        seq: 0,
-        prev: evidence::GENESIS_PREV,
-        time_ms: 1_800_000_000_000,
-        event: "run-finished".into(),
-        body: edge_runner::cbor::text_map(Vec::<(String, ciborium::Value)>::new()),
-    };
-    let bytes = evidence::sign_record(record, &key).unwrap().bytes;
+    let empty = edge_runner::cbor::text_map(Vec::<(String, ciborium::Value)>::new());
+    // Built as an unknown event, since the typed `RunFinished` cannot be empty.
+    let event = evidence::Event::Unknown(evidence::events::UnknownEvent {
+        name: "run-finished".into(),
+        body: empty,
+    });
+    let (bytes, key) = forged_log(vec![event]);
     let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
     assert_eq!(
         failure.to_string(),
-        "record 0 (`run-finished`) has a malformed body: `run-finished` body: `module-sha256` is missing"
+        "record 1 (`run-finished`) has a malformed body: `run-finished` body: `module-sha256` is missing"
+    );
+}
+
+#[test]
+fn log_that_does_not_open_with_log_opened_for_its_key() {
+    // Record 0 names the key that signs the log; a log whose first record is
+    // another event, or names another key, did not start as a log of this runner.
+    let key = SecretKey::generate().unwrap();
+    let sign = |event: &str, body: ciborium::Value| {
+        evidence::sign_record(
+            evidence::Record {
+                log_id: [7; 16],
+                seq: 0,
+                prev: evidence::GENESIS_PREV,
+                time_ms: 1,
+                event: event.into(),
+                body,
+            },
+            &key,
+        )
+        .unwrap()
+        .bytes
+    };
+    let other = SecretKey::generate().unwrap();
+    let failure =
+        evidence::verify_log(&sign("log-opened", opened(&other)), &key.public()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "record 0: `log-opened` names runner key {}, not the key {} the log is verified under",
+            other.id().short(),
+            key.id().short()
+        )
+    );
+    let note = edge_runner::cbor::text_map([("t", ciborium::Value::Text("x".into()))]);
+    let failure = evidence::verify_log(&sign("note", note), &key.public()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        "record 0: the log must open with a `log-opened` record, not `note`"
     );
 }
 
@@ -610,8 +663,8 @@ fn a_checkpoint_record_that_lies_about_its_root_is_refused() {
             seq: 0,
             prev: evidence::GENESIS_PREV,
             time_ms: 1,
-            event: "note".into(),
-            body: edge_runner::cbor::text_map([("t", ciborium::Value::Text("x".into()))]),
+            event: "log-opened".into(),
+            body: opened(&key),
         },
         &key,
     )
@@ -896,7 +949,11 @@ fn capsule_admitted_by_another_session_is_refused() {
             hex::encode(b.log().log_id())
         )
     );
-    assert_eq!(b.log().len(), b_records, "nothing was recorded in the other log");
+    assert_eq!(
+        b.log().len(),
+        b_records,
+        "nothing was recorded in the other log"
+    );
 }
 
 #[test]
@@ -917,9 +974,7 @@ fn admission_superseded_by_a_newer_verification_is_refused() {
     let second = session
         .verify(raw(signed_json_assert(&publisher.key)), &root)
         .unwrap();
-    let err = session
-        .run(first, PASSING_INPUT.as_bytes())
-        .unwrap_err();
+    let err = session.run(first, PASSING_INPUT.as_bytes()).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -929,4 +984,69 @@ fn admission_superseded_by_a_newer_verification_is_refused() {
     );
     // The newest admission runs, and the log verifies.
     session.run(second, PASSING_INPUT.as_bytes()).unwrap();
+}
+
+#[test]
+fn truncated_log_below_its_checkpoint_is_refused_not_repaired() {
+    // An attacker who can write the evidence directory cuts records off the end
+    // (whole records, or in the middle of one) and leaves DIR/checkpoint, which
+    // covers the longer log. Cutting the "torn tail" and appending would erase
+    // the cut (and forget the capsule versions accepted in it).
+    for mid_record in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, runner) = make_log(dir.path());
+        let spans = record_spans(&bytes);
+        let keep = spans.len() - 3;
+        let cut_at = spans[keep].start + if mid_record { 10 } else { 0 };
+        let cut = bytes[..cut_at].to_vec();
+        let log_path = dir.path().join(LOG_FILE);
+        std::fs::write(&log_path, &cut).unwrap();
+
+        let err = EvidenceLog::open(dir.path(), runner).unwrap_err();
+        assert!(
+            matches!(err, EvidenceError::BehindCheckpoint { .. }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "evidence log {} does not extend its newest checkpoint: the checkpoint covers {} records, but the log holds {keep} complete ones. Records that were checkpointed are gone or changed, which a crash cannot do, so this is tampering; nothing was appended or cut. Keep the directory as it is for investigation and follow the recovery procedure in docs/evidence-format.md §9",
+                log_path.display(),
+                spans.len()
+            )
+        );
+        assert_eq!(
+            std::fs::read(&log_path).unwrap(),
+            cut,
+            "the log was left as found"
+        );
+    }
+}
+
+#[test]
+fn log_rewritten_under_its_checkpoint_is_refused() {
+    // Same length, other history: the checkpoint's Merkle root gives it away.
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let spans = record_spans(&bytes);
+    let log_path = dir.path().join(LOG_FILE);
+    // Replace the DIR/checkpoint with one that covers a different log of the same length.
+    let other = tempfile::tempdir().unwrap();
+    let copy = SecretKey::from_pem(&runner.to_pem().unwrap(), Path::new("k")).unwrap();
+    std::fs::write(
+        other.path().join(LOG_FILE),
+        &bytes[..spans[spans.len() - 1].start],
+    )
+    .unwrap();
+    drop(EvidenceLog::open(other.path(), copy).unwrap());
+    let foreign = std::fs::read_to_string(other.path().join(evidence::CHECKPOINT_FILE)).unwrap();
+    std::fs::write(dir.path().join(evidence::CHECKPOINT_FILE), foreign).unwrap();
+    let before = std::fs::read(&log_path).unwrap();
+    let err = EvidenceLog::open(dir.path(), runner).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not extend its newest checkpoint: the checkpoint covers"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&log_path).unwrap(), before);
 }

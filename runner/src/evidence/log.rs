@@ -9,9 +9,9 @@ use ciborium::Value;
 
 use super::EvidenceError;
 use super::checkpoint::{Checkpoint, origin};
+use super::events::{self, Event, EventBody};
 use super::merkle::{Frontier, leaf_hash};
 use super::record::{GENESIS_PREV, Record, SignedRecord, sign_record};
-use super::events::{self, Event, EventBody};
 use super::verify::{Failure, Rules, walk_log};
 use crate::keys::SecretKey;
 use crate::rollback::HighWater;
@@ -136,6 +136,16 @@ impl EvidenceLog {
                     failure: failure.clone(),
                 });
             }
+        }
+        // A log shorter than its own newest checkpoint, or not extending it, was
+        // cut or rewritten: no crash does that. Refuse before cutting anything.
+        if let Some(note) = read_checkpoint_file(dir)?
+            && let Err(detail) = extends_checkpoint(&walk, &note, &public)
+        {
+            return Err(EvidenceError::BehindCheckpoint {
+                path: path.display().to_string(),
+                detail,
+            });
         }
         let torn = matches!(walk.failure, Some(Failure::TornTail { .. }));
         let (log_id, next_seq, prev, last_time) = match &walk.last {
@@ -412,6 +422,84 @@ impl EvidenceLog {
     pub fn head(&self) -> [u8; 32] {
         self.prev
     }
+}
+
+/// Largest checkpoint note read (a few hundred bytes in practice).
+const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
+
+/// The text of `DIR/checkpoint`, if there is one.
+fn read_checkpoint_file(dir: &Path) -> Result<Option<String>, EvidenceError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let io = |source| EvidenceError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_CHECKPOINT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
+        return Err(EvidenceError::BehindCheckpoint {
+            path: path.display().to_string(),
+            detail: format!(
+                "{CHECKPOINT_FILE} is larger than {MAX_CHECKPOINT_BYTES} bytes, so it is not a checkpoint note"
+            ),
+        });
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| EvidenceError::BehindCheckpoint {
+            path: path.display().to_string(),
+            detail: format!("{CHECKPOINT_FILE} is not UTF-8 text, so it is not a checkpoint note"),
+        })
+}
+
+/// Checks that the complete records of `walk` extend the checkpoint `note`
+/// the runner signed: they are at least as many, and the first `size` of them
+/// have its Merkle root.
+fn extends_checkpoint(
+    walk: &super::verify::Walk,
+    note: &str,
+    key: &crate::keys::PublicKey,
+) -> Result<(), String> {
+    let cp = Checkpoint::verify(note, key)
+        .map_err(|e| format!("{CHECKPOINT_FILE} does not verify under this runner's key: {e}"))?;
+    let Some(first) = walk.records.first() else {
+        return Err(format!(
+            "{CHECKPOINT_FILE} covers {} records, but the log holds none",
+            cp.size
+        ));
+    };
+    if cp.origin != origin(&first.record.log_id) {
+        return Err(format!(
+            "{CHECKPOINT_FILE} is for `{}`, not this log (`{}`)",
+            cp.origin,
+            origin(&first.record.log_id)
+        ));
+    }
+    let held = walk.records.len() as u64;
+    if cp.size > held {
+        return Err(format!(
+            "the checkpoint covers {} records, but the log holds {held} complete ones",
+            cp.size
+        ));
+    }
+    let mut tree = Frontier::default();
+    for r in walk.records.iter().take(cp.size as usize) {
+        tree.push(leaf_hash(&r.bytes));
+    }
+    if tree.root() != cp.root {
+        return Err(format!(
+            "the first {} records are not the ones the checkpoint covers (their Merkle root differs)",
+            cp.size
+        ));
+    }
+    Ok(())
 }
 
 impl Drop for EvidenceLog {

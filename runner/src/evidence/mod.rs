@@ -19,6 +19,7 @@ mod record;
 mod verify;
 
 pub use checkpoint::{Checkpoint, key_hash, origin};
+pub use events::Event;
 pub use log::{
     CHECKPOINT_FILE, COMMITMENT_CONTEXT, CheckpointPolicy, EvidenceLog, LOG_FILE, OPENINGS_FILE,
     commitment,
@@ -27,7 +28,6 @@ pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord,
     decode_record, sign_record,
 };
-pub use events::Event;
 pub use verify::{
     Failure, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
 };
@@ -70,6 +70,17 @@ pub enum EvidenceError {
         path: String,
         /// The first failure.
         failure: Failure,
+    },
+    /// The log does not extend the newest checkpoint the runner signed for
+    /// it: checkpointed records were removed or rewritten, which no crash does.
+    #[error(
+        "evidence log {path} does not extend its newest checkpoint: {detail}. Records that were checkpointed are gone or changed, which a crash cannot do, so this is tampering; nothing was appended or cut. Keep the directory as it is for investigation and follow the recovery procedure in docs/evidence-format.md §9"
+    )]
+    BehindCheckpoint {
+        /// The log.
+        path: String,
+        /// What does not match.
+        detail: String,
     },
     /// A record could not be encoded.
     #[error("could not encode an evidence record: {0}")]

@@ -89,6 +89,14 @@ pub enum Failure {
         /// What does not match.
         detail: String,
     },
+    /// Record 0 is not a `log-opened` naming the key the log is verified
+    /// under, or a `log-opened` appears after record 0.
+    Genesis {
+        /// Position.
+        record: u64,
+        /// What is wrong.
+        detail: String,
+    },
     /// A known event's body lacks a required field or has one of the wrong type.
     BadBody {
         /// Position.
@@ -173,11 +181,15 @@ impl fmt::Display for Failure {
             Failure::BadCheckpoint { record, detail } => {
                 write!(f, "record {record} is a bad checkpoint: {detail}")
             }
+            Failure::Genesis { record, detail } => write!(f, "record {record}: {detail}"),
             Failure::BadBody {
                 record,
                 event,
                 detail,
-            } => write!(f, "record {record} (`{event}`) has a malformed body: {detail}"),
+            } => write!(
+                f,
+                "record {record} (`{event}`) has a malformed body: {detail}"
+            ),
             Failure::Rollback { record, detail } => {
                 write!(f, "record {record} accepts a rollback: {detail}")
             }
@@ -416,6 +428,13 @@ fn walk_with_progress(
                 return walk;
             }
         };
+        if let Some(detail) = genesis_failure(index, &event, key) {
+            walk.failure = Some(Failure::Genesis {
+                record: index,
+                detail,
+            });
+            return walk;
+        }
         if let Err(failure) = walk.rules.apply(index, &event) {
             walk.failure = Some(failure);
             return walk;
@@ -455,6 +474,26 @@ fn walk_with_progress(
     }
     progress(bytes.len(), bytes.len());
     walk
+}
+
+/// Record 0 opens the log and names the key that signs it; no other record does.
+fn genesis_failure(index: u64, event: &Event, key: &PublicKey) -> Option<String> {
+    match (index, event) {
+        (0, Event::LogOpened(opened)) if opened.runner_key == *key.as_bytes() => None,
+        (0, Event::LogOpened(opened)) => Some(format!(
+            "`log-opened` names runner key {}, not the key {} the log is verified under",
+            hex::encode(&Sha256::digest(opened.runner_key)[..8]),
+            key.id().short()
+        )),
+        (0, other) => Some(format!(
+            "the log must open with a `log-opened` record, not `{}`",
+            other.name()
+        )),
+        (_, Event::LogOpened(_)) => {
+            Some("`log-opened` may only be record 0 (a log opens once)".into())
+        }
+        _ => None,
+    }
 }
 
 fn link_failure(prev: Option<&SignedRecord>, record: &Record, index: u64) -> Option<Failure> {
