@@ -3,7 +3,7 @@
 //! Owns flag parsing, file I/O at the edges, human-readable output and the
 //! exit codes ([`Exit`]). Every decision is delegated to the library modules;
 //! this module must not verify, sandbox or encode anything itself. Output goes
-//! through [`say!`], so a closed standard output is an error that `main` turns
+//! through `say!`, so a closed standard output is an error that `main` turns
 //! into [`Exit::BrokenPipe`], not a panic.
 
 /// Writes a line to standard output and returns the `io::Result` (a closed
