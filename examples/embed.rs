@@ -27,16 +27,16 @@ fn main() -> Result<()> {
     // The site's trust store: version 1 of the policy, signed by its root key.
     let dir = tempfile::tempdir()?;
     let trust_dir = dir.path().join("trust");
-    std::fs::create_dir_all(&trust_dir)?;
     let policy_path = keys.join("demo-trust-root.toml");
     let policy = RootPolicy::parse(
         &std::fs::read_to_string(&policy_path)?,
         &policy_path.display().to_string(),
     )?;
     let root_key = SecretKey::load(&keys.join("demo-root.key"))?;
-    std::fs::write(
-        trust_dir.join(store::root_file_name(1)),
-        SignedRoot::sign_new(&policy, &root_key)?,
+    store::install(
+        &trust_dir,
+        &SignedRoot::sign_new(&policy, &root_key)?,
+        Timestamp::now(),
     )?;
 
     // The runner checks the capsule against the store, runs it, and records every step.

@@ -16,6 +16,8 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
+use crate::fsio::{ReadError, read_bounded};
+
 /// Largest key file we read; real ones are a few hundred bytes.
 const MAX_KEY_FILE: u64 = 16 * 1024;
 
@@ -43,9 +45,17 @@ pub enum KeyError {
     },
     /// Refusing to replace an existing key.
     #[error(
-        "{0} already exists; refusing to overwrite a key (move it away or choose another --name)"
+        "{0} already exists; refusing to overwrite a key (move it away or choose another name)"
     )]
     Exists(PathBuf),
+    /// A key pair's base name that is not a plain file name.
+    #[error(
+        "key name `{0}` must be a plain file name (no `/` or `\\`, not empty, not starting with `.`)"
+    )]
+    Name(String),
+    /// The key file could not be read, or is larger than any key file.
+    #[error(transparent)]
+    Read(#[from] ReadError),
     /// The operating system's random source failed.
     #[error("could not get randomness for a new key: {0}")]
     Random(String),
@@ -161,8 +171,12 @@ impl SecretKey {
             })
     }
 
-    /// Writes `DIR/NAME.key` (mode 0600) and `DIR/NAME.pub`, refusing to overwrite either.
+    /// Writes `DIR/NAME.key` (mode 0600) and `DIR/NAME.pub`, refusing to overwrite
+    /// either and refusing a `name` that is not a plain file name.
     pub fn write_pair(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), KeyError> {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(KeyError::Name(name.to_string()));
+        }
         fs::create_dir_all(dir).map_err(|source| KeyError::Io {
             path: dir.to_path_buf(),
             source,
@@ -259,22 +273,7 @@ impl PublicKey {
 }
 
 fn read_small(path: &Path) -> Result<String, KeyError> {
-    let io = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = fs::metadata(path).map_err(io)?;
-    if meta.len() > MAX_KEY_FILE {
-        return Err(KeyError::Format {
-            path: path.to_path_buf(),
-            expected: "a PEM key file",
-            detail: format!(
-                "{} bytes is larger than any key file ({MAX_KEY_FILE} bytes)",
-                meta.len()
-            ),
-        });
-    }
-    let bytes = fs::read(path).map_err(io)?;
+    let bytes = read_bounded(path, MAX_KEY_FILE, "key file")?;
     String::from_utf8(bytes).map_err(|_| KeyError::Format {
         path: path.to_path_buf(),
         expected: "a PEM key file",
@@ -337,6 +336,12 @@ mod tests {
             key.write_pair(dir.path(), "k"),
             Err(KeyError::Exists(_))
         ));
+        for name in ["", "../k", "a/b", "a\\b", ".hidden"] {
+            assert!(
+                matches!(key.write_pair(dir.path(), name), Err(KeyError::Name(_))),
+                "{name:?}"
+            );
+        }
     }
 
     #[test]

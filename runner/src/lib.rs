@@ -12,8 +12,9 @@
 //! 4. [`evidence`] appends a signed record for every step and verifies
 //!    chains offline.
 //!
-//! [`keys`] and [`cbor`] are the shared primitives (Ed25519 keys, deterministic
-//! CBOR); [`cli`] is the command-line front end.
+//! [`keys`], [`cbor`] and [`fsio`] are the shared primitives (Ed25519 keys,
+//! deterministic CBOR, bounded file reads and atomic writes); `cli` is the
+//! command-line front end, behind the default `cli` feature.
 
 // One `unsafe` block in the whole crate: loading authenticated compiled code
 // (`sandbox::cache`), marked with `#[expect(unsafe_code)]` and a SAFETY comment.
@@ -24,9 +25,11 @@
 pub mod audit;
 pub mod capsule;
 pub mod cbor;
+#[cfg(feature = "cli")]
 pub mod cli;
 mod cose;
 pub mod evidence;
+pub mod fsio;
 pub mod keys;
 pub mod rollback;
 pub mod sandbox;

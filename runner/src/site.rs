@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::capsule::{AbsPath, Access, DestinationPattern, validate_config_key, validate_site};
+use crate::fsio::read_bounded_text;
 
 /// Largest site policy file read.
 pub const MAX_SITE_POLICY_BYTES: u64 = 1024 * 1024;
@@ -102,7 +103,7 @@ impl SitePolicy {
     /// the runner's own limits.
     pub fn deny_all(site: &str) -> Result<Self, SiteError> {
         validate_site(site).map_err(|detail| SiteError {
-            origin: "--site".into(),
+            origin: "(none: deny-all)".into(),
             detail,
         })?;
         Ok(Self {
@@ -117,18 +118,12 @@ impl SitePolicy {
 
     /// Reads and checks `site-policy.toml`.
     pub fn load(path: &Path) -> Result<Self, SiteError> {
-        let err = |detail: String| SiteError {
-            origin: path.display().to_string(),
-            detail,
-        };
-        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-        if meta.len() > MAX_SITE_POLICY_BYTES {
-            return Err(err(format!(
-                "{} bytes is over the {MAX_SITE_POLICY_BYTES}-byte limit",
-                meta.len()
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let text = read_bounded_text(path, MAX_SITE_POLICY_BYTES, "site policy").map_err(|e| {
+            SiteError {
+                origin: path.display().to_string(),
+                detail: e.problem(),
+            }
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 

@@ -420,15 +420,32 @@ pub fn validate_config_key(key: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `name` is 1-64 lowercase letters, digits and `-`, not starting with
+/// `-`: the rule for capsule and site names, which also makes them safe file names.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Checks a capsule name: 1-64 lowercase letters, digits and `-`, not starting with `-`.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if is_plain_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "capsule name `{}` is invalid: use 1-64 lowercase letters, digits and `-`, not starting with `-`",
+            name.escape_debug()
+        ))
+    }
+}
+
 /// Checks a site name (an audience entry): the same rules as a capsule name.
 pub fn validate_site(site: &str) -> Result<(), String> {
-    let ok = !site.is_empty()
-        && site.len() <= 64
-        && !site.starts_with('-')
-        && site
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
+    if is_plain_name(site) {
         Ok(())
     } else {
         Err(format!(

@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::CapsuleError;
 use super::capabilities::{
-    ANY_SITE, Access, Destination, FileAccess, FileAccessSource, validate_config_key, validate_site,
+    ANY_SITE, Access, Destination, FileAccess, FileAccessSource, validate_config_key,
+    validate_name, validate_site,
 };
 use crate::cbor::{self, MapReader};
 use crate::timestamp::Timestamp;
@@ -465,20 +466,4 @@ fn limits(map: &MapReader<'_>) -> Result<RequestedLimits, CapsuleError> {
         fuel: opt("fuel").map_err(bad)?,
         wall_time_ms: opt("wall-time-ms").map_err(bad)?,
     })
-}
-
-fn validate_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "capsule name `{name}` is invalid: use 1-64 lowercase letters, digits and `-`, not starting with `-`"
-        ))
-    }
 }

@@ -19,7 +19,7 @@ mod wasm;
 
 pub use capabilities::{
     ANY_SITE, AbsPath, Access, Destination, DestinationPattern, FileAccess, FileAccessSource,
-    Scheme, validate_config_key, validate_site,
+    Scheme, validate_config_key, validate_name, validate_site,
 };
 pub use manifest::{
     Capabilities, CapabilitiesSource, DEFAULT_VALIDITY_DAYS, Kind, Manifest, ManifestSource,
@@ -95,6 +95,14 @@ pub enum CapsuleError {
     /// The signing key has already signed this capsule.
     #[error("key {0} has already signed this capsule")]
     AlreadySigned(String),
+    /// Signing a component that is already signed; it can only be co-signed.
+    #[error("the component is already signed; co-sign it to add a signature")]
+    SignedComponent,
+    /// Co-signing a detached signature file for a component that carries its signatures itself.
+    #[error(
+        "the component carries embedded signatures; co-sign the component, not a detached signature file"
+    )]
+    EmbeddedSignatures,
 }
 
 /// Where a capsule's signatures are kept.
@@ -256,9 +264,7 @@ fn decode_signatures(content: &[u8]) -> Result<cose::Signed, CapsuleError> {
 fn unsigned_module(component: &[u8]) -> Result<&[u8], CapsuleError> {
     check_size(component.len())?;
     if wasm::Layout::parse(component)?.signature.is_some() {
-        return Err(CapsuleError::BadSignatureSection(
-            "the component is already signed; pass --add to co-sign it".into(),
-        ));
+        return Err(CapsuleError::SignedComponent);
     }
     Ok(component)
 }
@@ -355,9 +361,7 @@ pub fn cosign_detached(
 ) -> Result<Vec<u8>, CapsuleError> {
     check_size(component.len())?;
     if wasm::Layout::parse(component)?.signature.is_some() {
-        return Err(CapsuleError::BadSignatureSection(
-            "the component carries embedded signatures; co-sign it without --signature".into(),
-        ));
+        return Err(CapsuleError::EmbeddedSignatures);
     }
     add_signature(component, signature, key)
 }

@@ -34,7 +34,7 @@ fn add_co_signs_and_refuses_the_same_key_twice() {
     let once = sign(EMPTY_COMPONENT, &source(), &a, NOW).unwrap();
     assert!(matches!(
         sign(&once, &source(), &b, NOW),
-        Err(CapsuleError::BadSignatureSection(_))
+        Err(CapsuleError::SignedComponent)
     ));
     let twice = cosign(&once, &b).unwrap();
     assert_eq!(

@@ -1,14 +1,15 @@
 //! `edge-runner capsule sign | verify | inspect`.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 
-use super::{EXIT_REFUSED, load_trust_store, read_capsule, write_atomically};
-use crate::capsule::{self, CheckedCapsule, Manifest, ManifestSource};
+use super::{Exit, load_trust_store, read_capsule, read_signature, write_atomically};
+use crate::capsule::{
+    self, CapsuleError, CheckedCapsule, MAX_SIGNATURE_SECTION_BYTES, Manifest, ManifestSource,
+};
+use crate::fsio::read_bounded_text;
 use crate::keys::SecretKey;
 use crate::timestamp::Timestamp;
 use crate::trust::{self, HighWater};
@@ -26,7 +27,7 @@ pub(super) enum CapsuleCommand {
 }
 
 impl CapsuleCommand {
-    pub(super) fn execute(self) -> Result<ExitCode> {
+    pub(super) fn execute(self) -> Result<Exit> {
         match self {
             CapsuleCommand::Sign(args) => args.execute(),
             CapsuleCommand::Verify(args) => args.execute(),
@@ -61,27 +62,31 @@ pub(super) struct CapsuleSign {
 }
 
 impl CapsuleSign {
-    fn execute(self) -> Result<ExitCode> {
+    fn execute(self) -> Result<Exit> {
         let component = read_capsule(&self.capsule)?;
         let key = SecretKey::load(&self.key)?;
         let now = Timestamp::now();
         let (written, checked) = match (&self.manifest, &self.signature) {
             (Some(manifest), _) => {
-                let text = fs::read_to_string(manifest)
-                    .with_context(|| format!("reading manifest {}", manifest.display()))?;
+                // A manifest is signed inside the signature section, so it is no larger.
+                let text =
+                    read_bounded_text(manifest, MAX_SIGNATURE_SECTION_BYTES as u64, "manifest")?;
                 let source = ManifestSource::parse(&text, manifest)?;
                 if self.detached {
-                    let sig = capsule::sign_detached(&component, &source, &key, now)?;
+                    let sig = capsule::sign_detached(&component, &source, &key, now)
+                        .map_err(with_flag)?;
                     let checked = CheckedCapsule::parse_detached(component, &sig)?;
                     (sig, checked)
                 } else {
-                    let signed = capsule::sign(&component, &source, &key, now)?;
+                    let signed =
+                        capsule::sign(&component, &source, &key, now).map_err(with_flag)?;
                     (signed.clone(), CheckedCapsule::parse(signed)?)
                 }
             }
             (None, Some(sig_path)) => {
                 let existing = read_signature(sig_path)?;
-                let sig = capsule::cosign_detached(&component, &existing, &key)?;
+                let sig =
+                    capsule::cosign_detached(&component, &existing, &key).map_err(with_flag)?;
                 let checked = CheckedCapsule::parse_detached(component, &sig)?;
                 (sig, checked)
             }
@@ -97,7 +102,7 @@ impl CapsuleSign {
         };
         write_atomically(&self.out, &written)?;
         let m = checked.manifest();
-        println!(
+        say!(
             "signed {} {} ({}) with key {} -> {} ({} signature{})",
             m.name,
             m.version,
@@ -110,11 +115,11 @@ impl CapsuleSign {
             } else {
                 "s"
             }
-        );
-        println!("module sha256: {}", hex::encode(checked.module_digest()));
-        println!("valid:         {} until {}", m.not_before, m.expires);
-        println!("signatures:    {}", checked.signatures().len());
-        Ok(ExitCode::SUCCESS)
+        )?;
+        say!("module sha256: {}", hex::encode(checked.module_digest()))?;
+        say!("valid:         {} until {}", m.not_before, m.expires)?;
+        say!("signatures:    {}", checked.signatures().len())?;
+        Ok(Exit::Ok)
     }
 }
 
@@ -134,14 +139,14 @@ pub(super) struct CapsuleVerify {
 }
 
 impl CapsuleVerify {
-    fn execute(self) -> Result<ExitCode> {
+    fn execute(self) -> Result<Exit> {
         let raw = super::read_raw(&self.capsule, self.signature.as_deref())?;
         // As in `run`, a trust store that cannot be used refuses the capsule.
         let root = match load_trust_store(&self.trust) {
             Ok(root) => root,
             Err(err) => {
                 eprintln!("REFUSED: {}: {err}", self.capsule.display());
-                return Ok(ExitCode::from(EXIT_REFUSED));
+                return Ok(Exit::Refused);
             }
         };
         // Without an evidence log there is no high-water mark: `run` checks rollback.
@@ -160,26 +165,29 @@ impl CapsuleVerify {
             Ok(v) => v,
             Err(err) => {
                 eprintln!("REFUSED: {}: {err}", self.capsule.display());
-                return Ok(ExitCode::from(EXIT_REFUSED));
+                return Ok(Exit::Refused);
             }
         };
         let m = verified.manifest();
-        println!(
+        say!(
             "OK: {} {} ({}) is trusted by `{}` v{} for site `{}`",
-            m.name, m.version, m.kind, root.name, root.version, self.site
-        );
+            m.name,
+            m.version,
+            m.kind,
+            root.name,
+            root.version,
+            self.site
+        )?;
         for s in verified.signers() {
-            println!(
+            say!(
                 "  signed by {} ({}), key {}",
                 s.publisher,
                 s.organisation,
                 s.key_id.short()
-            );
+            )?;
         }
-        println!(
-            "  (rollback is checked against the evidence log when it runs: `edge-runner run`)"
-        );
-        Ok(ExitCode::SUCCESS)
+        say!("  (rollback is checked against the evidence log when it runs: `edge-runner run`)")?;
+        Ok(Exit::Ok)
     }
 }
 
@@ -196,72 +204,78 @@ pub(super) struct CapsuleInspect {
 }
 
 impl CapsuleInspect {
-    fn execute(self) -> Result<ExitCode> {
+    fn execute(self) -> Result<Exit> {
         let checked = super::read_raw(&self.capsule, self.signature.as_deref())?.check()?;
         let chain = self
             .trust
             .as_deref()
             .map(trust::Chain::read_dir)
             .transpose()?;
-        print_manifest(checked.manifest());
-        println!(
+        print_manifest(checked.manifest())?;
+        say!(
             "module sha256: {} (signed: {})",
             hex::encode(checked.module_digest()),
             hex::encode(checked.manifest().module_sha256)
-        );
+        )?;
         if checked.module_digest() != checked.manifest().module_sha256 {
-            println!("WARNING:       the module does not match its signed manifest");
+            say!("WARNING:       the module does not match its signed manifest")?;
         }
-        println!("file sha256:   {}", hex::encode(checked.file_digest()));
-        println!("signatures:    {}", checked.placement().as_str());
+        say!("file sha256:   {}", hex::encode(checked.file_digest()))?;
+        say!("signatures:    {}", checked.placement().as_str())?;
         for (i, s) in checked.signatures().iter().enumerate() {
             let who = chain
                 .as_ref()
                 .and_then(|c| c.latest().publisher_by_key(&s.key_id))
                 .map(|p| format!(" = publisher `{}` ({})", p.name, p.organisation))
                 .unwrap_or_default();
-            println!("  [{i}] key {} alg {}{who}", s.key_id, s.algorithm);
+            say!("  [{i}] key {} alg {}{who}", s.key_id, s.algorithm)?;
         }
-        println!(
+        say!(
             "(inspect checks structure only; `capsule verify --trust DIR --site NAME` checks signatures and policy)"
-        );
-        Ok(ExitCode::SUCCESS)
+        )?;
+        Ok(Exit::Ok)
     }
 }
 
-fn print_manifest(m: &Manifest) {
-    println!("name:          {}", m.name);
-    println!("version:       {}", m.version);
-    println!("kind:          {}", m.kind);
-    println!("description:   {}", m.description);
-    println!("audience:      {}", m.audience.join(", "));
-    println!("valid:         {} until {}", m.not_before, m.expires);
+/// A signing refusal, with the flag that fixes it on this command line.
+fn with_flag(err: CapsuleError) -> anyhow::Error {
+    match err {
+        CapsuleError::SignedComponent => {
+            anyhow!("the component is already signed; pass --add to co-sign it")
+        }
+        CapsuleError::EmbeddedSignatures => {
+            anyhow!("the component carries embedded signatures; co-sign it without --signature")
+        }
+        other => other.into(),
+    }
+}
+
+fn print_manifest(m: &Manifest) -> std::io::Result<()> {
+    say!("name:          {}", m.name)?;
+    say!("version:       {}", m.version)?;
+    say!("kind:          {}", m.kind)?;
+    say!("description:   {}", m.description)?;
+    say!("audience:      {}", m.audience.join(", "))?;
+    say!("valid:         {} until {}", m.not_before, m.expires)?;
     let caps = &m.capabilities;
     if caps.is_empty() {
-        println!("capabilities:  none");
+        say!("capabilities:  none")?;
     }
     for f in &caps.files {
-        println!("  file:        {f}");
+        say!("  file:        {f}")?;
     }
     for d in &caps.egress {
-        println!("  egress:      {d}");
+        say!("  egress:      {d}")?;
     }
     for k in &caps.config {
-        println!("  config:      {k}");
+        say!("  config:      {k}")?;
     }
     let show = |v: Option<u64>| v.map_or_else(|| "runner default".to_string(), |v| v.to_string());
-    println!(
+    say!(
         "limits:        memory-bytes {}, fuel {}, wall-time-ms {}",
         show(m.limits.memory_bytes),
         show(m.limits.fuel),
         show(m.limits.wall_time_ms)
-    );
-}
-
-fn read_signature(path: &Path) -> Result<Vec<u8>> {
-    super::read_bounded(
-        path,
-        capsule::MAX_SIGNATURE_SECTION_BYTES as u64,
-        "signature file",
-    )
+    )?;
+    Ok(())
 }

@@ -9,11 +9,12 @@
 //! rerun each step by hand.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use super::Exit;
+use super::run::print_run;
 use crate::capsule::{self, ManifestSource, RawCapsule};
 use crate::evidence::{self, EvidenceLog, LOG_FILE};
 use crate::keys::SecretKey;
@@ -47,7 +48,7 @@ pub struct DemoArgs {
 
 impl DemoArgs {
     /// Runs the demo.
-    pub fn execute(self) -> Result<ExitCode> {
+    pub fn execute(self) -> Result<Exit> {
         let out = match self.out {
             Some(dir) => {
                 if dir.exists()
@@ -70,7 +71,7 @@ impl DemoArgs {
                 .keep(),
         };
         run_demo(&out)?;
-        Ok(ExitCode::SUCCESS)
+        Ok(Exit::Ok)
     }
 }
 
@@ -164,10 +165,10 @@ fn run_demo(out: &Path) -> Result<()> {
             "this edge-runner was built without the `demo` feature; rebuild with default features"
         );
     }
-    println!("Edge Runner demo — files in {}\n", out.display());
-    println!(
+    say!("Edge Runner demo — files in {}\n", out.display())?;
+    say!(
         "!! Demo keys and trust root: their private keys are public. Never use them for real work.\n"
-    );
+    )?;
 
     let publisher = SecretKey::from_pem(PUBLISHER_KEY, Path::new("keys/demo-publisher.key"))?;
     std::fs::write(out.join("runner.pub"), RUNNER_PUB)?;
@@ -176,21 +177,21 @@ fn run_demo(out: &Path) -> Result<()> {
     let root_key = SecretKey::from_pem(ROOT_KEY, Path::new("keys/demo-root.key"))?;
     let policy = RootPolicy::parse(TRUST_ROOT, "keys/demo-trust-root.toml")?;
     let trust_dir = out.join("trust");
-    std::fs::create_dir_all(&trust_dir)?;
     std::fs::write(out.join("trust-root.toml"), TRUST_ROOT)?;
-    std::fs::write(
-        trust_dir.join(store::root_file_name(1)),
-        SignedRoot::sign_new(&policy, &root_key)?,
+    store::install(
+        &trust_dir,
+        &SignedRoot::sign_new(&policy, &root_key)?,
+        Timestamp::now(),
     )?;
     let root = store::load(&trust_dir, Timestamp::now())?;
-    println!(
+    say!(
         "0. Trust store {}: `{}` v{} signed by root key {}, expires {}\n",
         trust_dir.display(),
         root.name,
         root.version,
         root_key.id().short(),
         root.expires
-    );
+    )?;
 
     // 1. Sign.
     let source = ManifestSource::parse(
@@ -200,14 +201,14 @@ fn run_demo(out: &Path) -> Result<()> {
     let signed = capsule::sign(component, &source, &publisher, Timestamp::now())?;
     let signed_path = out.join("json-assert.signed.wasm");
     std::fs::write(&signed_path, &signed)?;
-    println!(
+    say!(
         "1. Signed capsule `{}` {} (kind {}) with publisher key {}",
         source.name,
         source.version,
         source.kind,
         publisher.id().short()
-    );
-    println!("   -> {} ({} bytes)\n", signed_path.display(), signed.len());
+    )?;
+    say!("   -> {} ({} bytes)\n", signed_path.display(), signed.len())?;
 
     // 2-4. Verify and run, recording evidence.
     let evidence_dir = out.join("evidence");
@@ -242,16 +243,16 @@ fn run_demo(out: &Path) -> Result<()> {
             .iter()
             .map(|s| format!("{} ({})", s.publisher, s.organisation))
             .collect();
-        println!(
+        say!(
             "{step}. Verified against trust root `{}` v{}: signed by {}",
             root.name,
             root.version,
             signers.join(", ")
-        );
+        )?;
         let record = session.run(verified, input.as_bytes())?;
-        println!("   Ran on input \"{label}\":");
-        super::print_run(&record);
-        println!();
+        say!("   Ran on input \"{label}\":")?;
+        print_run(&record)?;
+        say!()?;
     }
 
     // 3b. The three capsules a fleet ships: a probe, a replay, a proposed fix.
@@ -294,7 +295,7 @@ fn run_demo(out: &Path) -> Result<()> {
         }
         let verified = session.verify(embedded(&signed), &root)?;
         let record = session.run(verified, input.as_bytes())?;
-        println!(
+        say!(
             "3b. {} ({}), signed by {}:",
             source.name,
             source.kind,
@@ -305,8 +306,8 @@ fn run_demo(out: &Path) -> Result<()> {
                 .map(|s| s.organisation.as_str())
                 .collect::<Vec<_>>()
                 .join(" + ")
-        );
-        super::print_run(&record);
+        )?;
+        print_run(&record)?;
         for item in record
             .report
             .evidence
@@ -315,13 +316,13 @@ fn run_demo(out: &Path) -> Result<()> {
         {
             if let Some(data) = &item.inline {
                 let proposal: serde_json::Value = serde_json::from_slice(data)?;
-                println!("   proposed (for approval, not applied):");
+                say!("   proposed (for approval, not applied):")?;
                 for line in proposal["diff"].as_str().unwrap_or_default().lines() {
-                    println!("     {line}");
+                    say!("     {line}")?;
                 }
             }
         }
-        println!();
+        say!()?;
     }
 
     // 4. Tampered capsule.
@@ -331,7 +332,7 @@ fn run_demo(out: &Path) -> Result<()> {
     std::fs::write(out.join("json-assert.tampered.wasm"), &tampered)?;
     match session.verify(embedded(&tampered), &root) {
         Err(SessionError::Refused(err)) => {
-            println!("4. A copy with one flipped byte (offset {middle}) is REFUSED:\n   {err}\n")
+            say!("4. A copy with one flipped byte (offset {middle}) is REFUSED:\n   {err}\n")?
         }
         Ok(_) => bail!("the tampered capsule was accepted; this is a bug"),
         Err(other) => return Err(other.into()),
@@ -343,7 +344,7 @@ fn run_demo(out: &Path) -> Result<()> {
     let old_signed = capsule::sign(component, &older, &publisher, Timestamp::now())?;
     match session.verify(embedded(&old_signed), &root) {
         Err(SessionError::Refused(err)) => {
-            println!("   A genuinely signed older version 0.9.0 is REFUSED:\n   {err}\n")
+            say!("   A genuinely signed older version 0.9.0 is REFUSED:\n   {err}\n")?
         }
         Ok(_) => bail!("the rollback was accepted; this is a bug"),
         Err(other) => return Err(other.into()),
@@ -357,21 +358,21 @@ fn run_demo(out: &Path) -> Result<()> {
     let public = SecretKey::from_pem(RUNNER_KEY, Path::new("keys/demo-runner.key"))?.public();
     let summary = evidence::verify_log(&bytes, &public)
         .map_err(|f| anyhow::anyhow!("demo log does not verify: {f}"))?;
-    println!(
+    say!(
         "5. Evidence chain VERIFIED: {} records, head {}",
         summary.records.len(),
         hex::encode(summary.head)
-    );
+    )?;
     for r in &summary.records {
-        println!("   #{} {}", r.record.seq, r.record.event);
+        say!("   #{} {}", r.record.seq, r.record.event)?;
     }
     if let Some(cp) = &summary.last_checkpoint {
-        println!(
+        say!(
             "   checkpoint: {} records, Merkle root {} (C2SP signed note in {})",
             cp.size,
             hex::encode(cp.root),
             evidence_dir.join(evidence::CHECKPOINT_FILE).display()
-        );
+        )?;
     }
 
     // 6. Tampered evidence.
@@ -381,9 +382,9 @@ fn run_demo(out: &Path) -> Result<()> {
     let altered_path = out.join("evidence-altered.log");
     std::fs::write(&altered_path, &altered)?;
     match evidence::verify_log(&altered, &public) {
-        Err(failure) => println!(
+        Err(failure) => say!(
             "\n6. A copy of the log with one flipped byte (offset {at}) FAILS verification:\n   {failure}"
-        ),
+        )?,
         Ok(_) => bail!("the altered log verified; this is a bug"),
     }
 
@@ -396,26 +397,26 @@ fn run_demo(out: &Path) -> Result<()> {
     if !report.valid() {
         bail!("the demo bundle does not verify; this is a bug");
     }
-    println!(
+    say!(
         "\n7. Exported {} and verified it offline: VALID, {} runs, {} refusals, checkpoint over {} records",
         bundle_path.display(),
         report.runs.len(),
         report.refusals.len(),
         report.checkpoint_size.unwrap_or(0)
-    );
+    )?;
 
-    println!("\nTry it yourself:");
-    println!("  edge-runner trust show {}", trust_dir.display());
-    println!(
+    say!("\nTry it yourself:")?;
+    say!("  edge-runner trust show {}", trust_dir.display())?;
+    say!(
         "  edge-runner capsule verify {} --trust {} --site {SITE}",
         signed_path.display(),
         trust_dir.display()
-    );
-    println!(
+    )?;
+    say!(
         "  edge-runner evidence verify {} --runner-key {} --html {}",
         bundle_path.display(),
         out.join("runner.pub").display(),
         out.join("report.html").display()
-    );
+    )?;
     Ok(())
 }

@@ -3,12 +3,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::capsule::Kind;
+use super::Exit;
+use crate::capsule::{Kind, validate_name};
 
 /// Where this runner's SDK lives, for the new crate's path dependency.
 const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../capsule-sdk");
@@ -29,22 +29,10 @@ pub(super) struct CapsuleNew {
 }
 
 impl CapsuleNew {
-    pub(super) fn execute(self) -> Result<ExitCode> {
+    pub(super) fn execute(self) -> Result<Exit> {
         let kind = Kind::parse(&self.kind)
             .ok_or_else(|| anyhow::anyhow!("--kind must be test, reproduce or remediate"))?;
-        let valid = !self.name.is_empty()
-            && self.name.len() <= 64
-            && !self.name.starts_with('-')
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !valid {
-            bail!(
-                "capsule name `{}` is invalid: use 1-64 lowercase letters, digits and `-`, not starting with `-`",
-                self.name
-            );
-        }
+        validate_name(&self.name).map_err(anyhow::Error::msg)?;
         let dir = self
             .out
             .clone()
@@ -66,16 +54,16 @@ impl CapsuleNew {
             )
         })?;
         write_crate(&dir, &self.name, kind, &sdk)?;
-        println!("created {} ({kind} capsule `{}`)", dir.display(), self.name);
-        println!("  cd {}", dir.display());
-        println!("  cargo test                                   # its own test, natively");
-        println!("  cargo build --release --target wasm32-wasip2  # the component");
-        println!(
+        say!("created {} ({kind} capsule `{}`)", dir.display(), self.name)?;
+        say!("  cd {}", dir.display())?;
+        say!("  cargo test                                   # its own test, natively")?;
+        say!("  cargo build --release --target wasm32-wasip2  # the component")?;
+        say!(
             "  edge-runner capsule sign target/wasm32-wasip2/release/{}.wasm --manifest capsule.toml --key YOUR.key --out {}.signed.wasm",
             self.name.replace('-', "_"),
             self.name
-        );
-        Ok(ExitCode::SUCCESS)
+        )?;
+        Ok(Exit::Ok)
     }
 }
 

@@ -5,17 +5,16 @@
 //! at once when the keys given meet every threshold, or `--stage` it to a
 //! file that other root key holders `sign` before it is `install`ed.
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 
-use super::{EXIT_REFUSED, write_atomically};
+use super::{Exit, write_atomically};
+use crate::fsio::read_bounded;
 use crate::keys::SecretKey;
 use crate::timestamp::Timestamp;
-use crate::trust::store::{self, root_file_name};
+use crate::trust::store;
 use crate::trust::{Chain, MAX_TRUST_ROOT_BYTES, RootPolicy, RootSignatures, SignedRoot};
 
 #[derive(Debug, Subcommand)]
@@ -33,7 +32,7 @@ pub(super) enum TrustCommand {
 }
 
 impl TrustCommand {
-    pub(super) fn execute(self) -> Result<ExitCode> {
+    pub(super) fn execute(self) -> Result<Exit> {
         match self {
             TrustCommand::Init(a) => a.execute(),
             TrustCommand::Rotate(a) => a.execute(),
@@ -61,7 +60,7 @@ pub(super) struct TrustInit {
 }
 
 impl TrustInit {
-    fn execute(self) -> Result<ExitCode> {
+    fn execute(self) -> Result<Exit> {
         let policy = read_policy(&self.policy)?;
         if policy.version != 1 {
             bail!(
@@ -73,7 +72,7 @@ impl TrustInit {
         let bytes = sign_all(&policy, &self.keys)?;
         let signed = SignedRoot::parse(&bytes, "new trust root")?;
         let own = signed.signatures_by(&policy, "new trust root")?;
-        report("its own root keys (v1)", &own);
+        report("its own root keys (v1)", &own)?;
         match (self.dir, self.stage) {
             (Some(dir), _) => {
                 if !own.met() {
@@ -88,8 +87,7 @@ impl TrustInit {
                         dir.display()
                     );
                 }
-                fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-                install(&dir, 1, &bytes)
+                install(&dir, &bytes)
             }
             (None, Some(stage)) => stage_file(&stage, &bytes),
             (None, None) => bail!("pass --dir DIR or --stage FILE"),
@@ -114,7 +112,7 @@ pub(super) struct TrustRotate {
 }
 
 impl TrustRotate {
-    fn execute(self) -> Result<ExitCode> {
+    fn execute(self) -> Result<Exit> {
         let chain = Chain::read_dir(&self.dir)?;
         let current = chain.latest();
         let policy = read_policy(&self.policy)?;
@@ -132,8 +130,8 @@ impl TrustRotate {
         report(
             &format!("the current root keys (v{})", current.version),
             &by_old,
-        );
-        report(&format!("its own root keys (v{})", policy.version), &by_new);
+        )?;
+        report(&format!("its own root keys (v{})", policy.version), &by_new)?;
         match self.stage {
             Some(stage) => stage_file(&stage, &bytes),
             None => {
@@ -145,7 +143,7 @@ impl TrustRotate {
                         policy.version
                     );
                 }
-                install(&self.dir, policy.version, &bytes)
+                install(&self.dir, &bytes)
             }
         }
     }
@@ -164,7 +162,7 @@ pub(super) struct TrustSign {
 }
 
 impl TrustSign {
-    fn execute(self) -> Result<ExitCode> {
+    fn execute(self) -> Result<Exit> {
         let origin = self.file.display().to_string();
         let signed = SignedRoot::parse(&read_root_file(&self.file)?, &origin)?;
         let key = SecretKey::load(&self.key)?;
@@ -193,24 +191,24 @@ impl TrustSign {
                 report(
                     &format!("the current root keys (v{})", chain.latest().version),
                     &by_old,
-                );
-                report("its own root keys", &by_new);
+                )?;
+                report("its own root keys", &by_new)?;
             }
             None => {
                 let updated = SignedRoot::parse(&bytes, &origin)?;
                 report(
                     "its own root keys",
                     &updated.signatures_by(&updated.policy, &origin)?,
-                );
+                )?;
             }
         }
         write_atomically(&self.file, &bytes)?;
-        println!(
+        say!(
             "signed {} with key {}",
             self.file.display(),
             key.id().short()
-        );
-        Ok(ExitCode::SUCCESS)
+        )?;
+        Ok(Exit::Ok)
     }
 }
 
@@ -224,38 +222,8 @@ pub(super) struct TrustInstall {
 }
 
 impl TrustInstall {
-    fn execute(self) -> Result<ExitCode> {
-        let bytes = read_root_file(&self.file)?;
-        let origin = self.file.display().to_string();
-        let signed = SignedRoot::parse(&bytes, &origin)?;
-        refuse_expired(&signed.policy, &self.file)?;
-        let version = signed.policy.version;
-        if version == 1 {
-            Chain::from_files(vec![(origin, bytes.clone())])?;
-            if self.dir.exists() && self.dir.read_dir().map(|mut d| d.next().is_some())? {
-                bail!(
-                    "{} is not empty; version 1 starts a new trust store in an empty directory",
-                    self.dir.display()
-                );
-            }
-            fs::create_dir_all(&self.dir).with_context(|| self.dir.display().to_string())?;
-        } else {
-            let chain = Chain::read_dir(&self.dir)?;
-            store::check_successor(chain.latest(), &signed, &origin)?;
-            let own = signed.signatures_by(&signed.policy, &origin)?;
-            if !own.met() {
-                return Err(crate::trust::TrustError::RootNotSigned(Box::new(
-                    crate::trust::RootShortfall {
-                        origin,
-                        version,
-                        judged_by: version,
-                        signatures: own,
-                    },
-                ))
-                .into());
-            }
-        }
-        install(&self.dir, version, &bytes)
+    fn execute(self) -> Result<Exit> {
+        install(&self.dir, &read_root_file(&self.file)?)
     }
 }
 
@@ -266,46 +234,46 @@ pub(super) struct TrustShow {
 }
 
 impl TrustShow {
-    fn execute(self) -> Result<ExitCode> {
+    fn execute(self) -> Result<Exit> {
         let now = Timestamp::now();
         let policy = if self.path.is_dir() {
             let chain = Chain::read_dir(&self.path)?;
-            println!("trust store {}", self.path.display());
+            say!("trust store {}", self.path.display())?;
             for link in chain.links() {
                 let prev = link
                     .by_previous
                     .as_ref()
                     .map(|p| format!("by v{} keys: {}; ", link.version - 1, signers(p)))
                     .unwrap_or_default();
-                println!(
+                say!(
                     "  v{:<4} sha256 {}  {}own keys: {}",
                     link.version,
                     hex::encode(&link.digest[..8]),
                     prev,
                     signers(&link.by_self)
-                );
+                )?;
             }
             chain.latest().clone()
         } else {
             let origin = self.path.display().to_string();
             let signed = SignedRoot::parse(&read_root_file(&self.path)?, &origin)?;
             let own = signed.signatures_by(&signed.policy, &origin)?;
-            println!(
+            say!(
                 "trust root file {} (chain not checked)",
                 self.path.display()
-            );
-            println!("  signed by its own root keys: {}", signers(&own));
+            )?;
+            say!("  signed by its own root keys: {}", signers(&own))?;
             signed.policy
         };
-        print_policy(&policy);
+        print_policy(&policy)?;
         if now >= policy.expires {
             eprintln!(
                 "EXPIRED: `{}` v{} expired at {}; nothing runs under it. Rotate to a new version with `edge-runner trust rotate`",
                 policy.name, policy.version, policy.expires
             );
-            return Ok(ExitCode::from(EXIT_REFUSED));
+            return Ok(Exit::Refused);
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(Exit::Ok)
     }
 }
 
@@ -323,46 +291,47 @@ fn signers(s: &RootSignatures) -> String {
     )
 }
 
-fn print_policy(p: &RootPolicy) {
-    println!(
+fn print_policy(p: &RootPolicy) -> std::io::Result<()> {
+    say!(
         "current: `{}` v{} (sha256 {}), expires {}{}",
         p.name,
         p.version,
         hex::encode(p.digest),
         p.expires,
         if p.demo { " — DEMO ROOT" } else { "" }
-    );
+    )?;
     let names: Vec<String> = p
         .root_keys
         .iter()
         .map(|k| format!("{} {}", k.name, k.key.id().short()))
         .collect();
-    println!(
+    say!(
         "root keys ({} needed to sign the next version): {}",
         p.root_threshold,
         names.join(", ")
-    );
+    )?;
     for (kind, t) in &p.thresholds {
-        println!(
+        say!(
             "threshold {kind:<10} {} key(s) from {} organisation(s)",
-            t.keys, t.organisations
-        );
+            t.keys,
+            t.organisations
+        )?;
     }
     for publisher in &p.publishers {
         let kinds: Vec<&str> = publisher.kinds.iter().map(|k| k.as_str()).collect();
-        println!(
+        say!(
             "publisher `{}` ({}), key {}: kinds [{}], audiences [{}]",
             publisher.name,
             publisher.organisation,
             publisher.key.id().short(),
             kinds.join(", "),
             publisher.audiences.join(", ")
-        );
+        )?;
         let c = &publisher.ceiling;
         let files: Vec<String> = c.files.iter().map(ToString::to_string).collect();
         let egress: Vec<String> = c.egress.iter().map(ToString::to_string).collect();
         let limit = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-        println!(
+        say!(
             "    ceiling: files [{}], egress [{}], config [{}], memory-bytes {}, fuel {}, wall-time-ms {}",
             files.join(", "),
             egress.join(", "),
@@ -370,21 +339,22 @@ fn print_policy(p: &RootPolicy) {
             limit(c.memory_bytes),
             limit(c.fuel),
             limit(c.wall_time_ms)
-        );
+        )?;
     }
     for r in &p.revoked_keys {
-        println!("revoked key {}: {}", r.what, r.reason);
+        say!("revoked key {}: {}", r.what, r.reason)?;
     }
     for r in &p.revoked_capsules {
-        println!("revoked capsule {}: {}", hex::encode(r.what), r.reason);
+        say!("revoked capsule {}: {}", hex::encode(r.what), r.reason)?;
     }
+    Ok(())
 }
 
 /// Reads a policy about to be signed; one that has already expired would be useless.
 fn read_policy(path: &Path) -> Result<RootPolicy> {
     let bytes = read_root_file(path)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))?;
     let policy = RootPolicy::parse(&text, &path.display().to_string())?;
     refuse_expired(&policy, path)?;
     Ok(policy)
@@ -402,7 +372,11 @@ fn refuse_expired(policy: &RootPolicy, origin: &Path) -> Result<()> {
 }
 
 fn read_root_file(path: &Path) -> Result<Vec<u8>> {
-    super::read_bounded(path, MAX_TRUST_ROOT_BYTES as u64, "trust root file")
+    Ok(read_bounded(
+        path,
+        MAX_TRUST_ROOT_BYTES as u64,
+        "trust root file",
+    )?)
 }
 
 fn sign_all(policy: &RootPolicy, keys: &[PathBuf]) -> Result<Vec<u8>> {
@@ -414,7 +388,7 @@ fn sign_all(policy: &RootPolicy, keys: &[PathBuf]) -> Result<Vec<u8>> {
             Some(b) => SignedRoot::parse(&b, "new trust root")?.add_signature(&key)?,
         });
     }
-    bytes.ok_or_else(|| anyhow::anyhow!("pass at least one --key"))
+    bytes.ok_or_else(|| anyhow!("pass at least one --key"))
 }
 
 /// Signatures on `bytes` by `current`'s root keys and by its own.
@@ -438,42 +412,35 @@ fn successor_status(
     ))
 }
 
-fn report(whose: &str, s: &RootSignatures) {
-    println!("signed by {whose}: {}", signers(s));
+fn report(whose: &str, s: &RootSignatures) -> std::io::Result<()> {
+    say!("signed by {whose}: {}", signers(s))?;
     if !s.met() && !s.missing.is_empty() {
-        println!("  can still sign: {}", s.missing.join(", "));
+        say!("  can still sign: {}", s.missing.join(", "))?;
     }
+    Ok(())
 }
 
-fn stage_file(path: &Path, bytes: &[u8]) -> Result<ExitCode> {
+fn stage_file(path: &Path, bytes: &[u8]) -> Result<Exit> {
     write_atomically(path, bytes)?;
-    println!(
+    say!(
         "staged {}; add signatures with `edge-runner trust sign {} --key KEY`, then `edge-runner trust install {} --dir DIR`",
         path.display(),
         path.display(),
         path.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    )?;
+    Ok(Exit::Ok)
 }
 
-fn install(dir: &Path, version: u64, bytes: &[u8]) -> Result<ExitCode> {
-    let path = dir.join(root_file_name(version));
-    if path.exists() {
-        bail!(
-            "{} already exists; versions are never replaced",
-            path.display()
-        );
-    }
-    write_atomically(&path, bytes)?;
-    // Prove the store as a whole still loads before reporting success.
-    let chain = Chain::read_dir(dir)?;
-    println!(
-        "installed {} — trust store {} is at `{}` v{}, expires {}",
-        path.display(),
+/// Installs a signed version with [`store::install`] and reports the store's new state.
+fn install(dir: &Path, bytes: &[u8]) -> Result<Exit> {
+    let link = store::install(dir, bytes, Timestamp::now())?;
+    let name = SignedRoot::parse(bytes, &link.origin)?.policy.name;
+    say!(
+        "installed {} — trust store {} is at `{name}` v{}, expires {}",
+        link.origin,
         dir.display(),
-        chain.latest().name,
-        chain.latest().version,
-        chain.latest().expires
-    );
-    Ok(ExitCode::SUCCESS)
+        link.version,
+        link.expires
+    )?;
+    Ok(Exit::Ok)
 }

@@ -4,7 +4,9 @@
 //! `MTH({}) = SHA-256()`, `MTH({d}) = SHA-256(0x00 ‖ d)`, and for n > 1 with k
 //! the largest power of two below n,
 //! `MTH(D[n]) = SHA-256(0x01 ‖ MTH(D[0:k]) ‖ MTH(D[k:n]))`. Inclusion and
-//! consistency proofs and their verification follow §2.1.3 and §2.1.4.
+//! consistency proofs and their verification follow §2.1.3 and §2.1.4;
+//! [`inclusion_proof_for`] proves a record of a verified log against its
+//! newest signed checkpoint.
 
 use sha2::{Digest, Sha256};
 
@@ -229,6 +231,87 @@ pub fn verify_consistency(
         sn >>= 1;
     }
     sn == 0 && fr == *root1 && sr == *root2
+}
+
+/// An RFC 9162 inclusion proof of one record in a log's newest signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InclusionProof {
+    /// The record's sequence number (its leaf index).
+    pub record: u64,
+    /// The record's exact bytes (the leaf's data).
+    pub record_bytes: Vec<u8>,
+    /// Records the checkpoint covers (the tree size).
+    pub tree_size: u64,
+    /// The record's leaf hash.
+    pub leaf_hash: Hash,
+    /// The checkpoint's root.
+    pub root: Hash,
+    /// The audit path, leaf to root.
+    pub path: Vec<Hash>,
+    /// The checkpoint as the C2SP signed note recorded in the log (empty if the record holds none).
+    pub checkpoint_note: String,
+}
+
+/// Why no inclusion proof can be given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProveError {
+    /// Proofs are relative to a checkpoint, and the log has none yet.
+    #[error("the log has no checkpoint yet; proofs are relative to a signed checkpoint")]
+    NoCheckpoint,
+    /// The record is newer than the newest checkpoint, or does not exist.
+    #[error(
+        "record {record} is not covered by the newest checkpoint (it covers records 0 to {})",
+        size.saturating_sub(1)
+    )]
+    NotCovered {
+        /// The record asked for.
+        record: u64,
+        /// Records the newest checkpoint covers.
+        size: u64,
+    },
+}
+
+/// The inclusion proof of record `record` of a verified log in its newest checkpoint.
+pub fn inclusion_proof_for(
+    summary: &super::Summary,
+    record: u64,
+) -> Result<InclusionProof, ProveError> {
+    let checkpoint = summary
+        .last_checkpoint
+        .as_ref()
+        .ok_or(ProveError::NoCheckpoint)?;
+    let size = checkpoint.size;
+    let not_covered = ProveError::NotCovered { record, size };
+    if record >= size {
+        return Err(not_covered);
+    }
+    let leaves: Vec<Hash> = summary
+        .records
+        .iter()
+        .take(usize::try_from(size).unwrap_or(usize::MAX))
+        .map(|r| leaf_hash(&r.bytes))
+        .collect();
+    let index = usize::try_from(record).map_err(|_| not_covered.clone())?;
+    let path = inclusion_proof(&leaves, index).ok_or(not_covered)?;
+    let checkpoint_note = summary
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            super::Event::Checkpoint(cp) => Some(cp.note.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok(InclusionProof {
+        record,
+        record_bytes: summary.records[index].bytes.clone(),
+        tree_size: size,
+        leaf_hash: leaves[index],
+        root: checkpoint.root,
+        path,
+        checkpoint_note,
+    })
 }
 
 #[cfg(test)]

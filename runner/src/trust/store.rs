@@ -6,13 +6,14 @@
 //! threshold of N *and* by its own, carry the same name and exactly version
 //! N+1. Only the newest version is used, and only while it has not expired;
 //! there is no switch that skips expiry. This is the only place that builds
-//! a [`TrustRoot`].
+//! a [`TrustRoot`], and [`install`] is the only way a version is added.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::root::{MAX_TRUST_ROOT_BYTES, RootPolicy, RootSignatures, SignedRoot};
 use super::{TrustError, TrustRoot};
+use crate::fsio;
 use crate::timestamp::Timestamp;
 
 /// File name suffix of a signed trust root version.
@@ -103,7 +104,7 @@ impl Chain {
             .iter()
             .map(|v| {
                 let path: PathBuf = dir.join(root_file_name(*v));
-                read_bounded(&path).map(|bytes| (path.display().to_string(), bytes))
+                read_root_file(&path).map(|bytes| (path.display().to_string(), bytes))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_files(files)
@@ -220,6 +221,76 @@ pub fn check_successor(
     Ok(by_previous)
 }
 
+/// Installs `signed`, the signed bytes of a trust root version, as the next
+/// version of the store in `dir`, once it is shown to extend the chain:
+/// version 1 only into an empty (or new) directory and signed by its own root
+/// threshold; version N+1 with the same name, signed by the root thresholds of
+/// N and of itself. A version that has expired at `now` is refused, and no
+/// file is ever replaced. The file is written atomically and the whole store is
+/// read back before the new version's link is returned.
+pub fn install(dir: &Path, signed: &[u8], now: Timestamp) -> Result<ChainLink, TrustError> {
+    let err = |path: &Path, detail: String| TrustError::TrustRoot {
+        path: path.display().to_string(),
+        detail,
+    };
+    let new = SignedRoot::parse(signed, "new trust root")?;
+    let version = new.policy.version;
+    let path = dir.join(root_file_name(version));
+    let origin = path.display().to_string();
+    if now >= new.policy.expires {
+        return Err(err(
+            &path,
+            format!(
+                "`expires` ({}) is in the past; nothing would run under it. Set a future `expires`",
+                new.policy.expires
+            ),
+        ));
+    }
+    if version == 1 {
+        if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+            return Err(err(
+                dir,
+                "is not empty; version 1 starts a new trust store in an empty directory".into(),
+            ));
+        }
+        // Version 1 must stand on its own: signed by its own root threshold.
+        Chain::from_files(vec![(origin, signed.to_vec())])?;
+        fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
+    } else {
+        let chain = Chain::read_dir(dir)?;
+        check_successor(chain.latest(), &new, &origin)?;
+        let by_self = new.signatures_by(&new.policy, &origin)?;
+        if !by_self.met() {
+            return Err(TrustError::RootNotSigned(Box::new(RootShortfall {
+                origin,
+                version,
+                judged_by: version,
+                signatures: by_self,
+            })));
+        }
+    }
+    if path.exists() {
+        return Err(err(
+            &path,
+            "already exists; versions are never replaced".into(),
+        ));
+    }
+    fsio::write_atomically(&path, signed).map_err(|e| err(&path, e.to_string()))?;
+    // Prove the store as a whole still loads before reporting success.
+    let chain = Chain::read_dir(dir)?;
+    chain
+        .links()
+        .last()
+        .filter(|link| link.version == version)
+        .cloned()
+        .ok_or_else(|| {
+            err(
+                dir,
+                format!("version {version} was written but is not the newest"),
+            )
+        })
+}
+
 /// Loads the trust store in `dir` and returns its newest version, if valid at `now`.
 pub fn load(dir: &Path, now: Timestamp) -> Result<TrustRoot, TrustError> {
     Chain::read_dir(dir)?.trust(now)
@@ -271,17 +342,12 @@ impl std::fmt::Display for RootShortfall {
     }
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, TrustError> {
-    let err = |detail: String| TrustError::TrustRoot {
-        path: path.display().to_string(),
-        detail,
-    };
-    let meta = fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    if meta.len() > MAX_TRUST_ROOT_BYTES as u64 {
-        return Err(err(format!(
-            "{} bytes is over the {MAX_TRUST_ROOT_BYTES}-byte limit",
-            meta.len()
-        )));
-    }
-    fs::read(path).map_err(|e| err(e.to_string()))
+/// Reads a trust root file, at most [`MAX_TRUST_ROOT_BYTES`].
+pub fn read_root_file(path: &Path) -> Result<Vec<u8>, TrustError> {
+    fsio::read_bounded(path, MAX_TRUST_ROOT_BYTES as u64, "trust root").map_err(|e| {
+        TrustError::TrustRoot {
+            path: path.display().to_string(),
+            detail: e.problem(),
+        }
+    })
 }

@@ -1,0 +1,215 @@
+//! `edge-runner run`: verify a capsule, run it in the sandbox and record evidence.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use super::{Exit, read_raw, warn_if_demo};
+use crate::evidence::EvidenceLog;
+use crate::fsio::read_bounded;
+use crate::keys::SecretKey;
+use crate::sandbox::{CACHE_KEY_PURPOSE, CodeCache, Limits, RunStatus, Verdict};
+use crate::session::{RunRecord, Session, SessionError};
+use crate::site::SitePolicy;
+use crate::timestamp::Timestamp;
+use crate::trust::store;
+
+/// Largest `--input` file read.
+const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Args)]
+pub(super) struct RunArgs {
+    /// The signed capsule (or the unsigned component, with --signature).
+    capsule: PathBuf,
+    /// Its detached signature file, if it has one.
+    #[arg(long)]
+    signature: Option<PathBuf>,
+    /// The trust store directory (1.root.cose, 2.root.cose, …).
+    #[arg(long)]
+    trust: PathBuf,
+    /// This site's name; the capsule's audience must include it. Taken from --site-policy when given.
+    #[arg(
+        long,
+        env = "EDGE_RUNNER_SITE",
+        required_unless_present = "site_policy"
+    )]
+    site: Option<String>,
+    /// The site policy (`site-policy.toml`): directories, config values and limits this site grants.
+    /// Without one, nothing but compute is granted.
+    #[arg(long, env = "EDGE_RUNNER_SITE_POLICY")]
+    site_policy: Option<PathBuf>,
+    /// Evidence directory; the log is DIR/evidence.log.
+    #[arg(long)]
+    evidence: PathBuf,
+    /// Input for the capsule (passed as bytes; usually JSON).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// The runner's private key. Default: DIR/runner.key, generated on first use with DIR/runner.pub.
+    #[arg(long, env = "EDGE_RUNNER_KEY")]
+    runner_key: Option<PathBuf>,
+}
+
+impl RunArgs {
+    pub(super) fn execute(self) -> Result<Exit> {
+        let input = match &self.input {
+            Some(path) => read_bounded(path, MAX_INPUT_BYTES, "input")?,
+            None => Vec::new(),
+        };
+        let raw = read_raw(&self.capsule, self.signature.as_deref())?;
+        let policy = match (&self.site_policy, &self.site) {
+            (Some(path), site) => {
+                let policy = SitePolicy::load(path)?;
+                if let Some(site) = site
+                    && *site != policy.site
+                {
+                    bail!(
+                        "--site is `{site}` but {} is the policy of site `{}`; drop --site or use that site's policy",
+                        path.display(),
+                        policy.site
+                    );
+                }
+                policy
+            }
+            (None, Some(site)) => {
+                SitePolicy::deny_all(site).map_err(|e| anyhow::anyhow!("--site: {}", e.detail))?
+            }
+            (None, None) => bail!("pass --site NAME or --site-policy FILE"),
+        };
+        let key = runner_key(self.runner_key.as_deref(), &self.evidence)?;
+        let cache = CodeCache::new(
+            &self.evidence.join("code-cache"),
+            key.derive_secret(CACHE_KEY_PURPOSE),
+        );
+        let log = EvidenceLog::open(&self.evidence, key)?;
+        let mut session = Session::with_policy(log, Limits::default(), policy)?;
+        session.set_code_cache(cache);
+        let refused = |session: &Session, err: &dyn std::fmt::Display| {
+            eprintln!("REFUSED: {}: {err}", self.capsule.display());
+            eprintln!("(recorded in {})", session.log().path().display());
+            Ok(Exit::Refused)
+        };
+        // An unusable trust store refuses the capsule, and that is evidence too.
+        let root = match store::load(&self.trust, Timestamp::now()) {
+            Ok(root) => root,
+            Err(err) => {
+                return match session.refuse_without_root(&raw, err) {
+                    SessionError::Refused(err) => refused(&session, &err),
+                    other => Err(other.into()),
+                };
+            }
+        };
+        warn_if_demo(&root);
+        let verified = match session.verify(raw, &root) {
+            Ok(v) => v,
+            Err(SessionError::Refused(err)) => return refused(&session, &err),
+            Err(other) => return Err(other.into()),
+        };
+        let record = session.run(verified, &input)?;
+        print_run(&record)?;
+        say!(
+            "evidence: {} ({} records)",
+            session.log().path().display(),
+            session.log().len()
+        )?;
+        Ok(run_exit(&record))
+    }
+}
+
+/// Prints a run's result for humans.
+pub(super) fn print_run(record: &RunRecord) -> std::io::Result<()> {
+    let m = record.capsule.manifest();
+    let r = &record.report;
+    say!(
+        "ran {} {} ({}): {}",
+        m.name,
+        m.version,
+        m.kind,
+        r.status.as_str()
+    )?;
+    if let Some(o) = &r.outcome {
+        say!("  verdict: {} — {}", o.verdict.as_str(), o.summary)?;
+        for f in &o.findings {
+            say!(
+                "  finding [{}] {}: {}",
+                f.severity.as_str(),
+                f.code,
+                f.message
+            )?;
+        }
+    }
+    if let Some(e) = &r.error {
+        say!("  error: {e}")?;
+    }
+    for d in &record.grant.directories {
+        say!(
+            "  granted: {} -> {} ({})",
+            d.guest,
+            d.host.display(),
+            d.access
+        )?;
+    }
+    for k in record.grant.config.keys() {
+        say!("  granted: config {k}")?;
+    }
+    for e in &record.grant.egress {
+        let addrs: Vec<String> = e.addresses.iter().map(ToString::to_string).collect();
+        say!("  granted: egress {} ({})", e.destination, addrs.join(", "))?;
+    }
+    for d in &record.grant.denied {
+        say!("  denied: {} — {}", d.request, d.reason)?;
+    }
+    say!(
+        "  used: fuel {} of {}, peak memory {} of {} bytes, {} ms",
+        r.fuel_used,
+        record.grant.fuel,
+        r.peak_memory_bytes,
+        record.grant.memory_bytes,
+        r.wall_time.as_millis()
+    )?;
+    for item in &r.evidence {
+        say!(
+            "  evidence item `{}` ({}, {} bytes, sha256 {})",
+            item.label,
+            item.media_type,
+            item.size,
+            hex::encode(&item.sha256[..8])
+        )?;
+    }
+    Ok(())
+}
+
+fn run_exit(record: &RunRecord) -> Exit {
+    match (&record.report.status, &record.report.outcome) {
+        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
+            if o.verdict == Verdict::Pass =>
+        {
+            Exit::Ok
+        }
+        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
+            if o.verdict == Verdict::Fail =>
+        {
+            Exit::VerdictFail
+        }
+        _ => Exit::RunAbnormal,
+    }
+}
+
+/// Loads the runner key, or creates DIR/runner.key (0600) and DIR/runner.pub on first use.
+fn runner_key(explicit: Option<&Path>, evidence_dir: &Path) -> Result<SecretKey> {
+    if let Some(path) = explicit {
+        return Ok(SecretKey::load(path)?);
+    }
+    let path = evidence_dir.join("runner.key");
+    if path.exists() {
+        return Ok(SecretKey::load(&path)?);
+    }
+    let key = SecretKey::generate()?;
+    key.write_pair(evidence_dir, "runner")?;
+    eprintln!(
+        "created runner key {} (public key {}); auditors verify this log with that public key",
+        path.display(),
+        evidence_dir.join("runner.pub").display()
+    );
+    Ok(key)
+}
