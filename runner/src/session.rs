@@ -183,7 +183,7 @@ impl Session {
         input: &[u8],
     ) -> Result<RunRecord, SessionError> {
         let grant = Grant::compute(
-            capsule.manifest(),
+            &capsule,
             &self.limits,
             &self.policy,
             Sha256::digest(input).into(),
@@ -343,10 +343,13 @@ fn run_started_body(
                     "wall-time-ms",
                     uint(u64::try_from(grant.wall_time.as_millis()).unwrap_or(u64::MAX)),
                 ),
-                ("stdout-bytes", uint(grant.stdout_bytes as u64)),
-                ("stderr-bytes", uint(grant.stderr_bytes as u64)),
-                ("evidence-items", uint(u64::from(grant.evidence_items))),
-                ("evidence-bytes", uint(grant.evidence_bytes)),
+                ("stdout-bytes", uint(grant.quotas.stdout_bytes as u64)),
+                ("stderr-bytes", uint(grant.quotas.stderr_bytes as u64)),
+                (
+                    "evidence-items",
+                    uint(u64::from(grant.quotas.evidence_items)),
+                ),
+                ("evidence-bytes", uint(grant.quotas.evidence_bytes)),
                 (
                     "filesystem",
                     Value::Array(
