@@ -32,6 +32,8 @@
 use std::fmt;
 
 pub mod http;
+#[cfg(doctest)]
+mod misuse;
 
 pub use capsule_sdk_macros::{remediate, reproduce, test};
 

@@ -115,7 +115,7 @@ fn main() {
     )
     .unwrap();
     let site = SitePolicy::deny_all("bench").unwrap();
-    let grant = Grant::compute(verified.manifest(), &Limits::default(), &site, [0; 32]);
+    let grant = Grant::compute(&verified, &Limits::default(), &site, [0; 32]);
 
     println!("json-assert, {} byte component\n", example.component.len());
 

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::capsule::{AbsPath, Access, DestinationPattern, validate_config_key, validate_site};
+use crate::capsule::{
+    AbsPath, Access, DestinationPattern, ResourceLimits, validate_config_key, validate_site,
+};
 use crate::fsio::read_bounded_text;
 
 /// Largest site policy file read.
@@ -30,18 +32,6 @@ pub struct SiteError {
     pub origin: String,
     /// What is wrong and how to fix it.
     pub detail: String,
-}
-
-/// The most this site grants any capsule; `None` leaves the runner's ceiling.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SiteLimits {
-    /// Most linear memory, in bytes.
-    pub memory_bytes: Option<u64>,
-    /// Most fuel.
-    pub fuel: Option<u64>,
-    /// Longest wall-clock budget, in milliseconds.
-    pub wall_time_ms: Option<u64>,
 }
 
 /// A directory this site lets capsules see: the path capsules name, the
@@ -61,8 +51,8 @@ pub struct SiteDirectory {
 pub struct SitePolicy {
     /// This site's name; capsule audiences name it.
     pub site: String,
-    /// Ceilings for every capsule at this site.
-    pub limits: SiteLimits,
+    /// The most this site grants any capsule; `None` leaves the runner's ceiling.
+    pub limits: ResourceLimits,
     /// Directories that may be granted.
     pub directories: Vec<SiteDirectory>,
     /// Config values capsules may be granted, by key.
@@ -81,7 +71,7 @@ struct PolicyFile {
     format: u64,
     site: String,
     #[serde(default)]
-    limits: SiteLimits,
+    limits: ResourceLimits,
     #[serde(default, rename = "directory")]
     directories: Vec<DirectoryFile>,
     #[serde(default)]
@@ -108,7 +98,7 @@ impl SitePolicy {
         })?;
         Ok(Self {
             site: site.to_string(),
-            limits: SiteLimits::default(),
+            limits: ResourceLimits::default(),
             directories: Vec::new(),
             config: BTreeMap::new(),
             egress: Vec::new(),

@@ -301,7 +301,7 @@ fn replay_reproduces_a_failure_deterministically_and_reports_a_fixed_one() {
     assert_eq!(v, Verdict::Fail);
     assert_eq!(findings, ["failure.reproduced"]);
     // A reproduce capsule runs deterministically: a second replay leaves the same transcript.
-    assert!(first.grant.determinism.is_some());
+    assert!(first.grant.determinism().is_some());
     let second = replay_against(broken);
     assert_eq!(
         first.report.evidence[0].sha256,

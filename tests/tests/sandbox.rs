@@ -9,10 +9,11 @@
 use edge_runner::capsule::{self, ManifestSource};
 use edge_runner::evidence::{self, EvidenceLog, LOG_FILE};
 use edge_runner::keys::SecretKey;
-use edge_runner::sandbox::{Limits, RunStatus};
+use edge_runner::sandbox::{Grant, Limits, RunStatus};
 use edge_runner::session::{RunRecord, Session};
 use edge_runner::site::SitePolicy;
 use edge_runner::timestamp::Timestamp;
+use edge_runner::trust::VerifiedCapsule;
 use edge_runner_tests::*;
 
 /// Runs json-assert with its manifest edited by `edit`; returns the status and the last record's body.
@@ -77,17 +78,58 @@ fn memory_beyond_the_grant_is_refused_and_recorded() {
     assert!(matches!(map.get("memory-denials"), Some(ciborium::Value::Array(d)) if !d.is_empty()));
 }
 
+/// `signed` verified for [`SITE`] now against `root`, as a session would.
+fn verified(signed: Vec<u8>, root: &edge_runner::trust::TrustRoot) -> VerifiedCapsule {
+    let ctx = edge_runner::trust::Context {
+        root,
+        site: SITE,
+        now: Timestamp::now(),
+        high_water: &edge_runner::trust::HighWater::default(),
+    };
+    edge_runner::trust::verify(raw(signed).check().unwrap(), &ctx).unwrap()
+}
+
 #[test]
 fn requests_above_the_ceiling_are_cut_and_recorded() {
     let limits = Limits::default();
-    let source = json_assert_manifest(|m| m.limits.fuel = Some(limits.max_fuel + 1));
-    let manifest = source.to_manifest([0; 32], Timestamp::now()).unwrap();
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let signed = sign_json_assert(&publisher.key, |m| {
+        m.limits.fuel = Some(limits.max_fuel + 1)
+    });
+    let capsule = verified(signed, &root);
     let site = edge_runner::site::SitePolicy::deny_all(SITE).unwrap();
-    let grant = edge_runner::sandbox::Grant::compute(&manifest, &limits, &site, [0; 32]);
-    assert_eq!(grant.fuel, limits.max_fuel);
-    assert_eq!(grant.refused.len(), 1);
-    assert_eq!(grant.refused[0].resource, "fuel");
-    assert_eq!(grant.refused[0].asked, limits.max_fuel + 1);
+    let grant = Grant::compute(&capsule, &limits, &site, [0; 32]);
+    assert_eq!(grant.fuel(), limits.max_fuel);
+    assert_eq!(grant.refused().len(), 1);
+    assert_eq!(grant.refused()[0].resource, "fuel");
+    assert_eq!(grant.refused()[0].asked, limits.max_fuel + 1);
+}
+
+#[test]
+fn grant_for_another_capsule_is_refused() {
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let site = SitePolicy::deny_all(SITE).unwrap();
+    // A grant computed for json-assert, presented with another verified capsule.
+    let granted = verified(signed_json_assert(&publisher.key), &root);
+    let probe = capsule_artifacts::SANDBOX_PROBE;
+    let source =
+        ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path)).unwrap();
+    let signed = capsule::sign(probe.component, &source, &publisher.key, Timestamp::now()).unwrap();
+    let other = verified(signed, &root);
+    let grant = Grant::compute(&granted, &Limits::default(), &site, [0; 32]);
+    let sandbox = edge_runner::sandbox::Sandbox::new().unwrap();
+    let err = sandbox.run(&other, &grant, b"{}").unwrap_err();
+    let short = |d: [u8; 32]| hex::encode(&d[..8]);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "capsule `sandbox-probe 1.0.0` (module {}) cannot run under a grant computed for module {}; a grant is computed for one capsule, so recompute it with `Grant::compute` for this one",
+            short(other.module_digest()),
+            short(granted.module_digest()),
+        )
+    );
 }
 
 // ---- Grants and hostile capsules, driven through the sandbox-probe capsule ----
@@ -287,7 +329,7 @@ fn requests_the_site_does_not_allow_are_denied_and_recorded() {
     assert_eq!(f[2].0, "list.denied");
     let denied: Vec<(String, String)> = record
         .grant
-        .denied
+        .denied()
         .iter()
         .map(|d| (d.request.clone(), d.reason.clone()))
         .collect();
@@ -413,8 +455,8 @@ fn exact_egress_grant_reaches_only_the_granted_address() {
     );
     other.set_nonblocking(true).unwrap();
     assert!(other.accept().is_err(), "the other listener was reached");
-    assert_eq!(record.grant.egress.len(), 1);
-    assert_eq!(record.grant.egress[0].addresses, [g]);
+    assert_eq!(record.grant.egress().len(), 1);
+    assert_eq!(record.grant.egress()[0].addresses, [g]);
     assert_eq!(record.report.egress_denied, [format!("TcpConnect {o}")]);
 }
 
@@ -430,7 +472,7 @@ fn wildcard_site_entries_never_grant_loopback_or_private_addresses() {
     );
     assert_eq!(findings(&record)[0].0, "connect.denied");
     assert_eq!(
-        record.grant.denied[0].reason,
+        record.grant.denied()[0].reason,
         format!(
             "{addr} resolves to {addr}, a loopback or private address, which only an exact entry (one host, one port) in the site policy can grant"
         )
@@ -476,7 +518,7 @@ fn hostile_capsules_are_contained_classified_and_the_runner_stays_healthy() {
     assert_eq!(flood.report.stdout.size, 4096 * 1024);
     assert_eq!(
         flood.report.stdout.kept.len(),
-        Limits::default().stdout_bytes
+        Limits::default().quotas.stdout_bytes
     );
     let emits = probe.run(5, "", r#"{"emit": 1000}"#);
     assert_eq!(findings(&emits)[0].1, "accepted 64, refused 936");
@@ -510,30 +552,16 @@ fn probe_once(deterministic: bool) -> edge_runner::sandbox::RunReport {
     let source =
         ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path)).unwrap();
     let signed = capsule::sign(probe.component, &source, &publisher.key, Timestamp::now()).unwrap();
-    let ctx = edge_runner::trust::Context {
-        root: &root,
-        site: SITE,
-        now: Timestamp::now(),
-        high_water: &edge_runner::trust::HighWater::default(),
-    };
-    let verified = edge_runner::trust::verify(raw(signed).check().unwrap(), &ctx).unwrap();
+    let verified = verified(signed, &root);
     let input = br#"{"actions": [{"clock": true}, {"random": true}]}"#;
     let site = SitePolicy::deny_all(SITE).unwrap();
-    let mut grant = edge_runner::sandbox::Grant::compute(
-        verified.manifest(),
-        &Limits::default(),
-        &site,
-        [1; 32],
-    );
+    let mut grant = Grant::compute(&verified, &Limits::default(), &site, [1; 32]);
     assert!(
-        grant.determinism.is_none(),
+        grant.determinism().is_none(),
         "a `test` capsule is not deterministic by default"
     );
     if deterministic {
-        grant.determinism = Some(edge_runner::sandbox::Determinism::for_run(
-            verified.module_digest(),
-            [1; 32],
-        ));
+        grant = grant.deterministic([1; 32]);
     }
     let sandbox = edge_runner::sandbox::Sandbox::new().unwrap();
     sandbox.run(&verified, &grant, input).unwrap()
@@ -564,12 +592,17 @@ fn deterministic_runs_are_byte_identical_and_ordinary_runs_are_not() {
 
 #[test]
 fn reproduce_capsules_get_a_recorded_seed_derived_from_module_and_input() {
-    let source = json_assert_manifest(|m| m.kind = edge_runner::capsule::Kind::Reproduce);
-    let manifest = source.to_manifest([5; 32], Timestamp::now()).unwrap();
+    let publisher = Publisher::new("acme-ci", "Acme", &["reproduce"]);
+    let root = trust_root(&[&publisher]);
+    let signed = sign_json_assert(&publisher.key, |m| {
+        m.kind = edge_runner::capsule::Kind::Reproduce;
+    });
+    let capsule = verified(signed, &root);
     let site = SitePolicy::deny_all(SITE).unwrap();
     let grant = |input| {
-        edge_runner::sandbox::Grant::compute(&manifest, &Limits::default(), &site, input)
-            .determinism
+        Grant::compute(&capsule, &Limits::default(), &site, input)
+            .determinism()
+            .copied()
             .unwrap()
     };
     assert_eq!(grant([1; 32]), grant([1; 32]));
@@ -740,7 +773,7 @@ fn a_scheme_limits_a_grant_to_its_protocol() {
     let mut strict = Probe::new(site_with_egress(&[format!("https://{server}")]));
     let record = strict.run(0, &format!("egress = [\"http://{server}\"]"), "");
     assert_eq!(
-        record.grant.denied[0].reason,
+        record.grant.denied()[0].reason,
         format!("site `plant-7` does not allow egress to http://{server}")
     );
 }

@@ -11,6 +11,7 @@ use super::capabilities::{
     ANY_SITE, Access, Destination, FileAccess, FileAccessSource, validate_config_key,
     validate_name, validate_site,
 };
+use super::limits::ResourceLimits;
 use crate::cbor::{self, MapReader};
 use crate::timestamp::Timestamp;
 
@@ -54,19 +55,6 @@ impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Resource limits a capsule asks for. `None` means "the runner's default".
-/// What it gets is never more than the runner's ceiling (see `sandbox::Limits`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RequestedLimits {
-    /// Linear memory, in bytes, summed over all memories.
-    pub memory_bytes: Option<u64>,
-    /// Wasmtime fuel (roughly, WebAssembly instructions).
-    pub fuel: Option<u64>,
-    /// Wall-clock time, in milliseconds.
-    pub wall_time_ms: Option<u64>,
 }
 
 /// Days a signature stays valid when `capsule.toml` sets no `expires`.
@@ -171,7 +159,7 @@ pub struct ManifestSource {
     pub capabilities: CapabilitiesSource,
     /// Resources asked for.
     #[serde(default)]
-    pub limits: RequestedLimits,
+    pub limits: ResourceLimits,
 }
 
 impl ManifestSource {
@@ -273,7 +261,7 @@ pub struct Manifest {
     /// Access asked for.
     pub capabilities: Capabilities,
     /// Resources asked for.
-    pub limits: RequestedLimits,
+    pub limits: ResourceLimits,
     /// SHA-256 of the component without its signature section.
     pub module_sha256: [u8; 32],
 }
@@ -304,17 +292,11 @@ impl Manifest {
 
     /// The deterministic CBOR encoding that signatures cover.
     pub fn to_cbor(&self) -> Result<Vec<u8>, CapsuleError> {
-        let mut limits = Vec::new();
-        let l = &self.limits;
-        for (key, value) in [
-            ("memory-bytes", l.memory_bytes),
-            ("fuel", l.fuel),
-            ("wall-time-ms", l.wall_time_ms),
-        ] {
-            if let Some(v) = value {
-                limits.push((key, Value::Integer(v.into())));
-            }
-        }
+        let limits = self
+            .limits
+            .named()
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, Value::Integer(value?.into()))));
         let files = self
             .capabilities
             .files
@@ -452,18 +434,12 @@ fn texts(map: &MapReader<'_>, key: &str) -> Result<Vec<String>, CapsuleError> {
         .collect()
 }
 
-fn limits(map: &MapReader<'_>) -> Result<RequestedLimits, CapsuleError> {
+fn limits(map: &MapReader<'_>) -> Result<ResourceLimits, CapsuleError> {
     let bad = CapsuleError::BadManifest;
     let limits_value = map
         .get("limits")
         .ok_or_else(|| bad("`limits` is missing".into()))?;
     let lm = MapReader::new("manifest limits", limits_value).map_err(bad)?;
-    lm.only(&["memory-bytes", "fuel", "wall-time-ms"])
-        .map_err(bad)?;
-    let opt = |k: &str| lm.get(k).map(|_| lm.uint(k)).transpose();
-    Ok(RequestedLimits {
-        memory_bytes: opt("memory-bytes").map_err(bad)?,
-        fuel: opt("fuel").map_err(bad)?,
-        wall_time_ms: opt("wall-time-ms").map_err(bad)?,
-    })
+    lm.only(&ResourceLimits::NAMES).map_err(bad)?;
+    ResourceLimits::from_named(|k| lm.get(k).map(|_| lm.uint(k)).transpose()).map_err(bad)
 }

@@ -14,6 +14,7 @@
 //! something the sandbox will run.
 
 mod capabilities;
+mod limits;
 mod manifest;
 mod wasm;
 
@@ -21,9 +22,9 @@ pub use capabilities::{
     ANY_SITE, AbsPath, Access, Destination, DestinationPattern, FileAccess, FileAccessSource,
     Scheme, validate_config_key, validate_name, validate_site,
 };
+pub use limits::ResourceLimits;
 pub use manifest::{
     Capabilities, CapabilitiesSource, DEFAULT_VALIDITY_DAYS, Kind, Manifest, ManifestSource,
-    RequestedLimits,
 };
 
 pub use crate::cose::SignatureEntry;

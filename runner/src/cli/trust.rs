@@ -336,9 +336,9 @@ fn print_policy(p: &RootPolicy) -> std::io::Result<()> {
             files.join(", "),
             egress.join(", "),
             c.config.join(", "),
-            limit(c.memory_bytes),
-            limit(c.fuel),
-            limit(c.wall_time_ms)
+            limit(c.limits.memory_bytes),
+            limit(c.limits.fuel),
+            limit(c.limits.wall_time_ms)
         )?;
     }
     for r in &p.revoked_keys {

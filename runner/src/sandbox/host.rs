@@ -215,14 +215,14 @@ impl State {
                 total: 0,
                 peak: 0,
                 denials: Vec::new(),
-                table_elements: grant.table_elements,
+                table_elements: grant.quotas.table_elements,
             },
             evidence: Vec::new(),
             evidence_refused: 0,
             evidence_bytes: 0,
-            max_items: grant.evidence_items,
-            max_bytes: grant.evidence_bytes,
-            inline_bytes: grant.evidence_inline_bytes,
+            max_items: grant.quotas.evidence_items,
+            max_bytes: grant.quotas.evidence_bytes,
+            inline_bytes: grant.quotas.evidence_inline_bytes,
             config: grant.config.clone(),
         }
     }

@@ -252,7 +252,7 @@ impl Session {
             });
         }
         let grant = Grant::compute(
-            capsule.manifest(),
+            &capsule,
             &self.limits,
             &self.policy,
             Sha256::digest(input).into(),

@@ -114,10 +114,10 @@ pub(super) fn run_started(
             memory_bytes: grant.memory_bytes,
             fuel: grant.fuel,
             wall_time_ms: millis(grant.wall_time),
-            stdout_bytes: grant.stdout_bytes as u64,
-            stderr_bytes: grant.stderr_bytes as u64,
-            evidence_items: u64::from(grant.evidence_items),
-            evidence_bytes: grant.evidence_bytes,
+            stdout_bytes: grant.quotas.stdout_bytes as u64,
+            stderr_bytes: grant.quotas.stderr_bytes as u64,
+            evidence_items: u64::from(grant.quotas.evidence_items),
+            evidence_bytes: grant.quotas.evidence_bytes,
             filesystem: grant
                 .directories
                 .iter()

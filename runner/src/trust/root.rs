@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::TrustError;
 use crate::capsule::{
-    ANY_SITE, DestinationPattern, FileAccess, FileAccessSource, Kind, Manifest,
+    ANY_SITE, DestinationPattern, FileAccess, FileAccessSource, Kind, Manifest, ResourceLimits,
     validate_config_key, validate_site,
 };
 use crate::cose::{self, SignatureEntry};
@@ -56,12 +56,8 @@ pub struct Ceiling {
     pub egress: Vec<DestinationPattern>,
     /// Config keys a capsule may ask for; `*` allows any.
     pub config: Vec<String>,
-    /// Largest `memory-bytes` a capsule may ask for.
-    pub memory_bytes: Option<u64>,
-    /// Largest `fuel`.
-    pub fuel: Option<u64>,
-    /// Largest `wall-time-ms`.
-    pub wall_time_ms: Option<u64>,
+    /// The largest limits a capsule may ask for; a limit set here must be stated.
+    pub limits: ResourceLimits,
 }
 
 impl Ceiling {
@@ -87,26 +83,7 @@ impl Ceiling {
                 return Some(format!("config key {k}"));
             }
         }
-        let l = &manifest.limits;
-        for (what, asked, max) in [
-            ("memory-bytes", l.memory_bytes, self.memory_bytes),
-            ("fuel", l.fuel, self.fuel),
-            ("wall-time-ms", l.wall_time_ms, self.wall_time_ms),
-        ] {
-            match (asked, max) {
-                (Some(asked), Some(max)) if asked > max => {
-                    return Some(format!("{what} {asked} (ceiling {max})"));
-                }
-                // Unstated means "the runner's default", which this ceiling cannot bound.
-                (None, Some(max)) => {
-                    return Some(format!(
-                        "an unstated {what} (ceiling {max}; state `{what}` in the manifest's [limits])"
-                    ));
-                }
-                _ => {}
-            }
-        }
-        None
+        self.limits.excess(&manifest.limits)
     }
 }
 
@@ -488,9 +465,11 @@ fn ceiling(file: CeilingFile) -> Result<Ceiling, String> {
         files,
         egress,
         config: file.config,
-        memory_bytes: file.memory_bytes,
-        fuel: file.fuel,
-        wall_time_ms: file.wall_time_ms,
+        limits: ResourceLimits {
+            memory_bytes: file.memory_bytes,
+            fuel: file.fuel,
+            wall_time_ms: file.wall_time_ms,
+        },
     })
 }
 

@@ -1,0 +1,87 @@
+//! The runner's limits: every bounded resource a run can use, with its
+//! default stated where it is defined.
+//!
+//! Owns only numbers. What one capsule gets out of them is decided by
+//! [`super::Grant::compute`]; enforcing them is the engine's job.
+
+use std::time::Duration;
+
+/// Every bounded resource a run can use: the runner's ceiling for what a
+/// capsule may be granted, and the default when its manifest asks for nothing.
+///
+/// | limit | default |
+/// |---|---|
+/// | `memory_bytes` (all linear memories together) | 64 MiB (ceiling 1 GiB) |
+/// | `fuel` (≈ WebAssembly instructions) | 1 000 000 000 (ceiling 20 000 000 000) |
+/// | `wall_time` | 10 s (ceiling 5 min) |
+/// | `quotas`: output, evidence and tables, the same for every run | see [`Quotas`] |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Default memory when the manifest asks for none.
+    pub default_memory_bytes: u64,
+    /// Most memory any capsule may be granted.
+    pub max_memory_bytes: u64,
+    /// Default fuel.
+    pub default_fuel: u64,
+    /// Most fuel any capsule may be granted.
+    pub max_fuel: u64,
+    /// Default wall-clock budget.
+    pub default_wall_time: Duration,
+    /// Longest wall-clock budget any capsule may be granted.
+    pub max_wall_time: Duration,
+    /// What every run may write and hold, whatever its manifest asks.
+    pub quotas: Quotas,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            default_memory_bytes: 64 << 20,
+            max_memory_bytes: 1 << 30,
+            default_fuel: 1_000_000_000,
+            max_fuel: 20_000_000_000,
+            default_wall_time: Duration::from_secs(10),
+            max_wall_time: Duration::from_secs(300),
+            quotas: Quotas::default(),
+        }
+    }
+}
+
+/// What every run may write and hold: no manifest asks for these and no site
+/// policy changes them, so a [`super::Grant`] carries the runner's as they are.
+///
+/// | quota | default |
+/// |---|---|
+/// | `stdout_bytes`, `stderr_bytes` kept (the rest is counted and hashed, not kept) | 64 KiB each |
+/// | `evidence_items` per run | 64 |
+/// | `evidence_bytes` per run, all items together | 1 MiB |
+/// | `evidence_inline_bytes` (items up to this size are stored whole in the record) | 4 KiB |
+/// | `table_elements` per table | 100 000 |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Bytes of stdout kept.
+    pub stdout_bytes: usize,
+    /// Bytes of stderr kept.
+    pub stderr_bytes: usize,
+    /// Evidence items a run may emit.
+    pub evidence_items: u32,
+    /// Total evidence bytes a run may emit.
+    pub evidence_bytes: u64,
+    /// Items up to this size are stored whole in the evidence record.
+    pub evidence_inline_bytes: usize,
+    /// Elements per table.
+    pub table_elements: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            stdout_bytes: 64 << 10,
+            stderr_bytes: 64 << 10,
+            evidence_items: 64,
+            evidence_bytes: 1 << 20,
+            evidence_inline_bytes: 4 << 10,
+            table_elements: 100_000,
+        }
+    }
+}
