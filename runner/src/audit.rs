@@ -306,7 +306,8 @@ fn fill(report: &mut Report, summary: &Summary) {
                 report.runs.push(RunLine {
                     record: r.record.seq,
                     time_ms: r.record.time_ms,
-                    capsule: admitted.map_or_else(String::new, |v| format!("{} {}", v.name, v.version)),
+                    capsule: admitted
+                        .map_or_else(String::new, |v| format!("{} {}", v.name, v.version)),
                     kind: admitted.map_or_else(String::new, |v| v.kind.clone()),
                     signers: admitted.map_or_else(Vec::new, |v| {
                         v.signers
@@ -355,7 +356,11 @@ fn grant_lines(run: &RunStarted) -> (Vec<String>, Vec<String>) {
             .iter()
             .map(|d| format!("file {} ({})", d.guest, d.access)),
     );
-    granted.extend(g.network.iter().map(|n| format!("egress {}", n.destination)));
+    granted.extend(
+        g.network
+            .iter()
+            .map(|n| format!("egress {}", n.destination)),
+    );
     granted.extend(g.config.iter().map(|c| {
         format!(
             "config {} (value committed: {})",

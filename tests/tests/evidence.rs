@@ -446,7 +446,10 @@ fn run_of_a_capsule_that_was_not_the_one_verified() {
 fn run_with_no_verification_before_it() {
     let (bytes, key) = forged_log(vec![started(1)]);
     let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
-    assert!(matches!(failure, Failure::Unadmitted { record: 0, .. }), "{failure}");
+    assert!(
+        matches!(failure, Failure::Unadmitted { record: 0, .. }),
+        "{failure}"
+    );
     assert!(
         failure
             .to_string()
@@ -896,7 +899,11 @@ fn capsule_admitted_by_another_session_is_refused() {
             hex::encode(b.log().log_id())
         )
     );
-    assert_eq!(b.log().len(), b_records, "nothing was recorded in the other log");
+    assert_eq!(
+        b.log().len(),
+        b_records,
+        "nothing was recorded in the other log"
+    );
 }
 
 #[test]
@@ -917,9 +924,7 @@ fn admission_superseded_by_a_newer_verification_is_refused() {
     let second = session
         .verify(raw(signed_json_assert(&publisher.key)), &root)
         .unwrap();
-    let err = session
-        .run(first, PASSING_INPUT.as_bytes())
-        .unwrap_err();
+    let err = session.run(first, PASSING_INPUT.as_bytes()).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(

@@ -716,8 +716,14 @@ fn trust_root_rollback_against_evidence() {
     let p = Publisher::new("acme-ci", "Acme", &["test"]);
     let root = trust_root(&[&p]);
     let mut seen = HighWater::default();
-    seen.accept("other", &semver::Version::new(1, 0, 0), [1; 32], "test-root", 4)
-        .unwrap();
+    seen.accept(
+        "other",
+        &semver::Version::new(1, 0, 0),
+        [1; 32],
+        "test-root",
+        4,
+    )
+    .unwrap();
     let err = verify_with(
         signed_json_assert(&p.key),
         &root,

@@ -22,10 +22,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::capsule::{MAX_CAPSULE_BYTES, MAX_SIGNATURE_SECTION_BYTES, RawCapsule};
 use crate::audit::{
     KeySource, Report, Source, malformed_bundle_report, verify_bundle, verify_log_report,
 };
+use crate::capsule::{MAX_CAPSULE_BYTES, MAX_SIGNATURE_SECTION_BYTES, RawCapsule};
 use crate::evidence::bundle::{Bundle, MAX_BUNDLE_BYTES, looks_like_bundle};
 use crate::evidence::{self, EvidenceLog, LOG_FILE};
 use crate::keys::{PublicKey, SecretKey};

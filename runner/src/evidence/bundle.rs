@@ -162,7 +162,11 @@ impl Bundle {
                     )),
                 })
                 .collect::<Result<_, _>>()?,
-            _ => return Err(BundleError::Malformed("`trust-roots` must be an array".into())),
+            _ => {
+                return Err(BundleError::Malformed(
+                    "`trust-roots` must be an array".into(),
+                ));
+            }
         };
         let checkpoint = map
             .get("checkpoint")
@@ -182,4 +186,3 @@ impl Bundle {
 pub fn looks_like_bundle(bytes: &[u8]) -> bool {
     bytes.first().is_some_and(|b| b >> 5 == 5)
 }
-

@@ -687,7 +687,9 @@ impl EventBody for RunStarted {
                 Value::Array(
                     self.denied
                         .iter()
-                        .map(|d| text_map([("request", text(&d.request)), ("reason", text(&d.reason))]))
+                        .map(|d| {
+                            text_map([("request", text(&d.request)), ("reason", text(&d.reason))])
+                        })
                         .collect(),
                 ),
             ),
@@ -1021,7 +1023,10 @@ mod tests {
             runner_version: "0.1.0".into(),
         });
         assert_eq!(event.name(), "runner-started");
-        assert_eq!(Event::decode("runner-started", &event.body()).unwrap(), event);
+        assert_eq!(
+            Event::decode("runner-started", &event.body()).unwrap(),
+            event
+        );
         let err = Event::decode("runner-started", &text_map([("x", uint(1))])).unwrap_err();
         assert_eq!(err, "`runner-started` body: `runner-version` is missing");
     }

@@ -9,9 +9,9 @@ use ciborium::Value;
 
 use super::EvidenceError;
 use super::checkpoint::{Checkpoint, origin};
+use super::events::{self, Event, EventBody};
 use super::merkle::{Frontier, leaf_hash};
 use super::record::{GENESIS_PREV, Record, SignedRecord, sign_record};
-use super::events::{self, Event, EventBody};
 use super::verify::{Failure, Rules, walk_log};
 use crate::keys::SecretKey;
 use crate::rollback::HighWater;

@@ -19,6 +19,7 @@ mod record;
 mod verify;
 
 pub use checkpoint::{Checkpoint, key_hash, origin};
+pub use events::Event;
 pub use log::{
     CHECKPOINT_FILE, COMMITMENT_CONTEXT, CheckpointPolicy, EvidenceLog, LOG_FILE, OPENINGS_FILE,
     commitment,
@@ -27,7 +28,6 @@ pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord,
     decode_record, sign_record,
 };
-pub use events::Event;
 pub use verify::{
     Failure, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
 };

@@ -177,7 +177,10 @@ impl fmt::Display for Failure {
                 record,
                 event,
                 detail,
-            } => write!(f, "record {record} (`{event}`) has a malformed body: {detail}"),
+            } => write!(
+                f,
+                "record {record} (`{event}`) has a malformed body: {detail}"
+            ),
             Failure::Rollback { record, detail } => {
                 write!(f, "record {record} accepts a rollback: {detail}")
             }

@@ -178,13 +178,9 @@ impl Session {
                     seq: signed.record.seq,
                 })
             }
-            Err(err) => Err(self.record_refusal(
-                &facts,
-                identity,
-                Some(record::root_ref(root)),
-                err,
-                now,
-            )),
+            Err(err) => {
+                Err(self.record_refusal(&facts, identity, Some(record::root_ref(root)), err, now))
+            }
         }
     }
 

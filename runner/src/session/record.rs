@@ -5,9 +5,9 @@ use sha2::{Digest, Sha256};
 
 use crate::capsule::RawCapsule;
 use crate::evidence::events::{
-    CapsuleId, CapsuleRefused, CapsuleVerified, ConfigRef, DenialRef, DeterminismRef,
-    DirectoryRef, EgressRef, EvidenceItemRef, FindingRef, GrantRef, OutcomeRef, RefusedRef,
-    RunFinished, RunStarted, RunUsage, SignerRef, SitePolicyRef, StreamRef, TrustRootRef,
+    CapsuleId, CapsuleRefused, CapsuleVerified, ConfigRef, DenialRef, DeterminismRef, DirectoryRef,
+    EgressRef, EvidenceItemRef, FindingRef, GrantRef, OutcomeRef, RefusedRef, RunFinished,
+    RunStarted, RunUsage, SignerRef, SitePolicyRef, StreamRef, TrustRootRef,
 };
 use crate::sandbox::{Grant, RunReport, StreamSummary};
 use crate::site::SitePolicy;
