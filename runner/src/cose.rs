@@ -1,6 +1,7 @@
 //! Multi-signer COSE_Sign (RFC 9052 §4.1) as Edge Runner uses it for
 //! capsules and trust roots: one attached payload, Ed25519 signatures each
-//! naming its key by SHA-256, every byte deterministically encoded.
+//! naming its key by SHA-256, every byte deterministically encoded. It also
+//! owns which COSE `alg` values name Ed25519, for evidence records too.
 //!
 //! This module only encodes and decodes; it decides nothing about which
 //! keys are trusted. Each caller passes its own content type and external
@@ -14,6 +15,19 @@ use coset::{
 
 use crate::cbor;
 use crate::keys::{KeyId, SecretKey};
+
+/// The `alg` written in every signature Edge Runner makes (capsules, trust
+/// roots, evidence records): EdDSA (-8, RFC 9053). Stock COSE libraries
+/// (pycose 1.1.0, go-cose 1.3, t_cose 1.x and 2.x, COSE-JAVA 1.1) know -8 and
+/// refuse the fully-specified Ed25519 (-19, RFC 9864), so an auditor can check
+/// our signatures with any of them unpatched. Both name the same pure Ed25519.
+pub(crate) const WRITTEN_ALGORITHM: iana::Algorithm = iana::Algorithm::EdDSA;
+
+/// True when `alg` is EdDSA (-8) or Ed25519 (-19): both are accepted on input,
+/// since records and signatures made before we wrote -8 carry -19.
+pub(crate) fn is_ed25519_algorithm(alg: i64) -> bool {
+    alg == iana::Algorithm::EdDSA as i64 || alg == iana::Algorithm::Ed25519 as i64
+}
 
 /// One signature as found in a COSE_Sign, not yet checked.
 #[derive(Debug, Clone)]
@@ -29,10 +43,9 @@ pub struct SignatureEntry {
 }
 
 impl SignatureEntry {
-    /// True when the claimed algorithm is Ed25519 (-19) or EdDSA (-8).
+    /// True when the claimed algorithm is EdDSA (-8) or Ed25519 (-19).
     pub fn is_ed25519(&self) -> bool {
-        self.algorithm == iana::Algorithm::Ed25519 as i64
-            || self.algorithm == iana::Algorithm::EdDSA as i64
+        is_ed25519_algorithm(self.algorithm)
     }
 }
 
@@ -200,7 +213,7 @@ pub(crate) fn sign(
         }
     }
     let sig_header = HeaderBuilder::new()
-        .algorithm(iana::Algorithm::Ed25519)
+        .algorithm(WRITTEN_ALGORITHM)
         .key_id(key.id().0.to_vec())
         .build();
     let new_sig = CoseSignatureBuilder::new().protected(sig_header).build();

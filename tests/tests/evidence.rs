@@ -88,6 +88,77 @@ fn loop_writes_a_chain_that_verifies() {
     );
 }
 
+// Regression (pycose refuses alg -19): records, checkpoint records included, are
+// written with EdDSA (-8), which stock COSE libraries verify.
+#[test]
+fn records_and_checkpoint_records_are_written_with_alg_eddsa_minus_8() {
+    use coset::{CoseSign1, TaggedCborSerializable, iana};
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, _) = make_log(dir.path());
+    let mut events = Vec::new();
+    for span in record_spans(&bytes) {
+        let sign1 = CoseSign1::from_tagged_slice(&bytes[span]).unwrap();
+        assert_eq!(
+            sign1.protected.header.alg,
+            Some(coset::RegisteredLabelWithPrivate::Assigned(
+                iana::Algorithm::EdDSA
+            ))
+        );
+        let payload = edge_runner::cbor::decode_canonical(&sign1.payload.unwrap()).unwrap();
+        let event = payload.as_map().unwrap()[5]
+            .1
+            .as_text()
+            .unwrap()
+            .to_string();
+        events.push(event);
+    }
+    assert_eq!(events.last().map(String::as_str), Some("checkpoint"));
+}
+
+// Records written before the switch to -8 carry alg -19 (RFC 9864 "Ed25519"):
+// they still verify, strictly.
+#[test]
+fn record_signed_with_alg_ed25519_minus_19_is_still_accepted() {
+    use coset::{CoseSign1, TaggedCborSerializable, iana};
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let spans = record_spans(&bytes);
+    // The last record (the closing checkpoint): nothing after it chains to its hash.
+    let last = spans.len() - 1;
+    let mut sign1 = CoseSign1::from_tagged_slice(&bytes[spans[last].clone()]).unwrap();
+    sign1.protected.header.alg = Some(coset::RegisteredLabelWithPrivate::Assigned(
+        iana::Algorithm::Ed25519,
+    ));
+    sign1.protected.original_data = None;
+    let sign1 = coset::CoseSign1Builder::new()
+        .protected(sign1.protected.header)
+        .payload(sign1.payload.unwrap())
+        .create_signature(evidence::EVIDENCE_CONTEXT, |tbs| {
+            runner.sign(tbs).to_bytes().to_vec()
+        })
+        .build();
+    let raw = sign1.to_tagged_vec().unwrap();
+    let old_style =
+        edge_runner::cbor::encode(&edge_runner::cbor::decode_prefix(&raw).unwrap().0).unwrap();
+    assert_ne!(old_style, bytes[spans[last].clone()]);
+
+    let record = evidence::decode_record(&old_style, &runner.public()).unwrap();
+    assert_eq!(record.event, "checkpoint");
+    let log = splice(&bytes, last, &old_style);
+    let summary = evidence::verify_log(&log, &runner.public()).unwrap();
+    assert_eq!(summary.records.len(), spans.len());
+
+    let mut flipped = old_style;
+    let at = flipped.len() - 1;
+    flipped[at] ^= 1;
+    let failure =
+        evidence::verify_log(&splice(&bytes, last, &flipped), &runner.public()).unwrap_err();
+    assert!(
+        failure.to_string().contains("signature does not verify"),
+        "{failure}"
+    );
+}
+
 #[test]
 fn every_single_flipped_byte_fails_verification() {
     let dir = tempfile::tempdir().unwrap();
@@ -823,7 +894,7 @@ fn a_valid_record_re_encoded_non_canonically_is_refused() {
     let mut payload_bytes = Vec::new();
     ciborium::ser::into_writer(&payload, &mut payload_bytes).unwrap();
     let protected = HeaderBuilder::new()
-        .algorithm(iana::Algorithm::Ed25519)
+        .algorithm(iana::Algorithm::EdDSA)
         .content_type(evidence::CONTENT_TYPE.to_string())
         .key_id(key.id().0.to_vec())
         .build();

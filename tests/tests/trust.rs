@@ -181,8 +181,103 @@ fn unsupported_algorithm() {
     let err = verify(tampered, &trust_root(&[&p])).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "capsule `json-assert 1.0.0`: signature 0 uses COSE algorithm -7; only Ed25519 (-19) and EdDSA (-8) are accepted"
+        "capsule `json-assert 1.0.0`: signature 0 uses COSE algorithm -7; only EdDSA (-8) and Ed25519 (-19) are accepted"
     );
+}
+
+/// Sets signature `index`'s `alg` to `alg` and signs it again with `key`, as a
+/// signer that writes another Ed25519 identifier would have.
+fn resign_with_alg(
+    sign: &mut CoseSign,
+    index: usize,
+    alg: coset::iana::Algorithm,
+    context: &[u8],
+    key: &edge_runner::keys::SecretKey,
+) {
+    let sig = &mut sign.signatures[index];
+    sig.protected.header.alg = Some(coset::RegisteredLabelWithPrivate::Assigned(alg));
+    sig.protected.original_data = Some(sig.protected.header.clone().to_vec().unwrap());
+    let tbs = sign.tbs_data(context, &sign.signatures[index]);
+    sign.signatures[index].signature = key.sign(&tbs).to_bytes().to_vec();
+}
+
+/// The `alg` of each signature in a tagged COSE_Sign.
+fn algorithms(cose: &[u8]) -> Vec<Option<coset::Algorithm>> {
+    CoseSign::from_tagged_slice(cose)
+        .unwrap()
+        .signatures
+        .iter()
+        .map(|s| s.protected.header.alg.clone())
+        .collect()
+}
+
+// Regression (pycose refuses alg -19): what we write is EdDSA (-8), which stock
+// COSE libraries verify; -19 (RFC 9864 "Ed25519") is still accepted on input.
+const EDDSA: Option<coset::Algorithm> = Some(coset::RegisteredLabelWithPrivate::Assigned(
+    coset::iana::Algorithm::EdDSA,
+));
+
+#[test]
+fn capsule_and_trust_root_signatures_are_written_with_alg_eddsa_minus_8() {
+    let a = Publisher::new("acme-ci", "Acme", &["test"]);
+    let b = Publisher::new("globex-ci", "Globex", &["test"]);
+    let cosigned = capsule::cosign(&signed_json_assert(&a.key), &b.key).unwrap();
+    let checked = CheckedCapsule::parse(cosigned).unwrap();
+    let written: Vec<i64> = checked.signatures().iter().map(|s| s.algorithm).collect();
+    assert_eq!(written, [-8, -8]);
+
+    let (r1, r2) = (RootKey::new("root-1"), RootKey::new("root-2"));
+    let root = Policy::new(vec![&r1, &r2], vec![&a]).signed_by(&[&r1, &r2]);
+    assert_eq!(algorithms(&root), [EDDSA, EDDSA]);
+}
+
+#[test]
+fn capsule_signed_with_alg_ed25519_minus_19_is_still_accepted() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let old_style = rewrite_signatures(&signed_json_assert(&p.key), |sign| {
+        resign_with_alg(
+            sign,
+            0,
+            coset::iana::Algorithm::Ed25519,
+            capsule::SIGNATURE_CONTEXT,
+            &p.key,
+        );
+    });
+    let checked = CheckedCapsule::parse(old_style.clone()).unwrap();
+    assert_eq!(checked.signatures()[0].algorithm, -19);
+    let verified = verify(old_style.clone(), &trust_root(&[&p])).unwrap();
+    assert_eq!(verified.manifest().name.as_str(), "json-assert");
+
+    // Accepted means verified: the same -19 signature over other bytes is refused.
+    let mut tampered = old_style;
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let err = verify(tampered, &trust_root(&[&p])).unwrap_err();
+    assert_eq!(err.to_string(), bad_signature_message(&p));
+}
+
+#[test]
+fn trust_root_signed_with_alg_ed25519_minus_19_is_still_accepted() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root_key = RootKey::new("root-1");
+    let bytes = Policy::new(vec![&root_key], vec![&p]).signed_by(&[&root_key]);
+    let mut sign = CoseSign::from_tagged_slice(&bytes).unwrap();
+    resign_with_alg(
+        &mut sign,
+        0,
+        coset::iana::Algorithm::Ed25519,
+        trust::TRUST_ROOT_CONTEXT,
+        &root_key.key,
+    );
+    let old_style = sign.to_tagged_vec().unwrap();
+    assert_eq!(
+        algorithms(&old_style),
+        [Some(coset::RegisteredLabelWithPrivate::Assigned(
+            coset::iana::Algorithm::Ed25519
+        ))]
+    );
+    let root = trust_chain(vec![old_style]).unwrap();
+    verify(signed_json_assert(&p.key), &root).unwrap();
 }
 
 #[test]

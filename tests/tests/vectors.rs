@@ -235,3 +235,81 @@ fn merkle_roots_and_proofs_match_the_vectors_we_can_rebuild() {
         }
     }
 }
+
+/// The hex following `marker` in `doc`: the next code span that starts a line, spaces removed.
+fn doc_hex_after(doc: &str, marker: &str) -> String {
+    let at = doc
+        .find(marker)
+        .unwrap_or_else(|| panic!("`{marker}` not in the spec"));
+    let rest = &doc[at + marker.len()..];
+    let start = rest.find("\n`").expect("a code span on the next line") + 2;
+    let len = rest[start..].find('`').expect("closing backtick");
+    rest[start..start + len].replace(' ', "")
+}
+
+/// `docs/capsule-format.md` §10 is a contract an independent verifier was built
+/// from: the real signer must produce its bytes exactly, so the spec cannot drift
+/// from the code (as it would have when signatures moved from `alg` -19 to -8).
+#[test]
+fn capsule_format_worked_example_is_what_the_signer_writes() {
+    use edge_runner::capsule::{self, CheckedCapsule, ManifestSource};
+    use sha2::Digest;
+
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/capsule-format.md"),
+    )
+    .unwrap();
+    let seed: [u8; 32] =
+        hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let key = SecretKey::from_signing_key(ed25519_dalek::SigningKey::from_bytes(&seed));
+    let component = hex::decode("0061736d0d000100").unwrap();
+    let toml = "name = \"hello\"\nversion = \"1.0.0\"\nkind = \"test\"\naudience = [\"plant-7\"]\n\
+                not-before = 2026-01-01T00:00:00Z\nexpires = 2027-01-01T00:00:00Z\n";
+    let source = ManifestSource::parse(toml, std::path::Path::new("hello.toml")).unwrap();
+    let signed = capsule::sign(
+        &component,
+        &source,
+        &key,
+        edge_runner::timestamp::Timestamp::now(),
+    )
+    .unwrap();
+    let checked = CheckedCapsule::parse(signed.clone()).unwrap();
+    let entry = &checked.signatures()[0];
+    // Sig_structure = 85 69 "Signature" 58 35 <body> 58 26 <sign> 58 20 <aad> 58 c5 <manifest>.
+    let body_protected = &entry.signed_bytes[13..13 + 53];
+    let sign_protected = &entry.signed_bytes[13 + 53 + 2..13 + 53 + 2 + 38];
+
+    println!(
+        "signature protected header: {}",
+        hex::encode(sign_protected)
+    );
+    println!("signature: {}", hex::encode(&entry.signature));
+    println!("signed capsule: {} bytes", signed.len());
+    println!(
+        "signed capsule sha256: {}",
+        hex::encode(sha2::Sha256::digest(&signed))
+    );
+    println!("signed capsule: {}", hex::encode(&signed));
+
+    assert_eq!(
+        hex::encode(body_protected),
+        doc_hex_after(&doc, "**Body protected header** (53 bytes)")
+    );
+    assert_eq!(
+        hex::encode(sign_protected),
+        doc_hex_after(&doc, "**Signature protected header** (38 bytes)")
+    );
+    assert_eq!(entry.signed_bytes.len(), 339);
+    assert_eq!(
+        hex::encode(&entry.signature),
+        doc_hex_after(&doc, "**Signature:**")
+    );
+    assert_eq!(signed.len(), 401);
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&signed)),
+        doc_hex_after(&doc, "**Signed capsule** (401 bytes; SHA-256")
+    );
+}

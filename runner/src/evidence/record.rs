@@ -1,7 +1,7 @@
 //! One evidence record: its payload, its COSE_Sign1 envelope, its hash.
 
 use ciborium::Value;
-use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
+use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
 use sha2::{Digest, Sha256};
 
 use crate::cbor::{self, MapReader};
@@ -82,7 +82,7 @@ impl Record {
 pub fn sign_record(record: Record, key: &SecretKey) -> Result<SignedRecord, String> {
     let payload = record.payload()?;
     let protected = HeaderBuilder::new()
-        .algorithm(iana::Algorithm::Ed25519)
+        .algorithm(crate::cose::WRITTEN_ALGORITHM)
         .content_type(CONTENT_TYPE.to_string())
         .key_id(key.id().0.to_vec())
         .build();
@@ -105,7 +105,7 @@ pub fn sign_record(record: Record, key: &SecretKey) -> Result<SignedRecord, Stri
 /// Decodes one record's bytes and checks its signature under `key`, strictly.
 ///
 /// Checks, in order: size, canonical CBOR, tag 18 COSE_Sign1 structure,
-/// protected header (alg Ed25519 or EdDSA, content type, kid = `key`'s id),
+/// protected header (alg EdDSA -8 or Ed25519 -19, content type, kid = `key`'s id),
 /// empty unprotected header, `verify_strict` signature, canonical payload
 /// with exactly the seven fields and their types, format version.
 pub fn decode_record(bytes: &[u8], key: &PublicKey) -> Result<Record, RecordFault> {
@@ -149,10 +149,14 @@ fn decode_inner(bytes: &[u8], key: &PublicKey) -> Result<Record, RecordFault> {
     }
     let header = &sign1.protected.header;
     match &header.alg {
-        Some(coset::RegisteredLabelWithPrivate::Assigned(
-            iana::Algorithm::Ed25519 | iana::Algorithm::EdDSA,
-        )) => {}
-        other => return Err(format!("algorithm {other:?} is not Ed25519").into()),
+        Some(coset::RegisteredLabelWithPrivate::Assigned(a))
+            if crate::cose::is_ed25519_algorithm(*a as i64) => {}
+        other => {
+            return Err(format!(
+                "algorithm {other:?} is not Ed25519; only EdDSA (-8) and Ed25519 (-19) are accepted"
+            )
+            .into());
+        }
     }
     match &header.content_type {
         Some(coset::ContentType::Text(t)) if t == CONTENT_TYPE => {}

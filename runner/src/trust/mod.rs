@@ -65,7 +65,7 @@ pub enum TrustError {
     Rollback(#[from] RollbackError),
     /// A signature uses an algorithm other than Ed25519.
     #[error(
-        "capsule `{capsule}`: signature {index} uses COSE algorithm {algorithm}; only Ed25519 (-19) and EdDSA (-8) are accepted"
+        "capsule `{capsule}`: signature {index} uses COSE algorithm {algorithm}; only EdDSA (-8) and Ed25519 (-19) are accepted"
     )]
     UnsupportedAlgorithm {
         /// Capsule name and version.
