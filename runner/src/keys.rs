@@ -159,10 +159,16 @@ impl SecretKey {
         mac.finalize().into_bytes().into()
     }
 
-    /// The key as PKCS#8 PEM.
+    /// The key as PKCS#8 v1 PEM (RFC 5208: the private key alone, as
+    /// `openssl genpkey` writes it). The v2 form (RFC 5958, public key
+    /// attached) is refused by OpenSSL 3.0 and Python's `cryptography`;
+    /// [`SecretKey::from_pem`] reads both.
     pub fn to_pem(&self) -> Result<String, KeyError> {
-        self.key
-            .to_pkcs8_pem(LineEnding::LF)
+        ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
             .map(|pem| pem.to_string())
             .map_err(|e| KeyError::Format {
                 path: PathBuf::new(),
@@ -304,6 +310,32 @@ fn write_new(path: &Path, data: &[u8], private: bool) -> Result<(), KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_keys_are_written_as_pkcs8_v1_like_openssl() {
+        use base64::Engine;
+        let key = SecretKey::generate().unwrap();
+        let pem = key.to_pem().unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        // `openssl genpkey -algorithm ed25519` writes exactly this: SEQUENCE {
+        // version 0 (v1), AlgorithmIdentifier id-Ed25519, OCTET STRING { 32 bytes } }.
+        let openssl_prefix = hex::decode("302e020100300506032b657004220420").unwrap();
+        assert_eq!(der.len(), 48, "no public key attached (that is v2)");
+        assert_eq!(der[..16], openssl_prefix[..]);
+        assert_eq!(der[16..], key.key.to_bytes());
+    }
+
+    #[test]
+    fn pkcs8_v2_keys_made_by_other_tools_still_load() {
+        let key = SecretKey::generate().unwrap();
+        // dalek's own encoder writes v2 (RFC 5958, public key attached).
+        let v2 = key.key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let loaded = SecretKey::from_pem(&v2, Path::new("v2.key")).unwrap();
+        assert_eq!(loaded.id(), key.id());
+    }
 
     #[test]
     fn pem_round_trip_keeps_the_key() {

@@ -167,6 +167,38 @@ fn sign_verify_run_and_verify_evidence_with_an_openssl_key() {
     sign_verify_run_and_verify_evidence_with(d, &key, &public);
 }
 
+/// Keys we write are keys OpenSSL reads: `openssl pkey` takes our private key
+/// (PKCS#8 v1, as `openssl genpkey` writes it) and derives exactly our `.pub`.
+#[test]
+#[ignore = "needs the openssl binary; .ci/run installs it and runs the ignored tests"]
+fn openssl_reads_our_private_key_and_derives_our_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keys(dir.path(), "ours");
+    let out = Command::new("openssl")
+        .args(["pkey", "-in", p(&key), "-pubout"])
+        .output()
+        .expect("the openssl binary (install it, e.g. `apt-get install openssl`)");
+    assert!(
+        out.status.success(),
+        "openssl refused our key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        std::fs::read_to_string(&public).unwrap()
+    );
+    // And the private key text is what OpenSSL itself would write for it.
+    let out = Command::new("openssl")
+        .args(["pkey", "-in", p(&key)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        std::fs::read_to_string(&key).unwrap()
+    );
+}
+
 fn sign_verify_run_and_verify_evidence_with(d: &Path, key: &Path, public: &Path) {
     let trust = write_trust_root(d, public);
 

@@ -281,6 +281,32 @@ fn trust_root_signed_with_alg_ed25519_minus_19_is_still_accepted() {
 }
 
 #[test]
+fn trust_root_signature_with_a_forbidden_algorithm_beside_valid_ones() {
+    // The root keys' valid signatures meet the threshold; a third signature, by
+    // a key the policy does not know, claims ES256. Spec §7.1: refused whoever signed.
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root_key = RootKey::new("root-1");
+    let bytes = Policy::new(vec![&root_key], vec![&p]).signed_by(&[&root_key]);
+    let mut sign = CoseSign::from_tagged_slice(&bytes).unwrap();
+    let stranger = edge_runner::keys::SecretKey::generate().unwrap();
+    let protected = coset::HeaderBuilder::new()
+        .algorithm(coset::iana::Algorithm::ES256)
+        .key_id(stranger.id().0.to_vec())
+        .build();
+    let mut extra = coset::CoseSignatureBuilder::new()
+        .protected(protected)
+        .build();
+    extra.protected.original_data = Some(extra.protected.header.clone().to_vec().unwrap());
+    extra.signature = vec![0; 64];
+    sign.signatures.push(extra);
+    let err = trust_chain(vec![sign.to_tagged_vec().unwrap()]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "trust root 1.root.cose: signature 1 uses COSE algorithm -7; trust root signatures must be EdDSA (-8) or Ed25519 (-19), whoever signed. Re-sign the trust root without it"
+    );
+}
+
+#[test]
 fn unknown_key() {
     let trusted = Publisher::new("acme-ci", "Acme", &["test"]);
     let stranger = Publisher::new("mallory", "Evil", &["test"]);

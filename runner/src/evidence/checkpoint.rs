@@ -99,9 +99,7 @@ impl Checkpoint {
         if lines.next().is_some() {
             return Err("the note body has lines after the root; this format has none".into());
         }
-        let root: Hash = STANDARD
-            .decode(root_text)
-            .ok()
+        let root: Hash = canonical_base64(root_text)
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| format!("root `{root_text}` is not a base64 SHA-256"))?;
         let want = key_hash(origin, key);
@@ -111,9 +109,8 @@ impl Checkpoint {
                 return Err(format!("`{line}` is not a signature line"));
             };
             let (name, sig) = rest.rsplit_once(' ').ok_or("malformed signature line")?;
-            let blob = STANDARD
-                .decode(sig)
-                .map_err(|_| "signature is not base64".to_string())?;
+            let blob = canonical_base64(sig)
+                .ok_or_else(|| format!("signature `{sig}` is not canonical standard base64"))?;
             if name != origin || blob.len() != 68 || blob[..4] != want {
                 continue; // another signer's line, e.g. a witness cosignature
             }
@@ -134,6 +131,13 @@ impl Checkpoint {
             root,
         })
     }
+}
+
+/// Decodes standard base64 with padding, only in its one canonical form (the
+/// text must be what encoding the bytes gives back: no unused bits set).
+fn canonical_base64(text: &str) -> Option<Vec<u8>> {
+    let bytes = STANDARD.decode(text).ok()?;
+    (STANDARD.encode(&bytes) == text).then_some(bytes)
 }
 
 #[cfg(test)]
@@ -159,5 +163,30 @@ mod tests {
         // A witness cosignature line by another key is allowed.
         let witnessed = format!("{note}\u{2014} witness.example AAAAAAAA\n");
         assert_eq!(Checkpoint::verify(&witnessed, &key.public()).unwrap(), cp);
+    }
+
+    #[test]
+    fn signature_line_with_non_canonical_base64_is_refused() {
+        // The 68-byte blob leaves 2 unused bits in its last base64 digit; setting
+        // one gives other text for the same bytes, so one note would have many forms.
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let key = SecretKey::generate().unwrap();
+        let cp = Checkpoint {
+            origin: origin(&[7; 16]),
+            size: 42,
+            root: [3; 32],
+        };
+        let note = cp.sign(&key);
+        let line_start = note.rfind('\u{2014}').unwrap();
+        let sig_end = note.len() - "=\n".len();
+        let mut bytes = note.clone().into_bytes();
+        let last = bytes[sig_end - 1];
+        let value = ALPHABET.iter().position(|&c| c == last).unwrap();
+        assert_eq!(value & 3, 0, "unused bits are zero as written");
+        bytes[sig_end - 1] = ALPHABET[value | 1];
+        let altered = String::from_utf8(bytes).unwrap();
+        assert!(altered[line_start..].ends_with("=\n"));
+        let err = Checkpoint::verify(&altered, &key.public()).unwrap_err();
+        assert!(err.contains("is not canonical standard base64"), "{err}");
     }
 }

@@ -572,8 +572,9 @@ impl SignedRoot {
     }
 
     /// Counts distinct root keys of `keys_of` whose signatures on this file
-    /// verify. A signature by one of those keys that does *not* verify, or
-    /// that uses another algorithm, is an error: the file was altered.
+    /// verify. A signature with an algorithm other than Ed25519, by anyone,
+    /// or one by those keys that does *not* verify, is an error: the file was
+    /// altered (or signed with a forbidden algorithm).
     pub fn signatures_by(
         &self,
         keys_of: &RootPolicy,
@@ -582,11 +583,21 @@ impl SignedRoot {
         let mut signed_by = Vec::new();
         let mut seen = BTreeSet::new();
         for (index, entry) in self.signatures.iter().enumerate() {
+            // A forbidden algorithm refuses the file whoever signed it (§7.1):
+            // a verifier must not have to know the key to reject the file.
+            if !entry.is_ed25519() {
+                return Err(TrustError::TrustRoot {
+                    path: origin.to_string(),
+                    detail: format!(
+                        "signature {index} uses COSE algorithm {}; trust root signatures must be EdDSA (-8) or Ed25519 (-19), whoever signed. Re-sign the trust root without it",
+                        entry.algorithm
+                    ),
+                });
+            }
             let Some(root_key) = keys_of.root_key(&entry.key_id) else {
                 continue;
             };
-            if !entry.is_ed25519()
-                || !root_key
+            if !root_key
                     .key
                     .verify_strict(&entry.signed_bytes, &entry.signature)
             {
