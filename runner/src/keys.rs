@@ -169,12 +169,12 @@ impl SecretKey {
             public_key: None,
         }
         .to_pkcs8_pem(LineEnding::LF)
-            .map(|pem| pem.to_string())
-            .map_err(|e| KeyError::Format {
-                path: PathBuf::new(),
-                expected: "an encodable Ed25519 key",
-                detail: e.to_string(),
-            })
+        .map(|pem| pem.to_string())
+        .map_err(|e| KeyError::Format {
+            path: PathBuf::new(),
+            expected: "an encodable Ed25519 key",
+            detail: e.to_string(),
+        })
     }
 
     /// Writes `DIR/NAME.key` (mode 0600) and `DIR/NAME.pub`, refusing to overwrite

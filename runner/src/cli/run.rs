@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::{Exit, read_raw, warn_if_demo};
@@ -81,7 +81,8 @@ impl RunArgs {
             &self.evidence.join("code-cache"),
             key.derive_secret(CACHE_KEY_PURPOSE),
         );
-        let log = EvidenceLog::open(&self.evidence, key)?;
+        let log = EvidenceLog::open(&self.evidence, key)
+            .with_context(|| format!("--evidence {}", self.evidence.display()))?;
         let mut session = Session::with_policy(log, Limits::default(), policy)?;
         session.set_code_cache(cache);
         let refused = |session: &Session, err: &dyn std::fmt::Display| {

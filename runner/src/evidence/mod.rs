@@ -46,12 +46,12 @@ pub enum EvidenceError {
     },
     /// Another process holds the log.
     #[error(
-        "evidence log {0} is in use by another edge-runner process; wait for it to finish or use another --evidence directory"
+        "evidence log {0} is in use by another edge-runner process; wait for it to finish, or use another evidence directory"
     )]
     Locked(String),
     /// The log was written under another key.
     #[error(
-        "evidence log {path} belongs to runner key {log_key}, but this runner's key is {our_key}; use the matching --runner-key or a new --evidence directory"
+        "evidence log {path} belongs to runner key {log_key}, but this runner's key is {our_key}; use the runner key that wrote it, or a new evidence directory"
     )]
     WrongKey {
         /// The log.
@@ -63,7 +63,7 @@ pub enum EvidenceError {
     },
     /// The existing log fails verification, so appending would hide the damage.
     #[error(
-        "evidence log {path} does not verify ({failure}); refusing to append. Keep it for investigation, move it aside, and start a new --evidence directory"
+        "evidence log {path} does not verify ({failure}); refusing to append. Keep it for investigation, move it aside, and start a new evidence directory"
     )]
     Corrupt {
         /// The log.

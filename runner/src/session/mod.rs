@@ -31,7 +31,7 @@ pub enum SessionError {
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     /// The site name is not a valid name.
-    #[error("--site: {0}")]
+    #[error("site name: {0}")]
     BadSite(String),
     /// Evidence could not be written, so nothing further was done.
     #[error(transparent)]

@@ -598,8 +598,8 @@ impl SignedRoot {
                 continue;
             };
             if !root_key
-                    .key
-                    .verify_strict(&entry.signed_bytes, &entry.signature)
+                .key
+                .verify_strict(&entry.signed_bytes, &entry.signature)
             {
                 return Err(TrustError::TrustRoot {
                     path: origin.to_string(),
