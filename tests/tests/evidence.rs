@@ -1121,3 +1121,35 @@ fn log_rewritten_under_its_checkpoint_is_refused() {
     );
     assert_eq!(std::fs::read(&log_path).unwrap(), before);
 }
+
+#[test]
+fn capsule_admitted_before_the_log_was_reopened_is_refused() {
+    // Same log, same last verification, but another session: the one that
+    // judged the capsule (its clock, trust root and high-water mark) has ended.
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let dir = tempfile::tempdir().unwrap();
+    let runner = SecretKey::generate().unwrap();
+    let copy = SecretKey::from_pem(&runner.to_pem().unwrap(), Path::new("k")).unwrap();
+    let mut first = Session::new(
+        EvidenceLog::open(dir.path(), runner).unwrap(),
+        Limits::default(),
+        SITE,
+    )
+    .unwrap();
+    let admitted = first
+        .verify(raw(signed_json_assert(&publisher.key)), &root)
+        .unwrap();
+    drop(first);
+    let mut second = Session::new(
+        EvidenceLog::open(dir.path(), copy).unwrap(),
+        Limits::default(),
+        SITE,
+    )
+    .unwrap();
+    let err = second.run(admitted, PASSING_INPUT.as_bytes()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "capsule `json-assert 1.0.0` was not admitted by this session (it was verified by another session of this log, which has ended); verify it in this session, then run it"
+    );
+}

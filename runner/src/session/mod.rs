@@ -56,12 +56,13 @@ pub enum SessionError {
 ///
 /// ```compile_fail
 /// # fn forge(capsule: edge_runner::trust::VerifiedCapsule) {
-/// let admitted = edge_runner::session::Admitted { capsule, log_id: [0; 16], seq: 0 };
+/// let admitted = edge_runner::session::Admitted { capsule, session: 0, log_id: [0; 16], seq: 0 };
 /// # }
 /// ```
 #[derive(Debug)]
 pub struct Admitted {
     capsule: VerifiedCapsule,
+    session: u64,
     log_id: [u8; 16],
     seq: u64,
 }
@@ -81,6 +82,8 @@ impl Admitted {
 /// A runner with its sandbox, limits, site name and evidence log.
 #[derive(Debug)]
 pub struct Session {
+    /// Unique in this process: an [`Admitted`] names the session that made it.
+    id: u64,
     sandbox: Sandbox,
     limits: Limits,
     log: EvidenceLog,
@@ -113,7 +116,9 @@ impl Session {
         limits: Limits,
         policy: SitePolicy,
     ) -> Result<Self, SessionError> {
+        static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Self {
+            id: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             sandbox: Sandbox::new()?,
             limits,
             log,
@@ -174,6 +179,7 @@ impl Session {
                 let signed = self.log.record(&Event::from(event))?;
                 Ok(Admitted {
                     capsule,
+                    session: self.id,
                     log_id: signed.record.log_id,
                     seq: signed.record.seq,
                 })
@@ -213,6 +219,7 @@ impl Session {
     pub fn run(&mut self, admitted: Admitted, input: &[u8]) -> Result<RunRecord, SessionError> {
         let Admitted {
             capsule,
+            session,
             log_id,
             seq,
         } = admitted;
@@ -228,6 +235,14 @@ impl Session {
                     hex::encode(log_id),
                     hex::encode(self.log.log_id())
                 ),
+            });
+        }
+        if session != self.id {
+            // The same log, reopened by another session: its verification was
+            // judged for a session that has ended; judge it again here.
+            return Err(SessionError::NotAdmittedHere {
+                capsule: label(),
+                detail: "it was verified by another session of this log, which has ended".into(),
             });
         }
         if capsule.site() != self.site {
