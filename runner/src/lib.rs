@@ -28,6 +28,7 @@ pub mod cbor;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod cose;
+pub mod custody;
 pub mod evidence;
 pub mod fsio;
 pub mod keys;

@@ -8,8 +8,21 @@ use std::process::{Command, Output};
 fn edge_runner(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_edge-runner"))
         .args(args)
+        .env_remove("EDGE_RUNNER_KEY")
+        .env("XDG_STATE_HOME", state_home())
         .output()
         .expect("run edge-runner")
+}
+
+/// The runner's default key directory for this test binary (never the user's own).
+fn state_home() -> &'static Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("cli-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
 }
 
 fn text(out: &Output) -> String {
@@ -257,8 +270,23 @@ fn sign_verify_run_and_verify_evidence_with(d: &Path, key: &Path, public: &Path)
     );
     assert!(
         evidence.join("runner.pub").is_file(),
-        "runner key is created on first use"
+        "runner key is created on first use, its public key copied beside the log"
     );
+    let default_key = state_home().join("edge-runner/runner.key");
+    assert!(default_key.is_file(), "the key lives at the default path");
+    assert!(
+        !evidence.join("runner.key").exists(),
+        "no private key in the evidence directory"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&default_key)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     let out = run_with_input(
         d,
@@ -636,6 +664,112 @@ fn rollback_is_refused_across_runs() {
         "{}",
         text(&out)
     );
+}
+
+/// An attacker who can write the evidence directory must not find a key
+/// there that re-signs it: a runner key inside it is refused unless the
+/// operator says, by name, that this is unsafe; a key others can read is refused.
+#[test]
+fn runner_key_inside_the_evidence_dir_is_refused_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "v1.wasm", &[]);
+    let evidence = d.join("evidence");
+    let (inside, _) = keys(&evidence, "runner");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            p(&signed),
+            "--trust",
+            p(&trust),
+            "--site",
+            SITE,
+            "--evidence",
+            p(&evidence),
+            "--runner-key",
+            p(&inside),
+        ];
+        args.extend_from_slice(extra);
+        edge_runner(&args)
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "runner key {} is inside the evidence directory {}: whoever can write the evidence could re-sign it with that key",
+            inside.display(),
+            evidence.display()
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !evidence.join("evidence.log").exists(),
+        "nothing was signed with that key"
+    );
+    // Named through a symlink from outside, it is still the same file.
+    #[cfg(unix)]
+    {
+        let link = d.join("key-link.key");
+        std::os::unix::fs::symlink(&inside, &link).unwrap();
+        let out = edge_runner(&[
+            "run",
+            p(&signed),
+            "--trust",
+            p(&trust),
+            "--site",
+            SITE,
+            "--evidence",
+            p(&evidence),
+            "--runner-key",
+            p(&link),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains("is inside the evidence directory"),
+            "{}",
+            text(&out)
+        );
+    }
+    let out = run(&["--unsafe-key-in-evidence-dir"]);
+    assert!(
+        text(&out).contains("ran json-assert 1.0.0"),
+        "{}",
+        text(&out)
+    );
+    assert!(evidence.join("evidence.log").is_file());
+
+    // A key others may read is refused whatever its place.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let (outside, _) = keys(&d.join("keys"), "runner");
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = edge_runner(&[
+            "run",
+            p(&signed),
+            "--trust",
+            p(&trust),
+            "--site",
+            SITE,
+            "--evidence",
+            p(&d.join("evidence-2")),
+            "--runner-key",
+            p(&outside),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!(
+                "runner key {} is accessible to other users (mode 0644); run `chmod 600 {}`",
+                outside.display(),
+                outside.display()
+            )),
+            "{}",
+            text(&out)
+        );
+    }
 }
 
 #[test]

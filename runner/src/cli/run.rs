@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::{Exit, read_raw, warn_if_demo};
+use crate::custody::{self, KeyPlacement};
 use crate::evidence::EvidenceLog;
 use crate::fsio::read_bounded;
 use crate::keys::SecretKey;
@@ -45,9 +46,15 @@ pub(super) struct RunArgs {
     /// Input for the capsule (passed as bytes; usually JSON).
     #[arg(long)]
     input: Option<PathBuf>,
-    /// The runner's private key. Default: DIR/runner.key, generated on first use with DIR/runner.pub.
+    /// The runner's private key (mode 0600, owned by this user, outside the evidence directory).
+    /// Default: $XDG_STATE_HOME/edge-runner/runner.key or ~/.local/state/edge-runner/runner.key,
+    /// created on first use; its public key is copied to DIR/runner.pub.
     #[arg(long, env = "EDGE_RUNNER_KEY")]
     runner_key: Option<PathBuf>,
+    /// Allow a runner key inside the evidence directory. Unsafe: whoever can
+    /// write the evidence can then re-sign it. For throwaway experiments only.
+    #[arg(long)]
+    unsafe_key_in_evidence_dir: bool,
 }
 
 impl RunArgs {
@@ -76,7 +83,12 @@ impl RunArgs {
             }
             (None, None) => bail!("pass --site NAME or --site-policy FILE"),
         };
-        let key = runner_key(self.runner_key.as_deref(), &self.evidence)?;
+        let placement = if self.unsafe_key_in_evidence_dir {
+            KeyPlacement::UnsafeInsideEvidenceDir
+        } else {
+            KeyPlacement::Separate
+        };
+        let key = runner_key(self.runner_key.as_deref(), &self.evidence, placement)?;
         let cache = CodeCache::new(
             &self.evidence.join("code-cache"),
             key.derive_secret(CACHE_KEY_PURPOSE),
@@ -196,21 +208,32 @@ fn run_exit(record: &RunRecord) -> Exit {
     }
 }
 
-/// Loads the runner key, or creates DIR/runner.key (0600) and DIR/runner.pub on first use.
-fn runner_key(explicit: Option<&Path>, evidence_dir: &Path) -> Result<SecretKey> {
-    if let Some(path) = explicit {
-        return Ok(SecretKey::load(path)?);
+/// Loads the runner key after checking its custody (or creates it at the
+/// default path), and leaves a copy of its public key in the evidence directory.
+pub(super) fn runner_key(
+    explicit: Option<&Path>,
+    evidence_dir: &Path,
+    placement: KeyPlacement,
+) -> Result<SecretKey> {
+    let opened = custody::open_runner_key(explicit, evidence_dir, placement)?;
+    if opened.created {
+        eprintln!(
+            "created runner key {} (mode 0600; keep it out of the evidence directory and back it up as the compliance team's key custody requires)",
+            opened.path.display()
+        );
     }
-    let path = evidence_dir.join("runner.key");
-    if path.exists() {
-        return Ok(SecretKey::load(&path)?);
+    let public = opened.key.public().to_pem()?;
+    let copy = evidence_dir.join("runner.pub");
+    if std::fs::read_to_string(&copy).ok().as_deref() != Some(public.as_str()) {
+        std::fs::create_dir_all(evidence_dir)
+            .with_context(|| format!("--evidence {}", evidence_dir.display()))?;
+        crate::fsio::write_atomically(&copy, public.as_bytes())
+            .with_context(|| format!("writing {}", copy.display()))?;
+        eprintln!(
+            "runner public key {} written to {}; auditors verify this log with it (obtained from you, not from the evidence directory)",
+            opened.key.id().short(),
+            copy.display()
+        );
     }
-    let key = SecretKey::generate()?;
-    key.write_pair(evidence_dir, "runner")?;
-    eprintln!(
-        "created runner key {} (public key {}); auditors verify this log with that public key",
-        path.display(),
-        evidence_dir.join("runner.pub").display()
-    );
-    Ok(key)
+    Ok(opened.key)
 }
