@@ -91,10 +91,11 @@ fn main() {
         );
     }
 
-    // Verification of large logs.
-    for &size in &[100_000u64, 1_000_000] {
+    // Open cost and verification, on logs of growing size.
+    let mut open_ms = Vec::new();
+    for &size in &[10u64, 1_000, 100_000, 1_000_000] {
         if size > max {
-            println!("verify {size} records: skipped (EDGE_RUNNER_BENCH_RECORDS={max})");
+            println!("log of {size} records: skipped (EDGE_RUNNER_BENCH_RECORDS={max})");
             continue;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -103,15 +104,41 @@ fn main() {
             every_records: 10_000,
             every: std::time::Duration::from_secs(3600),
         });
-        let mut i = 0;
+        let mut i = log.len();
         while i < size {
-            let entries = (0..1000u64)
-                .map(|j| ("bench".to_string(), body(i + j)))
-                .collect();
+            let n = (size - i).min(1000);
+            let entries = (0..n).map(|j| ("bench".to_string(), body(i + j))).collect();
             log.append_batch(entries).unwrap();
-            i += 1000;
+            i += n;
         }
         log.close().unwrap();
+
+        // What a `run` does with the log: open it, append a run's records
+        // one durable write each, close it with a checkpoint.
+        let mut samples: Vec<f64> = (0..7)
+            .map(|_| {
+                let start = Instant::now();
+                let mut log = EvidenceLog::open(dir.path(), fresh_key()).unwrap();
+                for j in 0..3 {
+                    log.append("bench", body(j)).unwrap();
+                }
+                log.close().unwrap();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        samples.sort_by(f64::total_cmp);
+        let median = samples[samples.len() / 2];
+        open_ms.push(median);
+        println!(
+            "open + 3 appends + close, {size:>7} records   median {median:>8.2} ms  (min {:.2}, max {:.2}, 7 runs; x{:.2} of the 10-record log)",
+            samples[0],
+            samples[samples.len() - 1],
+            median / open_ms[0]
+        );
+
+        if size < 100_000 {
+            continue;
+        }
         let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
         let start = Instant::now();
         let summary = evidence::verify_log(&bytes, &public).unwrap();

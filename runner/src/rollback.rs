@@ -157,6 +157,103 @@ impl HighWater {
     }
 }
 
+impl HighWater {
+    /// The marks as a deterministic-CBOR value (the `high-water` field of a
+    /// checkpoint's resume state, `docs/evidence-format.md` §6.1): capsule
+    /// marks `[name, version, module-sha256]` and trust root marks
+    /// `[name, version]`, each list sorted by name.
+    pub fn to_value(&self) -> ciborium::Value {
+        use ciborium::Value;
+        let capsules = self
+            .capsules
+            .iter()
+            .map(|(name, (version, digest))| {
+                Value::Array(vec![
+                    Value::Text(name.clone()),
+                    Value::Text(version.to_string()),
+                    Value::Bytes(digest.to_vec()),
+                ])
+            })
+            .collect();
+        let roots = self
+            .roots
+            .iter()
+            .map(|(name, version)| {
+                Value::Array(vec![
+                    Value::Text(name.clone()),
+                    Value::Integer((*version).into()),
+                ])
+            })
+            .collect();
+        crate::cbor::text_map([
+            ("capsules", Value::Array(capsules)),
+            ("trust-roots", Value::Array(roots)),
+        ])
+    }
+
+    /// Reads [`HighWater::to_value`]'s form back; it must be exactly that
+    /// form (sorted, no duplicates), so one set of marks has one encoding.
+    pub fn from_value(value: &ciborium::Value) -> Result<Self, String> {
+        use ciborium::Value;
+        let map = crate::cbor::MapReader::new("`high-water`", value)?;
+        map.only(&["capsules", "trust-roots"])?;
+        let list = |key: &str| match map.get(key) {
+            Some(Value::Array(items)) => Ok(items),
+            _ => Err(format!("`high-water` field `{key}` is not an array")),
+        };
+        let mut marks = HighWater::default();
+        for item in list("capsules")? {
+            let bad = || "a `high-water` capsule mark is not [name, version, sha256]".to_string();
+            let Value::Array(parts) = item else {
+                return Err(bad());
+            };
+            let [
+                Value::Text(name),
+                Value::Text(version),
+                Value::Bytes(digest),
+            ] = parts.as_slice()
+            else {
+                return Err(bad());
+            };
+            let version = semver::Version::parse(version).map_err(|e| format!("{}: {e}", bad()))?;
+            let digest: [u8; 32] = digest.as_slice().try_into().map_err(|_| bad())?;
+            if marks
+                .capsules
+                .keys()
+                .next_back()
+                .is_some_and(|last| last >= name)
+            {
+                return Err(
+                    "`high-water` capsule marks are not sorted by name without repeats".into(),
+                );
+            }
+            marks.capsules.insert(name.clone(), (version, digest));
+        }
+        for item in list("trust-roots")? {
+            let bad = || "a `high-water` trust root mark is not [name, version]".to_string();
+            let Value::Array(parts) = item else {
+                return Err(bad());
+            };
+            let [Value::Text(name), version] = parts.as_slice() else {
+                return Err(bad());
+            };
+            let version = crate::cbor::as_u64(version).ok_or_else(bad)?;
+            if marks
+                .roots
+                .keys()
+                .next_back()
+                .is_some_and(|last| last >= name)
+            {
+                return Err(
+                    "`high-water` trust root marks are not sorted by name without repeats".into(),
+                );
+            }
+            marks.roots.insert(name.clone(), version);
+        }
+        Ok(marks)
+    }
+}
+
 impl fmt::Display for HighWater {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let items: Vec<String> = self.capsules().map(|(n, v)| format!("{n} {v}")).collect();

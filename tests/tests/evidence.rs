@@ -303,12 +303,29 @@ fn torn_tail_is_detected_then_repaired_with_a_restart_record() {
     assert_eq!(body.uint("torn-bytes-dropped").unwrap(), partial as u64);
 }
 
+/// Reopens the log in `dir` once, appending one record, so that the newest
+/// checkpoint moves past it; returns the resume pointer from before.
+fn append_after_a_checkpoint(dir: &Path, runner: &SecretKey) -> String {
+    let pointer = std::fs::read_to_string(dir.join(evidence::RESUME_FILE)).unwrap();
+    let copy = SecretKey::from_pem(&runner.to_pem().unwrap(), Path::new("mem")).unwrap();
+    let mut log = EvidenceLog::open(dir, copy).unwrap();
+    log.append("note", edge_runner::cbor::text_map([("n", 1u64.into())]))
+        .unwrap();
+    log.close().unwrap();
+    pointer
+}
+
 #[test]
 fn corrupt_log_is_never_appended_to() {
     let dir = tempfile::tempdir().unwrap();
-    let (bytes, runner) = make_log(dir.path());
+    let (before, runner) = make_log(dir.path());
+    // Records after the checkpoint the next open resumes from: as after a
+    // crash that left the pointer at the older checkpoint.
+    let pointer = append_after_a_checkpoint(dir.path(), &runner);
+    std::fs::write(dir.path().join(evidence::RESUME_FILE), pointer).unwrap();
+    let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
     let mut altered = bytes.clone();
-    altered[bytes.len() / 2] ^= 0x01;
+    altered[before.len() + 40] ^= 0x01;
     std::fs::write(dir.path().join(LOG_FILE), &altered).unwrap();
     let err = EvidenceLog::open(dir.path(), runner).unwrap_err();
     assert!(matches!(err, EvidenceError::Corrupt { .. }), "{err}");
@@ -318,6 +335,75 @@ fn corrupt_log_is_never_appended_to() {
         altered,
         "the damaged log must be left as it was"
     );
+}
+
+/// Opening reads only the records after the newest checkpoint (its signed
+/// resume state stands for the rest), so damage before it is not seen at
+/// open; it is not hidden either: the full verification an auditor runs
+/// names the damaged record.
+#[test]
+fn damage_before_the_resume_point_is_named_by_full_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let public = runner.public();
+    let spans = record_spans(&bytes);
+    let mut altered = bytes.clone();
+    altered[spans[2].start + 30] ^= 0x01;
+    std::fs::write(dir.path().join(LOG_FILE), &altered).unwrap();
+    let log = EvidenceLog::open(dir.path(), runner).unwrap();
+    drop(log);
+    let after = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    assert!(after.len() > altered.len(), "the open appended");
+    match evidence::verify_log(&after, &public).unwrap_err() {
+        Failure::BadRecord { record: 2, .. } | Failure::Malformed { record: 2, .. } => {}
+        other => panic!("expected record 2 to fail, got {other}"),
+    }
+}
+
+/// `DIR/resume` is a hint anyone with write access can change: garbage, a
+/// pointer to a record that is not a checkpoint, to an older checkpoint, or
+/// past the end all lead to the same state as the honest pointer.
+#[test]
+fn resume_pointer_is_only_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let older = append_after_a_checkpoint(dir.path(), &runner);
+    let honest = std::fs::read_to_string(dir.path().join(evidence::RESUME_FILE)).unwrap();
+    assert_ne!(older, honest);
+    let spans = record_spans(&bytes);
+    let reopen = |pointer: Option<&str>| {
+        let backup = dir.path().join("backup");
+        let _ = std::fs::remove_dir_all(&backup);
+        std::fs::create_dir(&backup).unwrap();
+        for name in [LOG_FILE, evidence::CHECKPOINT_FILE] {
+            std::fs::copy(dir.path().join(name), backup.join(name)).unwrap();
+        }
+        match pointer {
+            Some(p) => std::fs::write(backup.join(evidence::RESUME_FILE), p).unwrap(),
+            None => {}
+        }
+        let copy = SecretKey::from_pem(&runner.to_pem().unwrap(), Path::new("mem")).unwrap();
+        let log = EvidenceLog::open(&backup, copy).unwrap();
+        (
+            log.len(),
+            log.head() == [0; 32],
+            format!("{}", log.high_water()),
+        )
+    };
+    let want = reopen(Some(&honest));
+    assert!(want.2.contains("json-assert 1.0.0"), "{want:?}");
+    let not_a_checkpoint = format!("{} 1\n", spans[1].start);
+    let past_the_end = format!("{} 99\n", u64::MAX / 2);
+    for pointer in [
+        None,
+        Some("garbage"),
+        Some(older.as_str()),
+        Some(not_a_checkpoint.as_str()),
+        Some(past_the_end.as_str()),
+        Some("0 0\n"),
+    ] {
+        assert_eq!(reopen(pointer), want, "pointer {pointer:?}");
+    }
 }
 
 #[test]

@@ -180,7 +180,7 @@ impl EventBody for Restart {
 }
 
 /// `checkpoint`: the runner's signed checkpoint over every record before it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
     /// Records covered.
     pub size: u64,
@@ -188,23 +188,37 @@ pub struct Checkpoint {
     pub root: [u8; 32],
     /// The C2SP signed note over the same.
     pub note: String,
+    /// The resume state after those records (spec §6.1), so a runner can
+    /// append without re-reading them; absent in logs written before it.
+    /// The verifier checks it equals the state it derives.
+    pub state: Option<Value>,
 }
 
 impl EventBody for Checkpoint {
     const NAME: &'static str = "checkpoint";
     fn fields(&self) -> Vec<(&'static str, Value)> {
-        vec![
+        let mut fields = vec![
             ("size", uint(self.size)),
             ("root", bytes(&self.root)),
             ("note", text(&self.note)),
-        ]
+        ];
+        if let Some(state) = &self.state {
+            fields.push(("state", state.clone()));
+        }
+        fields
     }
     fn read(b: &MapReader<'_>) -> Result<Self, String> {
-        b.only(&["size", "root", "note"])?;
+        b.only(&["size", "root", "note", "state"])?;
+        let state = match b.get("state") {
+            None => None,
+            Some(v @ Value::Map(_)) => Some(v.clone()),
+            Some(_) => return Err("`state` is not a map".into()),
+        };
         Ok(Self {
             size: b.uint("size")?,
             root: digest(b, "root")?,
             note: b.text("note")?.to_string(),
+            state,
         })
     }
 }

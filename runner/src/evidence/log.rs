@@ -12,9 +12,11 @@ use super::checkpoint::{Checkpoint, origin};
 use super::events::{self, Event, EventBody};
 use super::merkle::{Frontier, leaf_hash};
 use super::record::{GENESIS_PREV, Record, SignedRecord, sign_record};
-use super::verify::{Failure, Rules, walk_log};
+use super::state::{read_state, state_value};
+use super::verify::{Failure, Rules, Start, Walk, walk_from};
 use crate::keys::SecretKey;
 use crate::rollback::HighWater;
+use sha2::Digest;
 
 /// File name of the log inside an evidence directory.
 pub const LOG_FILE: &str = "evidence.log";
@@ -115,12 +117,27 @@ impl EvidenceLog {
                 let _ = d.sync_all();
             }
         }
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0)).map_err(io(&path))?;
-        file.read_to_end(&mut bytes).map_err(io(&path))?;
-
         let public = key.public();
-        let walk = walk_log(&bytes, &public);
+        let file_len = file.metadata().map_err(io(&path))?.len();
+        let note = read_checkpoint_file(dir)?;
+        // Resume from the newest checkpoint's signed state when the pointer to
+        // it checks out; otherwise (older logs, a damaged pointer, a log cut
+        // below it) read everything, which also finds what is wrong.
+        let loaded = match resume_start(dir, &mut file, file_len, &public) {
+            Some((start, base)) => {
+                let loaded = load_from(&mut file, &path, base, start, &public)?;
+                match &note {
+                    Some(note) if extends_checkpoint(&loaded, note, &public).is_err() => None,
+                    _ => Some(loaded),
+                }
+            }
+            None => None,
+        };
+        let loaded = match loaded {
+            Some(loaded) => loaded,
+            None => load_from(&mut file, &path, 0, Start::default(), &public)?,
+        };
+        let walk = &loaded.walk;
         match &walk.failure {
             None | Some(Failure::TornTail { .. }) => {}
             Some(Failure::WrongKey { found, .. }) => {
@@ -139,8 +156,8 @@ impl EvidenceLog {
         }
         // A log shorter than its own newest checkpoint, or not extending it, was
         // cut or rewritten: no crash does that. Refuse before cutting anything.
-        if let Some(note) = read_checkpoint_file(dir)?
-            && let Err(detail) = extends_checkpoint(&walk, &note, &public)
+        if let Some(note) = &note
+            && let Err(detail) = extends_checkpoint(&loaded, note, &public)
         {
             return Err(EvidenceError::BehindCheckpoint {
                 path: path.display().to_string(),
@@ -177,13 +194,11 @@ impl EvidenceLog {
             last_checkpoint: std::time::Instant::now(),
             policy: CheckpointPolicy::default(),
             dir: dir.to_path_buf(),
-            bytes_len: walk.good_bytes as u64,
+            bytes_len: loaded.good_end(),
         };
-        let torn_bytes = (bytes.len() - walk.good_bytes) as u64;
+        let torn_bytes = file_len - loaded.good_end();
         if torn {
-            log.file
-                .set_len(walk.good_bytes as u64)
-                .map_err(io(&log.path))?;
+            log.file.set_len(loaded.good_end()).map_err(io(&log.path))?;
             log.file.sync_all().map_err(io(&log.path))?;
         }
         let runner_version = crate::RUNNER_VERSION.to_string();
@@ -349,10 +364,13 @@ impl EvidenceLog {
             root: self.tree.root(),
         };
         let note = checkpoint.sign(&self.key);
-        self.record(&Event::from(events::Checkpoint {
+        let offset = self.bytes_len;
+        let state = state_value(&self.tree, &self.rules);
+        let written = self.record(&Event::from(events::Checkpoint {
             size: checkpoint.size,
             root: checkpoint.root,
             note,
+            state: Some(state),
         }))?;
         self.since_checkpoint = 0;
         self.last_checkpoint = std::time::Instant::now();
@@ -373,6 +391,13 @@ impl EvidenceLog {
         fs::write(&tmp, note.as_bytes()).map_err(io)?;
         File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
         fs::rename(&tmp, &path).map_err(io)?;
+        // Only a hint for the next open; a wrong one costs a full re-read.
+        let pointer = format!("{offset} {}\n", written.record.seq);
+        if let Err(e) =
+            crate::fsio::write_atomically(&self.dir.join(RESUME_FILE), pointer.as_bytes())
+        {
+            tracing::warn!("could not write {RESUME_FILE}; the next open re-reads the log: {e}");
+        }
         Ok(checkpoint)
     }
 
@@ -459,38 +484,52 @@ fn read_checkpoint_file(dir: &Path) -> Result<Option<String>, EvidenceError> {
         })
 }
 
-/// Checks that the complete records of `walk` extend the checkpoint `note`
+/// Checks that the complete records of `loaded` extend the checkpoint `note`
 /// the runner signed: they are at least as many, and the first `size` of them
 /// have its Merkle root.
 fn extends_checkpoint(
-    walk: &super::verify::Walk,
+    loaded: &Loaded,
     note: &str,
     key: &crate::keys::PublicKey,
 ) -> Result<(), String> {
     let cp = Checkpoint::verify(note, key)
         .map_err(|e| format!("{CHECKPOINT_FILE} does not verify under this runner's key: {e}"))?;
-    let Some(first) = walk.records.first() else {
+    let walk = &loaded.walk;
+    let Some(log_id) = loaded
+        .start_last
+        .as_ref()
+        .or(walk.records.first())
+        .map(|r| r.record.log_id)
+    else {
         return Err(format!(
             "{CHECKPOINT_FILE} covers {} records, but the log holds none",
             cp.size
         ));
     };
-    if cp.origin != origin(&first.record.log_id) {
+    if cp.origin != origin(&log_id) {
         return Err(format!(
             "{CHECKPOINT_FILE} is for `{}`, not this log (`{}`)",
             cp.origin,
-            origin(&first.record.log_id)
+            origin(&log_id)
         ));
     }
-    let held = walk.records.len() as u64;
+    let held = loaded.start_tree.size() + walk.records.len() as u64;
     if cp.size > held {
         return Err(format!(
             "the checkpoint covers {} records, but the log holds {held} complete ones",
             cp.size
         ));
     }
-    let mut tree = Frontier::default();
-    for r in walk.records.iter().take(cp.size as usize) {
+    if cp.size < loaded.start_tree.size() {
+        return Err(format!(
+            "the checkpoint covers {} records, fewer than the resume point {}",
+            cp.size,
+            loaded.start_tree.size()
+        ));
+    }
+    let mut tree = loaded.start_tree.clone();
+    let more = (cp.size - tree.size()) as usize;
+    for r in walk.records.iter().take(more) {
         tree.push(leaf_hash(&r.bytes));
     }
     if tree.root() != cp.root {
@@ -500,6 +539,107 @@ fn extends_checkpoint(
         ));
     }
     Ok(())
+}
+
+/// File name of the pointer to the newest checkpoint record: `OFFSET SEQ\n`
+/// (decimal), a hint that lets `open` skip the records before it. It is not
+/// trusted: the record it points at must verify and carry its resume state.
+pub const RESUME_FILE: &str = "resume";
+
+/// What was read of a log at open: the walk over the records from the resume
+/// point (or from record 0), and where it started.
+#[derive(Debug)]
+struct Loaded {
+    walk: Walk,
+    /// Byte offset where the walk started.
+    base: u64,
+    /// The Merkle frontier over the records before the walk.
+    start_tree: Frontier,
+    /// The record just before the walk (the resume checkpoint), if any.
+    start_last: Option<SignedRecord>,
+}
+
+impl Loaded {
+    /// Byte offset just after the last complete, valid record.
+    fn good_end(&self) -> u64 {
+        self.base + self.walk.good_bytes as u64
+    }
+}
+
+/// Reads the log from byte `base` on and walks it from `start`.
+fn load_from(
+    file: &mut File,
+    path: &Path,
+    base: u64,
+    start: Start,
+    key: &crate::keys::PublicKey,
+) -> Result<Loaded, EvidenceError> {
+    let io = |source| EvidenceError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(base)).map_err(io)?;
+    file.read_to_end(&mut bytes).map_err(io)?;
+    let start_tree = start.tree.clone();
+    let start_last = start.last.clone();
+    let mut walk = walk_from(&bytes, key, start, &mut |_, _| {});
+    walk.failure = walk.failure.map(|f| f.shifted(base as usize));
+    Ok(Loaded {
+        walk,
+        base,
+        start_tree,
+        start_last,
+    })
+}
+
+/// The walk start just after the checkpoint record `DIR/resume` points at,
+/// when that record verifies, is a checkpoint with a resume state, and sits
+/// where the pointer says; `None` otherwise.
+fn resume_start(
+    dir: &Path,
+    file: &mut File,
+    file_len: u64,
+    key: &crate::keys::PublicKey,
+) -> Option<(Start, u64)> {
+    let text = crate::fsio::read_bounded_text(&dir.join(RESUME_FILE), 64, "resume pointer").ok()?;
+    let (offset, seq) = text.strip_suffix('\n')?.split_once(' ')?;
+    let (offset, seq): (u64, u64) = (offset.parse().ok()?, seq.parse().ok()?);
+    if offset >= file_len {
+        return None;
+    }
+    let want = (file_len - offset).min(super::record::MAX_RECORD_BYTES as u64 + 16);
+    let mut head = vec![0u8; want as usize];
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    file.read_exact(&mut head).ok()?;
+    let (_, len) = crate::cbor::decode_prefix(&head).ok()?;
+    let item = &head[..len];
+    let record = super::record::decode_record(item, key).ok()?;
+    let Ok(Event::Checkpoint(cp)) = Event::decode(&record.event, &record.body) else {
+        return None;
+    };
+    if record.seq != seq || cp.size != seq {
+        return None;
+    }
+    let (mut tree, rules) = read_state(cp.state.as_ref()?, cp.size).ok()?;
+    if tree.root() != cp.root {
+        return None;
+    }
+    let signed = SignedRecord {
+        hash: sha2::Sha256::digest(item).into(),
+        bytes: item.to_vec(),
+        record,
+    };
+    tree.push(leaf_hash(item));
+    Some((
+        Start {
+            index: seq + 1,
+            last: Some(signed),
+            rules,
+            tree,
+        },
+        offset + len as u64,
+    ))
 }
 
 impl Drop for EvidenceLog {

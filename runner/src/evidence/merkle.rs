@@ -85,6 +85,29 @@ impl Frontier {
         self.size
     }
 
+    /// The roots of the perfect subtrees, left to right (one per set bit of
+    /// the size, largest first): all a tree of this size needs to grow.
+    pub fn subtree_roots(&self) -> impl Iterator<Item = &Hash> {
+        self.subtrees.iter().map(|(h, _)| h)
+    }
+
+    /// The frontier of a tree of `size` leaves from its subtree roots, as
+    /// [`Frontier::subtree_roots`] lists them; `None` when their number is
+    /// not the number of set bits in `size`.
+    pub fn from_subtree_roots(size: u64, roots: &[Hash]) -> Option<Self> {
+        if roots.len() != size.count_ones() as usize {
+            return None;
+        }
+        let sizes = (0..64u32)
+            .rev()
+            .map(|bit| 1u64 << bit)
+            .filter(|n| size & n != 0);
+        Some(Self {
+            subtrees: roots.iter().copied().zip(sizes).collect(),
+            size,
+        })
+    }
+
     /// The RFC 9162 root of the leaves so far.
     pub fn root(&self) -> Hash {
         let mut iter = self.subtrees.iter().rev();
@@ -317,6 +340,20 @@ pub fn inclusion_proof_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frontier_rebuilt_from_its_subtree_roots_grows_the_same() {
+        let mut tree = Frontier::default();
+        for i in 0..37u8 {
+            let roots: Vec<Hash> = tree.subtree_roots().copied().collect();
+            let mut copy = Frontier::from_subtree_roots(tree.size(), &roots).unwrap();
+            assert_eq!(copy, tree);
+            copy.push(leaf_hash(&[i]));
+            tree.push(leaf_hash(&[i]));
+            assert_eq!(copy.root(), tree.root());
+        }
+        assert!(Frontier::from_subtree_roots(3, &[[0; 32]]).is_none());
+    }
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(&[i as u8])).collect()

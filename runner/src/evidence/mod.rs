@@ -16,13 +16,14 @@ pub mod events;
 mod log;
 pub mod merkle;
 mod record;
+mod state;
 mod verify;
 
 pub use checkpoint::{Checkpoint, key_hash, origin};
 pub use events::Event;
 pub use log::{
     CHECKPOINT_FILE, COMMITMENT_CONTEXT, CheckpointPolicy, EvidenceLog, LOG_FILE, OPENINGS_FILE,
-    commitment,
+    RESUME_FILE, commitment,
 };
 pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord,

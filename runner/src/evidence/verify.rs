@@ -8,6 +8,7 @@ use super::checkpoint::{Checkpoint, origin};
 use super::events::{self, Event};
 use super::merkle::{Frontier, Hash, leaf_hash};
 use super::record::{GENESIS_PREV, Record, RecordFault, SignedRecord, decode_record};
+use super::state::state_value;
 use crate::cbor::{self, CborError};
 use crate::keys::PublicKey;
 use crate::rollback::HighWater;
@@ -207,6 +208,20 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+impl Failure {
+    /// The same failure with byte offsets moved by `base` (for a walk that
+    /// started `base` bytes into the file).
+    pub(super) fn shifted(mut self, base: usize) -> Self {
+        match &mut self {
+            Failure::TornTail { offset, .. }
+            | Failure::Malformed { offset, .. }
+            | Failure::BadRecord { offset, .. } => *offset += base,
+            _ => {}
+        }
+        self
+    }
+}
+
 /// What a valid log holds.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -265,7 +280,7 @@ pub(super) struct Rules {
     /// Sequence number and module of the newest `capsule-verified` record.
     pub last_verified: Option<(u64, [u8; 32])>,
     /// Module of the `run-started` not yet closed by a `run-finished`.
-    open_run: Option<[u8; 32]>,
+    pub open_run: Option<[u8; 32]>,
 }
 
 impl Rules {
@@ -350,8 +365,18 @@ pub(super) struct Walk {
     pub last_checkpoint: Option<Checkpoint>,
 }
 
-pub(super) fn walk_log(bytes: &[u8], key: &PublicKey) -> Walk {
-    walk_with_progress(bytes, key, &mut |_, _| {})
+/// Where a walk starts: at record 0 with nothing before it, or just after a
+/// checkpoint record whose signed resume state supplies the rest.
+#[derive(Debug, Default)]
+pub(super) struct Start {
+    /// Index of the first record the walk reads.
+    pub index: u64,
+    /// The record before it.
+    pub last: Option<SignedRecord>,
+    /// The rules' state after the records before it.
+    pub rules: Rules,
+    /// The Merkle frontier over the records before it.
+    pub tree: Frontier,
 }
 
 fn walk_with_progress(
@@ -359,19 +384,30 @@ fn walk_with_progress(
     key: &PublicKey,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Walk {
+    walk_from(bytes, key, Start::default(), progress)
+}
+
+/// Walks `bytes`, the records from `start.index` on, as far as they are valid.
+/// Offsets in failures are relative to `bytes`.
+pub(super) fn walk_from(
+    bytes: &[u8],
+    key: &PublicKey,
+    start: Start,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Walk {
     let mut walk = Walk {
         records: Vec::new(),
         events: Vec::new(),
-        last: None,
+        last: start.last,
         good_bytes: 0,
         failure: None,
-        rules: Rules::default(),
-        tree: Frontier::default(),
+        rules: start.rules,
+        tree: start.tree,
         since_checkpoint: 0,
         last_checkpoint: None,
     };
     let mut offset = 0;
-    let mut index: u64 = 0;
+    let mut index: u64 = start.index;
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         let len = match cbor::decode_prefix(rest) {
@@ -440,7 +476,7 @@ fn walk_with_progress(
             return walk;
         }
         if let Event::Checkpoint(cp) = &event {
-            match check_checkpoint(&record, cp, &walk.tree, key) {
+            match check_checkpoint(&record, cp, &walk.tree, &walk.rules, key) {
                 Ok(cp) => {
                     walk.last_checkpoint = Some(cp);
                     walk.since_checkpoint = 0;
@@ -525,6 +561,7 @@ fn check_checkpoint(
     record: &Record,
     body: &events::Checkpoint,
     tree: &Frontier,
+    rules: &Rules,
     key: &PublicKey,
 ) -> Result<Checkpoint, String> {
     let (size, root) = (body.size, body.root);
@@ -545,6 +582,14 @@ fn check_checkpoint(
     };
     if note != want {
         return Err("its signed note names another log, size or root".into());
+    }
+    if let Some(state) = &body.state
+        && *state != state_value(tree, rules)
+    {
+        return Err(
+            "its resume `state` is not the state the records before it give (frontier, high-water marks, last verification or open run differ)"
+                .into(),
+        );
     }
     Ok(note)
 }
