@@ -1239,3 +1239,47 @@ fn capsule_admitted_before_the_log_was_reopened_is_refused() {
         "capsule `json-assert 1.0.0` was not admitted by this session (it was verified by another session of this log, which has ended); verify it in this session, then run it"
     );
 }
+
+/// A checkpoint whose signed resume state does not match the records before
+/// it (here: high-water marks that forget an accepted capsule, which would let
+/// a resumed runner accept its rollback) fails verification, even signed by
+/// the runner's own key.
+#[test]
+fn checkpoint_with_a_false_resume_state_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, runner) = make_log(dir.path());
+    let public = runner.public();
+    let summary = evidence::verify_log(&bytes, &public).unwrap();
+    let last = summary.records.last().unwrap();
+    assert_eq!(last.record.event, "checkpoint");
+    let ciborium::Value::Map(mut body) = last.record.body.clone() else {
+        panic!("checkpoint body is a map")
+    };
+    let state = body
+        .iter_mut()
+        .find(|(k, _)| k.as_text() == Some("state"))
+        .map(|(_, v)| v)
+        .expect("checkpoints carry a resume state");
+    let ciborium::Value::Map(fields) = state else {
+        panic!("state is a map")
+    };
+    for (k, v) in fields.iter_mut() {
+        if k.as_text() == Some("high-water") {
+            *v = edge_runner::rollback::HighWater::default().to_value();
+        }
+    }
+    let mut record = last.record.clone();
+    record.body = ciborium::Value::Map(body);
+    let forged = evidence::sign_record(record, &runner).unwrap();
+    let start = bytes.len() - last.bytes.len();
+    let mut altered = bytes[..start].to_vec();
+    altered.extend_from_slice(&forged.bytes);
+    let err = evidence::verify_log(&altered, &public).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "record {} is a bad checkpoint: its resume `state` is not the state the records before it give (frontier, high-water marks, last verification or open run differ)",
+            summary.records.len() - 1
+        )
+    );
+}
