@@ -230,6 +230,11 @@ impl PublicKey {
             .map(Self::from_verifying_key)
     }
 
+    /// True for a small-order key, which signatures cannot bind to one signer.
+    pub fn is_weak(&self) -> bool {
+        self.key.is_weak()
+    }
+
     /// Parses an SPKI PEM public key; `origin` names it in errors.
     pub fn from_pem(pem: &str, origin: &Path) -> Result<Self, KeyError> {
         VerifyingKey::from_public_key_pem(pem.trim())

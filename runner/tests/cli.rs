@@ -773,6 +773,56 @@ fn runner_key_inside_the_evidence_dir_is_refused_by_default() {
 }
 
 #[test]
+fn runner_key_rotation_hands_the_log_over_and_retires_the_old_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "v1.wasm", &[]);
+    let evidence = d.join("evidence");
+    let out = run_with_input(d, &signed, &trust, &evidence, "{}");
+    assert!(evidence.join("evidence.log").is_file(), "{}", text(&out));
+    let old_pub = d.join("old-runner.pub");
+    std::fs::copy(evidence.join("runner.pub"), &old_pub).unwrap();
+    let (new_key, new_pub) = keys(&d.join("keys"), "runner-2026");
+    let out = edge_runner(&[
+        "evidence",
+        "rotate-key",
+        "--evidence",
+        p(&evidence),
+        "--new-key",
+        p(&new_key),
+        "--reason",
+        "yearly rotation",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("hands the log from runner key"), "{}", text(&out));
+    // The old key may no longer continue the log; the new one does.
+    let out = run_with_input(d, &signed, &trust, &evidence, "{}");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no longer accepts runner key"), "{}", text(&out));
+    let out = edge_runner(&[
+        "run",
+        p(&signed),
+        "--trust",
+        p(&trust),
+        "--site",
+        SITE,
+        "--evidence",
+        p(&evidence),
+        "--runner-key",
+        p(&new_key),
+    ]);
+    assert!(text(&out).contains("ran json-assert 1.0.0"), "{}", text(&out));
+    // An auditor holding either public key verifies the whole log.
+    for key in [&old_pub, &new_pub] {
+        let out = edge_runner(&["evidence", "verify", p(&evidence), "--runner-key", p(key)]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains("VALID"), "{}", text(&out));
+    }
+}
+
+#[test]
 fn demo_runs_the_whole_loop() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("demo");

@@ -1283,3 +1283,147 @@ fn checkpoint_with_a_false_resume_state_is_invalid() {
         )
     );
 }
+
+fn key_copy(key: &SecretKey) -> SecretKey {
+    SecretKey::from_pem(&key.to_pem().unwrap(), Path::new("mem")).unwrap()
+}
+
+/// Signs `event` with `body` as the next record after the valid log `bytes`
+/// with `key`, as someone holding that key could, and appends it.
+fn forge_next(bytes: &[u8], verify_key: &SecretKey, key: &SecretKey, event: &str, body: ciborium::Value) -> Vec<u8> {
+    let summary = evidence::verify_log(bytes, &verify_key.public()).unwrap();
+    let last = summary.records.last().unwrap();
+    let record = evidence::Record {
+        log_id: summary.log_id,
+        seq: summary.records.len() as u64,
+        prev: last.hash,
+        time_ms: last.record.time_ms,
+        event: event.into(),
+        body,
+    };
+    let mut out = bytes.to_vec();
+    out.extend_from_slice(&evidence::sign_record(record, key).unwrap().bytes);
+    out
+}
+
+#[test]
+fn key_rotation_hands_the_log_to_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, old) = make_log(dir.path());
+    let new = SecretKey::generate().unwrap();
+    let mut log = EvidenceLog::open(dir.path(), key_copy(&old)).unwrap();
+    let at = log.rotate_key(key_copy(&new), "scheduled yearly rotation").unwrap();
+    log.append("note", edge_runner::cbor::text_map([("n", 1u64.into())]))
+        .unwrap();
+    log.close().unwrap();
+    let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+
+    // Either key verifies the whole log, and the summary says who signed what.
+    for key in [&old, &new] {
+        let summary = evidence::verify_log(&bytes, &key.public()).unwrap();
+        assert_eq!(
+            summary.keys,
+            vec![(0, old.public()), (at + 1, new.public())]
+        );
+        assert_eq!(summary.records[at as usize].record.event, "key-rotated");
+    }
+    let stranger = SecretKey::generate().unwrap();
+    assert!(matches!(
+        evidence::verify_log(&bytes, &stranger.public()).unwrap_err(),
+        Failure::WrongKey { record: 0, .. }
+    ));
+
+    // Only the new key continues the log, from its checkpoint or from record 0.
+    let err = EvidenceLog::open(dir.path(), key_copy(&old)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "evidence log {} no longer accepts runner key {}: record {at} handed the log over to key {}; use that key (and keep the old one offline, or destroy it)",
+            dir.path().join(LOG_FILE).display(),
+            old.id().short(),
+            new.id().short()
+        )
+    );
+    drop(EvidenceLog::open(dir.path(), key_copy(&new)).unwrap());
+    std::fs::remove_file(dir.path().join(evidence::RESUME_FILE)).unwrap();
+    drop(EvidenceLog::open(dir.path(), key_copy(&new)).unwrap());
+    let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    evidence::verify_log(&bytes, &new.public()).unwrap();
+
+    // The old key, read by an attacker after the rotation, signs nothing that verifies.
+    let forged = forge_next(
+        &bytes,
+        &new,
+        &old,
+        "note",
+        edge_runner::cbor::text_map([("n", 2u64.into())]),
+    );
+    assert!(matches!(
+        evidence::verify_log(&forged, &new.public()).unwrap_err(),
+        Failure::WrongKey { .. }
+    ));
+}
+
+#[test]
+fn key_rotation_not_signed_by_the_new_key_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, old) = make_log(dir.path());
+    let new = SecretKey::generate().unwrap();
+    let summary = evidence::verify_log(&bytes, &old.public()).unwrap();
+    let seq = summary.records.len() as u64;
+    let prev = summary.head;
+    let body = |old_key: [u8; 32], signer: &SecretKey| {
+        let message = evidence::events::key_rotation_message(
+            &summary.log_id,
+            seq,
+            &prev,
+            &old_key,
+            new.public().as_bytes(),
+        );
+        evidence::Event::from(evidence::events::KeyRotated {
+            old_key,
+            new_key: *new.public().as_bytes(),
+            new_key_signature: signer.sign(&message).to_bytes(),
+            reason: String::new(),
+        })
+        .body()
+    };
+    // The old key alone cannot hand the log to a key that did not agree.
+    let forged = forge_next(&bytes, &old, &old, "key-rotated", body(*old.public().as_bytes(), &old));
+    assert_eq!(
+        evidence::verify_log(&forged, &old.public()).unwrap_err().to_string(),
+        format!(
+            "record {seq} is a bad key rotation: `new-key-signature` is not a valid signature by the new key {} over the handover",
+            new.id().short()
+        )
+    );
+    // A handover must name the key that signs it as the old key.
+    let stranger = SecretKey::generate().unwrap();
+    let forged = forge_next(
+        &bytes,
+        &old,
+        &old,
+        "key-rotated",
+        body(*stranger.public().as_bytes(), &new),
+    );
+    assert_eq!(
+        evidence::verify_log(&forged, &old.public()).unwrap_err().to_string(),
+        format!(
+            "record {seq} is a bad key rotation: `old-key` is not {}, the key that signed it",
+            old.id().short()
+        )
+    );
+    // The genuine handover verifies.
+    let good = forge_next(&bytes, &old, &old, "key-rotated", body(*old.public().as_bytes(), &new));
+    evidence::verify_log(&good, &new.public()).unwrap();
+    // And the writer never writes one except through rotate_key.
+    let mut log = EvidenceLog::open(dir.path(), key_copy(&old)).unwrap();
+    let err = log
+        .append("key-rotated", body(*old.public().as_bytes(), &new))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a `key-rotated` record is written only by `EvidenceLog::rotate_key`"),
+        "{err}"
+    );
+}

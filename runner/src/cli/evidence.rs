@@ -25,6 +25,8 @@ pub(super) enum EvidenceCommand {
     Export(EvidenceExport),
     /// Print an RFC 9162 inclusion proof of one record in the log's newest checkpoint (JSON).
     Prove(EvidenceProve),
+    /// Hand the log over to a new runner key: a record signed by the old key and the new one.
+    RotateKey(super::rotate::EvidenceRotateKey),
 }
 
 impl EvidenceCommand {
@@ -33,6 +35,7 @@ impl EvidenceCommand {
             EvidenceCommand::Verify(args) => args.execute(),
             EvidenceCommand::Export(args) => args.execute(),
             EvidenceCommand::Prove(args) => args.execute(),
+            EvidenceCommand::RotateKey(args) => args.execute(),
         }
     }
 }

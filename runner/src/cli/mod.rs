@@ -20,6 +20,7 @@ mod demo;
 mod evidence;
 mod html;
 mod keys;
+mod rotate;
 mod run;
 mod scaffold;
 mod trust;

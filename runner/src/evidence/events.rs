@@ -81,6 +81,8 @@ events! {
     RunnerStarted,
     /// A runner took over a log whose last write was torn, and cut it.
     Restart,
+    /// The runner key changed: later records are signed by the new key.
+    KeyRotated,
     /// A signed checkpoint over every record before it.
     Checkpoint,
     /// A capsule passed the trust checks.
@@ -127,6 +129,69 @@ impl EventBody for LogOpened {
             runner_key: digest(b, "runner-key")?,
             runner_version: b.text("runner-version")?.to_string(),
             torn_bytes_dropped: b.uint("torn-bytes-dropped")?,
+        })
+    }
+}
+
+/// `key-rotated`: the key that signed the log so far hands over to a new
+/// key. The record is signed by the old key; `new-key-signature` is the new
+/// key's signature over [`key_rotation_message`], so both keys agree on the
+/// handover and on the history before it. Every later record is signed by the new key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRotated {
+    /// The key that signed every record up to and including this one.
+    pub old_key: [u8; 32],
+    /// The key that signs every record after this one.
+    pub new_key: [u8; 32],
+    /// Ed25519 signature by `new_key` over [`key_rotation_message`].
+    pub new_key_signature: [u8; 64],
+    /// Why the key was rotated (free text, may be empty).
+    pub reason: String,
+}
+
+/// Domain separation for the new key's signature in `key-rotated`.
+pub const KEY_ROTATION_CONTEXT: &[u8] = b"edge-runner/key-rotation/v1";
+
+/// What the new key signs in a `key-rotated` record at position `seq`:
+/// context ‖ 0x00 ‖ log id (16) ‖ seq (8, big-endian) ‖ the record's `prev` (32)
+/// ‖ old key (32) ‖ new key (32).
+pub fn key_rotation_message(
+    log_id: &[u8; 16],
+    seq: u64,
+    prev: &[u8; 32],
+    old_key: &[u8; 32],
+    new_key: &[u8; 32],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(KEY_ROTATION_CONTEXT.len() + 1 + 16 + 8 + 96);
+    m.extend_from_slice(KEY_ROTATION_CONTEXT);
+    m.push(0);
+    m.extend_from_slice(log_id);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(prev);
+    m.extend_from_slice(old_key);
+    m.extend_from_slice(new_key);
+    m
+}
+
+impl EventBody for KeyRotated {
+    const NAME: &'static str = "key-rotated";
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("old-key", bytes(&self.old_key)),
+            ("new-key", bytes(&self.new_key)),
+            ("new-key-signature", bytes(&self.new_key_signature)),
+            ("reason", text(&self.reason)),
+        ]
+    }
+    fn read(b: &MapReader<'_>) -> Result<Self, String> {
+        let signature = b.bytes("new-key-signature")?;
+        Ok(Self {
+            old_key: digest(b, "old-key")?,
+            new_key: digest(b, "new-key")?,
+            new_key_signature: signature
+                .try_into()
+                .map_err(|_| format!("`new-key-signature` is {} bytes, not 64", signature.len()))?,
+            reason: b.text("reason")?.to_string(),
         })
     }
 }

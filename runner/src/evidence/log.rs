@@ -82,6 +82,8 @@ pub struct EvidenceLog {
     dir: PathBuf,
     /// Bytes of complete records in the file.
     bytes_len: u64,
+    /// True while `rotate_key` writes its record.
+    rotating: bool,
 }
 
 impl EvidenceLog {
@@ -154,6 +156,25 @@ impl EvidenceLog {
                 });
             }
         }
+        // Only the key in force at the end of the log may continue it.
+        if let Some(&(_, signing)) = walk.keys.last()
+            && signing != public
+        {
+            let retired = walk.keys.windows(2).find(|w| w[0].1 == public);
+            return Err(match retired {
+                Some(w) => EvidenceError::KeyRetired {
+                    path: path.display().to_string(),
+                    at: w[1].0 - 1,
+                    our_key: key.id().short(),
+                    new_key: w[1].1.id().short(),
+                },
+                None => EvidenceError::WrongKey {
+                    path: path.display().to_string(),
+                    log_key: signing.id().short(),
+                    our_key: key.id().short(),
+                },
+            });
+        }
         // A log shorter than its own newest checkpoint, or not extending it, was
         // cut or rewritten: no crash does that. Refuse before cutting anything.
         if let Some(note) = &note
@@ -195,6 +216,7 @@ impl EvidenceLog {
             policy: CheckpointPolicy::default(),
             dir: dir.to_path_buf(),
             bytes_len: loaded.good_end(),
+            rotating: false,
         };
         let torn_bytes = file_len - loaded.good_end();
         if torn {
@@ -272,6 +294,12 @@ impl EvidenceLog {
             let decoded = Event::decode(&record.event, &record.body).map_err(|detail| {
                 EvidenceError::Encode(format!("`{}` body: {detail}", record.event))
             })?;
+            // A handover changes the signing key; only `rotate_key` may write one.
+            if matches!(decoded, Event::KeyRotated(_)) && !self.rotating {
+                return Err(EvidenceError::Encode(
+                    "a `key-rotated` record is written only by `EvidenceLog::rotate_key`".into(),
+                ));
+            }
             rules.apply(seq, &decoded).map_err(|failure| {
                 EvidenceError::Encode(format!("refusing to record it: {failure}"))
             })?;
@@ -350,6 +378,35 @@ impl EvidenceLog {
         Ok(c)
     }
 
+    /// Hands the log over to `new`: appends a `key-rotated` record signed
+    /// by the current key and carrying `new`'s signature over the handover,
+    /// then signs everything after it (starting with a checkpoint) with `new`.
+    /// Returns the sequence number of the `key-rotated` record.
+    pub fn rotate_key(&mut self, new: SecretKey, reason: &str) -> Result<u64, EvidenceError> {
+        let (old_key, new_key) = (*self.key.public().as_bytes(), *new.public().as_bytes());
+        if old_key == new_key {
+            return Err(EvidenceError::Encode(
+                "the new runner key is the current one; generate a new key to rotate to".into(),
+            ));
+        }
+        let seq = self.next_seq;
+        let message =
+            events::key_rotation_message(&self.log_id, seq, &self.prev, &old_key, &new_key);
+        let rotation = events::KeyRotated {
+            old_key,
+            new_key,
+            new_key_signature: new.sign(&message).to_bytes(),
+            reason: reason.to_string(),
+        };
+        self.rotating = true;
+        let written = self.record(&Event::from(rotation));
+        self.rotating = false;
+        written?;
+        self.key = new;
+        self.checkpoint()?;
+        Ok(seq)
+    }
+
     /// Sets when checkpoints are written.
     pub fn set_checkpoint_policy(&mut self, policy: CheckpointPolicy) {
         self.policy = policy;
@@ -365,7 +422,7 @@ impl EvidenceLog {
         };
         let note = checkpoint.sign(&self.key);
         let offset = self.bytes_len;
-        let state = state_value(&self.tree, &self.rules);
+        let state = state_value(&self.tree, &self.rules, &self.key.public());
         let written = self.record(&Event::from(events::Checkpoint {
             size: checkpoint.size,
             root: checkpoint.root,
@@ -492,9 +549,18 @@ fn extends_checkpoint(
     note: &str,
     key: &crate::keys::PublicKey,
 ) -> Result<(), String> {
-    let cp = Checkpoint::verify(note, key)
-        .map_err(|e| format!("{CHECKPOINT_FILE} does not verify under this runner's key: {e}"))?;
     let walk = &loaded.walk;
+    // Signed by the key in force after the records it covers (keys rotate).
+    let size = Checkpoint::peek_size(note).unwrap_or(0);
+    let signer = walk
+        .keys
+        .iter()
+        .rev()
+        .find(|(from, _)| *from < size.max(1))
+        .or(walk.keys.first())
+        .map_or(*key, |(_, k)| *k);
+    let cp = Checkpoint::verify(note, &signer)
+        .map_err(|e| format!("{CHECKPOINT_FILE} does not verify under this runner's key: {e}"))?;
     let Some(log_id) = loaded
         .start_last
         .as_ref()
@@ -621,8 +687,8 @@ fn resume_start(
     if record.seq != seq || cp.size != seq {
         return None;
     }
-    let (mut tree, rules) = read_state(cp.state.as_ref()?, cp.size).ok()?;
-    if tree.root() != cp.root {
+    let (mut tree, rules, signing) = read_state(cp.state.as_ref()?, cp.size).ok()?;
+    if tree.root() != cp.root || signing != *key {
         return None;
     }
     let signed = SignedRecord {
@@ -637,6 +703,7 @@ fn resume_start(
             last: Some(signed),
             rules,
             tree,
+            key: Some(signing),
         },
         offset + len as u64,
     ))

@@ -62,6 +62,20 @@ pub enum EvidenceError {
         /// Key this runner holds.
         our_key: String,
     },
+    /// The key was rotated away from: a newer key continues the log.
+    #[error(
+        "evidence log {path} no longer accepts runner key {our_key}: record {at} handed the log over to key {new_key}; use that key (and keep the old one offline, or destroy it)"
+    )]
+    KeyRetired {
+        /// The log.
+        path: String,
+        /// The `key-rotated` record.
+        at: u64,
+        /// The key offered.
+        our_key: String,
+        /// The key now in force.
+        new_key: String,
+    },
     /// The existing log fails verification, so appending would hide the damage.
     #[error(
         "evidence log {path} does not verify ({failure}); refusing to append. Keep it for investigation, move it aside, and start a new evidence directory"

@@ -200,6 +200,26 @@ fn decode_inner(bytes: &[u8], key: &PublicKey) -> Result<Record, RecordFault> {
     Ok(parse_payload(payload)?)
 }
 
+/// The record in `bytes` without checking its signature or header: only for
+/// finding which key to check it under (record 0's `log-opened` names it).
+pub(super) fn peek_record(bytes: &[u8]) -> Option<Record> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return None;
+    }
+    let sign1 = CoseSign1::from_tagged_slice(bytes).ok()?;
+    let key_id = KeyId(sign1.protected.header.key_id.as_slice().try_into().ok()?);
+    let record = parse_payload(sign1.payload.as_deref()?).ok()?;
+    // Only a record whose kid names the key its body names is worth trying.
+    match super::events::Event::decode(&record.event, &record.body) {
+        Ok(super::events::Event::LogOpened(opened))
+            if PublicKey::from_bytes(&opened.runner_key).is_some_and(|k| k.id() == key_id) =>
+        {
+            Some(record)
+        }
+        _ => None,
+    }
+}
+
 fn parse_payload(payload: &[u8]) -> Result<Record, String> {
     let value = cbor::decode_canonical(payload).map_err(|e| format!("payload: {e}"))?;
     let map = MapReader::new("payload", &value)?;

@@ -10,11 +10,14 @@ use ciborium::Value;
 use super::merkle::{Frontier, Hash};
 use super::verify::Rules;
 use crate::cbor::{MapReader, as_u64, text_map};
+use crate::keys::PublicKey;
 use crate::rollback::HighWater;
 
-/// The state after the records `tree` covers, as the `state` field holds it.
-pub(super) fn state_value(tree: &Frontier, rules: &Rules) -> Value {
+/// The state after the records `tree` covers, with `key` signing the
+/// records after them, as the `state` field holds it.
+pub(super) fn state_value(tree: &Frontier, rules: &Rules, key: &PublicKey) -> Value {
     let mut fields = vec![
+        ("runner-key", Value::Bytes(key.as_bytes().to_vec())),
         (
             "frontier",
             Value::Array(
@@ -41,9 +44,17 @@ pub(super) fn state_value(tree: &Frontier, rules: &Rules) -> Value {
 }
 
 /// Reads a `state` field for a checkpoint covering `size` records.
-pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules), String> {
+pub(super) fn read_state(
+    value: &Value,
+    size: u64,
+) -> Result<(Frontier, Rules, PublicKey), String> {
     let map = MapReader::new("`state`", value)?;
-    map.only(&["frontier", "high-water", "last-verified", "open-run"])?;
+    map.only(&["runner-key", "frontier", "high-water", "last-verified", "open-run"])?;
+    let key = map
+        .bytes("runner-key")
+        .ok()
+        .and_then(PublicKey::from_bytes)
+        .ok_or("`state` has no valid `runner-key`")?;
     let digest = |v: &Value, what: &str| -> Result<Hash, String> {
         match v {
             Value::Bytes(b) => b
@@ -91,5 +102,6 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules), 
             last_verified,
             open_run,
         },
+        key,
     ))
 }

@@ -124,6 +124,14 @@ pub enum Failure {
         /// What does not pair up.
         detail: String,
     },
+    /// A `key-rotated` record does not hand over from the key that signed it
+    /// to a valid new key that signed the handover.
+    KeyRotation {
+        /// Position.
+        record: u64,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -195,6 +203,9 @@ impl fmt::Display for Failure {
                 write!(f, "record {record} accepts a rollback: {detail}")
             }
             Failure::Unadmitted { record, detail } => write!(f, "record {record}: {detail}"),
+            Failure::KeyRotation { record, detail } => {
+                write!(f, "record {record} is a bad key rotation: {detail}")
+            }
             Failure::TimeReversed { record } => {
                 write!(
                     f,
@@ -239,6 +250,20 @@ pub struct Summary {
     pub last_checkpoint: Option<Checkpoint>,
     /// RFC 9162 root over every record.
     pub root: Hash,
+    /// The keys that signed the log: (first record signed, key), oldest
+    /// first; more than one after `key-rotated` records.
+    pub keys: Vec<(u64, PublicKey)>,
+}
+
+impl Summary {
+    /// The key that signed record `seq`.
+    pub fn key_at(&self, seq: u64) -> Option<PublicKey> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= seq)
+            .map(|(_, k)| *k)
+    }
 }
 
 /// Verifies a whole log under the runner's public key. Any failure is returned, the first one found.
@@ -256,6 +281,17 @@ pub fn verify_log_with_progress(
     if let Some(failure) = walk.failure {
         return Err(failure);
     }
+    // The log may have been signed by earlier keys, handed over by
+    // `key-rotated` records; the key it is verified under must be one of them.
+    if let Some((_, first)) = walk.keys.first()
+        && !walk.keys.iter().any(|(_, k)| k == key)
+    {
+        return Err(Failure::WrongKey {
+            record: 0,
+            found: first.id().short(),
+            expected: key.id().short(),
+        });
+    }
     match walk.last {
         None => Err(Failure::Empty),
         Some(last) => Ok(Summary {
@@ -266,6 +302,7 @@ pub fn verify_log_with_progress(
             high_water: walk.rules.high_water,
             last_checkpoint: walk.last_checkpoint,
             root: walk.tree.root(),
+            keys: walk.keys,
         }),
     }
 }
@@ -363,6 +400,8 @@ pub(super) struct Walk {
     /// Records after the last checkpoint record (checkpoints themselves not counted).
     pub since_checkpoint: u64,
     pub last_checkpoint: Option<Checkpoint>,
+    /// The signing keys: (first record signed, key), oldest first.
+    pub keys: Vec<(u64, PublicKey)>,
 }
 
 /// Where a walk starts: at record 0 with nothing before it, or just after a
@@ -377,6 +416,9 @@ pub(super) struct Start {
     pub rules: Rules,
     /// The Merkle frontier over the records before it.
     pub tree: Frontier,
+    /// The key that signs the records from `index` on (from the resume
+    /// state); `None` at record 0, where the walk's key is used.
+    pub key: Option<PublicKey>,
 }
 
 fn walk_with_progress(
@@ -405,9 +447,16 @@ pub(super) fn walk_from(
         tree: start.tree,
         since_checkpoint: 0,
         last_checkpoint: None,
+        keys: Vec::new(),
     };
     let mut offset = 0;
     let mut index: u64 = start.index;
+    // The key signing the current record: the resume state's, or at record 0
+    // the walk's key — or the key record 0 names, when it is not the walk's
+    // key, so that a log begun under a key rotated away from still verifies;
+    // `verify_log` then requires the walk's key among the log's keys.
+    let mut current = start.key.unwrap_or(*key);
+    walk.keys.push((start.index, current));
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         let len = match cbor::decode_prefix(rest) {
@@ -430,13 +479,20 @@ pub(super) fn walk_from(
             }
         };
         let item = &rest[..len];
-        let record = match decode_record(item, key) {
+        if index == 0
+            && let Some(named) = genesis_key(item)
+            && named != current
+        {
+            current = named;
+            walk.keys = vec![(0, named)];
+        }
+        let record = match decode_record(item, &current) {
             Ok(r) => r,
             Err(RecordFault::WrongKey(found)) => {
                 walk.failure = Some(Failure::WrongKey {
                     record: index,
                     found,
-                    expected: key.id().short(),
+                    expected: current.id().short(),
                 });
                 return walk;
             }
@@ -464,7 +520,7 @@ pub(super) fn walk_from(
                 return walk;
             }
         };
-        if let Some(detail) = genesis_failure(index, &event, key) {
+        if let Some(detail) = genesis_failure(index, &event, &current) {
             walk.failure = Some(Failure::Genesis {
                 record: index,
                 detail,
@@ -475,8 +531,23 @@ pub(super) fn walk_from(
             walk.failure = Some(failure);
             return walk;
         }
+        if let Event::KeyRotated(rotation) = &event {
+            match check_rotation(&record, rotation, &current) {
+                Ok(new) => {
+                    current = new;
+                    walk.keys.push((index + 1, new));
+                }
+                Err(detail) => {
+                    walk.failure = Some(Failure::KeyRotation {
+                        record: index,
+                        detail,
+                    });
+                    return walk;
+                }
+            }
+        }
         if let Event::Checkpoint(cp) = &event {
-            match check_checkpoint(&record, cp, &walk.tree, &walk.rules, key) {
+            match check_checkpoint(&record, cp, &walk.tree, &walk.rules, &current) {
                 Ok(cp) => {
                     walk.last_checkpoint = Some(cp);
                     walk.since_checkpoint = 0;
@@ -510,6 +581,52 @@ pub(super) fn walk_from(
     }
     progress(bytes.len(), bytes.len());
     walk
+}
+
+/// The key record 0 names, if it is a `log-opened` record whose `kid` is
+/// that key's id (read before its signature is checked; the signature is
+/// then checked under it like any record's).
+fn genesis_key(item: &[u8]) -> Option<PublicKey> {
+    let record = super::record::peek_record(item)?;
+    let Ok(Event::LogOpened(opened)) = Event::decode(&record.event, &record.body) else {
+        return None;
+    };
+    PublicKey::from_bytes(&opened.runner_key)
+}
+
+/// Checks a `key-rotated` record signed by `current`: it hands over from
+/// `current` to a valid, different key, which signed the handover. Returns the new key.
+fn check_rotation(
+    record: &Record,
+    rotation: &events::KeyRotated,
+    current: &PublicKey,
+) -> Result<PublicKey, String> {
+    if rotation.old_key != *current.as_bytes() {
+        return Err(format!(
+            "`old-key` is not {}, the key that signed it",
+            current.id().short()
+        ));
+    }
+    let new = PublicKey::from_bytes(&rotation.new_key)
+        .filter(|k| !k.is_weak())
+        .ok_or("`new-key` is not a valid Ed25519 public key")?;
+    if new == *current {
+        return Err("`new-key` is the key it replaces".into());
+    }
+    let message = events::key_rotation_message(
+        &record.log_id,
+        record.seq,
+        &record.prev,
+        &rotation.old_key,
+        &rotation.new_key,
+    );
+    if !new.verify_strict(&message, &rotation.new_key_signature) {
+        return Err(format!(
+            "`new-key-signature` is not a valid signature by the new key {} over the handover",
+            new.id().short()
+        ));
+    }
+    Ok(new)
 }
 
 /// Record 0 opens the log and names the key that signs it; no other record does.
@@ -583,8 +700,9 @@ fn check_checkpoint(
     if note != want {
         return Err("its signed note names another log, size or root".into());
     }
+    // Compared as deterministic CBOR: one state, one encoding.
     if let Some(state) = &body.state
-        && *state != state_value(tree, rules)
+        && cbor::encode(state).ok() != cbor::encode(&state_value(tree, rules, key)).ok()
     {
         return Err(
             "its resume `state` is not the state the records before it give (frontier, high-water marks, last verification or open run differ)"
@@ -604,7 +722,10 @@ pub fn check_against_checkpoint(
     key: &PublicKey,
 ) -> Result<Checkpoint, Failure> {
     let mismatch = |detail: String| Failure::CheckpointMismatch { detail };
-    let cp = Checkpoint::verify(note, key).map_err(|e| mismatch(format!("checkpoint: {e}")))?;
+    // Signed by the key in force after the records it covers (keys rotate).
+    let size = Checkpoint::peek_size(note).unwrap_or(0);
+    let signer = summary.key_at(size.saturating_sub(1)).unwrap_or(*key);
+    let cp = Checkpoint::verify(note, &signer).map_err(|e| mismatch(format!("checkpoint: {e}")))?;
     if cp.origin != origin(&summary.log_id) {
         return Err(mismatch(format!(
             "the checkpoint is for `{}`, not this log (`{}`)",
