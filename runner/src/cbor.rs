@@ -57,6 +57,55 @@ pub fn decode_canonical(bytes: &[u8]) -> Result<Value, CborError> {
     Ok(value)
 }
 
+/// The length of the first CBOR item in `bytes`, read from the item heads
+/// alone (nothing is decoded), for finding record boundaries fast. `None`
+/// when the item is incomplete, uses indefinite lengths or reserved values,
+/// or claims more items than there are bytes: the caller then falls back to
+/// [`decode_prefix`], which says exactly what is wrong.
+pub fn item_len(bytes: &[u8]) -> Option<usize> {
+    let mut pos = 0usize;
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        pending -= 1;
+        let head = *bytes.get(pos)?;
+        pos += 1;
+        let (major, info) = (head >> 5, head & 0x1f);
+        let width = match info {
+            0..=23 => 0,
+            24 => 1,
+            25 => 2,
+            26 => 4,
+            27 => 8,
+            _ => return None,
+        };
+        let arg = if width == 0 {
+            u64::from(info)
+        } else {
+            let raw = bytes.get(pos..pos + width)?;
+            pos += width;
+            raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+        };
+        match major {
+            2 | 3 => {
+                let end = pos.checked_add(usize::try_from(arg).ok()?)?;
+                if end > bytes.len() {
+                    return None;
+                }
+                pos = end;
+            }
+            4 => pending = pending.checked_add(arg)?,
+            5 => pending = pending.checked_add(arg.checked_mul(2)?)?,
+            6 => pending += 1,
+            _ => {}
+        }
+        // Every pending item takes at least one byte.
+        if pending > (bytes.len() - pos) as u64 {
+            return None;
+        }
+    }
+    Some(pos)
+}
+
 /// Decodes the first item of `bytes` (no canonical check) and returns it with
 /// the number of bytes it occupied. Used to walk CBOR sequences (RFC 8742).
 pub fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), CborError> {

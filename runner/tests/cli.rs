@@ -796,11 +796,19 @@ fn runner_key_rotation_hands_the_log_over_and_retires_the_old_key() {
         "yearly rotation",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("hands the log from runner key"), "{}", text(&out));
+    assert!(
+        text(&out).contains("hands the log from runner key"),
+        "{}",
+        text(&out)
+    );
     // The old key may no longer continue the log; the new one does.
     let out = run_with_input(d, &signed, &trust, &evidence, "{}");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("no longer accepts runner key"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no longer accepts runner key"),
+        "{}",
+        text(&out)
+    );
     let out = edge_runner(&[
         "run",
         p(&signed),
@@ -813,7 +821,11 @@ fn runner_key_rotation_hands_the_log_over_and_retires_the_old_key() {
         "--runner-key",
         p(&new_key),
     ]);
-    assert!(text(&out).contains("ran json-assert 1.0.0"), "{}", text(&out));
+    assert!(
+        text(&out).contains("ran json-assert 1.0.0"),
+        "{}",
+        text(&out)
+    );
     // An auditor holding either public key verifies the whole log.
     for key in [&old_pub, &new_pub] {
         let out = edge_runner(&["evidence", "verify", p(&evidence), "--runner-key", p(key)]);

@@ -1290,7 +1290,13 @@ fn key_copy(key: &SecretKey) -> SecretKey {
 
 /// Signs `event` with `body` as the next record after the valid log `bytes`
 /// with `key`, as someone holding that key could, and appends it.
-fn forge_next(bytes: &[u8], verify_key: &SecretKey, key: &SecretKey, event: &str, body: ciborium::Value) -> Vec<u8> {
+fn forge_next(
+    bytes: &[u8],
+    verify_key: &SecretKey,
+    key: &SecretKey,
+    event: &str,
+    body: ciborium::Value,
+) -> Vec<u8> {
     let summary = evidence::verify_log(bytes, &verify_key.public()).unwrap();
     let last = summary.records.last().unwrap();
     let record = evidence::Record {
@@ -1312,7 +1318,9 @@ fn key_rotation_hands_the_log_to_the_new_key() {
     let (_, old) = make_log(dir.path());
     let new = SecretKey::generate().unwrap();
     let mut log = EvidenceLog::open(dir.path(), key_copy(&old)).unwrap();
-    let at = log.rotate_key(key_copy(&new), "scheduled yearly rotation").unwrap();
+    let at = log
+        .rotate_key(key_copy(&new), "scheduled yearly rotation")
+        .unwrap();
     log.append("note", edge_runner::cbor::text_map([("n", 1u64.into())]))
         .unwrap();
     log.close().unwrap();
@@ -1389,9 +1397,17 @@ fn key_rotation_not_signed_by_the_new_key_is_invalid() {
         .body()
     };
     // The old key alone cannot hand the log to a key that did not agree.
-    let forged = forge_next(&bytes, &old, &old, "key-rotated", body(*old.public().as_bytes(), &old));
+    let forged = forge_next(
+        &bytes,
+        &old,
+        &old,
+        "key-rotated",
+        body(*old.public().as_bytes(), &old),
+    );
     assert_eq!(
-        evidence::verify_log(&forged, &old.public()).unwrap_err().to_string(),
+        evidence::verify_log(&forged, &old.public())
+            .unwrap_err()
+            .to_string(),
         format!(
             "record {seq} is a bad key rotation: `new-key-signature` is not a valid signature by the new key {} over the handover",
             new.id().short()
@@ -1407,14 +1423,22 @@ fn key_rotation_not_signed_by_the_new_key_is_invalid() {
         body(*stranger.public().as_bytes(), &new),
     );
     assert_eq!(
-        evidence::verify_log(&forged, &old.public()).unwrap_err().to_string(),
+        evidence::verify_log(&forged, &old.public())
+            .unwrap_err()
+            .to_string(),
         format!(
             "record {seq} is a bad key rotation: `old-key` is not {}, the key that signed it",
             old.id().short()
         )
     );
     // The genuine handover verifies.
-    let good = forge_next(&bytes, &old, &old, "key-rotated", body(*old.public().as_bytes(), &new));
+    let good = forge_next(
+        &bytes,
+        &old,
+        &old,
+        "key-rotated",
+        body(*old.public().as_bytes(), &new),
+    );
     evidence::verify_log(&good, &new.public()).unwrap();
     // And the writer never writes one except through rotate_key.
     let mut log = EvidenceLog::open(dir.path(), key_copy(&old)).unwrap();

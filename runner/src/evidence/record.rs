@@ -134,12 +134,128 @@ impl From<&str> for RecordFault {
 }
 
 fn decode_inner(bytes: &[u8], key: &PublicKey) -> Result<Record, RecordFault> {
+    let parsed = parse_unverified(bytes);
+    parsed.check_kid(key)?;
+    let (record, tbs, signature) = parsed.structure()?;
+    if !key.verify_strict(tbs, signature) {
+        return Err(BAD_SIGNATURE.to_string().into());
+    }
+    Ok(record?)
+}
+
+/// The refusal of a record whose signature does not verify.
+pub(super) const BAD_SIGNATURE: &str =
+    "signature does not verify under the runner key (record altered?)";
+
+/// A record parsed without its key: every check of §2 that needs no key,
+/// each failure kept at its place in the order of checks (before the `kid`
+/// check, after it but before the signature, or in the payload, after the
+/// signature), so checking it under a key later gives the verdict that
+/// [`decode_record`] gives.
+#[derive(Debug)]
+pub(super) struct Parsed {
+    /// A failure found before the `kid` could be checked.
+    early: Option<String>,
+    /// The protected header's `kid`.
+    kid: Vec<u8>,
+    /// A header failure, found after the `kid` check and before the signature's.
+    header: Option<String>,
+    /// The COSE Sig_structure the signature covers, and the signature.
+    tbs: Vec<u8>,
+    signature: Vec<u8>,
+    /// The payload, or what is wrong with it (checked after the signature).
+    record: Result<Record, String>,
+}
+
+impl Parsed {
+    /// The `kid` check: `Err(WrongKey)` naming the key that signed it, or an
+    /// earlier failure.
+    pub(super) fn check_kid(&self, key: &PublicKey) -> Result<(), RecordFault> {
+        if let Some(e) = &self.early {
+            return Err(e.clone().into());
+        }
+        if self.kid.as_slice() != key.id().0 {
+            let kid = <[u8; 32]>::try_from(self.kid.as_slice())
+                .map(|k| KeyId(k).short())
+                .unwrap_or_else(|_| hex::encode(&self.kid));
+            return Err(RecordFault::WrongKey(kid));
+        }
+        Ok(())
+    }
+
+    /// After the `kid` check: the header failure, if any, else the payload
+    /// (or its failure) with what the signature covers and the signature.
+    #[expect(clippy::type_complexity, reason = "a private triple, named where used")]
+    pub(super) fn structure(&self) -> Result<(Result<Record, String>, &[u8], &[u8]), RecordFault> {
+        if let Some(e) = &self.header {
+            return Err(e.clone().into());
+        }
+        Ok((self.record.clone(), &self.tbs, &self.signature))
+    }
+
+    /// True when the `kid` names `key`.
+    pub(super) fn kid_is(&self, key: &PublicKey) -> bool {
+        self.kid.as_slice() == key.id().0
+    }
+
+    /// The payload, if it parsed (whatever else is wrong).
+    pub(super) fn record(&self) -> Option<&Record> {
+        self.record.as_ref().ok()
+    }
+}
+
+/// Parses a record with every check that needs no key (see [`Parsed`]).
+pub(super) fn parse_unverified(bytes: &[u8]) -> Parsed {
+    let mut parsed = Parsed {
+        early: None,
+        kid: Vec::new(),
+        header: None,
+        tbs: Vec::new(),
+        signature: Vec::new(),
+        record: Err(String::new()),
+    };
+    let sign1 = match early_checks(bytes) {
+        Ok(sign1) => sign1,
+        Err(e) => {
+            parsed.early = Some(e);
+            return parsed;
+        }
+    };
+    let header = &sign1.protected.header;
+    parsed.kid = header.key_id.clone();
+    if !sign1.unprotected.is_empty() {
+        parsed.header = Some("unprotected header must be empty".into());
+        return parsed;
+    }
+    // Exactly alg (1), content type (3) and kid (4): nothing a verifier might skip over.
+    if !header.crit.is_empty()
+        || !header.iv.is_empty()
+        || !header.partial_iv.is_empty()
+        || !header.counter_signatures.is_empty()
+        || !header.rest.is_empty()
+    {
+        parsed.header = Some(
+            "protected header may hold only labels 1 (alg), 3 (content type) and 4 (kid)".into(),
+        );
+        return parsed;
+    }
+    parsed.tbs = sign1.tbs_data(EVIDENCE_CONTEXT);
+    parsed.signature = sign1.signature.clone();
+    parsed.record = match sign1.payload.as_deref() {
+        Some(payload) => parse_payload(payload),
+        None => Err("COSE_Sign1 has no payload".into()),
+    };
+    parsed
+}
+
+/// The checks before the `kid` check: size, encoding, COSE structure,
+/// algorithm and content type.
+fn early_checks(bytes: &[u8]) -> Result<CoseSign1, String> {
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(format!(
             "record is {} bytes, over the {MAX_RECORD_BYTES}-byte limit",
             bytes.len()
-        )
-        .into());
+        ));
     }
     cbor::decode_canonical(bytes).map_err(|e| format!("record encoding: {e}"))?;
     let sign1 = CoseSign1::from_tagged_slice(bytes)
@@ -154,70 +270,14 @@ fn decode_inner(bytes: &[u8], key: &PublicKey) -> Result<Record, RecordFault> {
         other => {
             return Err(format!(
                 "algorithm {other:?} is not Ed25519; only EdDSA (-8) and Ed25519 (-19) are accepted"
-            )
-            .into());
+            ));
         }
     }
     match &header.content_type {
         Some(coset::ContentType::Text(t)) if t == CONTENT_TYPE => {}
-        other => return Err(format!("content type {other:?} is not \"{CONTENT_TYPE}\"").into()),
+        other => return Err(format!("content type {other:?} is not \"{CONTENT_TYPE}\"")),
     }
-    if header.key_id.as_slice() != key.id().0 {
-        let kid = <[u8; 32]>::try_from(header.key_id.as_slice())
-            .map(|k| KeyId(k).short())
-            .unwrap_or_else(|_| hex::encode(&header.key_id));
-        return Err(RecordFault::WrongKey(kid));
-    }
-    if !sign1.unprotected.is_empty() {
-        return Err("unprotected header must be empty".into());
-    }
-    // Exactly alg (1), content type (3) and kid (4): nothing a verifier might skip over.
-    if !header.crit.is_empty()
-        || !header.iv.is_empty()
-        || !header.partial_iv.is_empty()
-        || !header.counter_signatures.is_empty()
-        || !header.rest.is_empty()
-    {
-        return Err(
-            "protected header may hold only labels 1 (alg), 3 (content type) and 4 (kid)".into(),
-        );
-    }
-    sign1
-        .verify_signature(EVIDENCE_CONTEXT, |sig, tbs| {
-            if key.verify_strict(tbs, sig) {
-                Ok(())
-            } else {
-                Err(())
-            }
-        })
-        .map_err(|()| {
-            "signature does not verify under the runner key (record altered?)".to_string()
-        })?;
-    let payload = sign1
-        .payload
-        .as_deref()
-        .ok_or("COSE_Sign1 has no payload")?;
-    Ok(parse_payload(payload)?)
-}
-
-/// The record in `bytes` without checking its signature or header: only for
-/// finding which key to check it under (record 0's `log-opened` names it).
-pub(super) fn peek_record(bytes: &[u8]) -> Option<Record> {
-    if bytes.len() > MAX_RECORD_BYTES {
-        return None;
-    }
-    let sign1 = CoseSign1::from_tagged_slice(bytes).ok()?;
-    let key_id = KeyId(sign1.protected.header.key_id.as_slice().try_into().ok()?);
-    let record = parse_payload(sign1.payload.as_deref()?).ok()?;
-    // Only a record whose kid names the key its body names is worth trying.
-    match super::events::Event::decode(&record.event, &record.body) {
-        Ok(super::events::Event::LogOpened(opened))
-            if PublicKey::from_bytes(&opened.runner_key).is_some_and(|k| k.id() == key_id) =>
-        {
-            Some(record)
-        }
-        _ => None,
-    }
+    Ok(sign1)
 }
 
 fn parse_payload(payload: &[u8]) -> Result<Record, String> {

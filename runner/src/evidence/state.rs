@@ -44,12 +44,15 @@ pub(super) fn state_value(tree: &Frontier, rules: &Rules, key: &PublicKey) -> Va
 }
 
 /// Reads a `state` field for a checkpoint covering `size` records.
-pub(super) fn read_state(
-    value: &Value,
-    size: u64,
-) -> Result<(Frontier, Rules, PublicKey), String> {
+pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, PublicKey), String> {
     let map = MapReader::new("`state`", value)?;
-    map.only(&["runner-key", "frontier", "high-water", "last-verified", "open-run"])?;
+    map.only(&[
+        "runner-key",
+        "frontier",
+        "high-water",
+        "last-verified",
+        "open-run",
+    ])?;
     let key = map
         .bytes("runner-key")
         .ok()
