@@ -1451,3 +1451,109 @@ fn key_rotation_not_signed_by_the_new_key_is_invalid() {
         "{err}"
     );
 }
+
+#[test]
+fn log_rolls_into_segments_and_the_chain_continues_across_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let runner = SecretKey::generate().unwrap();
+    let public = runner.public();
+    let mut log = EvidenceLog::open(d, key_copy(&runner)).unwrap();
+    log.set_checkpoint_policy(evidence::CheckpointPolicy {
+        every_records: 16,
+        every: std::time::Duration::from_secs(3600),
+    });
+    log.set_segment_policy(evidence::SegmentPolicy {
+        max_bytes: 8 * 1024,
+        max_age: None,
+    });
+    for n in 0..300u64 {
+        log.append("note", edge_runner::cbor::text_map([("n", n.into())]))
+            .unwrap();
+    }
+    let len = log.len();
+    log.close().unwrap();
+
+    let segments = evidence::segment_files(d).unwrap();
+    assert!(segments.len() >= 3, "{segments:?}");
+    // Each segment after the first, and the active file, begins with a
+    // checkpoint carrying the resume state, and is named for its first record.
+    let whole = evidence::read_log_dir(d, u64::MAX).unwrap();
+    let summary = evidence::verify_log(&whole, &public).unwrap();
+    assert_eq!(
+        summary.records.len() as u64,
+        len + 1,
+        "every record, once, in order"
+    );
+    let mut files = segments.clone();
+    files.push(d.join(LOG_FILE));
+    for (i, file) in files.iter().enumerate() {
+        let bytes = std::fs::read(file).unwrap();
+        let (first, _) = edge_runner::cbor::decode_prefix(&bytes).unwrap();
+        let first = summary
+            .records
+            .iter()
+            .find(|r| r.bytes == edge_runner::cbor::encode(&first).unwrap())
+            .unwrap();
+        if i > 0 {
+            assert_eq!(first.record.event, "checkpoint", "{}", file.display());
+        }
+        if i < segments.len() {
+            assert_eq!(
+                file.file_name().unwrap().to_str().unwrap(),
+                evidence::segment_name(first.record.seq)
+            );
+        }
+    }
+
+    // Reopening resumes within the active file, or reads everything without the pointer.
+    drop(EvidenceLog::open(d, key_copy(&runner)).unwrap());
+    std::fs::remove_file(d.join(evidence::RESUME_FILE)).unwrap();
+    let log = EvidenceLog::open(d, key_copy(&runner)).unwrap();
+    let reopened = log.len();
+    assert!(reopened > len);
+    drop(log);
+    let whole = evidence::read_log_dir(d, u64::MAX).unwrap();
+    let summary = evidence::verify_log(&whole, &public).unwrap();
+    assert_eq!(
+        summary.records[reopened as usize - 1].record.event,
+        "runner-started",
+        "the full read found the same end of the log as the resume"
+    );
+
+    // A segment removed from the middle is a gap the verifier names.
+    std::fs::remove_file(&segments[1]).unwrap();
+    let cut = evidence::read_log_dir(d, u64::MAX).unwrap();
+    assert!(matches!(
+        evidence::verify_log(&cut, &public).unwrap_err(),
+        Failure::Sequence { .. }
+    ));
+}
+
+/// A crash between moving the active file into `segments/` and creating the
+/// new one leaves no active file: the next open continues the same log.
+#[test]
+fn crash_while_rolling_a_segment_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, runner) = make_log(d);
+    let before =
+        evidence::verify_log(&std::fs::read(d.join(LOG_FILE)).unwrap(), &runner.public()).unwrap();
+    std::fs::create_dir(d.join(evidence::SEGMENTS_DIR)).unwrap();
+    std::fs::rename(
+        d.join(LOG_FILE),
+        d.join(evidence::SEGMENTS_DIR)
+            .join(evidence::segment_name(0)),
+    )
+    .unwrap();
+    let log = EvidenceLog::open(d, key_copy(&runner)).unwrap();
+    assert_eq!(log.len(), before.records.len() as u64 + 1);
+    assert_eq!(log.log_id(), before.log_id);
+    drop(log);
+    let whole = evidence::read_log_dir(d, u64::MAX).unwrap();
+    let after = evidence::verify_log(&whole, &runner.public()).unwrap();
+    assert_eq!(
+        after.records[before.records.len()].record.event,
+        "runner-started"
+    );
+}

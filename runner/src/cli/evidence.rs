@@ -10,7 +10,7 @@ use crate::audit::{
     KeySource, Report, Source, malformed_bundle_report, verify_bundle, verify_log_report,
 };
 use crate::evidence::bundle::{Bundle, MAX_BUNDLE_BYTES, looks_like_bundle};
-use crate::evidence::{self, CHECKPOINT_FILE, LOG_FILE, merkle};
+use crate::evidence::{self, CHECKPOINT_FILE, merkle};
 use crate::fsio::{read_bounded, read_bounded_text};
 use crate::keys::PublicKey;
 
@@ -259,10 +259,7 @@ fn load_runner_key(explicit: Option<&Path>, dir: &Path) -> Result<PublicKey> {
 }
 
 /// Reads DIR/evidence.log.
+/// The directory's whole log: its segments, oldest first, then the active file.
 fn read_log(dir: &Path) -> Result<Vec<u8>> {
-    Ok(read_bounded(
-        &dir.join(LOG_FILE),
-        MAX_BUNDLE_BYTES,
-        "evidence log",
-    )?)
+    Ok(evidence::read_log_dir(dir, MAX_BUNDLE_BYTES)?)
 }

@@ -82,7 +82,12 @@ impl Bundle {
             move |source| BundleError::Read { path, source }
         };
         let read = |p: &Path| fs::read(p).map_err(failed(p));
-        let log = read(&evidence_dir.join(LOG_FILE))?;
+        let log = super::log::read_log_dir(evidence_dir, MAX_BUNDLE_BYTES).map_err(|e| {
+            BundleError::Read {
+                path: evidence_dir.join(LOG_FILE).display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
         let checkpoint_path = evidence_dir.join(CHECKPOINT_FILE);
         let checkpoint = match fs::read_to_string(&checkpoint_path) {
             Ok(text) => Some(text),

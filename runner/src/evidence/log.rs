@@ -64,6 +64,32 @@ impl Default for CheckpointPolicy {
     }
 }
 
+/// When the log rolls over to a new segment file: at the first checkpoint
+/// after the active file (`DIR/evidence.log`) reaches `max_bytes`, or after
+/// its first record is `max_age` old. The active file is then moved to
+/// `DIR/segments/evidence-<first seq, 20 digits>.log` and a new active file
+/// starts with a checkpoint record (with its resume state), so the chain and
+/// the Merkle tree continue and old segments can be shipped and archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentPolicy {
+    /// Largest active file before it rolls. Default 256 MiB.
+    pub max_bytes: u64,
+    /// Oldest first record before the file rolls. Default: no age limit.
+    pub max_age: Option<std::time::Duration>,
+}
+
+impl Default for SegmentPolicy {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 << 20,
+            max_age: None,
+        }
+    }
+}
+
+/// Directory (inside the evidence directory) of the segments rolled over.
+pub const SEGMENTS_DIR: &str = "segments";
+
 /// An open evidence log, held exclusively by this process.
 #[derive(Debug)]
 pub struct EvidenceLog {
@@ -84,6 +110,11 @@ pub struct EvidenceLog {
     bytes_len: u64,
     /// True while `rotate_key` writes its record.
     rotating: bool,
+    segments: SegmentPolicy,
+    /// Sequence number and time of the first record in the active file.
+    segment_first: Option<(u64, u64)>,
+    /// True while a roll writes the new segment's first checkpoint.
+    rolling: bool,
 }
 
 impl EvidenceLog {
@@ -137,7 +168,7 @@ impl EvidenceLog {
         };
         let loaded = match loaded {
             Some(loaded) => loaded,
-            None => load_from(&mut file, &path, 0, Start::default(), &public)?,
+            None => load_all(dir, &mut file, &path, &public)?,
         };
         let walk = &loaded.walk;
         match &walk.failure {
@@ -215,12 +246,16 @@ impl EvidenceLog {
             last_checkpoint: std::time::Instant::now(),
             policy: CheckpointPolicy::default(),
             dir: dir.to_path_buf(),
-            bytes_len: loaded.good_end(),
+            bytes_len: loaded.good_end() - loaded.before_active,
             rotating: false,
+            segments: SegmentPolicy::default(),
+            segment_first: None,
+            rolling: false,
         };
-        let torn_bytes = file_len - loaded.good_end();
+        log.segment_first = first_in_file(&mut log.file, log.bytes_len);
+        let torn_bytes = (file_len + loaded.before_active).saturating_sub(loaded.good_end());
         if torn {
-            log.file.set_len(loaded.good_end()).map_err(io(&log.path))?;
+            log.file.set_len(log.bytes_len).map_err(io(&log.path))?;
             log.file.sync_all().map_err(io(&log.path))?;
         }
         let runner_version = crate::RUNNER_VERSION.to_string();
@@ -325,6 +360,9 @@ impl EvidenceLog {
             let _ = self.file.set_len(self.bytes_len);
             return Err(io(e));
         }
+        if self.segment_first.is_none() {
+            self.segment_first = Some((self.next_seq, time_ms));
+        }
         self.bytes_len += buffer.len() as u64;
         self.next_seq = seq;
         self.prev = prev;
@@ -407,6 +445,72 @@ impl EvidenceLog {
         Ok(seq)
     }
 
+    /// Sets when the log rolls over to a new segment file.
+    pub fn set_segment_policy(&mut self, policy: SegmentPolicy) {
+        self.segments = policy;
+    }
+
+    fn roll_due(&self) -> bool {
+        let Some((_, started)) = self.segment_first else {
+            return false;
+        };
+        let age = self.last_time.saturating_sub(started);
+        self.bytes_len >= self.segments.max_bytes
+            || self
+                .segments
+                .max_age
+                .is_some_and(|max| u128::from(age) >= max.as_millis())
+    }
+
+    /// Moves the active file to `DIR/segments/` and starts a new one with a
+    /// checkpoint record. A crash at any point leaves a log that opens: the
+    /// segments and the active file (if any) are read together.
+    fn roll(&mut self) -> Result<(), EvidenceError> {
+        let Some((first, _)) = self.segment_first else {
+            return Ok(());
+        };
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| EvidenceError::Io { path, source }
+        };
+        let segments = self.dir.join(SEGMENTS_DIR);
+        fs::create_dir_all(&segments).map_err(io(&segments))?;
+        let target = segments.join(segment_name(first));
+        if target.exists() {
+            return Err(EvidenceError::Encode(format!(
+                "segment {} already exists; refusing to replace it",
+                target.display()
+            )));
+        }
+        fs::rename(&self.path, &target).map_err(io(&target))?;
+        for d in [&segments, &self.dir] {
+            File::open(d).and_then(|f| f.sync_all()).map_err(io(d))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&self.path)
+            .map_err(io(&self.path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(EvidenceError::Locked(self.path.display().to_string()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&self.path)(e)),
+        }
+        File::open(&self.dir)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&self.dir))?;
+        self.file = file;
+        self.bytes_len = 0;
+        self.segment_first = None;
+        self.rolling = true;
+        let started = self.checkpoint();
+        self.rolling = false;
+        started.map(|_| ())
+    }
+
     /// Sets when checkpoints are written.
     pub fn set_checkpoint_policy(&mut self, policy: CheckpointPolicy) {
         self.policy = policy;
@@ -454,6 +558,9 @@ impl EvidenceLog {
             crate::fsio::write_atomically(&self.dir.join(RESUME_FILE), pointer.as_bytes())
         {
             tracing::warn!("could not write {RESUME_FILE}; the next open re-reads the log: {e}");
+        }
+        if !self.rolling && self.roll_due() {
+            self.roll()?;
         }
         Ok(checkpoint)
     }
@@ -623,6 +730,8 @@ struct Loaded {
     start_tree: Frontier,
     /// The record just before the walk (the resume checkpoint), if any.
     start_last: Option<SignedRecord>,
+    /// Bytes of segment files read before the active file.
+    before_active: u64,
 }
 
 impl Loaded {
@@ -656,6 +765,111 @@ fn load_from(
         base,
         start_tree,
         start_last,
+        before_active: 0,
+    })
+}
+
+/// Sequence number and time of the first record of the active file (only
+/// for naming its segment and its age; nothing is trusted from it).
+fn first_in_file(file: &mut File, len: u64) -> Option<(u64, u64)> {
+    let want = len.min(super::record::MAX_RECORD_BYTES as u64 + 16);
+    let mut head = vec![0u8; want as usize];
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_exact(&mut head).ok()?;
+    let len = crate::cbor::item_len(&head)?;
+    let parsed = super::record::parse_unverified(&head[..len]);
+    parsed.record().map(|r| (r.seq, r.time_ms))
+}
+
+/// The name of the segment whose first record is `first`.
+pub fn segment_name(first: u64) -> String {
+    format!("evidence-{first:020}.log")
+}
+
+/// The segment files of an evidence directory, oldest first.
+pub fn segment_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let segments = dir.join(SEGMENTS_DIR);
+    let mut files = match fs::read_dir(&segments) {
+        Ok(entries) => entries
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    files.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("evidence-") && n.ends_with(".log"))
+    });
+    files.sort();
+    Ok(files)
+}
+
+/// The whole log of an evidence directory: its segments, oldest first, then
+/// the active file, as one byte sequence (what verification reads), with at
+/// most `limit` bytes in all.
+pub fn read_log_dir(dir: &Path, limit: u64) -> Result<Vec<u8>, crate::fsio::ReadError> {
+    let mut files = segment_files(dir).map_err(|source| crate::fsio::ReadError::Io {
+        what: "evidence segments".into(),
+        path: dir.join(SEGMENTS_DIR),
+        source,
+    })?;
+    let active = dir.join(LOG_FILE);
+    if active.exists() || files.is_empty() {
+        files.push(active);
+    }
+    let mut bytes = Vec::new();
+    for file in files {
+        let room = limit.saturating_sub(bytes.len() as u64);
+        bytes.extend_from_slice(&crate::fsio::read_bounded(&file, room, "evidence log")?);
+    }
+    Ok(bytes)
+}
+
+/// Reads every segment and the active file and walks them from record 0.
+fn load_all(
+    dir: &Path,
+    file: &mut File,
+    path: &Path,
+    key: &crate::keys::PublicKey,
+) -> Result<Loaded, EvidenceError> {
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |source| EvidenceError::Io { path: p, source }
+    };
+    let mut bytes = Vec::new();
+    for segment in segment_files(dir).map_err(io(dir))? {
+        File::open(&segment)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io(&segment))?;
+    }
+    let before_active = bytes.len() as u64;
+    file.seek(SeekFrom::Start(0)).map_err(io(path))?;
+    file.read_to_end(&mut bytes).map_err(io(path))?;
+    let walk = walk_from(&bytes, key, Start::default(), &mut |_, _| {});
+    // A crash can tear only the active file; a segment ending inside a record
+    // was cut, so it is refused however the walk names it.
+    if (walk.good_bytes as u64) < before_active
+        && let Some(failure) = &walk.failure
+    {
+        return Err(EvidenceError::Corrupt {
+            path: dir.join(SEGMENTS_DIR).display().to_string(),
+            failure: match failure {
+                Failure::TornTail { record, offset, .. } => Failure::Malformed {
+                    record: *record,
+                    offset: *offset,
+                    detail: "the last segment ends inside a record".into(),
+                },
+                other => other.clone(),
+            },
+        });
+    }
+    Ok(Loaded {
+        walk,
+        base: 0,
+        start_tree: Frontier::default(),
+        start_last: None,
+        before_active,
     })
 }
 

@@ -23,7 +23,8 @@ pub use checkpoint::{Checkpoint, key_hash, origin};
 pub use events::Event;
 pub use log::{
     CHECKPOINT_FILE, COMMITMENT_CONTEXT, CheckpointPolicy, EvidenceLog, LOG_FILE, OPENINGS_FILE,
-    RESUME_FILE, commitment,
+    RESUME_FILE, SEGMENTS_DIR, SegmentPolicy, commitment, read_log_dir, segment_files,
+    segment_name,
 };
 pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord,
