@@ -378,9 +378,8 @@ fn resume_pointer_is_only_a_hint() {
         for name in [LOG_FILE, evidence::CHECKPOINT_FILE] {
             std::fs::copy(dir.path().join(name), backup.join(name)).unwrap();
         }
-        match pointer {
-            Some(p) => std::fs::write(backup.join(evidence::RESUME_FILE), p).unwrap(),
-            None => {}
+        if let Some(p) = pointer {
+            std::fs::write(backup.join(evidence::RESUME_FILE), p).unwrap();
         }
         let copy = SecretKey::from_pem(&runner.to_pem().unwrap(), Path::new("mem")).unwrap();
         let log = EvidenceLog::open(&backup, copy).unwrap();
