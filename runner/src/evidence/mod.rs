@@ -17,6 +17,7 @@ mod log;
 pub mod merkle;
 mod record;
 mod verify;
+pub mod witness;
 
 pub use checkpoint::{Checkpoint, key_hash, origin};
 pub use events::Event;
