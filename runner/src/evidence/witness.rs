@@ -399,6 +399,12 @@ pub fn verify_cosignature(note: &str, witness: &WitnessKey) -> Result<Option<u64
     Ok(newest)
 }
 
+/// The tree size a checkpoint note claims (its body's second line), unverified;
+/// for messages only.
+pub fn note_size(note: &str) -> Option<u64> {
+    note.split('\n').nth(1)?.parse().ok()
+}
+
 /// A note signature line's key name and decoded blob; a malformed line is an error.
 fn signature_line(line: &str) -> Result<(&str, Vec<u8>), String> {
     let rest = line
