@@ -437,15 +437,11 @@ fn verify_log_into(
                 let names: Vec<String> = cosigners
                     .iter()
                     .map(|&(i, time)| {
-                        format!(
-                            "`{}` (at {})",
-                            policy.witnesses()[i].name(),
-                            Timestamp(time)
-                        )
+                        format!("`{}` at {}", policy.witnesses()[i].name(), Timestamp(time))
                     })
                     .collect();
                 return report.failed(format!(
-                    "the log ({} records) does not extend the checkpoint of {} records that witness {} cosigned: {f}",
+                    "the log ({} records) does not extend the checkpoint of {} records cosigned by witness {}: {f}",
                     summary.records.len(),
                     note_size(note).map_or_else(|| "?".to_string(), |s| s.to_string()),
                     names.join(", ")

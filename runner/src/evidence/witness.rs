@@ -565,8 +565,8 @@ impl WitnessState {
 
     /// Answers an add-checkpoint request: checks, in this order, the origin,
     /// the log's signature, then (holding the state lock) that the checkpoint
-    /// does not shrink the log, that `old` is the size this witness cosigned
-    /// last, and that the checkpoint extends it (same root at the same size,
+    /// does not shrink the log, that `old` is not above the checkpoint's size,
+    /// that `old` is the size this witness cosigned last, and that the checkpoint extends it (same root at the same size,
     /// or a verified consistency proof); then stores the new state atomically
     /// and returns the cosignature line.
     pub fn add_checkpoint(
@@ -590,12 +590,6 @@ impl WitnessState {
                 detail,
             }
         })?;
-        if request.old > cp.size {
-            return Err(WitnessError::Request(format!(
-                "old size {} is larger than the checkpoint's size {}",
-                request.old, cp.size
-            )));
-        }
         // Check and update under one lock: two requests checked against the same
         // state and stored in turn would roll the state back (tlog-witness).
         let lock_path = self.dir.join(WITNESS_LOCK_FILE);
@@ -616,6 +610,12 @@ impl WitnessState {
                 size: cp.size,
                 stored: stored_size,
             });
+        }
+        if request.old > cp.size {
+            return Err(WitnessError::Request(format!(
+                "old size {} is larger than the checkpoint's size {}",
+                request.old, cp.size
+            )));
         }
         if request.old != stored_size {
             return Err(WitnessError::OldSizeMismatch {
