@@ -896,6 +896,27 @@ mod tests {
         assert_eq!(w.public().key_id(), h.finalize()[..4]);
     }
 
+    /// The worked example of `docs/evidence-format.md` §10.1: the RFC 8032 test 1
+    /// key as witness `witness.example/w1`, cosigning C2SP's example checkpoint.
+    #[test]
+    fn spec_example_cosignature() {
+        let seed: [u8; 32] =
+            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let key = SecretKey::from_signing_key(ed25519_dalek::SigningKey::from_bytes(&seed));
+        let w = Witness::new("witness.example/w1", key).unwrap();
+        let body =
+            "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+        assert_eq!(w.public().vkey(), SPEC_VKEY);
+        assert_eq!(w.cosign(body, 1_679_315_147), SPEC_LINE);
+    }
+
+    const SPEC_VKEY: &str =
+        "witness.example/w1+eb762cc2+BNdamAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea";
+    const SPEC_LINE: &str = "\u{2014} witness.example/w1 63YswgAAAABkGFDL+TPmh4BYuAjsYRoqMJCWb/gWJaeRF/kmm5tlCr9sJ57DLErur7K0yDXc2ArN+TIuotuB/HbuL3AJsp3bv/aNCQ==\n";
+
     #[test]
     fn vkey_round_trips_and_a_wrong_key_id_or_type_is_refused() {
         let w = witness("witness.example/w1");
