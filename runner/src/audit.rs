@@ -484,7 +484,7 @@ fn verify_log_into(
             .map(|w| format!("`{}`", w.name))
             .collect();
         return report.failed(format!(
-            "{} of the {} witnesses required cosigned a checkpoint that this log extends (cosigned: {}; no cosignature from: {}); a log whose witnessed checkpoints were removed cannot show that it was not cut or rewritten. Ask the runner's operator for the witnessed checkpoints, or each witness for its latest checkpoint of this log (pass it with --checkpoint)",
+            "{} of the {} witnesses required cosigned a checkpoint that this log extends (cosigned: {}; no cosignature from: {}); a log whose witnessed checkpoints were removed cannot show that it was not cut or rewritten. Ask the runner's operator for the witnessed checkpoints, or each witness for its latest checkpoint of this log, and verify with them",
             sizes.len(),
             policy.min(),
             if cosigned.is_empty() { "none".to_string() } else { cosigned.join(", ") },

@@ -1288,7 +1288,7 @@ fn verifier_with_witness_catches_a_rewritten_history() {
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(
         text(&out).contains(&format!(
-            "REFUSED: the request proves consistency from size 0, but this witness last cosigned size {first} for `{origin}`; ask for a proof from there (`edge-runner evidence witness-request DIR --old {first}`)"
+            "REFUSED: the request proves consistency from size 0, but this witness last cosigned size {first} for `{origin}`; ask again with a consistency proof from size {first}\n  the runner's operator asks again with: edge-runner evidence witness-request DIR --old {first}"
         )),
         "{}",
         text(&out)
@@ -1322,7 +1322,7 @@ fn verifier_with_witness_catches_a_rewritten_history() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains(
-            "--min-witnesses: the minimum number of witnesses must be between 1 and the 1 given, not 2"
+            "--witness/--min-witnesses: the minimum number of witnesses must be between 1 and the 1 given, not 2"
         ),
         "{}",
         text(&out)

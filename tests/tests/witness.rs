@@ -293,7 +293,7 @@ fn verifier_with_witness_refuses_a_log_whose_witnessed_checkpoints_were_removed(
     assert_eq!(
         report.failure.as_deref(),
         Some(
-            "0 of the 1 witnesses required cosigned a checkpoint that this log extends (cosigned: none; no cosignature from: `witness.example/w1`); a log whose witnessed checkpoints were removed cannot show that it was not cut or rewritten. Ask the runner's operator for the witnessed checkpoints, or each witness for its latest checkpoint of this log (pass it with --checkpoint)"
+            "0 of the 1 witnesses required cosigned a checkpoint that this log extends (cosigned: none; no cosignature from: `witness.example/w1`); a log whose witnessed checkpoints were removed cannot show that it was not cut or rewritten. Ask the runner's operator for the witnessed checkpoints, or each witness for its latest checkpoint of this log, and verify with them"
         )
     );
     assert_eq!(report.truncation, Truncation::RunnerCheckpoint);
@@ -307,7 +307,7 @@ fn min_witnesses_not_met_is_invalid_naming_who_is_missing() {
     assert_eq!(
         report.failure.as_deref(),
         Some(
-            "1 of the 2 witnesses required cosigned a checkpoint that this log extends (cosigned: `witness.example/w1` (9 records); no cosignature from: `witness.example/w2`); a log whose witnessed checkpoints were removed cannot show that it was not cut or rewritten. Ask the runner's operator for the witnessed checkpoints, or each witness for its latest checkpoint of this log (pass it with --checkpoint)"
+            "1 of the 2 witnesses required cosigned a checkpoint that this log extends (cosigned: `witness.example/w1` (9 records); no cosignature from: `witness.example/w2`); a log whose witnessed checkpoints were removed cannot show that it was not cut or rewritten. Ask the runner's operator for the witnessed checkpoints, or each witness for its latest checkpoint of this log, and verify with them"
         )
     );
     let report = s.verify(&[s.witness.public(), w2.public()], Some(1));

@@ -109,7 +109,7 @@ impl EvidenceVerify {
                 keys.push(load_vkey(path)?);
             }
             WitnessPolicy::new(keys, self.min_witnesses)
-                .map_err(|e| anyhow!("--min-witnesses: {e}"))?
+                .map_err(|e| anyhow!("--witness/--min-witnesses: {e}"))?
         };
         let report = if self.path.is_dir() {
             let key = key.ok_or_else(|| {
@@ -403,6 +403,11 @@ impl WitnessCosign {
                 | WitnessError::BadProof { .. }),
             ) => {
                 eprintln!("REFUSED: {e}");
+                if let WitnessError::OldSizeMismatch { stored, .. } = e {
+                    eprintln!(
+                        "  the runner's operator asks again with: edge-runner evidence witness-request DIR --old {stored}"
+                    );
+                }
                 Ok(Exit::EvidenceInvalid)
             }
             Err(e) => Err(e.into()),

@@ -134,7 +134,7 @@ pub enum WitnessError {
     },
     /// The request proves consistency from another size than the witness's.
     #[error(
-        "the request proves consistency from size {old}, but this witness last cosigned size {stored} for `{origin}`; ask for a proof from there (`edge-runner evidence witness-request DIR --old {stored}`)"
+        "the request proves consistency from size {old}, but this witness last cosigned size {stored} for `{origin}`; ask again with a consistency proof from size {stored}"
     )]
     OldSizeMismatch {
         /// The log.
@@ -809,10 +809,7 @@ impl WitnessPolicy {
     pub fn new(witnesses: Vec<WitnessKey>, min: Option<usize>) -> Result<Self, String> {
         let min = min.unwrap_or(witnesses.len());
         if witnesses.is_empty() {
-            return Err(
-                "a minimum number of witnesses needs witnesses: give each one's vkey with --witness"
-                    .into(),
-            );
+            return Err("a minimum number of witnesses needs at least one witness key".into());
         }
         if min == 0 || min > witnesses.len() {
             return Err(format!(
