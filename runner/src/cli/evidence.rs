@@ -277,11 +277,12 @@ impl EvidenceExport {
         }
         write_atomically(&self.out, &bundle.to_cbor()?)?;
         say!(
-            "exported {} records, checkpoint {}, {} trust root version(s), runner key {} -> {}",
+            "exported {} records, checkpoint {}, {} witnessed checkpoint(s), {} trust root version(s), runner key {} -> {}",
             report.records,
             report
                 .checkpoint_size
                 .map_or_else(|| "none".to_string(), |s| format!("covering {s}")),
+            bundle.witnessed.len(),
             bundle.trust_roots.len(),
             key.id().short(),
             self.out.display()

@@ -893,6 +893,48 @@ mod tests {
         assert_eq!(w.public().key_id(), h.finalize()[..4]);
     }
 
+    #[test]
+    fn state_under_another_log_key_is_damaged_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = WitnessState::open(dir.path()).unwrap();
+        let runner = SecretKey::generate().unwrap();
+        let log = LogConfig {
+            origin: origin(&[7; 16]),
+            key: runner.public(),
+        };
+        let w = witness("witness.example/w1");
+        let l = leaves(4);
+        let first = AddCheckpoint {
+            old: 0,
+            proof: vec![],
+            note: note(&runner, &l),
+        };
+        state
+            .add_checkpoint(&w, &log, &first, Timestamp(1))
+            .unwrap();
+        // Someone configures the same origin with another key: the witness stops.
+        let other = SecretKey::generate().unwrap();
+        let switched = LogConfig {
+            origin: log.origin.clone(),
+            key: other.public(),
+        };
+        let request = AddCheckpoint {
+            old: 4,
+            proof: vec![],
+            note: note(&other, &l),
+        };
+        let err = state
+            .add_checkpoint(&w, &switched, &request, Timestamp(2))
+            .unwrap_err();
+        assert!(matches!(err, WitnessError::State { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("was the log's key changed? A witness never switches a log's key"),
+            "{err}"
+        );
+        assert_eq!(state.latest(&log).unwrap().unwrap().0.size, 4);
+    }
+
     /// The worked example of `docs/evidence-format.md` §10.1: the RFC 8032 test 1
     /// key as witness `witness.example/w1`, cosigning C2SP's example checkpoint.
     #[test]
