@@ -1442,4 +1442,20 @@ fn verifier_given_no_checkpoint_and_no_witness_says_truncation_is_not_ruled_out(
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["truncation"], "not-ruled-out");
     assert_eq!(json["witnesses"], serde_json::json!([]));
+    let page = d.join("report.html");
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&bare),
+        "--runner-key",
+        p(&runner_pub),
+        "--html",
+        p(&page),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("<tr><th>Truncation</th><td><code>NOT ruled out: no checkpoint and no witness was checked"),
+        "{html}"
+    );
 }

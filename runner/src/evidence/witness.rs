@@ -183,6 +183,9 @@ pub enum WitnessError {
     /// A cosignature does not verify, or none was given.
     #[error("{0}")]
     Cosignature(String),
+    /// A witnessed checkpoint file could not be read, or is larger than any note.
+    #[error(transparent)]
+    Read(#[from] crate::fsio::ReadError),
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -784,9 +787,8 @@ pub fn read_witnessed(evidence_dir: &Path) -> Result<Vec<(PathBuf, String)>, Wit
     paths
         .into_iter()
         .map(|path| {
-            read_bounded_text(&path, MAX_NOTE_BYTES, "witnessed checkpoint")
-                .map(|note| (path.clone(), note))
-                .map_err(|e| WitnessError::Cosignature(e.to_string()))
+            let note = read_bounded_text(&path, MAX_NOTE_BYTES, "witnessed checkpoint")?;
+            Ok((path, note))
         })
         .collect()
 }
