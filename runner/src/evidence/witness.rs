@@ -658,7 +658,9 @@ impl WitnessState {
         }
         let line = witness.cosign(&cp.body(), now.0);
         let path = self.state_path(&log.origin);
-        let state = format!("{}{line}", without_signatures_by(&request.note, witness)?);
+        let kept = without_signatures_by(&request.note, &witness.public.name)
+            .map_err(WitnessError::Request)?;
+        let state = format!("{kept}{line}");
         write_atomically(&path, state.as_bytes()).map_err(io_error(&path))?;
         if let Some(parent) = path.parent() {
             File::open(parent)
@@ -670,17 +672,15 @@ impl WitnessState {
     }
 }
 
-/// `note` without signature lines by `witness`'s name (so a stored or
-/// witnessed note holds one cosignature per witness).
-fn without_signatures_by(note: &str, witness: &Witness) -> Result<String, WitnessError> {
-    let (body, lines) = note_parts(note).map_err(WitnessError::Cosignature)?;
+/// `note` without signature lines bearing the key name `name` (so a stored or
+/// witnessed note holds one cosignature per witness), ready for a new line.
+fn without_signatures_by(note: &str, name: &str) -> Result<String, String> {
+    let (body, lines) = note_parts(note)?;
     let mut out = format!("{body}\n");
-    let own = format!("{SIGNATURE_PREFIX}{} ", witness.public.name);
-    for line in lines {
-        if !line.starts_with(&own) {
-            out.push_str(line);
-            out.push('\n');
-        }
+    let own = format!("{SIGNATURE_PREFIX}{name} ");
+    for line in lines.into_iter().filter(|l| !l.starts_with(&own)) {
+        out.push_str(line);
+        out.push('\n');
     }
     Ok(out)
 }
@@ -745,13 +745,7 @@ pub fn attach(note: &str, response: &str, witness: &WitnessKey) -> Result<(Strin
             hex::encode(id)
         ));
     };
-    let own = format!("{SIGNATURE_PREFIX}{} ", witness.name);
-    let (body, lines) = note_parts(note)?;
-    let mut out = format!("{body}\n");
-    for l in lines.iter().filter(|l| !l.starts_with(&own)) {
-        out.push_str(l);
-        out.push('\n');
-    }
+    let mut out = without_signatures_by(note, &witness.name)?;
     out.push_str(line);
     out.push('\n');
     Ok((out, timestamp))
