@@ -1459,3 +1459,70 @@ fn verifier_given_no_checkpoint_and_no_witness_says_truncation_is_not_ruled_out(
         "{html}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn witness_given_dev_zero_as_request_or_vkey_refuses_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let w = d.join("witness");
+    let out = edge_runner(&[
+        "evidence",
+        "witness-init",
+        "--dir",
+        p(&w),
+        "--name",
+        "w.example/1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, runner_pub) = keys(d, "runner");
+    let out = edge_runner(&[
+        "evidence",
+        "witness",
+        "--dir",
+        p(&w),
+        "--log-key",
+        p(&runner_pub),
+        "--origin",
+        "edge-runner/log/00000000000000000000000000000000",
+        "--request",
+        "/dev/zero",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("add-checkpoint request /dev/zero is larger than the limit of 65536 bytes"),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(d),
+        "--runner-key",
+        p(&runner_pub),
+        "--witness",
+        "/dev/zero",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("witness vkey /dev/zero is larger than the limit of 65536 bytes"),
+        "{}",
+        text(&out)
+    );
+    // witness-init never overwrites a witness's key.
+    let out = edge_runner(&[
+        "evidence",
+        "witness-init",
+        "--dir",
+        p(&w),
+        "--name",
+        "w.example/1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("witness.vkey already exists; refusing to overwrite a key"),
+        "{}",
+        text(&out)
+    );
+}
