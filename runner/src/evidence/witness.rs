@@ -7,7 +7,7 @@
 //!   `cosignature/v1\ntime <unix seconds>\n` followed by the checkpoint body,
 //!   and its note signature line is
 //!   `— <name> base64(key ID(4) ‖ timestamp(8, big-endian) ‖ Ed25519 signature(64))`,
-//!   the key ID being SHA-256(name ‖ "\n" ‖ 0x04 ‖ public key)[:4].
+//!   the key ID being the first 4 bytes of SHA-256(name ‖ "\n" ‖ 0x04 ‖ public key).
 //! * **add-checkpoint** (c2sp.org/tlog-witness): the request a witness
 //!   answers, `old <size>\n`, up to 63 consistency proof hashes (one base64
 //!   line each), a blank line, then the checkpoint note.
@@ -237,7 +237,7 @@ impl WitnessKey {
         &self.key
     }
 
-    /// The cosignature/v1 key ID: SHA-256(name ‖ "\n" ‖ 0x04 ‖ public key)[:4].
+    /// The cosignature/v1 key ID: the first 4 bytes of SHA-256(name ‖ "\n" ‖ 0x04 ‖ public key).
     pub fn key_id(&self) -> [u8; 4] {
         let mut h = Sha256::new();
         h.update(self.name.as_bytes());
