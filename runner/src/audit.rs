@@ -12,8 +12,10 @@ use serde::Serialize;
 
 use crate::evidence::bundle::Bundle;
 use crate::evidence::events::{CapsuleVerified, Event, RunStarted};
+use crate::evidence::witness::{WitnessPolicy, note_size, verify_cosignature};
 use crate::evidence::{Checkpoint, Summary, check_against_checkpoint, verify_log_with_progress};
 use crate::keys::PublicKey;
+use crate::timestamp::Timestamp;
 use crate::trust::store::ROOT_FILE_SUFFIX;
 use crate::trust::{Chain, ChainLink};
 
@@ -78,6 +80,33 @@ pub enum Source {
     Log,
 }
 
+/// How the report rules out that records were cut from the end of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Truncation {
+    /// Not at all: no checkpoint and no witness was checked, so records could
+    /// have been removed from the end without trace.
+    NotRuledOut,
+    /// By checkpoints the runner signed: they hold only against someone
+    /// without the runner key, who could otherwise cut the log and re-sign.
+    RunnerCheckpoint,
+    /// By checkpoints cosigned by the required number of independent witnesses.
+    Witnessed,
+}
+
+/// One witness the auditor trusts, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WitnessLine {
+    /// The witness's name.
+    pub name: String,
+    /// Its cosignature/v1 key ID (8 hex digits).
+    pub key_id: String,
+    /// Records covered by the largest checkpoint it cosigned that the log extends.
+    pub checkpoint_size: Option<u64>,
+    /// When it cosigned that checkpoint (seconds since the epoch).
+    pub cosigned_at: Option<u64>,
+}
+
 /// The auditor's verdict over a bundle or log. It is valid exactly when
 /// `failure` is `None`; the JSON form carries both `valid` and `failure`.
 #[derive(Debug, Clone)]
@@ -98,6 +127,13 @@ pub struct Report {
     pub merkle_root: Option<String>,
     /// The checkpoint checked against the log, if any: covered size.
     pub checkpoint_size: Option<u64>,
+    /// How truncation is ruled out.
+    pub truncation: Truncation,
+    /// Records below which the required witnesses rule out truncation (with
+    /// `min` witnesses required, the `min`-th largest size they cosigned).
+    pub witnessed_size: Option<u64>,
+    /// Every witness the auditor named, and what each cosigned.
+    pub witnesses: Vec<WitnessLine>,
     /// What was verified.
     pub source: Source,
     /// The trust store versions in the bundle that checked out.
@@ -126,6 +162,9 @@ impl Report {
             head: None,
             merkle_root: None,
             checkpoint_size: None,
+            truncation: Truncation::NotRuledOut,
+            witnessed_size: None,
+            witnesses: Vec::new(),
             source,
             trust_roots: Vec::new(),
             runs: Vec::new(),
@@ -153,6 +192,9 @@ impl Serialize for Report {
             head: &'a Option<String>,
             merkle_root: &'a Option<String>,
             checkpoint_size: Option<u64>,
+            truncation: Truncation,
+            witnessed_size: Option<u64>,
+            witnesses: &'a [WitnessLine],
             source: Source,
             trust_roots: &'a [String],
             runs: &'a [RunLine],
@@ -169,6 +211,9 @@ impl Serialize for Report {
             head: &self.head,
             merkle_root: &self.merkle_root,
             checkpoint_size: self.checkpoint_size,
+            truncation: self.truncation,
+            witnessed_size: self.witnessed_size,
+            witnesses: &self.witnesses,
             source: self.source,
             trust_roots: &self.trust_roots,
             runs: &self.runs,
@@ -185,6 +230,24 @@ pub fn verify_bundle(
     bundle: &Bundle,
     expected_key: Option<&PublicKey>,
     extra_checkpoints: &[String],
+    progress: Progress<'_>,
+) -> Report {
+    verify_bundle_witnessed(
+        bundle,
+        expected_key,
+        extra_checkpoints,
+        &WitnessPolicy::none(),
+        progress,
+    )
+}
+
+/// [`verify_bundle`], also requiring `witnesses.min()` of the witnesses to
+/// have cosigned a checkpoint (the bundle's or an extra one) that the log extends.
+pub fn verify_bundle_witnessed(
+    bundle: &Bundle,
+    expected_key: Option<&PublicKey>,
+    extra_checkpoints: &[String],
+    witnesses: &WitnessPolicy,
     progress: Progress<'_>,
 ) -> Report {
     let source = if expected_key.is_some() {
@@ -211,8 +274,9 @@ pub fn verify_bundle(
     let notes: Vec<String> = bundle
         .checkpoint
         .iter()
+        .chain(&bundle.witnessed)
+        .chain(extra_checkpoints)
         .cloned()
-        .chain(extra_checkpoints.iter().cloned())
         .collect();
     let chain = if bundle.trust_roots.is_empty() {
         None
@@ -223,6 +287,7 @@ pub fn verify_bundle(
         &bundle.log,
         &bundle.runner_key,
         &notes,
+        witnesses,
         report,
         progress,
         |summary| trust_roots_match(summary, chain.as_ref()),
@@ -300,18 +365,36 @@ pub fn verify_log_report(
     checkpoints: &[String],
     progress: Progress<'_>,
 ) -> Report {
+    verify_log_report_witnessed(log, key, checkpoints, &WitnessPolicy::none(), progress)
+}
+
+/// [`verify_log_report`], also requiring `witnesses.min()` of the witnesses
+/// to have cosigned one of `checkpoints` that the log extends.
+pub fn verify_log_report_witnessed(
+    log: &[u8],
+    key: &PublicKey,
+    checkpoints: &[String],
+    witnesses: &WitnessPolicy,
+    progress: Progress<'_>,
+) -> Report {
     let report = Report::new(key.id().to_string(), KeySource::Given, Source::Log);
-    verify_log_into(log, key, checkpoints, report, progress, |_| Ok(()))
+    verify_log_into(log, key, checkpoints, witnesses, report, progress, |_| {
+        Ok(())
+    })
 }
 
 fn describe_link(link: &ChainLink) -> String {
     format!("v{} sha256 {}", link.version, hex::encode(link.digest))
 }
 
+/// Verifies the log, then checks it against each checkpoint note in turn
+/// (its witnesses' cosignatures first, so that a failure names them), then
+/// counts the witnesses (`docs/evidence-format.md` §10.4).
 fn verify_log_into(
     log: &[u8],
     key: &PublicKey,
     checkpoints: &[String],
+    policy: &WitnessPolicy,
     mut report: Report,
     progress: Progress<'_>,
     also: impl FnOnce(&Summary) -> Result<(), String>,
@@ -324,13 +407,89 @@ fn verify_log_into(
     if let Err(failure) = also(&summary) {
         return report.failed(failure);
     }
+    // Per witness: (size, time) of the largest checkpoint it cosigned that the log extends.
+    let mut seen: Vec<Option<(u64, u64)>> = vec![None; policy.witnesses().len()];
     for note in checkpoints {
+        let mut cosigners = Vec::new();
+        for (i, witness) in policy.witnesses().iter().enumerate() {
+            match verify_cosignature(note, witness) {
+                Ok(Some(time)) => cosigners.push((i, time)),
+                Ok(None) => {}
+                Err(detail) => {
+                    return report.failed(format!(
+                        "a checkpoint{}: {detail}",
+                        note_size(note).map_or_else(String::new, |s| format!(" of {s} records"))
+                    ));
+                }
+            }
+        }
         match check_against_checkpoint(&summary, note, key) {
             Ok(Checkpoint { size, .. }) => {
                 report.checkpoint_size = Some(report.checkpoint_size.unwrap_or(0).max(size));
+                for (i, time) in cosigners {
+                    if seen[i].is_none_or(|(s, _)| size > s) {
+                        seen[i] = Some((size, time));
+                    }
+                }
             }
-            Err(f) => return report.failed(f.to_string()),
+            Err(f) if cosigners.is_empty() => return report.failed(f.to_string()),
+            Err(f) => {
+                let names: Vec<String> = cosigners
+                    .iter()
+                    .map(|&(i, time)| {
+                        format!("`{}` at {}", policy.witnesses()[i].name(), Timestamp(time))
+                    })
+                    .collect();
+                return report.failed(format!(
+                    "the log ({} records) does not extend the checkpoint of {} records cosigned by witness {}: {f}",
+                    summary.records.len(),
+                    note_size(note).map_or_else(|| "?".to_string(), |s| s.to_string()),
+                    names.join(", ")
+                ));
+            }
         }
+    }
+    report.witnesses = policy
+        .witnesses()
+        .iter()
+        .zip(&seen)
+        .map(|(w, s)| WitnessLine {
+            name: w.name().to_string(),
+            key_id: hex::encode(w.key_id()),
+            checkpoint_size: s.map(|(size, _)| size),
+            cosigned_at: s.map(|(_, time)| time),
+        })
+        .collect();
+    let mut sizes: Vec<u64> = seen.iter().flatten().map(|&(size, _)| size).collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    if policy.min() > 0 && sizes.len() >= policy.min() {
+        report.truncation = Truncation::Witnessed;
+        report.witnessed_size = sizes.get(policy.min() - 1).copied();
+    } else if report.checkpoint_size.is_some() {
+        report.truncation = Truncation::RunnerCheckpoint;
+    }
+    if sizes.len() < policy.min() {
+        let cosigned: Vec<String> = report
+            .witnesses
+            .iter()
+            .filter_map(|w| {
+                w.checkpoint_size
+                    .map(|s| format!("`{}` ({s} records)", w.name))
+            })
+            .collect();
+        let missing: Vec<String> = report
+            .witnesses
+            .iter()
+            .filter(|w| w.checkpoint_size.is_none())
+            .map(|w| format!("`{}`", w.name))
+            .collect();
+        return report.failed(format!(
+            "{} of the {} witnesses required cosigned a checkpoint that this log extends (cosigned: {}; no cosignature from: {}); a log whose witnessed checkpoints were removed cannot show that it was not cut or rewritten. Ask the runner's operator for the witnessed checkpoints, or each witness for its latest checkpoint of this log, and verify with them",
+            sizes.len(),
+            policy.min(),
+            if cosigned.is_empty() { "none".to_string() } else { cosigned.join(", ") },
+            missing.join(", ")
+        ));
     }
     report
 }

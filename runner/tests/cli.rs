@@ -1369,3 +1369,357 @@ fn capsule_new_refuses_a_bad_name_and_kind_with_the_fix() {
         text(&out)
     );
 }
+
+/// Runs the passing json-assert input once more: the log grows by a few records and a checkpoint.
+fn run_pass(d: &Path, signed: &Path, trust: &Path, evidence: &Path) {
+    let out = run_with_input(
+        d,
+        signed,
+        trust,
+        evidence,
+        r#"{"document": {"ok": true}, "assertions": [{"pointer": "/ok", "equals": true}]}"#,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// `evidence witness-request`, `evidence witness` and `evidence add-cosignature` in turn.
+fn witness_round(d: &Path, evidence: &Path, witness: &Path, origin: &str, old: u64) -> Output {
+    let out = edge_runner(&[
+        "evidence",
+        "witness-request",
+        p(evidence),
+        "--old",
+        &old.to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let request = d.join("request.txt");
+    std::fs::write(&request, &out.stdout).unwrap();
+    let out = edge_runner(&[
+        "evidence",
+        "witness",
+        "--dir",
+        p(witness),
+        "--log-key",
+        p(&evidence.join("runner.pub")),
+        "--origin",
+        origin,
+        "--request",
+        p(&request),
+    ]);
+    if !out.status.success() {
+        return out;
+    }
+    let cosignature = d.join("cosignature.txt");
+    std::fs::write(&cosignature, &out.stdout).unwrap();
+    edge_runner(&[
+        "evidence",
+        "add-cosignature",
+        p(evidence),
+        "--witness",
+        p(&witness.join("witness.vkey")),
+        "--request",
+        p(&request),
+        "--cosignature",
+        p(&cosignature),
+    ])
+}
+
+fn records(evidence: &Path) -> u64 {
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(evidence),
+        "--runner-key",
+        p(&evidence.join("runner.pub")),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["records"].as_u64().unwrap()
+}
+
+#[test]
+fn verifier_with_witness_catches_a_rewritten_history() {
+    use edge_runner::evidence::{self, Checkpoint, merkle};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "json-assert.signed.wasm", &[]);
+    let ev = d.join("evidence");
+    run_pass(d, &signed, &trust, &ev);
+
+    // Running a witness.
+    let w = d.join("witness");
+    let out = edge_runner(&[
+        "evidence",
+        "witness-init",
+        "--dir",
+        p(&w),
+        "--name",
+        "witness.example/w1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vkey = std::fs::read_to_string(w.join("witness.vkey")).unwrap();
+    assert!(vkey.starts_with("witness.example/w1+"), "{vkey}");
+    assert!(text(&out).contains(vkey.trim()), "{}", text(&out));
+
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&ev),
+        "--runner-key",
+        p(&ev.join("runner.pub")),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let origin = format!("edge-runner/log/{}", json["log_id"].as_str().unwrap());
+    assert_eq!(json["truncation"], "runner-checkpoint");
+
+    // First cosignature, then more records and a cosignature with a consistency proof.
+    let out = witness_round(d, &ev, &w, &origin, 0);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = records(&ev);
+    run_pass(d, &signed, &trust, &ev);
+    let out = witness_round(d, &ev, &w, &origin, 0);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "REFUSED: the request proves consistency from size 0, but this witness last cosigned size {first} for `{origin}`; ask again with a consistency proof from size {first}\n  the runner's operator asks again with: edge-runner evidence witness-request DIR --old {first}"
+        )),
+        "{}",
+        text(&out)
+    );
+    let out = witness_round(d, &ev, &w, &origin, first);
+    assert!(out.status.success(), "{}", text(&out));
+    let witnessed = records(&ev);
+    assert!(
+        text(&out).contains(&format!("on the checkpoint of {witnessed} records")),
+        "{}",
+        text(&out)
+    );
+
+    let verify_with_witness = |extra: &[&str]| {
+        let (runner_pub, vkey) = (ev.join("runner.pub"), w.join("witness.vkey"));
+        let mut args = vec!["evidence", "verify", p(&ev), "--runner-key", p(&runner_pub)];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--witness", p(&vkey)]);
+        edge_runner(&args)
+    };
+    let out = verify_with_witness(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "truncation: ruled out up to {witnessed} records by witness cosignatures: witness.example/w1 ({witnessed} records)"
+        )),
+        "{}",
+        text(&out)
+    );
+    let out = verify_with_witness(&["--min-witnesses", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "--witness/--min-witnesses: the minimum number of witnesses must be between 1 and the 1 given, not 2"
+        ),
+        "{}",
+        text(&out)
+    );
+
+    // The attacker holds the runner key: keeps 3 records, re-signs DIR/checkpoint over
+    // them, lets the runner carry on, and removes the witnessed checkpoints.
+    let runner =
+        edge_runner::keys::SecretKey::load(&state_home().join("edge-runner/runner.key")).unwrap();
+    let log = std::fs::read(ev.join("evidence.log")).unwrap();
+    let summary = evidence::verify_log(&log, &runner.public()).unwrap();
+    let kept = &summary.records[..3];
+    let cut: usize = kept.iter().map(|r| r.bytes.len()).sum();
+    std::fs::write(ev.join("evidence.log"), &log[..cut]).unwrap();
+    let leaves: Vec<_> = kept.iter().map(|r| merkle::leaf_hash(&r.bytes)).collect();
+    let note = Checkpoint {
+        origin: origin.clone(),
+        size: 3,
+        root: merkle::root(&leaves),
+    }
+    .sign(&runner);
+    std::fs::write(ev.join("checkpoint"), note).unwrap();
+    run_pass(d, &signed, &trust, &ev);
+    run_pass(d, &signed, &trust, &ev);
+    std::fs::remove_dir_all(ev.join("witnessed")).unwrap();
+    let rewritten = records(&ev);
+    assert!(rewritten > witnessed);
+
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&ev),
+        "--runner-key",
+        p(&ev.join("runner.pub")),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the runner key alone cannot tell: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("whoever holds the runner key could cut the log and re-sign it"),
+        "{}",
+        text(&out)
+    );
+    let out = verify_with_witness(&[]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "INVALID: 0 of the 1 witnesses required cosigned a checkpoint that this log extends (cosigned: none; no cosignature from: `witness.example/w1`)"
+        ),
+        "{}",
+        text(&out)
+    );
+    // The witness's own latest checkpoint of this log names it.
+    let state = std::fs::read_dir(w.join("logs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let out = verify_with_witness(&["--checkpoint", p(&state)]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "INVALID: the log ({rewritten} records) does not extend the checkpoint of {witnessed} records cosigned by witness `witness.example/w1` at "
+        )) && text(&out).contains(&format!(
+            ": the first {witnessed} records are not the ones the checkpoint covers (its Merkle root differs): history was rewritten after it was signed"
+        )),
+        "{}",
+        text(&out)
+    );
+    // Nor will the witness cosign the rewritten log.
+    let out = witness_round(d, &ev, &w, &origin, witnessed);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "REFUSED: the consistency proof from {witnessed} to {rewritten} records of `{origin}` does not verify against the checkpoint this witness cosigned"
+        )),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn verifier_given_no_checkpoint_and_no_witness_says_truncation_is_not_ruled_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "json-assert.signed.wasm", &[]);
+    let ev = d.join("evidence");
+    run_pass(d, &signed, &trust, &ev);
+    let bare = ev.join("evidence.log");
+    let runner_pub = ev.join("runner.pub");
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&bare),
+        "--runner-key",
+        p(&runner_pub),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("truncation: NOT ruled out: no checkpoint and no witness was checked, so records could have been removed from the end of this log without trace"),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&bare),
+        "--runner-key",
+        p(&runner_pub),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["truncation"], "not-ruled-out");
+    assert_eq!(json["witnesses"], serde_json::json!([]));
+    let page = d.join("report.html");
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&bare),
+        "--runner-key",
+        p(&runner_pub),
+        "--html",
+        p(&page),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("<tr><th>Truncation</th><td><code>NOT ruled out: no checkpoint and no witness was checked"),
+        "{html}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn witness_given_dev_zero_as_request_or_vkey_refuses_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let w = d.join("witness");
+    let out = edge_runner(&[
+        "evidence",
+        "witness-init",
+        "--dir",
+        p(&w),
+        "--name",
+        "w.example/1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, runner_pub) = keys(d, "runner");
+    let out = edge_runner(&[
+        "evidence",
+        "witness",
+        "--dir",
+        p(&w),
+        "--log-key",
+        p(&runner_pub),
+        "--origin",
+        "edge-runner/log/00000000000000000000000000000000",
+        "--request",
+        "/dev/zero",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("add-checkpoint request /dev/zero is larger than the limit of 65536 bytes"),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(d),
+        "--runner-key",
+        p(&runner_pub),
+        "--witness",
+        "/dev/zero",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("witness vkey /dev/zero is larger than the limit of 65536 bytes"),
+        "{}",
+        text(&out)
+    );
+    // witness-init never overwrites a witness's key.
+    let out = edge_runner(&[
+        "evidence",
+        "witness-init",
+        "--dir",
+        p(&w),
+        "--name",
+        "w.example/1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("witness.vkey already exists; refusing to overwrite a key"),
+        "{}",
+        text(&out)
+    );
+}

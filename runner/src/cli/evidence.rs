@@ -1,5 +1,8 @@
-//! `edge-runner evidence verify | export | prove`: the auditor's commands.
+//! `edge-runner evidence verify | export | prove`: the auditor's commands;
+//! `witness-init | witness`: running a witness; `witness-request |
+//! add-cosignature`: the runner operator's side of witnessing.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -7,12 +10,18 @@ use clap::{Args, Subcommand};
 
 use super::{Exit, html, progress_bar, write_atomically};
 use crate::audit::{
-    KeySource, Report, Source, malformed_bundle_report, verify_bundle, verify_log_report,
+    KeySource, Report, Source, Truncation, malformed_bundle_report, verify_bundle,
+    verify_bundle_witnessed, verify_log_report_witnessed,
 };
 use crate::evidence::bundle::{Bundle, MAX_BUNDLE_BYTES, looks_like_bundle};
-use crate::evidence::{self, CHECKPOINT_FILE, merkle};
+use crate::evidence::witness::{
+    self, AddCheckpoint, LogConfig, MAX_NOTE_BYTES, WITNESS_KEY_FILE, WITNESS_VKEY_FILE,
+    WITNESSED_DIR, Witness, WitnessError, WitnessKey, WitnessPolicy, WitnessState,
+};
+use crate::evidence::{self, CHECKPOINT_FILE, Checkpoint, merkle};
 use crate::fsio::{read_bounded, read_bounded_text};
-use crate::keys::PublicKey;
+use crate::keys::{KeyError, PublicKey, SecretKey};
+use crate::timestamp::Timestamp;
 
 /// Largest checkpoint note read; real ones are a few hundred bytes.
 const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
@@ -27,6 +36,15 @@ pub(super) enum EvidenceCommand {
     Prove(EvidenceProve),
     /// Hand the log over to a new runner key: a record signed by the old key and the new one.
     RotateKey(super::rotate::EvidenceRotateKey),
+    /// Create a witness: its key pair and vkey (the public key auditors pass to `verify --witness`).
+    WitnessInit(WitnessInit),
+    /// Act as a witness: answer one add-checkpoint request (C2SP tlog-witness) with a cosignature,
+    /// only if the checkpoint extends the last one this witness cosigned for the log.
+    Witness(WitnessCosign),
+    /// Print the add-checkpoint request for DIR/checkpoint, with a consistency proof from a witness's size.
+    WitnessRequest(WitnessRequest),
+    /// Verify a witness's cosignature and keep it in DIR/witnessed/ next to the checkpoint.
+    AddCosignature(AddCosignature),
 }
 
 impl EvidenceCommand {
@@ -36,6 +54,10 @@ impl EvidenceCommand {
             EvidenceCommand::Export(args) => args.execute(),
             EvidenceCommand::Prove(args) => args.execute(),
             EvidenceCommand::RotateKey(args) => args.execute(),
+            EvidenceCommand::WitnessInit(args) => args.execute(),
+            EvidenceCommand::Witness(args) => args.execute(),
+            EvidenceCommand::WitnessRequest(args) => args.execute(),
+            EvidenceCommand::AddCosignature(args) => args.execute(),
         }
     }
 }
@@ -52,6 +74,14 @@ pub(super) struct EvidenceVerify {
     /// The log must still hold, unchanged, every record it covers. DIR/checkpoint is always checked too.
     #[arg(long = "checkpoint")]
     checkpoints: Vec<PathBuf>,
+    /// A witness you trust: a file holding its vkey (`NAME+KEYID+BASE64`, the witness's
+    /// witness.vkey); repeatable. Its cosignatures on checkpoints the log must extend are counted.
+    #[arg(long = "witness", value_name = "VKEY_FILE")]
+    witnesses: Vec<PathBuf>,
+    /// How many of the --witness witnesses must have cosigned a checkpoint the log extends.
+    /// Default: all of them.
+    #[arg(long, value_name = "N", requires = "witnesses")]
+    min_witnesses: Option<usize>,
     /// Print the report as JSON.
     #[arg(long, conflicts_with = "html")]
     json: bool,
@@ -74,30 +104,54 @@ impl EvidenceVerify {
         for p in &self.checkpoints {
             notes.push(read_bounded_text(p, MAX_CHECKPOINT_BYTES, "checkpoint")?);
         }
+        let policy = if self.witnesses.is_empty() {
+            WitnessPolicy::none()
+        } else {
+            let mut keys = Vec::new();
+            for path in &self.witnesses {
+                keys.push(load_vkey(path)?);
+            }
+            WitnessPolicy::new(keys, self.min_witnesses)
+                .map_err(|e| anyhow!("--witness/--min-witnesses: {e}"))?
+        };
         let report = if self.path.is_dir() {
             let key = key.ok_or_else(|| {
                 anyhow!("--runner-key is required to verify an evidence directory")
             })?;
             let log = read_log(&self.path)?;
             let note_path = self.path.join(CHECKPOINT_FILE);
+            let mut kept = Vec::new();
             if note_path.exists() {
-                notes.insert(
-                    0,
-                    read_bounded_text(&note_path, MAX_CHECKPOINT_BYTES, "checkpoint")?,
-                );
+                kept.push(read_bounded_text(
+                    &note_path,
+                    MAX_CHECKPOINT_BYTES,
+                    "checkpoint",
+                )?);
             }
-            verify_log_report(&log, &key, &notes, &mut progress_bar)
+            kept.extend(
+                witness::read_witnessed(&self.path)?
+                    .into_iter()
+                    .map(|(_, note)| note),
+            );
+            notes.splice(0..0, kept);
+            verify_log_report_witnessed(&log, &key, &notes, &policy, &mut progress_bar)
         } else {
             let bytes = read_bounded(&self.path, MAX_BUNDLE_BYTES, "evidence")?;
             if looks_like_bundle(&bytes) {
                 match Bundle::from_cbor(&bytes) {
-                    Ok(bundle) => verify_bundle(&bundle, key.as_ref(), &notes, &mut progress_bar),
+                    Ok(bundle) => verify_bundle_witnessed(
+                        &bundle,
+                        key.as_ref(),
+                        &notes,
+                        &policy,
+                        &mut progress_bar,
+                    ),
                     Err(e) => malformed_bundle_report(key.as_ref(), &e.to_string()),
                 }
             } else {
                 let key = key
                     .ok_or_else(|| anyhow!("--runner-key is required to verify a bare log file"))?;
-                verify_log_report(&bytes, &key, &notes, &mut progress_bar)
+                verify_log_report_witnessed(&bytes, &key, &notes, &policy, &mut progress_bar)
             }
         };
         if self.json {
@@ -151,6 +205,7 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
             ))
         )?;
         say!("  {} runs, {} refusals", r.runs.len(), r.refusals.len())?;
+        say!("  truncation: {}", truncation_text(r))?;
         if r.source == Source::Bundle {
             say!(
                 "  trust store versions in the bundle (chain checked): {}",
@@ -168,6 +223,32 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// How the report rules out a log cut short, in one sentence (also used by the HTML report).
+pub(super) fn truncation_text(r: &Report) -> String {
+    match r.truncation {
+        Truncation::NotRuledOut => "NOT ruled out: no checkpoint and no witness was checked, so records could have been removed from the end of this log without trace".into(),
+        Truncation::RunnerCheckpoint => format!(
+            "ruled out up to {} records by the runner's own checkpoint only; whoever holds the runner key could cut the log and re-sign it, which only witness cosignatures rule out (--witness)",
+            r.checkpoint_size.unwrap_or(0)
+        ),
+        Truncation::Witnessed => {
+            let names: Vec<String> = r
+                .witnesses
+                .iter()
+                .filter_map(|w| {
+                    w.checkpoint_size
+                        .map(|s| format!("{} ({s} records)", w.name))
+                })
+                .collect();
+            format!(
+                "ruled out up to {} records by witness cosignatures: {}",
+                r.witnessed_size.unwrap_or(0),
+                names.join(", ")
+            )
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -199,11 +280,12 @@ impl EvidenceExport {
         }
         write_atomically(&self.out, &bundle.to_cbor()?)?;
         say!(
-            "exported {} records, checkpoint {}, {} trust root version(s), runner key {} -> {}",
+            "exported {} records, checkpoint {}, {} witnessed checkpoint(s), {} trust root version(s), runner key {} -> {}",
             report.records,
             report
                 .checkpoint_size
                 .map_or_else(|| "none".to_string(), |s| format!("covering {s}")),
+            bundle.witnessed.len(),
             bundle.trust_roots.len(),
             key.id().short(),
             self.out.display()
@@ -244,6 +326,229 @@ impl EvidenceProve {
         });
         say!("{}", serde_json::to_string_pretty(&out)?)?;
         Ok(Exit::Ok)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct WitnessInit {
+    /// The witness's state directory (created if missing): witness.key, witness.pub, witness.vkey.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The witness's name, a schema-less URL such as `witness.example.com/w1` (no spaces or `+`).
+    #[arg(long)]
+    name: String,
+}
+
+impl WitnessInit {
+    fn execute(self) -> Result<Exit> {
+        let secret = SecretKey::generate()?;
+        let public = WitnessKey::new(&self.name, secret.public()).context("--name")?;
+        let vkey_path = self.dir.join(WITNESS_VKEY_FILE);
+        if vkey_path.exists() {
+            return Err(KeyError::Exists(vkey_path).into());
+        }
+        let stem = WITNESS_KEY_FILE.trim_end_matches(".key");
+        secret.write_pair(&self.dir, stem)?;
+        let vkey = public.vkey();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&vkey_path)
+            .with_context(|| format!("creating {}", vkey_path.display()))?;
+        file.write_all(format!("{vkey}\n").as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", vkey_path.display()))?;
+        WitnessState::open(&self.dir)?;
+        say!("witness `{}` in {}", self.name, self.dir.display())?;
+        say!("vkey (give it to auditors, for `evidence verify --witness FILE`): {vkey}")?;
+        Ok(Exit::Ok)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct WitnessCosign {
+    /// The witness's state directory (from `evidence witness-init`).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The public key (SPKI PEM) of the runner whose log this witness follows.
+    #[arg(long)]
+    log_key: PathBuf,
+    /// The origin line of that log: `edge-runner/log/<log id>` (the log id `evidence verify` prints).
+    #[arg(long)]
+    origin: String,
+    /// The add-checkpoint request (from `evidence witness-request`). Default: standard input.
+    #[arg(long)]
+    request: Option<PathBuf>,
+}
+
+impl WitnessCosign {
+    fn execute(self) -> Result<Exit> {
+        let witness = Witness::load(&self.dir)?;
+        let state = WitnessState::open(&self.dir)?;
+        let log = LogConfig {
+            origin: self.origin,
+            key: PublicKey::load(&self.log_key)?,
+        };
+        let text = read_input(self.request.as_deref(), "add-checkpoint request")?;
+        let answer = AddCheckpoint::parse(&text)
+            .and_then(|request| state.add_checkpoint(&witness, &log, &request, Timestamp::now()));
+        match answer {
+            Ok(line) => {
+                std::io::stdout().lock().write_all(line.as_bytes())?;
+                Ok(Exit::Ok)
+            }
+            Err(
+                e @ (WitnessError::Request(_)
+                | WitnessError::UnknownOrigin { .. }
+                | WitnessError::NotSignedByLog { .. }
+                | WitnessError::RolledBack { .. }
+                | WitnessError::OldSizeMismatch { .. }
+                | WitnessError::Fork { .. }
+                | WitnessError::BadProof { .. }),
+            ) => {
+                eprintln!("REFUSED: {e}");
+                if let WitnessError::OldSizeMismatch { stored, .. } = e {
+                    eprintln!(
+                        "  the runner's operator asks again with: edge-runner evidence witness-request DIR --old {stored}"
+                    );
+                }
+                Ok(Exit::EvidenceInvalid)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct WitnessRequest {
+    /// The evidence directory.
+    dir: PathBuf,
+    /// The size of the checkpoint the witness cosigned last (0 if never; a witness that
+    /// refuses the request names its size).
+    #[arg(long, default_value_t = 0)]
+    old: u64,
+    /// The runner's public key. Default: DIR/runner.pub.
+    #[arg(long)]
+    runner_key: Option<PathBuf>,
+}
+
+impl WitnessRequest {
+    fn execute(self) -> Result<Exit> {
+        let key = load_runner_key(self.runner_key.as_deref(), &self.dir)?;
+        let summary = evidence::verify_log(&read_log(&self.dir)?, &key)
+            .map_err(|f| anyhow!("the log does not verify: {f}"))?;
+        let note = read_checkpoint_file(&self.dir)?;
+        let request = witness::request_for(&summary, &note, &key, self.old)
+            .map_err(|e| anyhow!("{}: {e}", self.dir.join(CHECKPOINT_FILE).display()))?;
+        std::io::stdout()
+            .lock()
+            .write_all(request.to_text().as_bytes())?;
+        Ok(Exit::Ok)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct AddCosignature {
+    /// The evidence directory.
+    dir: PathBuf,
+    /// The witness's vkey file (its witness.vkey).
+    #[arg(long, value_name = "VKEY_FILE")]
+    witness: PathBuf,
+    /// The request the witness answered (its checkpoint is the one cosigned). Default: DIR/checkpoint.
+    #[arg(long)]
+    request: Option<PathBuf>,
+    /// The witness's answer (cosignature lines). Default: standard input.
+    #[arg(long)]
+    cosignature: Option<PathBuf>,
+    /// The runner's public key. Default: DIR/runner.pub.
+    #[arg(long)]
+    runner_key: Option<PathBuf>,
+}
+
+impl AddCosignature {
+    fn execute(self) -> Result<Exit> {
+        let key = load_runner_key(self.runner_key.as_deref(), &self.dir)?;
+        let witness = load_vkey(&self.witness)?;
+        let note = match &self.request {
+            Some(path) => {
+                AddCheckpoint::parse(&read_input(Some(path), "add-checkpoint request")?)?.note
+            }
+            None => read_checkpoint_file(&self.dir)?,
+        };
+        let response = read_input(self.cosignature.as_deref(), "witness cosignature")?;
+        // Verified before it is kept: the log extends the checkpoint, the runner
+        // signed it, and the witness's cosignature on it verifies.
+        let summary = evidence::verify_log(&read_log(&self.dir)?, &key)
+            .map_err(|f| anyhow!("the log does not verify: {f}"))?;
+        let Checkpoint { size, .. } = evidence::check_against_checkpoint(&summary, &note, &key)
+            .map_err(|f| anyhow!("the cosigned checkpoint: {f}"))?;
+        let (witnessed, time) = witness::attach(&note, &response, &witness)
+            .map_err(|e| anyhow!("{}: {e}", witness.name()))?;
+        let dir = self.dir.join(WITNESSED_DIR);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(witness::witnessed_file_name(&witness));
+        if let Ok(old) = read_bounded_text(&path, MAX_NOTE_BYTES, "witnessed checkpoint")
+            && let Ok(Some(_)) = witness::verify_cosignature(&old, &witness)
+            && let Ok(previous) = evidence::check_against_checkpoint(&summary, &old, &key)
+            && previous.size > size
+        {
+            bail!(
+                "{} already holds a checkpoint of {} records cosigned by `{}`; refusing to replace it with an older one of {size}",
+                path.display(),
+                previous.size,
+                witness.name()
+            );
+        }
+        write_atomically(&path, witnessed.as_bytes())?;
+        say!(
+            "kept the cosignature of witness `{}` (at {}) on the checkpoint of {size} records -> {}",
+            witness.name(),
+            Timestamp(time),
+            path.display()
+        )?;
+        Ok(Exit::Ok)
+    }
+}
+
+/// Reads a witness vkey file.
+fn load_vkey(path: &Path) -> Result<WitnessKey> {
+    let text = read_bounded_text(path, MAX_NOTE_BYTES, "witness vkey")?;
+    WitnessKey::from_vkey(&text).with_context(|| format!("witness vkey {}", path.display()))
+}
+
+/// DIR/checkpoint, which must exist.
+fn read_checkpoint_file(dir: &Path) -> Result<String> {
+    let path = dir.join(CHECKPOINT_FILE);
+    if !path.exists() {
+        bail!(
+            "{} does not exist: the runner writes it when it closes the log or after 64 records; run a capsule (or close the log) first",
+            path.display()
+        );
+    }
+    Ok(read_bounded_text(
+        &path,
+        MAX_CHECKPOINT_BYTES,
+        "checkpoint",
+    )?)
+}
+
+/// A file, or standard input when `path` is `None` or `-`, bounded like a note.
+fn read_input(path: Option<&Path>, what: &str) -> Result<String> {
+    match path {
+        Some(p) if p != Path::new("-") => Ok(read_bounded_text(p, MAX_NOTE_BYTES, what)?),
+        _ => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .lock()
+                .take(MAX_NOTE_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("reading the {what} from standard input"))?;
+            if bytes.len() as u64 > MAX_NOTE_BYTES {
+                bail!("the {what} on standard input is larger than {MAX_NOTE_BYTES} bytes");
+            }
+            String::from_utf8(bytes)
+                .map_err(|_| anyhow!("the {what} on standard input is not UTF-8 text"))
+        }
     }
 }
 

@@ -109,6 +109,7 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
                 |s| format!("covers {s} records; consistent"),
             ),
         ),
+        ("Truncation", super::evidence::truncation_text(report)),
     ];
     for (k, v) in rows {
         let _ = write!(
@@ -118,6 +119,28 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
             esc(&v)
         );
     }
+    let witnesses: Vec<String> = report
+        .witnesses
+        .iter()
+        .map(|w| {
+            format!(
+                "{} (key ID {}): {}",
+                w.name,
+                w.key_id,
+                match (w.checkpoint_size, w.cosigned_at) {
+                    (Some(size), Some(at)) => {
+                        format!("cosigned {size} records at {}", Timestamp(at))
+                    }
+                    _ => "no cosignature on a checkpoint this log extends".into(),
+                }
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        h,
+        "<tr><th>Witnesses</th><td id=\"witnesses\">{}</td></tr>",
+        list(&witnesses)
+    );
     let _ = writeln!(
         h,
         "<tr><th>Trust store versions</th><td>{}</td></tr></table>",

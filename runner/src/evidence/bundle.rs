@@ -4,7 +4,8 @@
 //!
 //! A bundle is one deterministic-CBOR map (text keys): `format` (1), `log` (the
 //! evidence log's bytes), `runner-key` (the runner's 32-byte public key),
-//! `checkpoint` (the newest checkpoint note, when there is one), `trust-roots`
+//! `checkpoint` (the newest checkpoint note, when there is one), `witnessed`
+//! (the checkpoints witnesses cosigned, when there are any), `trust-roots`
 //! (the trust store's signed versions 1…N, in order) and `exported-at` (seconds).
 //! `docs/evidence-format.md` §7 is normative.
 
@@ -14,6 +15,7 @@ use std::path::Path;
 use ciborium::Value;
 
 use super::log::{CHECKPOINT_FILE, LOG_FILE};
+use super::witness::{WitnessError, read_witnessed};
 use crate::cbor::{self, MapReader};
 use crate::keys::PublicKey;
 use crate::timestamp::Timestamp;
@@ -38,6 +40,9 @@ pub enum BundleError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The witnessed checkpoints could not be read.
+    #[error(transparent)]
+    Witnessed(#[from] WitnessError),
     /// The trust store to include does not check out.
     #[error(transparent)]
     TrustStore(#[from] TrustError),
@@ -64,6 +69,8 @@ pub struct Bundle {
     pub runner_key: PublicKey,
     /// The newest checkpoint note, if the log has one.
     pub checkpoint: Option<String>,
+    /// Checkpoint notes with witness cosignatures (`DIR/witnessed/*.checkpoint`, in file name order).
+    pub witnessed: Vec<String>,
     /// The trust store's signed versions, oldest first.
     pub trust_roots: Vec<Vec<u8>>,
     /// When the bundle was made.
@@ -94,6 +101,10 @@ impl Bundle {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(failed(&checkpoint_path)(e)),
         };
+        let witnessed = read_witnessed(evidence_dir)?
+            .into_iter()
+            .map(|(_, note)| note)
+            .collect();
         let mut trust_roots = Vec::new();
         if let Some(dir) = trust_dir {
             // Reading the chain checks it, so a bundle never carries a broken store.
@@ -106,6 +117,7 @@ impl Bundle {
             log,
             runner_key,
             checkpoint,
+            witnessed,
             trust_roots,
             exported_at: Timestamp::now(),
         })
@@ -134,6 +146,10 @@ impl Bundle {
         if let Some(cp) = &self.checkpoint {
             fields.push(("checkpoint", Value::Text(cp.clone())));
         }
+        if !self.witnessed.is_empty() {
+            let notes = self.witnessed.iter().cloned().map(Value::Text).collect();
+            fields.push(("witnessed", Value::Array(notes)));
+        }
         cbor::encode(&cbor::text_map(fields)).map_err(|e| BundleError::Encode(e.to_string()))
     }
 
@@ -146,6 +162,7 @@ impl Bundle {
             "log",
             "runner-key",
             "checkpoint",
+            "witnessed",
             "trust-roots",
             "exported-at",
         ])?;
@@ -177,10 +194,29 @@ impl Bundle {
             .get("checkpoint")
             .map(|_| map.text("checkpoint").map(str::to_string))
             .transpose()?;
+        let witnessed = match map.get("witnessed") {
+            None => Vec::new(),
+            Some(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .map(|v| match v {
+                    Value::Text(t) => Ok(t.clone()),
+                    _ => Err(BundleError::Malformed(
+                        "`witnessed` must hold text strings (checkpoint notes)".into(),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(BundleError::Malformed(
+                    "`witnessed` must be a non-empty array (absent when there is no witnessed checkpoint)"
+                        .into(),
+                ));
+            }
+        };
         Ok(Self {
             log: map.bytes("log")?.to_vec(),
             runner_key,
             checkpoint,
+            witnessed,
             trust_roots,
             exported_at: Timestamp(map.uint("exported-at")?),
         })

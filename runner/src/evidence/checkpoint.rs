@@ -138,9 +138,22 @@ impl Checkpoint {
     }
 }
 
+/// Splits a signed note into its body (final newline included) and its
+/// signature lines, with the same framing rules as [`Checkpoint::verify`]:
+/// exactly one newline at the end, a blank line before the signatures.
+pub(crate) fn note_parts(note: &str) -> Result<(String, Vec<&str>), String> {
+    if !note.ends_with('\n') || note.ends_with("\n\n") {
+        return Err("a signed note ends with exactly one newline".into());
+    }
+    let (body, signatures) = note
+        .split_once("\n\n")
+        .ok_or("not a signed note: no blank line before the signatures")?;
+    Ok((format!("{body}\n"), signatures.lines().collect()))
+}
+
 /// Decodes standard base64 with padding, only in its one canonical form (the
 /// text must be what encoding the bytes gives back: no unused bits set).
-fn canonical_base64(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn canonical_base64(text: &str) -> Option<Vec<u8>> {
     let bytes = STANDARD.decode(text).ok()?;
     (STANDARD.encode(&bytes) == text).then_some(bytes)
 }

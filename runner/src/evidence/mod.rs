@@ -18,6 +18,7 @@ pub mod merkle;
 mod record;
 mod state;
 mod verify;
+pub mod witness;
 
 pub use checkpoint::{Checkpoint, key_hash, origin};
 pub use events::Event;
