@@ -10,6 +10,7 @@
 //! public key. This module records what others decided; it makes no trust or
 //! sandbox decisions itself.
 
+mod batch;
 pub mod bundle;
 mod checkpoint;
 pub mod events;

@@ -713,11 +713,22 @@ fn first_bad_signature<'j, 'a>(jobs: &'j [SigJob<'a>], threads: usize) -> Option
             .position(|j| j.key != key)
             .map_or(jobs.len(), |n| from + n);
         let run = &jobs[from..to];
-        let bad = parallel_first(run.len(), threads, |i| {
-            !key.verify_strict(run[i].tbs, run[i].signature)
-        });
-        if let Some(i) = bad {
+        // A signature that is not 64 bytes fails; those before it go in one batch.
+        let sized = run
+            .iter()
+            .position(|j| j.signature.len() != 64)
+            .unwrap_or(run.len());
+        let items: Vec<(&[u8], &[u8; 64])> = run[..sized]
+            .iter()
+            .filter_map(|j| Some((j.tbs, <&[u8; 64]>::try_from(j.signature).ok()?)))
+            .collect();
+        if let Err(super::batch::BadSignature(i)) =
+            super::batch::verify_all(key.as_bytes(), &items, threads)
+        {
             return Some(&run[i]);
+        }
+        if sized < run.len() {
+            return Some(&run[sized]);
         }
         from = to;
     }
@@ -746,15 +757,6 @@ fn parallel_map<T: Sync, R: Send>(
     })
 }
 
-/// The lowest `i < n` for which `bad(i)`, on up to `threads` threads.
-fn parallel_first(n: usize, threads: usize, bad: impl Fn(usize) -> bool + Sync) -> Option<usize> {
-    let indexes: Vec<usize> = (0..n).collect();
-    let per = n.div_ceil(threads.max(1)).max(1);
-    let found = parallel_map(&indexes.chunks(per).collect::<Vec<_>>(), threads, |part| {
-        part.iter().copied().find(|&i| bad(i))
-    });
-    found.into_iter().flatten().next()
-}
 
 /// The key record 0 names, if it is a `log-opened` record (read before its
 /// signature is checked; the signature is then checked under it like any record's).
