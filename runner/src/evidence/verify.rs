@@ -757,7 +757,6 @@ fn parallel_map<T: Sync, R: Send>(
     })
 }
 
-
 /// The key record 0 names, if it is a `log-opened` record (read before its
 /// signature is checked; the signature is then checked under it like any record's).
 fn genesis_key(record: Option<&Record>) -> Option<PublicKey> {
