@@ -121,6 +121,9 @@ pub struct Report {
     pub runner_key_id: String,
     /// Where that key came from.
     pub runner_key_source: KeySource,
+    /// Every key that signed the log, oldest first, with the first record
+    /// each signed (more than one after `key-rotated` handovers).
+    pub signing_keys: Vec<SigningKeyLine>,
     /// SHA-256 of the last record (hex).
     pub head: Option<String>,
     /// Merkle root over all records (hex).
@@ -159,6 +162,7 @@ impl Report {
             log_id: None,
             runner_key_id: key_id,
             runner_key_source: key_source,
+            signing_keys: Vec::new(),
             head: None,
             merkle_root: None,
             checkpoint_size: None,
@@ -179,6 +183,15 @@ impl Report {
     }
 }
 
+/// A key that signed the log from `from_record` on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SigningKeyLine {
+    /// The first record it signed.
+    pub from_record: u64,
+    /// Its key id (hex SHA-256 of the raw key).
+    pub key_id: String,
+}
+
 impl Serialize for Report {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
@@ -189,6 +202,7 @@ impl Serialize for Report {
             log_id: &'a Option<String>,
             runner_key_id: &'a str,
             runner_key_source: KeySource,
+            signing_keys: &'a [SigningKeyLine],
             head: &'a Option<String>,
             merkle_root: &'a Option<String>,
             checkpoint_size: Option<u64>,
@@ -208,6 +222,7 @@ impl Serialize for Report {
             log_id: &self.log_id,
             runner_key_id: &self.runner_key_id,
             runner_key_source: self.runner_key_source,
+            signing_keys: &self.signing_keys,
             head: &self.head,
             merkle_root: &self.merkle_root,
             checkpoint_size: self.checkpoint_size,
@@ -499,6 +514,14 @@ fn fill(report: &mut Report, summary: &Summary) {
     report.log_id = Some(hex::encode(summary.log_id));
     report.head = Some(hex::encode(summary.head));
     report.merkle_root = Some(hex::encode(summary.root));
+    report.signing_keys = summary
+        .keys
+        .iter()
+        .map(|(from, key)| SigningKeyLine {
+            from_record: *from,
+            key_id: key.id().to_string(),
+        })
+        .collect();
     let mut admitted: Option<&CapsuleVerified> = None;
     let mut started: Option<&RunStarted> = None;
     for (r, event) in summary.records.iter().zip(&summary.events) {

@@ -831,7 +831,22 @@ fn runner_key_rotation_hands_the_log_over_and_retires_the_old_key() {
         let out = edge_runner(&["evidence", "verify", p(&evidence), "--runner-key", p(key)]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
         assert!(text(&out).contains("VALID"), "{}", text(&out));
+        assert!(
+            text(&out).contains("signing keys (rotated): "),
+            "{}",
+            text(&out)
+        );
     }
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&evidence),
+        "--runner-key",
+        p(&new_pub),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["signing_keys"].as_array().unwrap().len(), 2, "{json}");
 }
 
 #[test]

@@ -205,6 +205,14 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
             ))
         )?;
         say!("  {} runs, {} refusals", r.runs.len(), r.refusals.len())?;
+        if r.signing_keys.len() > 1 {
+            let keys: Vec<String> = r
+                .signing_keys
+                .iter()
+                .map(|k| format!("{} from record {}", &k.key_id[..16], k.from_record))
+                .collect();
+            say!("  signing keys (rotated): {}", keys.join(", "))?;
+        }
         say!("  truncation: {}", truncation_text(r))?;
         if r.source == Source::Bundle {
             say!(

@@ -110,6 +110,15 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
             ),
         ),
         ("Truncation", super::evidence::truncation_text(report)),
+        (
+            "Signing keys",
+            report
+                .signing_keys
+                .iter()
+                .map(|k| format!("{} from record {}", k.key_id, k.from_record))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
     ];
     for (k, v) in rows {
         let _ = write!(
