@@ -145,6 +145,10 @@ struct Probe {
 
 impl Probe {
     fn new(policy: SitePolicy) -> Self {
+        Self::with_limits(policy, Limits::default())
+    }
+
+    fn with_limits(policy: SitePolicy, limits: Limits) -> Self {
         let mut publisher = Publisher::new("acme-ci", "Acme", &["test"]);
         // The trust root lets this publisher vouch for anything; the site policy decides.
         publisher.ceiling = "files = [{ path = \"/\", access = \"read-write\" }]\n\
@@ -152,10 +156,11 @@ impl Probe {
         let root = trust_root(&[&publisher]);
         let dir = tempfile::tempdir().unwrap();
         let runner = SecretKey::generate().unwrap();
+        runner.write_pair(dir.path(), "runner").unwrap();
         let public = runner.public();
         let session = Session::with_policy(
             EvidenceLog::open(dir.path(), runner).unwrap(),
-            Limits::default(),
+            limits,
             policy,
         )
         .unwrap();
@@ -410,7 +415,10 @@ fn egress_to_loopback_is_refused_even_with_a_listener() {
     assert_eq!(f[0].0, "connect.denied", "{:?}", f[0]);
     listener.set_nonblocking(true).unwrap();
     assert!(listener.accept().is_err(), "the guest reached the listener");
-    assert_eq!(record.report.egress_denied, [format!("TcpConnect {addr}")]);
+    assert_eq!(
+        record.report.egress_denied.listed,
+        [format!("TcpConnect {addr}")]
+    );
     let body = probe.last("run-finished");
     let Some(ciborium::Value::Array(recorded)) = edge_runner::cbor::MapReader::new("b", &body)
         .unwrap()
@@ -457,7 +465,10 @@ fn exact_egress_grant_reaches_only_the_granted_address() {
     assert!(other.accept().is_err(), "the other listener was reached");
     assert_eq!(record.grant.egress().len(), 1);
     assert_eq!(record.grant.egress()[0].addresses, [g]);
-    assert_eq!(record.report.egress_denied, [format!("TcpConnect {o}")]);
+    assert_eq!(
+        record.report.egress_denied.listed,
+        [format!("TcpConnect {o}")]
+    );
 }
 
 #[test]
@@ -744,7 +755,7 @@ fn http_egress_goes_only_to_the_granted_destination() {
     assert_eq!(granted_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(other_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert_eq!(
-        record.report.egress_denied,
+        record.report.egress_denied.listed,
         [format!("HttpRequest http://{other}")]
     );
 }
@@ -766,7 +777,7 @@ fn a_scheme_limits_a_grant_to_its_protocol() {
     );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(
-        record.report.egress_denied,
+        record.report.egress_denied.listed,
         [format!("TcpConnect {server}")]
     );
     // A site entry for https:// does not grant a plain http:// request.
@@ -775,5 +786,269 @@ fn a_scheme_limits_a_grant_to_its_protocol() {
     assert_eq!(
         record.grant.denied()[0].reason,
         format!("site `plant-7` does not allow egress to http://{server}")
+    );
+}
+
+// ---- Issue 12: hostile capsules written from the docs ----
+
+fn field<'a>(body: &'a ciborium::Value, key: &str) -> &'a ciborium::Value {
+    edge_runner::cbor::MapReader::new("body", body)
+        .unwrap()
+        .get(key)
+        .unwrap_or_else(|| panic!("no `{key}` in {body:?}"))
+}
+
+fn text_of(v: &ciborium::Value) -> &str {
+    v.as_text().unwrap()
+}
+
+/// `(field, size, kept, sha256)` of each `truncated` entry of a `run-finished` body.
+fn truncations(body: &ciborium::Value) -> Vec<(String, u64, u64, Vec<u8>)> {
+    let Some(ciborium::Value::Array(items)) = edge_runner::cbor::MapReader::new("body", body)
+        .unwrap()
+        .get("truncated")
+    else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|t| {
+            let m = edge_runner::cbor::MapReader::new("t", t).unwrap();
+            (
+                m.text("field").unwrap().to_string(),
+                m.uint("size").unwrap(),
+                m.uint("kept").unwrap(),
+                m.bytes("sha256").unwrap().to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn sha(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+/// Issue 12 §1: a 4.2 MB summary no longer poisons the log: it is cut to its
+/// limit, recorded with its size and digest, and the log verifies and grows.
+#[test]
+fn oversized_summary_is_cut_to_its_limit_and_the_log_stays_valid() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(1, "", r#"{"summary-kib": 4300}"#);
+    assert_eq!(record.report.status, RunStatus::Completed);
+    let body = probe.last("run-finished");
+    assert_eq!(status_in(&body), "completed");
+    assert_eq!(text_of(field(&body, "summary")), "s".repeat(4096));
+    let full = "s".repeat(4300 * 1024);
+    assert_eq!(
+        truncations(&body),
+        [(
+            "summary".to_string(),
+            4300 * 1024,
+            4096,
+            sha(full.as_bytes())
+        )]
+    );
+    // The log still takes runs, and verifies after each (`last` verifies it).
+    let next = probe.run(2, "", r#"{"config": "x"}"#);
+    assert_eq!(next.report.status, RunStatus::Completed);
+    assert_eq!(status_in(&probe.last("run-finished")), "completed");
+}
+
+/// Issue 12 §1: 100,000 findings are counted and digested, 256 are kept.
+#[test]
+fn finding_flood_keeps_256_findings_and_a_digest_of_all() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(
+        1,
+        "",
+        r#"{"findings": {"count": 100000, "message-kib": 0}}"#,
+    );
+    assert_eq!(record.report.status, RunStatus::Completed);
+    let body = probe.last("run-finished");
+    let ciborium::Value::Array(kept) = field(&body, "findings") else {
+        panic!("findings")
+    };
+    assert_eq!(kept.len(), 256);
+    let t = truncations(&body);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(
+        (t[0].0.as_str(), t[0].1, t[0].2),
+        ("findings", 100_001, 256)
+    );
+}
+
+/// Issue 12 §1: findings of 1 MiB each are cut to 2 KiB each, every cut recorded.
+#[test]
+fn megabyte_findings_are_cut_each_with_its_size_and_digest() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(1, "", r#"{"findings": {"count": 8, "message-kib": 1024}}"#);
+    assert_eq!(
+        record.report.status,
+        RunStatus::Completed,
+        "{:?}",
+        record.report.error
+    );
+    let body = probe.last("run-finished");
+    let t = truncations(&body);
+    let message = "m".repeat(1 << 20);
+    assert_eq!(t.len(), 8, "{t:?}");
+    for (i, entry) in t.iter().enumerate() {
+        assert_eq!(
+            entry,
+            &(
+                format!("findings/{i}/message"),
+                1 << 20,
+                2048,
+                sha(message.as_bytes())
+            )
+        );
+    }
+}
+
+/// Issue 12 §1: even with quotas raised far past the record limit, the writer
+/// cannot produce a record the verifier rejects: the body is shrunk to fit.
+#[test]
+fn raised_quotas_still_cannot_produce_an_invalid_record() {
+    let mut limits = Limits::default();
+    limits.quotas.summary_bytes = 64 << 20;
+    limits.quotas.findings = usize::MAX;
+    limits.quotas.finding_message_bytes = 64 << 20;
+    let mut probe = Probe::with_limits(SitePolicy::deny_all(SITE).unwrap(), limits);
+    let record = probe.run(
+        1,
+        "",
+        r#"{"summary-kib": 4300}, {"findings": {"count": 6, "message-kib": 1024}}"#,
+    );
+    assert_eq!(record.report.status, RunStatus::Completed);
+    let body = probe.last("run-finished");
+    assert_eq!(status_in(&body), "completed");
+    assert_eq!(text_of(field(&body, "verdict")), "pass");
+    assert_eq!(text_of(field(&body, "summary")), "");
+    let t = truncations(&body);
+    let fields: Vec<&str> = t.iter().map(|t| t.0.as_str()).collect();
+    assert!(fields.contains(&"findings"), "{fields:?}");
+    assert!(fields.contains(&"summary"), "{fields:?}");
+    let next = probe.run(2, "", r#"{"config": "x"}"#);
+    assert_eq!(next.report.status, RunStatus::Completed);
+}
+
+/// Issue 12 §1: the writer checks a record's size before signing it: one over
+/// the limit is refused with a typed error, nothing is written, the log verifies.
+#[test]
+fn a_record_over_the_limit_is_refused_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = SecretKey::generate().unwrap();
+    let public = runner.public();
+    let mut log = EvidenceLog::open(dir.path(), runner).unwrap();
+    let before = log.len();
+    let body = edge_runner::cbor::text_map([("blob", ciborium::Value::Bytes(vec![0; 5 << 20]))]);
+    let err = log.append("future-event", body).unwrap_err();
+    assert!(
+        matches!(err, evidence::EvidenceError::RecordTooLarge { ref event, limit: 4_194_304, .. } if event == "future-event"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("a `future-event` record would be "),
+        "{err}"
+    );
+    assert_eq!(log.len(), before);
+    log.append(
+        "future-event",
+        edge_runner::cbor::text_map([("ok", ciborium::Value::Bool(true))]),
+    )
+    .unwrap();
+    drop(log);
+    let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    evidence::verify_log(&bytes, &public).unwrap();
+}
+
+/// Issue 12 §3: a runner killed mid-run leaves `run-started` without
+/// `run-finished`. The report lists that run as unfinished; the next runner to
+/// open the log records it as `run-interrupted`, and every report shows it.
+#[test]
+fn a_run_killed_mid_run_is_recorded_as_interrupted_at_the_next_start() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    probe.run(1, "", r#"{"config": "x"}"#);
+    let log = std::fs::read(probe.session.log().path()).unwrap();
+    let summary = evidence::verify_log(&log, &probe.public).unwrap();
+    // What a runner killed during the run leaves: the log up to its run-started record.
+    let started = summary
+        .records
+        .iter()
+        .position(|r| r.record.event == "run-started")
+        .unwrap();
+    let cut: usize = summary.records[..=started]
+        .iter()
+        .map(|r| r.bytes.len())
+        .sum();
+    let killed = &log[..cut];
+    let report = edge_runner::audit::verify_log_report(killed, &probe.public, &[], &mut |_, _| {});
+    assert!(report.valid(), "{:?}", report.failure);
+    assert_eq!(report.runs.len(), 0);
+    assert_eq!(report.unfinished.len(), 1);
+    assert_eq!(report.unfinished[0].record, started as u64);
+    assert_eq!(report.unfinished[0].capsule, "sandbox-probe 1.0.1");
+    assert_eq!(report.unfinished[0].interrupted_record, None);
+
+    // The next runner takes the log over and puts the run on the record first.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(LOG_FILE), killed).unwrap();
+    let key = SecretKey::load(&probe._dir.path().join("runner.key")).unwrap();
+    let session = Session::new(
+        EvidenceLog::open(dir.path(), key).unwrap(),
+        Limits::default(),
+        SITE,
+    )
+    .unwrap();
+    drop(session);
+    let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    let summary = evidence::verify_log(&bytes, &probe.public).unwrap();
+    let events: Vec<&str> = summary.records[started + 1..]
+        .iter()
+        .map(|r| r.record.event.as_str())
+        .collect();
+    assert_eq!(events, ["runner-started", "run-interrupted", "checkpoint"]);
+    let interrupted = &summary.records[started + 2].record;
+    assert_eq!(
+        field(&interrupted.body, "run-started"),
+        &ciborium::Value::Integer((started as u64).into())
+    );
+    assert_eq!(
+        text_of(field(&interrupted.body, "reason")),
+        edge_runner::session::INTERRUPTED_REASON
+    );
+    let report = edge_runner::audit::verify_log_report(&bytes, &probe.public, &[], &mut |_, _| {});
+    assert!(report.valid(), "{:?}", report.failure);
+    assert_eq!(report.runs.len(), 1);
+    assert_eq!(report.runs[0].status, "interrupted");
+    assert_eq!(report.runs[0].capsule, "sandbox-probe 1.0.1");
+    assert_eq!(report.unfinished.len(), 1);
+    assert_eq!(
+        report.unfinished[0].interrupted_record,
+        Some(started as u64 + 2)
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["unfinished"][0]["record"], started as u64);
+    // A second takeover finds nothing open and records nothing more.
+    let key = SecretKey::load(&probe._dir.path().join("runner.key")).unwrap();
+    drop(
+        Session::new(
+            EvidenceLog::open(dir.path(), key).unwrap(),
+            Limits::default(),
+            SITE,
+        )
+        .unwrap(),
+    );
+    let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    let summary = evidence::verify_log(&bytes, &probe.public).unwrap();
+    assert_eq!(
+        summary
+            .records
+            .iter()
+            .filter(|r| r.record.event == "run-interrupted")
+            .count(),
+        1
     );
 }

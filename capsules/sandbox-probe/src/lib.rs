@@ -8,7 +8,12 @@
 //! `{"panic": TEXT}`, `{"clock": true}` (reads the wall and monotonic clocks),
 //! `{"random": true}` (draws randomness through std's hash seeds); these two also print to stdout;
 //! `{"sleep-ms": N}` (blocks in a WASI call for N ms), `{"http-get": "http://HOST:PORT/PATH"}`
-//! (a `wasi:http` request; the finding holds the status and body).
+//! (a `wasi:http` request; the finding holds the status and body),
+//! `{"summary": TEXT}` (the outcome's summary becomes TEXT), `{"summary-kib": N}` (an
+//! N KiB summary), `{"findings": {"count": N, "message-kib": K}}` (N extra findings of K KiB each),
+//! `{"emit-as": {"label": L, "media-type": M}}` (one evidence item so labelled),
+//! `{"exit": CODE}` (calls `wasi:cli/exit`), `{"resolve": "HOST:PORT"}` (a DNS lookup),
+//! `{"udp": "IP:PORT"}` (sends a UDP datagram).
 //! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
 //! whose message is what happened; the verdict is `pass` when every action ran.
 //! The runner's containment tests drive it; it is never useful in production.
@@ -42,6 +47,27 @@ enum Action {
     Random(bool),
     SleepMs(u64),
     HttpGet(String),
+    Summary(String),
+    SummaryKib(usize),
+    Findings(FindingFlood),
+    EmitAs(Labelled),
+    Exit(i32),
+    Resolve(String),
+    Udp(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FindingFlood {
+    count: usize,
+    message_kib: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Labelled {
+    label: String,
+    media_type: String,
 }
 
 fn finding(action: &str, result: Result<String, String>) -> Finding {
@@ -66,6 +92,52 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
     let mut outcome = Outcome::pass(format!("{} actions ran", input.actions.len()));
     for action in input.actions {
         let f = match action {
+            Action::Summary(text) => {
+                outcome.summary = text;
+                finding("summary", Ok("set".into()))
+            }
+            Action::SummaryKib(kib) => {
+                outcome.summary = "s".repeat(kib * 1024);
+                finding("summary", Ok(format!("{kib} KiB")))
+            }
+            Action::Findings(flood) => {
+                let message = "m".repeat(flood.message_kib * 1024);
+                for i in 0..flood.count {
+                    outcome = outcome.with_finding(Finding::new(
+                        format!("flood.{i}"),
+                        Severity::Low,
+                        message.clone(),
+                    ));
+                }
+                finding("findings", Ok(format!("{} findings", flood.count)))
+            }
+            Action::EmitAs(l) => finding(
+                "emit-as",
+                cx.evidence(&l.label, &l.media_type, b"x")
+                    .map(|i| format!("item {i}"))
+                    .map_err(|e| e.to_string()),
+            ),
+            Action::Exit(code) => std::process::exit(code),
+            Action::Resolve(name) => {
+                use std::net::ToSocketAddrs;
+                finding(
+                    "resolve",
+                    name.to_socket_addrs()
+                        .map(|a| {
+                            let mut a: Vec<String> = a.map(|a| a.ip().to_string()).collect();
+                            a.sort();
+                            a.join(",")
+                        })
+                        .map_err(|e| format!("{name}: {e}")),
+                )
+            }
+            Action::Udp(addr) => finding(
+                "udp",
+                std::net::UdpSocket::bind("0.0.0.0:0")
+                    .and_then(|s| s.send_to(b"probe", &addr))
+                    .map(|n| format!("sent {n} bytes to {addr}"))
+                    .map_err(|e| format!("{addr}: {e}")),
+            ),
             Action::Read(path) => finding(
                 "read",
                 std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}")),

@@ -22,6 +22,7 @@ mod html;
 mod keys;
 mod run;
 mod scaffold;
+mod text;
 mod trust;
 
 use std::path::Path;

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -17,21 +17,21 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::{EgressGrant, record_denial};
+use super::{DenialLog, EgressGrant};
 
 /// The `wasi:http` hooks of one run.
 pub(super) struct EgressHooks {
     granted: Vec<EgressGrant>,
-    denied: Arc<Mutex<Vec<String>>>,
+    denied: DenialLog,
 }
 
 impl EgressHooks {
-    pub(super) fn new(granted: Vec<EgressGrant>, denied: Arc<Mutex<Vec<String>>>) -> Self {
+    pub(super) fn new(granted: Vec<EgressGrant>, denied: DenialLog) -> Self {
         Self { granted, denied }
     }
 
     fn deny(&self, what: String) {
-        record_denial(&self.denied, what);
+        self.denied.note(&what);
     }
 }
 

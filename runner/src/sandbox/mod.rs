@@ -30,9 +30,12 @@ pub use grant::{Denial, DirectoryGrant, EgressGrant, Grant, RefusedRequest};
 pub use host::{EvidenceItem, Finding, Outcome, Severity, Verdict};
 pub use limits::{Limits, Quotas};
 pub use output::StreamSummary;
-pub use report::{RunReport, RunStatus};
+pub(crate) use report::cut;
+pub use report::{Refusals, RunReport, RunStatus};
 
 use std::sync::Arc;
+
+use sha2::Digest;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,14 +51,35 @@ use crate::trust::VerifiedCapsule;
 /// How often the epoch ticker advances; the wall-clock deadline's resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Most refused network attempts recorded per run; later ones are not listed.
-const MAX_RECORDED_DENIALS: usize = 64;
+/// The refused network uses of one run, shared by the socket check, the
+/// name lookup and the HTTP hooks.
+#[derive(Clone)]
+pub(crate) struct DenialLog {
+    refusals: Arc<std::sync::Mutex<Refusals>>,
+    quotas: Quotas,
+}
 
-/// Notes a refused network use (raw socket or HTTP request), up to the cap.
-fn record_denial(denied: &std::sync::Mutex<Vec<String>>, what: String) {
-    let mut d = denied.lock().unwrap_or_else(|p| p.into_inner());
-    if d.len() < MAX_RECORDED_DENIALS {
-        d.push(what);
+impl DenialLog {
+    fn new(quotas: Quotas) -> Self {
+        Self {
+            refusals: Arc::default(),
+            quotas,
+        }
+    }
+
+    /// Counts a refused network use (raw socket, name lookup or HTTP request).
+    pub(crate) fn note(&self, what: &str) {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(what, &self.quotas);
+    }
+
+    fn take(&self) -> Refusals {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -239,9 +263,9 @@ impl Sandbox {
             .filter(|g| g.destination.allows_tcp())
             .flat_map(|g| g.addresses.iter().copied())
             .collect();
-        let egress_denied = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let egress_denied = DenialLog::new(grant.quotas);
         {
-            let denied = Arc::clone(&egress_denied);
+            let denied = egress_denied.clone();
             builder
                 .allow_tcp(true)
                 .allow_udp(false)
@@ -254,13 +278,13 @@ impl Sandbox {
                         _ => false,
                     };
                     if !ok {
-                        record_denial(&denied, format!("{usage:?} {addr}"));
+                        denied.note(&format!("{usage:?} {addr}"));
                     }
                     Box::pin(async move { ok })
                 });
         }
         let wasi: WasiCtx = builder.build();
-        let hooks = http::EgressHooks::new(grant.egress.clone(), Arc::clone(&egress_denied));
+        let hooks = http::EgressHooks::new(grant.egress.clone(), egress_denied.clone());
         let state = host::State::new(wasi, ResourceTable::new(), grant, hooks);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -298,6 +322,10 @@ impl Sandbox {
         };
         let wall_time = started.elapsed();
         let fuel_left = store.get_fuel().unwrap_or(0);
+        let exit_code = match &result {
+            Err(err) => err.downcast_ref::<wasmtime_wasi::I32Exit>().map(|e| e.0),
+            Ok(_) => None,
+        };
         let state = store.into_data();
 
         let (status, outcome, error) = match result {
@@ -318,10 +346,17 @@ impl Sandbox {
                     Some(Trap::OutOfFuel) => RunStatus::OutOfFuel,
                     Some(Trap::Interrupt) => RunStatus::Deadline,
                     _ if err.downcast_ref::<BlockedPastDeadline>().is_some() => RunStatus::Deadline,
-                    _ if !state.limiter.denials.is_empty() => RunStatus::MemoryRefused,
+                    _ if err.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => {
+                        RunStatus::Exited
+                    }
+                    _ if state.limiter.denials_total > 0 => RunStatus::MemoryRefused,
                     _ => RunStatus::Trap,
                 };
-                (status, None, Some(format!("{err:#}")))
+                let error = match err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    Some(exit) => format!("the capsule exited with code {}", exit.0),
+                    None => format!("{err:#}"),
+                };
+                (status, None, Some(error))
             }
         };
         let (stdout, stderr) = (stdout.summary(), stderr.summary());
@@ -337,16 +372,16 @@ impl Sandbox {
             fuel_used: grant.fuel.saturating_sub(fuel_left),
             peak_memory_bytes: state.limiter.peak,
             memory_denials: state.limiter.denials.clone(),
+            memory_denials_total: state.limiter.denials_total,
+            memory_denials_sha256: state.limiter.denials_digest.clone().finalize().into(),
             wall_time,
             stdout,
             stderr,
             evidence: state.evidence,
             evidence_refused: state.evidence_refused,
             code,
-            egress_denied: egress_denied
-                .lock()
-                .map(|d| d.clone())
-                .unwrap_or_else(|p| p.into_inner().clone()),
+            egress_denied: egress_denied.take(),
+            exit_code,
         })
     }
 
