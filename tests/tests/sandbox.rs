@@ -152,7 +152,7 @@ impl Probe {
         let mut publisher = Publisher::new("acme-ci", "Acme", &["test"]);
         // The trust root lets this publisher vouch for anything; the site policy decides.
         publisher.ceiling = "files = [{ path = \"/\", access = \"read-write\" }]\n\
-            egress = [\"*.example.com:443\", \"127.0.0.1:*\"]\nconfig = [\"*\"]\n";
+            egress = [\"*.example.com:443\", \"127.0.0.1:*\", \"localhost:*\"]\nconfig = [\"*\"]\n";
         let root = trust_root(&[&publisher]);
         let dir = tempfile::tempdir().unwrap();
         let runner = SecretKey::generate().unwrap();
@@ -415,9 +415,10 @@ fn egress_to_loopback_is_refused_even_with_a_listener() {
     assert_eq!(f[0].0, "connect.denied", "{:?}", f[0]);
     listener.set_nonblocking(true).unwrap();
     assert!(listener.accept().is_err(), "the guest reached the listener");
+    // With no TCP destination granted, not even a socket is created.
     assert_eq!(
         record.report.egress_denied.listed,
-        [format!("TcpConnect {addr}")]
+        ["TcpCreateSocket (no TCP destination is granted)"]
     );
     let body = probe.last("run-finished");
     let Some(ciborium::Value::Array(recorded)) = edge_runner::cbor::MapReader::new("b", &body)
@@ -485,7 +486,7 @@ fn wildcard_site_entries_never_grant_loopback_or_private_addresses() {
     assert_eq!(
         record.grant.denied()[0].reason,
         format!(
-            "{addr} resolves to {addr}, a loopback or private address, which only an exact entry (one host, one port) in the site policy can grant"
+            "{addr} resolves to {addr}, an internal address (this host's own, loopback, private, or another IANA special-purpose range), which only an exact entry (one host, one port) in the site policy can grant"
         )
     );
 }
@@ -778,7 +779,7 @@ fn a_scheme_limits_a_grant_to_its_protocol() {
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(
         record.report.egress_denied.listed,
-        [format!("TcpConnect {server}")]
+        ["TcpCreateSocket (no TCP destination is granted)"]
     );
     // A site entry for https:// does not grant a plain http:// request.
     let mut strict = Probe::new(site_with_egress(&[format!("https://{server}")]));
@@ -1051,4 +1052,149 @@ fn a_run_killed_mid_run_is_recorded_as_interrupted_at_the_next_start() {
             .count(),
         1
     );
+}
+
+/// Issue 12 §5: with a raw-TCP grant a capsule may look up only the names its
+/// grant names, answered from the address resolved at grant time; any other
+/// name (`secret.attacker.example`, even `localhost` under an IP grant) is
+/// refused without a query and recorded like any egress denial.
+#[test]
+fn dns_lookups_are_refused_unless_the_grant_names_the_name() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The issue's case: one exact IP grant, and lookups of names of the capsule's choosing.
+    let mut by_ip = Probe::new(site_with_egress(&[format!("tcp://127.0.0.1:{port}")]));
+    let record = by_ip.run(
+        0,
+        &format!("egress = [\"tcp://127.0.0.1:{port}\"]"),
+        r#"{"resolve": "secret.attacker.example:80"}, {"resolve": "localhost:80"}, {"resolve": "10.1.2.3:80"}"#,
+    );
+    let f = findings(&record);
+    assert_eq!(f[0].0, "resolve.denied", "{:?}", f[0]);
+    assert_eq!(f[1].0, "resolve.denied", "{:?}", f[1]);
+    // An IP literal is its own answer: no query, and the connect check still applies.
+    assert_eq!(f[2], ("resolve.allowed".into(), "10.1.2.3".into()));
+    assert_eq!(
+        record.report.egress_denied.listed,
+        ["NameLookup secret.attacker.example", "NameLookup localhost"]
+    );
+    let body = by_ip.last("run-finished");
+    assert_eq!(
+        field(&body, "egress-denied-total"),
+        &ciborium::Value::Integer(2.into())
+    );
+
+    // A granted name resolves to its grant-time address, and the connection goes there.
+    let mut by_name = Probe::new(site_with_egress(&[format!("tcp://localhost:{port}")]));
+    let record = by_name.run(
+        0,
+        &format!("egress = [\"tcp://localhost:{port}\"]"),
+        &format!(
+            r#"{{"resolve": "localhost:{port}"}}, {{"connect": "localhost:{port}"}}, {{"resolve": "LOCALHOST.:1"}}, {{"resolve": "other.example:1"}}"#
+        ),
+    );
+    let f = findings(&record);
+    assert_eq!(f[0], ("resolve.allowed".into(), "127.0.0.1".into()));
+    assert_eq!(f[1].0, "connect.allowed", "{:?}", f[1]);
+    assert_eq!(f[2], ("resolve.allowed".into(), "127.0.0.1".into()));
+    assert_eq!(f[3].0, "resolve.denied", "{:?}", f[3]);
+    assert_eq!(
+        record.report.egress_denied.listed,
+        ["NameLookup other.example"]
+    );
+    listener.set_nonblocking(true).unwrap();
+    assert!(
+        listener.accept().is_ok(),
+        "the granted listener saw no connection"
+    );
+}
+
+/// Issue 12 §8: 300 junk attempts no longer hide a later try at the metadata
+/// address or SSH: every refusal is counted, each distinct one listed up to
+/// 256, and UDP is refused and recorded like TCP.
+#[test]
+fn junk_attempts_cannot_hide_a_later_metadata_or_ssh_attempt_and_udp_is_recorded() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut probe = Probe::new(site_with_egress(&[format!("tcp://127.0.0.1:{port}")]));
+    let mut actions: Vec<String> = (0..100)
+        .map(|i| format!(r#"{{"connect": "127.0.0.1:{}"}}"#, 20000 + i))
+        .collect();
+    // The same junk again: counted, not listed twice.
+    actions.extend((0..100).map(|i| format!(r#"{{"connect": "127.0.0.1:{}"}}"#, 20000 + i)));
+    actions.push(r#"{"connect": "169.254.169.254:80"}"#.into());
+    actions.push(r#"{"connect": "10.0.0.9:22"}"#.into());
+    actions.push(r#"{"udp": "10.0.0.9:53"}"#.into());
+    let record = probe.run(
+        0,
+        &format!("egress = [\"tcp://127.0.0.1:{port}\"]"),
+        &actions.join(", "),
+    );
+    let denied = &record.report.egress_denied;
+    assert_eq!(denied.total, 203);
+    assert_eq!(denied.listed.len(), 103);
+    assert_eq!(
+        denied.listed[100..],
+        [
+            "TcpConnect 169.254.169.254:80",
+            "TcpConnect 10.0.0.9:22",
+            "UdpCreateSocket (UDP is never granted)"
+        ]
+    );
+    assert_eq!(findings(&record)[202].0, "udp.denied");
+    let body = probe.last("run-finished");
+    assert_eq!(
+        field(&body, "egress-denied-total"),
+        &ciborium::Value::Integer(203.into())
+    );
+    let ciborium::Value::Array(listed) = field(&body, "egress-denied") else {
+        panic!("egress-denied")
+    };
+    assert_eq!(listed.len(), 103);
+}
+
+/// Issue 12 §8: past the listing limit, refusals are still counted.
+#[test]
+fn refusals_past_the_listing_limit_are_counted() {
+    let mut limits = Limits::default();
+    limits.quotas.denials_listed = 4;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut probe = Probe::with_limits(
+        site_with_egress(&[format!("tcp://127.0.0.1:{port}")]),
+        limits,
+    );
+    let actions: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"connect": "127.0.0.1:{}"}}"#, 20000 + i))
+        .collect();
+    let record = probe.run(
+        0,
+        &format!("egress = [\"tcp://127.0.0.1:{port}\"]"),
+        &actions.join(", "),
+    );
+    assert_eq!(record.report.egress_denied.total, 10);
+    assert_eq!(record.report.egress_denied.listed.len(), 4);
+}
+
+/// Issue 12 §11: leaving through `wasi:cli/exit` is its own outcome, with the
+/// code (WASI 0.2's `exit` carries only success or failure: 0 or 1).
+#[test]
+fn exit_is_classified_exited_with_its_code() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(0, "", r#"{"exit": 3}"#);
+    assert_eq!(record.report.status, RunStatus::Exited);
+    assert_eq!(record.report.exit_code, Some(1));
+    let body = probe.last("run-finished");
+    assert_eq!(status_in(&body), "exited");
+    assert_eq!(
+        field(&body, "exit-code"),
+        &ciborium::Value::Integer(1.into())
+    );
+    assert_eq!(
+        text_of(field(&body, "error")),
+        "the capsule exited with code 1"
+    );
+    let record = probe.run(1, "", r#"{"exit": 0}"#);
+    assert_eq!(record.report.status, RunStatus::Exited);
+    assert_eq!(record.report.exit_code, Some(0));
 }

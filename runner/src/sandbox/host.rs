@@ -206,6 +206,7 @@ pub(super) struct State {
     table: ResourceTable,
     http: wasmtime_wasi_http::WasiHttpCtx,
     hooks: super::http::EgressHooks,
+    pub network: super::network::NetworkPolicy,
     pub limiter: MemoryLimiter,
     pub evidence: Vec<EvidenceItem>,
     pub evidence_refused: u32,
@@ -222,12 +223,14 @@ impl State {
         table: ResourceTable,
         grant: &Grant,
         hooks: super::http::EgressHooks,
+        network: super::network::NetworkPolicy,
     ) -> Self {
         Self {
             wasi,
             table,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             hooks,
+            network,
             limiter: MemoryLimiter {
                 max: grant.memory_bytes,
                 total: 0,

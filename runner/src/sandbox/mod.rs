@@ -21,6 +21,7 @@ mod grant;
 mod host;
 mod http;
 mod limits;
+mod network;
 mod output;
 mod report;
 
@@ -181,6 +182,7 @@ impl Sandbox {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         host::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        network::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -269,7 +271,8 @@ impl Sandbox {
             builder
                 .allow_tcp(true)
                 .allow_udp(false)
-                .allow_ip_name_lookup(grant.egress.iter().any(|g| g.destination.allows_tcp()))
+                // Lookups reach Wasmtime only as IP literals (see `network.rs`).
+                .allow_ip_name_lookup(true)
                 .socket_addr_check(move |addr, usage| {
                     let ok = match usage {
                         SocketAddrUse::TcpConnect => allowed.contains(&addr),
@@ -285,7 +288,8 @@ impl Sandbox {
         }
         let wasi: WasiCtx = builder.build();
         let hooks = http::EgressHooks::new(grant.egress.clone(), egress_denied.clone());
-        let state = host::State::new(wasi, ResourceTable::new(), grant, hooks);
+        let network = network::NetworkPolicy::new(&grant.egress, egress_denied.clone());
+        let state = host::State::new(wasi, ResourceTable::new(), grant, hooks, network);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store
