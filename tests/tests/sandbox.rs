@@ -1198,3 +1198,44 @@ fn exit_is_classified_exited_with_its_code() {
     assert_eq!(record.report.status, RunStatus::Exited);
     assert_eq!(record.report.exit_code, Some(0));
 }
+
+/// Issue 12 §11: a monotonic-clock timer polled with `ready()` becomes ready
+/// once its time has passed, not only at the run's deadline.
+#[test]
+fn a_polled_timer_becomes_ready_when_due() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(0, "", r#"{"timer-ready-ms": 50}"#);
+    let f = findings(&record);
+    assert_eq!(f[0].0, "timer.allowed", "{:?}", f[0]);
+    let waited: u64 = f[0]
+        .1
+        .strip_prefix("ready after ")
+        .and_then(|m| m.strip_suffix(" ms"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((50..1000).contains(&waited), "{waited} ms");
+}
+
+/// Issue 12 §11: an HTTP authority with user-info (`evil@127.0.0.1:P`) passes
+/// no grant check: refused, recorded without the user-info, never sent.
+#[test]
+fn http_authority_with_user_info_is_refused() {
+    let (server, hits) = http_server("ok");
+    let mut probe = Probe::new(site_with_egress(&[format!("http://{server}")]));
+    let record = probe.run(
+        0,
+        &format!("egress = [\"http://{server}\"]"),
+        &format!(r#"{{"http-get": "http://evil@{server}/"}}, {{"http-get": "http://{server}/"}}"#),
+    );
+    let f = findings(&record);
+    assert_eq!(f[0].0, "http.denied", "{:?}", f[0]);
+    assert_eq!(f[1], ("http.allowed".into(), "200 ok".into()));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        record.report.egress_denied.listed,
+        [format!(
+            "HttpRequest http://{server} (user-info in the authority is refused)"
+        )]
+    );
+}

@@ -13,7 +13,8 @@
 //! N KiB summary), `{"findings": {"count": N, "message-kib": K}}` (N extra findings of K KiB each),
 //! `{"emit-as": {"label": L, "media-type": M}}` (one evidence item so labelled),
 //! `{"exit": CODE}` (calls `wasi:cli/exit`), `{"resolve": "HOST:PORT"}` (a DNS lookup),
-//! `{"udp": "IP:PORT"}` (sends a UDP datagram).
+//! `{"udp": "IP:PORT"}` (sends a UDP datagram), `{"timer-ready-ms": N}` (polls a
+//! monotonic-clock timer of N ms with `ready()` until it is ready, giving up after 2 s).
 //! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
 //! whose message is what happened; the verdict is `pass` when every action ran.
 //! The runner's containment tests drive it; it is never useful in production.
@@ -54,6 +55,7 @@ enum Action {
     Exit(i32),
     Resolve(String),
     Udp(String),
+    TimerReadyMs(u64),
 }
 
 #[derive(Deserialize)]
@@ -118,6 +120,29 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
                     .map_err(|e| e.to_string()),
             ),
             Action::Exit(code) => std::process::exit(code),
+            Action::TimerReadyMs(ms) => {
+                let timer = wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000);
+                let start = std::time::Instant::now();
+                let mut polls: u64 = 0;
+                let ready = loop {
+                    if timer.ready() {
+                        break true;
+                    }
+                    polls += 1;
+                    if start.elapsed() > std::time::Duration::from_secs(2) {
+                        break false;
+                    }
+                };
+                let waited = start.elapsed().as_millis();
+                finding(
+                    "timer",
+                    if ready {
+                        Ok(format!("ready after {waited} ms"))
+                    } else {
+                        Err(format!("not ready after {waited} ms and {polls} polls"))
+                    },
+                )
+            }
             Action::Resolve(name) => {
                 use std::net::ToSocketAddrs;
                 finding(

@@ -58,6 +58,15 @@ impl WasiHttpHooks for EgressHooks {
         };
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let destination = format!("{host}:{port}");
+        // `user@host` would pass the host check and still be sent as the Host
+        // header; the user-info itself is not recorded (it may be a password).
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            self.deny(format!(
+                "HttpRequest {}://{destination} (user-info in the authority is refused)",
+                uri.scheme_str().unwrap_or("?")
+            ));
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
         let Some(grant) = self
             .granted
             .iter()

@@ -16,6 +16,7 @@
 //! (`capsule-sdk/wit/capsule.wit`) in `host.rs`.
 
 mod cache;
+mod clocks;
 mod determinism;
 mod grant;
 mod host;
@@ -183,6 +184,7 @@ impl Sandbox {
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         host::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
         network::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        clocks::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = {
