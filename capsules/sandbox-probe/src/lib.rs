@@ -14,7 +14,10 @@
 //! `{"emit-as": {"label": L, "media-type": M}}` (one evidence item so labelled),
 //! `{"exit": CODE}` (calls `wasi:cli/exit`), `{"resolve": "HOST:PORT"}` (a DNS lookup),
 //! `{"udp": "IP:PORT"}` (sends a UDP datagram), `{"timer-ready-ms": N}` (polls a
-//! monotonic-clock timer of N ms with `ready()` until it is ready, giving up after 2 s).
+//! monotonic-clock timer of N ms with `ready()` until it is ready, giving up after 2 s),
+//! `{"symlink": {"dir": GUEST-DIR, "link": NAME, "target": TARGET}}` (creates a symlink in a
+//! granted directory), `{"write-mib": {"path": P, "mib": N}}` (writes N MiB, 1 MiB at a time),
+//! `{"sparse": {"path": P, "bytes": N}}` (sets a file's size to N, then writes a byte at N).
 //! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
 //! whose message is what happened; the verdict is `pass` when every action ran.
 //! The runner's containment tests drive it; it is never useful in production.
@@ -56,6 +59,31 @@ enum Action {
     Resolve(String),
     Udp(String),
     TimerReadyMs(u64),
+    Symlink(SymlinkAt),
+    WriteMib(WriteFlood),
+    Sparse(SparseFile),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SymlinkAt {
+    dir: String,
+    link: String,
+    target: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteFlood {
+    path: String,
+    mib: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SparseFile {
+    path: String,
+    bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +148,49 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
                     .map_err(|e| e.to_string()),
             ),
             Action::Exit(code) => std::process::exit(code),
+            Action::Symlink(at) => finding(
+                "symlink",
+                wasi::filesystem::preopens::get_directories()
+                    .into_iter()
+                    .find(|(_, guest)| *guest == at.dir)
+                    .ok_or_else(|| format!("{} is not a granted directory", at.dir))
+                    .and_then(|(dir, _)| {
+                        dir.symlink_at(&at.target, &at.link)
+                            .map(|()| format!("{} -> {}", at.link, at.target))
+                            .map_err(|e| e.name().to_string())
+                    }),
+            ),
+            Action::WriteMib(flood) => {
+                let block = vec![b'w'; 1 << 20];
+                let result = std::fs::File::create(&flood.path).and_then(|mut f| {
+                    let mut written = 0;
+                    for _ in 0..flood.mib {
+                        if let Err(e) = f.write_all(&block) {
+                            return Err(std::io::Error::other(format!("after {written} MiB: {e}")));
+                        }
+                        written += 1;
+                    }
+                    Ok(written)
+                });
+                finding(
+                    "write-mib",
+                    result
+                        .map(|n| format!("wrote {n} MiB"))
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            Action::Sparse(sparse) => {
+                use std::io::{Seek, SeekFrom};
+                let result = std::fs::File::create(&sparse.path).and_then(|mut f| {
+                    let sized = f.set_len(sparse.bytes).map_err(|e| format!("set_len: {e}"));
+                    let wrote = f
+                        .seek(SeekFrom::Start(sparse.bytes))
+                        .and_then(|_| f.write_all(b"x"))
+                        .map_err(|e| format!("write: {e}"));
+                    Ok(format!("{sized:?}; {wrote:?}"))
+                });
+                finding("sparse", result.map_err(|e| e.to_string()))
+            }
             Action::TimerReadyMs(ms) => {
                 let timer = wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000);
                 let start = std::time::Instant::now();

@@ -806,6 +806,9 @@ pub struct RunUsage {
     pub egress_denied: Vec<String>,
     /// Every network use refused at run time, counted (absent in records of older runners).
     pub egress_denied_total: Option<u64>,
+    /// File operations refused (symlinks, write quota, file size): every one
+    /// counted and a sample listed; absent when there were none.
+    pub files_refused: Option<(u64, Vec<String>)>,
     /// Evidence items emitted.
     pub evidence: Vec<EvidenceItemRef>,
 }
@@ -952,6 +955,10 @@ impl EventBody for RunFinished {
         if let Some(total) = self.usage.as_ref().and_then(|u| u.egress_denied_total) {
             fields.push(("egress-denied-total", uint(total)));
         }
+        if let Some((total, listed)) = self.usage.as_ref().and_then(|u| u.files_refused.as_ref()) {
+            fields.push(("files-refused-total", uint(*total)));
+            fields.push(("files-refused", texts(listed)));
+        }
         if let Some(code) = self.exit_code {
             fields.push(("exit-code", Value::Integer(code.into())));
         }
@@ -991,6 +998,12 @@ impl EventBody for RunFinished {
                 egress_denied: list(b, "egress-denied", text_of)?,
                 egress_denied_total: optional(b, "egress-denied-total", |_| {
                     b.uint("egress-denied-total")
+                })?,
+                files_refused: optional(b, "files-refused-total", |_| {
+                    Ok((
+                        b.uint("files-refused-total")?,
+                        list(b, "files-refused", text_of)?,
+                    ))
                 })?,
                 evidence: list(b, "evidence", |v| {
                     let i = MapReader::new("evidence item", v)?;

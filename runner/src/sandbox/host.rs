@@ -207,6 +207,7 @@ pub(super) struct State {
     http: wasmtime_wasi_http::WasiHttpCtx,
     hooks: super::http::EgressHooks,
     pub network: super::network::NetworkPolicy,
+    pub files: super::files::FileBudget,
     pub limiter: MemoryLimiter,
     pub evidence: Vec<EvidenceItem>,
     pub evidence_refused: u32,
@@ -224,6 +225,7 @@ impl State {
         grant: &Grant,
         hooks: super::http::EgressHooks,
         network: super::network::NetworkPolicy,
+        files: super::files::FileBudget,
     ) -> Self {
         Self {
             wasi,
@@ -231,6 +233,7 @@ impl State {
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             hooks,
             network,
+            files,
             limiter: MemoryLimiter {
                 max: grant.memory_bytes,
                 total: 0,

@@ -65,6 +65,8 @@ impl Default for Limits {
 /// | `denials_listed`: distinct refused network uses listed (all are counted) | 256 |
 /// | `denial_bytes` of each listed refused network use | 256 |
 /// | `memory_denials_listed`: refused memory growths listed (all are counted) | 64 |
+/// | `file_write_bytes`: bytes a run may write to granted files, all files together | 64 MiB |
+/// | `file_size_bytes`: largest size a write or `set-size` may give a file | 64 MiB |
 ///
 /// A value over its limit is cut, and the record keeps its size and SHA-256
 /// and marks it truncated (`docs/evidence-format.md` §3). Evidence labels and
@@ -99,6 +101,10 @@ pub struct Quotas {
     pub denial_bytes: usize,
     /// Refused memory growths listed; every refusal is counted.
     pub memory_denials_listed: usize,
+    /// Bytes a run may write to granted files, all files together.
+    pub file_write_bytes: u64,
+    /// Largest size a write or `set-size` may give a file (no sparse giants).
+    pub file_size_bytes: u64,
 }
 
 impl Default for Quotas {
@@ -118,6 +124,8 @@ impl Default for Quotas {
             denials_listed: 256,
             denial_bytes: 256,
             memory_denials_listed: 64,
+            file_write_bytes: 64 << 20,
+            file_size_bytes: 64 << 20,
         }
     }
 }

@@ -18,6 +18,7 @@
 mod cache;
 mod clocks;
 mod determinism;
+mod files;
 mod grant;
 mod host;
 mod http;
@@ -185,6 +186,7 @@ impl Sandbox {
         host::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
         network::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
         clocks::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        files::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -291,7 +293,15 @@ impl Sandbox {
         let wasi: WasiCtx = builder.build();
         let hooks = http::EgressHooks::new(grant.egress.clone(), egress_denied.clone());
         let network = network::NetworkPolicy::new(&grant.egress, egress_denied.clone());
-        let state = host::State::new(wasi, ResourceTable::new(), grant, hooks, network);
+        let file_budget = files::FileBudget::new(grant.quotas);
+        let state = host::State::new(
+            wasi,
+            ResourceTable::new(),
+            grant,
+            hooks,
+            network,
+            file_budget.clone(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store
@@ -387,6 +397,8 @@ impl Sandbox {
             evidence_refused: state.evidence_refused,
             code,
             egress_denied: egress_denied.take(),
+            files_written_bytes: file_budget.take().0,
+            files_refused: file_budget.take().1,
             exit_code,
         })
     }

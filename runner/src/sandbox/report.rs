@@ -79,6 +79,10 @@ pub struct RunReport {
     pub code: CodeSource,
     /// Network uses the capsule attempted and was refused (`TcpConnect 10.0.0.1:80`).
     pub egress_denied: Refusals,
+    /// Bytes written to granted files, all files together.
+    pub files_written_bytes: u64,
+    /// File operations refused: symlink creation, writes past the quota or the file size limit.
+    pub files_refused: Refusals,
     /// The code the capsule passed to `wasi:cli/exit`, when it exited that way.
     pub exit_code: Option<i32>,
 }

@@ -228,6 +228,12 @@ pub(super) fn run_finished(
         evidence_refused: u64::from(report.evidence_refused),
         egress_denied: report.egress_denied.listed.clone(),
         egress_denied_total: Some(report.egress_denied.total),
+        files_refused: (report.files_refused.total > 0).then(|| {
+            (
+                report.files_refused.total,
+                report.files_refused.listed.clone(),
+            )
+        }),
         evidence: report
             .evidence
             .iter()
