@@ -1345,3 +1345,88 @@ fn write_flood_and_sparse_terabyte_file_are_refused_at_their_limits() {
         &ciborium::Value::Integer(3.into())
     );
 }
+
+/// Runs sandbox-probe once, deterministically when `deterministic`, with
+/// `host` granted read-write at `/data`; returns its findings.
+fn probe_files_once(
+    host: &std::path::Path,
+    deterministic: bool,
+    actions: &str,
+) -> Vec<(String, String)> {
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let mut publisher = publisher;
+    publisher.ceiling = "files = [{ path = \"/\", access = \"read-write\" }]\n".into();
+    let root = trust_root(&[&publisher]);
+    let probe = capsule_artifacts::SANDBOX_PROBE;
+    let mut source =
+        ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path)).unwrap();
+    source.capabilities =
+        toml::from_str("files = [{ path = \"/data\", access = \"read-write\" }]").unwrap();
+    let signed = capsule::sign(probe.component, &source, &publisher.key, Timestamp::now()).unwrap();
+    let verified = verified(signed, &root);
+    let site = site_with_data(host, "read-write", "");
+    let mut grant = Grant::compute(&verified, &Limits::default(), &site, [1; 32]);
+    assert_eq!(grant.directories().len(), 1, "{:?}", grant.denied());
+    if deterministic {
+        grant = grant.deterministic([1; 32]);
+    }
+    let sandbox = edge_runner::sandbox::Sandbox::new().unwrap();
+    let input = format!("{{\"actions\": [{actions}]}}");
+    let report = sandbox.run(&verified, &grant, input.as_bytes()).unwrap();
+    report
+        .outcome
+        .unwrap_or_else(|| panic!("no outcome: {:?}", report.error))
+        .findings
+        .into_iter()
+        .map(|f| (f.code, f.message))
+        .collect()
+}
+
+/// Issue 12 §7: deterministic replays over the same granted files are
+/// byte-identical: fixed timestamps (even after the host's atime changed on a
+/// read, and for files the capsule wrote) and listings in name order.
+#[test]
+fn deterministic_replays_with_file_grants_are_byte_identical() {
+    let host = tempfile::tempdir().unwrap();
+    // Enough names that the file system's own order is not the sorted one.
+    for name in [
+        "q", "b", "zz", "a", "m", "c9", "c1", "x", "e", "k", "y", "d", "n", "g",
+    ] {
+        std::fs::write(host.path().join(name), name).unwrap();
+    }
+    let actions = r#"{"list-raw": "/data"}, {"read": "/data/a"}, {"stat": "/data/a"},
+        {"write": {"path": "/data/new", "data": "fresh"}}, {"stat": "/data/new"}"#;
+    let first = probe_files_once(host.path(), true, actions);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The same files again: the host rewrote one (new mtime) and the capsule's own output is gone.
+    std::fs::write(host.path().join("a"), "a").unwrap();
+    std::fs::remove_file(host.path().join("new")).unwrap();
+    let second = probe_files_once(host.path(), true, actions);
+    assert_eq!(first, second);
+    let sorted = "a,b,c1,c9,d,e,g,k,m,n,q,x,y,zz";
+    assert_eq!(first[0].1, sorted);
+    let fixed = edge_runner::sandbox::FIXED_WALL_CLOCK_SECS as u128 * 1_000_000_000;
+    assert_eq!(
+        first[2].1,
+        format!("size=1 accessed={fixed} modified={fixed}")
+    );
+    assert_eq!(
+        first[4].1,
+        format!("size=5 accessed={fixed} modified={fixed}")
+    );
+    // An ordinary run shows the host's real times.
+    std::fs::remove_file(host.path().join("new")).unwrap();
+    let real = probe_files_once(
+        host.path(),
+        false,
+        r#"{"stat": "/data/a"}, {"list-raw": "/data"}"#,
+    );
+    assert_ne!(
+        real[0].1,
+        format!("size=1 accessed={fixed} modified={fixed}")
+    );
+    assert_ne!(
+        real[1].1, sorted,
+        "the host's own order happened to be sorted; the test proves nothing"
+    );
+}

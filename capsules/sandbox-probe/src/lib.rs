@@ -17,7 +17,9 @@
 //! monotonic-clock timer of N ms with `ready()` until it is ready, giving up after 2 s),
 //! `{"symlink": {"dir": GUEST-DIR, "link": NAME, "target": TARGET}}` (creates a symlink in a
 //! granted directory), `{"write-mib": {"path": P, "mib": N}}` (writes N MiB, 1 MiB at a time),
-//! `{"sparse": {"path": P, "bytes": N}}` (sets a file's size to N, then writes a byte at N).
+//! `{"sparse": {"path": P, "bytes": N}}` (sets a file's size to N, then writes a byte at N),
+//! `{"list-raw": PATH}` (a directory's names in the order the runner gives them),
+//! `{"stat": PATH}` (a file's size and its access and modification times).
 //! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
 //! whose message is what happened; the verdict is `pass` when every action ran.
 //! The runner's containment tests drive it; it is never useful in production.
@@ -62,6 +64,8 @@ enum Action {
     Symlink(SymlinkAt),
     WriteMib(WriteFlood),
     Sparse(SparseFile),
+    ListRaw(String),
+    Stat(String),
 }
 
 #[derive(Deserialize)]
@@ -190,6 +194,37 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
                     Ok(format!("{sized:?}; {wrote:?}"))
                 });
                 finding("sparse", result.map_err(|e| e.to_string()))
+            }
+            Action::ListRaw(path) => finding(
+                "list-raw",
+                std::fs::read_dir(&path)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .map_err(|e| format!("{path}: {e}")),
+            ),
+            Action::Stat(path) => {
+                let secs = |t: std::io::Result<std::time::SystemTime>| {
+                    t.ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or_else(|| "-".to_string(), |d| d.as_nanos().to_string())
+                };
+                finding(
+                    "stat",
+                    std::fs::metadata(&path)
+                        .map(|m| {
+                            format!(
+                                "size={} accessed={} modified={}",
+                                m.len(),
+                                secs(m.accessed()),
+                                secs(m.modified())
+                            )
+                        })
+                        .map_err(|e| format!("{path}: {e}")),
+                )
             }
             Action::TimerReadyMs(ms) => {
                 let timer = wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000);

@@ -9,14 +9,23 @@
 //! (`write`, `write-via-stream`, `append-via-stream`) counts against the run's
 //! write quota, and no write or `set-size` may reach past the maximum file
 //! size. Each refusal is counted and listed in the run's `files-refused`.
+//!
+//! In a deterministic run, granted files show fixed timestamps (the run's
+//! fixed wall clock) and directories list in name order, so replays over the
+//! same files see the same bytes whatever the host's atimes, mtimes and
+//! directory order.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
-use wasmtime_wasi::p2::bindings::filesystem::types::{Descriptor, ErrorCode, HostDescriptor};
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    Datetime, Descriptor, DescriptorStat, DirectoryEntry, DirectoryEntryStream, ErrorCode,
+    HostDescriptor, HostDirectoryEntryStream, PathFlags,
+};
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError};
 
 use super::host::State;
@@ -89,6 +98,33 @@ impl FileBudget {
     pub(super) fn take(&self) -> (u64, Refusals) {
         let b = self.lock();
         (b.written, b.refusals.clone())
+    }
+}
+
+/// How a deterministic run sees granted files: every timestamp is `fixed`,
+/// and each directory listing was read whole and sorted by name when opened.
+pub(super) struct FixedFiles {
+    fixed: Datetime,
+    /// Sorted listings by the representation of their stream resource.
+    listings: HashMap<u32, VecDeque<Result<DirectoryEntry, ErrorCode>>>,
+}
+
+impl FixedFiles {
+    pub(super) fn new(wall_clock_secs: u64) -> Self {
+        Self {
+            fixed: Datetime {
+                seconds: wall_clock_secs,
+                nanoseconds: 0,
+            },
+            listings: HashMap::new(),
+        }
+    }
+
+    fn pin(&self, mut stat: DescriptorStat) -> DescriptorStat {
+        stat.data_access_timestamp = Some(self.fixed);
+        stat.data_modification_timestamp = Some(self.fixed);
+        stat.status_change_timestamp = Some(self.fixed);
+        stat
     }
 }
 
@@ -217,7 +253,117 @@ pub(super) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
             Ok((Ok(budgeted(&mut store, stream, budget, None)?),))
         },
     )?;
+    add_fixed_views(&mut types)?;
     linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// `stat`, `stat-at`, `read-directory` and `read-directory-entry`, which in a
+/// deterministic run show fixed timestamps and sorted listings.
+fn add_fixed_views(
+    types: &mut wasmtime::component::LinkerInstance<'_, State>,
+) -> wasmtime::Result<()> {
+    types.func_wrap_async(
+        "[method]descriptor.stat",
+        |mut store: StoreContextMut<'_, State>, (fd,): (Resource<Descriptor>,)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                let result = HostDescriptor::stat(&mut state.filesystem(), fd).await;
+                match result {
+                    Ok(stat) => Ok((Ok(match &state.fixed_files {
+                        Some(fixed) => fixed.pin(stat),
+                        None => stat,
+                    }),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.stat-at",
+        |mut store: StoreContextMut<'_, State>,
+         (fd, flags, path): (Resource<Descriptor>, PathFlags, String)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                let result =
+                    HostDescriptor::stat_at(&mut state.filesystem(), fd, flags, path).await;
+                match result {
+                    Ok(stat) => Ok((Ok(match &state.fixed_files {
+                        Some(fixed) => fixed.pin(stat),
+                        None => stat,
+                    }),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.read-directory",
+        |mut store: StoreContextMut<'_, State>, (fd,): (Resource<Descriptor>,)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                let stream = match HostDescriptor::read_directory(&mut state.filesystem(), fd).await
+                {
+                    Ok(s) => s,
+                    Err(e) => return Ok((Err(e.downcast()?),)),
+                };
+                if state.fixed_files.is_none() {
+                    return Ok((Ok(stream),));
+                }
+                // Read the whole listing now and keep it in name order.
+                let rep = stream.rep();
+                let mut entries = Vec::new();
+                let mut failure = None;
+                loop {
+                    let borrowed = Resource::<DirectoryEntryStream>::new_borrow(rep);
+                    match HostDirectoryEntryStream::read_directory_entry(
+                        &mut state.filesystem(),
+                        borrowed,
+                    )
+                    .await
+                    {
+                        Ok(Some(entry)) => entries.push(entry),
+                        Ok(None) => break,
+                        Err(e) => {
+                            failure = Some(e.downcast()?);
+                            break;
+                        }
+                    }
+                }
+                entries.sort_by(|a, b| a.name.cmp(&b.name));
+                let mut listing: VecDeque<_> = entries.into_iter().map(Ok).collect();
+                listing.extend(failure.map(Err));
+                if let Some(fixed) = &mut state.fixed_files {
+                    fixed.listings.insert(rep, listing);
+                }
+                Ok((Ok(stream),))
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]directory-entry-stream.read-directory-entry",
+        |mut store: StoreContextMut<'_, State>, (stream,): (Resource<DirectoryEntryStream>,)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                if let Some(listing) = state
+                    .fixed_files
+                    .as_mut()
+                    .and_then(|f| f.listings.get_mut(&stream.rep()))
+                {
+                    return Ok((listing.pop_front().transpose(),));
+                }
+                match HostDirectoryEntryStream::read_directory_entry(
+                    &mut state.filesystem(),
+                    stream,
+                )
+                .await
+                {
+                    Ok(entry) => Ok((Ok(entry),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    )?;
     Ok(())
 }
 

@@ -208,6 +208,8 @@ pub(super) struct State {
     hooks: super::http::EgressHooks,
     pub network: super::network::NetworkPolicy,
     pub files: super::files::FileBudget,
+    /// Set in deterministic runs: fixed file timestamps and sorted listings.
+    pub fixed_files: Option<super::files::FixedFiles>,
     pub limiter: MemoryLimiter,
     pub evidence: Vec<EvidenceItem>,
     pub evidence_refused: u32,
@@ -234,6 +236,10 @@ impl State {
             hooks,
             network,
             files,
+            fixed_files: grant
+                .determinism
+                .as_ref()
+                .map(|d| super::files::FixedFiles::new(d.wall_clock_secs)),
             limiter: MemoryLimiter {
                 max: grant.memory_bytes,
                 total: 0,
