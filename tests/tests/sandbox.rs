@@ -1430,3 +1430,61 @@ fn deterministic_replays_with_file_grants_are_byte_identical() {
         "the host's own order happened to be sorted; the test proves nothing"
     );
 }
+
+/// This process's resident set size, from `/proc/self/status`.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Issue 12 §2: with no HTTP egress grant, `wasi:http` is not linked: the
+/// first call into it traps and is recorded, so a capsule keeping 20 requests
+/// with 40 MiB methods (800 MiB of host memory, had it been linked) leaves the
+/// runner's RSS where it was.
+#[test]
+fn ungranted_wasi_http_holds_no_host_memory() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    // A first run compiles and warms everything, so the second measures only the attack.
+    probe.run(0, "", r#"{"config": "x"}"#);
+    let before = rss_bytes();
+    let record = probe.run(1, "", r#"{"http-hoard": {"count": 20, "method-mib": 40}}"#);
+    let grown = rss_bytes().saturating_sub(before);
+    assert_eq!(
+        record.report.status,
+        RunStatus::Trap,
+        "{:?}",
+        record.report.error
+    );
+    assert_eq!(
+        record.report.error.as_deref(),
+        Some(
+            "the capsule called `wasi:http/types@0.2.12#[constructor]fields`, but `wasi:http` is not linked for it: no HTTP egress is granted"
+        )
+    );
+    assert_eq!(
+        record.report.egress_denied.listed,
+        ["HttpNotGranted wasi:http/types@0.2.12#[constructor]fields"]
+    );
+    // The guest's own 64 MiB may be touched; 800 MiB of hoarded methods may not.
+    assert!(grown < 160 << 20, "the runner grew by {grown} bytes");
+}
+
+/// Issue 12 §2: host objects a capsule can make the runner hold (here timers,
+/// which need no grant) are capped per run; past the cap the run is stopped
+/// and says why.
+#[test]
+fn host_object_flood_is_stopped_at_the_resource_cap() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(0, "", r#"{"timers": 1000}"#);
+    assert_eq!(findings(&record)[0].1, "kept 1000 timers");
+    let record = probe.run(1, "", r#"{"timers": 200000}"#);
+    assert_eq!(record.report.status, RunStatus::Trap);
+    assert_eq!(
+        record.report.error.as_deref(),
+        Some(
+            "the capsule tried to hold more than 10000 host objects (streams, descriptors, sockets, timers, `wasi:http` values) at once; the run was stopped"
+        )
+    );
+}

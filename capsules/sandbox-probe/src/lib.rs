@@ -19,7 +19,10 @@
 //! granted directory), `{"write-mib": {"path": P, "mib": N}}` (writes N MiB, 1 MiB at a time),
 //! `{"sparse": {"path": P, "bytes": N}}` (sets a file's size to N, then writes a byte at N),
 //! `{"list-raw": PATH}` (a directory's names in the order the runner gives them),
-//! `{"stat": PATH}` (a file's size and its access and modification times).
+//! `{"stat": PATH}` (a file's size and its access and modification times),
+//! `{"http-hoard": {"count": C, "method-mib": N}}` (creates C outgoing `wasi:http` requests
+//! whose method is N MiB long, and keeps them all: host memory, if the runner lets it),
+//! `{"timers": N}` (subscribes N monotonic-clock timers and keeps them all).
 //! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
 //! whose message is what happened; the verdict is `pass` when every action ran.
 //! The runner's containment tests drive it; it is never useful in production.
@@ -66,6 +69,15 @@ enum Action {
     Sparse(SparseFile),
     ListRaw(String),
     Stat(String),
+    HttpHoard(Hoard),
+    Timers(usize),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Hoard {
+    count: usize,
+    method_mib: usize,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +206,23 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
                     Ok(format!("{sized:?}; {wrote:?}"))
                 });
                 finding("sparse", result.map_err(|e| e.to_string()))
+            }
+            Action::Timers(n) => {
+                let kept: Vec<_> = (0..n)
+                    .map(|_| wasi::clocks::monotonic_clock::subscribe_duration(1 << 40))
+                    .collect();
+                finding("timers", Ok(format!("kept {} timers", kept.len())))
+            }
+            Action::HttpHoard(hoard) => {
+                use wasi::http::types::{Fields, Method, OutgoingRequest};
+                let method = Method::Other("M".repeat(hoard.method_mib << 20));
+                let mut kept = Vec::new();
+                for _ in 0..hoard.count {
+                    let request = OutgoingRequest::new(Fields::new());
+                    let _ = request.set_method(&method);
+                    kept.push(request);
+                }
+                finding("http-hoard", Ok(format!("kept {} requests", kept.len())))
             }
             Action::ListRaw(path) => finding(
                 "list-raw",

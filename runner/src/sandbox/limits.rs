@@ -67,6 +67,7 @@ impl Default for Limits {
 /// | `memory_denials_listed`: refused memory growths listed (all are counted) | 64 |
 /// | `file_write_bytes`: bytes a run may write to granted files, all files together | 64 MiB |
 /// | `file_size_bytes`: largest size a write or `set-size` may give a file | 64 MiB |
+/// | `host_resources`: host objects (streams, descriptors, sockets, timers, `wasi:http` values) a run may hold at once | 10 000 |
 ///
 /// A value over its limit is cut, and the record keeps its size and SHA-256
 /// and marks it truncated (`docs/evidence-format.md` §3). Evidence labels and
@@ -105,6 +106,8 @@ pub struct Quotas {
     pub file_write_bytes: u64,
     /// Largest size a write or `set-size` may give a file (no sparse giants).
     pub file_size_bytes: u64,
+    /// Host objects a run may hold at once (entries of its resource table).
+    pub host_resources: usize,
 }
 
 impl Default for Quotas {
@@ -126,6 +129,7 @@ impl Default for Quotas {
             memory_denials_listed: 64,
             file_write_bytes: 64 << 20,
             file_size_bytes: 64 << 20,
+            host_resources: 10_000,
         }
     }
 }

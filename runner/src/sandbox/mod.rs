@@ -149,13 +149,21 @@ pub enum SandboxError {
 /// A Wasmtime engine configured for capsules, with its epoch ticker.
 pub struct Sandbox {
     engine: Engine,
+    /// Everything a capsule may import, `wasi:http` included.
     linker: Linker<host::State>,
+    /// The same without `wasi:http`: a run with no HTTP egress grant gets
+    /// these, its `wasi:http` imports trapping when called, so not even its
+    /// types (fields, requests, bodies) can hold host memory.
+    without_http: Linker<host::State>,
     /// Drives the async calls into capsules (WASI's blocking operations run on it).
     runtime: tokio::runtime::Runtime,
     cache: Option<CodeCache>,
     compat: [u8; 32],
     /// Ready-to-instantiate capsules by module digest, so a warm run skips compiling and linking.
-    warm: std::sync::Mutex<std::collections::HashMap<[u8; 32], host::CapsulePre<host::State>>>,
+    /// Keyed by module digest and whether `wasi:http` is linked.
+    warm: std::sync::Mutex<
+        std::collections::HashMap<([u8; 32], bool), host::CapsulePre<host::State>>,
+    >,
     ticker_stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -178,15 +186,15 @@ impl Sandbox {
         // NaN bit patterns differ between CPUs; canonical NaNs make float results reproducible.
         config.cranelift_nan_canonicalization(true);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
-        host::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
-        network::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
-        clocks::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
-        files::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let engine_error = |e: wasmtime::Error| SandboxError::Engine(e.to_string());
+        let mut without_http = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut without_http).map_err(engine_error)?;
+        host::add_to_linker(&mut without_http).map_err(engine_error)?;
+        network::add_to_linker(&mut without_http).map_err(engine_error)?;
+        clocks::add_to_linker(&mut without_http).map_err(engine_error)?;
+        files::add_to_linker(&mut without_http).map_err(engine_error)?;
+        let mut linker = without_http.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -213,6 +221,7 @@ impl Sandbox {
             runtime,
             engine,
             linker,
+            without_http,
             cache: None,
             warm: std::sync::Mutex::new(std::collections::HashMap::new()),
             ticker_stop,
@@ -236,7 +245,11 @@ impl Sandbox {
                 granted: short_hex(&grant.module_digest()),
             });
         }
-        let (pre, code) = self.prepare(capsule, &label)?;
+        let http = grant
+            .egress
+            .iter()
+            .any(|g| g.destination.allows_http(false) || g.destination.allows_http(true));
+        let (pre, code) = self.prepare(capsule, &label, http)?;
 
         let stdout = output::Capture::new(grant.quotas.stdout_bytes);
         let stderr = output::Capture::new(grant.quotas.stderr_bytes);
@@ -294,14 +307,9 @@ impl Sandbox {
         let hooks = http::EgressHooks::new(grant.egress.clone(), egress_denied.clone());
         let network = network::NetworkPolicy::new(&grant.egress, egress_denied.clone());
         let file_budget = files::FileBudget::new(grant.quotas);
-        let state = host::State::new(
-            wasi,
-            ResourceTable::new(),
-            grant,
-            hooks,
-            network,
-            file_budget.clone(),
-        );
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(grant.quotas.host_resources);
+        let state = host::State::new(wasi, table, grant, hooks, network, file_budget.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store
@@ -368,9 +376,20 @@ impl Sandbox {
                     _ if state.limiter.denials_total > 0 => RunStatus::MemoryRefused,
                     _ => RunStatus::Trap,
                 };
-                let error = match err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                    Some(exit) => format!("the capsule exited with code {}", exit.0),
-                    None => format!("{err:#}"),
+                let error = if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    format!("the capsule exited with code {}", exit.0)
+                } else if let Some(wasmtime::component::ResourceTableError::Full) =
+                    err.downcast_ref::<wasmtime::component::ResourceTableError>()
+                {
+                    format!(
+                        "the capsule tried to hold more than {} host objects (streams, descriptors, sockets, timers, `wasi:http` values) at once; the run was stopped",
+                        grant.quotas.host_resources
+                    )
+                } else if let Some(http) = err.downcast_ref::<HttpNotGranted>() {
+                    egress_denied.note(&format!("HttpNotGranted {}", http.0));
+                    http.to_string()
+                } else {
+                    format!("{err:#}")
                 };
                 (status, None, Some(error))
             }
@@ -413,13 +432,15 @@ impl Sandbox {
         &self,
         capsule: &VerifiedCapsule,
         label: &str,
+        http: bool,
     ) -> Result<(host::CapsulePre<host::State>, CodeSource), SandboxError> {
         let module = capsule.module_digest();
+        let key = (module, http);
         let warm = |s: &Self| {
             s.warm
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&module)
+                .get(&key)
                 .cloned()
         };
         if let Some(pre) = warm(self) {
@@ -458,15 +479,92 @@ impl Sandbox {
             capsule: label.to_string(),
             detail: format!("{e:#}"),
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        // Every import must be one the runner provides, granted or not.
+        let mut pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        if !http {
+            let mut linker = self.without_http.clone();
+            http_traps(&mut linker, &self.engine, &component).map_err(link)?;
+            pre = linker.instantiate_pre(&component).map_err(link)?;
+        }
         let pre = host::CapsulePre::new(pre).map_err(link)?;
         let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
         if warm.len() >= MAX_WARM_CAPSULES {
             warm.clear();
         }
-        warm.insert(module, pre.clone());
+        warm.insert(key, pre.clone());
         Ok((pre, source))
     }
+}
+
+/// The resources `wasi:http` itself defines (the others its interfaces name come from `wasi:io`).
+const HTTP_RESOURCES: &[&str] = &[
+    "fields",
+    "incoming-request",
+    "outgoing-request",
+    "request-options",
+    "response-outparam",
+    "incoming-response",
+    "incoming-body",
+    "future-trailers",
+    "outgoing-response",
+    "outgoing-body",
+    "future-incoming-response",
+];
+
+/// Marks a `wasi:http` resource in a run without it: none is ever created.
+struct NotGranted;
+
+/// A capsule called a `wasi:http` function in a run with no HTTP egress grant.
+#[derive(Debug)]
+struct HttpNotGranted(String);
+
+impl std::fmt::Display for HttpNotGranted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the capsule called `{}`, but `wasi:http` is not linked for it: no HTTP egress is granted",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for HttpNotGranted {}
+
+/// Defines every `wasi:http` function `component` imports as a trap, and its
+/// resources as types nothing can create, so the component links but cannot
+/// make the host hold any `wasi:http` value.
+fn http_traps(
+    linker: &mut Linker<host::State>,
+    engine: &Engine,
+    component: &Component,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::ResourceType;
+    use wasmtime::component::types::ComponentItem;
+    let ty = component.component_type();
+    for (name, import) in ty.imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = import.ty else {
+            continue;
+        };
+        if !name.starts_with("wasi:http/") {
+            continue;
+        }
+        let mut stub = linker.instance(name)?;
+        for (item, export) in instance.exports(engine) {
+            match export.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let what = format!("{name}#{item}");
+                    stub.func_new(item, move |_, _, _, _| {
+                        Err(wasmtime::Error::new(HttpNotGranted(what.clone())))
+                    })?;
+                }
+                ComponentItem::Resource(_) if HTTP_RESOURCES.contains(&item) => {
+                    stub.resource(item, ResourceType::host::<NotGranted>(), |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The first 8 bytes of a digest in hex, as digests are shown in messages.
