@@ -1488,3 +1488,29 @@ fn host_object_flood_is_stopped_at_the_resource_cap() {
         )
     );
 }
+
+/// Issue 12 §4 (recording): `run-finished` says where the code came from and
+/// how long making it ready took, so a slow compile is on the record.
+#[test]
+fn run_finished_records_the_code_source_and_its_preparation_time() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    probe.run(0, "", r#"{"config": "x"}"#);
+    let cold = probe.last("run-finished");
+    probe.run(1, "", r#"{"config": "x"}"#);
+    let warm = probe.last("run-finished");
+    let ms = |b: &ciborium::Value| -> u64 {
+        edge_runner::cbor::MapReader::new("b", b)
+            .unwrap()
+            .uint("prepare-ms")
+            .unwrap()
+    };
+    assert_eq!(text_of(field(&cold, "code")), "compiled");
+    assert_eq!(text_of(field(&warm, "code")), "memory");
+    assert!(ms(&cold) >= 1, "compiling took {} ms", ms(&cold));
+    assert!(
+        ms(&warm) < ms(&cold),
+        "{} ms warm, {} ms cold",
+        ms(&warm),
+        ms(&cold)
+    );
+}

@@ -788,6 +788,9 @@ pub struct FindingRef {
 pub struct RunUsage {
     /// Where the compiled code came from.
     pub code: String,
+    /// Milliseconds spent making the code ready (compiling or loading, and
+    /// linking); absent in records of older runners.
+    pub prepare_ms: Option<u64>,
     /// Fuel consumed.
     pub fuel_used: u64,
     /// Highest total linear memory.
@@ -952,6 +955,9 @@ impl EventBody for RunFinished {
         if let Some(e) = &self.error {
             fields.push(("error", text(e)));
         }
+        if let Some(ms) = self.usage.as_ref().and_then(|u| u.prepare_ms) {
+            fields.push(("prepare-ms", uint(ms)));
+        }
         if let Some(total) = self.usage.as_ref().and_then(|u| u.egress_denied_total) {
             fields.push(("egress-denied-total", uint(total)));
         }
@@ -986,6 +992,7 @@ impl EventBody for RunFinished {
         let usage = optional(b, "code", |_| {
             Ok(RunUsage {
                 code: b.text("code")?.to_string(),
+                prepare_ms: optional(b, "prepare-ms", |_| b.uint("prepare-ms"))?,
                 fuel_used: b.uint("fuel-used")?,
                 peak_memory_bytes: b.uint("peak-memory-bytes")?,
                 wall_time_ms: b.uint("wall-time-ms")?,

@@ -249,7 +249,9 @@ impl Sandbox {
             .egress
             .iter()
             .any(|g| g.destination.allows_http(false) || g.destination.allows_http(true));
+        let preparing = Instant::now();
         let (pre, code) = self.prepare(capsule, &label, http)?;
+        let prepare_time = preparing.elapsed();
 
         let stdout = output::Capture::new(grant.quotas.stdout_bytes);
         let stderr = output::Capture::new(grant.quotas.stderr_bytes);
@@ -415,6 +417,7 @@ impl Sandbox {
             evidence: state.evidence,
             evidence_refused: state.evidence_refused,
             code,
+            prepare_time,
             egress_denied: egress_denied.take(),
             files_written_bytes: file_budget.take().0,
             files_refused: file_budget.take().1,

@@ -77,6 +77,8 @@ pub struct RunReport {
     pub evidence_refused: u32,
     /// Where the compiled code came from.
     pub code: CodeSource,
+    /// Time to make the code ready: compiling (or loading it from the cache) and linking.
+    pub prepare_time: Duration,
     /// Network uses the capsule attempted and was refused (`TcpConnect 10.0.0.1:80`).
     pub egress_denied: Refusals,
     /// Bytes written to granted files, all files together.

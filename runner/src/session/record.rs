@@ -219,6 +219,7 @@ pub(super) fn run_finished(
     }
     let usage = RunUsage {
         code: report.code.describe(),
+        prepare_ms: Some(millis(report.prepare_time)),
         fuel_used: report.fuel_used,
         peak_memory_bytes: report.peak_memory_bytes,
         wall_time_ms: millis(report.wall_time),
