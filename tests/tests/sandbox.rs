@@ -1353,9 +1353,8 @@ fn probe_files_once(
     deterministic: bool,
     actions: &str,
 ) -> Vec<(String, String)> {
-    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
-    let mut publisher = publisher;
-    publisher.ceiling = "files = [{ path = \"/\", access = \"read-write\" }]\n".into();
+    let mut publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    publisher.ceiling = "files = [{ path = \"/\", access = \"read-write\" }]\n";
     let root = trust_root(&[&publisher]);
     let probe = capsule_artifacts::SANDBOX_PROBE;
     let mut source =

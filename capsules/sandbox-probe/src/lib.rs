@@ -197,13 +197,13 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
             }
             Action::Sparse(sparse) => {
                 use std::io::{Seek, SeekFrom};
-                let result = std::fs::File::create(&sparse.path).and_then(|mut f| {
+                let result = std::fs::File::create(&sparse.path).map(|mut f| {
                     let sized = f.set_len(sparse.bytes).map_err(|e| format!("set_len: {e}"));
                     let wrote = f
                         .seek(SeekFrom::Start(sparse.bytes))
                         .and_then(|_| f.write_all(b"x"))
                         .map_err(|e| format!("write: {e}"));
-                    Ok(format!("{sized:?}; {wrote:?}"))
+                    format!("{sized:?}; {wrote:?}")
                 });
                 finding("sparse", result.map_err(|e| e.to_string()))
             }

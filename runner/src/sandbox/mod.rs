@@ -161,9 +161,7 @@ pub struct Sandbox {
     compat: [u8; 32],
     /// Ready-to-instantiate capsules by module digest, so a warm run skips compiling and linking.
     /// Keyed by module digest and whether `wasi:http` is linked.
-    warm: std::sync::Mutex<
-        std::collections::HashMap<([u8; 32], bool), host::CapsulePre<host::State>>,
-    >,
+    warm: std::sync::Mutex<WarmCapsules>,
     ticker_stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -574,6 +572,9 @@ fn http_traps(
 fn short_hex(digest: &[u8; 32]) -> String {
     hex::encode(&digest[..8])
 }
+
+/// Capsules ready to instantiate, by module digest and whether `wasi:http` is linked.
+type WarmCapsules = std::collections::HashMap<([u8; 32], bool), host::CapsulePre<host::State>>;
 
 /// Most capsules kept ready in memory at once.
 const MAX_WARM_CAPSULES: usize = 64;
