@@ -122,7 +122,7 @@ impl Session {
         static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut log = log;
         // A run the previous runner started and never finished (it was killed,
-        // or the machine stopped) is put on the record before anything else.
+        // or the machine stopped) is put on the record before this session records anything.
         if let Some((run_started, module_sha256)) = log.open_run() {
             log.record(&Event::from(RunInterrupted {
                 module_sha256,
