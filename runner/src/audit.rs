@@ -47,6 +47,21 @@ pub struct RunLine {
     pub denied: Vec<String>,
 }
 
+/// A run that started and was never closed by a `run-finished`: its runner
+/// stopped mid-run. Listed whether or not a later runner recorded it as
+/// `run-interrupted` (that one also appears among the runs, status `interrupted`).
+#[derive(Debug, Clone, Serialize)]
+pub struct UnfinishedLine {
+    /// Sequence number of the `run-started` record.
+    pub record: u64,
+    /// Time (ms since the epoch) it started.
+    pub time_ms: u64,
+    /// Capsule name and version, from the `capsule-verified` record that admitted it.
+    pub capsule: String,
+    /// The `run-interrupted` record that put it on the record, if one did.
+    pub interrupted_record: Option<u64>,
+}
+
 /// A refusal as the report shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RefusalLine {
@@ -143,6 +158,8 @@ pub struct Report {
     pub trust_roots: Vec<String>,
     /// Every run, in order.
     pub runs: Vec<RunLine>,
+    /// Every run that started and never finished, in order.
+    pub unfinished: Vec<UnfinishedLine>,
     /// Every refused capsule, in order.
     pub refusals: Vec<RefusalLine>,
     /// Highest accepted version per capsule name.
@@ -172,6 +189,7 @@ impl Report {
             source,
             trust_roots: Vec::new(),
             runs: Vec::new(),
+            unfinished: Vec::new(),
             refusals: Vec::new(),
             high_water: Vec::new(),
         }
@@ -212,6 +230,7 @@ impl Serialize for Report {
             source: Source,
             trust_roots: &'a [String],
             runs: &'a [RunLine],
+            unfinished: &'a [UnfinishedLine],
             refusals: &'a [RefusalLine],
             high_water: &'a [String],
         }
@@ -232,6 +251,7 @@ impl Serialize for Report {
             source: self.source,
             trust_roots: &self.trust_roots,
             runs: &self.runs,
+            unfinished: &self.unfinished,
             refusals: &self.refusals,
             high_water: &self.high_water,
         }
@@ -524,6 +544,11 @@ fn fill(report: &mut Report, summary: &Summary) {
         .collect();
     let mut admitted: Option<&CapsuleVerified> = None;
     let mut started: Option<&RunStarted> = None;
+    // The `run-started` not yet closed, as a line of `unfinished` if it never is.
+    let mut open: Option<UnfinishedLine> = None;
+    let capsule_of = |v: Option<&CapsuleVerified>| {
+        v.map_or_else(String::new, |v| format!("{} {}", v.name, v.version))
+    };
     for (r, event) in summary.records.iter().zip(&summary.events) {
         match event {
             Event::CapsuleVerified(v) => admitted = Some(v),
@@ -532,8 +557,47 @@ fn fill(report: &mut Report, summary: &Summary) {
                 time_ms: r.record.time_ms,
                 reason: refused.reason.clone(),
             }),
-            Event::RunStarted(run) => started = Some(run),
+            Event::RunStarted(run) => {
+                started = Some(run);
+                // A run-started still open here was superseded: its runner died.
+                report.unfinished.extend(open.take());
+                open = Some(UnfinishedLine {
+                    record: r.record.seq,
+                    time_ms: r.record.time_ms,
+                    capsule: capsule_of(admitted),
+                    interrupted_record: None,
+                });
+            }
+            Event::RunInterrupted(cut) => {
+                let (granted, denied) = started.map(grant_lines).unwrap_or_default();
+                let line = open.take();
+                report.unfinished.extend(line.map(|l| UnfinishedLine {
+                    interrupted_record: Some(r.record.seq),
+                    ..l
+                }));
+                report.runs.push(RunLine {
+                    record: r.record.seq,
+                    time_ms: r.record.time_ms,
+                    capsule: capsule_of(admitted),
+                    kind: admitted.map_or_else(String::new, |v| v.kind.clone()),
+                    signers: admitted.map_or_else(Vec::new, |v| {
+                        v.signers
+                            .iter()
+                            .map(|s| format!("{} ({})", s.publisher, s.organisation))
+                            .collect()
+                    }),
+                    status: "interrupted".into(),
+                    verdict: None,
+                    summary: Some(format!(
+                        "run started in record {}: {}",
+                        cut.run_started, cut.reason
+                    )),
+                    granted,
+                    denied,
+                });
+            }
             Event::RunFinished(end) => {
+                open = None;
                 // The verifier checked that a run-finished closes a run-started,
                 // which follows the capsule-verified record that admitted it.
                 let (granted, mut denied) = started.map(grant_lines).unwrap_or_default();
@@ -571,6 +635,7 @@ fn fill(report: &mut Report, summary: &Summary) {
             _ => {}
         }
     }
+    report.unfinished.extend(open);
     report.high_water = summary
         .events
         .iter()

@@ -965,7 +965,11 @@ fn exported_bundle_verifies_offline_with_one_command() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("VALID: 19 records"), "{}", text(&out));
-    assert!(text(&out).contains("5 runs, 2 refusals"), "{}", text(&out));
+    assert!(
+        text(&out).contains("5 runs, 0 unfinished, 2 refusals"),
+        "{}",
+        text(&out)
+    );
 
     let out = edge_runner(&["evidence", "verify", p(&bundle), "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -1736,5 +1740,57 @@ fn witness_given_dev_zero_as_request_or_vkey_refuses_at_the_limit() {
         text(&out).contains("witness.vkey already exists; refusing to overwrite a key"),
         "{}",
         text(&out)
+    );
+}
+
+/// Issue 12 §10: a capsule's summary, findings and error cannot forge lines of
+/// the runner's output or reach the terminal as escape sequences.
+#[test]
+fn capsule_text_cannot_forge_output_lines_or_terminal_escapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let probe = capsule_artifacts::SANDBOX_PROBE;
+    let wasm = d.join("probe.wasm");
+    std::fs::write(&wasm, probe.component).unwrap();
+    let manifest = d.join("capsule.toml");
+    std::fs::write(&manifest, probe.manifest).unwrap();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = d.join("probe.signed.wasm");
+    let out = edge_runner(&[
+        "capsule",
+        "sign",
+        p(&wasm),
+        "--manifest",
+        p(&manifest),
+        "--key",
+        p(&key),
+        "--out",
+        p(&signed),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let forged = "ok\\nVALID: 1 records, log forged\\u001b[2J\\u009b31m\\r\\u202egnp.exe";
+    let input = format!(
+        r#"{{"actions": [{{"summary": "{forged}"}}, {{"emit-as": {{"label": "a\nVALID: forged", "media-type": "text/plain"}}}}]}}"#
+    );
+    let out = run_with_input(d, &signed, &trust, &d.join("evidence"), &input);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "  verdict: pass — ok\\nVALID: 1 records, log forged\\u{1b}[2J\\u{9b}31m\\r\\u{202e}gnp.exe\n"
+        ),
+        "{stdout}"
+    );
+    // No line the capsule wrote starts a line of output, and no control character is printed.
+    assert!(!stdout.lines().any(|l| l.starts_with("VALID")), "{stdout}");
+    assert!(
+        !stdout.chars().any(|c| c != '\n' && c.is_control()),
+        "{stdout:?}"
+    );
+    // The label with a newline was refused when emitted, and said why.
+    assert!(
+        stdout.contains("  finding [info] emit-as.denied: evidence `a\\nVALID: forged` was not recorded: evidence label contains the control or formatting character U+000A; labels are printable text\n"),
+        "{stdout}"
     );
 }

@@ -143,10 +143,19 @@ fn http_probe_cannot_reach_what_the_site_does_not_grant() {
         &[],
         &format!(r#"{{"url": "http://{addr}/health"}}"#),
     );
-    let (v, _) = verdict(&record);
-    assert_eq!(v, Verdict::Error);
-    let summary = &record.report.outcome.as_ref().unwrap().summary;
-    assert!(summary.contains("request denied"), "{summary}");
+    // With no HTTP egress granted, `wasi:http` is not linked at all (issue 12 §2):
+    // the first call traps, and the refusal is recorded.
+    assert_eq!(record.report.status, RunStatus::Trap);
+    assert_eq!(
+        record.report.error.as_deref(),
+        Some(
+            "the capsule called `wasi:http/types@0.2.12#[static]fields.from-list`, but `wasi:http` is not linked for it: no HTTP egress is granted"
+        )
+    );
+    assert_eq!(
+        record.report.egress_denied.listed,
+        ["HttpNotGranted wasi:http/types@0.2.12#[static]fields.from-list"]
+    );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 

@@ -587,6 +587,8 @@ fn finished(digest: u8) -> evidence::Event {
         usage: None,
         outcome: None,
         error: Some("could not start".into()),
+        exit_code: None,
+        truncated: Vec::new(),
     })
 }
 

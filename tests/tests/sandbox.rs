@@ -145,17 +145,22 @@ struct Probe {
 
 impl Probe {
     fn new(policy: SitePolicy) -> Self {
+        Self::with_limits(policy, Limits::default())
+    }
+
+    fn with_limits(policy: SitePolicy, limits: Limits) -> Self {
         let mut publisher = Publisher::new("acme-ci", "Acme", &["test"]);
         // The trust root lets this publisher vouch for anything; the site policy decides.
         publisher.ceiling = "files = [{ path = \"/\", access = \"read-write\" }]\n\
-            egress = [\"*.example.com:443\", \"127.0.0.1:*\"]\nconfig = [\"*\"]\n";
+            egress = [\"*.example.com:443\", \"127.0.0.1:*\", \"localhost:*\"]\nconfig = [\"*\"]\n";
         let root = trust_root(&[&publisher]);
         let dir = tempfile::tempdir().unwrap();
         let runner = SecretKey::generate().unwrap();
+        runner.write_pair(dir.path(), "runner").unwrap();
         let public = runner.public();
         let session = Session::with_policy(
             EvidenceLog::open(dir.path(), runner).unwrap(),
-            Limits::default(),
+            limits,
             policy,
         )
         .unwrap();
@@ -410,7 +415,11 @@ fn egress_to_loopback_is_refused_even_with_a_listener() {
     assert_eq!(f[0].0, "connect.denied", "{:?}", f[0]);
     listener.set_nonblocking(true).unwrap();
     assert!(listener.accept().is_err(), "the guest reached the listener");
-    assert_eq!(record.report.egress_denied, [format!("TcpConnect {addr}")]);
+    // With no TCP destination granted, not even a socket is created.
+    assert_eq!(
+        record.report.egress_denied.listed,
+        ["TcpCreateSocket (no TCP destination is granted)"]
+    );
     let body = probe.last("run-finished");
     let Some(ciborium::Value::Array(recorded)) = edge_runner::cbor::MapReader::new("b", &body)
         .unwrap()
@@ -457,7 +466,10 @@ fn exact_egress_grant_reaches_only_the_granted_address() {
     assert!(other.accept().is_err(), "the other listener was reached");
     assert_eq!(record.grant.egress().len(), 1);
     assert_eq!(record.grant.egress()[0].addresses, [g]);
-    assert_eq!(record.report.egress_denied, [format!("TcpConnect {o}")]);
+    assert_eq!(
+        record.report.egress_denied.listed,
+        [format!("TcpConnect {o}")]
+    );
 }
 
 #[test]
@@ -474,7 +486,7 @@ fn wildcard_site_entries_never_grant_loopback_or_private_addresses() {
     assert_eq!(
         record.grant.denied()[0].reason,
         format!(
-            "{addr} resolves to {addr}, a loopback or private address, which only an exact entry (one host, one port) in the site policy can grant"
+            "{addr} resolves to {addr}, an internal address (this host's own, loopback, private, or another IANA special-purpose range), which only an exact entry (one host, one port) in the site policy can grant"
         )
     );
 }
@@ -744,7 +756,7 @@ fn http_egress_goes_only_to_the_granted_destination() {
     assert_eq!(granted_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(other_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert_eq!(
-        record.report.egress_denied,
+        record.report.egress_denied.listed,
         [format!("HttpRequest http://{other}")]
     );
 }
@@ -766,8 +778,8 @@ fn a_scheme_limits_a_grant_to_its_protocol() {
     );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(
-        record.report.egress_denied,
-        [format!("TcpConnect {server}")]
+        record.report.egress_denied.listed,
+        ["TcpCreateSocket (no TCP destination is granted)"]
     );
     // A site entry for https:// does not grant a plain http:// request.
     let mut strict = Probe::new(site_with_egress(&[format!("https://{server}")]));
@@ -775,5 +787,729 @@ fn a_scheme_limits_a_grant_to_its_protocol() {
     assert_eq!(
         record.grant.denied()[0].reason,
         format!("site `plant-7` does not allow egress to http://{server}")
+    );
+}
+
+// ---- Issue 12: hostile capsules written from the docs ----
+
+fn field<'a>(body: &'a ciborium::Value, key: &str) -> &'a ciborium::Value {
+    edge_runner::cbor::MapReader::new("body", body)
+        .unwrap()
+        .get(key)
+        .unwrap_or_else(|| panic!("no `{key}` in {body:?}"))
+}
+
+fn text_of(v: &ciborium::Value) -> &str {
+    v.as_text().unwrap()
+}
+
+/// `(field, size, kept, sha256)` of each `truncated` entry of a `run-finished` body.
+fn truncations(body: &ciborium::Value) -> Vec<(String, u64, u64, Vec<u8>)> {
+    let Some(ciborium::Value::Array(items)) = edge_runner::cbor::MapReader::new("body", body)
+        .unwrap()
+        .get("truncated")
+    else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|t| {
+            let m = edge_runner::cbor::MapReader::new("t", t).unwrap();
+            (
+                m.text("field").unwrap().to_string(),
+                m.uint("size").unwrap(),
+                m.uint("kept").unwrap(),
+                m.bytes("sha256").unwrap().to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn sha(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+/// Issue 12 §1: a 4.2 MB summary no longer poisons the log: it is cut to its
+/// limit, recorded with its size and digest, and the log verifies and grows.
+#[test]
+fn oversized_summary_is_cut_to_its_limit_and_the_log_stays_valid() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(1, "", r#"{"summary-kib": 4300}"#);
+    assert_eq!(record.report.status, RunStatus::Completed);
+    let body = probe.last("run-finished");
+    assert_eq!(status_in(&body), "completed");
+    assert_eq!(text_of(field(&body, "summary")), "s".repeat(4096));
+    let full = "s".repeat(4300 * 1024);
+    assert_eq!(
+        truncations(&body),
+        [(
+            "summary".to_string(),
+            4300 * 1024,
+            4096,
+            sha(full.as_bytes())
+        )]
+    );
+    // The log still takes runs, and verifies after each (`last` verifies it).
+    let next = probe.run(2, "", r#"{"config": "x"}"#);
+    assert_eq!(next.report.status, RunStatus::Completed);
+    assert_eq!(status_in(&probe.last("run-finished")), "completed");
+}
+
+/// Issue 12 §1: 100,000 findings are counted and digested, 256 are kept.
+#[test]
+fn finding_flood_keeps_256_findings_and_a_digest_of_all() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(
+        1,
+        "",
+        r#"{"findings": {"count": 100000, "message-kib": 0}}"#,
+    );
+    assert_eq!(record.report.status, RunStatus::Completed);
+    let body = probe.last("run-finished");
+    let ciborium::Value::Array(kept) = field(&body, "findings") else {
+        panic!("findings")
+    };
+    assert_eq!(kept.len(), 256);
+    let t = truncations(&body);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(
+        (t[0].0.as_str(), t[0].1, t[0].2),
+        ("findings", 100_001, 256)
+    );
+}
+
+/// Issue 12 §1: findings of 1 MiB each are cut to 2 KiB each, every cut recorded.
+#[test]
+fn megabyte_findings_are_cut_each_with_its_size_and_digest() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(1, "", r#"{"findings": {"count": 8, "message-kib": 1024}}"#);
+    assert_eq!(
+        record.report.status,
+        RunStatus::Completed,
+        "{:?}",
+        record.report.error
+    );
+    let body = probe.last("run-finished");
+    let t = truncations(&body);
+    let message = "m".repeat(1 << 20);
+    assert_eq!(t.len(), 8, "{t:?}");
+    for (i, entry) in t.iter().enumerate() {
+        assert_eq!(
+            entry,
+            &(
+                format!("findings/{i}/message"),
+                1 << 20,
+                2048,
+                sha(message.as_bytes())
+            )
+        );
+    }
+}
+
+/// Issue 12 §1: even with quotas raised far past the record limit, the writer
+/// cannot produce a record the verifier rejects: the body is shrunk to fit.
+#[test]
+fn raised_quotas_still_cannot_produce_an_invalid_record() {
+    let mut limits = Limits::default();
+    limits.quotas.summary_bytes = 64 << 20;
+    limits.quotas.findings = usize::MAX;
+    limits.quotas.finding_message_bytes = 64 << 20;
+    let mut probe = Probe::with_limits(SitePolicy::deny_all(SITE).unwrap(), limits);
+    let record = probe.run(
+        1,
+        "",
+        r#"{"summary-kib": 4300}, {"findings": {"count": 6, "message-kib": 1024}}"#,
+    );
+    assert_eq!(record.report.status, RunStatus::Completed);
+    let body = probe.last("run-finished");
+    assert_eq!(status_in(&body), "completed");
+    assert_eq!(text_of(field(&body, "verdict")), "pass");
+    assert_eq!(text_of(field(&body, "summary")), "");
+    let t = truncations(&body);
+    let fields: Vec<&str> = t.iter().map(|t| t.0.as_str()).collect();
+    assert!(fields.contains(&"findings"), "{fields:?}");
+    assert!(fields.contains(&"summary"), "{fields:?}");
+    let next = probe.run(2, "", r#"{"config": "x"}"#);
+    assert_eq!(next.report.status, RunStatus::Completed);
+}
+
+/// Issue 12 §1: the writer checks a record's size before signing it: one over
+/// the limit is refused with a typed error, nothing is written, the log verifies.
+#[test]
+fn a_record_over_the_limit_is_refused_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = SecretKey::generate().unwrap();
+    let public = runner.public();
+    let mut log = EvidenceLog::open(dir.path(), runner).unwrap();
+    let before = log.len();
+    let body = edge_runner::cbor::text_map([("blob", ciborium::Value::Bytes(vec![0; 5 << 20]))]);
+    let err = log.append("future-event", body).unwrap_err();
+    assert!(
+        matches!(err, evidence::EvidenceError::RecordTooLarge { ref event, limit: 4_194_304, .. } if event == "future-event"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("a `future-event` record would be "),
+        "{err}"
+    );
+    assert_eq!(log.len(), before);
+    log.append(
+        "future-event",
+        edge_runner::cbor::text_map([("ok", ciborium::Value::Bool(true))]),
+    )
+    .unwrap();
+    drop(log);
+    let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    evidence::verify_log(&bytes, &public).unwrap();
+}
+
+/// Issue 12 §3: a runner killed mid-run leaves `run-started` without
+/// `run-finished`. The report lists that run as unfinished; the next runner to
+/// open the log records it as `run-interrupted`, and every report shows it.
+#[test]
+fn a_run_killed_mid_run_is_recorded_as_interrupted_at_the_next_start() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    probe.run(1, "", r#"{"config": "x"}"#);
+    let log = std::fs::read(probe.session.log().path()).unwrap();
+    let summary = evidence::verify_log(&log, &probe.public).unwrap();
+    // What a runner killed during the run leaves: the log up to its run-started record.
+    let started = summary
+        .records
+        .iter()
+        .position(|r| r.record.event == "run-started")
+        .unwrap();
+    let cut: usize = summary.records[..=started]
+        .iter()
+        .map(|r| r.bytes.len())
+        .sum();
+    let killed = &log[..cut];
+    let report = edge_runner::audit::verify_log_report(killed, &probe.public, &[], &mut |_, _| {});
+    assert!(report.valid(), "{:?}", report.failure);
+    assert_eq!(report.runs.len(), 0);
+    assert_eq!(report.unfinished.len(), 1);
+    assert_eq!(report.unfinished[0].record, started as u64);
+    assert_eq!(report.unfinished[0].capsule, "sandbox-probe 1.0.1");
+    assert_eq!(report.unfinished[0].interrupted_record, None);
+
+    // The next runner takes the log over and puts the run on the record first.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(LOG_FILE), killed).unwrap();
+    let key = SecretKey::load(&probe._dir.path().join("runner.key")).unwrap();
+    let session = Session::new(
+        EvidenceLog::open(dir.path(), key).unwrap(),
+        Limits::default(),
+        SITE,
+    )
+    .unwrap();
+    drop(session);
+    let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    let summary = evidence::verify_log(&bytes, &probe.public).unwrap();
+    let events: Vec<&str> = summary.records[started + 1..]
+        .iter()
+        .map(|r| r.record.event.as_str())
+        .collect();
+    assert_eq!(events, ["runner-started", "run-interrupted", "checkpoint"]);
+    let interrupted = &summary.records[started + 2].record;
+    assert_eq!(
+        field(&interrupted.body, "run-started"),
+        &ciborium::Value::Integer((started as u64).into())
+    );
+    assert_eq!(
+        text_of(field(&interrupted.body, "reason")),
+        edge_runner::session::INTERRUPTED_REASON
+    );
+    let report = edge_runner::audit::verify_log_report(&bytes, &probe.public, &[], &mut |_, _| {});
+    assert!(report.valid(), "{:?}", report.failure);
+    assert_eq!(report.runs.len(), 1);
+    assert_eq!(report.runs[0].status, "interrupted");
+    assert_eq!(report.runs[0].capsule, "sandbox-probe 1.0.1");
+    assert_eq!(report.unfinished.len(), 1);
+    assert_eq!(
+        report.unfinished[0].interrupted_record,
+        Some(started as u64 + 2)
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["unfinished"][0]["record"], started as u64);
+    // A second takeover finds nothing open and records nothing more.
+    let key = SecretKey::load(&probe._dir.path().join("runner.key")).unwrap();
+    drop(
+        Session::new(
+            EvidenceLog::open(dir.path(), key).unwrap(),
+            Limits::default(),
+            SITE,
+        )
+        .unwrap(),
+    );
+    let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    let summary = evidence::verify_log(&bytes, &probe.public).unwrap();
+    assert_eq!(
+        summary
+            .records
+            .iter()
+            .filter(|r| r.record.event == "run-interrupted")
+            .count(),
+        1
+    );
+}
+
+/// Issue 12 §5: with a raw-TCP grant a capsule may look up only the names its
+/// grant names, answered from the address resolved at grant time; any other
+/// name (`secret.attacker.example`, even `localhost` under an IP grant) is
+/// refused without a query and recorded like any egress denial.
+#[test]
+fn dns_lookups_are_refused_unless_the_grant_names_the_name() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The issue's case: one exact IP grant, and lookups of names of the capsule's choosing.
+    let mut by_ip = Probe::new(site_with_egress(&[format!("tcp://127.0.0.1:{port}")]));
+    let record = by_ip.run(
+        0,
+        &format!("egress = [\"tcp://127.0.0.1:{port}\"]"),
+        r#"{"resolve": "secret.attacker.example:80"}, {"resolve": "localhost:80"}, {"resolve": "10.1.2.3:80"}"#,
+    );
+    let f = findings(&record);
+    assert_eq!(f[0].0, "resolve.denied", "{:?}", f[0]);
+    assert_eq!(f[1].0, "resolve.denied", "{:?}", f[1]);
+    // An IP literal is its own answer: no query, and the connect check still applies.
+    assert_eq!(f[2], ("resolve.allowed".into(), "10.1.2.3".into()));
+    assert_eq!(
+        record.report.egress_denied.listed,
+        ["NameLookup secret.attacker.example", "NameLookup localhost"]
+    );
+    let body = by_ip.last("run-finished");
+    assert_eq!(
+        field(&body, "egress-denied-total"),
+        &ciborium::Value::Integer(2.into())
+    );
+
+    // A granted name resolves to its grant-time address, and the connection goes there.
+    let mut by_name = Probe::new(site_with_egress(&[format!("tcp://localhost:{port}")]));
+    let record = by_name.run(
+        0,
+        &format!("egress = [\"tcp://localhost:{port}\"]"),
+        &format!(
+            r#"{{"resolve": "localhost:{port}"}}, {{"connect": "localhost:{port}"}}, {{"resolve": "LOCALHOST.:1"}}, {{"resolve": "other.example:1"}}"#
+        ),
+    );
+    let f = findings(&record);
+    assert_eq!(f[0], ("resolve.allowed".into(), "127.0.0.1".into()));
+    assert_eq!(f[1].0, "connect.allowed", "{:?}", f[1]);
+    assert_eq!(f[2], ("resolve.allowed".into(), "127.0.0.1".into()));
+    assert_eq!(f[3].0, "resolve.denied", "{:?}", f[3]);
+    assert_eq!(
+        record.report.egress_denied.listed,
+        ["NameLookup other.example"]
+    );
+    listener.set_nonblocking(true).unwrap();
+    assert!(
+        listener.accept().is_ok(),
+        "the granted listener saw no connection"
+    );
+}
+
+/// Issue 12 §8: 300 junk attempts no longer hide a later try at the metadata
+/// address or SSH: every refusal is counted, each distinct one listed up to
+/// 256, and UDP is refused and recorded like TCP.
+#[test]
+fn junk_attempts_cannot_hide_a_later_metadata_or_ssh_attempt_and_udp_is_recorded() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut probe = Probe::new(site_with_egress(&[format!("tcp://127.0.0.1:{port}")]));
+    let mut actions: Vec<String> = (0..100)
+        .map(|i| format!(r#"{{"connect": "127.0.0.1:{}"}}"#, 20000 + i))
+        .collect();
+    // The same junk again: counted, not listed twice.
+    actions.extend((0..100).map(|i| format!(r#"{{"connect": "127.0.0.1:{}"}}"#, 20000 + i)));
+    actions.push(r#"{"connect": "169.254.169.254:80"}"#.into());
+    actions.push(r#"{"connect": "10.0.0.9:22"}"#.into());
+    actions.push(r#"{"udp": "10.0.0.9:53"}"#.into());
+    let record = probe.run(
+        0,
+        &format!("egress = [\"tcp://127.0.0.1:{port}\"]"),
+        &actions.join(", "),
+    );
+    let denied = &record.report.egress_denied;
+    assert_eq!(denied.total, 203);
+    assert_eq!(denied.listed.len(), 103);
+    assert_eq!(
+        denied.listed[100..],
+        [
+            "TcpConnect 169.254.169.254:80",
+            "TcpConnect 10.0.0.9:22",
+            "UdpCreateSocket (UDP is never granted)"
+        ]
+    );
+    assert_eq!(findings(&record)[202].0, "udp.denied");
+    let body = probe.last("run-finished");
+    assert_eq!(
+        field(&body, "egress-denied-total"),
+        &ciborium::Value::Integer(203.into())
+    );
+    let ciborium::Value::Array(listed) = field(&body, "egress-denied") else {
+        panic!("egress-denied")
+    };
+    assert_eq!(listed.len(), 103);
+}
+
+/// Issue 12 §8: past the listing limit, refusals are still counted.
+#[test]
+fn refusals_past_the_listing_limit_are_counted() {
+    let mut limits = Limits::default();
+    limits.quotas.denials_listed = 4;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut probe = Probe::with_limits(
+        site_with_egress(&[format!("tcp://127.0.0.1:{port}")]),
+        limits,
+    );
+    let actions: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"connect": "127.0.0.1:{}"}}"#, 20000 + i))
+        .collect();
+    let record = probe.run(
+        0,
+        &format!("egress = [\"tcp://127.0.0.1:{port}\"]"),
+        &actions.join(", "),
+    );
+    assert_eq!(record.report.egress_denied.total, 10);
+    assert_eq!(record.report.egress_denied.listed.len(), 4);
+}
+
+/// Issue 12 §11: leaving through `wasi:cli/exit` is its own outcome, with the
+/// code (WASI 0.2's `exit` carries only success or failure: 0 or 1).
+#[test]
+fn exit_is_classified_exited_with_its_code() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(0, "", r#"{"exit": 3}"#);
+    assert_eq!(record.report.status, RunStatus::Exited);
+    assert_eq!(record.report.exit_code, Some(1));
+    let body = probe.last("run-finished");
+    assert_eq!(status_in(&body), "exited");
+    assert_eq!(
+        field(&body, "exit-code"),
+        &ciborium::Value::Integer(1.into())
+    );
+    assert_eq!(
+        text_of(field(&body, "error")),
+        "the capsule exited with code 1"
+    );
+    let record = probe.run(1, "", r#"{"exit": 0}"#);
+    assert_eq!(record.report.status, RunStatus::Exited);
+    assert_eq!(record.report.exit_code, Some(0));
+}
+
+/// Issue 12 §11: a monotonic-clock timer polled with `ready()` becomes ready
+/// once its time has passed, not only at the run's deadline.
+#[test]
+fn a_polled_timer_becomes_ready_when_due() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(0, "", r#"{"timer-ready-ms": 50}"#);
+    let f = findings(&record);
+    assert_eq!(f[0].0, "timer.allowed", "{:?}", f[0]);
+    let waited: u64 = f[0]
+        .1
+        .strip_prefix("ready after ")
+        .and_then(|m| m.strip_suffix(" ms"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // `waited` is counted from just after the subscription, in whole milliseconds.
+    assert!((45..1000).contains(&waited), "{waited} ms");
+}
+
+/// Issue 12 §11: an HTTP authority with user-info (`evil@127.0.0.1:P`) passes
+/// no grant check: refused, recorded without the user-info, never sent.
+#[test]
+fn http_authority_with_user_info_is_refused() {
+    let (server, hits) = http_server("ok");
+    let mut probe = Probe::new(site_with_egress(&[format!("http://{server}")]));
+    let record = probe.run(
+        0,
+        &format!("egress = [\"http://{server}\"]"),
+        &format!(r#"{{"http-get": "http://evil@{server}/"}}, {{"http-get": "http://{server}/"}}"#),
+    );
+    let f = findings(&record);
+    assert_eq!(f[0].0, "http.denied", "{:?}", f[0]);
+    assert_eq!(f[1], ("http.allowed".into(), "200 ok".into()));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        record.report.egress_denied.listed,
+        [format!(
+            "HttpRequest http://{server} (user-info in the authority is refused)"
+        )]
+    );
+}
+
+/// A probe at a site mapping `host` read-write at `/data`, with the grant asked for.
+fn writable_probe(host: &std::path::Path) -> (Probe, &'static str) {
+    let probe = Probe::new(site_with_data(host, "read-write", ""));
+    (
+        probe,
+        "files = [{ path = \"/data\", access = \"read-write\" }]",
+    )
+}
+
+/// Issue 12 §9: a symlink whose relative target leaves the grant
+/// (`../../../../etc/passwd`) is never created: host tools would follow it.
+/// Creating symlinks is refused outright, and each refusal is recorded.
+#[test]
+fn symlink_escaping_a_writable_grant_is_refused_and_recorded() {
+    let host = tempfile::tempdir().unwrap();
+    let (mut probe, caps) = writable_probe(host.path());
+    let record = probe.run(
+        0,
+        caps,
+        r#"{"symlink": {"dir": "/data", "link": "passwd", "target": "../../../../etc/passwd"}},
+           {"symlink": {"dir": "/data", "link": "inside", "target": "x.txt"}}"#,
+    );
+    let f = findings(&record);
+    assert_eq!(f[0], ("symlink.denied".into(), "not-permitted".into()));
+    assert_eq!(f[1], ("symlink.denied".into(), "not-permitted".into()));
+    assert!(std::fs::symlink_metadata(host.path().join("passwd")).is_err());
+    assert_eq!(record.report.files_refused.total, 2);
+    assert_eq!(
+        record.report.files_refused.listed,
+        [
+            "Symlink passwd -> ../../../../etc/passwd (capsules may not create symlinks)",
+            "Symlink inside -> x.txt (capsules may not create symlinks)"
+        ]
+    );
+    let body = probe.last("run-finished");
+    assert_eq!(
+        field(&body, "files-refused-total"),
+        &ciborium::Value::Integer(2.into())
+    );
+}
+
+/// Issue 12 §9: one file cannot grow past 64 MiB, a run cannot write more than
+/// 64 MiB in all, and a 1 TiB sparse file is refused; each refusal is recorded.
+#[test]
+fn write_flood_and_sparse_terabyte_file_are_refused_at_their_limits() {
+    let host = tempfile::tempdir().unwrap();
+    let (mut probe, caps) = writable_probe(host.path());
+    let record = probe.run(
+        0,
+        caps,
+        r#"{"write-mib": {"path": "/data/big", "mib": 200}}"#,
+    );
+    let f = findings(&record);
+    assert_eq!(f[0].0, "write-mib.denied", "{:?}", f[0]);
+    assert!(f[0].1.starts_with("after 64 MiB: "), "{:?}", f[0]);
+    assert_eq!(
+        std::fs::metadata(host.path().join("big")).unwrap().len(),
+        64 << 20
+    );
+    let refused = &record.report.files_refused;
+    assert_eq!(refused.total, 1);
+    assert!(
+        refused.listed[0].starts_with("FileTooLarge (a write reaching byte 671"),
+        "{refused:?}"
+    );
+
+    let record = probe.run(
+        1,
+        caps,
+        r#"{"write-mib": {"path": "/data/a", "mib": 40}},
+           {"write-mib": {"path": "/data/b", "mib": 40}},
+           {"sparse": {"path": "/data/sparse", "bytes": 1099511627776}}"#,
+    );
+    let f = findings(&record);
+    assert_eq!(f[0], ("write-mib.allowed".into(), "wrote 40 MiB".into()));
+    assert_eq!(f[1].0, "write-mib.denied", "{:?}", f[1]);
+    assert!(f[1].1.starts_with("after 24 MiB: "), "{:?}", f[1]);
+    assert_eq!(
+        std::fs::metadata(host.path().join("b")).unwrap().len(),
+        24 << 20
+    );
+    assert_eq!(
+        std::fs::metadata(host.path().join("sparse")).unwrap().len(),
+        0
+    );
+    assert!(f[2].1.starts_with("Err(\"set_len: "), "{:?}", f[2]);
+    assert!(f[2].1.contains("Err(\"write: "), "{:?}", f[2]);
+    assert_eq!(record.report.files_written_bytes, 64 << 20);
+    let refused = &record.report.files_refused;
+    // The set-size and the write at 1 TiB: the same refusal, counted twice, listed once.
+    assert_eq!(refused.total, 3);
+    assert_eq!(
+        refused.listed,
+        [
+            "WriteQuota (a run writes at most 67108864 bytes to files)",
+            "FileTooLarge (a write reaching byte 1099511627776; files are limited to 67108864 bytes)",
+        ]
+    );
+    let body = probe.last("run-finished");
+    assert_eq!(
+        field(&body, "files-refused-total"),
+        &ciborium::Value::Integer(3.into())
+    );
+}
+
+/// Runs sandbox-probe once, deterministically when `deterministic`, with
+/// `host` granted read-write at `/data`; returns its findings.
+fn probe_files_once(
+    host: &std::path::Path,
+    deterministic: bool,
+    actions: &str,
+) -> Vec<(String, String)> {
+    let mut publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    publisher.ceiling = "files = [{ path = \"/\", access = \"read-write\" }]\n";
+    let root = trust_root(&[&publisher]);
+    let probe = capsule_artifacts::SANDBOX_PROBE;
+    let mut source =
+        ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path)).unwrap();
+    source.capabilities =
+        toml::from_str("files = [{ path = \"/data\", access = \"read-write\" }]").unwrap();
+    let signed = capsule::sign(probe.component, &source, &publisher.key, Timestamp::now()).unwrap();
+    let verified = verified(signed, &root);
+    let site = site_with_data(host, "read-write", "");
+    let mut grant = Grant::compute(&verified, &Limits::default(), &site, [1; 32]);
+    assert_eq!(grant.directories().len(), 1, "{:?}", grant.denied());
+    if deterministic {
+        grant = grant.deterministic([1; 32]);
+    }
+    let sandbox = edge_runner::sandbox::Sandbox::new().unwrap();
+    let input = format!("{{\"actions\": [{actions}]}}");
+    let report = sandbox.run(&verified, &grant, input.as_bytes()).unwrap();
+    report
+        .outcome
+        .unwrap_or_else(|| panic!("no outcome: {:?}", report.error))
+        .findings
+        .into_iter()
+        .map(|f| (f.code, f.message))
+        .collect()
+}
+
+/// Issue 12 §7: deterministic replays over the same granted files are
+/// byte-identical: fixed timestamps (even after the host's atime changed on a
+/// read, and for files the capsule wrote) and listings in name order.
+#[test]
+fn deterministic_replays_with_file_grants_are_byte_identical() {
+    let host = tempfile::tempdir().unwrap();
+    // Enough names that the file system's own order is not the sorted one.
+    for name in [
+        "q", "b", "zz", "a", "m", "c9", "c1", "x", "e", "k", "y", "d", "n", "g",
+    ] {
+        std::fs::write(host.path().join(name), name).unwrap();
+    }
+    let actions = r#"{"list-raw": "/data"}, {"read": "/data/a"}, {"stat": "/data/a"},
+        {"write": {"path": "/data/new", "data": "fresh"}}, {"stat": "/data/new"}"#;
+    let first = probe_files_once(host.path(), true, actions);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The same files again: the host rewrote one (new mtime) and the capsule's own output is gone.
+    std::fs::write(host.path().join("a"), "a").unwrap();
+    std::fs::remove_file(host.path().join("new")).unwrap();
+    let second = probe_files_once(host.path(), true, actions);
+    assert_eq!(first, second);
+    let sorted = "a,b,c1,c9,d,e,g,k,m,n,q,x,y,zz";
+    assert_eq!(first[0].1, sorted);
+    let fixed = edge_runner::sandbox::FIXED_WALL_CLOCK_SECS as u128 * 1_000_000_000;
+    assert_eq!(
+        first[2].1,
+        format!("size=1 accessed={fixed} modified={fixed}")
+    );
+    assert_eq!(
+        first[4].1,
+        format!("size=5 accessed={fixed} modified={fixed}")
+    );
+    // An ordinary run shows the host's real times.
+    std::fs::remove_file(host.path().join("new")).unwrap();
+    let real = probe_files_once(
+        host.path(),
+        false,
+        r#"{"stat": "/data/a"}, {"list-raw": "/data"}"#,
+    );
+    assert_ne!(
+        real[0].1,
+        format!("size=1 accessed={fixed} modified={fixed}")
+    );
+    assert_ne!(
+        real[1].1, sorted,
+        "the host's own order happened to be sorted; the test proves nothing"
+    );
+}
+
+/// This process's resident set size, from `/proc/self/status`.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Issue 12 §2: with no HTTP egress grant, `wasi:http` is not linked: the
+/// first call into it traps and is recorded, so a capsule keeping 20 requests
+/// with 40 MiB methods (800 MiB of host memory, had it been linked) leaves the
+/// runner's RSS where it was.
+#[test]
+fn ungranted_wasi_http_holds_no_host_memory() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    // A first run compiles and warms everything, so the second measures only the attack.
+    probe.run(0, "", r#"{"config": "x"}"#);
+    let before = rss_bytes();
+    let record = probe.run(1, "", r#"{"http-hoard": {"count": 20, "method-mib": 40}}"#);
+    let grown = rss_bytes().saturating_sub(before);
+    assert_eq!(
+        record.report.status,
+        RunStatus::Trap,
+        "{:?}",
+        record.report.error
+    );
+    assert_eq!(
+        record.report.error.as_deref(),
+        Some(
+            "the capsule called `wasi:http/types@0.2.12#[constructor]fields`, but `wasi:http` is not linked for it: no HTTP egress is granted"
+        )
+    );
+    assert_eq!(
+        record.report.egress_denied.listed,
+        ["HttpNotGranted wasi:http/types@0.2.12#[constructor]fields"]
+    );
+    // The guest's own 64 MiB may be touched; 800 MiB of hoarded methods may not.
+    assert!(grown < 160 << 20, "the runner grew by {grown} bytes");
+}
+
+/// Issue 12 §2: host objects a capsule can make the runner hold (here timers,
+/// which need no grant) are capped per run; past the cap the run is stopped
+/// and says why.
+#[test]
+fn host_object_flood_is_stopped_at_the_resource_cap() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    let record = probe.run(0, "", r#"{"timers": 1000}"#);
+    assert_eq!(findings(&record)[0].1, "kept 1000 timers");
+    let record = probe.run(1, "", r#"{"timers": 200000}"#);
+    assert_eq!(record.report.status, RunStatus::Trap);
+    assert_eq!(
+        record.report.error.as_deref(),
+        Some(
+            "the capsule tried to hold more than 10000 host objects (streams, descriptors, sockets, timers, `wasi:http` values) at once; the run was stopped"
+        )
+    );
+}
+
+/// Issue 12 §4 (recording): `run-finished` says where the code came from and
+/// how long making it ready took, so a slow compile is on the record.
+#[test]
+fn run_finished_records_the_code_source_and_its_preparation_time() {
+    let mut probe = Probe::new(SitePolicy::deny_all(SITE).unwrap());
+    probe.run(0, "", r#"{"config": "x"}"#);
+    let cold = probe.last("run-finished");
+    probe.run(1, "", r#"{"config": "x"}"#);
+    let warm = probe.last("run-finished");
+    let ms = |b: &ciborium::Value| -> u64 {
+        edge_runner::cbor::MapReader::new("b", b)
+            .unwrap()
+            .uint("prepare-ms")
+            .unwrap()
+    };
+    assert_eq!(text_of(field(&cold, "code")), "compiled");
+    assert_eq!(text_of(field(&warm, "code")), "memory");
+    assert!(ms(&cold) >= 1, "compiling took {} ms", ms(&cold));
+    assert!(
+        ms(&warm) < ms(&cold),
+        "{} ms warm, {} ms cold",
+        ms(&warm),
+        ms(&cold)
     );
 }

@@ -8,7 +8,21 @@
 //! `{"panic": TEXT}`, `{"clock": true}` (reads the wall and monotonic clocks),
 //! `{"random": true}` (draws randomness through std's hash seeds); these two also print to stdout;
 //! `{"sleep-ms": N}` (blocks in a WASI call for N ms), `{"http-get": "http://HOST:PORT/PATH"}`
-//! (a `wasi:http` request; the finding holds the status and body).
+//! (a `wasi:http` request; the finding holds the status and body),
+//! `{"summary": TEXT}` (the outcome's summary becomes TEXT), `{"summary-kib": N}` (an
+//! N KiB summary), `{"findings": {"count": N, "message-kib": K}}` (N extra findings of K KiB each),
+//! `{"emit-as": {"label": L, "media-type": M}}` (one evidence item so labelled),
+//! `{"exit": CODE}` (calls `wasi:cli/exit`), `{"resolve": "HOST:PORT"}` (a DNS lookup),
+//! `{"udp": "IP:PORT"}` (sends a UDP datagram), `{"timer-ready-ms": N}` (polls a
+//! monotonic-clock timer of N ms with `ready()` until it is ready, giving up after 2 s),
+//! `{"symlink": {"dir": GUEST-DIR, "link": NAME, "target": TARGET}}` (creates a symlink in a
+//! granted directory), `{"write-mib": {"path": P, "mib": N}}` (writes N MiB, 1 MiB at a time),
+//! `{"sparse": {"path": P, "bytes": N}}` (sets a file's size to N, then writes a byte at N),
+//! `{"list-raw": PATH}` (a directory's names in the order the runner gives them),
+//! `{"stat": PATH}` (a file's size and its access and modification times),
+//! `{"http-hoard": {"count": C, "method-mib": N}}` (creates C outgoing `wasi:http` requests
+//! whose method is N MiB long, and keeps them all: host memory, if the runner lets it),
+//! `{"timers": N}` (subscribes N monotonic-clock timers and keeps them all).
 //! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
 //! whose message is what happened; the verdict is `pass` when every action ran.
 //! The runner's containment tests drive it; it is never useful in production.
@@ -42,6 +56,64 @@ enum Action {
     Random(bool),
     SleepMs(u64),
     HttpGet(String),
+    Summary(String),
+    SummaryKib(usize),
+    Findings(FindingFlood),
+    EmitAs(Labelled),
+    Exit(i32),
+    Resolve(String),
+    Udp(String),
+    TimerReadyMs(u64),
+    Symlink(SymlinkAt),
+    WriteMib(WriteFlood),
+    Sparse(SparseFile),
+    ListRaw(String),
+    Stat(String),
+    HttpHoard(Hoard),
+    Timers(usize),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Hoard {
+    count: usize,
+    method_mib: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SymlinkAt {
+    dir: String,
+    link: String,
+    target: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteFlood {
+    path: String,
+    mib: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SparseFile {
+    path: String,
+    bytes: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FindingFlood {
+    count: usize,
+    message_kib: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Labelled {
+    label: String,
+    media_type: String,
 }
 
 fn finding(action: &str, result: Result<String, String>) -> Finding {
@@ -66,6 +138,166 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
     let mut outcome = Outcome::pass(format!("{} actions ran", input.actions.len()));
     for action in input.actions {
         let f = match action {
+            Action::Summary(text) => {
+                outcome.summary = text;
+                finding("summary", Ok("set".into()))
+            }
+            Action::SummaryKib(kib) => {
+                outcome.summary = "s".repeat(kib * 1024);
+                finding("summary", Ok(format!("{kib} KiB")))
+            }
+            Action::Findings(flood) => {
+                let message = "m".repeat(flood.message_kib * 1024);
+                for i in 0..flood.count {
+                    outcome = outcome.with_finding(Finding::new(
+                        format!("flood.{i}"),
+                        Severity::Low,
+                        message.clone(),
+                    ));
+                }
+                finding("findings", Ok(format!("{} findings", flood.count)))
+            }
+            Action::EmitAs(l) => finding(
+                "emit-as",
+                cx.evidence(&l.label, &l.media_type, b"x")
+                    .map(|i| format!("item {i}"))
+                    .map_err(|e| e.to_string()),
+            ),
+            Action::Exit(code) => std::process::exit(code),
+            Action::Symlink(at) => finding(
+                "symlink",
+                wasi::filesystem::preopens::get_directories()
+                    .into_iter()
+                    .find(|(_, guest)| *guest == at.dir)
+                    .ok_or_else(|| format!("{} is not a granted directory", at.dir))
+                    .and_then(|(dir, _)| {
+                        dir.symlink_at(&at.target, &at.link)
+                            .map(|()| format!("{} -> {}", at.link, at.target))
+                            .map_err(|e| e.name().to_string())
+                    }),
+            ),
+            Action::WriteMib(flood) => {
+                let block = vec![b'w'; 1 << 20];
+                let result = std::fs::File::create(&flood.path).and_then(|mut f| {
+                    let mut written = 0;
+                    for _ in 0..flood.mib {
+                        if let Err(e) = f.write_all(&block) {
+                            return Err(std::io::Error::other(format!("after {written} MiB: {e}")));
+                        }
+                        written += 1;
+                    }
+                    Ok(written)
+                });
+                finding(
+                    "write-mib",
+                    result
+                        .map(|n| format!("wrote {n} MiB"))
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            Action::Sparse(sparse) => {
+                use std::io::{Seek, SeekFrom};
+                let result = std::fs::File::create(&sparse.path).map(|mut f| {
+                    let sized = f.set_len(sparse.bytes).map_err(|e| format!("set_len: {e}"));
+                    let wrote = f
+                        .seek(SeekFrom::Start(sparse.bytes))
+                        .and_then(|_| f.write_all(b"x"))
+                        .map_err(|e| format!("write: {e}"));
+                    format!("{sized:?}; {wrote:?}")
+                });
+                finding("sparse", result.map_err(|e| e.to_string()))
+            }
+            Action::Timers(n) => {
+                let kept: Vec<_> = (0..n)
+                    .map(|_| wasi::clocks::monotonic_clock::subscribe_duration(1 << 40))
+                    .collect();
+                finding("timers", Ok(format!("kept {} timers", kept.len())))
+            }
+            Action::HttpHoard(hoard) => {
+                use wasi::http::types::{Fields, Method, OutgoingRequest};
+                let method = Method::Other("M".repeat(hoard.method_mib << 20));
+                let mut kept = Vec::new();
+                for _ in 0..hoard.count {
+                    let request = OutgoingRequest::new(Fields::new());
+                    let _ = request.set_method(&method);
+                    kept.push(request);
+                }
+                finding("http-hoard", Ok(format!("kept {} requests", kept.len())))
+            }
+            Action::ListRaw(path) => finding(
+                "list-raw",
+                std::fs::read_dir(&path)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .map_err(|e| format!("{path}: {e}")),
+            ),
+            Action::Stat(path) => {
+                let secs = |t: std::io::Result<std::time::SystemTime>| {
+                    t.ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or_else(|| "-".to_string(), |d| d.as_nanos().to_string())
+                };
+                finding(
+                    "stat",
+                    std::fs::metadata(&path)
+                        .map(|m| {
+                            format!(
+                                "size={} accessed={} modified={}",
+                                m.len(),
+                                secs(m.accessed()),
+                                secs(m.modified())
+                            )
+                        })
+                        .map_err(|e| format!("{path}: {e}")),
+                )
+            }
+            Action::TimerReadyMs(ms) => {
+                let timer = wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000);
+                let start = std::time::Instant::now();
+                let mut polls: u64 = 0;
+                let ready = loop {
+                    if timer.ready() {
+                        break true;
+                    }
+                    polls += 1;
+                    if start.elapsed() > std::time::Duration::from_secs(2) {
+                        break false;
+                    }
+                };
+                let waited = start.elapsed().as_millis();
+                finding(
+                    "timer",
+                    if ready {
+                        Ok(format!("ready after {waited} ms"))
+                    } else {
+                        Err(format!("not ready after {waited} ms and {polls} polls"))
+                    },
+                )
+            }
+            Action::Resolve(name) => {
+                use std::net::ToSocketAddrs;
+                finding(
+                    "resolve",
+                    name.to_socket_addrs()
+                        .map(|a| {
+                            let mut a: Vec<String> = a.map(|a| a.ip().to_string()).collect();
+                            a.sort();
+                            a.join(",")
+                        })
+                        .map_err(|e| format!("{name}: {e}")),
+                )
+            }
+            Action::Udp(addr) => finding(
+                "udp",
+                std::net::UdpSocket::bind("0.0.0.0:0")
+                    .and_then(|s| s.send_to(b"probe", &addr))
+                    .map(|n| format!("sent {n} bytes to {addr}"))
+                    .map_err(|e| format!("{addr}: {e}")),
+            ),
             Action::Read(path) => finding(
                 "read",
                 std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}")),

@@ -184,7 +184,11 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
             )?;
         }
         for refusal in &r.refusals {
-            say!("  #{:<5} refused: {}", refusal.record, refusal.reason)?;
+            say!(
+                "  #{:<5} refused: {}",
+                refusal.record,
+                super::text::escape(&refusal.reason)
+            )?;
         }
     }
     if r.valid() {
@@ -204,7 +208,23 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
                 ", consistent with a checkpoint covering {s} records"
             ))
         )?;
-        say!("  {} runs, {} refusals", r.runs.len(), r.refusals.len())?;
+        say!(
+            "  {} runs, {} unfinished, {} refusals",
+            r.runs.len(),
+            r.unfinished.len(),
+            r.refusals.len()
+        )?;
+        for u in &r.unfinished {
+            say!(
+                "  UNFINISHED: run of {} started in record {} never finished (its runner stopped mid-run){}",
+                super::text::escape(&u.capsule),
+                u.record,
+                u.interrupted_record.map_or_else(
+                    || "; no later runner has recorded it yet".to_string(),
+                    |i| format!("; recorded as interrupted in record {i}")
+                )
+            )?;
+        }
         if r.signing_keys.len() > 1 {
             let keys: Vec<String> = r
                 .signing_keys

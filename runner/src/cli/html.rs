@@ -187,6 +187,24 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
 
     let _ = write!(
         h,
+        "<h2>Unfinished runs ({})</h2>\n<table id=\"unfinished\"><tr><th>Started in #</th><th>When (UTC)</th><th>Capsule</th><th>Recorded as interrupted in #</th></tr>",
+        report.unfinished.len()
+    );
+    for u in &report.unfinished {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            u.record,
+            esc(&when(u.time_ms)),
+            esc(&u.capsule),
+            u.interrupted_record
+                .map_or_else(|| "not yet".to_string(), |i| i.to_string())
+        );
+    }
+    h.push_str("</table>\n");
+
+    let _ = write!(
+        h,
         "<h2>Refused capsules ({})</h2>\n<table id=\"refusals\"><tr><th>#</th><th>When (UTC)</th><th>Reason</th></tr>",
         report.refusals.len()
     );

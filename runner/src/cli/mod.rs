@@ -23,6 +23,7 @@ mod keys;
 mod rotate;
 mod run;
 mod scaffold;
+mod text;
 mod trust;
 
 use std::path::Path;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use super::text::{escape, escape_clipped};
 use super::{Exit, read_raw, warn_if_demo};
 use crate::custody::{self, KeyPlacement};
 use crate::evidence::EvidenceLog;
@@ -140,19 +141,31 @@ pub(super) fn print_run(record: &RunRecord) -> std::io::Result<()> {
         m.kind,
         r.status.as_str()
     )?;
+    let q = record.grant.quotas();
+    // Everything the capsule wrote is escaped: it cannot start a line of its own.
     if let Some(o) = &r.outcome {
-        say!("  verdict: {} — {}", o.verdict.as_str(), o.summary)?;
-        for f in &o.findings {
+        say!(
+            "  verdict: {} — {}",
+            o.verdict.as_str(),
+            escape_clipped(&o.summary, q.summary_bytes)
+        )?;
+        for f in o.findings.iter().take(q.findings) {
             say!(
                 "  finding [{}] {}: {}",
                 f.severity.as_str(),
-                f.code,
-                f.message
+                escape_clipped(&f.code, q.finding_code_bytes),
+                escape_clipped(&f.message, q.finding_message_bytes)
+            )?;
+        }
+        if o.findings.len() > q.findings {
+            say!(
+                "  … {} more findings (the record keeps their count and digest)",
+                o.findings.len() - q.findings
             )?;
         }
     }
     if let Some(e) = &r.error {
-        say!("  error: {e}")?;
+        say!("  error: {}", escape_clipped(e, q.error_bytes))?;
     }
     for d in &record.grant.directories {
         say!(
@@ -183,8 +196,8 @@ pub(super) fn print_run(record: &RunRecord) -> std::io::Result<()> {
     for item in &r.evidence {
         say!(
             "  evidence item `{}` ({}, {} bytes, sha256 {})",
-            item.label,
-            item.media_type,
+            escape(&item.label),
+            escape(&item.media_type),
             item.size,
             hex::encode(&item.sha256[..8])
         )?;

@@ -93,6 +93,8 @@ events! {
     RunStarted,
     /// A run ended (or never started).
     RunFinished,
+    /// A run whose runner stopped before it finished, recorded when the log was next opened.
+    RunInterrupted,
 }
 
 /// An event this runner does not know.
@@ -865,6 +867,9 @@ pub struct FindingRef {
 pub struct RunUsage {
     /// Where the compiled code came from.
     pub code: String,
+    /// Milliseconds spent making the code ready (compiling or loading, and
+    /// linking); absent in records of older runners.
+    pub prepare_ms: Option<u64>,
     /// Fuel consumed.
     pub fuel_used: u64,
     /// Highest total linear memory.
@@ -879,8 +884,13 @@ pub struct RunUsage {
     pub memory_denials: Vec<u64>,
     /// Evidence emissions refused for quota.
     pub evidence_refused: u64,
-    /// Network uses refused at run time.
+    /// Network uses refused at run time: a sample, each distinct one up to a limit.
     pub egress_denied: Vec<String>,
+    /// Every network use refused at run time, counted (absent in records of older runners).
+    pub egress_denied_total: Option<u64>,
+    /// File operations refused (symlinks, write quota, file size): every one
+    /// counted and a sample listed; absent when there were none.
+    pub files_refused: Option<(u64, Vec<String>)>,
     /// Evidence items emitted.
     pub evidence: Vec<EvidenceItemRef>,
 }
@@ -909,6 +919,54 @@ pub struct RunFinished {
     pub outcome: Option<OutcomeRef>,
     /// What went wrong, when something did.
     pub error: Option<String>,
+    /// The code the capsule passed to `wasi:cli/exit`, when its status is `exited`.
+    pub exit_code: Option<i64>,
+    /// Capsule-provided values cut to their limits, each kept as a size and a digest.
+    pub truncated: Vec<TruncatedRef>,
+}
+
+/// A capsule-provided value that was over its limit: what was kept of it, and
+/// its size and SHA-256, so the whole value can still be matched later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruncatedRef {
+    /// Which value, e.g. `summary`, `findings`, `findings/3/message`.
+    pub field: String,
+    /// Its full size: bytes of a text, items of a list.
+    pub size: u64,
+    /// How much of it the record keeps, in the same unit.
+    pub kept: u64,
+    /// SHA-256 of a text's UTF-8 bytes, or of a list's items' canonical CBOR encodings, concatenated.
+    pub sha256: [u8; 32],
+}
+
+/// `run-interrupted`: a `run-started` that no `run-finished` closed, because
+/// the runner stopped mid-run; written by the next runner that opened the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunInterrupted {
+    /// SHA-256 of the module; the open `run-started` names the same.
+    pub module_sha256: [u8; 32],
+    /// Sequence number of that `run-started` record.
+    pub run_started: u64,
+    /// Why it is recorded.
+    pub reason: String,
+}
+
+impl EventBody for RunInterrupted {
+    const NAME: &'static str = "run-interrupted";
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("module-sha256", bytes(&self.module_sha256)),
+            ("run-started", uint(self.run_started)),
+            ("reason", text(&self.reason)),
+        ]
+    }
+    fn read(b: &MapReader<'_>) -> Result<Self, String> {
+        Ok(Self {
+            module_sha256: digest(b, "module-sha256")?,
+            run_started: b.uint("run-started")?,
+            reason: b.text("reason")?.to_string(),
+        })
+    }
 }
 
 impl EventBody for RunFinished {
@@ -976,12 +1034,44 @@ impl EventBody for RunFinished {
         if let Some(e) = &self.error {
             fields.push(("error", text(e)));
         }
+        if let Some(ms) = self.usage.as_ref().and_then(|u| u.prepare_ms) {
+            fields.push(("prepare-ms", uint(ms)));
+        }
+        if let Some(total) = self.usage.as_ref().and_then(|u| u.egress_denied_total) {
+            fields.push(("egress-denied-total", uint(total)));
+        }
+        if let Some((total, listed)) = self.usage.as_ref().and_then(|u| u.files_refused.as_ref()) {
+            fields.push(("files-refused-total", uint(*total)));
+            fields.push(("files-refused", texts(listed)));
+        }
+        if let Some(code) = self.exit_code {
+            fields.push(("exit-code", Value::Integer(code.into())));
+        }
+        if !self.truncated.is_empty() {
+            fields.push((
+                "truncated",
+                Value::Array(
+                    self.truncated
+                        .iter()
+                        .map(|t| {
+                            text_map([
+                                ("field", text(&t.field)),
+                                ("size", uint(t.size)),
+                                ("kept", uint(t.kept)),
+                                ("sha256", bytes(&t.sha256)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ));
+        }
         fields
     }
     fn read(b: &MapReader<'_>) -> Result<Self, String> {
         let usage = optional(b, "code", |_| {
             Ok(RunUsage {
                 code: b.text("code")?.to_string(),
+                prepare_ms: optional(b, "prepare-ms", |_| b.uint("prepare-ms"))?,
                 fuel_used: b.uint("fuel-used")?,
                 peak_memory_bytes: b.uint("peak-memory-bytes")?,
                 wall_time_ms: b.uint("wall-time-ms")?,
@@ -992,6 +1082,15 @@ impl EventBody for RunFinished {
                 })?,
                 evidence_refused: b.uint("evidence-refused")?,
                 egress_denied: list(b, "egress-denied", text_of)?,
+                egress_denied_total: optional(b, "egress-denied-total", |_| {
+                    b.uint("egress-denied-total")
+                })?,
+                files_refused: optional(b, "files-refused-total", |_| {
+                    Ok((
+                        b.uint("files-refused-total")?,
+                        list(b, "files-refused", text_of)?,
+                    ))
+                })?,
                 evidence: list(b, "evidence", |v| {
                     let i = MapReader::new("evidence item", v)?;
                     Ok(EvidenceItemRef {
@@ -1024,6 +1123,24 @@ impl EventBody for RunFinished {
             usage,
             outcome,
             error: optional(b, "error", |_| Ok(b.text("error")?.to_string()))?,
+            exit_code: optional(b, "exit-code", |v| match v {
+                Value::Integer(i) => {
+                    i64::try_from(*i).map_err(|_| "`exit-code` is out of range".to_string())
+                }
+                _ => Err("`exit-code` is not an integer".into()),
+            })?,
+            truncated: match b.get("truncated") {
+                None => Vec::new(),
+                Some(_) => list(b, "truncated", |v| {
+                    let t = MapReader::new("truncated value", v)?;
+                    Ok(TruncatedRef {
+                        field: t.text("field")?.to_string(),
+                        size: t.uint("size")?,
+                        kept: t.uint("kept")?,
+                        sha256: digest(&t, "sha256")?,
+                    })
+                })?,
+            },
         })
     }
 }

@@ -11,7 +11,7 @@ use super::EvidenceError;
 use super::checkpoint::{Checkpoint, origin};
 use super::events::{self, Event, EventBody};
 use super::merkle::{Frontier, leaf_hash};
-use super::record::{GENESIS_PREV, Record, SignedRecord, sign_record};
+use super::record::{GENESIS_PREV, MAX_RECORD_BYTES, Record, SignedRecord, sign_record};
 use super::state::{read_state, state_value};
 use super::verify::{Failure, Rules, Start, Walk, walk_from};
 use crate::keys::SecretKey;
@@ -339,6 +339,7 @@ impl EvidenceLog {
                 EvidenceError::Encode(format!("refusing to record it: {failure}"))
             })?;
             let signed = sign_record(record, &self.key).map_err(EvidenceError::Encode)?;
+            check_record_size(&signed)?;
             prev = signed.hash;
             seq += 1;
             buffer.extend_from_slice(&signed.bytes);
@@ -592,6 +593,12 @@ impl EvidenceLog {
         self.next_seq == 0
     }
 
+    /// Sequence number and module of the `run-started` record that no
+    /// `run-finished` or `run-interrupted` has closed, if any.
+    pub fn open_run(&self) -> Option<(u64, [u8; 32])> {
+        self.rules.open_run
+    }
+
     /// Highest capsule and trust root versions this log shows accepted.
     pub fn high_water(&self) -> &HighWater {
         &self.rules.high_water
@@ -617,6 +624,19 @@ impl EvidenceLog {
 const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
 
 /// The text of `DIR/checkpoint`, if there is one.
+/// Refuses, before it is written, a signed record over the format's size
+/// limit: the verifier would reject it, and every later append with it.
+fn check_record_size(signed: &SignedRecord) -> Result<(), EvidenceError> {
+    if signed.bytes.len() > MAX_RECORD_BYTES {
+        return Err(EvidenceError::RecordTooLarge {
+            event: signed.record.event.clone(),
+            size: signed.bytes.len(),
+            limit: MAX_RECORD_BYTES,
+        });
+    }
+    Ok(())
+}
+
 fn read_checkpoint_file(dir: &Path) -> Result<Option<String>, EvidenceError> {
     let path = dir.join(CHECKPOINT_FILE);
     let io = |source| EvidenceError::Io {

@@ -29,8 +29,8 @@ pub use log::{
     segment_name,
 };
 pub use record::{
-    CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, Record, SignedRecord,
-    decode_record, sign_record,
+    CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, MAX_RECORD_BYTES, Record,
+    SignedRecord, decode_record, sign_record,
 };
 pub use verify::{
     Failure, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
@@ -99,6 +99,18 @@ pub enum EvidenceError {
         path: String,
         /// What does not match.
         detail: String,
+    },
+    /// A record would be over the format's size limit; nothing was written.
+    #[error(
+        "a `{event}` record would be {size} bytes, over the {limit}-byte record limit; nothing was written, so the log stays valid. Record less in it"
+    )]
+    RecordTooLarge {
+        /// The event.
+        event: String,
+        /// Its signed size.
+        size: usize,
+        /// The limit.
+        limit: usize,
     },
     /// A record could not be encoded.
     #[error("could not encode an evidence record: {0}")]

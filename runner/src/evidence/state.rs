@@ -37,8 +37,14 @@ pub(super) fn state_value(tree: &Frontier, rules: &Rules, key: &PublicKey) -> Va
             ]),
         ));
     }
-    if let Some(module) = rules.open_run {
-        fields.push(("open-run", Value::Bytes(module.to_vec())));
+    if let Some((seq, module)) = rules.open_run {
+        fields.push((
+            "open-run",
+            Value::Array(vec![
+                Value::Integer(seq.into()),
+                Value::Bytes(module.to_vec()),
+            ]),
+        ));
     }
     text_map(fields)
 }
@@ -96,7 +102,14 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
     };
     let open_run = match map.get("open-run") {
         None => None,
-        Some(v) => Some(digest(v, "`open-run`")?),
+        Some(Value::Array(pair)) => match pair.as_slice() {
+            [seq, module] => Some((
+                as_u64(seq).ok_or("`open-run` sequence number is not an unsigned integer")?,
+                digest(module, "`open-run` module")?,
+            )),
+            _ => return Err("`open-run` is not [seq, module]".into()),
+        },
+        Some(_) => return Err("`open-run` is not [seq, module]".into()),
     };
     Ok((
         tree,

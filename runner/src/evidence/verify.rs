@@ -316,8 +316,9 @@ pub(super) struct Rules {
     pub high_water: HighWater,
     /// Sequence number and module of the newest `capsule-verified` record.
     pub last_verified: Option<(u64, [u8; 32])>,
-    /// Module of the `run-started` not yet closed by a `run-finished`.
-    pub open_run: Option<[u8; 32]>,
+    /// Sequence number and module of the `run-started` not yet closed by a
+    /// `run-finished` or `run-interrupted`.
+    pub open_run: Option<(u64, [u8; 32])>,
 }
 
 impl Rules {
@@ -362,15 +363,28 @@ impl Rules {
                         });
                     }
                 }
-                self.open_run = Some(run.module_sha256);
+                self.open_run = Some((seq, run.module_sha256));
             }
             Event::RunFinished(end) => {
-                if self.open_run != Some(end.module_sha256) {
+                if self.open_run.map(|(_, m)| m) != Some(end.module_sha256) {
                     return Err(Failure::Unadmitted {
                         record: seq,
                         detail: format!(
                             "`run-finished` for module {} closes no `run-started` of that module",
                             short(&end.module_sha256)
+                        ),
+                    });
+                }
+                self.open_run = None;
+            }
+            Event::RunInterrupted(cut) => {
+                if self.open_run != Some((cut.run_started, cut.module_sha256)) {
+                    return Err(Failure::Unadmitted {
+                        record: seq,
+                        detail: format!(
+                            "`run-interrupted` names the `run-started` record {} of module {}, which is not the open run",
+                            cut.run_started,
+                            short(&cut.module_sha256)
                         ),
                     });
                 }

@@ -280,27 +280,74 @@ impl Grant {
     }
 }
 
-/// True for addresses that reach this machine or a private network.
-fn is_internal(ip: IpAddr) -> bool {
-    match ip {
+/// IPv4 ranges that are not the public internet: every entry of the IANA
+/// IPv4 Special-Purpose Address Registry, and multicast.
+const INTERNAL_V4: &[(u32, u32)] = &[
+    (0x0000_0000, 8),  // 0.0.0.0/8, "this network"
+    (0x0a00_0000, 8),  // 10.0.0.0/8, private
+    (0x6440_0000, 10), // 100.64.0.0/10, shared address space (CGN)
+    (0x7f00_0000, 8),  // 127.0.0.0/8, loopback
+    (0xa9fe_0000, 16), // 169.254.0.0/16, link local (cloud metadata)
+    (0xac10_0000, 12), // 172.16.0.0/12, private
+    (0xc000_0000, 24), // 192.0.0.0/24, IETF protocol assignments
+    (0xc000_0200, 24), // 192.0.2.0/24, documentation
+    (0xc01f_c400, 24), // 192.31.196.0/24, AS112
+    (0xc034_c100, 24), // 192.52.193.0/24, AMT
+    (0xc058_6300, 24), // 192.88.99.0/24, 6to4 relay anycast
+    (0xc0a8_0000, 16), // 192.168.0.0/16, private
+    (0xc0af_3000, 24), // 192.175.48.0/24, direct delegation AS112
+    (0xc612_0000, 15), // 198.18.0.0/15, benchmarking
+    (0xc633_6400, 24), // 198.51.100.0/24, documentation
+    (0xcb00_7100, 24), // 203.0.113.0/24, documentation
+    (0xe000_0000, 4),  // 224.0.0.0/4, multicast
+    (0xf000_0000, 4),  // 240.0.0.0/4, reserved, and 255.255.255.255
+];
+
+/// IPv6 ranges that are not the public internet: every entry of the IANA IPv6
+/// Special-Purpose Address Registry, the deprecated IPv4-compatible range, and
+/// multicast. Every form that embeds an IPv4 address (mapped, compatible,
+/// NAT64, 6to4, Teredo) is in it whole.
+const INTERNAL_V6: &[(u128, u32)] = &[
+    (0, 96),                           // ::/96: unspecified, ::1 and IPv4-compatible
+    (0xffff_0000_0000, 96),            // ::ffff:0:0/96, IPv4-mapped
+    (0x0064_ff9b_u128 << 96, 96),      // 64:ff9b::/96, NAT64
+    (0x0064_ff9b_0001_u128 << 80, 48), // 64:ff9b:1::/48, local-use NAT64
+    (0x0100_u128 << 112, 63),          // 100::/64 discard and 100:0:0:1::/64 dummy
+    (0x2001_u128 << 112, 23),          // 2001::/23, IETF protocol assignments (Teredo, ORCHID)
+    (0x2001_0db8_u128 << 96, 32),      // 2001:db8::/32, documentation
+    (0x2002_u128 << 112, 16),          // 2002::/16, 6to4
+    (0x2620_004f_8000_u128 << 80, 48), // 2620:4f:8000::/48, direct delegation AS112
+    (0x3fff_u128 << 112, 20),          // 3fff::/20, documentation
+    (0x5f00_u128 << 112, 16),          // 5f00::/16, segment routing SIDs
+    (0xfc00_u128 << 112, 7),           // fc00::/7, unique local
+    (0xfe80_u128 << 112, 10),          // fe80::/10, link local
+    (0xff00_u128 << 112, 8),           // ff00::/8, multicast
+];
+
+/// True for addresses that are not the public internet: this machine (its
+/// loopback and every address of its own interfaces), private networks, and
+/// every IANA special-purpose range, including IPv6 forms embedding IPv4.
+pub(crate) fn is_internal(ip: IpAddr) -> bool {
+    let special = match ip {
         IpAddr::V4(a) => {
-            a.is_loopback()
-                || a.is_private()
-                || a.is_link_local()
-                || a.is_unspecified()
-                || a.is_broadcast()
-                || a.is_multicast()
-                || a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64 // 100.64.0.0/10, shared
+            let a = u32::from(a);
+            INTERNAL_V4
+                .iter()
+                .any(|&(net, len)| a >> (32 - len) == net >> (32 - len))
         }
         IpAddr::V6(a) => {
-            a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || (a.segments()[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
-                || (a.segments()[0] & 0xffc0) == 0xfe80 // fe80::/10, link local
-                || a.to_ipv4_mapped().is_some_and(|v4| is_internal(v4.into()))
+            let a = u128::from(a);
+            INTERNAL_V6
+                .iter()
+                .any(|&(net, len)| a >> (128 - len) == net >> (128 - len))
         }
-    }
+    };
+    special || is_own_address(ip)
+}
+
+/// True when `ip` is one of this host's own addresses: only those can be bound.
+fn is_own_address(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 /// Grants `dest` if the site allows it: resolves it once, and refuses
@@ -329,7 +376,7 @@ fn egress_grant(dest: &Destination, site: &SitePolicy) -> Result<EgressGrant, St
         && !exact
     {
         return Err(format!(
-            "{dest} resolves to {internal}, a loopback or private address, which only an exact entry (one host, one port) in the site policy can grant"
+            "{dest} resolves to {internal}, an internal address (this host's own, loopback, private, or another IANA special-purpose range), which only an exact entry (one host, one port) in the site policy can grant"
         ));
     }
     Ok(EgressGrant {
@@ -340,4 +387,69 @@ fn egress_grant(dest: &Destination, site: &SitePolicy) -> Result<EgressGrant, St
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn internal(s: &str) -> bool {
+        is_internal(s.parse().unwrap())
+    }
+
+    /// Issue 12 §6: each address a wildcard entry used to grant is internal.
+    #[test]
+    fn every_special_purpose_range_and_embedded_ipv4_form_is_internal() {
+        for a in [
+            "198.18.0.1",
+            "198.19.255.254",
+            "240.0.0.1",
+            "255.255.255.255",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "::7f00:1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "2002:7f00:1::1",
+            "2001::1",
+            "2001:db8::1",
+            "100::1",
+            "0.1.2.3",
+            "169.254.169.254",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.88.99.1",
+            "203.0.113.9",
+            "100.64.0.1",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
+            "::1",
+            "::",
+        ] {
+            assert!(internal(a), "{a} must be internal");
+        }
+        for a in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "2a00:1450::1",
+        ] {
+            assert!(!internal(a), "{a} is a public address");
+        }
+    }
+
+    /// Issue 12 §6: the host's own address (a service bound to 0.0.0.0 answers on it) is internal.
+    #[test]
+    fn the_hosts_own_addresses_are_internal() {
+        let own = std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+            .and_then(|s| s.local_addr());
+        // No route at all leaves only loopback, which is internal anyway.
+        if let Ok(own) = own {
+            assert!(is_internal(own.ip()), "{own} is this host's own address");
+        }
+        assert!(is_own_address("127.0.0.1".parse().unwrap()));
+        assert!(!is_own_address("192.0.2.1".parse().unwrap()));
+    }
 }

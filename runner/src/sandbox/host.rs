@@ -149,8 +149,26 @@ pub(super) struct MemoryLimiter {
     max: u64,
     total: u64,
     pub peak: u64,
+    /// The first `denials_listed` refused growths (bytes asked for in total, each).
     pub denials: Vec<u64>,
+    /// Every refused growth, counted.
+    pub denials_total: u64,
+    /// SHA-256 over the canonical CBOR encoding of every refused growth, in order.
+    pub denials_digest: Sha256,
+    denials_listed: usize,
     table_elements: usize,
+}
+
+impl MemoryLimiter {
+    fn refuse(&mut self, after: u64) {
+        self.denials_total += 1;
+        if let Ok(encoded) = crate::cbor::encode(&ciborium::Value::Integer(after.into())) {
+            self.denials_digest.update(encoded);
+        }
+        if self.denials.len() < self.denials_listed {
+            self.denials.push(after);
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -164,7 +182,7 @@ impl ResourceLimiter for MemoryLimiter {
             .total
             .saturating_add(desired.saturating_sub(current) as u64);
         if after > self.max {
-            self.denials.push(after);
+            self.refuse(after);
             return Ok(false);
         }
         self.total = after;
@@ -188,6 +206,10 @@ pub(super) struct State {
     table: ResourceTable,
     http: wasmtime_wasi_http::WasiHttpCtx,
     hooks: super::http::EgressHooks,
+    pub network: super::network::NetworkPolicy,
+    pub files: super::files::FileBudget,
+    /// Set in deterministic runs: fixed file timestamps and sorted listings.
+    pub fixed_files: Option<super::files::FixedFiles>,
     pub limiter: MemoryLimiter,
     pub evidence: Vec<EvidenceItem>,
     pub evidence_refused: u32,
@@ -204,17 +226,28 @@ impl State {
         table: ResourceTable,
         grant: &Grant,
         hooks: super::http::EgressHooks,
+        network: super::network::NetworkPolicy,
+        files: super::files::FileBudget,
     ) -> Self {
         Self {
             wasi,
             table,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             hooks,
+            network,
+            files,
+            fixed_files: grant
+                .determinism
+                .as_ref()
+                .map(|d| super::files::FixedFiles::new(d.wall_clock_secs)),
             limiter: MemoryLimiter {
                 max: grant.memory_bytes,
                 total: 0,
                 peak: 0,
                 denials: Vec::new(),
+                denials_total: 0,
+                denials_digest: Sha256::new(),
+                denials_listed: grant.quotas.memory_denials_listed,
                 table_elements: grant.quotas.table_elements,
             },
             evidence: Vec::new(),
@@ -271,9 +304,9 @@ impl bindings::edge_runner::capsule::host::Host for State {
                 self.max_bytes
             ));
         }
-        if label.len() > 256 || media_type.len() > 256 {
+        if let Err(why) = check_label(&label).and_then(|()| check_media_type(&media_type)) {
             self.evidence_refused += 1;
-            return Err("evidence label and media type are limited to 256 bytes".into());
+            return Err(why);
         }
         self.evidence_bytes += size;
         let index = self.evidence.len() as u32;
@@ -290,6 +323,47 @@ impl bindings::edge_runner::capsule::host::Host for State {
     fn config(&mut self, key: String) -> Option<String> {
         // Only granted keys have values; every other key reads as "not granted".
         self.config.get(&key).cloned()
+    }
+}
+
+/// Longest evidence label and media type.
+pub(super) const MAX_LABEL_BYTES: usize = 256;
+
+/// A label is 1 to 256 bytes of printable text: no control, bidirectional
+/// formatting or line separator characters, which could forge report lines.
+fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() || label.len() > MAX_LABEL_BYTES {
+        return Err(format!(
+            "evidence label must be 1 to {MAX_LABEL_BYTES} bytes (it is {})",
+            label.len()
+        ));
+    }
+    if let Some(c) = label.chars().find(|&c| {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }) {
+        return Err(format!(
+            "evidence label contains the control or formatting character U+{:04X}; labels are printable text",
+            u32::from(c)
+        ));
+    }
+    Ok(())
+}
+
+/// A media type is `type/subtype`, each 1 to 127 characters of RFC 6838's
+/// restricted-name characters (letters, digits, ``!#$&-^_.+``), 256 bytes at most.
+fn check_media_type(media_type: &str) -> Result<(), String> {
+    let name = |s: &str| {
+        (1..=127).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    match media_type.split_once('/') {
+        Some((t, sub)) if media_type.len() <= MAX_LABEL_BYTES && name(t) && name(sub) => Ok(()),
+        _ => Err(format!(
+            "evidence media type must be `type/subtype` (RFC 6838 names, at most {MAX_LABEL_BYTES} bytes), e.g. `application/json`; got {} bytes",
+            media_type.len()
+        )),
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -17,21 +17,21 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::{EgressGrant, record_denial};
+use super::{DenialLog, EgressGrant};
 
 /// The `wasi:http` hooks of one run.
 pub(super) struct EgressHooks {
     granted: Vec<EgressGrant>,
-    denied: Arc<Mutex<Vec<String>>>,
+    denied: DenialLog,
 }
 
 impl EgressHooks {
-    pub(super) fn new(granted: Vec<EgressGrant>, denied: Arc<Mutex<Vec<String>>>) -> Self {
+    pub(super) fn new(granted: Vec<EgressGrant>, denied: DenialLog) -> Self {
         Self { granted, denied }
     }
 
     fn deny(&self, what: String) {
-        record_denial(&self.denied, what);
+        self.denied.note(&what);
     }
 }
 
@@ -58,6 +58,15 @@ impl WasiHttpHooks for EgressHooks {
         };
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let destination = format!("{host}:{port}");
+        // `user@host` would pass the host check and still be sent as the Host
+        // header; the user-info itself is not recorded (it may be a password).
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            self.deny(format!(
+                "HttpRequest {}://{destination} (user-info in the authority is refused)",
+                uri.scheme_str().unwrap_or("?")
+            ));
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
         let Some(grant) = self
             .granted
             .iter()

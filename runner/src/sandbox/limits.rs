@@ -57,6 +57,21 @@ impl Default for Limits {
 /// | `evidence_bytes` per run, all items together | 1 MiB |
 /// | `evidence_inline_bytes` (items up to this size are stored whole in the record) | 4 KiB |
 /// | `table_elements` per table | 100 000 |
+/// | `summary_bytes` of an outcome's summary kept in the record | 4 KiB |
+/// | `findings` kept in the record | 256 |
+/// | `finding_code_bytes` of each finding's code kept | 128 |
+/// | `finding_message_bytes` of each finding's message kept | 2 KiB |
+/// | `error_bytes` of a failed run's error message kept | 16 KiB |
+/// | `denials_listed`: distinct refused network uses listed (all are counted) | 256 |
+/// | `denial_bytes` of each listed refused network use | 256 |
+/// | `memory_denials_listed`: refused memory growths listed (all are counted) | 64 |
+/// | `file_write_bytes`: bytes a run may write to granted files, all files together | 64 MiB |
+/// | `file_size_bytes`: largest size a write or `set-size` may give a file | 64 MiB |
+/// | `host_resources`: host objects (streams, descriptors, sockets, timers, `wasi:http` values) a run may hold at once | 10 000 |
+///
+/// A value over its limit is cut, and the record keeps its size and SHA-256
+/// and marks it truncated (`docs/evidence-format.md` §3). Evidence labels and
+/// media types are refused over 256 bytes when emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quotas {
     /// Bytes of stdout kept.
@@ -71,6 +86,28 @@ pub struct Quotas {
     pub evidence_inline_bytes: usize,
     /// Elements per table.
     pub table_elements: usize,
+    /// Bytes of an outcome's summary kept in the record.
+    pub summary_bytes: usize,
+    /// Findings kept in the record.
+    pub findings: usize,
+    /// Bytes of each finding's code kept.
+    pub finding_code_bytes: usize,
+    /// Bytes of each finding's message kept.
+    pub finding_message_bytes: usize,
+    /// Bytes of a failed run's error message kept.
+    pub error_bytes: usize,
+    /// Distinct refused network uses listed; every refusal is counted.
+    pub denials_listed: usize,
+    /// Bytes of each listed refused network use.
+    pub denial_bytes: usize,
+    /// Refused memory growths listed; every refusal is counted.
+    pub memory_denials_listed: usize,
+    /// Bytes a run may write to granted files, all files together.
+    pub file_write_bytes: u64,
+    /// Largest size a write or `set-size` may give a file (no sparse giants).
+    pub file_size_bytes: u64,
+    /// Host objects a run may hold at once (entries of its resource table).
+    pub host_resources: usize,
 }
 
 impl Default for Quotas {
@@ -82,6 +119,17 @@ impl Default for Quotas {
             evidence_bytes: 1 << 20,
             evidence_inline_bytes: 4 << 10,
             table_elements: 100_000,
+            summary_bytes: 4 << 10,
+            findings: 256,
+            finding_code_bytes: 128,
+            finding_message_bytes: 2 << 10,
+            error_bytes: 16 << 10,
+            denials_listed: 256,
+            denial_bytes: 256,
+            memory_denials_listed: 64,
+            file_write_bytes: 64 << 20,
+            file_size_bytes: 64 << 20,
+            host_resources: 10_000,
         }
     }
 }

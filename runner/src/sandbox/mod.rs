@@ -16,11 +16,14 @@
 //! (`capsule-sdk/wit/capsule.wit`) in `host.rs`.
 
 mod cache;
+mod clocks;
 mod determinism;
+mod files;
 mod grant;
 mod host;
 mod http;
 mod limits;
+mod network;
 mod output;
 mod report;
 
@@ -30,9 +33,12 @@ pub use grant::{Denial, DirectoryGrant, EgressGrant, Grant, RefusedRequest};
 pub use host::{EvidenceItem, Finding, Outcome, Severity, Verdict};
 pub use limits::{Limits, Quotas};
 pub use output::StreamSummary;
-pub use report::{RunReport, RunStatus};
+pub(crate) use report::cut;
+pub use report::{Refusals, RunReport, RunStatus};
 
 use std::sync::Arc;
+
+use sha2::Digest;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,14 +54,35 @@ use crate::trust::VerifiedCapsule;
 /// How often the epoch ticker advances; the wall-clock deadline's resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Most refused network attempts recorded per run; later ones are not listed.
-const MAX_RECORDED_DENIALS: usize = 64;
+/// The refused network uses of one run, shared by the socket check, the
+/// name lookup and the HTTP hooks.
+#[derive(Clone)]
+pub(crate) struct DenialLog {
+    refusals: Arc<std::sync::Mutex<Refusals>>,
+    quotas: Quotas,
+}
 
-/// Notes a refused network use (raw socket or HTTP request), up to the cap.
-fn record_denial(denied: &std::sync::Mutex<Vec<String>>, what: String) {
-    let mut d = denied.lock().unwrap_or_else(|p| p.into_inner());
-    if d.len() < MAX_RECORDED_DENIALS {
-        d.push(what);
+impl DenialLog {
+    fn new(quotas: Quotas) -> Self {
+        Self {
+            refusals: Arc::default(),
+            quotas,
+        }
+    }
+
+    /// Counts a refused network use (raw socket, name lookup or HTTP request).
+    pub(crate) fn note(&self, what: &str) {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(what, &self.quotas);
+    }
+
+    fn take(&self) -> Refusals {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -122,13 +149,19 @@ pub enum SandboxError {
 /// A Wasmtime engine configured for capsules, with its epoch ticker.
 pub struct Sandbox {
     engine: Engine,
+    /// Everything a capsule may import, `wasi:http` included.
     linker: Linker<host::State>,
+    /// The same without `wasi:http`: a run with no HTTP egress grant gets
+    /// these, its `wasi:http` imports trapping when called, so not even its
+    /// types (fields, requests, bodies) can hold host memory.
+    without_http: Linker<host::State>,
     /// Drives the async calls into capsules (WASI's blocking operations run on it).
     runtime: tokio::runtime::Runtime,
     cache: Option<CodeCache>,
     compat: [u8; 32],
     /// Ready-to-instantiate capsules by module digest, so a warm run skips compiling and linking.
-    warm: std::sync::Mutex<std::collections::HashMap<[u8; 32], host::CapsulePre<host::State>>>,
+    /// Keyed by module digest and whether `wasi:http` is linked.
+    warm: std::sync::Mutex<WarmCapsules>,
     ticker_stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -151,12 +184,15 @@ impl Sandbox {
         // NaN bit patterns differ between CPUs; canonical NaNs make float results reproducible.
         config.cranelift_nan_canonicalization(true);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
-        host::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let engine_error = |e: wasmtime::Error| SandboxError::Engine(e.to_string());
+        let mut without_http = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut without_http).map_err(engine_error)?;
+        host::add_to_linker(&mut without_http).map_err(engine_error)?;
+        network::add_to_linker(&mut without_http).map_err(engine_error)?;
+        clocks::add_to_linker(&mut without_http).map_err(engine_error)?;
+        files::add_to_linker(&mut without_http).map_err(engine_error)?;
+        let mut linker = without_http.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -183,6 +219,7 @@ impl Sandbox {
             runtime,
             engine,
             linker,
+            without_http,
             cache: None,
             warm: std::sync::Mutex::new(std::collections::HashMap::new()),
             ticker_stop,
@@ -206,7 +243,13 @@ impl Sandbox {
                 granted: short_hex(&grant.module_digest()),
             });
         }
-        let (pre, code) = self.prepare(capsule, &label)?;
+        let http = grant
+            .egress
+            .iter()
+            .any(|g| g.destination.allows_http(false) || g.destination.allows_http(true));
+        let preparing = Instant::now();
+        let (pre, code) = self.prepare(capsule, &label, http)?;
+        let prepare_time = preparing.elapsed();
 
         let stdout = output::Capture::new(grant.quotas.stdout_bytes);
         let stderr = output::Capture::new(grant.quotas.stderr_bytes);
@@ -239,13 +282,14 @@ impl Sandbox {
             .filter(|g| g.destination.allows_tcp())
             .flat_map(|g| g.addresses.iter().copied())
             .collect();
-        let egress_denied = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let egress_denied = DenialLog::new(grant.quotas);
         {
-            let denied = Arc::clone(&egress_denied);
+            let denied = egress_denied.clone();
             builder
                 .allow_tcp(true)
                 .allow_udp(false)
-                .allow_ip_name_lookup(grant.egress.iter().any(|g| g.destination.allows_tcp()))
+                // Lookups reach Wasmtime only as IP literals (see `network.rs`).
+                .allow_ip_name_lookup(true)
                 .socket_addr_check(move |addr, usage| {
                     let ok = match usage {
                         SocketAddrUse::TcpConnect => allowed.contains(&addr),
@@ -254,14 +298,18 @@ impl Sandbox {
                         _ => false,
                     };
                     if !ok {
-                        record_denial(&denied, format!("{usage:?} {addr}"));
+                        denied.note(&format!("{usage:?} {addr}"));
                     }
                     Box::pin(async move { ok })
                 });
         }
         let wasi: WasiCtx = builder.build();
-        let hooks = http::EgressHooks::new(grant.egress.clone(), Arc::clone(&egress_denied));
-        let state = host::State::new(wasi, ResourceTable::new(), grant, hooks);
+        let hooks = http::EgressHooks::new(grant.egress.clone(), egress_denied.clone());
+        let network = network::NetworkPolicy::new(&grant.egress, egress_denied.clone());
+        let file_budget = files::FileBudget::new(grant.quotas);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(grant.quotas.host_resources);
+        let state = host::State::new(wasi, table, grant, hooks, network, file_budget.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store
@@ -298,6 +346,10 @@ impl Sandbox {
         };
         let wall_time = started.elapsed();
         let fuel_left = store.get_fuel().unwrap_or(0);
+        let exit_code = match &result {
+            Err(err) => err.downcast_ref::<wasmtime_wasi::I32Exit>().map(|e| e.0),
+            Ok(_) => None,
+        };
         let state = store.into_data();
 
         let (status, outcome, error) = match result {
@@ -318,10 +370,28 @@ impl Sandbox {
                     Some(Trap::OutOfFuel) => RunStatus::OutOfFuel,
                     Some(Trap::Interrupt) => RunStatus::Deadline,
                     _ if err.downcast_ref::<BlockedPastDeadline>().is_some() => RunStatus::Deadline,
-                    _ if !state.limiter.denials.is_empty() => RunStatus::MemoryRefused,
+                    _ if err.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => {
+                        RunStatus::Exited
+                    }
+                    _ if state.limiter.denials_total > 0 => RunStatus::MemoryRefused,
                     _ => RunStatus::Trap,
                 };
-                (status, None, Some(format!("{err:#}")))
+                let error = if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    format!("the capsule exited with code {}", exit.0)
+                } else if let Some(wasmtime::component::ResourceTableError::Full) =
+                    err.downcast_ref::<wasmtime::component::ResourceTableError>()
+                {
+                    format!(
+                        "the capsule tried to hold more than {} host objects (streams, descriptors, sockets, timers, `wasi:http` values) at once; the run was stopped",
+                        grant.quotas.host_resources
+                    )
+                } else if let Some(http) = err.downcast_ref::<HttpNotGranted>() {
+                    egress_denied.note(&format!("HttpNotGranted {}", http.0));
+                    http.to_string()
+                } else {
+                    format!("{err:#}")
+                };
+                (status, None, Some(error))
             }
         };
         let (stdout, stderr) = (stdout.summary(), stderr.summary());
@@ -337,16 +407,19 @@ impl Sandbox {
             fuel_used: grant.fuel.saturating_sub(fuel_left),
             peak_memory_bytes: state.limiter.peak,
             memory_denials: state.limiter.denials.clone(),
+            memory_denials_total: state.limiter.denials_total,
+            memory_denials_sha256: state.limiter.denials_digest.clone().finalize().into(),
             wall_time,
             stdout,
             stderr,
             evidence: state.evidence,
             evidence_refused: state.evidence_refused,
             code,
-            egress_denied: egress_denied
-                .lock()
-                .map(|d| d.clone())
-                .unwrap_or_else(|p| p.into_inner().clone()),
+            prepare_time,
+            egress_denied: egress_denied.take(),
+            files_written_bytes: file_budget.take().0,
+            files_refused: file_budget.take().1,
+            exit_code,
         })
     }
 
@@ -360,13 +433,15 @@ impl Sandbox {
         &self,
         capsule: &VerifiedCapsule,
         label: &str,
+        http: bool,
     ) -> Result<(host::CapsulePre<host::State>, CodeSource), SandboxError> {
         let module = capsule.module_digest();
+        let key = (module, http);
         let warm = |s: &Self| {
             s.warm
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&module)
+                .get(&key)
                 .cloned()
         };
         if let Some(pre) = warm(self) {
@@ -405,21 +480,101 @@ impl Sandbox {
             capsule: label.to_string(),
             detail: format!("{e:#}"),
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        // Every import must be one the runner provides, granted or not.
+        let mut pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        if !http {
+            let mut linker = self.without_http.clone();
+            http_traps(&mut linker, &self.engine, &component).map_err(link)?;
+            pre = linker.instantiate_pre(&component).map_err(link)?;
+        }
         let pre = host::CapsulePre::new(pre).map_err(link)?;
         let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
         if warm.len() >= MAX_WARM_CAPSULES {
             warm.clear();
         }
-        warm.insert(module, pre.clone());
+        warm.insert(key, pre.clone());
         Ok((pre, source))
     }
+}
+
+/// The resources `wasi:http` itself defines (the others its interfaces name come from `wasi:io`).
+const HTTP_RESOURCES: &[&str] = &[
+    "fields",
+    "incoming-request",
+    "outgoing-request",
+    "request-options",
+    "response-outparam",
+    "incoming-response",
+    "incoming-body",
+    "future-trailers",
+    "outgoing-response",
+    "outgoing-body",
+    "future-incoming-response",
+];
+
+/// Marks a `wasi:http` resource in a run without it: none is ever created.
+struct NotGranted;
+
+/// A capsule called a `wasi:http` function in a run with no HTTP egress grant.
+#[derive(Debug)]
+struct HttpNotGranted(String);
+
+impl std::fmt::Display for HttpNotGranted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the capsule called `{}`, but `wasi:http` is not linked for it: no HTTP egress is granted",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for HttpNotGranted {}
+
+/// Defines every `wasi:http` function `component` imports as a trap, and its
+/// resources as types nothing can create, so the component links but cannot
+/// make the host hold any `wasi:http` value.
+fn http_traps(
+    linker: &mut Linker<host::State>,
+    engine: &Engine,
+    component: &Component,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::ResourceType;
+    use wasmtime::component::types::ComponentItem;
+    let ty = component.component_type();
+    for (name, import) in ty.imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = import.ty else {
+            continue;
+        };
+        if !name.starts_with("wasi:http/") {
+            continue;
+        }
+        let mut stub = linker.instance(name)?;
+        for (item, export) in instance.exports(engine) {
+            match export.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let what = format!("{name}#{item}");
+                    stub.func_new(item, move |_, _, _, _| {
+                        Err(wasmtime::Error::new(HttpNotGranted(what.clone())))
+                    })?;
+                }
+                ComponentItem::Resource(_) if HTTP_RESOURCES.contains(&item) => {
+                    stub.resource(item, ResourceType::host::<NotGranted>(), |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The first 8 bytes of a digest in hex, as digests are shown in messages.
 fn short_hex(digest: &[u8; 32]) -> String {
     hex::encode(&digest[..8])
 }
+
+/// Capsules ready to instantiate, by module digest and whether `wasi:http` is linked.
+type WarmCapsules = std::collections::HashMap<([u8; 32], bool), host::CapsulePre<host::State>>;
 
 /// Most capsules kept ready in memory at once.
 const MAX_WARM_CAPSULES: usize = 64;

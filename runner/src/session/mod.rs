@@ -11,7 +11,7 @@ mod record;
 use sha2::{Digest, Sha256};
 
 use crate::capsule::RawCapsule;
-use crate::evidence::events::{CapsuleId, ConfigRef, Event};
+use crate::evidence::events::{CapsuleId, ConfigRef, Event, RunFinished, RunInterrupted};
 use crate::evidence::{EvidenceError, EvidenceLog};
 use crate::sandbox::{Grant, Limits, RunReport, Sandbox, SandboxError};
 use crate::site::SitePolicy;
@@ -48,6 +48,9 @@ pub enum SessionError {
         detail: String,
     },
 }
+
+/// The `reason` of a `run-interrupted` record.
+pub const INTERRUPTED_REASON: &str = "the runner stopped before this run finished (killed, crashed or the machine stopped); found when the log was next opened";
 
 /// A verified capsule admitted to run by the session that recorded its
 /// verification: only [`Session::verify`] builds one, and only that session's
@@ -117,6 +120,16 @@ impl Session {
         policy: SitePolicy,
     ) -> Result<Self, SessionError> {
         static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut log = log;
+        // A run the previous runner started and never finished (it was killed,
+        // or the machine stopped) is put on the record before this session records anything.
+        if let Some((run_started, module_sha256)) = log.open_run() {
+            log.record(&Event::from(RunInterrupted {
+                module_sha256,
+                run_started,
+                reason: INTERRUPTED_REASON.into(),
+            }))?;
+        }
         Ok(Self {
             id: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             sandbox: Sandbox::new()?,
@@ -212,6 +225,21 @@ impl Session {
         }
     }
 
+    /// Records `finished`; a record the log refuses as too large (possible
+    /// only with quotas raised far above their defaults) is replaced by a
+    /// bounded one that says so, so a run always ends on the record.
+    fn record_finished(&mut self, finished: RunFinished) -> Result<(), SessionError> {
+        match self.log.record(&Event::from(finished.clone())) {
+            Ok(_) => Ok(()),
+            Err(EvidenceError::RecordTooLarge { size, .. }) => {
+                let bounded = record::too_large(&finished, size);
+                self.log.record(&Event::from(bounded))?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Runs an admitted capsule on `input`, recording the grant before and
     /// the result after. Refuses a capsule admitted by another session (or
     /// another log), and one whose verification is no longer the newest in
@@ -284,8 +312,8 @@ impl Session {
         self.log.record(&Event::from(started))?;
         match self.sandbox.run(&capsule, &grant, input) {
             Ok(report) => {
-                let finished = record::run_finished(&capsule, &report);
-                self.log.record(&Event::from(finished))?;
+                let finished = record::run_finished(&capsule, &grant, &report);
+                self.record_finished(finished)?;
                 Ok(RunRecord {
                     capsule,
                     grant,
