@@ -195,15 +195,13 @@ pub fn signed_json_assert(key: &SecretKey) -> Vec<u8> {
     sign_json_assert(key, |_| {})
 }
 
-/// The json-assert capsule with an edited manifest, signed by `key` now.
+/// The json-assert capsule with an edited manifest, signed by `key` now, or
+/// at its `not-before` if it sets one (so an already expired fixture can be
+/// made: signing refuses a manifest expired at the time of signing).
 pub fn sign_json_assert(key: &SecretKey, edit: impl FnOnce(&mut ManifestSource)) -> Vec<u8> {
-    capsule::sign(
-        capsule_artifacts::JSON_ASSERT.component,
-        &json_assert_manifest(edit),
-        key,
-        Timestamp::now(),
-    )
-    .unwrap()
+    let source = json_assert_manifest(edit);
+    let now = source.not_before.unwrap_or_else(Timestamp::now);
+    capsule::sign(capsule_artifacts::JSON_ASSERT.component, &source, key, now).unwrap()
 }
 
 /// An input under which json-assert passes.

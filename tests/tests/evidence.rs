@@ -359,7 +359,13 @@ fn every_example_capsule_runs() {
             edge_runner::timestamp::Timestamp::now(),
         )
         .unwrap();
-        let signed = edge_runner::capsule::cosign(&signed, &second.key).unwrap();
+        let signed = edge_runner::capsule::cosign(
+            &signed,
+            &second.key,
+            &[publisher.key.public()],
+            edge_runner::timestamp::Timestamp::now(),
+        )
+        .unwrap();
         let verified = session.verify(raw(signed), &root).unwrap();
         let record = session.run(verified, PASSING_INPUT.as_bytes()).unwrap();
         assert_eq!(

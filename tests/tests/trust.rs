@@ -221,7 +221,7 @@ const EDDSA: Option<coset::Algorithm> = Some(coset::RegisteredLabelWithPrivate::
 fn capsule_and_trust_root_signatures_are_written_with_alg_eddsa_minus_8() {
     let a = Publisher::new("acme-ci", "Acme", &["test"]);
     let b = Publisher::new("globex-ci", "Globex", &["test"]);
-    let cosigned = capsule::cosign(&signed_json_assert(&a.key), &b.key).unwrap();
+    let cosigned = cosign(&signed_json_assert(&a.key), &b, &[&a]);
     let checked = CheckedCapsule::parse(cosigned).unwrap();
     let written: Vec<i64> = checked.signatures().iter().map(|s| s.algorithm).collect();
     assert_eq!(written, [-8, -8]);
@@ -330,7 +330,7 @@ fn revoked_key() {
     policy.revoked_keys = vec![(stolen.key.id(), "laptop stolen 2026-10-02")];
     let root = policy.trusted();
     // Even with a valid counted signature beside it, a revoked key's signature refuses the capsule.
-    let signed = capsule::cosign(&signed_json_assert(&good.key), &stolen.key).unwrap();
+    let signed = cosign(&signed_json_assert(&good.key), &stolen, &[&good]);
     let err = verify(signed, &root).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -375,7 +375,13 @@ fn publisher_not_allowed_this_kind() {
 /// json-assert relabelled `remediate`, signed by `a` and co-signed by `b`.
 fn remediate_signed_by(a: &Publisher, b: &Publisher) -> Vec<u8> {
     let once = sign_json_assert(&a.key, |m| m.kind = Kind::Remediate);
-    capsule::cosign(&once, &b.key).unwrap()
+    cosign(&once, b, &[a])
+}
+
+/// `signed` co-signed by `by`, after checking it is signed by `first`.
+fn cosign(signed: &[u8], by: &Publisher, first: &[&Publisher]) -> Vec<u8> {
+    let keys: Vec<_> = first.iter().map(|p| p.key.public()).collect();
+    capsule::cosign(signed, &by.key, &keys, Timestamp::now()).unwrap()
 }
 
 #[test]
@@ -982,4 +988,66 @@ fn organisation_names_must_be_written_exactly() {
     let err =
         trust::RootPolicy::parse(&Policy::new(vec![&k], vec![&p]).toml(), "root.toml").unwrap_err();
     assert!(err.to_string().contains("leading/trailing spaces"), "{err}");
+}
+
+/// Issue 13.4: a manifest altered after its first signature is not co-signed;
+/// otherwise, with the stale signature stripped, the capsule would stand on
+/// the co-signer alone. A signature the co-signer cannot check refuses too.
+#[test]
+fn cosign_of_a_manifest_altered_after_the_first_signature() {
+    let a = Publisher::new("acme-ci", "Acme", &["test"]);
+    let b = Publisher::new("globex-ci", "Globex", &["test"]);
+    let signed = signed_json_assert(&a.key);
+    let altered = swap_manifest(&signed, |m| m.description = "altered after signing".into());
+    let now = Timestamp::now();
+    let err = capsule::cosign(&altered, &b.key, &[a.key.public()], now).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot co-sign json-assert 1.0.0: signature 0 (key {}) does not verify: the manifest or signature was altered after signing; a co-signature vouches for the manifest as the first signers signed it, so co-sign only what verifies",
+            a.key.id().short()
+        )
+    );
+    let err = capsule::cosign(&signed, &b.key, &[b.key.public()], now).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot co-sign json-assert 1.0.0: signature 0 (key {}) is by a key not given to check it against; give the trust store or that signer's public key; a co-signature vouches for the manifest as the first signers signed it, so co-sign only what verifies",
+            a.key.id().short()
+        )
+    );
+    // The genuine manifest co-signs, and both signatures count.
+    let cosigned = capsule::cosign(&signed, &b.key, &[a.key.public()], now).unwrap();
+    let verified = verify(cosigned, &trust_root(&[&a, &b])).unwrap();
+    assert_eq!(verified.signers().len(), 2);
+}
+
+/// Issue 13.4: neither signing nor co-signing accepts a manifest already expired.
+#[test]
+fn signing_or_cosigning_an_expired_manifest() {
+    let a = Publisher::new("acme-ci", "Acme", &["test"]);
+    let b = Publisher::new("globex-ci", "Globex", &["test"]);
+    let expired = |m: &mut edge_runner::capsule::ManifestSource| {
+        m.not_before = Some(Timestamp::parse("2025-01-01T00:00:00Z").unwrap());
+        m.expires = Some(Timestamp::parse("2025-04-01T00:00:00Z").unwrap());
+    };
+    let now = Timestamp::parse("2026-11-21T12:00:00Z").unwrap();
+    let err = capsule::sign(
+        capsule_artifacts::JSON_ASSERT.component,
+        &json_assert_manifest(expired),
+        &a.key,
+        now,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`expires` (2025-04-01T00:00:00Z) is already past (now 2026-11-21T12:00:00Z); a capsule signed so would never run. Set a future `expires`"
+    );
+    // Signed while it was valid, offered for co-signing after it expired.
+    let signed = sign_json_assert(&a.key, expired);
+    let err = capsule::cosign(&signed, &b.key, &[a.key.public()], now).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot co-sign json-assert 1.0.0: its manifest expired at 2025-04-01T00:00:00Z (now 2026-11-21T12:00:00Z); ask its publisher to re-sign it with a new `expires`"
+    );
 }

@@ -115,9 +115,31 @@ impl EvidenceLog {
                 let _ = d.sync_all();
             }
         }
+        // A log swapped for a pipe, a device or a symlink to one is refused
+        // before it is read, and the read is bounded whatever the file is.
+        let meta = file.metadata().map_err(io(&path))?;
+        if !meta.is_file() {
+            return Err(io(&path)(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file; the evidence log is a file the runner writes itself",
+            )));
+        }
         let mut bytes = Vec::new();
         file.seek(SeekFrom::Start(0)).map_err(io(&path))?;
-        file.read_to_end(&mut bytes).map_err(io(&path))?;
+        if meta.len() <= MAX_LOG_BYTES {
+            (&mut file)
+                .take(MAX_LOG_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(io(&path))?;
+        }
+        if meta.len() > MAX_LOG_BYTES || bytes.len() as u64 > MAX_LOG_BYTES {
+            return Err(io(&path)(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "larger than the limit of {MAX_LOG_BYTES} bytes (the most a bundle carries); start a new evidence directory"
+                ),
+            )));
+        }
 
         let public = key.public();
         let walk = walk_log(&bytes, &public);
@@ -425,7 +447,10 @@ impl EvidenceLog {
 }
 
 /// Largest checkpoint note read (a few hundred bytes in practice).
-const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
+const MAX_CHECKPOINT_BYTES: u64 = super::bundle::MAX_CHECKPOINT_BYTES;
+
+/// Largest evidence log opened: what one bundle can carry.
+const MAX_LOG_BYTES: u64 = super::bundle::MAX_BUNDLE_BYTES;
 
 /// The text of `DIR/checkpoint`, if there is one.
 fn read_checkpoint_file(dir: &Path) -> Result<Option<String>, EvidenceError> {
