@@ -31,6 +31,7 @@ mod cose;
 pub mod evidence;
 pub mod fsio;
 pub mod keys;
+pub mod names;
 pub mod rollback;
 pub mod sandbox;
 pub mod session;

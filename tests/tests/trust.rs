@@ -987,7 +987,10 @@ fn organisation_names_must_be_written_exactly() {
     let k = RootKey::new("root-1");
     let err =
         trust::RootPolicy::parse(&Policy::new(vec![&k], vec![&p]).toml(), "root.toml").unwrap_err();
-    assert!(err.to_string().contains("leading/trailing spaces"), "{err}");
+    assert!(
+        err.to_string().contains("has leading or trailing spaces"),
+        "{err}"
+    );
 }
 
 /// Issue 13.4: a manifest altered after its first signature is not co-signed;
@@ -1049,5 +1052,34 @@ fn signing_or_cosigning_an_expired_manifest() {
     assert_eq!(
         err.to_string(),
         "cannot co-sign json-assert 1.0.0: its manifest expired at 2025-04-01T00:00:00Z (now 2026-11-21T12:00:00Z); ask its publisher to re-sign it with a new `expires`"
+    );
+}
+
+/// Issue 13.5: "Acme" and "Acme" with a zero-width space are not two
+/// organisations: the invisible character is refused, naming it.
+#[test]
+fn organisation_with_an_invisible_character_for_a_two_organisation_threshold() {
+    let a = Publisher::new("acme-ci", "Acme", &["remediate"]);
+    let b = Publisher::new("acme-ci-2", "Acme\u{200B}", &["remediate"]);
+    let k = RootKey::new("root-1");
+    let err = trust::RootPolicy::parse(&Policy::new(vec![&k], vec![&a, &b]).toml(), "root.toml")
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "trust root root.toml: publisher `acme-ci-2` organisation `Acme\\u{200b}` contains the invisible or format character U+200B, which would make a name that prints like another count as a different one; remove it"
+    );
+}
+
+/// Issue 13.5: one organisation written with a precomposed and a decomposed
+/// "é" is one organisation (NFC), so it cannot meet a two-organisation threshold.
+#[test]
+fn organisation_in_two_unicode_normal_forms_counts_once() {
+    let a = Publisher::new("cafe-ci", "Caf\u{e9}", &["test", "remediate"]);
+    let b = Publisher::new("cafe-ci-2", "Cafe\u{301}", &["test", "remediate"]);
+    let signed = remediate_signed_by(&a, &b);
+    let err = verify(signed, &trust_root(&[&a, &b])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "capsule `json-assert 1.0.0` is signed by 2 key(s) from 1 organisation(s) that count for kind `remediate`, which requires 2 key(s) from 2 organisation(s) (have: cafe-ci (Caf\u{e9} [Caf\\u{e9}]), cafe-ci-2 (Caf\u{e9} [Caf\\u{e9}]); trust root `test-root` v1)"
     );
 }

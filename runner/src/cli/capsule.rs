@@ -217,8 +217,8 @@ impl CapsuleVerify {
         for s in verified.signers() {
             say!(
                 "  signed by {} ({}), key {}",
-                s.publisher,
-                s.organisation,
+                crate::names::shown(&s.publisher),
+                crate::names::shown(&s.organisation),
                 s.key_id.short()
             )?;
         }

@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 use super::{Exit, write_atomically};
 use crate::fsio::read_bounded;
 use crate::keys::SecretKey;
+use crate::names::shown;
 use crate::timestamp::Timestamp;
 use crate::trust::store;
 use crate::trust::{Chain, MAX_TRUST_ROOT_BYTES, RootPolicy, RootSignatures, SignedRoot};
@@ -294,7 +295,7 @@ fn signers(s: &RootSignatures) -> String {
 fn print_policy(p: &RootPolicy) -> std::io::Result<()> {
     say!(
         "current: `{}` v{} (sha256 {}), expires {}{}",
-        p.name,
+        shown(&p.name),
         p.version,
         hex::encode(p.digest),
         p.expires,
@@ -303,7 +304,7 @@ fn print_policy(p: &RootPolicy) -> std::io::Result<()> {
     let names: Vec<String> = p
         .root_keys
         .iter()
-        .map(|k| format!("{} {}", k.name, k.key.id().short()))
+        .map(|k| format!("{} {}", shown(&k.name), k.key.id().short()))
         .collect();
     say!(
         "root keys ({} needed to sign the next version): {}",
@@ -321,8 +322,8 @@ fn print_policy(p: &RootPolicy) -> std::io::Result<()> {
         let kinds: Vec<&str> = publisher.kinds.iter().map(|k| k.as_str()).collect();
         say!(
             "publisher `{}` ({}), key {}: kinds [{}], audiences [{}]",
-            publisher.name,
-            publisher.organisation,
+            shown(&publisher.name),
+            shown(&publisher.organisation),
             publisher.key.id().short(),
             kinds.join(", "),
             publisher.audiences.join(", ")

@@ -359,7 +359,13 @@ impl Tally<'_> {
         } else {
             self.counted
                 .iter()
-                .map(|(p, _)| format!("{} ({})", p.name, p.organisation))
+                .map(|(p, _)| {
+                    format!(
+                        "{} ({})",
+                        crate::names::shown(&p.name),
+                        crate::names::shown(&p.organisation)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };

@@ -234,20 +234,11 @@ struct RevokedCapsuleFile {
     reason: String,
 }
 
-/// Names compare as written, so they must be non-empty, at most 128 bytes,
-/// without control characters or surrounding spaces ("Acme " is not "Acme").
-fn check_label(text: &str, what: &str) -> Result<(), String> {
-    if text.is_empty()
-        || text.len() > 128
-        || text.trim() != text
-        || text.chars().any(char::is_control)
-    {
-        return Err(format!(
-            "{what} `{}` must be 1-128 characters without control characters or leading/trailing spaces",
-            text.escape_debug()
-        ));
-    }
-    Ok(())
+/// Names compare in NFC and as written, so they must be non-empty, at most
+/// 128 bytes, without control, invisible or format characters or surrounding
+/// spaces ("Acme " and "Acme\u{200B}" are not "Acme"). Returns the NFC form.
+fn check_label(text: &str, what: &str) -> Result<String, String> {
+    crate::names::normalise(text, what)
 }
 
 fn hex32(text: &str, what: &str) -> Result<[u8; 32], String> {
@@ -276,7 +267,7 @@ impl RootPolicy {
                 file.format
             ));
         }
-        check_label(&file.name, "`name`")?;
+        let name = check_label(&file.name, "`name`")?;
         if file.version == 0 {
             return Err("`version` starts at 1".into());
         }
@@ -297,8 +288,8 @@ impl RootPolicy {
         let mut all_keys = BTreeSet::new();
         let mut root_keys = Vec::new();
         let mut root_names = BTreeSet::new();
-        for k in file.root_keys {
-            check_label(&k.name, "root key name")?;
+        for mut k in file.root_keys {
+            k.name = check_label(&k.name, "root key name")?;
             let key = PublicKey::from_pem(&k.public_key, Path::new(&k.name))
                 .map_err(|e| format!("root key `{}`: {e}", k.name))?;
             if !root_names.insert(k.name.clone()) {
@@ -322,9 +313,9 @@ impl RootPolicy {
 
         let mut publishers = Vec::new();
         let mut names = BTreeSet::new();
-        for p in file.publishers {
-            check_label(&p.name, "publisher name")?;
-            check_label(
+        for mut p in file.publishers {
+            p.name = check_label(&p.name, "publisher name")?;
+            p.organisation = check_label(
                 &p.organisation,
                 &format!("publisher `{}` organisation", p.name),
             )?;
@@ -403,7 +394,7 @@ impl RootPolicy {
             .collect::<Result<Vec<_>, String>>()?;
 
         Ok(Self {
-            name: file.name,
+            name,
             version: file.version,
             expires: file.expires,
             demo: file.demo,
