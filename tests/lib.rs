@@ -23,13 +23,15 @@ pub struct Publisher {
     pub name: &'static str,
     pub organisation: &'static str,
     pub kinds: &'static [&'static str],
+    /// Capsule name patterns it is delegated (`names`).
+    pub names: &'static [&'static str],
     pub audiences: &'static [&'static str],
     pub ceiling: &'static str,
     pub key: SecretKey,
 }
 
 impl Publisher {
-    /// A publisher for every site with [`WIDE_CEILING`].
+    /// A publisher for every site and every capsule name with [`WIDE_CEILING`].
     pub fn new(
         name: &'static str,
         organisation: &'static str,
@@ -39,6 +41,7 @@ impl Publisher {
             name,
             organisation,
             kinds,
+            names: &["*"],
             audiences: &["*"],
             ceiling: WIDE_CEILING,
             key: SecretKey::generate().unwrap(),
@@ -108,10 +111,11 @@ impl<'a> Policy<'a> {
         }
         for p in &self.publishers {
             text.push_str(&format!(
-                "[[publisher]]\nname = \"{}\"\norganisation = \"{}\"\nkinds = {}\naudiences = {}\npublic-key = \"\"\"\n{}\"\"\"\n[publisher.ceiling]\n{}",
+                "[[publisher]]\nname = \"{}\"\norganisation = \"{}\"\nkinds = {}\nnames = {}\naudiences = {}\npublic-key = \"\"\"\n{}\"\"\"\n[publisher.ceiling]\n{}",
                 p.name,
                 p.organisation,
                 toml_list(p.kinds),
+                toml_list(p.names),
                 toml_list(p.audiences),
                 p.key.public().to_pem().unwrap(),
                 p.ceiling

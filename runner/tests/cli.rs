@@ -34,7 +34,7 @@ fn policy(version: u64, expires: &str, root_pubs: &[&Path], publisher_pub: &Path
          [thresholds.test]\nkeys = 1\norganisations = 1\n\
          [thresholds.reproduce]\nkeys = 1\norganisations = 1\n\
          [thresholds.remediate]\nkeys = 2\norganisations = 2\n\
-         [[publisher]]\nname = \"acme-ci\"\norganisation = \"Acme\"\nkinds = [\"test\"]\naudiences = [\"*\"]\npublic-key = \"\"\"\n{pem}\"\"\"\n\
+         [[publisher]]\nname = \"acme-ci\"\norganisation = \"Acme\"\nkinds = [\"test\"]\nnames = [\"*\"]\naudiences = [\"*\"]\npublic-key = \"\"\"\n{pem}\"\"\"\n\
          [publisher.ceiling]\nfuel = 10000000000\n",
         root_pubs.len()
     );
@@ -1555,4 +1555,70 @@ fn run_on_an_invalid_log_exits_4() {
         text(&out)
     );
     assert_eq!(std::fs::read(&log).unwrap(), bytes, "nothing appended");
+}
+
+/// Issue 13.2: a runner is pinned to the trust store it used; a store swapped
+/// for another correctly signed chain under the same name is refused (and the
+/// refusal recorded) until an operator re-anchors on purpose, which the log
+/// records and the auditor's verification accepts.
+#[test]
+fn swapped_trust_store_is_refused_until_re_anchored() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let genuine_dir = d.join("genuine");
+    let attacker_dir = d.join("attacker");
+    std::fs::create_dir_all(&genuine_dir).unwrap();
+    std::fs::create_dir_all(&attacker_dir).unwrap();
+    let genuine = write_trust_root(&genuine_dir, &public);
+    let swapped = write_trust_root(&attacker_dir, &public);
+    let signed = sign(d, &key, "signed.wasm", &[]);
+    let evidence = d.join("evidence");
+    let out = run_with_input(d, &signed, &genuine, &evidence, "{}");
+    assert!(
+        matches!(out.status.code(), Some(0 | 5 | 6)),
+        "{}",
+        text(&out)
+    );
+    let out = run_with_input(d, &signed, &swapped, &evidence, "{}");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("rollback: trust root `cli-root` descends from version 1 "),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&[
+        "trust",
+        "re-anchor",
+        "--trust",
+        p(&swapped),
+        "--evidence",
+        p(&evidence),
+        "--reason",
+        "root keys rotated after the 2026 audit",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("pinned to trust root `cli-root`")
+            && text(&out).contains("instead of `cli-root`; recorded as `trust-anchor-changed`"),
+        "{}",
+        text(&out)
+    );
+    let out = run_with_input(d, &signed, &swapped, &evidence, "{}");
+    assert!(
+        matches!(out.status.code(), Some(0 | 5 | 6)),
+        "{}",
+        text(&out)
+    );
+    // The old store is now the stranger.
+    let out = run_with_input(d, &signed, &genuine, &evidence, "{}");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&evidence),
+        "--runner-key",
+        p(&evidence.join("runner.pub")),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

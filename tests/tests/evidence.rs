@@ -410,6 +410,7 @@ fn accepted(name: &str, version: &str, digest: u8, root_version: u64) -> evidenc
         not_before: 1_700_000_000,
         expires: 1_900_000_000,
         signature_sha256: None,
+        trust_anchor: None,
     })
 }
 

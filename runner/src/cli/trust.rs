@@ -30,6 +30,8 @@ pub(super) enum TrustCommand {
     Install(TrustInstall),
     /// Show a trust store's chain and current policy, or a single trust root file.
     Show(TrustShow),
+    /// Pin a runner's evidence log to another trust store on purpose (recorded).
+    ReAnchor(TrustReAnchor),
 }
 
 impl TrustCommand {
@@ -40,7 +42,66 @@ impl TrustCommand {
             TrustCommand::Sign(a) => a.execute(),
             TrustCommand::Install(a) => a.execute(),
             TrustCommand::Show(a) => a.execute(),
+            TrustCommand::ReAnchor(a) => a.execute(),
         }
+    }
+}
+
+/// A runner is pinned to the first trust store it used (its version 1, name
+/// and every version's content). Replacing the store on purpose is this
+/// explicit, recorded step; nothing else changes the pin.
+#[derive(Debug, Args)]
+pub(super) struct TrustReAnchor {
+    /// The new trust store directory, which the runner will be pinned to.
+    #[arg(long)]
+    trust: PathBuf,
+    /// The runner's evidence directory; the change is recorded in DIR/evidence.log.
+    #[arg(long)]
+    evidence: PathBuf,
+    /// Why the store is replaced (recorded).
+    #[arg(long)]
+    reason: String,
+    /// The runner's private key. Default: DIR/runner.key.
+    #[arg(long, env = "EDGE_RUNNER_KEY")]
+    runner_key: Option<PathBuf>,
+}
+
+impl TrustReAnchor {
+    fn execute(self) -> Result<Exit> {
+        if self.reason.trim().is_empty() {
+            bail!("--reason is empty; say why the trust store is replaced, for the auditors");
+        }
+        let root = super::load_trust_store(&self.trust)?;
+        let key_path = self
+            .runner_key
+            .clone()
+            .unwrap_or_else(|| self.evidence.join("runner.key"));
+        let key = SecretKey::load(&key_path)?;
+        let mut log = crate::evidence::EvidenceLog::open(&self.evidence, key)?;
+        let before = log
+            .high_water()
+            .anchor()
+            .map(|a| format!("`{}`", shown(&a.name)))
+            .unwrap_or_else(|| "nothing".into());
+        let anchor = root.anchor();
+        log.record(&crate::evidence::Event::from(
+            crate::evidence::events::TrustAnchorChanged {
+                name: root.name.clone(),
+                anchor: crate::evidence::events::AnchorRef {
+                    sha256: anchor.sha256,
+                    root_keys: anchor.root_keys.clone(),
+                },
+                reason: self.reason.clone(),
+            },
+        ))?;
+        log.close()?;
+        say!(
+            "re-anchored {}: pinned to trust root `{}` (version 1 policy {}) instead of {before}; recorded as `trust-anchor-changed`",
+            self.evidence.display(),
+            shown(&root.name),
+            hex::encode(anchor.sha256)
+        )?;
+        Ok(Exit::Ok)
     }
 }
 
@@ -320,12 +381,14 @@ fn print_policy(p: &RootPolicy) -> std::io::Result<()> {
     }
     for publisher in &p.publishers {
         let kinds: Vec<&str> = publisher.kinds.iter().map(|k| k.as_str()).collect();
+        let names: Vec<String> = publisher.names.iter().map(ToString::to_string).collect();
         say!(
-            "publisher `{}` ({}), key {}: kinds [{}], audiences [{}]",
+            "publisher `{}` ({}), key {}: kinds [{}], names [{}], audiences [{}]",
             shown(&publisher.name),
             shown(&publisher.organisation),
             publisher.key.id().short(),
             kinds.join(", "),
+            names.join(", "),
             publisher.audiences.join(", ")
         )?;
         let c = &publisher.ceiling;

@@ -5,9 +5,9 @@ use sha2::{Digest, Sha256};
 
 use crate::capsule::RawCapsule;
 use crate::evidence::events::{
-    CapsuleId, CapsuleRefused, CapsuleVerified, ConfigRef, DenialRef, DeterminismRef, DirectoryRef,
-    EgressRef, EvidenceItemRef, FindingRef, GrantRef, OutcomeRef, RefusedRef, RunFinished,
-    RunStarted, RunUsage, SignerRef, SitePolicyRef, StreamRef, TrustRootRef,
+    AnchorRef, CapsuleId, CapsuleRefused, CapsuleVerified, ConfigRef, DenialRef, DeterminismRef,
+    DirectoryRef, EgressRef, EvidenceItemRef, FindingRef, GrantRef, OutcomeRef, RefusedRef,
+    RunFinished, RunStarted, RunUsage, SignerRef, SitePolicyRef, StreamRef, TrustRootRef,
 };
 use crate::sandbox::{Grant, RunReport, StreamSummary};
 use crate::site::SitePolicy;
@@ -76,6 +76,10 @@ pub(super) fn verified(
         not_before: m.not_before.0,
         expires: m.expires.0,
         signature_sha256,
+        trust_anchor: Some(AnchorRef {
+            sha256: capsule.trust_anchor().sha256,
+            root_keys: capsule.trust_anchor().root_keys.clone(),
+        }),
     }
 }
 
