@@ -1622,3 +1622,50 @@ fn swapped_trust_store_is_refused_until_re_anchored() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// Issue 13.5: `trust show` prints a look-alike organisation with its escapes,
+/// and `trust init` refuses one with an invisible character, naming it.
+#[test]
+fn look_alike_and_invisible_organisation_names_in_trust_show_and_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, public) = keys(d, "publisher");
+    let (root_key, root_pub) = keys(d, "root");
+    let base = policy(1, "2099-01-01T00:00:00Z", &[&root_pub], &public);
+    let init = |organisation: &str, store: &str| {
+        let path = d.join(format!("{store}.toml"));
+        std::fs::write(
+            &path,
+            base.replace(
+                "organisation = \"Acme\"",
+                &format!("organisation = \"{organisation}\""),
+            ),
+        )
+        .unwrap();
+        edge_runner(&[
+            "trust",
+            "init",
+            "--policy",
+            p(&path),
+            "--key",
+            p(&root_key),
+            "--dir",
+            p(&d.join(store)),
+        ])
+    };
+    let out = init("\u{410}cme", "cyrillic");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = edge_runner(&["trust", "show", p(&d.join("cyrillic"))]);
+    assert!(
+        text(&out).contains("publisher `acme-ci` (\u{410}cme [\\u{410}cme])"),
+        "{}",
+        text(&out)
+    );
+    let out = init("Acme\u{200B}", "invisible");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("publisher `acme-ci` organisation `Acme\\u{200b}` contains the invisible or format character U+200B"),
+        "{}",
+        text(&out)
+    );
+}

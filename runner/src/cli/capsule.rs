@@ -262,7 +262,13 @@ impl CapsuleInspect {
             let who = chain
                 .as_ref()
                 .and_then(|c| c.latest().publisher_by_key(&s.key_id))
-                .map(|p| format!(" = publisher `{}` ({})", p.name, p.organisation))
+                .map(|p| {
+                    format!(
+                        " = publisher `{}` ({})",
+                        crate::names::shown(&p.name),
+                        crate::names::shown(&p.organisation)
+                    )
+                })
                 .unwrap_or_default();
             say!("  [{i}] key {} alg {}{who}", s.key_id, s.algorithm)?;
         }
