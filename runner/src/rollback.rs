@@ -1,4 +1,6 @@
-//! The rollback rule: a capsule or trust root never goes back.
+//! The rollback rule: a capsule or trust root never goes back, and a runner
+//! stays with the trust store it is pinned to (its name, its version 1 and
+//! the content of every version it used) until an operator re-anchors it.
 //!
 //! One [`HighWater`] mark and one [`RollbackError`] serve both sides: the trust
 //! check refuses a capsule that would go below the mark (`trust::verify`), and
@@ -10,8 +12,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The highest capsule and trust root versions a runner has accepted,
-/// derived from its evidence log (so an auditor can derive the same).
+/// The highest capsule and trust root versions a runner has accepted and the
+/// trust anchor it is pinned to, derived from its evidence log (so an auditor
+/// can derive the same).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HighWater {
     capsules: BTreeMap<String, (semver::Version, [u8; 32])>,
