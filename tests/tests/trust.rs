@@ -1310,3 +1310,39 @@ fn trust_root_version_reused_with_other_content() {
         )
     );
 }
+
+/// Issue 13.3: a capsule that cannot start because it imports what this
+/// runner does not grant does not raise the mark either.
+#[test]
+fn ungranted_import_does_not_raise_the_high_water_mark() {
+    use edge_runner::evidence::EvidenceLog;
+    use edge_runner::keys::SecretKey;
+    use edge_runner::sandbox::Limits;
+    use edge_runner::session::Session;
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&p]);
+    let component = wat::parse_str(
+        r#"(component
+             (import "evil:net/raw@1.0.0" (instance (export "connect" (func (param "addr" string)))))
+           )"#,
+    )
+    .unwrap();
+    let mut source = json_assert_manifest(|_| {});
+    source.version = semver::Version::new(99, 0, 0);
+    let hostile = capsule::sign(&component, &source, &p.key, Timestamp::now()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = Session::new(
+        EvidenceLog::open(dir.path(), SecretKey::generate().unwrap()).unwrap(),
+        Limits::default(),
+        SITE,
+    )
+    .unwrap();
+    let verified = session.verify(raw(hostile), &root).unwrap();
+    let err = session.run(verified, b"").unwrap_err();
+    assert!(err.to_string().contains("evil:net/raw@1.0.0"), "{err}");
+    assert!(session.log().high_water().capsule("json-assert").is_none());
+    let genuine = session
+        .verify(raw(signed_json_assert(&p.key)), &root)
+        .unwrap();
+    session.run(genuine, PASSING_INPUT.as_bytes()).unwrap();
+}
