@@ -1582,8 +1582,18 @@ fn swapped_trust_store_is_refused_until_re_anchored() {
     );
     let out = run_with_input(d, &signed, &swapped, &evidence, "{}");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    // The refusal names the anchor `trust show` prints for the swapped store.
+    let shown = text(&edge_runner(&["trust", "show", p(&swapped)]));
+    let anchor = shown
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("anchor: version 1 policy sha256 "))
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_string();
     assert!(
-        text(&out).contains("rollback: trust root `cli-root` descends from version 1 "),
+        text(&out).contains(&format!(
+            "rollback: trust root `cli-root` descends from version 1 {anchor} "
+        )),
         "{}",
         text(&out)
     );

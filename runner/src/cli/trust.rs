@@ -315,6 +315,18 @@ impl TrustShow {
                     signers(&link.by_self)
                 )?;
             }
+            // What a runner's evidence pins (docs/capsule-format.md §8).
+            let anchor = chain.anchor();
+            let keys: Vec<String> = anchor
+                .root_keys
+                .iter()
+                .map(|k| hex::encode(&k[..8]))
+                .collect();
+            say!(
+                "  anchor: version 1 policy sha256 {}, root keys {}",
+                hex::encode(anchor.sha256),
+                keys.join(", ")
+            )?;
             chain.latest().clone()
         } else {
             let origin = self.path.display().to_string();
