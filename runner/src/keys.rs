@@ -228,7 +228,7 @@ impl PublicKey {
         let raw: [u8; 32] = bytes.try_into().ok()?;
         VerifyingKey::from_bytes(&raw)
             .ok()
-            .filter(|key| !key.is_weak())
+            .filter(|key| !key.is_weak() && is_canonical(key))
             .map(Self::from_verifying_key)
     }
 
@@ -246,6 +246,12 @@ impl PublicKey {
         if key.is_weak() {
             return Err(format(format!(
                 "{} is a small-order (weak) point, under which a forged signature can verify; use a key made by `edge-runner keys generate` or `openssl genpkey -algorithm ed25519`",
+                hex::encode(key.as_bytes())
+            )));
+        }
+        if !is_canonical(&key) {
+            return Err(format(format!(
+                "{} is not the canonical encoding of its point, so one key would have two key ids; use a key made by `edge-runner keys generate` or `openssl genpkey -algorithm ed25519`",
                 hex::encode(key.as_bytes())
             )));
         }
@@ -287,6 +293,12 @@ impl PublicKey {
         };
         self.key.verify_strict(message, &signature).is_ok()
     }
+}
+
+/// Whether `key`'s 32 bytes are the one canonical encoding of its point (a
+/// y coordinate of p or more encodes the same point as y - p).
+fn is_canonical(key: &VerifyingKey) -> bool {
+    key.to_edwards().compress().to_bytes() == *key.as_bytes()
 }
 
 /// Which PEM form a key file should have.
@@ -486,6 +498,29 @@ mod tests {
         }
         let genuine = SecretKey::generate().unwrap().public();
         assert!(PublicKey::from_bytes(genuine.as_bytes()).is_some());
+    }
+
+    /// A point whose y is encoded as y + p: one key, two key ids, refused.
+    #[test]
+    fn non_canonical_public_key_encodings_are_refused() {
+        use base64::Engine;
+        // y = 3 + p, a point of large order (y = 3 encodes it canonically).
+        let point = "f0ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f";
+        let raw = hex::decode(point).unwrap();
+        assert!(PublicKey::from_bytes(&raw).is_none());
+        let mut der = hex::decode("302a300506032b6570032100").unwrap();
+        der.extend_from_slice(&raw);
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&der)
+        );
+        let err = PublicKey::from_pem(&pem, Path::new("two-ids.pub")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "key file two-ids.pub is not an Ed25519 public key in SPKI PEM (BEGIN PUBLIC KEY): {point} is not the canonical encoding of its point, so one key would have two key ids; use a key made by `edge-runner keys generate` or `openssl genpkey -algorithm ed25519`"
+            )
+        );
     }
 
     #[test]
