@@ -27,7 +27,8 @@ fn main() -> Result<()> {
     let globex = SecretKey::generate()?;
 
     let signed = capsule::sign(example.component, &source, &acme, Timestamp::now())?;
-    let cosigned = capsule::cosign(&signed, &globex)?;
+    // A co-signer checks the existing signature before adding its own.
+    let cosigned = capsule::cosign(&signed, &globex, &[acme.public()], Timestamp::now())?;
 
     let checked = CheckedCapsule::parse(cosigned.clone())?;
     let m = checked.manifest();

@@ -23,13 +23,15 @@ pub struct Publisher {
     pub name: &'static str,
     pub organisation: &'static str,
     pub kinds: &'static [&'static str],
+    /// Capsule name patterns it is delegated (`names`).
+    pub names: &'static [&'static str],
     pub audiences: &'static [&'static str],
     pub ceiling: &'static str,
     pub key: SecretKey,
 }
 
 impl Publisher {
-    /// A publisher for every site with [`WIDE_CEILING`].
+    /// A publisher for every site and every capsule name with [`WIDE_CEILING`].
     pub fn new(
         name: &'static str,
         organisation: &'static str,
@@ -39,6 +41,7 @@ impl Publisher {
             name,
             organisation,
             kinds,
+            names: &["*"],
             audiences: &["*"],
             ceiling: WIDE_CEILING,
             key: SecretKey::generate().unwrap(),
@@ -108,10 +111,11 @@ impl<'a> Policy<'a> {
         }
         for p in &self.publishers {
             text.push_str(&format!(
-                "[[publisher]]\nname = \"{}\"\norganisation = \"{}\"\nkinds = {}\naudiences = {}\npublic-key = \"\"\"\n{}\"\"\"\n[publisher.ceiling]\n{}",
+                "[[publisher]]\nname = \"{}\"\norganisation = \"{}\"\nkinds = {}\nnames = {}\naudiences = {}\npublic-key = \"\"\"\n{}\"\"\"\n[publisher.ceiling]\n{}",
                 p.name,
                 p.organisation,
                 toml_list(p.kinds),
+                toml_list(p.names),
                 toml_list(p.audiences),
                 p.key.public().to_pem().unwrap(),
                 p.ceiling
@@ -195,15 +199,13 @@ pub fn signed_json_assert(key: &SecretKey) -> Vec<u8> {
     sign_json_assert(key, |_| {})
 }
 
-/// The json-assert capsule with an edited manifest, signed by `key` now.
+/// The json-assert capsule with an edited manifest, signed by `key` now, or
+/// at its `not-before` if it sets one (so an already expired fixture can be
+/// made: signing refuses a manifest expired at the time of signing).
 pub fn sign_json_assert(key: &SecretKey, edit: impl FnOnce(&mut ManifestSource)) -> Vec<u8> {
-    capsule::sign(
-        capsule_artifacts::JSON_ASSERT.component,
-        &json_assert_manifest(edit),
-        key,
-        Timestamp::now(),
-    )
-    .unwrap()
+    let source = json_assert_manifest(edit);
+    let now = source.not_before.unwrap_or_else(Timestamp::now);
+    capsule::sign(capsule_artifacts::JSON_ASSERT.component, &source, key, now).unwrap()
 }
 
 /// An input under which json-assert passes.

@@ -76,7 +76,7 @@ fn main() {
              [thresholds.test]\nkeys = 1\norganisations = 1\n\
              [thresholds.reproduce]\nkeys = 1\norganisations = 1\n\
              [thresholds.remediate]\nkeys = 1\norganisations = 1\n\
-             [[publisher]]\nname = \"p\"\norganisation = \"o\"\nkinds = [\"test\"]\naudiences = [\"*\"]\npublic-key = \"\"\"\n{}\"\"\"\n",
+             [[publisher]]\nname = \"p\"\norganisation = \"o\"\nkinds = [\"test\"]\nnames = [\"*\"]\naudiences = [\"*\"]\npublic-key = \"\"\"\n{}\"\"\"\n",
             Timestamp::now().plus_days(1),
             root_key.public().to_pem().unwrap(),
             publisher.public().to_pem().unwrap()

@@ -37,7 +37,25 @@ pub enum ReadError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// A pipe or device (not a regular file) gave more than [`MAX_STREAM_BYTES`].
+    #[error(
+        "{what} {path} is a pipe or device that gave more than {limit} bytes, the most read from one; if it is that large, save it to a regular file first"
+    )]
+    StreamTooLarge {
+        /// What the file is, e.g. "evidence".
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// The limit for pipes and devices, in bytes.
+        limit: u64,
+    },
 }
+
+/// The most read from a pipe or device (anything but a regular file), whatever
+/// the limit for the file: a regular file's size is known before it is read,
+/// a pipe's only by reading it, and a limit of gigabytes (a bundle's) would
+/// otherwise let `/dev/zero` fill memory.
+pub const MAX_STREAM_BYTES: u64 = 64 * 1024 * 1024;
 
 impl ReadError {
     /// What went wrong, without naming the file, for errors that name it already.
@@ -46,6 +64,11 @@ impl ReadError {
             ReadError::Io { source, .. } => source.to_string(),
             ReadError::TooLarge { limit, .. } => {
                 format!("larger than the limit of {limit} bytes")
+            }
+            ReadError::StreamTooLarge { limit, .. } => {
+                format!(
+                    "a pipe or device that gave more than {limit} bytes, the most read from one"
+                )
             }
         }
     }
@@ -60,19 +83,52 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, Read
         source,
     };
     let file = File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let too_large = || ReadError::TooLarge {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        limit,
+    };
+    // A regular file's size is known: refuse before reading. Anything else is
+    // read with a hard bound, never trusting what its metadata says.
+    let bound = if meta.is_file() {
+        if meta.len() > limit {
+            return Err(too_large());
+        }
+        limit
+    } else {
+        limit.min(MAX_STREAM_BYTES)
+    };
     let mut bytes = Vec::new();
-    // One byte past the limit tells "exactly the limit" from "more".
-    file.take(limit.saturating_add(1))
+    // One byte past the bound tells "exactly the bound" from "more".
+    file.take(bound.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(io)?;
-    if bytes.len() as u64 > limit {
-        return Err(ReadError::TooLarge {
-            what: what.to_string(),
-            path: path.to_path_buf(),
-            limit,
+    if bytes.len() as u64 > bound {
+        return Err(if bound < limit {
+            ReadError::StreamTooLarge {
+                what: what.to_string(),
+                path: path.to_path_buf(),
+                limit: bound,
+            }
+        } else {
+            too_large()
         });
     }
     Ok(bytes)
+}
+
+/// [`read_bounded`], or `None` when there is no file at `path` (an optional file).
+pub fn read_bounded_if_present(
+    path: &Path,
+    limit: u64,
+    what: &str,
+) -> Result<Option<Vec<u8>>, ReadError> {
+    match read_bounded(path, limit, what) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ReadError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(other) => Err(other),
+    }
 }
 
 /// [`read_bounded`], then UTF-8 text; text that is not UTF-8 is an I/O error of kind `InvalidData`.
@@ -112,6 +168,37 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "capsule /dev/zero is larger than the limit of 1000 bytes; check that it is the file you meant"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_under_a_gigabyte_limit_stops_at_the_stream_bound() {
+        let err = read_bounded(Path::new("/dev/zero"), 4 << 30, "evidence").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "evidence /dev/zero is a pipe or device that gave more than 67108864 bytes, the most read from one; if it is that large, save it to a regular file first"
+        );
+    }
+
+    #[test]
+    fn a_missing_optional_file_is_none_and_a_present_one_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint");
+        assert!(
+            read_bounded_if_present(&path, 4, "checkpoint")
+                .unwrap()
+                .is_none()
+        );
+        std::fs::write(&path, "12345").unwrap();
+        assert_eq!(
+            read_bounded_if_present(&path, 4, "checkpoint")
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "checkpoint {} is larger than the limit of 4 bytes; check that it is the file you meant",
+                path.display()
+            )
         );
     }
 

@@ -124,7 +124,7 @@ impl SecretKey {
             .map_err(|e| KeyError::Format {
                 path: origin.to_path_buf(),
                 expected: "an Ed25519 private key in PKCS#8 PEM (BEGIN PRIVATE KEY)",
-                detail: e.to_string(),
+                detail: other_algorithm(pem, KeyForm::Private).unwrap_or_else(|| e.to_string()),
             })
     }
 
@@ -222,11 +222,13 @@ impl PublicKey {
         }
     }
 
-    /// Parses a raw 32-byte public key, rejecting non-canonical and weak points' encodings.
+    /// Parses a raw 32-byte public key, rejecting invalid encodings and weak
+    /// (small-order) points.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let raw: [u8; 32] = bytes.try_into().ok()?;
         VerifyingKey::from_bytes(&raw)
             .ok()
+            .filter(|key| !key.is_weak() && is_canonical(key))
             .map(Self::from_verifying_key)
     }
 
@@ -235,15 +237,30 @@ impl PublicKey {
         self.key.is_weak()
     }
 
-    /// Parses an SPKI PEM public key; `origin` names it in errors.
+    /// Parses an SPKI PEM public key; `origin` names it in errors. A weak
+    /// (small-order) key is refused: signatures under it prove nothing.
     pub fn from_pem(pem: &str, origin: &Path) -> Result<Self, KeyError> {
-        VerifyingKey::from_public_key_pem(pem.trim())
-            .map(Self::from_verifying_key)
-            .map_err(|e| KeyError::Format {
-                path: origin.to_path_buf(),
-                expected: "an Ed25519 public key in SPKI PEM (BEGIN PUBLIC KEY)",
-                detail: e.to_string(),
-            })
+        let format = |detail: String| KeyError::Format {
+            path: origin.to_path_buf(),
+            expected: "an Ed25519 public key in SPKI PEM (BEGIN PUBLIC KEY)",
+            detail,
+        };
+        let key = VerifyingKey::from_public_key_pem(pem.trim()).map_err(|e| {
+            format(other_algorithm(pem, KeyForm::Public).unwrap_or_else(|| e.to_string()))
+        })?;
+        if key.is_weak() {
+            return Err(format(format!(
+                "{} is a small-order (weak) point, under which a forged signature can verify; use a key made by `edge-runner keys generate` or `openssl genpkey -algorithm ed25519`",
+                hex::encode(key.as_bytes())
+            )));
+        }
+        if !is_canonical(&key) {
+            return Err(format(format!(
+                "{} is not the canonical encoding of its point, so one key would have two key ids; use a key made by `edge-runner keys generate` or `openssl genpkey -algorithm ed25519`",
+                hex::encode(key.as_bytes())
+            )));
+        }
+        Ok(Self::from_verifying_key(key))
     }
 
     /// Loads an SPKI PEM public key from a file.
@@ -281,6 +298,58 @@ impl PublicKey {
         };
         self.key.verify_strict(message, &signature).is_ok()
     }
+}
+
+/// Whether `key`'s 32 bytes are the one canonical encoding of its point (a
+/// y coordinate of p or more encodes the same point as y - p).
+fn is_canonical(key: &VerifyingKey) -> bool {
+    key.to_edwards().compress().to_bytes() == *key.as_bytes()
+}
+
+/// Which PEM form a key file should have.
+#[derive(Clone, Copy)]
+enum KeyForm {
+    Private,
+    Public,
+}
+
+/// The RFC 8410 object identifier of Ed25519.
+const ED25519_OID: &str = "1.3.101.112";
+
+/// When a PEM key parses as PKCS#8 or SPKI but holds another algorithm than
+/// Ed25519: that algorithm, in words, and the fix. (The Ed25519 decoder's own
+/// error names the OID it *expected*, which reads as if the key were Ed25519.)
+fn other_algorithm(pem: &str, form: KeyForm) -> Option<String> {
+    use ed25519_dalek::pkcs8::spki::SubjectPublicKeyInfoRef;
+    use ed25519_dalek::pkcs8::{Document, PrivateKeyInfo};
+    let (_, document) = Document::from_pem(pem.trim()).ok()?;
+    let oid = match form {
+        KeyForm::Private => PrivateKeyInfo::try_from(document.as_bytes())
+            .ok()?
+            .algorithm
+            .oid
+            .to_string(),
+        KeyForm::Public => SubjectPublicKeyInfoRef::try_from(document.as_bytes())
+            .ok()?
+            .algorithm
+            .oid
+            .to_string(),
+    };
+    if oid == ED25519_OID {
+        return None;
+    }
+    let name = match oid.as_str() {
+        "1.2.840.113549.1.1.1" => "an RSA key",
+        "1.2.840.113549.1.1.10" => "an RSA-PSS key",
+        "1.2.840.10045.2.1" => "an elliptic-curve (ECDSA) key",
+        "1.3.101.110" => "an X25519 key",
+        "1.3.101.111" => "an X448 key",
+        "1.3.101.113" => "an Ed448 key",
+        _ => "a key of another algorithm",
+    };
+    Some(format!(
+        "it holds {name} (algorithm OID {oid}), not an Ed25519 one (OID {ED25519_OID}); make an Ed25519 key with `edge-runner keys generate` or `openssl genpkey -algorithm ed25519`"
+    ))
 }
 
 fn read_small(path: &Path) -> Result<String, KeyError> {
@@ -379,6 +448,84 @@ mod tests {
                 "{name:?}"
             );
         }
+    }
+
+    /// An RSA-512 key pair made by `openssl genpkey -algorithm rsa` (a test fixture, never used).
+    const RSA_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEAzIBZuM37ftBXbhIm\nKujDg7t7KV4tcTb6qguFQk/FTx4WqYXJMuDh0N9LQYksetrH/9KQ9DQjv/bL0jIZ\nX/nSjwIDAQABAkB2MPQqB/qDh3wQZLLkd9SP7So4dXLEDSeAYdopwhriJxPF1Uoc\n/DMY6U8D6HDr0UQPC6nGLWfmcEzFIk/+FBzhAiEA8clazxeE7NbTbvoTU8ApisSB\n/xnM3sB4SFAfpGhBpFECIQDYheQo0/pvUMj01r+1AD0A6i9YWCJ3Gfk3gpeKv5Sw\n3wIhAKumJP+sVMPG5yd8BciJPXS0eQ1fhaAFx96eczhGg4NhAiB58OXvLHr1KA0U\n/sCWwlyY4ErruS8n3mPhpFWOWZj3BwIhALNUgquMauyokDTuCAq007Xf3G5KKIOS\nE+m5Ca0RrXij\n-----END PRIVATE KEY-----\n";
+    const RSA_PUB: &str = "-----BEGIN PUBLIC KEY-----\nMFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAMyAWbjN+37QV24SJirow4O7eyleLXE2\n+qoLhUJPxU8eFqmFyTLg4dDfS0GJLHrax//SkPQ0I7/2y9IyGV/50o8CAwEAAQ==\n-----END PUBLIC KEY-----\n";
+
+    /// Issue 13.6: an RSA key is named as RSA with its own OID, not with Ed25519's.
+    #[test]
+    fn an_rsa_key_is_named_by_its_own_algorithm() {
+        let err = SecretKey::from_pem(RSA_KEY, Path::new("rsa.key")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key file rsa.key is not an Ed25519 private key in PKCS#8 PEM (BEGIN PRIVATE KEY): it holds an RSA key (algorithm OID 1.2.840.113549.1.1.1), not an Ed25519 one (OID 1.3.101.112); make an Ed25519 key with `edge-runner keys generate` or `openssl genpkey -algorithm ed25519`"
+        );
+        let err = PublicKey::from_pem(RSA_PUB, Path::new("rsa.pub")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key file rsa.pub is not an Ed25519 public key in SPKI PEM (BEGIN PUBLIC KEY): it holds an RSA key (algorithm OID 1.2.840.113549.1.1.1), not an Ed25519 one (OID 1.3.101.112); make an Ed25519 key with `edge-runner keys generate` or `openssl genpkey -algorithm ed25519`"
+        );
+    }
+
+    /// Issue 13.5: small-order public keys are refused, in PEM and raw.
+    #[test]
+    fn small_order_public_keys_are_refused() {
+        use base64::Engine;
+        // The eight small-order points of edwards25519 (identity, order 2, 4, 8), canonically encoded.
+        let small_order = [
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0000000000000000000000000000000000000000000000000000000000000080",
+            "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+            "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        ];
+        for point in small_order {
+            let raw = hex::decode(point).unwrap();
+            assert!(PublicKey::from_bytes(&raw).is_none(), "{point}");
+            let mut der = hex::decode("302a300506032b6570032100").unwrap();
+            der.extend_from_slice(&raw);
+            let pem = format!(
+                "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+                base64::engine::general_purpose::STANDARD.encode(&der)
+            );
+            let err = PublicKey::from_pem(&pem, Path::new("weak.pub")).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "key file weak.pub is not an Ed25519 public key in SPKI PEM (BEGIN PUBLIC KEY): {point} is a small-order (weak) point, under which a forged signature can verify; use a key made by `edge-runner keys generate` or `openssl genpkey -algorithm ed25519`"
+                )
+            );
+        }
+        let genuine = SecretKey::generate().unwrap().public();
+        assert!(PublicKey::from_bytes(genuine.as_bytes()).is_some());
+    }
+
+    /// A point whose y is encoded as y + p: one key, two key ids, refused.
+    #[test]
+    fn non_canonical_public_key_encodings_are_refused() {
+        use base64::Engine;
+        // y = 3 + p, a point of large order (y = 3 encodes it canonically).
+        let point = "f0ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f";
+        let raw = hex::decode(point).unwrap();
+        assert!(PublicKey::from_bytes(&raw).is_none());
+        let mut der = hex::decode("302a300506032b6570032100").unwrap();
+        der.extend_from_slice(&raw);
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&der)
+        );
+        let err = PublicKey::from_pem(&pem, Path::new("two-ids.pub")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "key file two-ids.pub is not an Ed25519 public key in SPKI PEM (BEGIN PUBLIC KEY): {point} is not the canonical encoding of its point, so one key would have two key ids; use a key made by `edge-runner keys generate` or `openssl genpkey -algorithm ed25519`"
+            )
+        );
     }
 
     #[test]

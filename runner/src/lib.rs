@@ -32,6 +32,7 @@ pub mod custody;
 pub mod evidence;
 pub mod fsio;
 pub mod keys;
+pub mod names;
 pub mod rollback;
 pub mod sandbox;
 pub mod session;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use edge_runner::cli::{Cli, Exit, is_broken_pipe};
+use edge_runner::cli::{Cli, Exit, error_message, is_broken_pipe};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         // `edge-runner … | head` closed our output: stop quietly, as SIGPIPE would.
         Err(err) if is_broken_pipe(&err) => Exit::BrokenPipe.into(),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_message(&err));
             Exit::Error.into()
         }
     }

@@ -1,4 +1,6 @@
-//! The rollback rule: a capsule or trust root never goes back.
+//! The rollback rule: a capsule or trust root never goes back, and a runner
+//! stays with the trust store it is pinned to (its name, its version 1 and
+//! the content of every version it used) until an operator re-anchors it.
 //!
 //! One [`HighWater`] mark and one [`RollbackError`] serve both sides: the trust
 //! check refuses a capsule that would go below the mark (`trust::verify`), and
@@ -10,12 +12,30 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The highest capsule and trust root versions a runner has accepted,
-/// derived from its evidence log (so an auditor can derive the same).
+/// The highest capsule and trust root versions a runner has accepted and the
+/// trust anchor it is pinned to, derived from its evidence log (so an auditor
+/// can derive the same).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HighWater {
     capsules: BTreeMap<String, (semver::Version, [u8; 32])>,
     roots: BTreeMap<String, u64>,
+    /// The trust root this runner is pinned to: the first one it used, or the
+    /// one an operator re-anchored it to.
+    anchor: Option<PinnedAnchor>,
+    /// Policy digest of every trust root version used, by name and version.
+    root_digests: BTreeMap<(String, u64), [u8; 32]>,
+}
+
+/// A trust store's anchor as pinned: its name, and version 1's policy digest
+/// and root key ids (which every later version descends from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedAnchor {
+    /// The trust root's name.
+    pub name: String,
+    /// SHA-256 of version 1's policy, when the records name it.
+    pub sha256: Option<[u8; 32]>,
+    /// Version 1's root key ids, sorted, when the records name them.
+    pub root_keys: Vec<[u8; 32]>,
 }
 
 /// An acceptance that would go below the high-water mark. Its text states the
@@ -47,6 +67,44 @@ pub enum RollbackError {
         /// Module digest offered now (hex).
         offered: String,
     },
+    /// A trust root under another name than the pinned one.
+    #[error("trust root `{offered}` is not `{pinned}`, the trust root this runner is pinned to")]
+    RootRenamed {
+        /// The pinned name.
+        pinned: String,
+        /// The name offered.
+        offered: String,
+    },
+    /// The trust store descends from another version 1 than the pinned one.
+    #[error(
+        "trust root `{name}` descends from version 1 {offered} (root keys {offered_keys}), but this runner is pinned to version 1 {pinned} (root keys {pinned_keys})"
+    )]
+    AnchorChanged {
+        /// The trust root's name.
+        name: String,
+        /// Pinned version 1 digest (hex).
+        pinned: String,
+        /// Pinned root key ids (short hex).
+        pinned_keys: String,
+        /// Offered version 1 digest (hex).
+        offered: String,
+        /// Offered root key ids (short hex).
+        offered_keys: String,
+    },
+    /// The same trust root version as one already used, with other content.
+    #[error(
+        "trust root `{name}` v{version} was already used with policy {seen}, but this one is {offered}"
+    )]
+    RootVersionReused {
+        /// Trust root name.
+        name: String,
+        /// The version.
+        version: u64,
+        /// Policy digest used before (hex).
+        seen: String,
+        /// Policy digest offered now (hex).
+        offered: String,
+    },
     /// A lower trust root version than one already used.
     #[error("trust root `{name}` v{version} is older than v{seen}, which was already used")]
     RootOlder {
@@ -69,6 +127,11 @@ impl RollbackError {
             }
             RollbackError::RootOlder { seen, .. } => {
                 format!("a trust root never goes back. Restore the trust store to v{seen} or later")
+            }
+            RollbackError::RootRenamed { .. }
+            | RollbackError::AnchorChanged { .. }
+            | RollbackError::RootVersionReused { .. } => {
+                "the trust store was replaced. Restore the store this runner is pinned to; if the replacement is intended, record it first with `edge-runner trust re-anchor` (docs/capsule-format.md §8)".into()
             }
         }
     }
@@ -141,6 +204,110 @@ impl HighWater {
         Ok(())
     }
 
+    /// Puts capsule `name`'s mark back to `before` (what [`HighWater::capsule`]
+    /// returned before an acceptance), undoing an acceptance of a capsule that
+    /// never started.
+    pub fn restore_capsule(&mut self, name: &str, before: Option<(semver::Version, [u8; 32])>) {
+        match before {
+            Some(entry) => {
+                self.capsules.insert(name.to_string(), entry);
+            }
+            None => {
+                self.capsules.remove(name);
+            }
+        }
+    }
+
+    /// Checks trust root `name` `version` (policy `digest`, descending from
+    /// `anchor`: version 1's digest and root key ids) against the pinned anchor
+    /// and the versions already used.
+    pub fn check_anchor(
+        &self,
+        name: &str,
+        version: u64,
+        digest: &[u8; 32],
+        anchor: Option<(&[u8; 32], &[[u8; 32]])>,
+    ) -> Result<(), RollbackError> {
+        if let Some(pin) = &self.anchor {
+            if pin.name != name {
+                return Err(RollbackError::RootRenamed {
+                    pinned: pin.name.clone(),
+                    offered: name.to_string(),
+                });
+            }
+            if let (Some(pinned), Some((sha256, keys))) = (&pin.sha256, anchor)
+                && (pinned != sha256 || pin.root_keys.as_slice() != keys)
+            {
+                let ids = |keys: &[[u8; 32]]| {
+                    keys.iter()
+                        .map(|k| hex::encode(&k[..8]))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(RollbackError::AnchorChanged {
+                    name: name.to_string(),
+                    pinned: hex::encode(pinned),
+                    pinned_keys: ids(&pin.root_keys),
+                    offered: hex::encode(sha256),
+                    offered_keys: ids(keys),
+                });
+            }
+        }
+        match self.root_digests.get(&(name.to_string(), version)) {
+            Some(seen) if seen != digest => Err(RollbackError::RootVersionReused {
+                name: name.to_string(),
+                version,
+                seen: hex::encode(seen),
+                offered: hex::encode(digest),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks as [`HighWater::check_anchor`], then pins the anchor (if none is
+    /// pinned yet) and this version's digest.
+    pub fn pin_root(
+        &mut self,
+        name: &str,
+        version: u64,
+        digest: [u8; 32],
+        anchor: Option<(&[u8; 32], &[[u8; 32]])>,
+    ) -> Result<(), RollbackError> {
+        self.check_anchor(name, version, &digest, anchor)?;
+        match &mut self.anchor {
+            None => {
+                self.anchor = Some(PinnedAnchor {
+                    name: name.to_string(),
+                    sha256: anchor.map(|(s, _)| *s),
+                    root_keys: anchor.map(|(_, k)| k.to_vec()).unwrap_or_default(),
+                });
+            }
+            Some(pin) if pin.sha256.is_none() => {
+                if let Some((sha256, keys)) = anchor {
+                    pin.sha256 = Some(*sha256);
+                    pin.root_keys = keys.to_vec();
+                }
+            }
+            Some(_) => {}
+        }
+        self.root_digests
+            .insert((name.to_string(), version), digest);
+        Ok(())
+    }
+
+    /// An operator's re-anchoring: pins `anchor` instead and forgets every
+    /// trust root version used before (the new store starts its own count).
+    pub fn reanchor(&mut self, anchor: PinnedAnchor) {
+        self.roots.clear();
+        self.root_digests.clear();
+        self.anchor = Some(anchor);
+    }
+
+    /// The pinned trust anchor, if any.
+    pub fn anchor(&self) -> Option<&PinnedAnchor> {
+        self.anchor.as_ref()
+    }
+
     /// The highest accepted version of capsule `name`, with its module digest.
     pub fn capsule(&self, name: &str) -> Option<&(semver::Version, [u8; 32])> {
         self.capsules.get(name)
@@ -185,10 +352,42 @@ impl HighWater {
                 ])
             })
             .collect();
-        crate::cbor::text_map([
+        let digests = self
+            .root_digests
+            .iter()
+            .map(|((name, version), digest)| {
+                Value::Array(vec![
+                    Value::Text(name.clone()),
+                    Value::Integer((*version).into()),
+                    Value::Bytes(digest.to_vec()),
+                ])
+            })
+            .collect();
+        let mut fields = vec![
             ("capsules", Value::Array(capsules)),
             ("trust-roots", Value::Array(roots)),
-        ])
+            ("trust-root-digests", Value::Array(digests)),
+        ];
+        if let Some(anchor) = &self.anchor {
+            let mut pin = vec![
+                ("name", Value::Text(anchor.name.clone())),
+                (
+                    "root-keys",
+                    Value::Array(
+                        anchor
+                            .root_keys
+                            .iter()
+                            .map(|k| Value::Bytes(k.to_vec()))
+                            .collect(),
+                    ),
+                ),
+            ];
+            if let Some(sha256) = anchor.sha256 {
+                pin.push(("sha256", Value::Bytes(sha256.to_vec())));
+            }
+            fields.push(("anchor", crate::cbor::text_map(pin)));
+        }
+        crate::cbor::text_map(fields)
     }
 
     /// Reads [`HighWater::to_value`]'s form back; it must be exactly that
@@ -196,7 +395,7 @@ impl HighWater {
     pub fn from_value(value: &ciborium::Value) -> Result<Self, String> {
         use ciborium::Value;
         let map = crate::cbor::MapReader::new("`high-water`", value)?;
-        map.only(&["capsules", "trust-roots"])?;
+        map.only(&["capsules", "trust-roots", "trust-root-digests", "anchor"])?;
         let list = |key: &str| match map.get(key) {
             Some(Value::Array(items)) => Ok(items),
             _ => Err(format!("`high-water` field `{key}` is not an array")),
@@ -249,6 +448,58 @@ impl HighWater {
                 );
             }
             marks.roots.insert(name.clone(), version);
+        }
+        let digest32 = |v: &Value, what: &str| -> Result<[u8; 32], String> {
+            match v {
+                Value::Bytes(b) => b
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| format!("{what} is not 32 bytes")),
+                _ => Err(format!("{what} is not a byte string")),
+            }
+        };
+        for item in list("trust-root-digests")? {
+            let bad =
+                || "a `high-water` trust root digest is not [name, version, sha256]".to_string();
+            let Value::Array(parts) = item else {
+                return Err(bad());
+            };
+            let [Value::Text(name), version, digest] = parts.as_slice() else {
+                return Err(bad());
+            };
+            let key = (name.clone(), crate::cbor::as_u64(version).ok_or_else(bad)?);
+            if marks
+                .root_digests
+                .keys()
+                .next_back()
+                .is_some_and(|last| *last >= key)
+            {
+                return Err(
+                    "`high-water` trust root digests are not sorted by name and version without repeats"
+                        .into(),
+                );
+            }
+            marks
+                .root_digests
+                .insert(key, digest32(digest, "a trust root digest")?);
+        }
+        if let Some(pin) = map.get("anchor") {
+            let pin = crate::cbor::MapReader::new("`high-water` `anchor`", pin)?;
+            pin.only(&["name", "root-keys", "sha256"])?;
+            let Some(Value::Array(keys)) = pin.get("root-keys") else {
+                return Err("`anchor` has no `root-keys` array".into());
+            };
+            marks.anchor = Some(PinnedAnchor {
+                name: pin.text("name")?.to_string(),
+                sha256: pin
+                    .get("sha256")
+                    .map(|v| digest32(v, "`anchor` `sha256`"))
+                    .transpose()?,
+                root_keys: keys
+                    .iter()
+                    .map(|k| digest32(k, "an `anchor` root key id"))
+                    .collect::<Result<_, _>>()?,
+            });
         }
         Ok(marks)
     }

@@ -47,7 +47,7 @@ fn policy(version: u64, expires: &str, root_pubs: &[&Path], publisher_pub: &Path
          [thresholds.test]\nkeys = 1\norganisations = 1\n\
          [thresholds.reproduce]\nkeys = 1\norganisations = 1\n\
          [thresholds.remediate]\nkeys = 2\norganisations = 2\n\
-         [[publisher]]\nname = \"acme-ci\"\norganisation = \"Acme\"\nkinds = [\"test\"]\naudiences = [\"*\"]\npublic-key = \"\"\"\n{pem}\"\"\"\n\
+         [[publisher]]\nname = \"acme-ci\"\norganisation = \"Acme\"\nkinds = [\"test\"]\nnames = [\"*\"]\naudiences = [\"*\"]\npublic-key = \"\"\"\n{pem}\"\"\"\n\
          [publisher.ceiling]\nfuel = 10000000000\n",
         root_pubs.len()
     );
@@ -1260,6 +1260,19 @@ fn exit_codes_in_help_and_readme_agree() {
         words(&readme).contains(&help),
         "README.md must list the exit codes as `--help` does:\n{help}"
     );
+    // Issue 13.6: one table, one truth: the spec lists the same codes.
+    let spec = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/capsule-format.md"),
+    )
+    .unwrap();
+    assert!(
+        words(&spec).contains(&help),
+        "docs/capsule-format.md §9.1 must list the exit codes as `--help` does:\n{help}"
+    );
+    assert!(
+        !words(&readme).contains("and 1 if the trust store itself is unusable"),
+        "README and spec agree: an unusable trust store is a refusal (3)"
+    );
     for (exit, code) in edge_runner::cli::Exit::ALL
         .iter()
         .zip([0, 1, 2, 3, 4, 5, 6, 141])
@@ -1792,5 +1805,498 @@ fn capsule_text_cannot_forge_output_lines_or_terminal_escapes() {
     assert!(
         stdout.contains("  finding [info] emit-as.denied: evidence `a\\nVALID: forged` was not recorded: evidence label contains the control or formatting character U+000A; labels are printable text\n"),
         "{stdout}"
+    );
+}
+
+/// Issue 13.1: every file the CLI reads, fed `/dev/zero` (directly, or as a
+/// symlink where the file sits in a directory), is read up to its own limit
+/// and refused naming that limit; a gigabyte limit (bundles) stops a pipe or
+/// device at 64 MiB.
+#[cfg(unix)]
+#[test]
+fn dev_zero_as_any_file_the_cli_reads_is_refused_at_its_limit() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "signed.wasm", &[]);
+    let unsigned = d.join("json-assert.wasm");
+    let zero = "/dev/zero";
+    let expect = |out: Output, code: i32, message: &str| {
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        assert!(
+            text(&out).contains(message),
+            "want {message:?} in:\n{}",
+            text(&out)
+        );
+    };
+    let limit = |what: &str, path: &str, bytes: u64| {
+        format!(
+            "{what} {path} is larger than the limit of {bytes} bytes; check that it is the file you meant"
+        )
+    };
+    let out_path = d.join("out.wasm");
+    let sign_with = |manifest: &str, key: &str| {
+        edge_runner(&[
+            "capsule",
+            "sign",
+            p(&unsigned),
+            "--manifest",
+            manifest,
+            "--key",
+            key,
+            "--out",
+            p(&out_path),
+        ])
+    };
+    expect(
+        sign_with(capsule_artifacts::JSON_ASSERT.manifest_path, zero),
+        1,
+        &limit("key file", zero, 16384),
+    );
+    expect(
+        sign_with(zero, p(&key)),
+        1,
+        &limit("manifest", zero, 262144),
+    );
+    expect(
+        edge_runner(&[
+            "capsule",
+            "verify",
+            p(&unsigned),
+            "--signature",
+            zero,
+            "--trust",
+            p(&trust),
+            "--site",
+            SITE,
+        ]),
+        1,
+        &limit("signature file", zero, 262144),
+    );
+    let run = |extra: &[&str], evidence: &Path| {
+        let mut args = vec![
+            "run",
+            p(&signed),
+            "--trust",
+            p(&trust),
+            "--evidence",
+            p(evidence),
+        ];
+        args.extend_from_slice(extra);
+        edge_runner(&args)
+    };
+    let evidence = d.join("evidence");
+    expect(
+        run(&["--site-policy", zero], &evidence),
+        1,
+        "site policy /dev/zero: larger than the limit of 1048576 bytes",
+    );
+    expect(
+        run(&["--site", SITE, "--runner-key", zero], &evidence),
+        1,
+        &limit("key file", zero, 16384),
+    );
+
+    // A trust store whose version file is a symlink to /dev/zero: unusable, so refused (3).
+    let swapped = d.join("swapped-trust");
+    std::fs::create_dir(&swapped).unwrap();
+    symlink(zero, swapped.join("1.root.cose")).unwrap();
+    expect(
+        edge_runner(&[
+            "capsule",
+            "verify",
+            p(&signed),
+            "--trust",
+            p(&swapped),
+            "--site",
+            SITE,
+        ]),
+        3,
+        &format!(
+            "trust root {}: larger than the limit of 1048576 bytes",
+            swapped.join("1.root.cose").display()
+        ),
+    );
+    let root_key = d.join("root.key");
+    expect(
+        edge_runner(&[
+            "trust",
+            "init",
+            "--policy",
+            zero,
+            "--key",
+            p(&root_key),
+            "--dir",
+            p(&d.join("new-trust")),
+        ]),
+        1,
+        &limit("trust root file", zero, 1048576),
+    );
+    expect(
+        edge_runner(&["trust", "install", zero, "--dir", p(&trust)]),
+        1,
+        &limit("trust root file", zero, 1048576),
+    );
+
+    // An evidence log swapped for a symlink to /dev/zero is not read at all.
+    let zero_log = d.join("zero-log");
+    std::fs::create_dir(&zero_log).unwrap();
+    symlink(zero, zero_log.join("evidence.log")).unwrap();
+    expect(
+        run(&["--site", SITE, "--runner-key", p(&key)], &zero_log),
+        1,
+        &format!(
+            "evidence {}: not a regular file; the evidence log is a file the runner writes itself",
+            zero_log.join("evidence.log").display()
+        ),
+    );
+
+    // Bundles may be gigabytes; a device stops at the stream bound.
+    expect(
+        edge_runner(&["evidence", "verify", zero, "--runner-key", p(&public)]),
+        1,
+        "evidence /dev/zero is a pipe or device that gave more than 67108864 bytes, the most read from one",
+    );
+    let bundle = demo_bundle(d);
+    expect(
+        edge_runner(&["evidence", "verify", p(&bundle), "--checkpoint", zero]),
+        1,
+        &limit("checkpoint", zero, 65536),
+    );
+    let demo_evidence = d.join("demo").join("evidence");
+    std::fs::remove_file(demo_evidence.join("checkpoint")).unwrap();
+    symlink(zero, demo_evidence.join("checkpoint")).unwrap();
+    expect(
+        edge_runner(&[
+            "evidence",
+            "export",
+            p(&demo_evidence),
+            "--runner-key",
+            p(&d.join("demo").join("runner.pub")),
+            "--out",
+            p(&d.join("b2")),
+        ]),
+        1,
+        &limit("checkpoint", p(&demo_evidence.join("checkpoint")), 65536),
+    );
+}
+
+/// Issue 13.4: `capsule sign --add` checks the existing signatures (against
+/// the trust store or the given public keys) and shows the manifest it co-signs.
+#[test]
+fn cosign_add_checks_the_existing_signatures_and_shows_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let (colleague, _) = keys(d, "colleague");
+    let (_, stranger_pub) = keys(d, "stranger");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "signed.wasm", &[]);
+    let out_path = d.join("cosigned.wasm");
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "capsule",
+            "sign",
+            p(&signed),
+            "--add",
+            "--key",
+            p(&colleague),
+            "--out",
+            p(&out_path),
+        ];
+        args.extend_from_slice(extra);
+        edge_runner(&args)
+    };
+    let out = add(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("co-signing checks the existing signatures first: pass --trust DIR (the trust store naming their publishers) or --signed-by PUBLIC_KEY for each"),
+        "{}",
+        text(&out)
+    );
+    assert!(!out_path.exists());
+    let out = add(&["--signed-by", p(&stranger_pub)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("is by a key not given to check it against"),
+        "{}",
+        text(&out)
+    );
+    assert!(!out_path.exists());
+    for check in [["--trust", p(&trust)], ["--signed-by", p(&public)]] {
+        let out = add(&check);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let shown = text(&out);
+        assert!(
+            shown.contains("co-signing this manifest (as its first signers signed it):\nname:          json-assert\nversion:       1.0.0\nkind:          test"),
+            "{shown}"
+        );
+        assert!(shown.contains("signatures:    2"), "{shown}");
+        std::fs::remove_file(&out_path).unwrap();
+    }
+}
+
+/// Issue 13.6: `capsule verify` and `run` accept and refuse the same site
+/// names, as usage errors, and `*` is not offered as a site name.
+#[test]
+fn site_star_empty_or_invalid_is_refused_alike_by_verify_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "signed.wasm", &[]);
+    let evidence = d.join("evidence");
+    for (site, message) in [
+        (
+            "*",
+            "site `*` is not a site name: `*` in an audience means every site, but this site needs its own name (1-64 lowercase letters, digits and `-`)",
+        ),
+        (
+            "",
+            "site `` is invalid: use 1-64 lowercase letters, digits and `-`, not starting with `-`",
+        ),
+        (
+            "Plant 7",
+            "site `Plant 7` is invalid: use 1-64 lowercase letters, digits and `-`, not starting with `-`",
+        ),
+    ] {
+        let verify = edge_runner(&[
+            "capsule",
+            "verify",
+            p(&signed),
+            "--trust",
+            p(&trust),
+            "--site",
+            site,
+        ]);
+        let run = edge_runner(&[
+            "run",
+            p(&signed),
+            "--trust",
+            p(&trust),
+            "--site",
+            site,
+            "--evidence",
+            p(&evidence),
+        ]);
+        for out in [verify, run] {
+            assert_eq!(out.status.code(), Some(2), "{site:?}: {}", text(&out));
+            assert!(text(&out).contains(message), "{site:?}: {}", text(&out));
+            assert!(
+                !text(&out).contains("or `*` for every site"),
+                "{}",
+                text(&out)
+            );
+        }
+    }
+    assert!(!evidence.exists(), "nothing is recorded for a usage error");
+}
+
+/// Issue 13.6: `--evidence` naming a regular file says so (not "key file …: File exists"),
+/// and an OS error is said once.
+#[test]
+fn evidence_flag_naming_a_file_names_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "signed.wasm", &[]);
+    let file = d.join("evidence.txt");
+    std::fs::write(&file, "not a directory").unwrap();
+    let out = edge_runner(&[
+        "run",
+        p(&signed),
+        "--trust",
+        p(&trust),
+        "--site",
+        SITE,
+        "--evidence",
+        p(&file),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "error: --evidence {} is a file, not a directory; pass the evidence directory (the log is DIR/evidence.log)",
+            file.display()
+        )
+    );
+    let missing = d.join("missing.wasm");
+    let out = edge_runner(&[
+        "capsule",
+        "verify",
+        p(&missing),
+        "--trust",
+        p(&trust),
+        "--site",
+        SITE,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "error: reading capsule {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+}
+
+/// Issue 13.6: `run` on a log that fails verification exits 4 (evidence
+/// invalid), as the README's table says, and appends nothing.
+#[test]
+fn run_on_an_invalid_log_exits_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "signed.wasm", &[]);
+    let evidence = d.join("evidence");
+    let out = run_with_input(d, &signed, &trust, &evidence, "{}");
+    assert!(
+        matches!(out.status.code(), Some(0 | 5 | 6)),
+        "{}",
+        text(&out)
+    );
+    let log = evidence.join("evidence.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let middle = bytes.len() / 3;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&log, &bytes).unwrap();
+    let out = run_with_input(d, &signed, &trust, &evidence, "{}");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(&format!(
+            "INVALID: --evidence {}: evidence log {} does not verify (",
+            evidence.display(),
+            log.display()
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(&log).unwrap(), bytes, "nothing appended");
+}
+
+/// Issue 13.2: a runner is pinned to the trust store it used; a store swapped
+/// for another correctly signed chain under the same name is refused (and the
+/// refusal recorded) until an operator re-anchors on purpose, which the log
+/// records and the auditor's verification accepts.
+#[test]
+fn swapped_trust_store_is_refused_until_re_anchored() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let genuine_dir = d.join("genuine");
+    let attacker_dir = d.join("attacker");
+    std::fs::create_dir_all(&genuine_dir).unwrap();
+    std::fs::create_dir_all(&attacker_dir).unwrap();
+    let genuine = write_trust_root(&genuine_dir, &public);
+    let swapped = write_trust_root(&attacker_dir, &public);
+    let signed = sign(d, &key, "signed.wasm", &[]);
+    let evidence = d.join("evidence");
+    let out = run_with_input(d, &signed, &genuine, &evidence, "{}");
+    assert!(
+        matches!(out.status.code(), Some(0 | 5 | 6)),
+        "{}",
+        text(&out)
+    );
+    let out = run_with_input(d, &signed, &swapped, &evidence, "{}");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    // The refusal names the anchor `trust show` prints for the swapped store.
+    let shown = text(&edge_runner(&["trust", "show", p(&swapped)]));
+    let anchor = shown
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("anchor: version 1 policy sha256 "))
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_string();
+    assert!(
+        text(&out).contains(&format!(
+            "rollback: trust root `cli-root` descends from version 1 {anchor} "
+        )),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&[
+        "trust",
+        "re-anchor",
+        "--trust",
+        p(&swapped),
+        "--evidence",
+        p(&evidence),
+        "--reason",
+        "root keys rotated after the 2026 audit",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("pinned to trust root `cli-root`")
+            && text(&out).contains("instead of `cli-root`; recorded as `trust-anchor-changed`"),
+        "{}",
+        text(&out)
+    );
+    let out = run_with_input(d, &signed, &swapped, &evidence, "{}");
+    assert!(
+        matches!(out.status.code(), Some(0 | 5 | 6)),
+        "{}",
+        text(&out)
+    );
+    // The old store is now the stranger.
+    let out = run_with_input(d, &signed, &genuine, &evidence, "{}");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&evidence),
+        "--runner-key",
+        p(&evidence.join("runner.pub")),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// Issue 13.5: `trust show` prints a look-alike organisation with its escapes,
+/// and `trust init` refuses one with an invisible character, naming it.
+#[test]
+fn look_alike_and_invisible_organisation_names_in_trust_show_and_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, public) = keys(d, "publisher");
+    let (root_key, root_pub) = keys(d, "root");
+    let base = policy(1, "2099-01-01T00:00:00Z", &[&root_pub], &public);
+    let init = |organisation: &str, store: &str| {
+        let path = d.join(format!("{store}.toml"));
+        std::fs::write(
+            &path,
+            base.replace(
+                "organisation = \"Acme\"",
+                &format!("organisation = \"{organisation}\""),
+            ),
+        )
+        .unwrap();
+        edge_runner(&[
+            "trust",
+            "init",
+            "--policy",
+            p(&path),
+            "--key",
+            p(&root_key),
+            "--dir",
+            p(&d.join(store)),
+        ])
+    };
+    let out = init("\u{410}cme", "cyrillic");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = edge_runner(&["trust", "show", p(&d.join("cyrillic"))]);
+    assert!(
+        text(&out).contains("publisher `acme-ci` (\u{410}cme [\\u{410}cme])"),
+        "{}",
+        text(&out)
+    );
+    let out = init("Acme\u{200B}", "invisible");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("publisher `acme-ci` organisation `Acme\\u{200b}` contains the invisible or format character U+200B"),
+        "{}",
+        text(&out)
     );
 }

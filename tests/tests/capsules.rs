@@ -38,7 +38,7 @@ fn run_with(
     .unwrap();
     source.capabilities = toml::from_str(capabilities).unwrap();
     let signed = capsule::sign(capsule.component, &source, &a.key, Timestamp::now()).unwrap();
-    let signed = capsule::cosign(&signed, &b.key).unwrap();
+    let signed = capsule::cosign(&signed, &b.key, &[a.key.public()], Timestamp::now()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut session = Session::with_policy(
         EvidenceLog::open(dir.path(), SecretKey::generate().unwrap()).unwrap(),
@@ -321,4 +321,31 @@ fn replay_reproduces_a_failure_deterministically_and_reports_a_fixed_one() {
     let fixed = order_service(false);
     let (v, _) = verdict(&replay_against(fixed));
     assert_eq!(v, Verdict::Pass);
+}
+
+/// Issue 13.6: a component that imports nothing but exports neither `kind`
+/// nor `run` is told what it lacks, not that it needs an ungranted import.
+#[test]
+fn a_component_without_the_kind_export_is_told_it_lacks_the_export() {
+    let component = wat::parse_str("(component)").unwrap();
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let mut source = json_assert_manifest(|_| {});
+    source.name = "no-exports".into();
+    let signed = capsule::sign(&component, &source, &publisher.key, Timestamp::now()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = Session::new(
+        EvidenceLog::open(dir.path(), SecretKey::generate().unwrap()).unwrap(),
+        Limits::default(),
+        SITE,
+    )
+    .unwrap();
+    let verified = session.verify(raw(signed), &root).unwrap();
+    let message = session.run(verified, b"").unwrap_err().to_string();
+    assert!(
+        message.starts_with("capsule `no-exports 1.0.0` cannot start: ")
+            && message.ends_with(". It does not export the `edge-runner:capsule` world's `kind` and `run` functions; build it with capsule-sdk's `#[capsule_sdk::test]` (or `reproduce`, `remediate`) attribute"),
+        "{message}"
+    );
+    assert!(!message.contains("does not grant"), "{message}");
 }

@@ -444,7 +444,13 @@ fn every_example_capsule_runs() {
             edge_runner::timestamp::Timestamp::now(),
         )
         .unwrap();
-        let signed = edge_runner::capsule::cosign(&signed, &second.key).unwrap();
+        let signed = edge_runner::capsule::cosign(
+            &signed,
+            &second.key,
+            &[publisher.key.public()],
+            edge_runner::timestamp::Timestamp::now(),
+        )
+        .unwrap();
         let verified = session.verify(raw(signed), &root).unwrap();
         let record = session.run(verified, PASSING_INPUT.as_bytes()).unwrap();
         assert_eq!(
@@ -489,6 +495,7 @@ fn accepted(name: &str, version: &str, digest: u8, root_version: u64) -> evidenc
         not_before: 1_700_000_000,
         expires: 1_900_000_000,
         signature_sha256: None,
+        trust_anchor: None,
     })
 }
 

@@ -139,9 +139,14 @@ fn pycose_verifies_capsule_signatures_and_trust_roots() {
         Timestamp::now(),
     )
     .unwrap();
-    let cosigned =
-        capsule::cosign_detached(capsule_artifacts::JSON_ASSERT.component, &detached, &b.key)
-            .unwrap();
+    let cosigned = capsule::cosign_detached(
+        capsule_artifacts::JSON_ASSERT.component,
+        &detached,
+        &b.key,
+        &[a.key.public()],
+        Timestamp::now(),
+    )
+    .unwrap();
     for p in [&a, &b] {
         let (ok, text) = pycose_verifies("capsule", &cosigned, &p.key.public());
         assert!(

@@ -221,7 +221,7 @@ const EDDSA: Option<coset::Algorithm> = Some(coset::RegisteredLabelWithPrivate::
 fn capsule_and_trust_root_signatures_are_written_with_alg_eddsa_minus_8() {
     let a = Publisher::new("acme-ci", "Acme", &["test"]);
     let b = Publisher::new("globex-ci", "Globex", &["test"]);
-    let cosigned = capsule::cosign(&signed_json_assert(&a.key), &b.key).unwrap();
+    let cosigned = cosign(&signed_json_assert(&a.key), &b, &[&a]);
     let checked = CheckedCapsule::parse(cosigned).unwrap();
     let written: Vec<i64> = checked.signatures().iter().map(|s| s.algorithm).collect();
     assert_eq!(written, [-8, -8]);
@@ -330,7 +330,7 @@ fn revoked_key() {
     policy.revoked_keys = vec![(stolen.key.id(), "laptop stolen 2026-10-02")];
     let root = policy.trusted();
     // Even with a valid counted signature beside it, a revoked key's signature refuses the capsule.
-    let signed = capsule::cosign(&signed_json_assert(&good.key), &stolen.key).unwrap();
+    let signed = cosign(&signed_json_assert(&good.key), &stolen, &[&good]);
     let err = verify(signed, &root).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -375,7 +375,13 @@ fn publisher_not_allowed_this_kind() {
 /// json-assert relabelled `remediate`, signed by `a` and co-signed by `b`.
 fn remediate_signed_by(a: &Publisher, b: &Publisher) -> Vec<u8> {
     let once = sign_json_assert(&a.key, |m| m.kind = Kind::Remediate);
-    capsule::cosign(&once, &b.key).unwrap()
+    cosign(&once, b, &[a])
+}
+
+/// `signed` co-signed by `by`, after checking it is signed by `first`.
+fn cosign(signed: &[u8], by: &Publisher, first: &[&Publisher]) -> Vec<u8> {
+    let keys: Vec<_> = first.iter().map(|p| p.key.public()).collect();
+    capsule::cosign(signed, &by.key, &keys, Timestamp::now()).unwrap()
 }
 
 #[test]
@@ -981,5 +987,362 @@ fn organisation_names_must_be_written_exactly() {
     let k = RootKey::new("root-1");
     let err =
         trust::RootPolicy::parse(&Policy::new(vec![&k], vec![&p]).toml(), "root.toml").unwrap_err();
-    assert!(err.to_string().contains("leading/trailing spaces"), "{err}");
+    assert!(
+        err.to_string().contains("has leading or trailing spaces"),
+        "{err}"
+    );
+}
+
+/// Issue 13.4: a manifest altered after its first signature is not co-signed;
+/// otherwise, with the stale signature stripped, the capsule would stand on
+/// the co-signer alone. A signature the co-signer cannot check refuses too.
+#[test]
+fn cosign_of_a_manifest_altered_after_the_first_signature() {
+    let a = Publisher::new("acme-ci", "Acme", &["test"]);
+    let b = Publisher::new("globex-ci", "Globex", &["test"]);
+    let signed = signed_json_assert(&a.key);
+    let altered = swap_manifest(&signed, |m| m.description = "altered after signing".into());
+    let now = Timestamp::now();
+    let err = capsule::cosign(&altered, &b.key, &[a.key.public()], now).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot co-sign json-assert 1.0.0: signature 0 (key {}) does not verify: the manifest or signature was altered after signing; a co-signature vouches for the manifest as the first signers signed it, so co-sign only what verifies",
+            a.key.id().short()
+        )
+    );
+    let err = capsule::cosign(&signed, &b.key, &[b.key.public()], now).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot co-sign json-assert 1.0.0: signature 0 (key {}) is by a key not given to check it against; give the trust store or that signer's public key; a co-signature vouches for the manifest as the first signers signed it, so co-sign only what verifies",
+            a.key.id().short()
+        )
+    );
+    // The genuine manifest co-signs, and both signatures count.
+    let cosigned = capsule::cosign(&signed, &b.key, &[a.key.public()], now).unwrap();
+    let verified = verify(cosigned, &trust_root(&[&a, &b])).unwrap();
+    assert_eq!(verified.signers().len(), 2);
+}
+
+/// Issue 13.4: neither signing nor co-signing accepts a manifest already expired.
+#[test]
+fn signing_or_cosigning_an_expired_manifest() {
+    let a = Publisher::new("acme-ci", "Acme", &["test"]);
+    let b = Publisher::new("globex-ci", "Globex", &["test"]);
+    let expired = |m: &mut edge_runner::capsule::ManifestSource| {
+        m.not_before = Some(Timestamp::parse("2025-01-01T00:00:00Z").unwrap());
+        m.expires = Some(Timestamp::parse("2025-04-01T00:00:00Z").unwrap());
+    };
+    let now = Timestamp::parse("2026-11-21T12:00:00Z").unwrap();
+    let err = capsule::sign(
+        capsule_artifacts::JSON_ASSERT.component,
+        &json_assert_manifest(expired),
+        &a.key,
+        now,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`expires` (2025-04-01T00:00:00Z) is already past (now 2026-11-21T12:00:00Z); a capsule signed so would never run. Set a future `expires`"
+    );
+    // Signed while it was valid, offered for co-signing after it expired.
+    let signed = sign_json_assert(&a.key, expired);
+    let err = capsule::cosign(&signed, &b.key, &[a.key.public()], now).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot co-sign json-assert 1.0.0: its manifest expired at 2025-04-01T00:00:00Z (now 2026-11-21T12:00:00Z); ask its publisher to re-sign it with a new `expires`"
+    );
+}
+
+/// Issue 13.5: "Acme" and "Acme" with a zero-width space are not two
+/// organisations: the invisible character is refused, naming it.
+#[test]
+fn organisation_with_an_invisible_character_for_a_two_organisation_threshold() {
+    let a = Publisher::new("acme-ci", "Acme", &["remediate"]);
+    let b = Publisher::new("acme-ci-2", "Acme\u{200B}", &["remediate"]);
+    let k = RootKey::new("root-1");
+    let err = trust::RootPolicy::parse(&Policy::new(vec![&k], vec![&a, &b]).toml(), "root.toml")
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "trust root root.toml: publisher `acme-ci-2` organisation `Acme\\u{200b}` contains the invisible or format character U+200B, which would make a name that prints like another count as a different one; remove it"
+    );
+}
+
+/// Issue 13.5: one organisation written with a precomposed and a decomposed
+/// "é" is one organisation (NFC), so it cannot meet a two-organisation threshold.
+#[test]
+fn organisation_in_two_unicode_normal_forms_counts_once() {
+    let a = Publisher::new("cafe-ci", "Caf\u{e9}", &["test", "remediate"]);
+    let b = Publisher::new("cafe-ci-2", "Cafe\u{301}", &["test", "remediate"]);
+    let signed = remediate_signed_by(&a, &b);
+    let err = verify(signed, &trust_root(&[&a, &b])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "capsule `json-assert 1.0.0` is signed by 2 key(s) from 1 organisation(s) that count for kind `remediate`, which requires 2 key(s) from 2 organisation(s) (have: cafe-ci (Caf\u{e9} [Caf\\u{e9}]), cafe-ci-2 (Caf\u{e9} [Caf\\u{e9}]); trust root `test-root` v1)"
+    );
+}
+
+/// Issue 13.3: a publisher trusted for other names signs `json-assert 99.0.0`
+/// to block the genuine 2.1.0 as a rollback; its signature does not count.
+#[test]
+fn name_squatting_by_a_publisher_not_delegated_the_name() {
+    let mut genuine = Publisher::new("json-team", "Acme", &["test"]);
+    genuine.names = &["json-assert"];
+    let mut squatter = Publisher::new("squatter", "Evil", &["test"]);
+    squatter.names = &["squat-*"];
+    let root = trust_root(&[&genuine, &squatter]);
+    let squat = sign_json_assert(&squatter.key, |m| {
+        m.version = semver::Version::new(99, 0, 0);
+    });
+    assert_eq!(
+        verify(squat, &root).unwrap_err().to_string(),
+        "publisher not delegated this name: capsule `json-assert 99.0.0` is signed by 0 key(s) from 0 organisation(s) that count for kind `test`, which requires 1 key(s) from 1 organisation(s) (have: none; not counted: `squatter` is not delegated capsule name `json-assert`; trust root `test-root` v1)"
+    );
+    let own = sign_json_assert(&squatter.key, |m| m.name = "squat-check".into());
+    verify(own, &root).unwrap();
+    verify(signed_json_assert(&genuine.key), &root).unwrap();
+}
+
+/// Issue 13.3: name patterns in the trust root are checked when it is parsed.
+#[test]
+fn name_delegation_mistakes_name_the_fix() {
+    let k = RootKey::new("root-1");
+    for (names, message) in [
+        (
+            &[][..],
+            "trust root root.toml: publisher `acme-ci` has no `names`; list the capsule names it may sign (`[\"disk-check\", \"acme-*\"]`), or [\"*\"] for any",
+        ),
+        (
+            &["Acme-*"][..],
+            "trust root root.toml: publisher `acme-ci`: name pattern `Acme-*` is invalid: use a capsule name, a prefix of lowercase letters, digits and `-` followed by `*` (`acme-*`), or `*`",
+        ),
+        (
+            &["a*b"][..],
+            "trust root root.toml: publisher `acme-ci`: name pattern `a*b` is invalid: use a capsule name, a prefix of lowercase letters, digits and `-` followed by `*` (`acme-*`), or `*`",
+        ),
+    ] {
+        let mut p = Publisher::new("acme-ci", "Acme", &["test"]);
+        p.names = names;
+        let err = trust::RootPolicy::parse(&Policy::new(vec![&k], vec![&p]).toml(), "root.toml")
+            .unwrap_err();
+        assert_eq!(err.to_string(), message);
+    }
+}
+
+/// Issue 13.3: a capsule whose code declares another kind than its manifest
+/// never runs, so it does not raise the high-water mark and cannot block the
+/// genuine capsule as a rollback, now or after the log is reopened.
+#[test]
+fn kind_mismatch_does_not_raise_the_high_water_mark() {
+    use edge_runner::evidence::EvidenceLog;
+    use edge_runner::keys::SecretKey;
+    use edge_runner::sandbox::{Limits, RunStatus};
+    use edge_runner::session::Session;
+    let p = Publisher::new("acme-ci", "Acme", &["test", "reproduce"]);
+    let root = trust_root(&[&p]);
+    let dir = tempfile::tempdir().unwrap();
+    let runner = SecretKey::generate().unwrap();
+    let runner_pem = runner.to_pem().unwrap();
+    let mut session = Session::new(
+        EvidenceLog::open(dir.path(), runner).unwrap(),
+        Limits::default(),
+        SITE,
+    )
+    .unwrap();
+    // json-assert's code declares `test`; this manifest says `reproduce`.
+    let mislabelled = sign_json_assert(&p.key, |m| {
+        m.version = semver::Version::new(99, 0, 0);
+        m.kind = Kind::Reproduce;
+    });
+    let verified = session.verify(raw(mislabelled), &root).unwrap();
+    let record = session.run(verified, PASSING_INPUT.as_bytes()).unwrap();
+    assert_eq!(record.report.status, RunStatus::KindMismatch);
+    assert!(session.log().high_water().capsule("json-assert").is_none());
+    let genuine = session
+        .verify(raw(signed_json_assert(&p.key)), &root)
+        .unwrap();
+    let record = session.run(genuine, PASSING_INPUT.as_bytes()).unwrap();
+    assert_eq!(record.report.status, RunStatus::Completed);
+    assert_eq!(
+        session.log().high_water().capsule("json-assert").unwrap().0,
+        semver::Version::new(1, 0, 0)
+    );
+    drop(session);
+    // The runner reopening its log derives the same mark.
+    let runner = SecretKey::from_pem(&runner_pem, std::path::Path::new("runner.key")).unwrap();
+    let log = EvidenceLog::open(dir.path(), runner).unwrap();
+    assert_eq!(
+        log.high_water().capsule("json-assert").unwrap().0,
+        semver::Version::new(1, 0, 0)
+    );
+}
+
+/// A mark pinned to `root`, as a log that used it records.
+fn pinned_to(root: &TrustRoot) -> HighWater {
+    let mut seen = HighWater::default();
+    let a = root.anchor();
+    seen.pin_root(
+        &root.name,
+        root.version,
+        root.digest,
+        Some((&a.sha256, &a.root_keys)),
+    )
+    .unwrap();
+    seen
+}
+
+/// Versions 1..=n of a store under `key`, its policy text edited by `edit`.
+fn store_of(key: &RootKey, p: &Publisher, n: u64, edit: impl Fn(String) -> String) -> TrustRoot {
+    let files = (1..=n)
+        .map(|version| {
+            let mut policy = Policy::new(vec![key], vec![p]);
+            policy.version = version;
+            let text = edit(policy.toml());
+            let parsed = trust::RootPolicy::parse(&text, "test").unwrap();
+            trust::SignedRoot::sign_new(&parsed, &key.key).unwrap()
+        })
+        .collect();
+    trust_chain(files).unwrap()
+}
+
+const REPLACED: &str = "the trust store was replaced. Restore the store this runner is pinned to; if the replacement is intended, record it first with `edge-runner trust re-anchor` (docs/capsule-format.md §8)";
+
+/// Issue 13.2: a log that used `test-root` v2 meets, on the next run, an
+/// attacker's own correctly signed chain under the same name at v3.
+#[test]
+fn trust_store_swapped_for_another_chain_under_the_same_name() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let genuine_key = RootKey::new("root-1");
+    let genuine = store_of(&genuine_key, &p, 2, |t| t);
+    let seen = pinned_to(&genuine);
+    let attacker_key = RootKey::new("root-1");
+    let swapped = store_of(&attacker_key, &p, 3, |t| t);
+    let err = verify_with(
+        signed_json_assert(&p.key),
+        &swapped,
+        SITE,
+        Timestamp::now(),
+        &seen,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "rollback: trust root `test-root` descends from version 1 {} (root keys {}), but this runner is pinned to version 1 {} (root keys {}) (per this runner's evidence log); {REPLACED}",
+            hex::encode(swapped.anchor().sha256),
+            hex::encode(&attacker_key.key.id().0[..8]),
+            hex::encode(genuine.anchor().sha256),
+            hex::encode(&genuine_key.key.id().0[..8]),
+        )
+    );
+    verify_with(
+        signed_json_assert(&p.key),
+        &genuine,
+        SITE,
+        Timestamp::now(),
+        &seen,
+    )
+    .unwrap();
+}
+
+/// Issue 13.2: the same attack under another trust root name, at v1.
+#[test]
+fn trust_store_swapped_for_a_chain_under_another_name() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let genuine_key = RootKey::new("root-1");
+    let seen = pinned_to(&store_of(&genuine_key, &p, 2, |t| t));
+    let renamed = store_of(&RootKey::new("root-1"), &p, 1, |t| {
+        t.replace("name = \"test-root\"", "name = \"other-root\"")
+    });
+    let err = verify_with(
+        signed_json_assert(&p.key),
+        &renamed,
+        SITE,
+        Timestamp::now(),
+        &seen,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "rollback: trust root `other-root` is not `test-root`, the trust root this runner is pinned to (per this runner's evidence log); {REPLACED}"
+        )
+    );
+}
+
+/// Issue 13.2: a second, correctly signed v2 with other content (here:
+/// without the revocation the first v2 carried), by the genuine root key.
+#[test]
+fn trust_root_version_reused_with_other_content() {
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let key = RootKey::new("root-1");
+    let revocation = "[[revoked-capsule]]\nmodule-sha256 = \"0000000000000000000000000000000000000000000000000000000000000001\"\nreason = \"broken\"\n";
+    let with_revocation = store_of(&key, &p, 2, |t| {
+        if t.contains("\nversion = 2\n") {
+            format!("{t}{revocation}")
+        } else {
+            t
+        }
+    });
+    let seen = pinned_to(&with_revocation);
+    let without = store_of(&key, &p, 2, |t| t);
+    assert_eq!(
+        without.anchor(),
+        with_revocation.anchor(),
+        "same version 1 anchor"
+    );
+    let err = verify_with(
+        signed_json_assert(&p.key),
+        &without,
+        SITE,
+        Timestamp::now(),
+        &seen,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "rollback: trust root `test-root` v2 was already used with policy {}, but this one is {} (per this runner's evidence log); {REPLACED}",
+            hex::encode(with_revocation.digest),
+            hex::encode(without.digest)
+        )
+    );
+}
+
+/// Issue 13.3: a capsule that cannot start because it imports what this
+/// runner does not grant does not raise the mark either.
+#[test]
+fn ungranted_import_does_not_raise_the_high_water_mark() {
+    use edge_runner::evidence::EvidenceLog;
+    use edge_runner::keys::SecretKey;
+    use edge_runner::sandbox::Limits;
+    use edge_runner::session::Session;
+    let p = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&p]);
+    let component = wat::parse_str(
+        r#"(component
+             (import "evil:net/raw@1.0.0" (instance (export "connect" (func (param "addr" string)))))
+           )"#,
+    )
+    .unwrap();
+    let mut source = json_assert_manifest(|_| {});
+    source.version = semver::Version::new(99, 0, 0);
+    let hostile = capsule::sign(&component, &source, &p.key, Timestamp::now()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = Session::new(
+        EvidenceLog::open(dir.path(), SecretKey::generate().unwrap()).unwrap(),
+        Limits::default(),
+        SITE,
+    )
+    .unwrap();
+    let verified = session.verify(raw(hostile), &root).unwrap();
+    let err = session.run(verified, b"").unwrap_err();
+    assert!(err.to_string().contains("evil:net/raw@1.0.0"), "{err}");
+    assert!(session.log().high_water().capsule("json-assert").is_none());
+    let genuine = session
+        .verify(raw(signed_json_assert(&p.key)), &root)
+        .unwrap();
+    session.run(genuine, PASSING_INPUT.as_bytes()).unwrap();
 }

@@ -443,13 +443,20 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Checks a site name (an audience entry): the same rules as a capsule name.
+/// Checks a site name (this site's, or one audience entry): the same rules as
+/// a capsule name. `*` is not a site name; audiences accept it on their own.
 pub fn validate_site(site: &str) -> Result<(), String> {
+    if site == ANY_SITE {
+        return Err(
+            "site `*` is not a site name: `*` in an audience means every site, but this site needs its own name (1-64 lowercase letters, digits and `-`)"
+                .into(),
+        );
+    }
     if is_plain_name(site) {
         Ok(())
     } else {
         Err(format!(
-            "site `{}` is invalid: use 1-64 lowercase letters, digits and `-`, not starting with `-` (or `*` for every site)",
+            "site `{}` is invalid: use 1-64 lowercase letters, digits and `-`, not starting with `-`",
             site.escape_debug()
         ))
     }

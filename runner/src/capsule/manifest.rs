@@ -202,6 +202,11 @@ impl ManifestSource {
                 "`expires` ({expires}) must be after `not-before` ({not_before})"
             )));
         }
+        if expires <= now {
+            return Err(err(format!(
+                "`expires` ({expires}) is already past (now {now}); a capsule signed so would never run. Set a future `expires`"
+            )));
+        }
         Ok(Manifest {
             name: self.name.clone(),
             version: self.version.clone(),

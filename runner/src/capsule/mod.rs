@@ -32,7 +32,7 @@ pub use crate::cose::SignatureEntry;
 use sha2::{Digest, Sha256};
 
 use crate::cose;
-use crate::keys::SecretKey;
+use crate::keys::{PublicKey, SecretKey};
 use crate::timestamp::Timestamp;
 
 /// Name of the custom section that holds a capsule's signatures.
@@ -93,6 +93,28 @@ pub enum CapsuleError {
         "cannot co-sign: {0}; the module was changed after the first signature, so sign the original module or start over from the unsigned component"
     )]
     ManifestMismatch(String),
+    /// Co-signing refused: an existing signature does not verify, or cannot be checked.
+    #[error(
+        "cannot co-sign {capsule}: {detail}; a co-signature vouches for the manifest as the first signers signed it, so co-sign only what verifies"
+    )]
+    ExistingSignature {
+        /// Capsule name and version.
+        capsule: String,
+        /// Which signature, and what is wrong with it.
+        detail: String,
+    },
+    /// Co-signing refused: the signed manifest has already expired.
+    #[error(
+        "cannot co-sign {capsule}: its manifest expired at {expires} (now {now}); ask its publisher to re-sign it with a new `expires`"
+    )]
+    ManifestExpired {
+        /// Capsule name and version.
+        capsule: String,
+        /// Its `expires`.
+        expires: Timestamp,
+        /// The time used.
+        now: Timestamp,
+    },
     /// The signing key has already signed this capsule.
     #[error("key {0} has already signed this capsule")]
     AlreadySigned(String),
@@ -287,21 +309,61 @@ fn first_signature(
     .map_err(CapsuleError::BadSignatureSection)
 }
 
-fn add_signature(module: &[u8], existing: &[u8], key: &SecretKey) -> Result<Vec<u8>, CapsuleError> {
+/// Checks a signed manifest before `key` co-signs it: it names `module`, it
+/// has not expired at `now`, and every existing signature is Ed25519 by one
+/// of `signers` and verifies strictly (a signature that cannot be checked,
+/// or does not verify, refuses: the manifest may have been altered after it
+/// was signed, and a co-signature would vouch for the alteration).
+fn add_signature(
+    module: &[u8],
+    existing: &[u8],
+    key: &SecretKey,
+    signers: &[PublicKey],
+    now: Timestamp,
+) -> Result<Vec<u8>, CapsuleError> {
     let signed = decode_signatures(existing)?;
     let manifest = Manifest::from_cbor(&signed.payload)?;
+    let label = format!("{} {}", manifest.name, manifest.version);
     let actual: [u8; 32] = Sha256::digest(module).into();
     if manifest.module_sha256 != actual {
         return Err(CapsuleError::ManifestMismatch(format!(
-            "the signed manifest of {} {} names module {} but the module is {}",
-            manifest.name,
-            manifest.version,
+            "the signed manifest of {label} names module {} but the module is {}",
             hex::encode(manifest.module_sha256),
             hex::encode(actual)
         )));
     }
+    if now >= manifest.expires {
+        return Err(CapsuleError::ManifestExpired {
+            capsule: label,
+            expires: manifest.expires,
+            now,
+        });
+    }
     if signed.entries.iter().any(|e| e.key_id == key.id()) {
         return Err(CapsuleError::AlreadySigned(key.id().short()));
+    }
+    for (index, entry) in signed.entries.iter().enumerate() {
+        let refuse = |detail: String| CapsuleError::ExistingSignature {
+            capsule: label.clone(),
+            detail: format!("signature {index} (key {}) {detail}", entry.key_id.short()),
+        };
+        if !entry.is_ed25519() {
+            return Err(refuse(format!(
+                "uses COSE algorithm {}, not EdDSA",
+                entry.algorithm
+            )));
+        }
+        let Some(signer) = signers.iter().find(|k| k.id() == entry.key_id) else {
+            return Err(refuse(
+                "is by a key not given to check it against; give the trust store or that signer's public key"
+                    .into(),
+            ));
+        };
+        if !signer.verify_strict(&entry.signed_bytes, &entry.signature) {
+            return Err(refuse(
+                "does not verify: the manifest or signature was altered after signing".into(),
+            ));
+        }
     }
     cose::sign(
         signed.payload.clone(),
@@ -311,6 +373,12 @@ fn add_signature(module: &[u8], existing: &[u8], key: &SecretKey) -> Result<Vec<
         key,
     )
     .map_err(CapsuleError::BadSignatureSection)
+}
+
+/// The manifest of a signed capsule or detached signature, as signed and not
+/// yet trusted: what a co-signer is shown before co-signing.
+pub fn signed_manifest(signature: &[u8]) -> Result<Manifest, CapsuleError> {
+    Manifest::from_cbor(&decode_signatures(signature)?.payload)
 }
 
 /// Signs an unsigned component with `key`, binding it to `source` (the
@@ -330,14 +398,21 @@ pub fn sign(
 }
 
 /// Co-signs a signed capsule: keeps its manifest and signatures, adds `key`'s.
-pub fn cosign(capsule: &[u8], key: &SecretKey) -> Result<Vec<u8>, CapsuleError> {
+/// Refused unless every existing signature verifies under one of `signers`
+/// and the manifest has not expired at `now`.
+pub fn cosign(
+    capsule: &[u8],
+    key: &SecretKey,
+    signers: &[PublicKey],
+    now: Timestamp,
+) -> Result<Vec<u8>, CapsuleError> {
     check_size(capsule.len())?;
     let layout = wasm::Layout::parse(capsule)?;
     let Some(section) = layout.signature else {
         return Err(CapsuleError::Unsigned);
     };
     let module = &capsule[..section.start];
-    let cose = add_signature(module, &capsule[section.content.clone()], key)?;
+    let cose = add_signature(module, &capsule[section.content.clone()], key, signers, now)?;
     let mut out = module.to_vec();
     wasm::append_custom_section(&mut out, SIGNATURE_SECTION, &cose);
     Ok(out)
@@ -354,17 +429,26 @@ pub fn sign_detached(
     first_signature(unsigned_module(component)?, source, key, now)
 }
 
-/// Adds `key`'s signature to a detached signature file for `component`.
+/// Adds `key`'s signature to a detached signature file for `component`, on
+/// the same conditions as [`cosign`].
 pub fn cosign_detached(
     component: &[u8],
     signature: &[u8],
     key: &SecretKey,
+    signers: &[PublicKey],
+    now: Timestamp,
 ) -> Result<Vec<u8>, CapsuleError> {
     check_size(component.len())?;
     if wasm::Layout::parse(component)?.signature.is_some() {
         return Err(CapsuleError::EmbeddedSignatures);
     }
-    add_signature(component, signature, key)
+    add_signature(component, signature, key, signers, now)
+}
+
+/// The signature section's content of a signed capsule (its COSE_Sign), or `None` if unsigned.
+pub fn embedded_signature(bytes: &[u8]) -> Result<Option<&[u8]>, CapsuleError> {
+    let layout = wasm::Layout::parse(bytes)?;
+    Ok(layout.signature.map(|s| &bytes[s.content]))
 }
 
 /// The unsigned component inside a signed capsule (everything before the signature section).

@@ -36,7 +36,7 @@ fn add_co_signs_and_refuses_the_same_key_twice() {
         sign(&once, &source(), &b, NOW),
         Err(CapsuleError::SignedComponent)
     ));
-    let twice = cosign(&once, &b).unwrap();
+    let twice = cosign(&once, &b, &[a.public()], NOW).unwrap();
     assert_eq!(
         CheckedCapsule::parse(twice.clone())
             .unwrap()
@@ -45,7 +45,7 @@ fn add_co_signs_and_refuses_the_same_key_twice() {
         2
     );
     assert!(matches!(
-        cosign(&twice, &a),
+        cosign(&twice, &a, &[a.public(), b.public()], NOW),
         Err(CapsuleError::AlreadySigned(_))
     ));
 }
@@ -89,7 +89,7 @@ fn detached_signature_round_trips_and_leaves_component_alone() {
     let a = SecretKey::generate().unwrap();
     let b = SecretKey::generate().unwrap();
     let sig = sign_detached(EMPTY_COMPONENT, &source(), &a, NOW).unwrap();
-    let sig = cosign_detached(EMPTY_COMPONENT, &sig, &b).unwrap();
+    let sig = cosign_detached(EMPTY_COMPONENT, &sig, &b, &[a.public()], NOW).unwrap();
     let checked = CheckedCapsule::parse_detached(EMPTY_COMPONENT.to_vec(), &sig).unwrap();
     assert_eq!(checked.placement(), Placement::Detached);
     assert_eq!(checked.signatures().len(), 2);
@@ -107,7 +107,14 @@ fn cosign_refuses_a_module_changed_after_the_first_signature() {
     let sig = sign_detached(EMPTY_COMPONENT, &source(), &a, NOW).unwrap();
     let mut other = EMPTY_COMPONENT.to_vec();
     wasm::append_custom_section(&mut other, "name", b"x");
-    let err = cosign_detached(&other, &sig, &SecretKey::generate().unwrap()).unwrap_err();
+    let err = cosign_detached(
+        &other,
+        &sig,
+        &SecretKey::generate().unwrap(),
+        &[a.public()],
+        NOW,
+    )
+    .unwrap_err();
     assert!(matches!(err, CapsuleError::ManifestMismatch(_)), "{err}");
 }
 
@@ -150,4 +157,48 @@ fn manifest_with_unsorted_lists_is_not_canonical() {
     m.capabilities.config.sort();
     let bytes = m.to_cbor().unwrap();
     assert_eq!(Manifest::from_cbor(&bytes).unwrap(), m);
+}
+
+/// Issue 13.6: a padded (non-minimal) LEB128 in the signature section's
+/// header is refused; otherwise one signed capsule would have many file digests.
+#[test]
+fn non_minimal_leb128_in_the_signature_section_header() {
+    let key = SecretKey::generate().unwrap();
+    let signed = sign(EMPTY_COMPONENT, &source(), &key, NOW).unwrap();
+    let cose = embedded_signature(&signed).unwrap().unwrap().to_vec();
+    let name = SIGNATURE_SECTION.as_bytes();
+    // `padded` adds one continuation byte to the shortest encoding of `n`.
+    let leb = |n: usize, padded: bool| {
+        let mut out = Vec::new();
+        wasm::write_u32_for_tests(&mut out, n as u32);
+        if padded {
+            let last = out.len() - 1;
+            out[last] |= 0x80;
+            out.push(0);
+        }
+        out
+    };
+    let build = |pad_size: bool, pad_name: bool| {
+        let mut content = leb(name.len(), pad_name);
+        content.extend_from_slice(name);
+        content.extend_from_slice(&cose);
+        let mut out = EMPTY_COMPONENT.to_vec();
+        out.push(0);
+        out.extend(leb(content.len(), pad_size));
+        out.extend_from_slice(&content);
+        out
+    };
+    assert_eq!(
+        build(false, false),
+        signed,
+        "the shortest encoding is what sign writes"
+    );
+    CheckedCapsule::parse(build(false, false)).unwrap();
+    for (pad_size, pad_name) in [(true, false), (false, true), (true, true)] {
+        let err = CheckedCapsule::parse(build(pad_size, pad_name)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "signature section is malformed: its header encodes a size in more LEB128 bytes than needed; sizes in the signature section header must use the shortest encoding"
+        );
+    }
 }

@@ -51,8 +51,10 @@ impl Layout {
             let start = pos;
             let id = bytes[pos];
             pos += 1;
+            let size_at = pos;
             let size = read_u32(bytes, &mut pos)
                 .map_err(|m| bad(format!("section at offset {start}: {m}")))?;
+            let size_minimal = pos - size_at == leb128_len(size);
             let end = pos
                 .checked_add(size as usize)
                 .filter(|&end| end <= bytes.len())
@@ -74,6 +76,13 @@ impl Layout {
                         ))
                     })?;
                 if &bytes[name_pos..name_end] == SIGNATURE_SECTION.as_bytes() {
+                    // The header is outside the module digest, so a padded
+                    // LEB128 would give one signed capsule many file digests.
+                    if !size_minimal || name_pos - pos != leb128_len(name_len) {
+                        return Err(CapsuleError::BadSignatureSection(
+                            "its header encodes a size in more LEB128 bytes than needed; sizes in the signature section header must use the shortest encoding".into(),
+                        ));
+                    }
                     if signature.is_some() {
                         return Err(CapsuleError::BadSignatureSection(
                             "more than one signature section".into(),
@@ -116,6 +125,12 @@ fn read_u32(bytes: &[u8], pos: &mut usize) -> Result<u32, String> {
     Err("LEB128 size longer than 5 bytes".into())
 }
 
+/// Bytes in the shortest LEB128 encoding of `value`.
+fn leb128_len(value: u32) -> usize {
+    let bits = 32 - value.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
 fn write_u32(out: &mut Vec<u8>, mut value: u32) {
     loop {
         let byte = (value & 0x7f) as u8;
@@ -137,4 +152,10 @@ pub(super) fn append_custom_section(out: &mut Vec<u8>, name: &str, content: &[u8
     out.push(CUSTOM_SECTION_ID);
     write_u32(out, body.len() as u32);
     out.extend_from_slice(&body);
+}
+
+/// [`write_u32`], for tests that build headers by hand.
+#[cfg(test)]
+pub(super) fn write_u32_for_tests(out: &mut Vec<u8>, value: u32) {
+    write_u32(out, value)
 }

@@ -10,7 +10,7 @@ use crate::capsule::{
     self, CapsuleError, CheckedCapsule, MAX_SIGNATURE_SECTION_BYTES, Manifest, ManifestSource,
 };
 use crate::fsio::read_bounded_text;
-use crate::keys::SecretKey;
+use crate::keys::{PublicKey, SecretKey};
 use crate::timestamp::Timestamp;
 use crate::trust::{self, HighWater};
 
@@ -59,6 +59,12 @@ pub(super) struct CapsuleSign {
     /// With --add: the detached signature file to co-sign (the component stays unchanged).
     #[arg(long, requires = "add")]
     signature: Option<PathBuf>,
+    /// With --add: the trust store whose publishers' keys the existing signatures must verify under.
+    #[arg(long, requires = "add")]
+    trust: Option<PathBuf>,
+    /// With --add: a public key (SPKI PEM) an existing signature must verify under; repeatable.
+    #[arg(long = "signed-by", requires = "add")]
+    signed_by: Vec<PathBuf>,
 }
 
 impl CapsuleSign {
@@ -85,8 +91,9 @@ impl CapsuleSign {
             }
             (None, Some(sig_path)) => {
                 let existing = read_signature(sig_path)?;
-                let sig =
-                    capsule::cosign_detached(&component, &existing, &key).map_err(with_flag)?;
+                let signers = self.existing_signers(&existing)?;
+                let sig = capsule::cosign_detached(&component, &existing, &key, &signers, now)
+                    .map_err(with_flag)?;
                 let checked = CheckedCapsule::parse_detached(component, &sig)?;
                 (sig, checked)
             }
@@ -96,7 +103,11 @@ impl CapsuleSign {
                         "to co-sign a detached signature, pass it with --signature FILE (not --detached)"
                     );
                 }
-                let signed = capsule::cosign(&component, &key)?;
+                let existing = capsule::embedded_signature(&component)?
+                    .ok_or(CapsuleError::Unsigned)?
+                    .to_vec();
+                let signers = self.existing_signers(&existing)?;
+                let signed = capsule::cosign(&component, &key, &signers, now)?;
                 (signed.clone(), CheckedCapsule::parse(signed)?)
             }
         };
@@ -123,6 +134,31 @@ impl CapsuleSign {
     }
 }
 
+impl CapsuleSign {
+    /// Shows the manifest about to be co-signed and returns the keys its
+    /// existing signatures must verify under (--trust's publishers, --signed-by).
+    fn existing_signers(&self, existing: &[u8]) -> Result<Vec<PublicKey>> {
+        if self.trust.is_none() && self.signed_by.is_empty() {
+            bail!(
+                "co-signing checks the existing signatures first: pass --trust DIR (the trust store naming their publishers) or --signed-by PUBLIC_KEY for each"
+            );
+        }
+        let mut signers: Vec<PublicKey> = Vec::new();
+        if let Some(dir) = &self.trust {
+            let root = load_trust_store(dir)?;
+            signers.extend(root.publishers.iter().map(|p| p.key));
+        }
+        for path in &self.signed_by {
+            signers.push(PublicKey::load(path)?);
+        }
+        let manifest = capsule::signed_manifest(existing)?;
+        say!("co-signing this manifest (as its first signers signed it):")?;
+        print_manifest(&manifest)?;
+        say!("module sha256: {}", hex::encode(manifest.module_sha256))?;
+        Ok(signers)
+    }
+}
+
 #[derive(Debug, Args)]
 pub(super) struct CapsuleVerify {
     /// The signed capsule (or the unsigned component, with --signature).
@@ -134,7 +170,7 @@ pub(super) struct CapsuleVerify {
     #[arg(long)]
     trust: PathBuf,
     /// This site's name; the capsule's audience must include it.
-    #[arg(long, env = "EDGE_RUNNER_SITE")]
+    #[arg(long, env = "EDGE_RUNNER_SITE", value_parser = super::site_name)]
     site: String,
 }
 
@@ -181,8 +217,8 @@ impl CapsuleVerify {
         for s in verified.signers() {
             say!(
                 "  signed by {} ({}), key {}",
-                s.publisher,
-                s.organisation,
+                crate::names::shown(&s.publisher),
+                crate::names::shown(&s.organisation),
                 s.key_id.short()
             )?;
         }
@@ -226,7 +262,13 @@ impl CapsuleInspect {
             let who = chain
                 .as_ref()
                 .and_then(|c| c.latest().publisher_by_key(&s.key_id))
-                .map(|p| format!(" = publisher `{}` ({})", p.name, p.organisation))
+                .map(|p| {
+                    format!(
+                        " = publisher `{}` ({})",
+                        crate::names::shown(&p.name),
+                        crate::names::shown(&p.organisation)
+                    )
+                })
                 .unwrap_or_default();
             say!("  [{i}] key {} alg {}{who}", s.key_id, s.algorithm)?;
         }

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
 use super::Exit;
@@ -291,7 +291,7 @@ fn run_demo(out: &Path) -> Result<()> {
         let mut signed = capsule::sign(component, &source, &publisher, Timestamp::now())?;
         if source.kind == crate::capsule::Kind::Remediate {
             // A fix needs two organisations: the partner co-signs.
-            signed = capsule::cosign(&signed, &partner)?;
+            signed = capsule::cosign(&signed, &partner, &[publisher.public()], Timestamp::now())?;
         }
         let verified = session.verify(embedded(&signed), &root)?;
         let record = session.run(verified, input.as_bytes())?;
@@ -354,7 +354,11 @@ fn run_demo(out: &Path) -> Result<()> {
 
     // 5. Verify the chain as an auditor would.
     let log_path = evidence_dir.join(LOG_FILE);
-    let bytes = std::fs::read(&log_path).with_context(|| log_path.display().to_string())?;
+    let bytes = crate::fsio::read_bounded(
+        &log_path,
+        crate::evidence::bundle::MAX_BUNDLE_BYTES,
+        "evidence log",
+    )?;
     let public = SecretKey::from_pem(RUNNER_KEY, Path::new("keys/demo-runner.key"))?.public();
     let summary = evidence::verify_log(&bytes, &public)
         .map_err(|f| anyhow::anyhow!("demo log does not verify: {f}"))?;

@@ -50,7 +50,7 @@ pub enum Exit {
     Usage = 2,
     /// The capsule was refused by the trust checks, or the trust store cannot be used.
     Refused = 3,
-    /// The evidence failed verification.
+    /// The evidence failed verification (`evidence verify`, or the log `run` would append to).
     EvidenceInvalid = 4,
     /// The capsule ran and its verdict is `fail`.
     VerdictFail = 5,
@@ -158,6 +158,31 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// The error as one line: each cause in turn, skipping a cause whose text
+/// the line already holds (an error that prints its source *and* returns it
+/// as its source would otherwise say the OS error twice).
+pub fn error_message(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// Parses `--site` for every command that takes it, so `capsule verify` and
+/// `run` accept and refuse the same names (a usage error, exit 2).
+fn site_name(text: &str) -> Result<String, String> {
+    crate::capsule::validate_site(text)?;
+    Ok(text.to_string())
 }
 
 /// Loads the trust store for commands that only read it; warns about the demo root.

@@ -8,7 +8,7 @@ use clap::Args;
 use super::text::{escape, escape_clipped};
 use super::{Exit, read_raw, warn_if_demo};
 use crate::custody::{self, KeyPlacement};
-use crate::evidence::EvidenceLog;
+use crate::evidence::{EvidenceError, EvidenceLog};
 use crate::fsio::read_bounded;
 use crate::keys::SecretKey;
 use crate::sandbox::{CACHE_KEY_PURPOSE, CodeCache, Limits, RunStatus, Verdict};
@@ -34,7 +34,8 @@ pub(super) struct RunArgs {
     #[arg(
         long,
         env = "EDGE_RUNNER_SITE",
-        required_unless_present = "site_policy"
+        required_unless_present = "site_policy",
+        value_parser = super::site_name
     )]
     site: Option<String>,
     /// The site policy (`site-policy.toml`): directories, config values and limits this site grants.
@@ -84,6 +85,12 @@ impl RunArgs {
             }
             (None, None) => bail!("pass --site NAME or --site-policy FILE"),
         };
+        if self.evidence.exists() && !self.evidence.is_dir() {
+            bail!(
+                "--evidence {} is a file, not a directory; pass the evidence directory (the log is DIR/evidence.log)",
+                self.evidence.display()
+            );
+        }
         let placement = if self.unsafe_key_in_evidence_dir {
             KeyPlacement::UnsafeInsideEvidenceDir
         } else {
@@ -94,8 +101,18 @@ impl RunArgs {
             &self.evidence.join("code-cache"),
             key.derive_secret(CACHE_KEY_PURPOSE),
         );
-        let log = EvidenceLog::open(&self.evidence, key)
-            .with_context(|| format!("--evidence {}", self.evidence.display()))?;
+        let log = match EvidenceLog::open(&self.evidence, key) {
+            Ok(log) => log,
+            // A log that fails verification is invalid evidence (exit 4), not an I/O error.
+            Err(err @ (EvidenceError::Corrupt { .. } | EvidenceError::BehindCheckpoint { .. })) => {
+                eprintln!("INVALID: --evidence {}: {err}", self.evidence.display());
+                return Ok(Exit::EvidenceInvalid);
+            }
+            Err(err) => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("--evidence {}", self.evidence.display())));
+            }
+        };
         let mut session = Session::with_policy(log, Limits::default(), policy)?;
         session.set_code_cache(cache);
         let refused = |session: &Session, err: &dyn std::fmt::Display| {

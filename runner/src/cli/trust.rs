@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 use super::{Exit, write_atomically};
 use crate::fsio::read_bounded;
 use crate::keys::SecretKey;
+use crate::names::shown;
 use crate::timestamp::Timestamp;
 use crate::trust::store;
 use crate::trust::{Chain, MAX_TRUST_ROOT_BYTES, RootPolicy, RootSignatures, SignedRoot};
@@ -29,6 +30,8 @@ pub(super) enum TrustCommand {
     Install(TrustInstall),
     /// Show a trust store's chain and current policy, or a single trust root file.
     Show(TrustShow),
+    /// Pin a runner's evidence log to another trust store on purpose (recorded).
+    ReAnchor(TrustReAnchor),
 }
 
 impl TrustCommand {
@@ -39,7 +42,66 @@ impl TrustCommand {
             TrustCommand::Sign(a) => a.execute(),
             TrustCommand::Install(a) => a.execute(),
             TrustCommand::Show(a) => a.execute(),
+            TrustCommand::ReAnchor(a) => a.execute(),
         }
+    }
+}
+
+/// A runner is pinned to the first trust store it used (its version 1, name
+/// and every version's content). Replacing the store on purpose is this
+/// explicit, recorded step; nothing else changes the pin.
+#[derive(Debug, Args)]
+pub(super) struct TrustReAnchor {
+    /// The new trust store directory, which the runner will be pinned to.
+    #[arg(long)]
+    trust: PathBuf,
+    /// The runner's evidence directory; the change is recorded in DIR/evidence.log.
+    #[arg(long)]
+    evidence: PathBuf,
+    /// Why the store is replaced (recorded).
+    #[arg(long)]
+    reason: String,
+    /// The runner's private key. Default: DIR/runner.key.
+    #[arg(long, env = "EDGE_RUNNER_KEY")]
+    runner_key: Option<PathBuf>,
+}
+
+impl TrustReAnchor {
+    fn execute(self) -> Result<Exit> {
+        if self.reason.trim().is_empty() {
+            bail!("--reason is empty; say why the trust store is replaced, for the auditors");
+        }
+        let root = super::load_trust_store(&self.trust)?;
+        let key_path = self
+            .runner_key
+            .clone()
+            .unwrap_or_else(|| self.evidence.join("runner.key"));
+        let key = SecretKey::load(&key_path)?;
+        let mut log = crate::evidence::EvidenceLog::open(&self.evidence, key)?;
+        let before = log
+            .high_water()
+            .anchor()
+            .map(|a| format!("`{}`", shown(&a.name)))
+            .unwrap_or_else(|| "nothing".into());
+        let anchor = root.anchor();
+        log.record(&crate::evidence::Event::from(
+            crate::evidence::events::TrustAnchorChanged {
+                name: root.name.clone(),
+                anchor: crate::evidence::events::AnchorRef {
+                    sha256: anchor.sha256,
+                    root_keys: anchor.root_keys.clone(),
+                },
+                reason: self.reason.clone(),
+            },
+        ))?;
+        log.close()?;
+        say!(
+            "re-anchored {}: pinned to trust root `{}` (version 1 policy {}) instead of {before}; recorded as `trust-anchor-changed`",
+            self.evidence.display(),
+            shown(&root.name),
+            hex::encode(anchor.sha256)
+        )?;
+        Ok(Exit::Ok)
     }
 }
 
@@ -253,6 +315,18 @@ impl TrustShow {
                     signers(&link.by_self)
                 )?;
             }
+            // What a runner's evidence pins (docs/capsule-format.md §8).
+            let anchor = chain.anchor();
+            let keys: Vec<String> = anchor
+                .root_keys
+                .iter()
+                .map(|k| hex::encode(&k[..8]))
+                .collect();
+            say!(
+                "  anchor: version 1 policy sha256 {}, root keys {}",
+                hex::encode(anchor.sha256),
+                keys.join(", ")
+            )?;
             chain.latest().clone()
         } else {
             let origin = self.path.display().to_string();
@@ -294,7 +368,7 @@ fn signers(s: &RootSignatures) -> String {
 fn print_policy(p: &RootPolicy) -> std::io::Result<()> {
     say!(
         "current: `{}` v{} (sha256 {}), expires {}{}",
-        p.name,
+        shown(&p.name),
         p.version,
         hex::encode(p.digest),
         p.expires,
@@ -303,7 +377,7 @@ fn print_policy(p: &RootPolicy) -> std::io::Result<()> {
     let names: Vec<String> = p
         .root_keys
         .iter()
-        .map(|k| format!("{} {}", k.name, k.key.id().short()))
+        .map(|k| format!("{} {}", shown(&k.name), k.key.id().short()))
         .collect();
     say!(
         "root keys ({} needed to sign the next version): {}",
@@ -319,12 +393,14 @@ fn print_policy(p: &RootPolicy) -> std::io::Result<()> {
     }
     for publisher in &p.publishers {
         let kinds: Vec<&str> = publisher.kinds.iter().map(|k| k.as_str()).collect();
+        let names: Vec<String> = publisher.names.iter().map(ToString::to_string).collect();
         say!(
-            "publisher `{}` ({}), key {}: kinds [{}], audiences [{}]",
-            publisher.name,
-            publisher.organisation,
+            "publisher `{}` ({}), key {}: kinds [{}], names [{}], audiences [{}]",
+            shown(&publisher.name),
+            shown(&publisher.organisation),
             publisher.key.id().short(),
             kinds.join(", "),
+            names.join(", "),
             publisher.audiences.join(", ")
         )?;
         let c = &publisher.ceiling;

@@ -9,18 +9,18 @@
 //! (the trust store's signed versions 1…N, in order) and `exported-at` (seconds).
 //! `docs/evidence-format.md` §7 is normative.
 
-use std::fs;
 use std::path::Path;
 
 use ciborium::Value;
 
-use super::log::{CHECKPOINT_FILE, LOG_FILE};
+use super::log::CHECKPOINT_FILE;
 use super::witness::{WitnessError, read_witnessed};
 use crate::cbor::{self, MapReader};
+use crate::fsio::{self, ReadError};
 use crate::keys::PublicKey;
 use crate::timestamp::Timestamp;
 use crate::trust::store::root_file_name;
-use crate::trust::{Chain, TrustError};
+use crate::trust::{Chain, MAX_TRUST_ROOT_BYTES, TrustError};
 
 /// Bundle format version.
 pub const BUNDLE_FORMAT: u64 = 1;
@@ -28,18 +28,16 @@ pub const BUNDLE_FORMAT: u64 = 1;
 /// Largest bundle read.
 pub const MAX_BUNDLE_BYTES: u64 = 4 << 30;
 
+/// Largest checkpoint note put in a bundle (a few hundred bytes in practice).
+pub const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
+
 /// Why a bundle could not be made or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BundleError {
-    /// A file that goes into the bundle could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// What the OS said.
-        source: std::io::Error,
-    },
+    /// A file that goes into the bundle could not be read, or is over its limit.
+    #[error(transparent)]
+    Read(#[from] ReadError),
     /// The witnessed checkpoints could not be read.
     #[error(transparent)]
     Witnessed(#[from] WitnessError),
@@ -84,23 +82,23 @@ impl Bundle {
         runner_key: PublicKey,
         trust_dir: Option<&Path>,
     ) -> Result<Self, BundleError> {
-        let failed = |p: &Path| {
-            let path = p.display().to_string();
-            move |source| BundleError::Read { path, source }
-        };
-        let read = |p: &Path| fs::read(p).map_err(failed(p));
-        let log = super::log::read_log_dir(evidence_dir, MAX_BUNDLE_BYTES).map_err(|e| {
-            BundleError::Read {
-                path: evidence_dir.join(LOG_FILE).display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            }
-        })?;
-        let checkpoint_path = evidence_dir.join(CHECKPOINT_FILE);
-        let checkpoint = match fs::read_to_string(&checkpoint_path) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(failed(&checkpoint_path)(e)),
-        };
+        // Bounded reads: a log, checkpoint or trust root swapped for a pipe or
+        // `/dev/zero` stops at its limit instead of filling memory.
+        let log = super::log::read_log_dir(evidence_dir, MAX_BUNDLE_BYTES)?;
+        let checkpoint = fsio::read_bounded_if_present(
+            &evidence_dir.join(CHECKPOINT_FILE),
+            MAX_CHECKPOINT_BYTES,
+            "checkpoint",
+        )?
+        .map(|bytes| {
+            String::from_utf8(bytes).map_err(|_| {
+                BundleError::Malformed(format!(
+                    "{} is not UTF-8 text, so it is not a checkpoint note",
+                    evidence_dir.join(CHECKPOINT_FILE).display()
+                ))
+            })
+        })
+        .transpose()?;
         let witnessed = read_witnessed(evidence_dir)?
             .into_iter()
             .map(|(_, note)| note)
@@ -110,7 +108,11 @@ impl Bundle {
             // Reading the chain checks it, so a bundle never carries a broken store.
             let chain = Chain::read_dir(dir)?;
             for link in chain.links() {
-                trust_roots.push(read(&dir.join(root_file_name(link.version)))?);
+                trust_roots.push(fsio::read_bounded(
+                    &dir.join(root_file_name(link.version)),
+                    MAX_TRUST_ROOT_BYTES as u64,
+                    "trust root",
+                )?);
             }
         }
         Ok(Self {

@@ -95,6 +95,8 @@ events! {
     RunFinished,
     /// A run whose runner stopped before it finished, recorded when the log was next opened.
     RunInterrupted,
+    /// An operator pinned this runner to another trust store on purpose.
+    TrustAnchorChanged,
 }
 
 /// An event this runner does not know.
@@ -319,6 +321,75 @@ impl TrustRootRef {
     }
 }
 
+/// A trust store's anchor as recorded: version 1's policy digest and root key ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorRef {
+    /// SHA-256 of version 1's policy.
+    pub sha256: [u8; 32],
+    /// Version 1's root key ids, sorted.
+    pub root_keys: Vec<[u8; 32]>,
+}
+
+impl AnchorRef {
+    fn value(&self) -> Value {
+        text_map([
+            ("sha256", bytes(&self.sha256)),
+            (
+                "root-keys",
+                Value::Array(self.root_keys.iter().map(|k| bytes(k)).collect()),
+            ),
+        ])
+    }
+    fn read(v: &Value) -> Result<Self, String> {
+        let b = MapReader::new("`trust-anchor`", v)?;
+        Ok(Self {
+            sha256: digest(&b, "sha256")?,
+            root_keys: list(&b, "root-keys", key_id)?,
+        })
+    }
+}
+
+fn key_id(v: &Value) -> Result<[u8; 32], String> {
+    match v {
+        Value::Bytes(b) => b
+            .as_slice()
+            .try_into()
+            .map_err(|_| "a key id must be 32 bytes".to_string()),
+        _ => Err("a key id must be a byte string".into()),
+    }
+}
+
+/// `trust-anchor-changed`: an operator re-anchored the runner to another
+/// trust store on purpose (`edge-runner trust re-anchor`); the trust root
+/// version marks start again under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustAnchorChanged {
+    /// The new trust root's name.
+    pub name: String,
+    /// The new anchor.
+    pub anchor: AnchorRef,
+    /// Why, as the operator gave it.
+    pub reason: String,
+}
+
+impl EventBody for TrustAnchorChanged {
+    const NAME: &'static str = "trust-anchor-changed";
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("name", text(&self.name)),
+            ("trust-anchor", self.anchor.value()),
+            ("reason", text(&self.reason)),
+        ]
+    }
+    fn read(b: &MapReader<'_>) -> Result<Self, String> {
+        Ok(Self {
+            name: b.text("name")?.to_string(),
+            anchor: AnchorRef::read(required(b, "trust-anchor")?)?,
+            reason: b.text("reason")?.to_string(),
+        })
+    }
+}
+
 /// A signer that counted toward a capsule's threshold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignerRef {
@@ -361,6 +432,9 @@ pub struct CapsuleVerified {
     pub expires: u64,
     /// SHA-256 of the detached signature file, if there was one.
     pub signature_sha256: Option<[u8; 32]>,
+    /// The trust store's anchor (version 1), which the runner pins; absent in
+    /// records written before anchors were recorded.
+    pub trust_anchor: Option<AnchorRef>,
 }
 
 impl EventBody for CapsuleVerified {
@@ -395,6 +469,9 @@ impl EventBody for CapsuleVerified {
         if let Some(sig) = &self.signature_sha256 {
             fields.push(("signature-sha256", bytes(sig)));
         }
+        if let Some(anchor) = &self.trust_anchor {
+            fields.push(("trust-anchor", anchor.value()));
+        }
         fields
     }
     fn read(b: &MapReader<'_>) -> Result<Self, String> {
@@ -428,6 +505,7 @@ impl EventBody for CapsuleVerified {
             not_before: b.uint("not-before")?,
             expires: b.uint("expires")?,
             signature_sha256: optional(b, "signature-sha256", |_| digest(b, "signature-sha256"))?,
+            trust_anchor: optional(b, "trust-anchor", AnchorRef::read)?,
         })
     }
 }

@@ -150,6 +150,15 @@ impl EvidenceLog {
                 let _ = d.sync_all();
             }
         }
+        // A log swapped for a pipe, a device or a symlink to one is refused
+        // before it is read; reads are bounded (MAX_LOG_BYTES) whatever the file is.
+        let meta = file.metadata().map_err(io(&path))?;
+        if !meta.is_file() {
+            return Err(io(&path)(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file; the evidence log is a file the runner writes itself",
+            )));
+        }
         let public = key.public();
         let file_len = file.metadata().map_err(io(&path))?.len();
         let note = read_checkpoint_file(dir)?;
@@ -621,7 +630,10 @@ impl EvidenceLog {
 }
 
 /// Largest checkpoint note read (a few hundred bytes in practice).
-const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
+const MAX_CHECKPOINT_BYTES: u64 = super::bundle::MAX_CHECKPOINT_BYTES;
+
+/// Largest evidence log opened: what one bundle can carry.
+const MAX_LOG_BYTES: u64 = super::bundle::MAX_BUNDLE_BYTES;
 
 /// The text of `DIR/checkpoint`, if there is one.
 /// Refuses, before it is written, a signed record over the format's size
@@ -775,7 +787,7 @@ fn load_from(
     };
     let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(base)).map_err(io)?;
-    file.read_to_end(&mut bytes).map_err(io)?;
+    read_capped(file, &mut bytes, path)?;
     let start_tree = start.tree.clone();
     let start_last = start.last.clone();
     let mut walk = walk_from(&bytes, key, start, &mut |_, _| {});
@@ -846,6 +858,30 @@ pub fn read_log_dir(dir: &Path, limit: u64) -> Result<Vec<u8>, crate::fsio::Read
     Ok(bytes)
 }
 
+/// Appends what `file` holds from its position to `bytes`, refusing once
+/// `bytes` would pass [`MAX_LOG_BYTES`] (a pipe or device stops there too).
+fn read_capped(file: &mut File, bytes: &mut Vec<u8>, path: &Path) -> Result<(), EvidenceError> {
+    let room = MAX_LOG_BYTES.saturating_sub(bytes.len() as u64);
+    file.take(room + 1)
+        .read_to_end(bytes)
+        .map_err(|source| EvidenceError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_LOG_BYTES {
+        return Err(EvidenceError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "larger than the limit of {MAX_LOG_BYTES} bytes (the most a bundle carries); start a new evidence directory"
+                ),
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Reads every segment and the active file and walks them from record 0.
 fn load_all(
     dir: &Path,
@@ -859,13 +895,12 @@ fn load_all(
     };
     let mut bytes = Vec::new();
     for segment in segment_files(dir).map_err(io(dir))? {
-        File::open(&segment)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(io(&segment))?;
+        let mut f = File::open(&segment).map_err(io(&segment))?;
+        read_capped(&mut f, &mut bytes, &segment)?;
     }
     let before_active = bytes.len() as u64;
     file.seek(SeekFrom::Start(0)).map_err(io(path))?;
-    file.read_to_end(&mut bytes).map_err(io(path))?;
+    read_capped(file, &mut bytes, path)?;
     let walk = walk_from(&bytes, key, Start::default(), &mut |_, _| {});
     // A crash can tear only the active file; a segment ending inside a record
     // was cut, so it is refused however the walk names it.

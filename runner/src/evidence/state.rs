@@ -37,6 +37,23 @@ pub(super) fn state_value(tree: &Frontier, rules: &Rules, key: &PublicKey) -> Va
             ]),
         ));
     }
+    if let Some((name, before, module)) = &rules.undo {
+        let mark = match before {
+            Some((version, digest)) => Value::Array(vec![
+                Value::Text(version.to_string()),
+                Value::Bytes(digest.to_vec()),
+            ]),
+            None => Value::Null,
+        };
+        fields.push((
+            "undo",
+            Value::Array(vec![
+                Value::Text(name.clone()),
+                mark,
+                Value::Bytes(module.to_vec()),
+            ]),
+        ));
+    }
     if let Some((seq, module)) = rules.open_run {
         fields.push((
             "open-run",
@@ -111,9 +128,32 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
         },
         Some(_) => return Err("`open-run` is not [seq, module]".into()),
     };
+    let undo = match map.get("undo") {
+        None => None,
+        Some(Value::Array(parts)) => match parts.as_slice() {
+            [Value::Text(name), mark, module] => {
+                let before = match mark {
+                    Value::Null => None,
+                    Value::Array(pair) => match pair.as_slice() {
+                        [Value::Text(version), digest_value] => Some((
+                            semver::Version::parse(version)
+                                .map_err(|e| format!("`undo` version: {e}"))?,
+                            digest(digest_value, "`undo` module")?,
+                        )),
+                        _ => return Err("`undo` mark is not [version, sha256] or null".into()),
+                    },
+                    _ => return Err("`undo` mark is not [version, sha256] or null".into()),
+                };
+                Some((name.clone(), before, digest(module, "`undo` module")?))
+            }
+            _ => return Err("`undo` is not [name, mark, module]".into()),
+        },
+        Some(_) => return Err("`undo` is not [name, mark, module]".into()),
+    };
     Ok((
         tree,
         Rules {
+            undo,
             high_water,
             last_verified,
             open_run,

@@ -319,13 +319,25 @@ pub(super) struct Rules {
     /// Sequence number and module of the `run-started` not yet closed by a
     /// `run-finished` or `run-interrupted`.
     pub open_run: Option<(u64, [u8; 32])>,
+    /// The newest `capsule-verified` acceptance (name, the capsule mark before
+    /// it, module): undone if its `run-finished` shows the capsule never started.
+    pub undo: Option<(String, CapsuleMark, [u8; 32])>,
 }
+
+/// A capsule's mark as it was: its highest version and module, or none.
+pub(super) type CapsuleMark = Option<(semver::Version, [u8; 32])>;
+
+/// `run-finished` statuses of a capsule that never started: its acceptance
+/// is taken back from the capsule mark (`docs/capsule-format.md` §8), so a capsule whose code is
+/// not what its manifest says cannot block the genuine one as a rollback.
+const NOT_STARTED: [&str; 2] = ["not-started", "kind-mismatch"];
 
 impl Rules {
     /// Applies record `seq`'s `event`, or says which failure it is.
     pub fn apply(&mut self, seq: u64, event: &Event) -> Result<(), Failure> {
         match event {
             Event::CapsuleVerified(v) => {
+                let before = self.high_water.capsule(&v.name).cloned();
                 self.high_water
                     .accept(
                         &v.name,
@@ -338,6 +350,22 @@ impl Rules {
                         record: seq,
                         detail: e.to_string(),
                     })?;
+                let anchor = v
+                    .trust_anchor
+                    .as_ref()
+                    .map(|a| (&a.sha256, a.root_keys.as_slice()));
+                self.high_water
+                    .pin_root(
+                        &v.trust_root.name,
+                        v.trust_root.version,
+                        v.trust_root.sha256,
+                        anchor,
+                    )
+                    .map_err(|e| Failure::Rollback {
+                        record: seq,
+                        detail: e.to_string(),
+                    })?;
+                self.undo = Some((v.name.clone(), before, v.module_sha256));
                 self.last_verified = Some((seq, v.module_sha256));
             }
             Event::RunStarted(run) => {
@@ -376,6 +404,19 @@ impl Rules {
                     });
                 }
                 self.open_run = None;
+                if let Some((name, before, module)) = self.undo.take()
+                    && module == end.module_sha256
+                    && NOT_STARTED.contains(&end.status.as_str())
+                {
+                    self.high_water.restore_capsule(&name, before);
+                }
+            }
+            Event::TrustAnchorChanged(change) => {
+                self.high_water.reanchor(crate::rollback::PinnedAnchor {
+                    name: change.name.clone(),
+                    sha256: Some(change.anchor.sha256),
+                    root_keys: change.anchor.root_keys.clone(),
+                });
             }
             Event::RunInterrupted(cut) => {
                 if self.open_run != Some((cut.run_started, cut.module_sha256)) {

@@ -138,7 +138,8 @@ impl CodeCache {
         if meta.len() > MAX_ENTRY_BYTES || meta.len() < 32 {
             return reject(format!("{} bytes is not a plausible entry", meta.len()));
         }
-        let bytes = match fs::read(&path) {
+        // Bounded: the metadata above says nothing about a pipe or device.
+        let bytes = match crate::fsio::read_bounded(&path, MAX_ENTRY_BYTES, "code cache entry") {
             Ok(b) => b,
             Err(e) => return reject(format!("unreadable: {e}")),
         };

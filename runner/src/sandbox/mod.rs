@@ -124,6 +124,16 @@ pub enum SandboxError {
         /// Wasmtime's message, which names the import.
         detail: String,
     },
+    /// The capsule lacks an export every capsule has (`kind`, `run`).
+    #[error(
+        "capsule `{capsule}` cannot start: {detail}. It does not export the `edge-runner:capsule` world's `kind` and `run` functions; build it with capsule-sdk's `#[capsule_sdk::test]` (or `reproduce`, `remediate`) attribute"
+    )]
+    MissingExport {
+        /// Capsule name and version.
+        capsule: String,
+        /// Wasmtime's message, which names the export.
+        detail: String,
+    },
     /// The grant was computed for another capsule.
     #[error(
         "capsule `{capsule}` (module {module}) cannot run under a grant computed for module {granted}; a grant is computed for one capsule, so recompute it with `Grant::compute` for this one"
@@ -487,7 +497,11 @@ impl Sandbox {
             http_traps(&mut linker, &self.engine, &component).map_err(link)?;
             pre = linker.instantiate_pre(&component).map_err(link)?;
         }
-        let pre = host::CapsulePre::new(pre).map_err(link)?;
+        // Imports were all satisfied above; what fails here is a missing export.
+        let pre = host::CapsulePre::new(pre).map_err(|e| SandboxError::MissingExport {
+            capsule: label.to_string(),
+            detail: format!("{e:#}"),
+        })?;
         let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
         if warm.len() >= MAX_WARM_CAPSULES {
             warm.clear();

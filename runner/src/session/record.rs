@@ -8,9 +8,10 @@ use ciborium::Value;
 
 use crate::cbor::text_map;
 use crate::evidence::events::{
-    CapsuleId, CapsuleRefused, CapsuleVerified, ConfigRef, DenialRef, DeterminismRef, DirectoryRef,
-    EgressRef, EvidenceItemRef, FindingRef, GrantRef, OutcomeRef, RefusedRef, RunFinished,
-    RunStarted, RunUsage, SignerRef, SitePolicyRef, StreamRef, TruncatedRef, TrustRootRef,
+    AnchorRef, CapsuleId, CapsuleRefused, CapsuleVerified, ConfigRef, DenialRef, DeterminismRef,
+    DirectoryRef, EgressRef, EvidenceItemRef, FindingRef, GrantRef, OutcomeRef, RefusedRef,
+    RunFinished, RunStarted, RunUsage, SignerRef, SitePolicyRef, StreamRef, TruncatedRef,
+    TrustRootRef,
 };
 use crate::evidence::{Event, MAX_RECORD_BYTES};
 use crate::sandbox::{Finding, Grant, RunReport, StreamSummary, cut};
@@ -80,6 +81,10 @@ pub(super) fn verified(
         not_before: m.not_before.0,
         expires: m.expires.0,
         signature_sha256,
+        trust_anchor: Some(AnchorRef {
+            sha256: capsule.trust_anchor().sha256,
+            root_keys: capsule.trust_anchor().root_keys.clone(),
+        }),
     }
 }
 

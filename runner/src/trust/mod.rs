@@ -14,11 +14,11 @@ mod root;
 pub mod store;
 
 pub use root::{
-    Ceiling, MAX_ROOT_SIGNATURES, MAX_TRUST_ROOT_BYTES, Publisher, Revocation, RootKey, RootPolicy,
-    RootSignatures, SignedRoot, TRUST_ROOT_CONTENT_TYPE, TRUST_ROOT_CONTEXT, TRUST_ROOT_FORMAT,
-    Threshold,
+    Ceiling, MAX_ROOT_SIGNATURES, MAX_TRUST_ROOT_BYTES, NamePattern, Publisher, Revocation,
+    RootKey, RootPolicy, RootSignatures, SignedRoot, TRUST_ROOT_CONTENT_TYPE, TRUST_ROOT_CONTEXT,
+    TRUST_ROOT_FORMAT, Threshold,
 };
-pub use store::{Chain, ChainLink, RootShortfall};
+pub use store::{Anchor, Chain, ChainLink, RootShortfall};
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -107,6 +107,9 @@ pub enum TrustError {
     /// Enough signed, but not enough of them may sign this kind.
     #[error("publisher not allowed this kind: {0}")]
     KindNotAllowed(Box<Shortfall>),
+    /// Enough signed, but not enough of them are delegated the capsule's name.
+    #[error("publisher not delegated this name: {0}")]
+    NameNotDelegated(Box<Shortfall>),
     /// Enough signed, but not enough of them vouch for what the capsule asks.
     #[error("capsule asks beyond its signers' ceiling: {0}")]
     CeilingExceeded(Box<Shortfall>),
@@ -235,6 +238,14 @@ pub struct CountedSigner {
 #[derive(Debug, Clone)]
 pub struct TrustRoot {
     policy: RootPolicy,
+    anchor: store::Anchor,
+}
+
+impl TrustRoot {
+    /// Version 1 of the store it came from: the anchor the evidence pins.
+    pub fn anchor(&self) -> &store::Anchor {
+        &self.anchor
+    }
 }
 
 impl Deref for TrustRoot {
@@ -282,10 +293,16 @@ pub struct VerifiedCapsule {
     root_name: String,
     root_version: u64,
     root_digest: [u8; 32],
+    root_anchor: store::Anchor,
     site: String,
 }
 
 impl VerifiedCapsule {
+    /// Version 1 of the trust store that accepted it (recorded, then pinned).
+    pub fn trust_anchor(&self) -> &store::Anchor {
+        &self.root_anchor
+    }
+
     /// The signed manifest.
     pub fn manifest(&self) -> &Manifest {
         self.checked.manifest()
@@ -359,7 +376,13 @@ impl Tally<'_> {
         } else {
             self.counted
                 .iter()
-                .map(|(p, _)| format!("{} ({})", p.name, p.organisation))
+                .map(|(p, _)| {
+                    format!(
+                        "{} ({})",
+                        crate::names::shown(&p.name),
+                        crate::names::shown(&p.organisation)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -392,9 +415,10 @@ impl Tally<'_> {
 
 /// Applies the trust root, in the documented order, to `capsule`. On success the capsule may run.
 ///
-/// Order (`docs/capsule-format.md` §5): trust root not rolled back;
+/// Order (`docs/capsule-format.md` §5): trust root not rolled back and its anchor pinned;
 /// signatures (algorithm, revoked keys, `verify_strict`); distinct key and
-/// organisation threshold; kind allowed for each counted signer;
+/// organisation threshold; kind allowed for each counted signer; capsule
+/// name delegated to each counted signer;
 /// capabilities and audience within each counted signer's ceiling; validity
 /// times; audience includes this site; version not below the high-water
 /// mark; module digest; module not revoked.
@@ -404,6 +428,13 @@ pub fn verify(capsule: CheckedCapsule, ctx: &Context<'_>) -> Result<VerifiedCaps
     let label = Label(manifest).to_string();
 
     ctx.high_water.check_root(&root.name, root.version)?;
+    let anchor = root.anchor();
+    ctx.high_water.check_anchor(
+        &root.name,
+        root.version,
+        &root.digest,
+        Some((&anchor.sha256, &anchor.root_keys)),
+    )?;
 
     let mut tally = Tally {
         counted: Vec::new(),
@@ -460,6 +491,18 @@ pub fn verify(capsule: CheckedCapsule, ctx: &Context<'_>) -> Result<VerifiedCaps
     });
     if let Some(short) = tally.shortfall(manifest, root) {
         return Err(TrustError::KindNotAllowed(short));
+    }
+
+    // Names are delegated (as TUF delegates paths): a signature on a name
+    // outside its publisher's `names` does not count, so no publisher can
+    // sign, and raise the rollback mark of, another publisher's capsule.
+    let name = manifest.name.as_str();
+    tally.drop_where(|p| {
+        (!p.may_sign_name(name))
+            .then(|| format!("`{}` is not delegated capsule name `{name}`", p.name))
+    });
+    if let Some(short) = tally.shortfall(manifest, root) {
+        return Err(TrustError::NameNotDelegated(short));
     }
 
     tally.drop_where(|p| {
@@ -529,6 +572,7 @@ pub fn verify(capsule: CheckedCapsule, ctx: &Context<'_>) -> Result<VerifiedCaps
         root_name: root.name.clone(),
         root_version: root.version,
         root_digest: root.digest,
+        root_anchor: root.anchor.clone(),
         site: ctx.site.to_string(),
     })
 }

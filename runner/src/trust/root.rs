@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::TrustError;
 use crate::capsule::{
     ANY_SITE, DestinationPattern, FileAccess, FileAccessSource, Kind, Manifest, ResourceLimits,
-    validate_config_key, validate_site,
+    validate_config_key, validate_name, validate_site,
 };
 use crate::cose::{self, SignatureEntry};
 use crate::keys::{KeyId, PublicKey, SecretKey};
@@ -87,6 +87,67 @@ impl Ceiling {
     }
 }
 
+/// A pattern of capsule names a publisher is delegated (as TUF delegates
+/// paths): one name, every name starting with a prefix (`acme-*`), or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamePattern {
+    /// Every capsule name.
+    Any,
+    /// Names that start with this prefix (written `PREFIX*`).
+    Prefix(String),
+    /// Exactly this name.
+    Exact(String),
+}
+
+impl NamePattern {
+    /// Parses `*`, `PREFIX*` or a capsule name (§4 of the format spec).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "*" {
+            return Ok(NamePattern::Any);
+        }
+        let bad = || {
+            format!(
+                "name pattern `{}` is invalid: use a capsule name, a prefix of lowercase letters, digits and `-` followed by `*` (`acme-*`), or `*`",
+                text.escape_debug()
+            )
+        };
+        if let Some(prefix) = text.strip_suffix('*') {
+            let plain = !prefix.is_empty()
+                && prefix.len() < 64
+                && !prefix.starts_with('-')
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            return if plain {
+                Ok(NamePattern::Prefix(prefix.to_string()))
+            } else {
+                Err(bad())
+            };
+        }
+        validate_name(text).map_err(|_| bad())?;
+        Ok(NamePattern::Exact(text.to_string()))
+    }
+
+    /// Whether capsule `name` is covered.
+    pub fn covers(&self, name: &str) -> bool {
+        match self {
+            NamePattern::Any => true,
+            NamePattern::Prefix(prefix) => name.starts_with(prefix.as_str()),
+            NamePattern::Exact(exact) => name == exact,
+        }
+    }
+}
+
+impl std::fmt::Display for NamePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NamePattern::Any => f.write_str("*"),
+            NamePattern::Prefix(prefix) => write!(f, "{prefix}*"),
+            NamePattern::Exact(name) => f.write_str(name),
+        }
+    }
+}
+
 /// A publisher the site trusts.
 #[derive(Debug, Clone)]
 pub struct Publisher {
@@ -96,6 +157,8 @@ pub struct Publisher {
     pub organisation: String,
     /// Kinds it may sign.
     pub kinds: BTreeSet<Kind>,
+    /// Capsule names it may sign; its signature on any other name does not count.
+    pub names: Vec<NamePattern>,
     /// Sites its capsules may target; `*` allows an audience of every site.
     pub audiences: Vec<String>,
     /// The most its signature vouches for.
@@ -105,6 +168,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Whether this publisher is delegated capsule name `name`.
+    pub fn may_sign_name(&self, name: &str) -> bool {
+        self.names.iter().any(|p| p.covers(name))
+    }
+
     /// The first audience entry of `manifest` this publisher may not target.
     pub fn audience_excess<'m>(&self, manifest: &'m Manifest) -> Option<&'m str> {
         if self.audiences.iter().any(|a| a == ANY_SITE) {
@@ -200,6 +268,7 @@ struct PublisherFile {
     name: String,
     organisation: String,
     kinds: Vec<Kind>,
+    names: Vec<String>,
     audiences: Vec<String>,
     public_key: String,
     #[serde(default)]
@@ -234,20 +303,11 @@ struct RevokedCapsuleFile {
     reason: String,
 }
 
-/// Names compare as written, so they must be non-empty, at most 128 bytes,
-/// without control characters or surrounding spaces ("Acme " is not "Acme").
-fn check_label(text: &str, what: &str) -> Result<(), String> {
-    if text.is_empty()
-        || text.len() > 128
-        || text.trim() != text
-        || text.chars().any(char::is_control)
-    {
-        return Err(format!(
-            "{what} `{}` must be 1-128 characters without control characters or leading/trailing spaces",
-            text.escape_debug()
-        ));
-    }
-    Ok(())
+/// Names compare in NFC and as written, so they must be non-empty, at most
+/// 128 bytes, without control, invisible or format characters or surrounding
+/// spaces ("Acme " and "Acme\u{200B}" are not "Acme"). Returns the NFC form.
+fn check_label(text: &str, what: &str) -> Result<String, String> {
+    crate::names::normalise(text, what)
 }
 
 fn hex32(text: &str, what: &str) -> Result<[u8; 32], String> {
@@ -276,7 +336,7 @@ impl RootPolicy {
                 file.format
             ));
         }
-        check_label(&file.name, "`name`")?;
+        let name = check_label(&file.name, "`name`")?;
         if file.version == 0 {
             return Err("`version` starts at 1".into());
         }
@@ -297,8 +357,8 @@ impl RootPolicy {
         let mut all_keys = BTreeSet::new();
         let mut root_keys = Vec::new();
         let mut root_names = BTreeSet::new();
-        for k in file.root_keys {
-            check_label(&k.name, "root key name")?;
+        for mut k in file.root_keys {
+            k.name = check_label(&k.name, "root key name")?;
             let key = PublicKey::from_pem(&k.public_key, Path::new(&k.name))
                 .map_err(|e| format!("root key `{}`: {e}", k.name))?;
             if !root_names.insert(k.name.clone()) {
@@ -322,9 +382,9 @@ impl RootPolicy {
 
         let mut publishers = Vec::new();
         let mut names = BTreeSet::new();
-        for p in file.publishers {
-            check_label(&p.name, "publisher name")?;
-            check_label(
+        for mut p in file.publishers {
+            p.name = check_label(&p.name, "publisher name")?;
+            p.organisation = check_label(
                 &p.organisation,
                 &format!("publisher `{}` organisation", p.name),
             )?;
@@ -334,6 +394,18 @@ impl RootPolicy {
                     p.name
                 ));
             }
+            if p.names.is_empty() {
+                return Err(format!(
+                    "publisher `{}` has no `names`; list the capsule names it may sign (`[\"disk-check\", \"acme-*\"]`), or [\"*\"] for any",
+                    p.name
+                ));
+            }
+            let delegated = p
+                .names
+                .iter()
+                .map(|n| NamePattern::parse(n))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(|e| format!("publisher `{}`: {e}", p.name))?;
             let key = PublicKey::from_pem(&p.public_key, Path::new(&p.name))
                 .map_err(|e| format!("publisher `{}`: {e}", p.name))?;
             if !names.insert(p.name.clone()) {
@@ -360,6 +432,7 @@ impl RootPolicy {
                 name: p.name,
                 organisation: p.organisation,
                 kinds: p.kinds.into_iter().collect(),
+                names: delegated,
                 audiences: p.audiences,
                 ceiling,
                 key,
@@ -403,7 +476,7 @@ impl RootPolicy {
             .collect::<Result<Vec<_>, String>>()?;
 
         Ok(Self {
-            name: file.name,
+            name,
             version: file.version,
             expires: file.expires,
             demo: file.demo,

@@ -44,11 +44,34 @@ pub struct ChainLink {
     pub by_self: RootSignatures,
 }
 
+/// A trust store's anchor: version 1, installed by hand, from which every
+/// later version descends. The evidence records it, and a runner refuses a
+/// store with another anchor (`docs/capsule-format.md` §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    /// SHA-256 of version 1's policy text.
+    pub sha256: [u8; 32],
+    /// Key ids of version 1's root keys, sorted.
+    pub root_keys: Vec<[u8; 32]>,
+}
+
+impl Anchor {
+    fn of(policy: &RootPolicy) -> Self {
+        let mut root_keys: Vec<[u8; 32]> = policy.root_keys.iter().map(|k| k.key.id().0).collect();
+        root_keys.sort_unstable();
+        Self {
+            sha256: policy.digest,
+            root_keys,
+        }
+    }
+}
+
 /// A chain of trust root versions whose signatures all check out; expiry not yet judged.
 #[derive(Debug, Clone)]
 pub struct Chain {
     links: Vec<ChainLink>,
     latest: RootPolicy,
+    anchor: Anchor,
 }
 
 impl Chain {
@@ -114,6 +137,7 @@ impl Chain {
     pub fn from_files(files: Vec<(String, Vec<u8>)>) -> Result<Self, TrustError> {
         let mut links: Vec<ChainLink> = Vec::new();
         let mut current: Option<RootPolicy> = None;
+        let mut anchor: Option<Anchor> = None;
         for (index, (origin, bytes)) in files.into_iter().enumerate() {
             let signed = SignedRoot::parse(&bytes, &origin)?;
             let expected = index as u64 + 1;
@@ -140,6 +164,9 @@ impl Chain {
                     signatures: by_self,
                 })));
             }
+            if anchor.is_none() {
+                anchor = Some(Anchor::of(policy));
+            }
             links.push(ChainLink {
                 origin,
                 version: policy.version,
@@ -150,11 +177,17 @@ impl Chain {
             });
             current = Some(signed.policy);
         }
-        let latest = current.ok_or_else(|| TrustError::TrustRoot {
-            path: "trust store".into(),
-            detail: "no versions given".into(),
-        })?;
-        Ok(Self { links, latest })
+        let (Some(latest), Some(anchor)) = (current, anchor) else {
+            return Err(TrustError::TrustRoot {
+                path: "trust store".into(),
+                detail: "no versions given".into(),
+            });
+        };
+        Ok(Self {
+            links,
+            latest,
+            anchor,
+        })
     }
 
     /// Each version, oldest first.
@@ -167,6 +200,11 @@ impl Chain {
         &self.latest
     }
 
+    /// Version 1, the anchor every version descends from.
+    pub fn anchor(&self) -> &Anchor {
+        &self.anchor
+    }
+
     /// The newest version as the trust root to use at `now`, refused if it has expired.
     pub fn trust(self, now: Timestamp) -> Result<TrustRoot, TrustError> {
         let policy = self.latest;
@@ -177,7 +215,10 @@ impl Chain {
                 expired: policy.expires.to_string(),
             });
         }
-        Ok(TrustRoot { policy })
+        Ok(TrustRoot {
+            policy,
+            anchor: self.anchor,
+        })
     }
 }
 
