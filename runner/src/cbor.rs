@@ -143,6 +143,17 @@ fn canonicalize(value: &Value) -> Result<Value, CborError> {
     })
 }
 
+/// A 32-byte byte string (a digest or key), or what `what` is instead.
+pub fn bytes32(value: &Value, what: &str) -> Result<[u8; 32], String> {
+    match value {
+        Value::Bytes(b) => b
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("{what} is not 32 bytes")),
+        _ => Err(format!("{what} is not a byte string")),
+    }
+}
+
 /// Builds a CBOR map with text keys; order does not matter, [`encode`] sorts.
 pub fn text_map<I, K>(entries: I) -> Value
 where

@@ -449,15 +449,6 @@ impl HighWater {
             }
             marks.roots.insert(name.clone(), version);
         }
-        let digest32 = |v: &Value, what: &str| -> Result<[u8; 32], String> {
-            match v {
-                Value::Bytes(b) => b
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| format!("{what} is not 32 bytes")),
-                _ => Err(format!("{what} is not a byte string")),
-            }
-        };
         for item in list("trust-root-digests")? {
             let bad =
                 || "a `high-water` trust root digest is not [name, version, sha256]".to_string();
@@ -481,7 +472,7 @@ impl HighWater {
             }
             marks
                 .root_digests
-                .insert(key, digest32(digest, "a trust root digest")?);
+                .insert(key, crate::cbor::bytes32(digest, "a trust root digest")?);
         }
         if let Some(pin) = map.get("anchor") {
             let pin = crate::cbor::MapReader::new("`high-water` `anchor`", pin)?;
@@ -493,11 +484,11 @@ impl HighWater {
                 name: pin.text("name")?.to_string(),
                 sha256: pin
                     .get("sha256")
-                    .map(|v| digest32(v, "`anchor` `sha256`"))
+                    .map(|v| crate::cbor::bytes32(v, "`anchor` `sha256`"))
                     .transpose()?,
                 root_keys: keys
                     .iter()
-                    .map(|k| digest32(k, "an `anchor` root key id"))
+                    .map(|k| crate::cbor::bytes32(k, "an `anchor` root key id"))
                     .collect::<Result<_, _>>()?,
             });
         }

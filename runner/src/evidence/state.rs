@@ -8,8 +8,9 @@
 use ciborium::Value;
 
 use super::merkle::{Frontier, Hash};
+use super::verify::CapsuleMark;
 use super::verify::Rules;
-use crate::cbor::{MapReader, as_u64, text_map};
+use crate::cbor::{MapReader, as_u64, bytes32, text_map};
 use crate::keys::PublicKey;
 use crate::rollback::HighWater;
 
@@ -75,27 +76,19 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
         "high-water",
         "last-verified",
         "open-run",
+        "undo",
     ])?;
     let key = map
         .bytes("runner-key")
         .ok()
         .and_then(PublicKey::from_bytes)
         .ok_or("`state` has no valid `runner-key`")?;
-    let digest = |v: &Value, what: &str| -> Result<Hash, String> {
-        match v {
-            Value::Bytes(b) => b
-                .as_slice()
-                .try_into()
-                .map_err(|_| format!("{what} is not 32 bytes")),
-            _ => Err(format!("{what} is not a byte string")),
-        }
-    };
     let Some(Value::Array(items)) = map.get("frontier") else {
         return Err("`state` has no `frontier` array".into());
     };
     let roots = items
         .iter()
-        .map(|v| digest(v, "a `frontier` hash"))
+        .map(|v| bytes32(v, "a `frontier` hash"))
         .collect::<Result<Vec<_>, _>>()?;
     let tree = Frontier::from_subtree_roots(size, &roots).ok_or_else(|| {
         format!(
@@ -106,50 +99,15 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
     })?;
     let high_water =
         HighWater::from_value(map.get("high-water").ok_or("`state` has no `high-water`")?)?;
-    let last_verified = match map.get("last-verified") {
-        None => None,
-        Some(Value::Array(pair)) => match pair.as_slice() {
-            [seq, module] => Some((
-                as_u64(seq).ok_or("`last-verified` sequence number is not an unsigned integer")?,
-                digest(module, "`last-verified` module")?,
-            )),
-            _ => return Err("`last-verified` is not [seq, module]".into()),
-        },
-        Some(_) => return Err("`last-verified` is not [seq, module]".into()),
-    };
-    let open_run = match map.get("open-run") {
-        None => None,
-        Some(Value::Array(pair)) => match pair.as_slice() {
-            [seq, module] => Some((
-                as_u64(seq).ok_or("`open-run` sequence number is not an unsigned integer")?,
-                digest(module, "`open-run` module")?,
-            )),
-            _ => return Err("`open-run` is not [seq, module]".into()),
-        },
-        Some(_) => return Err("`open-run` is not [seq, module]".into()),
-    };
-    let undo = match map.get("undo") {
-        None => None,
-        Some(Value::Array(parts)) => match parts.as_slice() {
-            [Value::Text(name), mark, module] => {
-                let before = match mark {
-                    Value::Null => None,
-                    Value::Array(pair) => match pair.as_slice() {
-                        [Value::Text(version), digest_value] => Some((
-                            semver::Version::parse(version)
-                                .map_err(|e| format!("`undo` version: {e}"))?,
-                            digest(digest_value, "`undo` module")?,
-                        )),
-                        _ => return Err("`undo` mark is not [version, sha256] or null".into()),
-                    },
-                    _ => return Err("`undo` mark is not [version, sha256] or null".into()),
-                };
-                Some((name.clone(), before, digest(module, "`undo` module")?))
-            }
-            _ => return Err("`undo` is not [name, mark, module]".into()),
-        },
-        Some(_) => return Err("`undo` is not [name, mark, module]".into()),
-    };
+    let last_verified = map
+        .get("last-verified")
+        .map(|v| seq_and_module(v, "last-verified"))
+        .transpose()?;
+    let open_run = map
+        .get("open-run")
+        .map(|v| seq_and_module(v, "open-run"))
+        .transpose()?;
+    let undo = map.get("undo").map(read_undo).transpose()?;
     Ok((
         tree,
         Rules {
@@ -160,4 +118,86 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
         },
         key,
     ))
+}
+
+/// `[seq, module-sha256]`, as `last-verified` and `open-run` hold them.
+fn seq_and_module(value: &Value, what: &str) -> Result<(u64, Hash), String> {
+    match value {
+        Value::Array(pair) => match pair.as_slice() {
+            [seq, module] => Ok((
+                as_u64(seq).ok_or_else(|| {
+                    format!("`{what}` sequence number is not an unsigned integer")
+                })?,
+                bytes32(module, &format!("`{what}` module"))?,
+            )),
+            _ => Err(format!("`{what}` is not [seq, module]")),
+        },
+        _ => Err(format!("`{what}` is not [seq, module]")),
+    }
+}
+
+/// `[name, [version, module-sha256] / null, module-sha256]`, as `undo` holds it.
+fn read_undo(value: &Value) -> Result<(String, CapsuleMark, Hash), String> {
+    let bad = || "`undo` is not [name, mark, module]".to_string();
+    let Value::Array(parts) = value else {
+        return Err(bad());
+    };
+    let [Value::Text(name), mark, module] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let before = match mark {
+        Value::Null => None,
+        Value::Array(pair) => match pair.as_slice() {
+            [Value::Text(version), digest] => Some((
+                semver::Version::parse(version).map_err(|e| format!("`undo` version: {e}"))?,
+                bytes32(digest, "`undo` mark module")?,
+            )),
+            _ => return Err("`undo` mark is not [version, sha256] or null".into()),
+        },
+        _ => return Err("`undo` mark is not [version, sha256] or null".into()),
+    };
+    Ok((name.clone(), before, bytes32(module, "`undo` module")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::merkle::leaf_hash;
+    use crate::keys::SecretKey;
+
+    /// Every part of the rules' state survives the round trip, so a runner
+    /// resumes with exactly what a full read would give (a field the reader
+    /// does not know would make every open fall back to reading everything).
+    #[test]
+    fn every_part_of_the_state_round_trips() {
+        let v = |t: &str| semver::Version::parse(t).unwrap();
+        let mut rules = Rules::default();
+        rules
+            .high_water
+            .accept("db-check", &v("1.2.0"), [1; 32], "root", 2)
+            .unwrap();
+        rules
+            .high_water
+            .pin_root("root", 2, [3; 32], Some((&[4; 32], &[[5; 32]][..])))
+            .unwrap();
+        rules.last_verified = Some((7, [1; 32]));
+        rules.open_run = Some((8, [1; 32]));
+        rules.undo = Some(("db-check".into(), Some((v("1.1.0"), [9; 32])), [1; 32]));
+        let mut tree = Frontier::default();
+        for i in 0..9u8 {
+            tree.push(leaf_hash(&[i]));
+        }
+        let key = SecretKey::generate().unwrap().public();
+        let value = state_value(&tree, &rules, &key);
+        let (tree2, rules2, key2) = read_state(&value, 9).unwrap();
+        assert_eq!((tree2.clone(), key2), (tree, key));
+        assert_eq!(
+            crate::cbor::encode(&state_value(&tree2, &rules2, &key2)).unwrap(),
+            crate::cbor::encode(&value).unwrap()
+        );
+        assert_eq!(rules2.undo, rules.undo);
+        assert_eq!(rules2.high_water, rules.high_water);
+        // A tree whose size needs another number of subtrees does not take this frontier.
+        assert!(read_state(&value, 11).is_err());
+    }
 }
