@@ -666,6 +666,22 @@ fn rollback_is_refused_across_runs() {
     );
 }
 
+/// `run SIGNED --trust T --site SITE --evidence E` and `extra` flags.
+fn run_capsule(signed: &Path, trust: &Path, evidence: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        p(signed),
+        "--trust",
+        p(trust),
+        "--site",
+        SITE,
+        "--evidence",
+        p(evidence),
+    ];
+    args.extend_from_slice(extra);
+    edge_runner(&args)
+}
+
 /// An attacker who can write the evidence directory must not find a key
 /// there that re-signs it: a runner key inside it is refused unless the
 /// operator says, by name, that this is unsafe; a key others can read is refused.
@@ -679,20 +695,9 @@ fn runner_key_inside_the_evidence_dir_is_refused_by_default() {
     let evidence = d.join("evidence");
     let (inside, _) = keys(&evidence, "runner");
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            p(&signed),
-            "--trust",
-            p(&trust),
-            "--site",
-            SITE,
-            "--evidence",
-            p(&evidence),
-            "--runner-key",
-            p(&inside),
-        ];
+        let mut args = vec!["--runner-key", p(&inside)];
         args.extend_from_slice(extra);
-        edge_runner(&args)
+        run_capsule(&signed, &trust, &evidence, &args)
     };
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -714,18 +719,7 @@ fn runner_key_inside_the_evidence_dir_is_refused_by_default() {
     {
         let link = d.join("key-link.key");
         std::os::unix::fs::symlink(&inside, &link).unwrap();
-        let out = edge_runner(&[
-            "run",
-            p(&signed),
-            "--trust",
-            p(&trust),
-            "--site",
-            SITE,
-            "--evidence",
-            p(&evidence),
-            "--runner-key",
-            p(&link),
-        ]);
+        let out = run_capsule(&signed, &trust, &evidence, &["--runner-key", p(&link)]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         assert!(
             text(&out).contains("is inside the evidence directory"),
@@ -747,18 +741,8 @@ fn runner_key_inside_the_evidence_dir_is_refused_by_default() {
         use std::os::unix::fs::PermissionsExt;
         let (outside, _) = keys(&d.join("keys"), "runner");
         std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let out = edge_runner(&[
-            "run",
-            p(&signed),
-            "--trust",
-            p(&trust),
-            "--site",
-            SITE,
-            "--evidence",
-            p(&d.join("evidence-2")),
-            "--runner-key",
-            p(&outside),
-        ]);
+        let other = d.join("evidence-2");
+        let out = run_capsule(&signed, &trust, &other, &["--runner-key", p(&outside)]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         assert!(
             text(&out).contains(&format!(
@@ -809,18 +793,7 @@ fn runner_key_rotation_hands_the_log_over_and_retires_the_old_key() {
         "{}",
         text(&out)
     );
-    let out = edge_runner(&[
-        "run",
-        p(&signed),
-        "--trust",
-        p(&trust),
-        "--site",
-        SITE,
-        "--evidence",
-        p(&evidence),
-        "--runner-key",
-        p(&new_key),
-    ]);
+    let out = run_capsule(&signed, &trust, &evidence, &["--runner-key", p(&new_key)]);
     assert!(
         text(&out).contains("ran json-assert 1.0.0"),
         "{}",
