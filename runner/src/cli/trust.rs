@@ -61,7 +61,8 @@ pub(super) struct TrustReAnchor {
     /// Why the store is replaced (recorded).
     #[arg(long)]
     reason: String,
-    /// The runner's private key. Default: DIR/runner.key.
+    /// The runner's private key (as for `run`; default
+    /// ~/.local/state/edge-runner/runner.key, never inside the evidence directory).
     #[arg(long, env = "EDGE_RUNNER_KEY")]
     runner_key: Option<PathBuf>,
 }
@@ -72,11 +73,11 @@ impl TrustReAnchor {
             bail!("--reason is empty; say why the trust store is replaced, for the auditors");
         }
         let root = super::load_trust_store(&self.trust)?;
-        let key_path = self
-            .runner_key
-            .clone()
-            .unwrap_or_else(|| self.evidence.join("runner.key"));
-        let key = SecretKey::load(&key_path)?;
+        let key = super::run::runner_key(
+            self.runner_key.as_deref(),
+            &self.evidence,
+            crate::custody::KeyPlacement::Separate,
+        )?;
         let mut log = crate::evidence::EvidenceLog::open(&self.evidence, key)?;
         let before = log
             .high_water()
