@@ -46,15 +46,86 @@ pub fn encode(value: &Value) -> Result<Vec<u8>, CborError> {
 }
 
 /// Decodes exactly one item that must already be in deterministic encoding.
+///
+/// The verdict is that of re-encoding the value deterministically
+/// ([`encode`]) and comparing: floats and duplicate keys are refused as
+/// [`encode`] refuses them, in the same order; otherwise the input must be
+/// the value's encoding as it stands (shortest heads, definite lengths) with
+/// every map's keys strictly increasing — which is the same as equal to the
+/// sorted encoding, without copying and sorting the value.
 pub fn decode_canonical(bytes: &[u8]) -> Result<Value, CborError> {
     let (value, used) = decode_prefix(bytes)?;
     if used != bytes.len() {
         return Err(CborError::TrailingBytes(bytes.len() - used));
     }
-    if encode(&value)? != bytes {
+    let sorted = check_keys(&value)?;
+    let mut out = Vec::with_capacity(bytes.len());
+    ciborium::into_writer(&value, &mut out).map_err(|e| CborError::Malformed(e.to_string()))?;
+    if !sorted || out != bytes {
         return Err(CborError::NotCanonical);
     }
     Ok(value)
+}
+
+/// Refuses floats and duplicate map keys exactly where [`canonicalize`] does
+/// (depth first, a map's duplicates after its entries), and says whether
+/// every map's keys are in deterministic order.
+fn check_keys(value: &Value) -> Result<bool, CborError> {
+    Ok(match value {
+        Value::Float(_) => return Err(CborError::Float),
+        Value::Array(items) => {
+            let mut sorted = true;
+            for item in items {
+                sorted &= check_keys(item)?;
+            }
+            sorted
+        }
+        Value::Tag(_, inner) => check_keys(inner)?,
+        Value::Map(entries) => {
+            let mut sorted = true;
+            for (k, v) in entries {
+                sorted &= check_keys(k)?;
+                sorted &= check_keys(v)?;
+            }
+            let mut increasing = true;
+            for pair in entries.windows(2) {
+                match key_order(&pair[0].0, &pair[1].0)? {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => return Err(CborError::DuplicateKey),
+                    std::cmp::Ordering::Greater => increasing = false,
+                }
+            }
+            if !increasing {
+                // Out of order: a duplicate may sit anywhere, as `encode` would find.
+                let mut keys = entries
+                    .iter()
+                    .map(|(k, _)| encoded(k))
+                    .collect::<Result<Vec<_>, _>>()?;
+                keys.sort();
+                if keys.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(CborError::DuplicateKey);
+                }
+            }
+            sorted && increasing
+        }
+        _ => true,
+    })
+}
+
+/// The deterministic order of two map keys: that of their encodings.
+fn key_order(a: &Value, b: &Value) -> Result<std::cmp::Ordering, CborError> {
+    Ok(match (a, b) {
+        // A text string's encoding is its length's head, then its bytes.
+        (Value::Text(x), Value::Text(y)) => (x.len(), x.as_bytes()).cmp(&(y.len(), y.as_bytes())),
+        _ => encoded(a)?.cmp(&encoded(b)?),
+    })
+}
+
+fn encoded(value: &Value) -> Result<Vec<u8>, CborError> {
+    let mut out = Vec::new();
+    ciborium::into_writer(&canonicalize(value)?, &mut out)
+        .map_err(|e| CborError::Malformed(e.to_string()))?;
+    Ok(out)
 }
 
 /// The length of the first CBOR item in `bytes`, read from the item heads
@@ -250,6 +321,76 @@ pub fn as_u64(value: &Value) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    /// The definition `decode_canonical` must agree with: re-encode
+    /// deterministically and compare.
+    fn by_definition(bytes: &[u8]) -> Result<Value, CborError> {
+        let (value, used) = decode_prefix(bytes)?;
+        if used != bytes.len() {
+            return Err(CborError::TrailingBytes(bytes.len() - used));
+        }
+        if encode(&value)? != bytes {
+            return Err(CborError::NotCanonical);
+        }
+        Ok(value)
+    }
+
+    #[test]
+    fn decode_canonical_agrees_with_its_definition_on_generated_values() {
+        // splitmix64: reproducible.
+        let mut state = 0x5eed_u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        fn generate(next: &mut dyn FnMut() -> u64, depth: u32) -> Value {
+            let keys = ["a", "b", "bb", "ab", "z", "aaa"];
+            match next() % if depth > 2 { 5 } else { 8 } {
+                0 => Value::Integer((next() % 70_000).into()),
+                1 => Value::Integer((-((next() % 300) as i64) - 1).into()),
+                2 => Value::Text(keys[(next() % 6) as usize].into()),
+                3 => Value::Bytes(vec![7; (next() % 30) as usize]),
+                4 if next().is_multiple_of(20) => Value::Float(1.5),
+                4 => Value::Bool(next().is_multiple_of(2)),
+                5 => Value::Array((0..next() % 4).map(|_| generate(next, depth + 1)).collect()),
+                6 => Value::Tag(18, Box::new(generate(next, depth + 1))),
+                _ => Value::Map(
+                    (0..next() % 5)
+                        .map(|_| {
+                            let k = match next() % 3 {
+                                0 => Value::Integer((next() % 30).into()),
+                                1 => Value::Integer((-((next() % 30) as i64) - 1).into()),
+                                _ => Value::Text(keys[(next() % 6) as usize].into()),
+                            };
+                            (k, generate(next, depth + 1))
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let value = generate(&mut next, 0);
+            let mut bytes = Vec::new();
+            ciborium::into_writer(&value, &mut bytes).unwrap();
+            let fast = decode_canonical(&bytes);
+            let slow = by_definition(&bytes);
+            assert_eq!(
+                format!("{fast:?}"),
+                format!("{slow:?}"),
+                "{value:?} encoded as {}",
+                hex::encode(&bytes)
+            );
+            accepted += usize::from(fast.is_ok());
+        }
+        assert!(
+            accepted > 1000,
+            "the generator also makes canonical values ({accepted})"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -36,6 +36,16 @@ pub use verify::{
     Failure, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
 };
 
+/// Checks `items[i] = (message, signature)` under `key` with the batch path
+/// the verifier uses (on all cores): the verdict of `verify_strict` for each
+/// signature. `Err(i)`: the first signature it rejects.
+pub fn verify_signatures(
+    key: &crate::keys::PublicKey,
+    items: &[(&[u8], &[u8; 64])],
+) -> Result<(), usize> {
+    batch::verify_all(key.as_bytes(), items, 0).map_err(|batch::BadSignature(i)| i)
+}
+
 /// Why evidence could not be written or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -193,6 +193,15 @@ impl Parsed {
         Ok((self.record.clone(), &self.tbs, &self.signature))
     }
 
+    /// Takes out what the signature covers and the signature (after
+    /// [`Parsed::structure`] passed), leaving them empty.
+    pub(super) fn take_signed(&mut self) -> (Vec<u8>, Vec<u8>) {
+        (
+            std::mem::take(&mut self.tbs),
+            std::mem::take(&mut self.signature),
+        )
+    }
+
     /// True when the `kid` names `key`.
     pub(super) fn kid_is(&self, key: &PublicKey) -> bool {
         self.kid.as_slice() == key.id().0
@@ -257,9 +266,26 @@ fn early_checks(bytes: &[u8]) -> Result<CoseSign1, String> {
             bytes.len()
         ));
     }
-    cbor::decode_canonical(bytes).map_err(|e| format!("record encoding: {e}"))?;
-    let sign1 = CoseSign1::from_tagged_slice(bytes)
-        .map_err(|e| format!("not a tagged COSE_Sign1 (tag 18): {e}"))?;
+    // Fast path: a record whose COSE_Sign1 has an empty unprotected header and
+    // re-encodes to exactly its bytes is in deterministic encoding (it holds
+    // no map with keys, and the encoder writes shortest, definite heads), so
+    // the general check would pass. Anything else takes the general check,
+    // which also words the failure.
+    let fast = CoseSign1::from_tagged_slice(bytes).ok().filter(|sign1| {
+        sign1.unprotected.is_empty()
+            && sign1
+                .clone()
+                .to_tagged_vec()
+                .is_ok_and(|again| again == bytes)
+    });
+    let sign1 = match fast {
+        Some(sign1) => sign1,
+        None => {
+            cbor::decode_canonical(bytes).map_err(|e| format!("record encoding: {e}"))?;
+            CoseSign1::from_tagged_slice(bytes)
+                .map_err(|e| format!("not a tagged COSE_Sign1 (tag 18): {e}"))?
+        }
+    };
     if let Some(raw) = &sign1.protected.original_data {
         cbor::decode_canonical(raw).map_err(|e| format!("protected header: {e}"))?;
     }

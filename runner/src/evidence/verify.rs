@@ -486,7 +486,7 @@ fn walk_with_progress(
 
 /// Records parsed and checked per round: enough to keep every core busy,
 /// few enough that a round's signature material stays small.
-const CHUNK: usize = 4096;
+const CHUNK: usize = 8192;
 
 /// One record as the parallel stage leaves it: parsed and decoded, with its
 /// hashes, but not yet checked against the records before it or its key.
@@ -523,12 +523,12 @@ fn prepare(bytes: &[u8], span: &std::ops::Range<usize>) -> Prepared {
 }
 
 /// A signature still to check: record `index`, under `key`.
-struct SigJob<'a> {
+struct SigJob {
     index: u64,
     offset: usize,
     key: PublicKey,
-    tbs: &'a [u8],
-    signature: &'a [u8],
+    tbs: Vec<u8>,
+    signature: Vec<u8>,
 }
 
 /// Walks `bytes`, the records from `start.index` on, as far as they are valid.
@@ -567,77 +567,116 @@ pub(super) fn walk_from(
     // `verify_log` then requires the walk's key among the log's keys.
     let mut current = start.key.unwrap_or(*key);
     walk.keys.push((start.index, current));
-    while offset < bytes.len() && walk.failure.is_none() {
-        progress(offset, bytes.len());
-        // Record boundaries, up to a chunk's worth or the first item that ends badly.
-        let mut spans = Vec::new();
-        let mut end_failure = None;
-        let mut at = offset;
-        while spans.len() < CHUNK && at < bytes.len() {
-            let found = match cbor::item_len(&bytes[at..]) {
-                Some(len) => Ok(len),
-                None => cbor::decode_prefix(&bytes[at..]).map(|(_, len)| len),
-            };
-            let record = index + spans.len() as u64;
-            match found {
-                Ok(len) => {
-                    spans.push(at..at + len);
-                    at += len;
-                }
-                Err(CborError::Truncated) => {
-                    end_failure = Some(Failure::TornTail {
-                        record,
-                        offset: at,
-                        bytes: bytes.len() - at,
-                    });
+    // Each round's signatures are checked on other threads while the next
+    // round is parsed; a bad signature in round k is the verdict even if
+    // round k+1 found something else, since it comes first.
+    std::thread::scope(|scope| {
+        let mut pending: Option<std::thread::ScopedJoinHandle<'_, Option<(u64, usize)>>> = None;
+        let bad_signature = |(record, offset): (u64, usize)| Failure::BadRecord {
+            record,
+            offset,
+            detail: super::record::BAD_SIGNATURE.into(),
+        };
+        while offset < bytes.len() && walk.failure.is_none() {
+            progress(offset, bytes.len());
+            let (spans, end_failure) = next_spans(bytes, offset, index);
+            let mut prepared = parallel_map(&spans, threads, |span| prepare(bytes, span));
+            let mut jobs = Vec::with_capacity(prepared.len());
+            for p in &mut prepared {
+                if let Some(failure) =
+                    check_in_turn(&mut walk, &mut current, &mut jobs, p, index, bytes)
+                {
+                    walk.failure = Some(failure);
                     break;
                 }
-                Err(e) => {
-                    end_failure = Some(Failure::Malformed {
-                        record,
-                        offset: at,
-                        detail: e.to_string(),
-                    });
-                    break;
+                offset = p.offset + p.len;
+                walk.good_bytes = offset;
+                index += 1;
+            }
+            if walk.failure.is_none() {
+                walk.failure = end_failure;
+            }
+            if let Some(earlier) = pending.take().and_then(join_signatures) {
+                walk.failure = Some(bad_signature(earlier));
+                return;
+            }
+            if walk.failure.is_some() {
+                if let Some(bad) = first_bad_signature(&jobs, threads) {
+                    walk.failure = Some(bad_signature(bad));
                 }
+                return;
             }
+            pending = Some(scope.spawn(move || first_bad_signature(&jobs, threads)));
         }
-        let prepared = parallel_map(&spans, threads, |span| prepare(bytes, span));
-        let mut jobs = Vec::with_capacity(prepared.len());
-        for p in &prepared {
-            if let Some(failure) =
-                check_in_turn(&mut walk, &mut current, &mut jobs, p, index, bytes)
-            {
-                walk.failure = Some(failure);
-                break;
+        if let Some(bad) = pending.take().and_then(join_signatures) {
+            walk.failure = Some(bad_signature(bad));
+        }
+    });
+    progress(bytes.len(), bytes.len());
+    if let Some(last) = walk.records.last() {
+        walk.last = Some(last.clone());
+    }
+    walk
+}
+
+/// Record boundaries from `offset` on, up to a round's worth, and the failure
+/// of the item after them if one ends badly (record `index` is the first).
+fn next_spans(
+    bytes: &[u8],
+    offset: usize,
+    index: u64,
+) -> (Vec<std::ops::Range<usize>>, Option<Failure>) {
+    let mut spans = Vec::new();
+    let mut at = offset;
+    while spans.len() < CHUNK && at < bytes.len() {
+        let found = match cbor::item_len(&bytes[at..]) {
+            Some(len) => Ok(len),
+            None => cbor::decode_prefix(&bytes[at..]).map(|(_, len)| len),
+        };
+        let record = index + spans.len() as u64;
+        match found {
+            Ok(len) => {
+                spans.push(at..at + len);
+                at += len;
             }
-            offset = p.offset + p.len;
-            walk.good_bytes = offset;
-            index += 1;
-        }
-        if walk.failure.is_none() {
-            walk.failure = end_failure;
-        }
-        if let Some(bad) = first_bad_signature(&jobs, threads) {
-            walk.failure = Some(Failure::BadRecord {
-                record: bad.index,
-                offset: bad.offset,
-                detail: super::record::BAD_SIGNATURE.into(),
-            });
+            Err(CborError::Truncated) => {
+                let failure = Failure::TornTail {
+                    record,
+                    offset: at,
+                    bytes: bytes.len() - at,
+                };
+                return (spans, Some(failure));
+            }
+            Err(e) => {
+                let failure = Failure::Malformed {
+                    record,
+                    offset: at,
+                    detail: e.to_string(),
+                };
+                return (spans, Some(failure));
+            }
         }
     }
-    progress(bytes.len(), bytes.len());
-    walk
+    (spans, None)
+}
+
+/// The result of a round's signature check (a panic there is re-raised).
+fn join_signatures(
+    handle: std::thread::ScopedJoinHandle<'_, Option<(u64, usize)>>,
+) -> Option<(u64, usize)> {
+    handle
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 /// The checks of record `index` that depend on the records before it, in
 /// the order of §4; its signature is queued in `jobs` (checked by the
 /// caller) once every check before it has passed.
-fn check_in_turn<'a>(
+fn check_in_turn(
     walk: &mut Walk,
     current: &mut PublicKey,
-    jobs: &mut Vec<SigJob<'a>>,
-    p: &'a Prepared,
+    jobs: &mut Vec<SigJob>,
+    p: &mut Prepared,
     index: u64,
     bytes: &[u8],
 ) -> Option<Failure> {
@@ -657,6 +696,7 @@ fn check_in_turn<'a>(
     }
     if index == 0
         && walk.last.is_none()
+        && walk.records.is_empty()
         && !p.parsed.kid_is(current)
         && let Some(named) = genesis_key(p.parsed.record())
         && p.parsed.kid_is(&named)
@@ -675,12 +715,13 @@ fn check_in_turn<'a>(
         }
         Err(RecordFault::Invalid(detail)) => return bad_record(detail),
     }
-    let (record, tbs, signature) = match p.parsed.structure() {
-        Ok(parts) => parts,
+    let record = match p.parsed.structure() {
+        Ok((record, _, _)) => record,
         Err(RecordFault::Invalid(detail) | RecordFault::WrongKey(detail)) => {
             return bad_record(detail);
         }
     };
+    let (tbs, signature) = p.parsed.take_signed();
     jobs.push(SigJob {
         index,
         offset: p.offset,
@@ -692,16 +733,18 @@ fn check_in_turn<'a>(
         Ok(r) => r,
         Err(detail) => return bad_record(detail),
     };
-    if let Some(failure) = link_failure(walk.last.as_ref(), &record, index) {
+    // The record before: the last one walked, or the one the walk started after.
+    let before = walk.records.last().or(walk.last.as_ref());
+    if let Some(failure) = link_failure(before, &record, index) {
         return Some(failure);
     }
-    let event = match &p.event {
-        Some(Ok(event)) => event.clone(),
+    let event = match p.event.take() {
+        Some(Ok(event)) => event,
         Some(Err(detail)) => {
             return Some(Failure::BadBody {
                 record: index,
                 event: record.event.clone(),
-                detail: detail.clone(),
+                detail,
             });
         }
         None => return bad_record("payload did not decode".into()),
@@ -751,14 +794,13 @@ fn check_in_turn<'a>(
         bytes: bytes[p.offset..p.offset + p.len].to_vec(),
         hash: p.hash,
     };
-    walk.records.push(signed.clone());
+    walk.records.push(signed);
     walk.events.push(event);
-    walk.last = Some(signed);
     None
 }
 
-/// The first job (lowest record) whose signature `verify_strict` rejects.
-fn first_bad_signature<'j, 'a>(jobs: &'j [SigJob<'a>], threads: usize) -> Option<&'j SigJob<'a>> {
+/// The first job (lowest record) whose signature `verify_strict` rejects: its record and offset.
+fn first_bad_signature(jobs: &[SigJob], threads: usize) -> Option<(u64, usize)> {
     let mut from = 0;
     while from < jobs.len() {
         // A run of records under one key (keys change only at a handover).
@@ -775,15 +817,20 @@ fn first_bad_signature<'j, 'a>(jobs: &'j [SigJob<'a>], threads: usize) -> Option
             .unwrap_or(run.len());
         let items: Vec<(&[u8], &[u8; 64])> = run[..sized]
             .iter()
-            .filter_map(|j| Some((j.tbs, <&[u8; 64]>::try_from(j.signature).ok()?)))
+            .filter_map(|j| {
+                Some((
+                    j.tbs.as_slice(),
+                    <&[u8; 64]>::try_from(j.signature.as_slice()).ok()?,
+                ))
+            })
             .collect();
         if let Err(super::batch::BadSignature(i)) =
             super::batch::verify_all(key.as_bytes(), &items, threads)
         {
-            return Some(&run[i]);
+            return Some((run[i].index, run[i].offset));
         }
         if sized < run.len() {
-            return Some(&run[sized]);
+            return Some((run[sized].index, run[sized].offset));
         }
         from = to;
     }
