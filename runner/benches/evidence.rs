@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use ciborium::Value;
 use edge_runner::cbor::text_map;
-use edge_runner::evidence::{self, CheckpointPolicy, EvidenceLog, LOG_FILE};
+use edge_runner::evidence::{self, CheckpointPolicy, EvidenceLog};
 use edge_runner::keys::SecretKey;
 
 fn rate(n: u64, secs: f64) -> String {
