@@ -258,6 +258,21 @@ pub(super) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
     Ok(())
 }
 
+/// A `stat` result as the capsule sees it: with fixed timestamps in a
+/// deterministic run, as the host reported it otherwise.
+fn pinned(
+    state: &State,
+    result: wasmtime_wasi::p2::FsResult<DescriptorStat>,
+) -> wasmtime::Result<(Result<DescriptorStat, ErrorCode>,)> {
+    match result {
+        Ok(stat) => Ok((Ok(match &state.fixed_files {
+            Some(fixed) => fixed.pin(stat),
+            None => stat,
+        }),)),
+        Err(e) => Ok((Err(e.downcast()?),)),
+    }
+}
+
 /// `stat`, `stat-at`, `read-directory` and `read-directory-entry`, which in a
 /// deterministic run show fixed timestamps and sorted listings.
 fn add_fixed_views(
@@ -269,13 +284,7 @@ fn add_fixed_views(
             Box::new(async move {
                 let state = store.data_mut();
                 let result = HostDescriptor::stat(&mut state.filesystem(), fd).await;
-                match result {
-                    Ok(stat) => Ok((Ok(match &state.fixed_files {
-                        Some(fixed) => fixed.pin(stat),
-                        None => stat,
-                    }),)),
-                    Err(e) => Ok((Err(e.downcast()?),)),
-                }
+                pinned(state, result)
             })
         },
     )?;
@@ -287,13 +296,7 @@ fn add_fixed_views(
                 let state = store.data_mut();
                 let result =
                     HostDescriptor::stat_at(&mut state.filesystem(), fd, flags, path).await;
-                match result {
-                    Ok(stat) => Ok((Ok(match &state.fixed_files {
-                        Some(fixed) => fixed.pin(stat),
-                        None => stat,
-                    }),)),
-                    Err(e) => Ok((Err(e.downcast()?),)),
-                }
+                pinned(state, result)
             })
         },
     )?;
