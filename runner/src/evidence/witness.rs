@@ -1035,33 +1035,21 @@ mod tests {
         state.add_checkpoint(&w, &log, &grow, now).unwrap();
         assert_eq!(state.latest(&log).unwrap().unwrap().0.size, 13);
 
+        // The witness's answer to a request it must refuse.
+        let refused = |old, proof, note| {
+            state
+                .add_checkpoint(&w, &log, &AddCheckpoint { old, proof, note }, now)
+                .unwrap_err()
+        };
         let mut forked = l.clone();
         forked[3] = leaf_hash(b"rewritten");
-        let err = state
-            .add_checkpoint(
-                &w,
-                &log,
-                &AddCheckpoint {
-                    old: 13,
-                    proof: vec![],
-                    note: note(&runner, &forked[..13]),
-                },
-                now,
-            )
-            .unwrap_err();
+        let err = refused(13, vec![], note(&runner, &forked[..13]));
         assert!(matches!(err, WitnessError::Fork { size: 13, .. }), "{err}");
-        let err = state
-            .add_checkpoint(
-                &w,
-                &log,
-                &AddCheckpoint {
-                    old: 13,
-                    proof: consistency_proof(&forked[..20], 13).unwrap(),
-                    note: note(&runner, &forked[..20]),
-                },
-                now,
-            )
-            .unwrap_err();
+        let err = refused(
+            13,
+            consistency_proof(&forked[..20], 13).unwrap(),
+            note(&runner, &forked[..20]),
+        );
         assert!(
             matches!(
                 err,
@@ -1073,18 +1061,7 @@ mod tests {
             ),
             "{err}"
         );
-        let err = state
-            .add_checkpoint(
-                &w,
-                &log,
-                &AddCheckpoint {
-                    old: 0,
-                    proof: vec![],
-                    note: note(&runner, &l[..10]),
-                },
-                now,
-            )
-            .unwrap_err();
+        let err = refused(0, vec![], note(&runner, &l[..10]));
         assert!(
             matches!(
                 err,
@@ -1096,18 +1073,11 @@ mod tests {
             ),
             "{err}"
         );
-        let err = state
-            .add_checkpoint(
-                &w,
-                &log,
-                &AddCheckpoint {
-                    old: 8,
-                    proof: consistency_proof(&l[..20], 8).unwrap(),
-                    note: note(&runner, &l[..20]),
-                },
-                now,
-            )
-            .unwrap_err();
+        let err = refused(
+            8,
+            consistency_proof(&l[..20], 8).unwrap(),
+            note(&runner, &l[..20]),
+        );
         assert!(
             matches!(
                 err,
