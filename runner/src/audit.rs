@@ -13,7 +13,10 @@ use serde::Serialize;
 use crate::evidence::bundle::Bundle;
 use crate::evidence::events::{CapsuleVerified, Event, RunStarted};
 use crate::evidence::witness::{WitnessPolicy, note_size, verify_cosignature};
-use crate::evidence::{Checkpoint, Summary, check_against_checkpoint, verify_log_with_progress};
+use crate::evidence::{
+    Checkpoint, Summary, check_against_checkpoint, verify_log_with_progress,
+    verify_range_with_progress,
+};
 use crate::keys::PublicKey;
 use crate::timestamp::Timestamp;
 use crate::trust::store::ROOT_FILE_SUFFIX;
@@ -164,6 +167,14 @@ pub struct Report {
     pub refusals: Vec<RefusalLine>,
     /// Highest accepted version per capsule name.
     pub high_water: Vec<String>,
+    /// For a bundle holding a range of the log: the sequence number of its
+    /// first record (`docs/evidence-format.md` §7.1); `None` for a whole log.
+    pub range_start: Option<u64>,
+    /// For a range: the largest checkpoint the auditor supplied
+    /// (`--checkpoint`) or the required witnesses cosigned that the range was
+    /// checked against, tying it to the history before it; `None` when
+    /// nothing does.
+    pub range_anchor: Option<u64>,
 }
 
 impl Report {
@@ -192,6 +203,8 @@ impl Report {
             unfinished: Vec::new(),
             refusals: Vec::new(),
             high_water: Vec::new(),
+            range_start: None,
+            range_anchor: None,
         }
     }
 
@@ -233,6 +246,8 @@ impl Serialize for Report {
             unfinished: &'a [UnfinishedLine],
             refusals: &'a [RefusalLine],
             high_water: &'a [String],
+            range_start: Option<u64>,
+            range_anchor: Option<u64>,
         }
         Wire {
             valid: self.valid(),
@@ -254,6 +269,8 @@ impl Serialize for Report {
             unfinished: &self.unfinished,
             refusals: &self.refusals,
             high_water: &self.high_water,
+            range_start: self.range_start,
+            range_anchor: self.range_anchor,
         }
         .serialize(serializer)
     }
@@ -318,7 +335,9 @@ pub fn verify_bundle_witnessed(
     } else {
         Chain::from_files(bundle_root_files(bundle)).ok()
     };
-    verify_log_into(
+    let range = (bundle.range_start != 0).then_some(bundle.range_start);
+    report.range_start = range;
+    let mut report = verify_log_into(
         &bundle.log,
         &bundle.runner_key,
         &notes,
@@ -326,7 +345,20 @@ pub fn verify_bundle_witnessed(
         report,
         progress,
         |summary| trust_roots_match(summary, chain.as_ref()),
-    )
+    );
+    if let Some(first) = range
+        && report.valid()
+    {
+        // Only what the auditor brings ties the range to the history before
+        // it: their own earlier checkpoints, or the witnesses they named. The
+        // bundle's own checkpoint is signed by the same key as the range.
+        let given = extra_checkpoints.iter().filter_map(|n| note_size(n)).max();
+        let witnessed = (report.truncation == Truncation::Witnessed)
+            .then_some(report.witnessed_size)
+            .flatten();
+        report.range_anchor = given.max(witnessed).filter(|&size| size >= first);
+    }
+    report
 }
 
 fn bundle_root_files(bundle: &Bundle) -> Vec<(String, Vec<u8>)> {
@@ -434,10 +466,24 @@ fn verify_log_into(
     progress: Progress<'_>,
     also: impl FnOnce(&Summary) -> Result<(), String>,
 ) -> Report {
-    let summary = match verify_log_with_progress(log, key, progress) {
+    // A bundle holding a range of the log says so in the report it starts.
+    let range = report.range_start;
+    let verified = match range {
+        None => verify_log_with_progress(log, key, progress),
+        Some(_) => verify_range_with_progress(log, key, progress),
+    };
+    let summary = match verified {
         Ok(s) => s,
         Err(f) => return report.failed(f.to_string()),
     };
+    if let Some(first) = range
+        && summary.first != first
+    {
+        return report.failed(format!(
+            "the bundle says its range begins at record {first}, but its first record is record {}",
+            summary.first
+        ));
+    }
     fill(&mut report, &summary);
     if let Err(failure) = also(&summary) {
         return report.failed(failure);
@@ -477,7 +523,7 @@ fn verify_log_into(
                     .collect();
                 return report.failed(format!(
                     "the log ({} records) does not extend the checkpoint of {} records cosigned by witness {}: {f}",
-                    summary.records.len(),
+                    summary.first + summary.records.len() as u64,
                     note_size(note).map_or_else(|| "?".to_string(), |s| s.to_string()),
                     names.join(", ")
                 ));
@@ -530,7 +576,7 @@ fn verify_log_into(
 }
 
 fn fill(report: &mut Report, summary: &Summary) {
-    report.records = summary.records.len() as u64;
+    report.records = summary.first + summary.records.len() as u64;
     report.log_id = Some(hex::encode(summary.log_id));
     report.head = Some(hex::encode(summary.head));
     report.merkle_root = Some(hex::encode(summary.root));

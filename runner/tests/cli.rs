@@ -2276,3 +2276,80 @@ fn look_alike_and_invisible_organisation_names_in_trust_show_and_init() {
         text(&out)
     );
 }
+
+/// An auditor who verified last month's bundle gets only the new records,
+/// and ties them to what they verified with the old bundle as `--checkpoint`.
+#[test]
+fn export_since_an_earlier_bundle_holds_only_new_records_and_verifies_against_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "v1.wasm", &[]);
+    let evidence = d.join("evidence");
+    let export = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "evidence",
+            "export",
+            p(&evidence),
+            "--trust",
+            p(&trust),
+            "--out",
+            p(out),
+        ];
+        args.extend_from_slice(extra);
+        edge_runner(&args)
+    };
+    for _ in 0..2 {
+        let out = run_with_input(d, &signed, &trust, &evidence, "{}");
+        assert!(text(&out).contains("ran json-assert"), "{}", text(&out));
+    }
+    let first = d.join("first.cbor");
+    let out = export(&first, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    for _ in 0..2 {
+        let out = run_with_input(d, &signed, &trust, &evidence, "{}");
+        assert!(text(&out).contains("ran json-assert"), "{}", text(&out));
+    }
+    let second = d.join("second.cbor");
+    let out = export(&second, &["--since", p(&first)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("(from record "), "{}", text(&out));
+    assert!(
+        std::fs::metadata(&second).unwrap().len()
+            < std::fs::metadata(&first).unwrap().len() * 3 / 2,
+        "the range bundle should hold only the new records"
+    );
+
+    let out = edge_runner(&["evidence", "verify", p(&second), "--checkpoint", p(&first)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("were checked through the checkpoint of"),
+        "{}",
+        text(&out)
+    );
+    // Without the earlier checkpoint the verdict says plainly that nothing ties the range down.
+    let out = edge_runner(&["evidence", "verify", p(&second)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("NOTHING ties them to records 0 to"),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&["evidence", "verify", p(&second), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["range_start"].as_u64().unwrap() > 0);
+    assert!(json["range_anchor"].is_null());
+    // A --since that is not a checkpoint of this log is refused, naming the flag.
+    let other = tempfile::tempdir().unwrap();
+    let other_evidence = other.path().join("evidence");
+    let out = run_with_input(d, &signed, &trust, &other_evidence, "{}");
+    assert!(text(&out).contains("ran json-assert"), "{}", text(&out));
+    let out = export(
+        &d.join("bad.cbor"),
+        &["--since", p(&other_evidence.join("checkpoint"))],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--since"), "{}", text(&out));
+    assert!(!d.join("bad.cbor").exists());
+}

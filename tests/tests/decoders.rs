@@ -82,6 +82,7 @@ fn seeds() -> &'static Seeds {
             trust_roots: vec![root_file.clone()],
             witnessed: Vec::new(),
             exported_at: Timestamp::now(),
+            range_start: 0,
         }
         .to_cbor()
         .unwrap();

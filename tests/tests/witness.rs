@@ -650,3 +650,195 @@ fn vkeys_from_transparency_dev_formats_have_the_key_ids_we_compute() {
     }
     assert_eq!(checked, 2);
 }
+
+// ---- Ranges: a bundle of only the records an auditor has not seen (§7.1) ----
+
+/// A log written in three sittings; returns the directory, the key and the
+/// checkpoint note after the second sitting (what the auditor verified last time).
+fn log_in_three_sittings() -> (tempfile::TempDir, SecretKey, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    append(tmp.path(), &key, 5);
+    append(tmp.path(), &key, 4);
+    let earlier = checkpoint_note(tmp.path());
+    append(tmp.path(), &key, 6);
+    (tmp, key, earlier)
+}
+
+fn range_bundle(dir: &Path, key: &SecretKey, since: &str) -> Bundle {
+    let bundle = Bundle::export(dir, key.public(), None)
+        .unwrap()
+        .into_range_since(since)
+        .unwrap();
+    // What an auditor receives: the encoded bundle.
+    Bundle::from_cbor(&bundle.to_cbor().unwrap()).unwrap()
+}
+
+#[test]
+fn range_since_an_earlier_checkpoint_verifies_and_is_anchored_by_it() {
+    let (tmp, key, earlier) = log_in_three_sittings();
+    let whole = summary(tmp.path(), &key);
+    let since = Checkpoint::peek_size(&earlier).unwrap();
+    let bundle = range_bundle(tmp.path(), &key, &earlier);
+    // It begins at the newest checkpoint record before the end of the earlier checkpoint.
+    assert_eq!(bundle.range_start, since - 1);
+    assert!(bundle.log.len() < fs::read(tmp.path().join(LOG_FILE)).unwrap().len());
+    let report = audit::verify_bundle(&bundle, Some(&key.public()), &[earlier], &mut |_, _| {});
+    assert!(report.valid(), "{:?}", report.failure);
+    assert_eq!(report.range_start, Some(since - 1));
+    assert_eq!(report.range_anchor, Some(since));
+    // The same head, root and record count as verifying the whole log.
+    assert_eq!(report.records, whole.records.len() as u64);
+    assert_eq!(
+        report.head.as_deref(),
+        Some(hex::encode(whole.head).as_str())
+    );
+    assert_eq!(
+        report.merkle_root.as_deref(),
+        Some(hex::encode(whole.root).as_str())
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["range_start"], since - 1);
+    assert_eq!(json["range_anchor"], since);
+}
+
+#[test]
+fn range_without_an_earlier_checkpoint_says_nothing_ties_it_to_the_history() {
+    let (tmp, key, earlier) = log_in_three_sittings();
+    let bundle = range_bundle(tmp.path(), &key, &earlier);
+    let report = audit::verify_bundle(&bundle, Some(&key.public()), &[], &mut |_, _| {});
+    assert!(report.valid(), "{:?}", report.failure);
+    assert_eq!(report.range_start, Some(bundle.range_start));
+    // The bundle's own checkpoint is signed by the same key as the range: no anchor.
+    assert_eq!(report.range_anchor, None);
+}
+
+#[test]
+fn range_rewritten_after_the_fork_fails_against_the_checkpoint_verified_earlier() {
+    // Two histories share their first sitting; the auditor verified history X.
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    let (x, y) = (tmp.path().join("x"), tmp.path().join("y"));
+    fs::create_dir(&x).unwrap();
+    append(&x, &key, 5);
+    fs::create_dir(&y).unwrap();
+    for entry in fs::read_dir(&x).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            fs::copy(entry.path(), y.join(entry.file_name())).unwrap();
+        }
+    }
+    append(&x, &key, 4);
+    let verified_earlier = checkpoint_note(&x);
+    // Y: the same number of records, different ones, re-signed with the runner key.
+    let mut log = EvidenceLog::open(&y, copy(&key)).unwrap();
+    for i in 0..4u64 {
+        log.append(
+            "test-note",
+            Value::Map(vec![(Value::Text("forged".into()), i.into())]),
+        )
+        .unwrap();
+    }
+    log.close().unwrap();
+    append(&y, &key, 2);
+    let forged = range_bundle(&y, &key, &checkpoint_note(&y));
+    assert!(forged.range_start > 0);
+    let report = audit::verify_bundle(
+        &forged,
+        Some(&key.public()),
+        std::slice::from_ref(&verified_earlier),
+        &mut |_, _| {},
+    );
+    let failure = report.failure.expect("a rewritten range must not verify");
+    // Cut after the fork, it cannot show that it extends what was verified.
+    assert!(
+        failure.contains("cannot show the range extends it"),
+        "{failure}"
+    );
+    // Cut so that it begins before the earlier checkpoint's end, it is caught by the root.
+    let early = range_bundle(&y, &key, &{
+        // Y's own checkpoint at the fork's size: the range begins at or before it.
+        let size = Checkpoint::peek_size(&verified_earlier).unwrap();
+        let whole = summary(&y, &key);
+        let mut tree = edge_runner::evidence::merkle::Frontier::default();
+        for r in whole.records.iter().take(size as usize) {
+            tree.push(leaf_hash(&r.bytes));
+        }
+        Checkpoint {
+            origin: edge_runner::evidence::origin(&whole.log_id),
+            size,
+            root: tree.root(),
+        }
+        .sign(&key)
+    });
+    let report = audit::verify_bundle(
+        &early,
+        Some(&key.public()),
+        &[verified_earlier],
+        &mut |_, _| {},
+    );
+    let failure = report.failure.expect("a rewritten range must not verify");
+    assert!(failure.contains("history was rewritten"), "{failure}");
+}
+
+#[test]
+fn range_that_does_not_begin_with_a_checkpoint_record_is_refused() {
+    let (tmp, key, earlier) = log_in_three_sittings();
+    let mut bundle = range_bundle(tmp.path(), &key, &earlier);
+    // Drop the range's first record: the next one is not a checkpoint.
+    let (_, len) = edge_runner::cbor::decode_prefix(&bundle.log).unwrap();
+    bundle.log.drain(..len);
+    bundle.range_start += 1;
+    let report = audit::verify_bundle(&bundle, Some(&key.public()), &[earlier], &mut |_, _| {});
+    let failure = report.failure.unwrap();
+    assert!(
+        failure.contains("a range must begin with a checkpoint record carrying its resume state"),
+        "{failure}"
+    );
+}
+
+#[test]
+fn range_whose_stated_start_is_not_its_first_record_is_refused() {
+    let (tmp, key, earlier) = log_in_three_sittings();
+    let mut bundle = range_bundle(tmp.path(), &key, &earlier);
+    bundle.range_start += 3;
+    let report = audit::verify_bundle(&bundle, Some(&key.public()), &[earlier], &mut |_, _| {});
+    let failure = report.failure.unwrap();
+    assert!(
+        failure.contains("says its range begins at record"),
+        "{failure}"
+    );
+}
+
+#[test]
+fn checkpoint_older_than_the_range_cannot_anchor_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    append(tmp.path(), &key, 3);
+    let oldest = checkpoint_note(tmp.path());
+    append(tmp.path(), &key, 3);
+    let earlier = checkpoint_note(tmp.path());
+    append(tmp.path(), &key, 3);
+    let bundle = range_bundle(tmp.path(), &key, &earlier);
+    assert!(Checkpoint::peek_size(&oldest).unwrap() < bundle.range_start);
+    let report = audit::verify_bundle(&bundle, Some(&key.public()), &[oldest], &mut |_, _| {});
+    let failure = report.failure.unwrap();
+    assert!(
+        failure.contains("cannot show the range extends it"),
+        "{failure}"
+    );
+}
+
+#[test]
+fn range_start_zero_in_a_bundle_is_malformed() {
+    let (tmp, key, _) = log_in_three_sittings();
+    let bundle = Bundle::export(tmp.path(), key.public(), None).unwrap();
+    let mut value: Value = ciborium::de::from_reader(&bundle.to_cbor().unwrap()[..]).unwrap();
+    let Value::Map(fields) = &mut value else {
+        panic!("a bundle is a map")
+    };
+    fields.push((Value::Text("range-start".into()), Value::Integer(0.into())));
+    let bytes = edge_runner::cbor::encode(&value).unwrap();
+    let err = Bundle::from_cbor(&bytes).unwrap_err().to_string();
+    assert!(err.contains("`range-start` is 0"), "{err}");
+}

@@ -70,8 +70,10 @@ pub(super) struct EvidenceVerify {
     /// bundle, checked against the key inside it (without it, the bundle's own key is used).
     #[arg(long)]
     runner_key: Option<PathBuf>,
-    /// A checkpoint (C2SP signed note) seen earlier, e.g. kept by a witness; repeatable.
-    /// The log must still hold, unchanged, every record it covers. DIR/checkpoint is always checked too.
+    /// A checkpoint (C2SP signed note, or a bundle whose checkpoint is meant) seen earlier, e.g.
+    /// kept by a witness or from the previous bundle; repeatable. The log must still hold,
+    /// unchanged, every record it covers. DIR/checkpoint is always checked too. For a bundle
+    /// holding a range (`export --since`), this is what ties the range to the history before it.
     #[arg(long = "checkpoint")]
     checkpoints: Vec<PathBuf>,
     /// A witness you trust: a file holding its vkey (`NAME+KEYID+BASE64`, the witness's
@@ -102,7 +104,7 @@ impl EvidenceVerify {
             .transpose()?;
         let mut notes = Vec::new();
         for p in &self.checkpoints {
-            notes.push(read_bounded_text(p, MAX_CHECKPOINT_BYTES, "checkpoint")?);
+            notes.push(checkpoint_from(p)?);
         }
         let policy = if self.witnesses.is_empty() {
             WitnessPolicy::none()
@@ -171,6 +173,32 @@ impl EvidenceVerify {
     }
 }
 
+/// A checkpoint note from a file holding one, or the newest checkpoint of a bundle.
+fn checkpoint_from(path: &std::path::Path) -> Result<String> {
+    let bytes = read_bounded(path, MAX_BUNDLE_BYTES, "checkpoint or bundle")?;
+    if looks_like_bundle(&bytes) {
+        let bundle = Bundle::from_cbor(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        return bundle.checkpoint.ok_or_else(|| {
+            anyhow!(
+                "{}: the bundle holds no checkpoint; give a checkpoint note instead",
+                path.display()
+            )
+        });
+    }
+    if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
+        bail!(
+            "{}: larger than {MAX_CHECKPOINT_BYTES} bytes, so neither a checkpoint note nor a bundle",
+            path.display()
+        );
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        anyhow!(
+            "{}: not UTF-8 text, so not a checkpoint note",
+            path.display()
+        )
+    })
+}
+
 fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
     if verbose {
         for run in &r.runs {
@@ -234,6 +262,9 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
             say!("  signing keys (rotated): {}", keys.join(", "))?;
         }
         say!("  truncation: {}", truncation_text(r))?;
+        if let Some(text) = range_text(r) {
+            say!("  range: {text}")?;
+        }
         if r.source == Source::Bundle {
             say!(
                 "  trust store versions in the bundle (chain checked): {}",
@@ -251,6 +282,24 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// For a bundle holding a range of the log: what it covers and what ties it
+/// to the history before it, in one sentence (also used by the HTML report).
+pub(super) fn range_text(r: &Report) -> Option<String> {
+    let first = r.range_start?;
+    Some(match r.range_anchor {
+        Some(size) => format!(
+            "records {first} to {} only; records 0 to {} are not in this bundle and were checked through the checkpoint of {size} records you verified earlier, which this range extends",
+            r.records.saturating_sub(1),
+            first - 1
+        ),
+        None => format!(
+            "records {first} to {} only; NOTHING ties them to records 0 to {}, which are not in this bundle: pass the checkpoint you verified earlier (--checkpoint, e.g. from the previous bundle) or --witness",
+            r.records.saturating_sub(1),
+            first - 1
+        ),
+    })
 }
 
 /// How the report rules out a log cut short, in one sentence (also used by the HTML report).
@@ -292,14 +341,27 @@ pub(super) struct EvidenceExport {
     /// The runner's public key. Default: DIR/runner.pub.
     #[arg(long)]
     runner_key: Option<PathBuf>,
+    /// Export only the records an auditor has not seen: from the newest checkpoint record
+    /// before the end of this checkpoint (a checkpoint note, or the bundle it came from) on.
+    /// The auditor verifies the range with the same checkpoint (`verify --checkpoint`).
+    #[arg(long, value_name = "CHECKPOINT_OR_BUNDLE")]
+    since: Option<PathBuf>,
 }
 
 impl EvidenceExport {
     fn execute(self) -> Result<Exit> {
         let key = load_runner_key(self.runner_key.as_deref(), &self.dir)?;
-        let bundle = Bundle::export(&self.dir, key, self.trust.as_deref())?;
+        let mut bundle = Bundle::export(&self.dir, key, self.trust.as_deref())?;
+        let mut since = Vec::new();
+        if let Some(path) = &self.since {
+            let note = checkpoint_from(path)?;
+            bundle = bundle
+                .into_range_since(&note)
+                .map_err(|e| anyhow!("--since {}: {e}", path.display()))?;
+            since.push(note);
+        }
         // Never hand an auditor a bundle that does not verify here.
-        let report = verify_bundle(&bundle, Some(&key), &[], &mut progress_bar);
+        let report = verify_bundle(&bundle, Some(&key), &since, &mut progress_bar);
         if !report.valid() {
             bail!(
                 "refusing to export: the evidence does not verify ({})",
@@ -308,8 +370,13 @@ impl EvidenceExport {
         }
         write_atomically(&self.out, &bundle.to_cbor()?)?;
         say!(
-            "exported {} records, checkpoint {}, {} witnessed checkpoint(s), {} trust root version(s), runner key {} -> {}",
-            report.records,
+            "exported {} records{}, checkpoint {}, {} witnessed checkpoint(s), {} trust root version(s), runner key {} -> {}",
+            report.records - bundle.range_start,
+            if bundle.range_start == 0 {
+                String::new()
+            } else {
+                format!(" (from record {} on)", bundle.range_start)
+            },
             report
                 .checkpoint_size
                 .map_or_else(|| "none".to_string(), |s| format!("covering {s}")),

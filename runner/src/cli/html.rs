@@ -111,6 +111,11 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
         ),
         ("Truncation", super::evidence::truncation_text(report)),
         (
+            "Range",
+            super::evidence::range_text(report)
+                .unwrap_or_else(|| "the whole log, from record 0".into()),
+        ),
+        (
             "Signing keys",
             report
                 .signing_keys

@@ -6,7 +6,9 @@
 //! evidence log's bytes), `runner-key` (the runner's 32-byte public key),
 //! `checkpoint` (the newest checkpoint note, when there is one), `witnessed`
 //! (the checkpoints witnesses cosigned, when there are any), `trust-roots`
-//! (the trust store's signed versions 1…N, in order) and `exported-at` (seconds).
+//! (the trust store's signed versions 1…N, in order), `exported-at` (seconds)
+//! and, for a bundle holding a range of the log, `range-start` (the sequence
+//! number of its first record, a checkpoint record).
 //! `docs/evidence-format.md` §7 is normative.
 
 use std::path::Path;
@@ -73,6 +75,9 @@ pub struct Bundle {
     pub trust_roots: Vec<Vec<u8>>,
     /// When the bundle was made.
     pub exported_at: Timestamp,
+    /// 0 when `log` is the whole log; otherwise `log` holds the records from
+    /// this one (a checkpoint record with its resume state) to the end.
+    pub range_start: u64,
 }
 
 impl Bundle {
@@ -122,7 +127,49 @@ impl Bundle {
             witnessed,
             trust_roots,
             exported_at: Timestamp::now(),
+            range_start: 0,
         })
+    }
+
+    /// This bundle cut down to a range that an auditor who verified the
+    /// checkpoint `since` can tie to what they verified
+    /// (`docs/evidence-format.md` §7.1): the records from the newest
+    /// checkpoint record *before* the end of `since` to the end of the log.
+    /// The whole log is verified first, and `since` against it.
+    pub fn into_range_since(mut self, since: &str) -> Result<Self, BundleError> {
+        if self.range_start != 0 {
+            return Err(BundleError::Malformed(
+                "this bundle already holds a range of the log".into(),
+            ));
+        }
+        let summary = super::verify_log(&self.log, &self.runner_key)
+            .map_err(|f| BundleError::Malformed(format!("the log does not verify: {f}")))?;
+        let cp =
+            super::check_against_checkpoint(&summary, since, &self.runner_key).map_err(|f| {
+                BundleError::Malformed(format!("the earlier checkpoint (--since): {f}"))
+            })?;
+        let mut offset = 0;
+        let mut start = None;
+        for (r, event) in summary.records.iter().zip(&summary.events) {
+            if r.record.seq >= cp.size {
+                break;
+            }
+            if let super::Event::Checkpoint(c) = event
+                && c.state.is_some()
+            {
+                start = Some((r.record.seq, offset));
+            }
+            offset += r.bytes.len();
+        }
+        let Some((first, offset)) = start else {
+            return Err(BundleError::Malformed(format!(
+                "the log has no checkpoint record before record {} (the end of the earlier checkpoint), so a range cannot begin after record 0; export the whole log",
+                cp.size
+            )));
+        };
+        self.log.drain(..offset);
+        self.range_start = first;
+        Ok(self)
     }
 
     /// The deterministic CBOR encoding.
@@ -148,6 +195,9 @@ impl Bundle {
         if let Some(cp) = &self.checkpoint {
             fields.push(("checkpoint", Value::Text(cp.clone())));
         }
+        if self.range_start != 0 {
+            fields.push(("range-start", Value::Integer(self.range_start.into())));
+        }
         if !self.witnessed.is_empty() {
             let notes = self.witnessed.iter().cloned().map(Value::Text).collect();
             fields.push(("witnessed", Value::Array(notes)));
@@ -167,6 +217,7 @@ impl Bundle {
             "witnessed",
             "trust-roots",
             "exported-at",
+            "range-start",
         ])?;
         let format = map.uint("format")?;
         if format != BUNDLE_FORMAT {
@@ -214,7 +265,19 @@ impl Bundle {
                 ));
             }
         };
+        let range_start = match map.get("range-start") {
+            None => 0,
+            Some(_) => match map.uint("range-start")? {
+                0 => {
+                    return Err(BundleError::Malformed(
+                        "`range-start` is 0; a bundle of the whole log has no `range-start`".into(),
+                    ));
+                }
+                n => n,
+            },
+        };
         Ok(Self {
+            range_start,
             log: map.bytes("log")?.to_vec(),
             runner_key,
             checkpoint,

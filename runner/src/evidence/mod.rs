@@ -34,6 +34,7 @@ pub use record::{
 };
 pub use verify::{
     Failure, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
+    verify_range_with_progress,
 };
 
 /// Checks `items[i] = (message, signature)` under `key` with the batch path

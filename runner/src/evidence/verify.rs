@@ -253,6 +253,12 @@ pub struct Summary {
     /// The keys that signed the log: (first record signed, key), oldest
     /// first; more than one after `key-rotated` records.
     pub keys: Vec<(u64, PublicKey)>,
+    /// Sequence number of `records[0]`: 0 for a whole log, the first
+    /// record's for a range (`docs/evidence-format.md` §7.1).
+    pub first: u64,
+    /// The Merkle frontier over the records before `records[0]` (empty for
+    /// a whole log; for a range, from the signed resume state).
+    pub start: Frontier,
 }
 
 impl Summary {
@@ -303,8 +309,152 @@ pub fn verify_log_with_progress(
             last_checkpoint: walk.last_checkpoint,
             root: walk.tree.root(),
             keys: walk.keys,
+            first: 0,
+            start: Frontier::default(),
         }),
     }
+}
+
+/// Verifies a range of a log (`docs/evidence-format.md` §7.1): `bytes` holds
+/// the records from a checkpoint record to the end of the log. That first
+/// record must be a checkpoint whose signed resume state (§6.1) matches it;
+/// its state stands in for the records before it, so the walk goes on from
+/// there with every check of a whole log. Nothing here ties the range to the
+/// history before it: [`check_against_checkpoint`] with a checkpoint the
+/// auditor verified earlier does that.
+pub fn verify_range_with_progress(
+    bytes: &[u8],
+    key: &PublicKey,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Summary, Failure> {
+    let (start, event, len, before) = range_start(bytes)?;
+    let Some(first) = start.last.clone() else {
+        return Err(Failure::Empty);
+    };
+    let signer = start.key.unwrap_or(*key);
+    let walk = walk_from(&bytes[len..], key, start, progress);
+    if let Some(failure) = walk.failure {
+        return Err(failure.shifted(len));
+    }
+    let mut keys = walk.keys;
+    if let Some(k) = keys.first_mut() {
+        k.0 = first.record.seq;
+    }
+    if !keys.iter().any(|(_, k)| k == key) {
+        return Err(Failure::WrongKey {
+            record: first.record.seq,
+            found: signer.id().short(),
+            expected: key.id().short(),
+        });
+    }
+    let last = walk.last.unwrap_or_else(|| first.clone());
+    let mut records = Vec::with_capacity(walk.records.len() + 1);
+    let mut events = Vec::with_capacity(walk.events.len() + 1);
+    records.push(first.clone());
+    events.push(event);
+    records.extend(walk.records);
+    events.extend(walk.events);
+    Ok(Summary {
+        log_id: first.record.log_id,
+        head: last.hash,
+        records,
+        events,
+        high_water: walk.rules.high_water,
+        last_checkpoint: walk.last_checkpoint,
+        root: walk.tree.root(),
+        keys,
+        first: first.record.seq,
+        start: before,
+    })
+}
+
+/// The walk start just after the checkpoint record a range begins with, that
+/// record's event and length, and the frontier before it — or why the range
+/// cannot begin there.
+fn range_start(bytes: &[u8]) -> Result<(Start, Event, usize, Frontier), Failure> {
+    let (_, len) = cbor::decode_prefix(bytes).map_err(|e| match e {
+        CborError::Truncated => Failure::TornTail {
+            record: 0,
+            offset: 0,
+            bytes: bytes.len(),
+        },
+        e => Failure::Malformed {
+            record: 0,
+            offset: 0,
+            detail: e.to_string(),
+        },
+    })?;
+    let item = &bytes[..len];
+    let parsed = parse_unverified(item);
+    let Some(unverified) = parsed.record() else {
+        let detail = match parsed.structure() {
+            Err(RecordFault::Invalid(d) | RecordFault::WrongKey(d)) => d,
+            Ok((Err(d), _, _)) => d,
+            Ok((Ok(_), _, _)) => "not a record".into(),
+        };
+        return Err(Failure::BadRecord {
+            record: 0,
+            offset: 0,
+            detail,
+        });
+    };
+    let seq = unverified.seq;
+    let not_a_start = |detail: String| Failure::BadCheckpoint {
+        record: seq,
+        detail: format!(
+            "a range must begin with a checkpoint record carrying its resume state (docs/evidence-format.md §7.1), and this one {detail}"
+        ),
+    };
+    let cp = match Event::decode(&unverified.event, &unverified.body) {
+        Ok(Event::Checkpoint(cp)) => cp,
+        Ok(other) => return Err(not_a_start(format!("is `{}`", other.name()))),
+        Err(detail) => return Err(not_a_start(format!("does not decode: {detail}"))),
+    };
+    let Some(state) = cp.state.as_ref() else {
+        return Err(not_a_start("has no `state`".into()));
+    };
+    let (before, rules, signer) = super::state::read_state(state, cp.size)
+        .map_err(|e| not_a_start(format!("has an unreadable `state`: {e}")))?;
+    if cp.size != seq || before.size() != seq || before.root() != cp.root {
+        return Err(not_a_start(format!(
+            "does not match its own state (size {}, frontier of {}, at record {seq})",
+            cp.size,
+            before.size()
+        )));
+    }
+    // Its signature, under the key its state names (the key in force then).
+    let record = super::record::decode_record(item, &signer).map_err(|fault| match fault {
+        RecordFault::WrongKey(found) => Failure::WrongKey {
+            record: seq,
+            found,
+            expected: signer.id().short(),
+        },
+        RecordFault::Invalid(detail) => Failure::BadRecord {
+            record: seq,
+            offset: 0,
+            detail,
+        },
+    })?;
+    let event = Event::decode(&record.event, &record.body).map_err(|detail| Failure::BadBody {
+        record: seq,
+        event: record.event.clone(),
+        detail,
+    })?;
+    let mut tree = before.clone();
+    tree.push(leaf_hash(item));
+    let signed = SignedRecord {
+        hash: Sha256::digest(item).into(),
+        bytes: item.to_vec(),
+        record,
+    };
+    let start = Start {
+        index: seq + 1,
+        last: Some(signed),
+        rules,
+        tree,
+        key: Some(signer),
+    };
+    Ok((start, event, len, before))
 }
 
 /// The rules that span records: the rollback rule over `capsule-verified`
@@ -1008,15 +1158,27 @@ pub fn check_against_checkpoint(
             origin(&summary.log_id)
         )));
     }
-    let records = summary.records.len() as u64;
+    let records = summary.first + summary.records.len() as u64;
     if cp.size > records {
         return Err(mismatch(format!(
             "the log holds {records} records but a checkpoint the runner signed for it covers {}: records were removed from its end (truncation)",
             cp.size
         )));
     }
-    let mut tree = Frontier::default();
-    for r in summary.records.iter().take(cp.size as usize) {
+    if cp.size < summary.first {
+        return Err(mismatch(format!(
+            "the checkpoint covers {} records, but this range of the log begins at record {}, so it cannot show the range extends it; export a range that begins at or before record {} (`evidence export --since` with this checkpoint)",
+            cp.size,
+            summary.first,
+            cp.size.saturating_sub(1)
+        )));
+    }
+    let mut tree = summary.start.clone();
+    for r in summary
+        .records
+        .iter()
+        .take((cp.size - summary.first) as usize)
+    {
         tree.push(leaf_hash(&r.bytes));
     }
     if tree.root() != cp.root {
