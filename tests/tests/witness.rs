@@ -842,3 +842,92 @@ fn range_start_zero_in_a_bundle_is_malformed() {
     let err = Bundle::from_cbor(&bytes).unwrap_err().to_string();
     assert!(err.contains("`range-start` is 0"), "{err}");
 }
+
+/// After `rotate-key`, a witness keeps refusing the new key until it is shown
+/// the handover in evidence; then it follows the log under the new key, with
+/// the same consistency checks as before (§10.6).
+#[test]
+fn witness_follows_a_key_rotation_only_with_the_handover_in_evidence() {
+    let s = Setup::new(3);
+    s.cosign(&s.witness, 0, T1).unwrap();
+    let cosigned = s.size();
+    let new = SecretKey::generate().unwrap();
+    let mut log = EvidenceLog::open(&s.ev, copy(&s.runner)).unwrap();
+    log.rotate_key(copy(&new), "yearly rotation").unwrap();
+    log.close().unwrap();
+    append(&s.ev, &new, 2);
+    let new_log = LogConfig {
+        origin: s.log.origin.clone(),
+        key: new.public(),
+    };
+    let request = |old: u64| {
+        witness::request_for(
+            &summary(&s.ev, &new),
+            &checkpoint_note(&s.ev),
+            &new.public(),
+            old,
+        )
+        .unwrap()
+    };
+    // Told the new key without evidence, the witness stops.
+    let err = s
+        .state
+        .add_checkpoint(&s.witness, &new_log, &request(cosigned), T2)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("A witness never switches a log's key"),
+        "{err}"
+    );
+    let bundle = Bundle::export(&s.ev, new.public(), None).unwrap();
+    // A key the log was never handed to.
+    let impostor = SecretKey::generate().unwrap();
+    let err = s
+        .state
+        .follow_rotation(&s.witness, &s.log, &impostor.public(), &bundle, T2)
+        .unwrap_err();
+    assert!(err.to_string().contains("not the new key"), "{err}");
+    // Another log signed by the new key is not this log's handover.
+    let other = tempfile::tempdir().unwrap();
+    append(other.path(), &new, 2);
+    let foreign = Bundle::export(other.path(), new.public(), None).unwrap();
+    let err = s
+        .state
+        .follow_rotation(&s.witness, &s.log, &new.public(), &foreign, T2)
+        .unwrap_err();
+    assert!(err.to_string().contains("the bundle holds log"), "{err}");
+    // A range that begins after what the witness cosigned cannot show it extends it.
+    let later = Bundle::export(&s.ev, new.public(), None)
+        .unwrap()
+        .into_range_since(&checkpoint_note(&s.ev))
+        .unwrap();
+    assert!(later.range_start > cosigned);
+    let err = s
+        .state
+        .follow_rotation(&s.witness, &s.log, &new.public(), &later, T2)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not extend the checkpoint of"),
+        "{err}"
+    );
+    // With the handover in evidence, it follows.
+    let line = s
+        .state
+        .follow_rotation(&s.witness, &s.log, &new.public(), &bundle, T2)
+        .unwrap();
+    keep(&s.ev, &checkpoint_note(&s.ev), &line, s.witness.public());
+    let (followed, _) = s.state.latest(&new_log).unwrap().unwrap();
+    assert_eq!(followed.size, s.size());
+    // Later checkpoints are cosigned under the new key, from the followed size.
+    append(&s.ev, &new, 2);
+    let line = s
+        .state
+        .add_checkpoint(&s.witness, &new_log, &request(followed.size), T2)
+        .unwrap();
+    keep(&s.ev, &checkpoint_note(&s.ev), &line, s.witness.public());
+    let report = verify_dir(&s.ev, &new.public(), &[], &[s.witness.public()], None);
+    assert!(report.valid(), "{:?}", report.failure);
+    assert_eq!(report.truncation, Truncation::Witnessed);
+    assert_eq!(report.witnessed_size, Some(s.size()));
+}

@@ -45,6 +45,9 @@ pub(super) enum EvidenceCommand {
     WitnessRequest(WitnessRequest),
     /// Verify a witness's cosignature and keep it in DIR/witnessed/ next to the checkpoint.
     AddCosignature(AddCosignature),
+    /// Act as a witness: follow a log to its new runner key after `rotate-key`, given a bundle
+    /// that shows the old key handing the log over; prints the cosignature of its newest checkpoint.
+    WitnessRotate(WitnessRotate),
 }
 
 impl EvidenceCommand {
@@ -58,6 +61,7 @@ impl EvidenceCommand {
             EvidenceCommand::Witness(args) => args.execute(),
             EvidenceCommand::WitnessRequest(args) => args.execute(),
             EvidenceCommand::AddCosignature(args) => args.execute(),
+            EvidenceCommand::WitnessRotate(args) => args.execute(),
         }
     }
 }
@@ -474,6 +478,57 @@ pub(super) struct WitnessCosign {
     /// The add-checkpoint request (from `evidence witness-request`). Default: standard input.
     #[arg(long)]
     request: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct WitnessRotate {
+    /// The witness's state directory (from `evidence witness-init`).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The origin line of the log: `edge-runner/log/<log id>`.
+    #[arg(long)]
+    origin: String,
+    /// The runner key (SPKI PEM) this witness has followed the log under so far.
+    #[arg(long)]
+    old_log_key: PathBuf,
+    /// The runner's new key (SPKI PEM), obtained from the runner's operator.
+    #[arg(long)]
+    new_log_key: PathBuf,
+    /// A bundle exported after the rotation (`evidence export`, whole or `--since` this
+    /// witness's last cosigned checkpoint): it must show the old key handing the log over.
+    #[arg(long)]
+    bundle: PathBuf,
+}
+
+impl WitnessRotate {
+    fn execute(self) -> Result<Exit> {
+        let witness = Witness::load(&self.dir)?;
+        let state = WitnessState::open(&self.dir)?;
+        let log = LogConfig {
+            origin: self.origin,
+            key: PublicKey::load(&self.old_log_key)?,
+        };
+        let new_key = PublicKey::load(&self.new_log_key)?;
+        let bytes = read_bounded(&self.bundle, MAX_BUNDLE_BYTES, "bundle")?;
+        let bundle =
+            Bundle::from_cbor(&bytes).map_err(|e| anyhow!("{}: {e}", self.bundle.display()))?;
+        match state.follow_rotation(&witness, &log, &new_key, &bundle, Timestamp::now()) {
+            Ok(line) => {
+                std::io::stdout().lock().write_all(line.as_bytes())?;
+                eprintln!(
+                    "this witness now follows `{}` under runner key {}; the runner's operator keeps the cosignature with `edge-runner evidence add-cosignature`",
+                    log.origin,
+                    new_key.id().short()
+                );
+                Ok(Exit::Ok)
+            }
+            Err(e @ WitnessError::Rotation { .. }) => {
+                eprintln!("REFUSED: {e}");
+                Ok(Exit::Refused)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 impl WitnessCosign {

@@ -170,6 +170,16 @@ pub enum WitnessError {
         /// The checkpoint's size.
         size: u64,
     },
+    /// A log's key rotation cannot be followed with the evidence given.
+    #[error(
+        "cannot follow the runner key rotation of `{origin}`: {detail}; the witness keeps the old key and cosigns nothing under the new one"
+    )]
+    Rotation {
+        /// The log.
+        origin: String,
+        /// What is missing or wrong.
+        detail: String,
+    },
     /// The witness's state does not read back.
     #[error(
         "witness state {path} is damaged ({detail}); keep it for investigation and do not cosign for this log until it is resolved"
@@ -662,6 +672,123 @@ impl WitnessState {
             .map_err(WitnessError::Request)?;
         let state = format!("{kept}{line}");
         write_atomically(&path, state.as_bytes()).map_err(io_error(&path))?;
+        if let Some(parent) = path.parent() {
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(parent))?;
+        }
+        drop(lock);
+        Ok(line)
+    }
+}
+
+impl WitnessState {
+    /// Follows a runner key rotation of the log `old` names
+    /// (`docs/evidence-format.md` §10.6): a witness never takes a new key on
+    /// someone's word, only with evidence that the old key handed the log
+    /// over. `bundle` (the whole log, or a range from the witness's last
+    /// checkpoint on) must verify under `new_key`, extend the checkpoint this
+    /// witness cosigned last (signed by the old key), hold a `key-rotated`
+    /// handover from the old key to `new_key` after it, and carry a newest
+    /// checkpoint signed by `new_key` that covers the handover. That checkpoint
+    /// is cosigned and becomes the witness's state for the log, so later
+    /// requests are answered under `new_key` with the usual consistency checks.
+    /// Returns the cosignature line.
+    pub fn follow_rotation(
+        &self,
+        witness: &Witness,
+        old: &LogConfig,
+        new_key: &PublicKey,
+        bundle: &super::bundle::Bundle,
+        now: Timestamp,
+    ) -> Result<String, WitnessError> {
+        let refuse = |detail: String| WitnessError::Rotation {
+            origin: old.origin.clone(),
+            detail,
+        };
+        if new_key == &old.key {
+            return Err(refuse(
+                "the new key is the key this witness already follows".into(),
+            ));
+        }
+        if bundle.runner_key != *new_key {
+            return Err(refuse(format!(
+                "the bundle's runner key is {}, not the new key {}",
+                bundle.runner_key.id().short(),
+                new_key.id().short()
+            )));
+        }
+        let lock_path = self.dir.join(WITNESS_LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        lock.lock().map_err(io_error(&lock_path))?;
+        let Some((stored, stored_note)) = self.latest(old)? else {
+            return Err(refuse(
+                "this witness has cosigned nothing for the log, so there is no state to carry over; follow the log under the new key from the start".into(),
+            ));
+        };
+        let verified = if bundle.range_start == 0 {
+            super::verify_log(&bundle.log, new_key)
+        } else {
+            super::verify_range_with_progress(&bundle.log, new_key, &mut |_, _| {})
+        };
+        let summary = verified
+            .map_err(|f| refuse(format!("the bundle does not verify under the new key: {f}")))?;
+        if super::origin(&summary.log_id) != old.origin {
+            return Err(refuse(format!(
+                "the bundle holds log `{}`",
+                super::origin(&summary.log_id)
+            )));
+        }
+        super::check_against_checkpoint(&summary, &stored_note, &old.key).map_err(|f| {
+            refuse(format!(
+                "the bundle does not extend the checkpoint of {} records this witness cosigned: {f}",
+                stored.size
+            ))
+        })?;
+        let handover = summary
+            .keys
+            .windows(2)
+            .find(|pair| pair[0].1 == old.key && pair[1].1 == *new_key)
+            .map(|pair| pair[1].0)
+            .ok_or_else(|| {
+                refuse(format!(
+                    "the bundle holds no `key-rotated` record handing the log over from key {} to key {}",
+                    old.key.id().short(),
+                    new_key.id().short()
+                ))
+            })?;
+        if stored.size > handover {
+            return Err(refuse(format!(
+                "the checkpoint this witness cosigned ({} records) is past the handover at record {handover}",
+                stored.size
+            )));
+        }
+        let note = bundle.checkpoint.as_deref().ok_or_else(|| {
+            refuse("the bundle carries no checkpoint signed by the new key".into())
+        })?;
+        let cp = super::check_against_checkpoint(&summary, note, new_key)
+            .map_err(|f| refuse(format!("the bundle's checkpoint: {f}")))?;
+        if cp.size <= handover {
+            return Err(refuse(format!(
+                "the bundle's checkpoint covers {} records, not the handover at record {handover}",
+                cp.size
+            )));
+        }
+        Checkpoint::verify(note, new_key).map_err(|e| {
+            refuse(format!(
+                "the bundle's checkpoint is not signed by the new key: {e}"
+            ))
+        })?;
+        let line = witness.cosign(&cp.body(), now.0);
+        let path = self.state_path(&old.origin);
+        let kept =
+            without_signatures_by(note, &witness.public.name).map_err(WitnessError::Request)?;
+        write_atomically(&path, format!("{kept}{line}").as_bytes()).map_err(io_error(&path))?;
         if let Some(parent) = path.parent() {
             File::open(parent)
                 .and_then(|d| d.sync_all())
