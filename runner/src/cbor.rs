@@ -54,6 +54,14 @@ pub fn encode(value: &Value) -> Result<Vec<u8>, CborError> {
 /// every map's keys strictly increasing — which is the same as equal to the
 /// sorted encoding, without copying and sorting the value.
 pub fn decode_canonical(bytes: &[u8]) -> Result<Value, CborError> {
+    // Fast path: bytes that the head-level check finds deterministic decode
+    // to a value that re-encodes to them, so the value-level check is skipped.
+    if deterministic_len(bytes, 0) == Some(bytes.len()) {
+        let (value, used) = decode_prefix(bytes)?;
+        if used == bytes.len() {
+            return Ok(value);
+        }
+    }
     let (value, used) = decode_prefix(bytes)?;
     if used != bytes.len() {
         return Err(CborError::TrailingBytes(bytes.len() - used));
@@ -66,6 +74,88 @@ pub fn decode_canonical(bytes: &[u8]) -> Result<Value, CborError> {
     }
     Ok(value)
 }
+
+/// Where the data item at `at` ends, when it is in deterministic encoding by
+/// its bytes alone (RFC 8949 §4.2.1: shortest heads, definite lengths, map
+/// keys strictly increasing in bytewise order of their encodings) and holds
+/// nothing the value-level check treats differently (floats, simple values,
+/// bignum tags 2 and 3, which the decoder may turn into integers). `None`
+/// means "not shown deterministic here", never "invalid": the caller then
+/// takes the value-level check, which words the failure.
+fn deterministic_len(bytes: &[u8], at: usize) -> Option<usize> {
+    fn nested(bytes: &[u8], at: usize, depth: u32) -> Option<usize> {
+        if depth > MAX_DEPTH_FAST {
+            return None;
+        }
+        let head = *bytes.get(at)?;
+        let (major, info) = (head >> 5, head & 0x1f);
+        let (arg, mut pos) = match info {
+            0..=23 => (u64::from(info), at + 1),
+            24 => {
+                let v = u64::from(*bytes.get(at + 1)?);
+                (v >= 24).then_some((v, at + 2))?
+            }
+            25 => {
+                let v = u64::from(u16::from_be_bytes(
+                    bytes.get(at + 1..at + 3)?.try_into().ok()?,
+                ));
+                (v > 0xff).then_some((v, at + 3))?
+            }
+            26 => {
+                let v = u64::from(u32::from_be_bytes(
+                    bytes.get(at + 1..at + 5)?.try_into().ok()?,
+                ));
+                (v > 0xffff).then_some((v, at + 5))?
+            }
+            27 => {
+                let v = u64::from_be_bytes(bytes.get(at + 1..at + 9)?.try_into().ok()?);
+                (v > 0xffff_ffff).then_some((v, at + 9))?
+            }
+            _ => return None,
+        };
+        match major {
+            0 | 1 => Some(pos),
+            2 | 3 => {
+                let end = pos.checked_add(usize::try_from(arg).ok()?)?;
+                (end <= bytes.len()).then_some(end)
+            }
+            4 => {
+                // Each item takes at least one byte: a count above the bytes left is malformed.
+                if arg > (bytes.len() - pos) as u64 {
+                    return None;
+                }
+                for _ in 0..arg {
+                    pos = nested(bytes, pos, depth + 1)?;
+                }
+                Some(pos)
+            }
+            5 => {
+                if arg > ((bytes.len() - pos) / 2) as u64 {
+                    return None;
+                }
+                let mut previous: Option<(usize, usize)> = None;
+                for _ in 0..arg {
+                    let key_end = nested(bytes, pos, depth + 1)?;
+                    if let Some((start, end)) = previous
+                        && bytes[start..end] >= bytes[pos..key_end]
+                    {
+                        return None;
+                    }
+                    previous = Some((pos, key_end));
+                    pos = nested(bytes, key_end, depth + 1)?;
+                }
+                Some(pos)
+            }
+            6 if arg != 2 && arg != 3 => nested(bytes, pos, depth + 1),
+            7 if (20..=22).contains(&info) => Some(pos),
+            _ => None,
+        }
+    }
+    nested(bytes, at, 0)
+}
+
+/// Nesting the fast path follows; deeper items take the general check.
+const MAX_DEPTH_FAST: u32 = 64;
 
 /// Refuses floats and duplicate map keys exactly where [`canonicalize`] does
 /// (depth first, a map's duplicates after its entries), and says whether
@@ -370,7 +460,7 @@ mod tests {
                 ),
             }
         }
-        let mut accepted = 0;
+        let (mut accepted, mut damaged_accepted, mut damaged_refused) = (0, 0, 0);
         for _ in 0..20_000 {
             let value = generate(&mut next, 0);
             let mut bytes = Vec::new();
@@ -384,10 +474,43 @@ mod tests {
                 hex::encode(&bytes)
             );
             accepted += usize::from(fast.is_ok());
+            if fast.is_ok() {
+                // What is deterministic takes the fast path (no floats or bignums here).
+                assert_eq!(deterministic_len(&bytes, 0), Some(bytes.len()));
+            }
+            // Damaged copies (a byte changed, a head widened) reach the
+            // head-level fast path's refusals: it must never accept what the
+            // definition refuses, nor decode to another value.
+            for round in 0..3 {
+                let mut damaged = bytes.clone();
+                let at = (next() % damaged.len() as u64) as usize;
+                if round == 2 && damaged[at] & 0x1f < 24 {
+                    // The same argument in a longer head: not the shortest form.
+                    let head = damaged[at];
+                    damaged.splice(at..=at, [head & 0xe0 | 24, head & 0x1f]);
+                } else {
+                    damaged[at] = next() as u8;
+                }
+                let fast = decode_canonical(&damaged);
+                let slow = by_definition(&damaged);
+                assert_eq!(
+                    fast.as_ref().ok(),
+                    slow.as_ref().ok(),
+                    "{} (damaged from {})",
+                    hex::encode(&damaged),
+                    hex::encode(&bytes)
+                );
+                damaged_accepted += usize::from(fast.is_ok());
+                damaged_refused += usize::from(fast.is_err());
+            }
         }
         assert!(
             accepted > 1000,
             "the generator also makes canonical values ({accepted})"
+        );
+        assert!(
+            damaged_accepted > 1000 && damaged_refused > 10_000,
+            "damage both keeps and breaks the encoding ({damaged_accepted} kept, {damaged_refused} broken)"
         );
     }
 

@@ -215,6 +215,9 @@ impl Parsed {
 
 /// Parses a record with every check that needs no key (see [`Parsed`]).
 pub(super) fn parse_unverified(bytes: &[u8]) -> Parsed {
+    if let Some(parsed) = parse_as_written(bytes) {
+        return parsed;
+    }
     let mut parsed = Parsed {
         early: None,
         kid: Vec::new(),
@@ -257,6 +260,104 @@ pub(super) fn parse_unverified(bytes: &[u8]) -> Parsed {
     parsed
 }
 
+/// The common case, read straight from the bytes: a record in exactly the
+/// layout a runner writes — tag 18, an array of four, the protected header as
+/// a byte string, an empty unprotected map (`a0`), the payload and the
+/// signature as byte strings, every head in its shortest form — whose
+/// protected header passes every header check. Such a record is in
+/// deterministic encoding by construction and [`parse_unverified`]'s general
+/// path would accept its envelope; this one does so without decoding and
+/// re-encoding the payload. `None` for anything else: the general path then
+/// gives the verdict and words any failure.
+fn parse_as_written(bytes: &[u8]) -> Option<Parsed> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return None;
+    }
+    let rest = bytes.strip_prefix(&[0xd2, 0x84])?;
+    let (protected, rest) = shortest_bstr(rest)?;
+    let rest = rest.strip_prefix(&[0xa0])?;
+    let (payload, rest) = shortest_bstr(rest)?;
+    let (signature, rest) = shortest_bstr(rest)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let header = cbor::decode_canonical(protected).ok()?;
+    let header = <coset::Header as coset::AsCborValue>::from_cbor_value(header).ok()?;
+    let alg_ok = matches!(
+        &header.alg,
+        Some(coset::RegisteredLabelWithPrivate::Assigned(a))
+            if crate::cose::is_ed25519_algorithm(*a as i64)
+    );
+    let content_ok =
+        matches!(&header.content_type, Some(coset::ContentType::Text(t)) if t == CONTENT_TYPE);
+    let only_known = header.crit.is_empty()
+        && header.iv.is_empty()
+        && header.partial_iv.is_empty()
+        && header.counter_signatures.is_empty()
+        && header.rest.is_empty();
+    if !(alg_ok && content_ok && only_known) {
+        return None;
+    }
+    Some(Parsed {
+        early: None,
+        kid: header.key_id,
+        header: None,
+        tbs: sig_structure(protected, payload),
+        signature: signature.to_vec(),
+        record: parse_payload(payload),
+    })
+}
+
+/// A byte string with its head in shortest form, and what follows it.
+fn shortest_bstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&head, rest) = bytes.split_first()?;
+    if head >> 5 != 2 {
+        return None;
+    }
+    let (len, rest) = match head & 0x1f {
+        n @ 0..=23 => (usize::from(n), rest),
+        24 => {
+            let (&n, rest) = rest.split_first()?;
+            (n >= 24).then_some((usize::from(n), rest))?
+        }
+        25 => {
+            let n = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
+            (n > 0xff).then_some((usize::from(n), &rest[2..]))?
+        }
+        26 => {
+            let n = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+            (n > 0xffff).then_some((usize::try_from(n).ok()?, &rest[4..]))?
+        }
+        _ => return None,
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// The COSE Sig_structure of a record (RFC 9052 §4.4):
+/// `["Signature1", protected, EVIDENCE_CONTEXT, payload]`, deterministically encoded.
+fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + protected.len() + EVIDENCE_CONTEXT.len() + payload.len());
+    out.extend_from_slice(&[0x84, 0x6a]);
+    out.extend_from_slice(b"Signature1");
+    for part in [protected, EVIDENCE_CONTEXT, payload] {
+        let len = part.len();
+        match len {
+            0..=23 => out.push(0x40 | len as u8),
+            24..=0xff => out.extend_from_slice(&[0x58, len as u8]),
+            0x100..=0xffff => {
+                out.push(0x59);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(0x5a);
+                out.extend_from_slice(&(len as u32).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(part);
+    }
+    out
+}
+
 /// The checks before the `kid` check: size, encoding, COSE structure,
 /// algorithm and content type.
 fn early_checks(bytes: &[u8]) -> Result<CoseSign1, String> {
@@ -266,26 +367,11 @@ fn early_checks(bytes: &[u8]) -> Result<CoseSign1, String> {
             bytes.len()
         ));
     }
-    // Fast path: a record whose COSE_Sign1 has an empty unprotected header and
-    // re-encodes to exactly its bytes is in deterministic encoding (it holds
-    // no map with keys, and the encoder writes shortest, definite heads), so
-    // the general check would pass. Anything else takes the general check,
-    // which also words the failure.
-    let fast = CoseSign1::from_tagged_slice(bytes).ok().filter(|sign1| {
-        sign1.unprotected.is_empty()
-            && sign1
-                .clone()
-                .to_tagged_vec()
-                .is_ok_and(|again| again == bytes)
-    });
-    let sign1 = match fast {
-        Some(sign1) => sign1,
-        None => {
-            cbor::decode_canonical(bytes).map_err(|e| format!("record encoding: {e}"))?;
-            CoseSign1::from_tagged_slice(bytes)
-                .map_err(|e| format!("not a tagged COSE_Sign1 (tag 18): {e}"))?
-        }
-    };
+    // Records as a runner writes them took [`parse_as_written`]; this is the
+    // general path, which also words every failure.
+    cbor::decode_canonical(bytes).map_err(|e| format!("record encoding: {e}"))?;
+    let sign1 = CoseSign1::from_tagged_slice(bytes)
+        .map_err(|e| format!("not a tagged COSE_Sign1 (tag 18): {e}"))?;
     if let Some(raw) = &sign1.protected.original_data {
         cbor::decode_canonical(raw).map_err(|e| format!("protected header: {e}"))?;
     }
@@ -364,4 +450,66 @@ fn parse_payload(payload: &[u8]) -> Result<Record, String> {
         event,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use super::*;
+
+    #[test]
+    fn records_as_written_take_the_fast_path_and_agree_with_coset() {
+        let key = SecretKey::generate().unwrap();
+        // Payload lengths on each side of every head width.
+        for size in [0usize, 10, 23, 24, 200, 255, 256, 65_535, 65_536, 70_000] {
+            let record = Record {
+                log_id: [3; 16],
+                seq: 9,
+                prev: [4; 32],
+                time_ms: 1_800_000_000_000,
+                event: "note".into(),
+                body: cbor::text_map([("t", Value::Bytes(vec![1; size]))]),
+            };
+            let signed = sign_record(record.clone(), &key).unwrap();
+            let fast =
+                parse_as_written(&signed.bytes).expect("a written record has the written layout");
+            let sign1 = CoseSign1::from_tagged_slice(&signed.bytes).unwrap();
+            assert_eq!(
+                fast.tbs,
+                sign1.tbs_data(EVIDENCE_CONTEXT),
+                "payload of {size}"
+            );
+            assert_eq!(fast.signature, sign1.signature);
+            assert_eq!(fast.kid, key.public().id().0.to_vec());
+            assert_eq!(fast.record.unwrap(), record);
+            assert_eq!(decode_record(&signed.bytes, &key.public()).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn other_layouts_take_the_general_path() {
+        let key = SecretKey::generate().unwrap();
+        let record = Record {
+            log_id: [3; 16],
+            seq: 0,
+            prev: GENESIS_PREV,
+            time_ms: 1,
+            event: "note".into(),
+            body: cbor::text_map([("t", Value::Bytes(vec![1; 30]))]),
+        };
+        let bytes = sign_record(record, &key).unwrap().bytes;
+        // Untagged; a widened head; a byte after the end: none is the written layout.
+        assert!(parse_as_written(&bytes[1..]).is_none());
+        let mut widened = bytes[..2].to_vec();
+        let protected_len = bytes[2] & 0x1f;
+        widened.extend_from_slice(&[0x58, protected_len]);
+        widened.extend_from_slice(&bytes[3..]);
+        assert!(parse_as_written(&widened).is_none());
+        assert!(decode_record(&widened, &key.public()).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(parse_as_written(&longer).is_none());
+        assert!(parse_as_written(&bytes).is_some());
+    }
 }
