@@ -82,7 +82,7 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, Read
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
+    let file = open_without_waiting(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     let too_large = || ReadError::TooLarge {
         what: what.to_string(),
@@ -116,6 +116,26 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, Read
         });
     }
     Ok(bytes)
+}
+
+/// Opens `path` for reading without waiting on it: opening a named pipe that
+/// no process writes to blocks until one does, so a FIFO put where a file is
+/// expected (a checkpoint in an evidence directory someone else can write)
+/// would hang the runner. The open is non-blocking; a file that is not a
+/// regular file is then switched back to blocking reads, so a pipe with a
+/// writer is read to its end and one without reads as empty.
+pub fn open_without_waiting(path: &Path) -> io::Result<File> {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        let flags = fcntl_getfl(&file)?;
+        fcntl_setfl(&file, flags - OFlags::NONBLOCK)?;
+    }
+    Ok(file)
 }
 
 /// [`read_bounded`], or `None` when there is no file at `path` (an optional file).
@@ -160,6 +180,42 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO that no process writes to, where a file is expected, must not
+    /// hang the reader (opening one for reading blocks until a writer comes).
+    #[cfg(unix)]
+    #[test]
+    fn named_pipe_without_a_writer_reads_as_empty_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("checkpoint");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_bounded(&path, 1000, "checkpoint").map(|b| b.len()));
+        });
+        let read = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("reading a FIFO without a writer must not block");
+        assert_eq!(read.unwrap(), 0);
+        // A FIFO with a writer is still read to its end. (A read that came
+        // before the writer opened its end reads as empty: read again.)
+        let path = fifo.clone();
+        let writer = std::thread::spawn(move || std::fs::write(&path, b"hello").unwrap());
+        let mut read = Vec::new();
+        for _ in 0..2000 {
+            read = read_bounded(&fifo, 1000, "checkpoint").unwrap();
+            if !read.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(read, b"hello");
+    }
 
     #[cfg(unix)]
     #[test]

@@ -1565,3 +1565,32 @@ fn crash_while_rolling_a_segment_loses_nothing() {
         "runner-started"
     );
 }
+
+/// An attacker who can write the evidence directory replaces the checkpoint
+/// with a named pipe nobody writes to: opening the log must refuse, not hang.
+#[test]
+fn checkpoint_replaced_by_a_named_pipe_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    let copy = SecretKey::from_pem(&key.to_pem().unwrap(), Path::new("mem")).unwrap();
+    EvidenceLog::open(dir.path(), key).unwrap().close().unwrap();
+    let checkpoint = dir.path().join(evidence::CHECKPOINT_FILE);
+    std::fs::remove_file(&checkpoint).unwrap();
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&checkpoint)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(EvidenceLog::open(&path, copy).map(|_| ()));
+    });
+    let opened = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("opening the log must not wait on a named pipe");
+    let err = opened.unwrap_err().to_string();
+    assert!(err.contains("checkpoint"), "{err}");
+}

@@ -655,7 +655,7 @@ fn read_checkpoint_file(dir: &Path) -> Result<Option<String>, EvidenceError> {
         path: path.display().to_string(),
         source,
     };
-    let file = match File::open(&path) {
+    let file = match crate::fsio::open_without_waiting(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(e)),
@@ -895,7 +895,7 @@ fn load_all(
     };
     let mut bytes = Vec::new();
     for segment in segment_files(dir).map_err(io(dir))? {
-        let mut f = File::open(&segment).map_err(io(&segment))?;
+        let mut f = crate::fsio::open_without_waiting(&segment).map_err(io(&segment))?;
         read_capped(&mut f, &mut bytes, &segment)?;
     }
     let before_active = bytes.len() as u64;
