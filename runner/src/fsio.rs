@@ -214,6 +214,7 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        writer.join().unwrap();
         assert_eq!(read, b"hello");
     }
 
