@@ -29,6 +29,8 @@ pub mod cbor;
 pub mod cli;
 mod cose;
 pub mod custody;
+#[cfg(test)]
+mod doc_examples;
 pub mod evidence;
 pub mod fsio;
 pub mod keys;

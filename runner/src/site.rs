@@ -21,6 +21,9 @@ use crate::fsio::read_bounded_text;
 /// Largest site policy file read.
 pub const MAX_SITE_POLICY_BYTES: u64 = 1024 * 1024;
 
+/// The site policy's keys outside any table.
+const TOP_LEVEL_KEYS: [&str; 3] = ["egress", "format", "site"];
+
 /// The site policy format this runner reads.
 pub const SITE_POLICY_FORMAT: u64 = 1;
 
@@ -123,7 +126,20 @@ impl SitePolicy {
             origin: origin.to_string(),
             detail,
         };
-        let file: PolicyFile = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        let file: PolicyFile = toml::from_str(text).map_err(|e| {
+            let mut detail = e.to_string();
+            // A top-level key written after a `[table]` header lands inside that
+            // table, where it reads as "unknown": say what really happened.
+            if let Some(key) = TOP_LEVEL_KEYS
+                .iter()
+                .find(|k| detail.contains(&format!("unknown field `{k}`")))
+            {
+                detail.push_str(&format!(
+                    "\n`{key}` is a top-level key of the site policy: TOML puts every key written after a `[table]` or `[[table]]` header inside that table, so write `{key}` before the first table"
+                ));
+            }
+            err(detail)
+        })?;
         if file.format != SITE_POLICY_FORMAT {
             return Err(err(format!(
                 "format {} is not supported; this runner reads format {SITE_POLICY_FORMAT}",

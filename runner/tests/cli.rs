@@ -1138,6 +1138,22 @@ fn capsule_new_builds_passes_its_test_signs_and_runs() {
         p(&crate_dir),
     ]);
     assert!(out.status.success(), "{}", text(&out));
+    // The crate carries this runner's SDK, so it builds anywhere; keys stay out of git.
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains(r#"capsule-sdk = { path = "capsule-sdk" }"#),
+        "{manifest}"
+    );
+    assert!(!manifest.contains(env!("CARGO_MANIFEST_DIR")), "{manifest}");
+    assert!(crate_dir.join("capsule-sdk/wit/capsule.wit").is_file());
+    assert!(crate_dir.join("capsule-sdk/macros/Cargo.toml").is_file());
+    let ignored = std::fs::read_to_string(crate_dir.join(".gitignore")).unwrap();
+    assert!(ignored.lines().any(|l| l == "*.key"), "{ignored}");
+    let capsule_toml = std::fs::read_to_string(crate_dir.join("capsule.toml")).unwrap();
+    assert!(
+        capsule_toml.contains(r#"audience = ["*"]"#),
+        "{capsule_toml}"
+    );
     // A second scaffold into the same place is refused rather than overwriting.
     let again = edge_runner(&[
         "capsule",
@@ -1365,6 +1381,43 @@ fn capsule_new_refuses_a_bad_name_and_kind_with_the_fix() {
     assert!(
         !dir.path().join("x").exists(),
         "nothing is created for a refused name"
+    );
+    let out = edge_runner(&[
+        "capsule",
+        "new",
+        "disk-check",
+        "--kind",
+        "test",
+        "--audience",
+        "Plant 7",
+        "--out",
+        p(&dir.path().join("y")),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--audience `Plant 7`"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.path().join("y").exists());
+    let out = edge_runner(&[
+        "capsule",
+        "new",
+        "disk-check",
+        "--kind",
+        "test",
+        "--audience",
+        "plant-7",
+        "--audience",
+        "plant-9",
+        "--out",
+        p(&dir.path().join("z")),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let capsule_toml = std::fs::read_to_string(dir.path().join("z/capsule.toml")).unwrap();
+    assert!(
+        capsule_toml.contains(r#"audience = ["plant-7", "plant-9"]"#),
+        "{capsule_toml}"
     );
     let out = edge_runner(&["capsule", "new", "disk-check", "--kind", "fix"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

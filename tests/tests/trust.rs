@@ -492,8 +492,22 @@ fn audience_beyond_publisher_audiences() {
     // The capsule targets every site, but its signer may only target plant-7.
     let err = verify(signed_json_assert(&p.key), &trust_root(&[&p])).unwrap_err();
     assert!(
-        err.to_string()
-            .contains("not counted: `plant-7-ops` may not target site `*`"),
+        err.to_string().starts_with(
+            "capsule asks beyond what its signers may vouch for (ceiling or audience): "
+        ) && err.to_string().contains(
+            r#"not counted: `plant-7-ops` may sign only for sites plant-7, but the manifest's `audience` is ["*"] (every site); list the sites in `audience`"#
+        ),
+        "{err}"
+    );
+    // A named site outside the signer's audiences is named.
+    let signed = sign_json_assert(&p.key, |m| {
+        m.audience = vec!["plant-7".into(), "plant-9".into()]
+    });
+    let err = verify(signed, &trust_root(&[&p])).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "`plant-7-ops` may sign only for sites plant-7, but the manifest's `audience` names `plant-9`"
+        ),
         "{err}"
     );
 }

@@ -10,8 +10,82 @@ use clap::Args;
 use super::Exit;
 use crate::capsule::{Kind, validate_name};
 
-/// Where this runner's SDK lives, for the new crate's path dependency.
-const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../capsule-sdk");
+/// The capsule SDK this runner was built with, file by file (path inside
+/// the SDK, content). `capsule new` writes it into the new crate as
+/// `capsule-sdk/`, so the crate builds on any machine, with the SDK that
+/// matches this runner's WIT contract, whoever installed the binary and how.
+const SDK_FILES: [(&str, &str); 5] = [
+    (
+        "src/lib.rs",
+        include_str!("../../../capsule-sdk/src/lib.rs"),
+    ),
+    (
+        "src/http.rs",
+        include_str!("../../../capsule-sdk/src/http.rs"),
+    ),
+    (
+        "src/misuse.rs",
+        include_str!("../../../capsule-sdk/src/misuse.rs"),
+    ),
+    (
+        "wit/capsule.wit",
+        include_str!("../../../capsule-sdk/wit/capsule.wit"),
+    ),
+    (
+        "macros/src/lib.rs",
+        include_str!("../../../capsule-sdk/macros/src/lib.rs"),
+    ),
+];
+
+/// The SDK's version (the workspace's).
+const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The vendored SDK's manifests: the workspace's dependency requirements,
+/// written out, since the copy is not in our workspace.
+fn sdk_manifests() -> [(&'static str, String); 2] {
+    [
+        (
+            "Cargo.toml",
+            format!(
+                r#"# capsule-sdk {SDK_VERSION}, as shipped with edge-runner {SDK_VERSION} (written by `edge-runner capsule new`).
+[package]
+name = "capsule-sdk"
+version = "{SDK_VERSION}"
+edition = "2024"
+license = "Apache-2.0"
+publish = false
+
+[dependencies]
+capsule-sdk-macros = {{ path = "macros" }}
+serde = {{ version = "1", features = ["derive"] }}
+serde_json = "1"
+wit-bindgen = {{ version = "0.61", default-features = false, features = ["macros", "realloc"] }}
+wasi = "0.14"
+"#
+            ),
+        ),
+        (
+            "macros/Cargo.toml",
+            format!(
+                r#"[package]
+name = "capsule-sdk-macros"
+version = "{SDK_VERSION}"
+edition = "2024"
+license = "Apache-2.0"
+publish = false
+
+[lib]
+proc-macro = true
+
+[dependencies]
+proc-macro2 = "1"
+quote = "1"
+syn = {{ version = "2", features = ["full"] }}
+"#
+            ),
+        ),
+    ]
+}
 
 #[derive(Debug, Args)]
 pub(super) struct CapsuleNew {
@@ -23,9 +97,14 @@ pub(super) struct CapsuleNew {
     /// Directory to create the crate in (default: ./NAME).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The capsule-sdk crate to depend on (default: the one this runner was built with).
+    /// A capsule-sdk checkout to depend on instead of the copy of this runner's SDK that is
+    /// written into the crate (for developing the SDK itself).
     #[arg(long)]
     sdk: Option<PathBuf>,
+    /// A site that may run the capsule (the manifest's `audience`); repeatable. Default: `*`,
+    /// every site — which a publisher limited to some sites cannot sign for.
+    #[arg(long = "audience", value_name = "SITE")]
+    audiences: Vec<String>,
 }
 
 impl CapsuleNew {
@@ -43,17 +122,27 @@ impl CapsuleNew {
                 dir.display()
             );
         }
+        for site in &self.audiences {
+            if site != "*" {
+                crate::capsule::validate_site(site)
+                    .map_err(|e| anyhow::anyhow!("--audience `{site}`: {e}"))?;
+            }
+        }
         let sdk = match &self.sdk {
-            Some(p) => p.clone(),
-            None => PathBuf::from(SDK_DIR),
+            Some(p) => Some(p.canonicalize().with_context(|| {
+                format!(
+                    "--sdk {}: not found; give the path of a capsule-sdk checkout",
+                    p.display()
+                )
+            })?),
+            None => None,
         };
-        let sdk = sdk.canonicalize().with_context(|| {
-            format!(
-                "capsule-sdk not found at {}; pass --sdk PATH to your checkout's capsule-sdk",
-                sdk.display()
-            )
-        })?;
-        write_crate(&dir, &self.name, kind, &sdk)?;
+        let audience = if self.audiences.is_empty() {
+            vec!["*".to_string()]
+        } else {
+            self.audiences.clone()
+        };
+        write_crate(&dir, &self.name, kind, sdk.as_deref(), &audience)?;
         say!("created {} ({kind} capsule `{}`)", dir.display(), self.name)?;
         say!("  cd {}", dir.display())?;
         say!("  cargo test                                   # its own test, natively")?;
@@ -67,9 +156,31 @@ impl CapsuleNew {
     }
 }
 
-fn write_crate(dir: &Path, name: &str, kind: Kind, sdk: &Path) -> Result<()> {
+fn write_crate(
+    dir: &Path,
+    name: &str,
+    kind: Kind,
+    sdk: Option<&Path>,
+    audience: &[String],
+) -> Result<()> {
     fs::create_dir_all(dir.join("src")).with_context(|| dir.display().to_string())?;
-    let sdk_path = sdk.display().to_string().replace('\\', "/");
+    let sdk_dependency = match sdk {
+        Some(path) => format!(
+            "# capsule-sdk from a checkout given with --sdk\ncapsule-sdk = {{ path = \"{}\" }}",
+            path.display().to_string().replace('\\', "/")
+        ),
+        None => {
+            write_sdk(&dir.join("capsule-sdk"))?;
+            format!(
+                "# capsule-sdk {SDK_VERSION}, the SDK of the edge-runner that created this crate, copied into\n# ./capsule-sdk so the crate builds anywhere; `edge-runner capsule new` writes the SDK of its version\ncapsule-sdk = {{ path = \"capsule-sdk\" }}"
+            )
+        }
+    };
+    let audience = audience
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let files = [
         (
             "Cargo.toml",
@@ -87,7 +198,7 @@ publish = false
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-capsule-sdk = {{ path = "{sdk_path}" }}
+{sdk_dependency}
 serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
 
@@ -105,7 +216,7 @@ name = "{name}"
 version = "0.1.0"
 kind = "{kind}"
 description = "TODO: one line for the humans who approve and audit this capsule."
-audience = ["*"]          # or the sites that may run it
+audience = [{audience}]          # the sites that may run it ("*": every site); your trust-root publisher entry must allow them
 
 # Ask only for what it needs; the trust root and the site policy must allow it.
 [capabilities]
@@ -121,13 +232,58 @@ wall-time-ms = 5000
             ),
         ),
         ("src/lib.rs", lib_rs(kind)),
-        (".gitignore", "/target\n".to_string()),
+        (
+            ".gitignore",
+            "/target\n# signing keys never go into version control\n*.key\n*.pem\n".to_string(),
+        ),
     ];
     for (file, text) in files {
         let path = dir.join(file);
         fs::write(&path, text).with_context(|| path.display().to_string())?;
     }
     Ok(())
+}
+
+/// Writes the SDK this runner was built with into `dir`.
+fn write_sdk(dir: &Path) -> Result<()> {
+    let manifests = sdk_manifests();
+    let files = SDK_FILES
+        .iter()
+        .map(|(path, text)| (*path, *text))
+        .chain(manifests.iter().map(|(path, text)| (*path, text.as_str())));
+    for (path, text) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| parent.display().to_string())?;
+        }
+        fs::write(&path, text).with_context(|| path.display().to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use super::*;
+
+    /// Every source file of the SDK is in the copy a scaffold gets: a file
+    /// added to the SDK and not here would leave scaffolds that do not build.
+    #[test]
+    fn the_embedded_sdk_has_every_file_of_the_sdk() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../capsule-sdk");
+        let mut on_disk = Vec::new();
+        for sub in ["src", "wit", "macros/src"] {
+            for entry in fs::read_dir(root.join(sub)).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                on_disk.push(format!("{sub}/{name}"));
+            }
+        }
+        on_disk.sort();
+        let mut embedded: Vec<String> = SDK_FILES.iter().map(|(p, _)| p.to_string()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk, "update SDK_FILES in cli/scaffold.rs");
+    }
 }
 
 fn lib_rs(kind: Kind) -> String {

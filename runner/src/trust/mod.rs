@@ -111,7 +111,7 @@ pub enum TrustError {
     #[error("publisher not delegated this name: {0}")]
     NameNotDelegated(Box<Shortfall>),
     /// Enough signed, but not enough of them vouch for what the capsule asks.
-    #[error("capsule asks beyond its signers' ceiling: {0}")]
+    #[error("capsule asks beyond what its signers may vouch for (ceiling or audience): {0}")]
     CeilingExceeded(Box<Shortfall>),
     /// The capsule's validity has not begun.
     #[error(
@@ -509,8 +509,20 @@ pub fn verify(capsule: CheckedCapsule, ctx: &Context<'_>) -> Result<VerifiedCaps
         if let Some(excess) = p.ceiling.excess(manifest) {
             return Some(format!("`{}`'s ceiling does not cover {excess}", p.name));
         }
-        p.audience_excess(manifest)
-            .map(|site| format!("`{}` may not target site `{site}`", p.name))
+        p.audience_excess(manifest).map(|site| {
+            let allowed = p.audiences.join(", ");
+            if site == crate::capsule::ANY_SITE {
+                format!(
+                    "`{}` may sign only for sites {allowed}, but the manifest's `audience` is [\"*\"] (every site); list the sites in `audience`",
+                    p.name
+                )
+            } else {
+                format!(
+                    "`{}` may sign only for sites {allowed}, but the manifest's `audience` names `{site}`",
+                    p.name
+                )
+            }
+        })
     });
     if let Some(short) = tally.shortfall(manifest, root) {
         return Err(TrustError::CeilingExceeded(short));
