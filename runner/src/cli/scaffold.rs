@@ -261,31 +261,6 @@ fn write_sdk(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
-
-    use super::*;
-
-    /// Every source file of the SDK is in the copy a scaffold gets: a file
-    /// added to the SDK and not here would leave scaffolds that do not build.
-    #[test]
-    fn the_embedded_sdk_has_every_file_of_the_sdk() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../capsule-sdk");
-        let mut on_disk = Vec::new();
-        for sub in ["src", "wit", "macros/src"] {
-            for entry in fs::read_dir(root.join(sub)).unwrap() {
-                let name = entry.unwrap().file_name().into_string().unwrap();
-                on_disk.push(format!("{sub}/{name}"));
-            }
-        }
-        on_disk.sort();
-        let mut embedded: Vec<String> = SDK_FILES.iter().map(|(p, _)| p.to_string()).collect();
-        embedded.sort();
-        assert_eq!(embedded, on_disk, "update SDK_FILES in cli/scaffold.rs");
-    }
-}
-
 fn lib_rs(kind: Kind) -> String {
     let (attr, body, test) = match kind {
         Kind::Test => (
@@ -377,4 +352,29 @@ mod tests {{
 "#,
         kind = kind.as_str()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use super::*;
+
+    /// Every source file of the SDK is in the copy a scaffold gets: a file
+    /// added to the SDK and not here would leave scaffolds that do not build.
+    #[test]
+    fn the_embedded_sdk_has_every_file_of_the_sdk() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../capsule-sdk");
+        let mut on_disk = Vec::new();
+        for sub in ["src", "wit", "macros/src"] {
+            for entry in fs::read_dir(root.join(sub)).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                on_disk.push(format!("{sub}/{name}"));
+            }
+        }
+        on_disk.sort();
+        let mut embedded: Vec<String> = SDK_FILES.iter().map(|(p, _)| p.to_string()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk, "update SDK_FILES in cli/scaffold.rs");
+    }
 }
