@@ -177,6 +177,17 @@ fn sign_verify_run_and_verify_evidence_with_an_openssl_key() {
     };
     openssl(&["genpkey", "-algorithm", "ed25519", "-out", p(&key)]);
     openssl(&["pkey", "-in", p(&key), "-pubout", "-out", p(&public)]);
+    // `keys id` gives one id for OpenSSL's private key and its public key.
+    let out = edge_runner(&["keys", "id", p(&key), p(&public)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ids: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[0].len(), 64);
     sign_verify_run_and_verify_evidence_with(d, &key, &public);
 }
 
@@ -2405,4 +2416,39 @@ fn export_since_an_earlier_bundle_holds_only_new_records_and_verifies_against_it
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("--since"), "{}", text(&out));
     assert!(!d.join("bad.cbor").exists());
+}
+
+/// `keys id` prints the full 64-digit id to copy into revocations and trust roots.
+#[test]
+fn keys_id_prints_the_full_id_of_a_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = edge_runner(&[
+        "keys",
+        "generate",
+        "--out",
+        p(dir.path()),
+        "--name",
+        "alice",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let generated = text(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("key id:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    for file in ["alice.key", "alice.pub"] {
+        let out = edge_runner(&["keys", "id", p(&dir.path().join(file))]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("{generated}\n")
+        );
+    }
+    assert_eq!(generated.len(), 64);
+    let junk = dir.path().join("junk.pub");
+    std::fs::write(&junk, "not a key").unwrap();
+    let out = edge_runner(&["keys", "id", p(&junk)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("junk.pub"), "{}", text(&out));
 }
