@@ -2452,3 +2452,57 @@ fn keys_id_prints_the_full_id_of_a_key_file() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("junk.pub"), "{}", text(&out));
 }
+
+/// `--input -` reads the capsule's input from standard input.
+#[test]
+fn input_dash_reads_standard_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "v1.wasm", &[]);
+    let evidence = d.join("evidence");
+    let run = |input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+            .args([
+                "run",
+                p(&signed),
+                "--trust",
+                p(&trust),
+                "--site",
+                SITE,
+                "--evidence",
+                p(&evidence),
+                "--input",
+                "-",
+            ])
+            .env_remove("EDGE_RUNNER_KEY")
+            .env("XDG_STATE_HOME", state_home())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // The runner may stop reading early (over the limit): a closed pipe is fine here.
+        let _ = stdin.write_all(input);
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let out =
+        run(br#"{"document": {"ok": true}, "assertions": [{"pointer": "/ok", "equals": true}]}"#);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("verdict: pass — all 1 assertions hold"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&vec![b' '; 17 * 1024 * 1024]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--input - (standard input) gave more than the limit of"),
+        "{}",
+        text(&out)
+    );
+}

@@ -45,7 +45,7 @@ pub(super) struct RunArgs {
     /// Evidence directory; the log is DIR/evidence.log.
     #[arg(long)]
     evidence: PathBuf,
-    /// Input for the capsule (passed as bytes; usually JSON).
+    /// Input for the capsule (passed as bytes; usually JSON): a file, or `-` for standard input.
     #[arg(long)]
     input: Option<PathBuf>,
     /// The runner's private key (mode 0600, owned by this user, outside the evidence directory).
@@ -62,6 +62,7 @@ pub(super) struct RunArgs {
 impl RunArgs {
     pub(super) fn execute(self) -> Result<Exit> {
         let input = match &self.input {
+            Some(path) if path.as_os_str() == "-" => read_stdin(MAX_INPUT_BYTES)?,
             Some(path) => read_bounded(path, MAX_INPUT_BYTES, "input")?,
             None => Vec::new(),
         };
@@ -266,4 +267,21 @@ pub(super) fn runner_key(
         );
     }
     Ok(opened.key)
+}
+
+/// Standard input, at most `limit` bytes (more is refused, naming the limit).
+fn read_stdin(limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .context("reading --input - (standard input)")?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!(
+            "--input - (standard input) gave more than the limit of {limit} bytes; pass a smaller input"
+        );
+    }
+    Ok(bytes)
 }
