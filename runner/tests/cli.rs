@@ -518,6 +518,27 @@ fn trust_rotation_staged_signed_installed_and_shown() {
     );
     assert!(!trust.join("2.root.cose").exists());
 
+    // Staged inside the store, it would break every run: refused, nothing written.
+    let out = edge_runner(&[
+        "trust",
+        "rotate",
+        "--dir",
+        p(&trust),
+        "--policy",
+        p(&v2),
+        "--key",
+        p(&new_root),
+        "--stage",
+        p(&trust.join("2.root.cose")),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("stage it outside the store"),
+        "{}",
+        text(&out)
+    );
+    assert!(!trust.join("2.root.cose").exists());
+
     // Staged by the new key holder, co-signed by the old one, then installed.
     let staged = d.join("2.root.cose");
     let out = edge_runner(&[

@@ -177,6 +177,9 @@ pub(super) struct TrustRotate {
 impl TrustRotate {
     fn execute(self) -> Result<Exit> {
         let chain = Chain::read_dir(&self.dir)?;
+        if let Some(stage) = &self.stage {
+            refuse_stage_inside_store(stage, &self.dir)?;
+        }
         let current = chain.latest();
         let policy = read_policy(&self.policy)?;
         if policy.version != current.version + 1 {
@@ -493,6 +496,26 @@ fn report(whose: &str, s: &RootSignatures) -> std::io::Result<()> {
     say!("signed by {whose}: {}", signers(s))?;
     if !s.met() && !s.missing.is_empty() {
         say!("  can still sign: {}", s.missing.join(", "))?;
+    }
+    Ok(())
+}
+
+/// A staged file is partly signed: inside the store it would be read as a
+/// version (or a stray file), and every run would be refused until it is moved.
+fn refuse_stage_inside_store(stage: &Path, store: &Path) -> Result<()> {
+    let parent = match stage.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (Ok(parent), Ok(store_path)) = (parent.canonicalize(), store.canonicalize()) else {
+        return Ok(());
+    };
+    if parent.starts_with(&store_path) {
+        bail!(
+            "--stage {}: a staged trust root is not yet signed by the root keys, and inside the trust store {} the runner would read it as part of the store and refuse every capsule; stage it outside the store (e.g. --stage ./next.root.cose)",
+            stage.display(),
+            store.display()
+        );
     }
     Ok(())
 }
