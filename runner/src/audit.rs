@@ -170,6 +170,9 @@ pub struct Report {
     /// For a bundle holding a range of the log: the sequence number of its
     /// first record (`docs/evidence-format.md` §7.1); `None` for a whole log.
     pub range_start: Option<u64>,
+    /// What was signed with a public demo key (`keys/demo-*`, whose private
+    /// halves are published), one sentence each; such evidence proves nothing.
+    pub demo_keys: Vec<String>,
     /// For a range: the largest checkpoint the auditor supplied
     /// (`--checkpoint`) or the required witnesses cosigned that the range was
     /// checked against, tying it to the history before it; `None` when
@@ -205,6 +208,7 @@ impl Report {
             high_water: Vec::new(),
             range_start: None,
             range_anchor: None,
+            demo_keys: Vec::new(),
         }
     }
 
@@ -248,6 +252,7 @@ impl Serialize for Report {
             high_water: &'a [String],
             range_start: Option<u64>,
             range_anchor: Option<u64>,
+            demo_keys: &'a [String],
         }
         Wire {
             valid: self.valid(),
@@ -271,6 +276,7 @@ impl Serialize for Report {
             high_water: &self.high_water,
             range_start: self.range_start,
             range_anchor: self.range_anchor,
+            demo_keys: &self.demo_keys,
         }
         .serialize(serializer)
     }
@@ -588,6 +594,25 @@ fn fill(report: &mut Report, summary: &Summary) {
             key_id: key.id().to_string(),
         })
         .collect();
+    for (from, key) in &summary.keys {
+        if let Some(name) = crate::keys::demo_key_name(&key.id()) {
+            report.demo_keys.push(format!(
+                "the runner key signing from record {from} is the public demo key `{name}`"
+            ));
+        }
+    }
+    for (r, event) in summary.records.iter().zip(&summary.events) {
+        if let Event::CapsuleVerified(v) = event {
+            for signer in &v.signers {
+                if let Some(name) = crate::keys::demo_key_name(&crate::keys::KeyId(signer.key_id)) {
+                    report.demo_keys.push(format!(
+                        "capsule {} {} (record {}) is signed by the public demo key `{name}`",
+                        v.name, v.version, r.record.seq
+                    ));
+                }
+            }
+        }
+    }
     let mut admitted: Option<&CapsuleVerified> = None;
     let mut started: Option<&RunStarted> = None;
     // The `run-started` not yet closed, as a line of `unfinished` if it never is.

@@ -89,6 +89,38 @@ impl fmt::Debug for KeyId {
     }
 }
 
+/// The public demo keys shipped in `keys/` (name, SPKI PEM): their private
+/// halves are in the repository, so anything they sign proves nothing.
+const DEMO_KEYS: [(&str, &str); 4] = [
+    ("demo-runner", include_str!("../../keys/demo-runner.pub")),
+    (
+        "demo-publisher",
+        include_str!("../../keys/demo-publisher.pub"),
+    ),
+    ("demo-partner", include_str!("../../keys/demo-partner.pub")),
+    ("demo-root", include_str!("../../keys/demo-root.pub")),
+];
+
+/// The name of the public demo key with this id (`demo-runner`, …), if it is one.
+/// Its private key is published in this repository: a record, capsule or
+/// trust root it signed proves nothing, and every report says so.
+pub fn demo_key_name(id: &KeyId) -> Option<&'static str> {
+    static IDS: std::sync::OnceLock<Vec<(&'static str, KeyId)>> = std::sync::OnceLock::new();
+    IDS.get_or_init(|| {
+        DEMO_KEYS
+            .iter()
+            .filter_map(|(name, pem)| {
+                VerifyingKey::from_public_key_pem(pem.trim())
+                    .ok()
+                    .map(|k| (*name, KeyId::of(&k)))
+            })
+            .collect()
+    })
+    .iter()
+    .find(|(_, known)| known == id)
+    .map(|(name, _)| *name)
+}
+
 /// A private signing key with its id. Zeroized on drop by `ed25519-dalek`.
 pub struct SecretKey {
     key: SigningKey,
@@ -384,6 +416,18 @@ fn write_new(path: &Path, data: &[u8], private: bool) -> Result<(), KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_demo_key_is_known_by_name_and_no_other_key_is() {
+        for (name, pem) in DEMO_KEYS {
+            let key = PublicKey::from_pem(pem, Path::new(name)).unwrap();
+            assert_eq!(demo_key_name(&key.id()), Some(name));
+        }
+        let private = include_str!("../../keys/demo-runner.key");
+        let runner = SecretKey::from_pem(private, Path::new("demo-runner.key")).unwrap();
+        assert_eq!(demo_key_name(&runner.id()), Some("demo-runner"));
+        assert_eq!(demo_key_name(&SecretKey::generate().unwrap().id()), None);
+    }
 
     #[test]
     fn private_keys_are_written_as_pkcs8_v1_like_openssl() {

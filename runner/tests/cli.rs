@@ -976,11 +976,30 @@ fn exported_bundle_verifies_offline_with_one_command() {
         text(&out)
     );
 
+    // The demo is signed with the public demo keys: every report says so.
+    assert!(
+        text(&out).contains(
+            "WARNING: DEMO KEY — the runner key signing from record 0 is the public demo key `demo-runner`"
+        ),
+        "{}",
+        text(&out)
+    );
     let out = edge_runner(&["evidence", "verify", p(&bundle), "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["valid"], true);
     assert_eq!(json["runner_key_source"], "bundle");
+    let demo: Vec<&str> = json["demo_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        demo.iter()
+            .any(|l| l.contains("is signed by the public demo key `demo-publisher`")),
+        "{demo:?}"
+    );
     let runs: Vec<(String, String)> = json["runs"]
         .as_array()
         .unwrap()

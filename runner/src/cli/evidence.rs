@@ -204,6 +204,11 @@ fn checkpoint_from(path: &std::path::Path) -> Result<String> {
 }
 
 fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
+    for line in &r.demo_keys {
+        eprintln!(
+            "WARNING: DEMO KEY — {line}; its private key is published, so this proves nothing"
+        );
+    }
     if verbose {
         for run in &r.runs {
             say!(

@@ -111,6 +111,17 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
         ),
         ("Truncation", super::evidence::truncation_text(report)),
         (
+            "Demo keys",
+            if report.demo_keys.is_empty() {
+                "none".into()
+            } else {
+                format!(
+                    "WARNING — signed with public demo keys, whose private keys are published, so this proves nothing: {}",
+                    report.demo_keys.join("; ")
+                )
+            },
+        ),
+        (
             "Range",
             super::evidence::range_text(report)
                 .unwrap_or_else(|| "the whole log, from record 0".into()),

@@ -266,6 +266,11 @@ pub(super) fn runner_key(
             copy.display()
         );
     }
+    if let Some(name) = crate::keys::demo_key_name(&opened.key.id()) {
+        eprintln!(
+            "WARNING: the runner key is the public demo key `{name}`; its private key is published, so whoever has this repository can forge this evidence. Never use it outside a demo."
+        );
+    }
     Ok(opened.key)
 }
 
