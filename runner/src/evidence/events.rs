@@ -999,6 +999,10 @@ pub struct RunFinished {
     pub error: Option<String>,
     /// The code the capsule passed to `wasi:cli/exit`, when its status is `exited`.
     pub exit_code: Option<i64>,
+    /// Milliseconds spent compiling the code for this run (also when the
+    /// compile was stopped at its budget: status `compile-limit`); absent
+    /// when the code came from a cache.
+    pub compile_ms: Option<u64>,
     /// Capsule-provided values cut to their limits, each kept as a size and a digest.
     pub truncated: Vec<TruncatedRef>,
 }
@@ -1125,6 +1129,9 @@ impl EventBody for RunFinished {
         if let Some(code) = self.exit_code {
             fields.push(("exit-code", Value::Integer(code.into())));
         }
+        if let Some(ms) = self.compile_ms {
+            fields.push(("compile-ms", uint(ms)));
+        }
         if !self.truncated.is_empty() {
             fields.push((
                 "truncated",
@@ -1207,6 +1214,7 @@ impl EventBody for RunFinished {
                 }
                 _ => Err("`exit-code` is not an integer".into()),
             })?,
+            compile_ms: optional(b, "compile-ms", |_| b.uint("compile-ms"))?,
             truncated: match b.get("truncated") {
                 None => Vec::new(),
                 Some(_) => list(b, "truncated", |v| {

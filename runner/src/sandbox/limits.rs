@@ -14,6 +14,8 @@ use std::time::Duration;
 /// | `memory_bytes` (all linear memories together) | 64 MiB (ceiling 1 GiB) |
 /// | `fuel` (≈ WebAssembly instructions) | 1 000 000 000 (ceiling 20 000 000 000) |
 /// | `wall_time` | 10 s (ceiling 5 min) |
+/// | `compile_time`: CPU and wall-clock time to compile one component (never more than the site's `wall-time-ms` ceiling) | 30 s |
+/// | `compile_memory_bytes`: address space of the process compiling one component | 1 GiB |
 /// | `quotas`: output, evidence and tables, the same for every run | see [`Quotas`] |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -29,6 +31,12 @@ pub struct Limits {
     pub default_wall_time: Duration,
     /// Longest wall-clock budget any capsule may be granted.
     pub max_wall_time: Duration,
+    /// CPU and wall-clock time compiling one component may take, when it is
+    /// compiled in a child ([`super::Compiler::Child`]); the site's wall-time
+    /// ceiling, when lower, bounds it.
+    pub compile_time: Duration,
+    /// Address space of the child compiling one component.
+    pub compile_memory_bytes: u64,
     /// What every run may write and hold, whatever its manifest asks.
     pub quotas: Quotas,
 }
@@ -42,6 +50,8 @@ impl Default for Limits {
             max_fuel: 20_000_000_000,
             default_wall_time: Duration::from_secs(10),
             max_wall_time: Duration::from_secs(300),
+            compile_time: Duration::from_secs(30),
+            compile_memory_bytes: 1 << 30,
             quotas: Quotas::default(),
         }
     }

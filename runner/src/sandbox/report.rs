@@ -79,6 +79,8 @@ pub struct RunReport {
     pub code: CodeSource,
     /// Time to make the code ready: compiling (or loading it from the cache) and linking.
     pub prepare_time: Duration,
+    /// Wall-clock time compiling took, when the code was compiled for this run.
+    pub compile_time: Option<Duration>,
     /// Network uses the capsule attempted and was refused (`TcpConnect 10.0.0.1:80`).
     pub egress_denied: Refusals,
     /// Bytes written to granted files, all files together.
