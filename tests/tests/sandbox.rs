@@ -1559,7 +1559,8 @@ fn compile_refusal(version: u64, detail: &str) -> String {
 }
 
 /// Issue 12 §4: a component that would keep the compiler busy for many
-/// seconds is stopped at the grant's compile time, refused and recorded as
+/// seconds is stopped at the grant's compile time (CPU time, so a busy
+/// machine does not refuse an honest capsule), refused and recorded as
 /// `compile-limit` with the time it took; a capsule that fits the same
 /// budget then compiles and runs in the same session, its compile time recorded.
 #[test]
@@ -1571,21 +1572,20 @@ fn compile_bomb_is_stopped_at_its_compile_time_and_refused() {
     };
     let mut probe = Probe::with_limits(SitePolicy::deny_all(SITE).unwrap(), limits);
     let bomb = compile_bomb(1200, 4800);
-    let started = std::time::Instant::now();
     let err = probe.run_component(&bomb, 0, "", "").unwrap_err();
-    let waited = started.elapsed();
-    let expected = compile_refusal(0, "compiling took more than its budget of 4000 ms");
-    assert_eq!(err.to_string(), expected);
-    assert!(
-        waited < std::time::Duration::from_secs(6),
-        "refused after {waited:?}"
+    let expected = compile_refusal(
+        0,
+        "compiling took more than its budget of 4000 ms of CPU time",
     );
+    assert_eq!(err.to_string(), expected);
     let finished = probe.last("run-finished");
     assert_eq!(status_in(&finished), "compile-limit");
     assert_eq!(text_of(field(&finished, "error")), expected);
     let map = edge_runner::cbor::MapReader::new("b", &finished).unwrap();
     let ms = map.uint("compile-ms").unwrap();
-    assert!((4000..5000).contains(&ms), "compile-ms {ms}");
+    // One function compiles on one thread: its CPU time is at most its wall-clock time;
+    // the wall-clock backstop is 10 × 4 s + 5 s.
+    assert!((4000..45_000).contains(&ms), "compile-ms {ms}");
     assert!(map.get("code").is_none(), "no code was produced");
 
     // The same budget compiles an ordinary capsule, and the record says so.
@@ -1594,8 +1594,7 @@ fn compile_bomb_is_stopped_at_its_compile_time_and_refused() {
     let finished = probe.last("run-finished");
     assert_eq!(text_of(field(&finished, "code")), "compiled");
     let map = edge_runner::cbor::MapReader::new("b", &finished).unwrap();
-    let ms = map.uint("compile-ms").unwrap();
-    assert!((1..4000).contains(&ms), "compile-ms {ms}");
+    assert!(map.uint("compile-ms").unwrap() >= 1);
 }
 
 /// Issue 12 §4: the compiler's memory is bounded too: the same kind of
@@ -1650,4 +1649,137 @@ fn the_site_wall_time_ceiling_bounds_the_compile_budget() {
         grant.compile_budget().time,
         std::time::Duration::from_secs(30)
     );
+}
+
+// ---- Issue 12 §2: host memory is budgeted where `wasi:http` is linked ----
+
+/// The host budget these tests run under.
+const HOST_BUDGET: u64 = 16 << 20;
+
+/// How far the runner's RSS may grow past the host budget: the allocator's
+/// caches and whatever tests run beside this one in the same process.
+const RSS_MARGIN: u64 = 48 << 20;
+
+/// Runs sandbox-probe with an HTTP grant to a local server and a 16 MiB host
+/// budget, first once to compile and warm everything, then on `actions`;
+/// returns the second run, its `run-finished` body, and how much the
+/// runner's RSS grew across it.
+fn hostile_http(actions: &str) -> (RunRecord, ciborium::Value, u64) {
+    let (server, _) = http_server("ok");
+    let mut limits = Limits::default();
+    limits.quotas.host_memory_bytes = HOST_BUDGET;
+    let mut probe = Probe::with_limits(site_with_egress(&[server.to_string()]), limits);
+    let grant = format!("egress = [\"{server}\"]");
+    let warm = probe.run(0, &grant, &format!(r#"{{"http-get": "http://{server}/"}}"#));
+    assert_eq!(findings(&warm)[0], ("http.allowed".into(), "200 ok".into()));
+    let body = probe.last("run-finished");
+    let held = edge_runner::cbor::MapReader::new("b", &body)
+        .unwrap()
+        .uint("host-memory-bytes")
+        .unwrap();
+    // Its request, headers and body (the body's two chunks of buffer are most of it).
+    assert!(
+        (1024..256 << 10).contains(&held),
+        "one GET held {held} bytes"
+    );
+    let before = rss_bytes();
+    let record = probe.run(1, &grant, actions);
+    let grown = rss_bytes().saturating_sub(before);
+    (record, probe.last("run-finished"), grown)
+}
+
+/// Asserts a run stopped with `host-memory-refused` and `error`, on the record too.
+fn assert_host_refused(record: &RunRecord, body: &ciborium::Value, grown: u64, error: &str) {
+    assert_eq!(
+        record.report.status,
+        RunStatus::HostMemoryRefused,
+        "{:?}",
+        record.report.error
+    );
+    assert_eq!(record.report.error.as_deref(), Some(error));
+    assert_eq!(status_in(body), "host-memory-refused");
+    assert_eq!(text_of(field(body, "error")), error);
+    let held = edge_runner::cbor::MapReader::new("b", body)
+        .unwrap()
+        .uint("host-memory-bytes")
+        .unwrap();
+    assert!(held <= HOST_BUDGET, "charged {held}");
+    assert!(
+        grown < HOST_BUDGET + RSS_MARGIN,
+        "the runner grew by {grown} bytes"
+    );
+}
+
+/// What the host budget has charged when the charge that breaks it comes:
+/// (bytes held, bytes asked for, what asked), for charges repeated in `cycle`.
+fn first_refused(cycle: &[(&'static str, u64)]) -> (u64, u64, &'static str) {
+    let mut held = 0;
+    loop {
+        for &(what, bytes) in cycle {
+            if held + bytes > HOST_BUDGET {
+                return (held, bytes, what);
+            }
+            held += bytes;
+        }
+    }
+}
+
+fn budget_error((held, bytes, what): (u64, u64, &str)) -> String {
+    format!(
+        "the capsule asked the runner to hold more host memory than its budget of {HOST_BUDGET} bytes ({held} bytes held, {bytes} more asked for by {what}); the run was stopped"
+    )
+}
+
+/// 20 requests with 40 MiB methods, kept: 800 MiB of host memory unbudgeted.
+#[test]
+fn huge_http_methods_are_refused_at_their_limit() {
+    let (record, body, grown) = hostile_http(r#"{"http-hoard": {"count": 20, "method-mib": 40}}"#);
+    assert_host_refused(
+        &record,
+        &body,
+        grown,
+        &format!(
+            "the capsule passed a {}-byte method, over its limit of 32 bytes; the run was stopped",
+            40 << 20
+        ),
+    );
+}
+
+/// 100 header values of 16 MiB appended to one field set.
+#[test]
+fn huge_header_values_are_refused_at_their_limit() {
+    let (record, body, grown) =
+        hostile_http(r#"{"header-bomb": {"count": 100, "value-kib": 16384}}"#);
+    assert_host_refused(
+        &record,
+        &body,
+        grown,
+        &format!(
+            "the capsule passed a {}-byte header value, over its limit of 8192 bytes; the run was stopped",
+            16 << 20
+        ),
+    );
+}
+
+/// 100 000 field sets of 32 KiB each, kept: 3.2 GB unbudgeted, each set
+/// within every per-item limit; the budget stops it.
+#[test]
+fn many_field_sets_are_refused_at_the_host_budget() {
+    let (record, body, grown) = hostile_http(r#"{"fields-hoard": {"count": 100000, "kib": 32}}"#);
+    // Each set: the object, then 8 headers `x-hoard-N` of 4 KiB (64 bytes each besides).
+    let mut cycle = vec![("a new field set", 512)];
+    cycle.extend(std::iter::repeat_n(("`fields.append`", 64 + 9 + 4096), 8));
+    assert_host_refused(&record, &body, grown, &budget_error(first_refused(&cycle)));
+}
+
+/// 10 000 requests each with a body written to and never sent, kept.
+#[test]
+fn bodies_written_but_never_sent_are_refused_at_the_host_budget() {
+    let (record, body, grown) = hostile_http(r#"{"body-hoard": {"count": 10000, "kib": 1024}}"#);
+    let cycle = [
+        ("a new field set", 512),
+        ("a new outgoing request", 512),
+        ("an outgoing body", 512 + 2 * (64 << 10)),
+    ];
+    assert_host_refused(&record, &body, grown, &budget_error(first_refused(&cycle)));
 }

@@ -952,6 +952,9 @@ pub struct RunUsage {
     pub fuel_used: u64,
     /// Highest total linear memory.
     pub peak_memory_bytes: u64,
+    /// Host memory charged to the run's host budget (`wasi:http` values,
+    /// sockets, opened files); absent in records of older runners.
+    pub host_memory_bytes: Option<u64>,
     /// Wall-clock time in milliseconds.
     pub wall_time_ms: u64,
     /// Stdout.
@@ -1119,6 +1122,9 @@ impl EventBody for RunFinished {
         if let Some(ms) = self.usage.as_ref().and_then(|u| u.prepare_ms) {
             fields.push(("prepare-ms", uint(ms)));
         }
+        if let Some(bytes) = self.usage.as_ref().and_then(|u| u.host_memory_bytes) {
+            fields.push(("host-memory-bytes", uint(bytes)));
+        }
         if let Some(total) = self.usage.as_ref().and_then(|u| u.egress_denied_total) {
             fields.push(("egress-denied-total", uint(total)));
         }
@@ -1159,6 +1165,9 @@ impl EventBody for RunFinished {
                 prepare_ms: optional(b, "prepare-ms", |_| b.uint("prepare-ms"))?,
                 fuel_used: b.uint("fuel-used")?,
                 peak_memory_bytes: b.uint("peak-memory-bytes")?,
+                host_memory_bytes: optional(b, "host-memory-bytes", |_| {
+                    b.uint("host-memory-bytes")
+                })?,
                 wall_time_ms: b.uint("wall-time-ms")?,
                 stdout: StreamRef::read(required(b, "stdout")?)?,
                 stderr: StreamRef::read(required(b, "stderr")?)?,

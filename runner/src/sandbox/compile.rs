@@ -6,7 +6,8 @@
 //! can stop a compile once it has begun. So the runner compiles in a child
 //! process — its own binary, re-executed with [`COMPILE_CHILD_ARG`] — which
 //! limits itself with `RLIMIT_CPU` and `RLIMIT_AS` before it reads a byte of
-//! the component, and which the parent kills at the wall-clock budget. A
+//! the component, and which the parent kills should it outlive a wall-clock
+//! backstop. A
 //! child that is stopped is a refused capsule (`compile-limit`), never a
 //! stalled or exhausted runner.
 //!
@@ -89,14 +90,26 @@ impl Compiler {
 }
 
 /// What compiling one component may use: enforced in the child as CPU time
-/// (`RLIMIT_CPU`, whole seconds rounded up) and address space (`RLIMIT_AS`),
-/// and by the parent as wall-clock time (the child is killed at `time`).
+/// (`RLIMIT_CPU`, whole seconds rounded up) and address space (`RLIMIT_AS`).
+/// CPU time, not wall-clock time, so a compile is judged by its own work and
+/// not by how busy the machine is; a child that stops using CPU without
+/// finishing is killed by the parent at [`CompileBudget::wall_backstop`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompileBudget {
-    /// CPU and wall-clock time.
+    /// CPU time.
     pub time: Duration,
     /// Address space of the compiling process.
     pub memory_bytes: u64,
+}
+
+impl CompileBudget {
+    /// The wall-clock time after which the parent kills the child whatever
+    /// its CPU time: ten times the CPU budget, plus five seconds (generous,
+    /// so that a loaded machine does not refuse an honest capsule; the CPU
+    /// limit is what stops a hostile one).
+    pub fn wall_backstop(&self) -> Duration {
+        self.time * 10 + Duration::from_secs(5)
+    }
 }
 
 /// Why a compile did not produce code.
@@ -149,7 +162,7 @@ pub(super) fn in_child(
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Ok(status),
-                Ok(None) if started.elapsed() >= budget.time => {
+                Ok(None) if started.elapsed() >= budget.wall_backstop() => {
                     let _ = child.kill();
                     let _ = child.wait();
                     break Err(None);
@@ -173,7 +186,14 @@ pub(super) fn in_child(
     let stderr_text = String::from_utf8_lossy(&err).trim().to_string();
     let too_slow = || {
         CompileFailure::Limit(format!(
-            "compiling took more than its budget of {} ms; the compiler was stopped",
+            "compiling took more than its budget of {} ms of CPU time; the compiler was stopped",
+            budget.time.as_millis()
+        ))
+    };
+    let stalled = || {
+        CompileFailure::Limit(format!(
+            "compiling took more than {} ms of wall-clock time (its budget is {} ms of CPU time); the compiler was stopped",
+            budget.wall_backstop().as_millis(),
             budget.time.as_millis()
         ))
     };
@@ -185,7 +205,7 @@ pub(super) fn in_child(
     };
     let status = match status {
         Ok(status) => status,
-        Err(None) => return Err(too_slow()),
+        Err(None) => return Err(stalled()),
         Err(Some(e)) => {
             return Err(CompileFailure::Child(format!(
                 "could not wait for the compile child: {e}"
@@ -318,6 +338,14 @@ fn compile_here(bytes: &[u8]) -> wasmtime::Result<Vec<u8>> {
 #[cfg(unix)]
 fn limit_self(cpu_secs: u64, memory: u64) -> std::io::Result<()> {
     use rustix::process::{Resource, Rlimit, setrlimit};
+    // A child stopped by SIGXCPU or a failed allocation leaves no core file.
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
     // SIGXCPU at the soft limit; SIGKILL a second later should it be caught.
     setrlimit(
         Resource::Cpu,

@@ -22,6 +22,7 @@ mod determinism;
 mod files;
 mod grant;
 mod host;
+mod host_budget;
 mod http;
 mod limits;
 mod network;
@@ -212,6 +213,7 @@ impl Sandbox {
         files::add_to_linker(&mut without_http).map_err(engine_error)?;
         let mut linker = without_http.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
+        host_budget::add_to_linker(&mut linker).map_err(engine_error)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -324,7 +326,11 @@ impl Sandbox {
                 });
         }
         let wasi: WasiCtx = builder.build();
-        let hooks = http::EgressHooks::new(grant.egress.clone(), egress_denied.clone());
+        let hooks = http::EgressHooks::new(
+            grant.egress.clone(),
+            egress_denied.clone(),
+            grant.quotas.http_body_chunk_bytes,
+        );
         let network = network::NetworkPolicy::new(&grant.egress, egress_denied.clone());
         let file_budget = files::FileBudget::new(grant.quotas);
         let mut table = ResourceTable::new();
@@ -393,6 +399,12 @@ impl Sandbox {
                     _ if err.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => {
                         RunStatus::Exited
                     }
+                    _ if err
+                        .downcast_ref::<host_budget::HostMemoryRefused>()
+                        .is_some() =>
+                    {
+                        RunStatus::HostMemoryRefused
+                    }
                     _ if state.limiter.denials_total > 0 => RunStatus::MemoryRefused,
                     _ => RunStatus::Trap,
                 };
@@ -405,6 +417,8 @@ impl Sandbox {
                         "the capsule tried to hold more than {} host objects (streams, descriptors, sockets, timers, `wasi:http` values) at once; the run was stopped",
                         grant.quotas.host_resources
                     )
+                } else if let Some(refused) = err.downcast_ref::<host_budget::HostMemoryRefused>() {
+                    refused.to_string()
                 } else if let Some(http) = err.downcast_ref::<HttpNotGranted>() {
                     egress_denied.note(&format!("HttpNotGranted {}", http.0));
                     http.to_string()
@@ -426,6 +440,7 @@ impl Sandbox {
             error,
             fuel_used: grant.fuel.saturating_sub(fuel_left),
             peak_memory_bytes: state.limiter.peak,
+            host_memory_bytes: state.host_budget.charged,
             memory_denials: state.limiter.denials.clone(),
             memory_denials_total: state.limiter.denials_total,
             memory_denials_sha256: state.limiter.denials_digest.clone().finalize().into(),

@@ -227,6 +227,7 @@ pub(super) fn run_finished(
         prepare_ms: Some(millis(report.prepare_time)),
         fuel_used: report.fuel_used,
         peak_memory_bytes: report.peak_memory_bytes,
+        host_memory_bytes: Some(report.host_memory_bytes),
         wall_time_ms: millis(report.wall_time),
         stdout: stream(&report.stdout),
         stderr: stream(&report.stderr),
