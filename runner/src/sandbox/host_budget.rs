@@ -17,7 +17,9 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi_http::p2::bindings::http::types as wit;
 use wasmtime_wasi_http::p2::body::HostOutgoingBody;
-use wasmtime_wasi_http::p2::types::{HostOutgoingRequest, HostOutgoingResponse};
+use wasmtime_wasi_http::p2::types::{
+    HostFutureIncomingResponse, HostOutgoingRequest, HostOutgoingResponse,
+};
 use wasmtime_wasi_http::{FieldMap, RequestOptions, WasiHttpView};
 
 use super::Quotas;
@@ -34,6 +36,9 @@ const OPTIONS_BYTES: u64 = 128;
 const FIELD_BYTES: u64 = 64;
 /// What a TCP socket costs (its state and the kernel's buffers it may pin).
 pub(super) const SOCKET_BYTES: u64 = 16 << 10;
+/// What a request handed to `outgoing-handler.handle` costs: its connection,
+/// the HTTP client's read and write buffers and the response's head.
+const SENT_REQUEST_BYTES: u64 = 64 << 10;
 /// What an opened file or directory costs.
 pub(super) const OPEN_FILE_BYTES: u64 = 1 << 10;
 
@@ -348,6 +353,29 @@ pub(super) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
             Ok((wit::HostRequestOptions::new(&mut state.http())?,))
         },
     )?;
+    linker
+        .instance(&format!("wasi:http/outgoing-handler@{HTTP}"))?
+        .func_wrap(
+            "handle",
+            |mut store: StoreContextMut<'_, State>,
+             (request, options): (
+                Resource<HostOutgoingRequest>,
+                Option<Resource<RequestOptions>>,
+            )|
+             -> Res<Result<Resource<HostFutureIncomingResponse>, wit::ErrorCode>> {
+                let state = store.data_mut();
+                state
+                    .host_budget
+                    .charge("a sent request", SENT_REQUEST_BYTES)?;
+                let mut view = state.http();
+                match wasmtime_wasi_http::p2::bindings::http::outgoing_handler::Host::handle(
+                    &mut view, request, options,
+                ) {
+                    Ok(response) => Ok((Ok(response),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            },
+        )?;
     linker.allow_shadowing(false);
     Ok(())
 }

@@ -93,7 +93,8 @@ impl Default for Limits {
 /// Charged against it: each `wasi:http` field set (512 bytes plus its names
 /// and values; a clone again), outgoing request (512 bytes plus its method,
 /// scheme, authority and path), outgoing response (512), request options
-/// (128), outgoing body (its buffer: two chunks), TCP socket (16 KiB) and
+/// (128), outgoing body (its buffer: two chunks), request sent (64 KiB: its
+/// connection and the client's buffers), TCP socket (16 KiB) and
 /// opened file or directory (1 KiB). Every other host object is a small
 /// fixed-size value, bounded in number by `host_resources`. A value over its
 /// per-item limit, or a charge past the budget, stops the run
