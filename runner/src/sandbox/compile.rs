@@ -213,12 +213,11 @@ pub(super) fn in_child(
         }
     };
     if !status.success() {
-        use std::os::unix::process::ExitStatusExt;
-        return Err(match status.signal() {
+        return Err(match signal(&status) {
             // SIGXCPU at the soft CPU limit, SIGKILL at the hard one.
-            Some(24 | 9) => too_slow(),
+            Some(SIGXCPU | SIGKILL) => too_slow(),
             // Rust aborts when an allocation fails, which under RLIMIT_AS is the address-space limit.
-            Some(6) => too_big(),
+            Some(SIGABRT) => too_big(),
             _ if stderr_text.contains("memory allocation of") => too_big(),
             _ => CompileFailure::Child(format!(
                 "the compile child failed ({status}){}",
@@ -262,6 +261,22 @@ pub(super) fn in_child(
             "the compile child sent an unknown answer (tag {other})"
         ))),
     }
+}
+
+/// Linux's signal numbers for what stops a compile child.
+const SIGABRT: i32 = 6;
+const SIGKILL: i32 = 9;
+const SIGXCPU: i32 = 24;
+
+#[cfg(unix)]
+fn signal(status: &std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal()
+}
+
+#[cfg(not(unix))]
+fn signal(_status: &std::process::ExitStatus) -> Option<i32> {
+    None
 }
 
 fn read_bounded(pipe: Option<impl Read>, max: u64) -> Vec<u8> {
