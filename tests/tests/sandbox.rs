@@ -1783,3 +1783,48 @@ fn bodies_written_but_never_sent_are_refused_at_the_host_budget() {
     ];
     assert_host_refused(&record, &body, grown, &budget_error(first_refused(&cycle)));
 }
+
+/// A request whose path with query is 9 KiB.
+#[test]
+fn huge_request_paths_are_refused_at_their_limit() {
+    let url = format!("http://127.0.0.1:1/{}", "p".repeat(9 << 10));
+    let (record, body, grown) = hostile_http(&format!(r#"{{"http-get": "{url}"}}"#));
+    assert_host_refused(
+        &record,
+        &body,
+        grown,
+        &format!(
+            "the capsule passed a {}-byte path with query, over its limit of 8192 bytes; the run was stopped",
+            1 + (9 << 10)
+        ),
+    );
+}
+
+/// 1 100 TCP sockets under a raw TCP grant (to a port nothing listens on, so
+/// each connect fails at once): each socket is charged, and the one past the
+/// budget stops the run.
+#[test]
+fn socket_flood_is_refused_at_the_host_budget() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let destination = format!("tcp://127.0.0.1:{port}");
+    let mut limits = Limits::default();
+    limits.quotas.host_memory_bytes = HOST_BUDGET;
+    let mut probe =
+        Probe::with_limits(site_with_egress(std::slice::from_ref(&destination)), limits);
+    let connect = format!(r#"{{"connect": "127.0.0.1:{port}"}}"#);
+    let actions = vec![connect; 1100].join(", ");
+    let before = rss_bytes();
+    let record = probe.run(0, &format!("egress = [\"{destination}\"]"), &actions);
+    let grown = rss_bytes().saturating_sub(before);
+    let body = probe.last("run-finished");
+    assert_host_refused(
+        &record,
+        &body,
+        grown,
+        &budget_error(first_refused(&[("a TCP socket", 16 << 10)])),
+    );
+}
