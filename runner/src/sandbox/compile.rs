@@ -124,13 +124,13 @@ pub(super) enum CompileFailure {
 }
 
 /// Compiles `bytes` in a child running `program`, within `budget`; returns
-/// the component loaded into `engine` and the wall-clock time the compile took.
+/// the component loaded into `engine`.
 pub(super) fn in_child(
     program: &Path,
     engine: &Engine,
     bytes: &[u8],
     budget: CompileBudget,
-) -> Result<(Component, Duration), CompileFailure> {
+) -> Result<Component, CompileFailure> {
     let cpu_secs = budget.time.as_secs() + u64::from(budget.time.subsec_nanos() > 0);
     let mut child = Command::new(program)
         .arg(COMPILE_CHILD_ARG)
@@ -149,7 +149,7 @@ pub(super) fn in_child(
         })?;
     let started = Instant::now();
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
-    let (status, out, err, took) = std::thread::scope(|s| {
+    let (status, out, err) = std::thread::scope(|s| {
         s.spawn(move || {
             if let Some(mut stdin) = stdin {
                 // A child that stops reading (killed at its limit) closes the pipe: nothing to report.
@@ -178,10 +178,9 @@ pub(super) fn in_child(
                 }
             }
         };
-        let took = started.elapsed();
         let out = out.join().unwrap_or_default();
         let err = err.join().unwrap_or_default();
-        (status, out, err, took)
+        (status, out, err)
     });
     let stderr_text = String::from_utf8_lossy(&err).trim().to_string();
     let too_slow = || {
@@ -249,7 +248,7 @@ pub(super) fn in_child(
                 reason = "loading native code the runner's own compile child produced; authenticated by provenance above"
             )]
             let component = unsafe { Component::deserialize(engine, payload) };
-            component.map(|c| (c, took)).map_err(|e| {
+            component.map_err(|e| {
                 CompileFailure::Child(format!("the compiled code did not load: {e:#}"))
             })
         }

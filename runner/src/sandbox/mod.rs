@@ -521,9 +521,8 @@ impl Sandbox {
                         })?
                     }
                     Compiler::Child(program) => {
-                        compile::in_child(program, &self.engine, capsule.bytes(), budget)
-                            .map(|(c, _)| c)
-                            .map_err(|failure| match failure {
+                        compile::in_child(program, &self.engine, capsule.bytes(), budget).map_err(
+                            |failure| match failure {
                                 compile::CompileFailure::Limit(detail) => {
                                     SandboxError::CompileLimit {
                                         capsule: label.to_string(),
@@ -536,7 +535,8 @@ impl Sandbox {
                                     capsule: label.to_string(),
                                     detail,
                                 },
-                            })?
+                            },
+                        )?
                     }
                 };
                 compile_time = Some(compiling.elapsed());
