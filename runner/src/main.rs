@@ -6,6 +6,18 @@ use clap::Parser;
 use edge_runner::cli::{Cli, Exit, error_message, is_broken_pipe};
 
 fn main() -> ExitCode {
+    // The runner re-executes itself to compile a capsule under CPU and memory
+    // limits (`edge_runner::sandbox::Compiler`); that child does nothing else.
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(
+            edge_runner::sandbox::COMPILE_CHILD_ARG,
+        ))
+    {
+        return edge_runner::sandbox::compile_child_main(
+            args.map(|a| a.to_string_lossy().into_owned()),
+        );
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EDGE_RUNNER_LOG")

@@ -2546,3 +2546,39 @@ fn input_dash_reads_standard_input() {
         text(&out)
     );
 }
+
+/// Issue 12 §4: `edge-runner` re-executes itself to compile a capsule under
+/// CPU and address-space limits. The hidden child answers one frame (tag,
+/// length, payload) with the compiled code, and refuses to start without its limits.
+#[test]
+fn the_hidden_compile_child_answers_one_frame_and_needs_its_limits() {
+    use std::io::Write;
+    let child = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+            .arg(edge_runner::sandbox::COMPILE_CHILD_ARG)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(capsule_artifacts::JSON_ASSERT.component);
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let out = child(&["30", "1073741824"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(out.stdout[0], 0, "tag 0: compiled code follows");
+    let len = u64::from_le_bytes(out.stdout[1..9].try_into().unwrap());
+    assert_eq!(len, out.stdout.len() as u64 - 9);
+    let out = child(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "usage: {} CPU-SECONDS ADDRESS-SPACE-BYTES (used by the runner itself)\n",
+            edge_runner::sandbox::COMPILE_CHILD_ARG
+        )
+    );
+}

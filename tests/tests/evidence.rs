@@ -595,6 +595,7 @@ fn finished(digest: u8) -> evidence::Event {
         outcome: None,
         error: Some("could not start".into()),
         exit_code: None,
+        compile_ms: None,
         truncated: Vec::new(),
     })
 }

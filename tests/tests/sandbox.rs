@@ -9,7 +9,7 @@
 use edge_runner::capsule::{self, ManifestSource};
 use edge_runner::evidence::{self, EvidenceLog, LOG_FILE};
 use edge_runner::keys::SecretKey;
-use edge_runner::sandbox::{Grant, Limits, RunStatus};
+use edge_runner::sandbox::{Compiler, Grant, Limits, RunStatus};
 use edge_runner::session::{RunRecord, Session};
 use edge_runner::site::SitePolicy;
 use edge_runner::timestamp::Timestamp;
@@ -158,12 +158,14 @@ impl Probe {
         let runner = SecretKey::generate().unwrap();
         runner.write_pair(dir.path(), "runner").unwrap();
         let public = runner.public();
-        let session = Session::with_policy(
+        let mut session = Session::with_policy(
             EvidenceLog::open(dir.path(), runner).unwrap(),
             limits,
             policy,
         )
         .unwrap();
+        // Compiled as `edge-runner run` compiles: in a child, within the grant's compile budget.
+        session.set_compiler(Compiler::Child(env!("CARGO_BIN_EXE_compile-child").into()));
         Self {
             publisher,
             root,
@@ -175,23 +177,31 @@ impl Probe {
 
     /// Signs sandbox-probe with `capabilities` (TOML) and `version`, and runs `actions`.
     fn run(&mut self, version: u64, capabilities: &str, actions: &str) -> RunRecord {
+        let component = capsule_artifacts::SANDBOX_PROBE.component;
+        self.run_component(component, version, capabilities, actions)
+            .unwrap()
+    }
+
+    /// Signs `component` under sandbox-probe's manifest with `capabilities`
+    /// (TOML) and `version`, and runs it on `actions`.
+    fn run_component(
+        &mut self,
+        component: &[u8],
+        version: u64,
+        capabilities: &str,
+        actions: &str,
+    ) -> Result<RunRecord, edge_runner::session::SessionError> {
         let probe = capsule_artifacts::SANDBOX_PROBE;
         let mut source =
             ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path))
                 .unwrap();
         source.capabilities = toml::from_str(capabilities).unwrap();
         source.version = semver::Version::new(1, 0, version);
-        let signed = capsule::sign(
-            probe.component,
-            &source,
-            &self.publisher.key,
-            Timestamp::now(),
-        )
-        .unwrap();
+        let signed =
+            capsule::sign(component, &source, &self.publisher.key, Timestamp::now()).unwrap();
         let verified = self.session.verify(raw(signed), &self.root).unwrap();
         self.session
             .run(verified, format!("{{\"actions\": [{actions}]}}").as_bytes())
-            .unwrap()
     }
 
     /// The body of the newest record of `event`.
@@ -638,6 +648,7 @@ fn code_cache_is_reused_and_a_tampered_entry_is_rejected_and_recompiled() {
             SITE,
         )
         .unwrap();
+        session.set_compiler(Compiler::Child(env!("CARGO_BIN_EXE_compile-child").into()));
         session.set_code_cache(edge_runner::sandbox::CodeCache::new(cache_dir.path(), key));
         (0..2)
             .map(|_| {
@@ -1511,5 +1522,309 @@ fn run_finished_records_the_code_source_and_its_preparation_time() {
         "{} ms warm, {} ms cold",
         ms(&warm),
         ms(&cold)
+    );
+}
+
+/// A component built to make the compiler work: one core module (never
+/// instantiated) whose function keeps `locals` locals live around a loop
+/// through `merges` conditional blocks, each a merge point where every live
+/// local needs a block parameter and a register-allocation decision. Its
+/// cost grows with the product: (1000, 4000) is 66 KB and takes about 5 s
+/// of CPU and 230 MB to compile on the 2-core reference machine; (1200,
+/// 4800) is 80 KB and takes longer than 4 s; (1500, 6000) needs more than 1 GiB.
+fn compile_bomb(locals: usize, merges: usize) -> Vec<u8> {
+    let mut body = String::new();
+    for i in 0..merges {
+        let (a, b) = (i % locals, (i * 7 + 3) % locals);
+        body.push_str(&format!(
+            "(if (local.get {a}) (then (local.set {b} (i32.add (local.get {b}) (local.get {a})))))\n"
+        ));
+    }
+    let sum: String = (0..locals)
+        .map(|i| format!("(local.get {i}) i32.add\n"))
+        .collect();
+    let wat = format!(
+        "(component (core module (func (result i32) (local {}) \
+         (loop $again {body} (br_if $again (local.get 0))) i32.const 0 {sum})))",
+        "i32 ".repeat(locals)
+    );
+    wat::parse_str(&wat).unwrap()
+}
+
+/// The whole refusal a compile stopped at its budget ends with.
+fn compile_refusal(version: u64, detail: &str) -> String {
+    format!(
+        "capsule `sandbox-probe 1.0.{version}` was refused: {detail}; the compiler was stopped. Its compile budget comes from the runner's `Limits` (compile time bounded by the site's wall-time ceiling); a component that takes this much to compile is hostile or needs splitting"
+    )
+}
+
+/// Issue 12 §4: a component that would keep the compiler busy for many
+/// seconds is stopped at the grant's compile time (CPU time, so a busy
+/// machine does not refuse an honest capsule), refused and recorded as
+/// `compile-limit` with the time it took; a capsule that fits the same
+/// budget then compiles and runs in the same session, its compile time recorded.
+#[test]
+fn compile_bomb_is_stopped_at_its_compile_time_and_refused() {
+    let limits = Limits {
+        compile_time: std::time::Duration::from_secs(4),
+        compile_memory_bytes: 8 << 30,
+        ..Limits::default()
+    };
+    let mut probe = Probe::with_limits(SitePolicy::deny_all(SITE).unwrap(), limits);
+    let bomb = compile_bomb(1200, 4800);
+    let err = probe.run_component(&bomb, 0, "", "").unwrap_err();
+    let expected = compile_refusal(
+        0,
+        "compiling took more than its budget of 4000 ms of CPU time",
+    );
+    assert_eq!(err.to_string(), expected);
+    let finished = probe.last("run-finished");
+    assert_eq!(status_in(&finished), "compile-limit");
+    assert_eq!(text_of(field(&finished, "error")), expected);
+    let map = edge_runner::cbor::MapReader::new("b", &finished).unwrap();
+    let ms = map.uint("compile-ms").unwrap();
+    // One function compiles on one thread: its CPU time is at most its wall-clock time;
+    // the wall-clock backstop is 10 × 4 s + 5 s.
+    assert!((4000..45_000).contains(&ms), "compile-ms {ms}");
+    assert!(map.get("code").is_none(), "no code was produced");
+
+    // The same budget compiles an ordinary capsule, and the record says so.
+    let record = probe.run(1, "", r#"{"config": "x"}"#);
+    assert_eq!(record.report.status, RunStatus::Completed);
+    let finished = probe.last("run-finished");
+    assert_eq!(text_of(field(&finished, "code")), "compiled");
+    let map = edge_runner::cbor::MapReader::new("b", &finished).unwrap();
+    assert!(map.uint("compile-ms").unwrap() >= 1);
+}
+
+/// Issue 12 §4: the compiler's memory is bounded too: the same kind of
+/// component under a 192 MiB address-space budget is stopped when the
+/// compiler's allocation fails, and refused as `compile-limit`; the
+/// ordinary capsule fits in the same budget.
+#[test]
+fn compile_bomb_is_stopped_at_its_compile_memory_and_refused() {
+    let limits = Limits {
+        compile_memory_bytes: 192 << 20,
+        compile_time: std::time::Duration::from_secs(120),
+        ..Limits::default()
+    };
+    let mut probe = Probe::with_limits(SitePolicy::deny_all(SITE).unwrap(), limits);
+    let record = probe.run(0, "", r#"{"config": "x"}"#);
+    assert_eq!(record.report.status, RunStatus::Completed);
+    let err = probe
+        .run_component(&compile_bomb(1500, 6000), 1, "", "")
+        .unwrap_err();
+    let expected = compile_refusal(
+        1,
+        &format!(
+            "compiling needed more than its budget of {} bytes of memory",
+            192u64 << 20
+        ),
+    );
+    assert_eq!(err.to_string(), expected);
+    let finished = probe.last("run-finished");
+    assert_eq!(status_in(&finished), "compile-limit");
+    assert_eq!(text_of(field(&finished, "error")), expected);
+}
+
+/// Issue 12 §4: compiling is part of running, so a site's wall-time ceiling
+/// below the runner's compile time bounds the compile budget too.
+#[test]
+fn the_site_wall_time_ceiling_bounds_the_compile_budget() {
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let capsule = verified(signed_json_assert(&publisher.key), &root);
+    let site = SitePolicy::parse(
+        "format = 1\nsite = \"plant-7\"\n[limits]\nwall-time-ms = 2500\n",
+        "site-policy.toml",
+    )
+    .unwrap();
+    let grant = Grant::compute(&capsule, &Limits::default(), &site, [0; 32]);
+    let budget = grant.compile_budget();
+    assert_eq!(budget.time, std::time::Duration::from_millis(2500));
+    assert_eq!(budget.memory_bytes, 1 << 30);
+    let open = SitePolicy::deny_all(SITE).unwrap();
+    let grant = Grant::compute(&capsule, &Limits::default(), &open, [0; 32]);
+    assert_eq!(
+        grant.compile_budget().time,
+        std::time::Duration::from_secs(30)
+    );
+}
+
+// ---- Issue 12 §2: host memory is budgeted where `wasi:http` is linked ----
+
+/// The host budget these tests run under.
+const HOST_BUDGET: u64 = 16 << 20;
+
+/// How far the runner's RSS may grow past the host budget: the allocator's
+/// caches and whatever tests run beside this one in the same process.
+const RSS_MARGIN: u64 = 48 << 20;
+
+/// Runs sandbox-probe with an HTTP grant to a local server and a 16 MiB host
+/// budget, first once to compile and warm everything, then on `actions`;
+/// returns the second run, its `run-finished` body, and how much the
+/// runner's RSS grew across it.
+fn hostile_http(actions: &str) -> (RunRecord, ciborium::Value, u64) {
+    let (server, _) = http_server("ok");
+    let mut limits = Limits::default();
+    limits.quotas.host_memory_bytes = HOST_BUDGET;
+    let mut probe = Probe::with_limits(site_with_egress(&[server.to_string()]), limits);
+    let grant = format!("egress = [\"{server}\"]");
+    let warm = probe.run(0, &grant, &format!(r#"{{"http-get": "http://{server}/"}}"#));
+    assert_eq!(findings(&warm)[0], ("http.allowed".into(), "200 ok".into()));
+    let body = probe.last("run-finished");
+    let held = edge_runner::cbor::MapReader::new("b", &body)
+        .unwrap()
+        .uint("host-memory-bytes")
+        .unwrap();
+    // Its request, headers and body (the body's two chunks of buffer are most of it).
+    assert!(
+        (1024..256 << 10).contains(&held),
+        "one GET held {held} bytes"
+    );
+    let before = rss_bytes();
+    let record = probe.run(1, &grant, actions);
+    let grown = rss_bytes().saturating_sub(before);
+    (record, probe.last("run-finished"), grown)
+}
+
+/// Asserts a run stopped with `host-memory-refused` and `error`, on the record too.
+fn assert_host_refused(record: &RunRecord, body: &ciborium::Value, grown: u64, error: &str) {
+    assert_eq!(
+        record.report.status,
+        RunStatus::HostMemoryRefused,
+        "{:?}",
+        record.report.error
+    );
+    assert_eq!(record.report.error.as_deref(), Some(error));
+    assert_eq!(status_in(body), "host-memory-refused");
+    assert_eq!(text_of(field(body, "error")), error);
+    let held = edge_runner::cbor::MapReader::new("b", body)
+        .unwrap()
+        .uint("host-memory-bytes")
+        .unwrap();
+    assert!(held <= HOST_BUDGET, "charged {held}");
+    assert!(
+        grown < HOST_BUDGET + RSS_MARGIN,
+        "the runner grew by {grown} bytes"
+    );
+}
+
+/// What the host budget has charged when the charge that breaks it comes:
+/// (bytes held, bytes asked for, what asked), for charges repeated in `cycle`.
+fn first_refused(cycle: &[(&'static str, u64)]) -> (u64, u64, &'static str) {
+    let mut held = 0;
+    loop {
+        for &(what, bytes) in cycle {
+            if held + bytes > HOST_BUDGET {
+                return (held, bytes, what);
+            }
+            held += bytes;
+        }
+    }
+}
+
+fn budget_error((held, bytes, what): (u64, u64, &str)) -> String {
+    format!(
+        "the capsule asked the runner to hold more host memory than its budget of {HOST_BUDGET} bytes ({held} bytes held, {bytes} more asked for by {what}); the run was stopped"
+    )
+}
+
+/// 20 requests with 40 MiB methods, kept: 800 MiB of host memory unbudgeted.
+#[test]
+fn huge_http_methods_are_refused_at_their_limit() {
+    let (record, body, grown) = hostile_http(r#"{"http-hoard": {"count": 20, "method-mib": 40}}"#);
+    assert_host_refused(
+        &record,
+        &body,
+        grown,
+        &format!(
+            "the capsule passed a {}-byte method, over its limit of 32 bytes; the run was stopped",
+            40 << 20
+        ),
+    );
+}
+
+/// 100 header values of 16 MiB appended to one field set.
+#[test]
+fn huge_header_values_are_refused_at_their_limit() {
+    let (record, body, grown) =
+        hostile_http(r#"{"header-bomb": {"count": 100, "value-kib": 16384}}"#);
+    assert_host_refused(
+        &record,
+        &body,
+        grown,
+        &format!(
+            "the capsule passed a {}-byte header value, over its limit of 8192 bytes; the run was stopped",
+            16 << 20
+        ),
+    );
+}
+
+/// 100 000 field sets of 32 KiB each, kept: 3.2 GB unbudgeted, each set
+/// within every per-item limit; the budget stops it.
+#[test]
+fn many_field_sets_are_refused_at_the_host_budget() {
+    let (record, body, grown) = hostile_http(r#"{"fields-hoard": {"count": 100000, "kib": 32}}"#);
+    // Each set: the object, then 8 headers `x-hoard-N` of 4 KiB (64 bytes each besides).
+    let mut cycle = vec![("a new field set", 512)];
+    cycle.extend(std::iter::repeat_n(("`fields.append`", 64 + 9 + 4096), 8));
+    assert_host_refused(&record, &body, grown, &budget_error(first_refused(&cycle)));
+}
+
+/// 10 000 requests each with a body written to and never sent, kept.
+#[test]
+fn bodies_written_but_never_sent_are_refused_at_the_host_budget() {
+    let (record, body, grown) = hostile_http(r#"{"body-hoard": {"count": 10000, "kib": 1024}}"#);
+    let cycle = [
+        ("a new field set", 512),
+        ("a new outgoing request", 512),
+        ("an outgoing body", 512 + 2 * (64 << 10)),
+    ];
+    assert_host_refused(&record, &body, grown, &budget_error(first_refused(&cycle)));
+}
+
+/// A request whose path with query is 9 KiB.
+#[test]
+fn huge_request_paths_are_refused_at_their_limit() {
+    let url = format!("http://127.0.0.1:1/{}", "p".repeat(9 << 10));
+    let (record, body, grown) = hostile_http(&format!(r#"{{"http-get": "{url}"}}"#));
+    assert_host_refused(
+        &record,
+        &body,
+        grown,
+        &format!(
+            "the capsule passed a {}-byte path with query, over its limit of 8192 bytes; the run was stopped",
+            1 + (9 << 10)
+        ),
+    );
+}
+
+/// 1 100 TCP sockets under a raw TCP grant (to a port nothing listens on, so
+/// each connect fails at once): each socket is charged, and the one past the
+/// budget stops the run.
+#[test]
+fn socket_flood_is_refused_at_the_host_budget() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let destination = format!("tcp://127.0.0.1:{port}");
+    let mut limits = Limits::default();
+    limits.quotas.host_memory_bytes = HOST_BUDGET;
+    let mut probe =
+        Probe::with_limits(site_with_egress(std::slice::from_ref(&destination)), limits);
+    let connect = format!(r#"{{"connect": "127.0.0.1:{port}"}}"#);
+    let actions = vec![connect; 1100].join(", ");
+    let before = rss_bytes();
+    let record = probe.run(0, &format!("egress = [\"{destination}\"]"), &actions);
+    let grown = rss_bytes().saturating_sub(before);
+    let body = probe.last("run-finished");
+    assert_host_refused(
+        &record,
+        &body,
+        grown,
+        &budget_error(first_refused(&[("a TCP socket", 16 << 10)])),
     );
 }

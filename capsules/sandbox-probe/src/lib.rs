@@ -22,7 +22,12 @@
 //! `{"stat": PATH}` (a file's size and its access and modification times),
 //! `{"http-hoard": {"count": C, "method-mib": N}}` (creates C outgoing `wasi:http` requests
 //! whose method is N MiB long, and keeps them all: host memory, if the runner lets it),
-//! `{"timers": N}` (subscribes N monotonic-clock timers and keeps them all).
+//! `{"timers": N}` (subscribes N monotonic-clock timers and keeps them all),
+//! `{"header-bomb": {"count": C, "value-kib": K}}` (appends C header values of K KiB each to
+//! one `wasi:http` field set), `{"fields-hoard": {"count": C, "kib": K}}` (C field sets of
+//! K KiB of headers each, in 4 KiB values, all kept), `{"body-hoard": {"count": C, "kib": K}}`
+//! (C outgoing requests, each with a body K KiB are written to as far as the stream takes
+//! them, none ever sent, all kept).
 //! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
 //! whose message is what happened; the verdict is `pass` when every action ran.
 //! The runner's containment tests drive it; it is never useful in production.
@@ -71,6 +76,23 @@ enum Action {
     Stat(String),
     HttpHoard(Hoard),
     Timers(usize),
+    HeaderBomb(HeaderBomb),
+    FieldsHoard(Hoarded),
+    BodyHoard(Hoarded),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HeaderBomb {
+    count: usize,
+    value_kib: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Hoarded {
+    count: usize,
+    kib: usize,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +245,64 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
                     kept.push(request);
                 }
                 finding("http-hoard", Ok(format!("kept {} requests", kept.len())))
+            }
+            Action::HeaderBomb(bomb) => {
+                use wasi::http::types::Fields;
+                let fields = Fields::new();
+                let value = vec![b'v'; bomb.value_kib << 10];
+                let mut kept = 0;
+                for i in 0..bomb.count {
+                    if fields.append(&format!("x-bomb-{i}"), &value).is_ok() {
+                        kept += 1;
+                    }
+                }
+                finding("header-bomb", Ok(format!("kept {kept} values")))
+            }
+            Action::FieldsHoard(hoard) => {
+                use wasi::http::types::Fields;
+                let value = vec![b'v'; 4 << 10];
+                let mut kept = Vec::new();
+                for _ in 0..hoard.count {
+                    let fields = Fields::new();
+                    for i in 0..hoard.kib.div_ceil(4) {
+                        let _ = fields.append(&format!("x-hoard-{i}"), &value);
+                    }
+                    kept.push(fields);
+                }
+                finding(
+                    "fields-hoard",
+                    Ok(format!("kept {} field sets", kept.len())),
+                )
+            }
+            Action::BodyHoard(hoard) => {
+                use wasi::http::types::{Fields, OutgoingRequest};
+                let chunk = vec![b'b'; 4 << 10];
+                let mut kept = Vec::new();
+                let mut written = 0usize;
+                for _ in 0..hoard.count {
+                    let request = OutgoingRequest::new(Fields::new());
+                    let Ok(body) = request.body() else { break };
+                    let Ok(stream) = body.write() else { break };
+                    for _ in 0..hoard.kib.div_ceil(4) {
+                        match stream.check_write() {
+                            Ok(n) if n >= chunk.len() as u64 => {
+                                if stream.write(&chunk).is_err() {
+                                    break;
+                                }
+                                written += chunk.len();
+                            }
+                            _ => break,
+                        }
+                    }
+                    kept.push((request, body, stream));
+                }
+                finding(
+                    "body-hoard",
+                    Ok(format!(
+                        "kept {} unsent bodies, {written} bytes written",
+                        kept.len()
+                    )),
+                )
             }
             Action::ListRaw(path) => finding(
                 "list-raw",

@@ -231,6 +231,7 @@ fn run_demo(out: &Path) -> Result<()> {
     std::fs::write(out.join("site-policy.toml"), &site_policy)?;
     let policy = crate::site::SitePolicy::parse(&site_policy, "site-policy.toml")?;
     let mut session = Session::with_policy(log, Limits::default(), policy)?;
+    session.set_compiler(crate::sandbox::Compiler::this_executable()?);
 
     for (step, label, input) in [
         (2, "healthy service", PASSING_INPUT),

@@ -11,7 +11,9 @@ use crate::custody::{self, KeyPlacement};
 use crate::evidence::{EvidenceError, EvidenceLog};
 use crate::fsio::read_bounded;
 use crate::keys::SecretKey;
-use crate::sandbox::{CACHE_KEY_PURPOSE, CodeCache, Limits, RunStatus, Verdict};
+use crate::sandbox::{
+    CACHE_KEY_PURPOSE, CodeCache, Compiler, Limits, RunStatus, SandboxError, Verdict,
+};
 use crate::session::{RunRecord, Session, SessionError};
 use crate::site::SitePolicy;
 use crate::timestamp::Timestamp;
@@ -116,6 +118,10 @@ impl RunArgs {
         };
         let mut session = Session::with_policy(log, Limits::default(), policy)?;
         session.set_code_cache(cache);
+        // Compiling is bounded by the grant's compile budget in a child of this binary.
+        session.set_compiler(
+            Compiler::this_executable().context("could not find the runner's own executable")?,
+        );
         let refused = |session: &Session, err: &dyn std::fmt::Display| {
             eprintln!("REFUSED: {}: {err}", self.capsule.display());
             eprintln!("(recorded in {})", session.log().path().display());
@@ -137,7 +143,14 @@ impl RunArgs {
             Err(SessionError::Refused(err)) => return refused(&session, &err),
             Err(other) => return Err(other.into()),
         };
-        let record = session.run(verified, &input)?;
+        let record = match session.run(verified, &input) {
+            Ok(record) => record,
+            // A component too costly to compile is refused like any other capsule.
+            Err(SessionError::Sandbox(err @ SandboxError::CompileLimit { .. })) => {
+                return refused(&session, &err);
+            }
+            Err(other) => return Err(other.into()),
+        };
         print_run(&record)?;
         say!(
             "evidence: {} ({} records)",

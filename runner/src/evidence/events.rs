@@ -952,6 +952,9 @@ pub struct RunUsage {
     pub fuel_used: u64,
     /// Highest total linear memory.
     pub peak_memory_bytes: u64,
+    /// Host memory charged to the run's host budget (`wasi:http` values,
+    /// sockets, opened files); absent in records of older runners.
+    pub host_memory_bytes: Option<u64>,
     /// Wall-clock time in milliseconds.
     pub wall_time_ms: u64,
     /// Stdout.
@@ -999,6 +1002,10 @@ pub struct RunFinished {
     pub error: Option<String>,
     /// The code the capsule passed to `wasi:cli/exit`, when its status is `exited`.
     pub exit_code: Option<i64>,
+    /// Milliseconds spent compiling the code for this run (also when the
+    /// compile was stopped at its budget: status `compile-limit`); absent
+    /// when the code came from a cache.
+    pub compile_ms: Option<u64>,
     /// Capsule-provided values cut to their limits, each kept as a size and a digest.
     pub truncated: Vec<TruncatedRef>,
 }
@@ -1115,6 +1122,9 @@ impl EventBody for RunFinished {
         if let Some(ms) = self.usage.as_ref().and_then(|u| u.prepare_ms) {
             fields.push(("prepare-ms", uint(ms)));
         }
+        if let Some(bytes) = self.usage.as_ref().and_then(|u| u.host_memory_bytes) {
+            fields.push(("host-memory-bytes", uint(bytes)));
+        }
         if let Some(total) = self.usage.as_ref().and_then(|u| u.egress_denied_total) {
             fields.push(("egress-denied-total", uint(total)));
         }
@@ -1124,6 +1134,9 @@ impl EventBody for RunFinished {
         }
         if let Some(code) = self.exit_code {
             fields.push(("exit-code", Value::Integer(code.into())));
+        }
+        if let Some(ms) = self.compile_ms {
+            fields.push(("compile-ms", uint(ms)));
         }
         if !self.truncated.is_empty() {
             fields.push((
@@ -1152,6 +1165,9 @@ impl EventBody for RunFinished {
                 prepare_ms: optional(b, "prepare-ms", |_| b.uint("prepare-ms"))?,
                 fuel_used: b.uint("fuel-used")?,
                 peak_memory_bytes: b.uint("peak-memory-bytes")?,
+                host_memory_bytes: optional(b, "host-memory-bytes", |_| {
+                    b.uint("host-memory-bytes")
+                })?,
                 wall_time_ms: b.uint("wall-time-ms")?,
                 stdout: StreamRef::read(required(b, "stdout")?)?,
                 stderr: StreamRef::read(required(b, "stderr")?)?,
@@ -1207,6 +1223,7 @@ impl EventBody for RunFinished {
                 }
                 _ => Err("`exit-code` is not an integer".into()),
             })?,
+            compile_ms: optional(b, "compile-ms", |_| b.uint("compile-ms"))?,
             truncated: match b.get("truncated") {
                 None => Vec::new(),
                 Some(_) => list(b, "truncated", |v| {

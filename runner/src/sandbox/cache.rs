@@ -29,8 +29,12 @@ const MAX_ENTRY_BYTES: u64 = 512 * 1024 * 1024;
 /// Where a run's compiled code came from; recorded in `run-finished`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeSource {
-    /// Compiled from the verified bytes (no cache, or no entry yet).
+    /// Compiled from the verified bytes (no cache, or no entry yet) in a
+    /// compile child, within the grant's compile budget.
     Compiled,
+    /// Compiled from the verified bytes in the runner's own process, with no
+    /// bound on time or memory ([`super::Compiler::InProcess`]).
+    CompiledInProcess,
     /// Reused from this process's memory (with its `InstancePre`).
     Memory,
     /// Loaded from the disk cache after its MAC checked out.
@@ -44,6 +48,7 @@ impl CodeSource {
     pub fn describe(&self) -> String {
         match self {
             CodeSource::Compiled => "compiled".into(),
+            CodeSource::CompiledInProcess => "compiled-in-process".into(),
             CodeSource::Memory => "memory".into(),
             CodeSource::Disk => "disk-cache".into(),
             CodeSource::Recompiled(reason) => {

@@ -23,8 +23,8 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
-    Datetime, Descriptor, DescriptorStat, DirectoryEntry, DirectoryEntryStream, ErrorCode,
-    HostDescriptor, HostDirectoryEntryStream, PathFlags,
+    Datetime, Descriptor, DescriptorFlags, DescriptorStat, DirectoryEntry, DirectoryEntryStream,
+    ErrorCode, HostDescriptor, HostDirectoryEntryStream, OpenFlags, PathFlags,
 };
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError};
 
@@ -251,6 +251,30 @@ pub(super) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
                 Err(e) => return Ok((Err(e.downcast()?),)),
             };
             Ok((Ok(budgeted(&mut store, stream, budget, None)?),))
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.open-at",
+        |mut store: StoreContextMut<'_, State>,
+         (fd, path_flags, path, oflags, flags): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            OpenFlags,
+            DescriptorFlags,
+        )| {
+            Box::new(async move {
+                let state = store.data_mut();
+                state
+                    .host_budget
+                    .charge("an opened file", super::host_budget::OPEN_FILE_BYTES)?;
+                let mut view = state.filesystem();
+                match HostDescriptor::open_at(&mut view, fd, path_flags, path, oflags, flags).await
+                {
+                    Ok(d) => Ok((Ok(d),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
         },
     )?;
     add_fixed_views(&mut types)?;

@@ -83,6 +83,7 @@ pub struct Grant {
     pub(crate) memory_bytes: u64,
     pub(crate) fuel: u64,
     pub(crate) wall_time: Duration,
+    pub(crate) compile: super::CompileBudget,
     pub(crate) quotas: Quotas,
     pub(crate) directories: Vec<DirectoryGrant>,
     pub(crate) config: BTreeMap<String, String>,
@@ -205,6 +206,13 @@ impl Grant {
             memory_bytes,
             fuel,
             wall_time: Duration::from_millis(wall_ms),
+            // Compiling is part of running: the site's wall-time ceiling bounds it too.
+            compile: super::CompileBudget {
+                time: site.limits.wall_time_ms.map_or(limits.compile_time, |ms| {
+                    limits.compile_time.min(Duration::from_millis(ms))
+                }),
+                memory_bytes: limits.compile_memory_bytes,
+            },
             quotas: limits.quotas,
             directories,
             config,
@@ -242,6 +250,11 @@ impl Grant {
     /// Wall-clock budget.
     pub fn wall_time(&self) -> Duration {
         self.wall_time
+    }
+
+    /// What compiling the capsule may take, when it is compiled in a child.
+    pub fn compile_budget(&self) -> super::CompileBudget {
+        self.compile
     }
 
     /// Output kept, evidence emitted and table size: the runner's [`Quotas`].

@@ -211,6 +211,8 @@ pub(super) struct State {
     /// Set in deterministic runs: fixed file timestamps and sorted listings.
     pub fixed_files: Option<super::files::FixedFiles>,
     pub limiter: MemoryLimiter,
+    /// Host memory the run has made the runner allocate, against its budget.
+    pub host_budget: super::host_budget::HostBudget,
     pub evidence: Vec<EvidenceItem>,
     pub evidence_refused: u32,
     evidence_bytes: u64,
@@ -232,7 +234,12 @@ impl State {
         Self {
             wasi,
             table,
-            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http: {
+                let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+                http.set_field_size_limit(grant.quotas.http_fields_bytes);
+                http
+            },
+            host_budget: super::host_budget::HostBudget::new(grant.quotas),
             hooks,
             network,
             files,

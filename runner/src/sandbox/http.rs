@@ -23,11 +23,21 @@ use super::{DenialLog, EgressGrant};
 pub(super) struct EgressHooks {
     granted: Vec<EgressGrant>,
     denied: DenialLog,
+    /// Largest write to an outgoing body (the host budget charges two per body).
+    body_chunk_bytes: usize,
 }
 
 impl EgressHooks {
-    pub(super) fn new(granted: Vec<EgressGrant>, denied: DenialLog) -> Self {
-        Self { granted, denied }
+    pub(super) fn new(
+        granted: Vec<EgressGrant>,
+        denied: DenialLog,
+        body_chunk_bytes: usize,
+    ) -> Self {
+        Self {
+            granted,
+            denied,
+            body_chunk_bytes,
+        }
     }
 
     fn deny(&self, what: String) {
@@ -44,6 +54,16 @@ type SendResult = Result<
 >;
 
 impl WasiHttpHooks for EgressHooks {
+    // An outgoing body buffers one chunk (plus the one in flight), whatever
+    // is written to it, so a body never sent holds at most two chunks.
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        self.body_chunk_bytes
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,

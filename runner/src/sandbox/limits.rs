@@ -14,6 +14,8 @@ use std::time::Duration;
 /// | `memory_bytes` (all linear memories together) | 64 MiB (ceiling 1 GiB) |
 /// | `fuel` (≈ WebAssembly instructions) | 1 000 000 000 (ceiling 20 000 000 000) |
 /// | `wall_time` | 10 s (ceiling 5 min) |
+/// | `compile_time`: CPU time to compile one component (never more than the site's `wall-time-ms` ceiling; the compiler is killed after ten times it plus 5 s of wall-clock time in any case) | 30 s |
+/// | `compile_memory_bytes`: address space of the process compiling one component | 1 GiB |
 /// | `quotas`: output, evidence and tables, the same for every run | see [`Quotas`] |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -29,6 +31,12 @@ pub struct Limits {
     pub default_wall_time: Duration,
     /// Longest wall-clock budget any capsule may be granted.
     pub max_wall_time: Duration,
+    /// CPU time compiling one component may take, when it is
+    /// compiled in a child ([`super::Compiler::Child`]); the site's wall-time
+    /// ceiling, when lower, bounds it.
+    pub compile_time: Duration,
+    /// Address space of the child compiling one component.
+    pub compile_memory_bytes: u64,
     /// What every run may write and hold, whatever its manifest asks.
     pub quotas: Quotas,
 }
@@ -42,6 +50,8 @@ impl Default for Limits {
             max_fuel: 20_000_000_000,
             default_wall_time: Duration::from_secs(10),
             max_wall_time: Duration::from_secs(300),
+            compile_time: Duration::from_secs(30),
+            compile_memory_bytes: 1 << 30,
             quotas: Quotas::default(),
         }
     }
@@ -68,7 +78,28 @@ impl Default for Limits {
 /// | `file_write_bytes`: bytes a run may write to granted files, all files together | 64 MiB |
 /// | `file_size_bytes`: largest size a write or `set-size` may give a file | 64 MiB |
 /// | `host_resources`: host objects (streams, descriptors, sockets, timers, `wasi:http` values) a run may hold at once | 10 000 |
+/// | `host_memory_bytes`: host memory a run may make the runner allocate (see below) | 64 MiB |
+/// | `http_method_bytes`: a `wasi:http` method or scheme | 32 |
+/// | `http_authority_bytes`: a request's authority | 512 |
+/// | `http_path_bytes`: a request's path with query | 8 KiB |
+/// | `http_field_name_bytes`: a header (field) name | 256 |
+/// | `http_field_value_bytes`: a header (field) value | 8 KiB |
+/// | `http_fields_bytes`: one field set, all names and values (Wasmtime's own measure) | 64 KiB |
+/// | `http_body_chunk_bytes`: one write to an outgoing body; a body buffers one chunk plus the one in flight | 64 KiB |
 ///
+/// The host budget counts what a run has made the runner allocate on its
+/// behalf, not what it holds at the moment: releasing an object does not give
+/// its bytes back, so the budget bounds what a run can hold at any time.
+/// Charged against it: each `wasi:http` field set (512 bytes plus its names
+/// and values; a clone again), outgoing request (512 bytes plus its method,
+/// scheme, authority and path), outgoing response (512), request options
+/// (128), outgoing body (its buffer: two chunks), request sent (64 KiB: its
+/// connection and the client's buffers), TCP socket (16 KiB) and
+/// opened file or directory (1 KiB). Every other host object is a small
+/// fixed-size value, bounded in number by `host_resources`. A value over its
+/// per-item limit, or a charge past the budget, stops the run
+/// (`host-memory-refused`). Values the guest passes in are copied from its
+/// own (bounded) memory for the call and released when it returns.
 /// A value over its limit is cut, and the record keeps its size and SHA-256
 /// and marks it truncated (`docs/evidence-format.md` §3). Evidence labels and
 /// media types are refused over 256 bytes when emitted.
@@ -108,6 +139,22 @@ pub struct Quotas {
     pub file_size_bytes: u64,
     /// Host objects a run may hold at once (entries of its resource table).
     pub host_resources: usize,
+    /// Host memory a run may make the runner allocate, all objects together.
+    pub host_memory_bytes: u64,
+    /// Longest `wasi:http` method or scheme.
+    pub http_method_bytes: usize,
+    /// Longest request authority.
+    pub http_authority_bytes: usize,
+    /// Longest request path with query.
+    pub http_path_bytes: usize,
+    /// Longest header (field) name.
+    pub http_field_name_bytes: usize,
+    /// Longest header (field) value.
+    pub http_field_value_bytes: usize,
+    /// Largest field set, all names and values.
+    pub http_fields_bytes: usize,
+    /// Largest write to an outgoing body.
+    pub http_body_chunk_bytes: usize,
 }
 
 impl Default for Quotas {
@@ -130,6 +177,14 @@ impl Default for Quotas {
             file_write_bytes: 64 << 20,
             file_size_bytes: 64 << 20,
             host_resources: 10_000,
+            host_memory_bytes: 64 << 20,
+            http_method_bytes: 32,
+            http_authority_bytes: 512,
+            http_path_bytes: 8 << 10,
+            http_field_name_bytes: 256,
+            http_field_value_bytes: 8 << 10,
+            http_fields_bytes: 64 << 10,
+            http_body_chunk_bytes: 64 << 10,
         }
     }
 }

@@ -17,10 +17,12 @@
 
 mod cache;
 mod clocks;
+mod compile;
 mod determinism;
 mod files;
 mod grant;
 mod host;
+mod host_budget;
 mod http;
 mod limits;
 mod network;
@@ -28,6 +30,7 @@ mod output;
 mod report;
 
 pub use cache::{CACHE_KEY_PURPOSE, CodeCache, CodeSource};
+pub use compile::{COMPILE_CHILD_ARG, CompileBudget, Compiler, compile_child_main};
 pub use determinism::{Determinism, FIXED_WALL_CLOCK_SECS};
 pub use grant::{Denial, DirectoryGrant, EgressGrant, Grant, RefusedRequest};
 pub use host::{EvidenceItem, Finding, Outcome, Severity, Verdict};
@@ -106,6 +109,18 @@ pub enum SandboxError {
     /// Wasmtime could not be configured.
     #[error("could not set up the WebAssembly engine: {0}")]
     Engine(String),
+    /// Compiling the capsule exceeded its compile budget; it was stopped and is refused.
+    #[error(
+        "capsule `{capsule}` was refused: {detail}. Its compile budget comes from the runner's `Limits` (compile time bounded by the site's wall-time ceiling); a component that takes this much to compile is hostile or needs splitting"
+    )]
+    CompileLimit {
+        /// Capsule name and version.
+        capsule: String,
+        /// Which budget, and how large it was.
+        detail: String,
+        /// How long the compile ran before it was stopped.
+        compile_time: Duration,
+    },
     /// The verified bytes do not compile as a component.
     #[error("capsule `{capsule}` does not compile as a WebAssembly component: {detail}")]
     Compile {
@@ -168,6 +183,8 @@ pub struct Sandbox {
     /// Drives the async calls into capsules (WASI's blocking operations run on it).
     runtime: tokio::runtime::Runtime,
     cache: Option<CodeCache>,
+    /// Where code that is not cached is compiled (in a bounded child, or here).
+    compiler: Compiler,
     compat: [u8; 32],
     /// Ready-to-instantiate capsules by module digest, so a warm run skips compiling and linking.
     /// Keyed by module digest and whether `wasi:http` is linked.
@@ -185,15 +202,8 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     /// Creates the engine (fuel metering and epoch interruption on) and the linker.
     pub fn new() -> Result<Self, SandboxError> {
-        let mut config = Config::new();
-        config.consume_fuel(true);
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        // Bounded native stack for guests: deep recursion traps instead of crashing the runner.
-        config.max_wasm_stack(1 << 20);
-        // NaN bit patterns differ between CPUs; canonical NaNs make float results reproducible.
-        config.cranelift_nan_canonicalization(true);
-        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let engine =
+            Engine::new(&engine_config()).map_err(|e| SandboxError::Engine(e.to_string()))?;
         let engine_error = |e: wasmtime::Error| SandboxError::Engine(e.to_string());
         let mut without_http = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut without_http).map_err(engine_error)?;
@@ -203,6 +213,7 @@ impl Sandbox {
         files::add_to_linker(&mut without_http).map_err(engine_error)?;
         let mut linker = without_http.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
+        host_budget::add_to_linker(&mut linker).map_err(engine_error)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -231,6 +242,7 @@ impl Sandbox {
             linker,
             without_http,
             cache: None,
+            compiler: Compiler::default(),
             warm: std::sync::Mutex::new(std::collections::HashMap::new()),
             ticker_stop,
             ticker: Some(ticker),
@@ -258,7 +270,7 @@ impl Sandbox {
             .iter()
             .any(|g| g.destination.allows_http(false) || g.destination.allows_http(true));
         let preparing = Instant::now();
-        let (pre, code) = self.prepare(capsule, &label, http)?;
+        let (pre, code, compile_time) = self.prepare(capsule, &label, http, grant.compile)?;
         let prepare_time = preparing.elapsed();
 
         let stdout = output::Capture::new(grant.quotas.stdout_bytes);
@@ -314,7 +326,11 @@ impl Sandbox {
                 });
         }
         let wasi: WasiCtx = builder.build();
-        let hooks = http::EgressHooks::new(grant.egress.clone(), egress_denied.clone());
+        let hooks = http::EgressHooks::new(
+            grant.egress.clone(),
+            egress_denied.clone(),
+            grant.quotas.http_body_chunk_bytes,
+        );
         let network = network::NetworkPolicy::new(&grant.egress, egress_denied.clone());
         let file_budget = files::FileBudget::new(grant.quotas);
         let mut table = ResourceTable::new();
@@ -383,6 +399,12 @@ impl Sandbox {
                     _ if err.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => {
                         RunStatus::Exited
                     }
+                    _ if err
+                        .downcast_ref::<host_budget::HostMemoryRefused>()
+                        .is_some() =>
+                    {
+                        RunStatus::HostMemoryRefused
+                    }
                     _ if state.limiter.denials_total > 0 => RunStatus::MemoryRefused,
                     _ => RunStatus::Trap,
                 };
@@ -395,6 +417,8 @@ impl Sandbox {
                         "the capsule tried to hold more than {} host objects (streams, descriptors, sockets, timers, `wasi:http` values) at once; the run was stopped",
                         grant.quotas.host_resources
                     )
+                } else if let Some(refused) = err.downcast_ref::<host_budget::HostMemoryRefused>() {
+                    refused.to_string()
                 } else if let Some(http) = err.downcast_ref::<HttpNotGranted>() {
                     egress_denied.note(&format!("HttpNotGranted {}", http.0));
                     http.to_string()
@@ -416,6 +440,7 @@ impl Sandbox {
             error,
             fuel_used: grant.fuel.saturating_sub(fuel_left),
             peak_memory_bytes: state.limiter.peak,
+            host_memory_bytes: state.host_budget.charged,
             memory_denials: state.limiter.denials.clone(),
             memory_denials_total: state.limiter.denials_total,
             memory_denials_sha256: state.limiter.denials_digest.clone().finalize().into(),
@@ -426,6 +451,7 @@ impl Sandbox {
             evidence_refused: state.evidence_refused,
             code,
             prepare_time,
+            compile_time,
             egress_denied: egress_denied.take(),
             files_written_bytes: file_budget.take().0,
             files_refused: file_budget.take().1,
@@ -438,13 +464,21 @@ impl Sandbox {
         self.cache = Some(cache);
     }
 
-    /// A capsule ready to instantiate: from memory, the disk cache, or compiled now.
+    /// Compiles code that is not cached with `compiler` (see [`Compiler`]:
+    /// [`Compiler::Child`] applies each grant's compile budget).
+    pub fn set_compiler(&mut self, compiler: Compiler) {
+        self.compiler = compiler;
+    }
+
+    /// A capsule ready to instantiate: from memory, the disk cache, or
+    /// compiled now within `budget` (with the time that took).
     fn prepare(
         &self,
         capsule: &VerifiedCapsule,
         label: &str,
         http: bool,
-    ) -> Result<(host::CapsulePre<host::State>, CodeSource), SandboxError> {
+        budget: CompileBudget,
+    ) -> Result<(host::CapsulePre<host::State>, CodeSource, Option<Duration>), SandboxError> {
         let module = capsule.module_digest();
         let key = (module, http);
         let warm = |s: &Self| {
@@ -455,7 +489,7 @@ impl Sandbox {
                 .cloned()
         };
         if let Some(pre) = warm(self) {
-            return Ok((pre, CodeSource::Memory));
+            return Ok((pre, CodeSource::Memory, None));
         }
         let mut source = CodeSource::Compiled;
         let mut component = None;
@@ -469,15 +503,43 @@ impl Sandbox {
                 Err(reason) => source = CodeSource::Recompiled(reason),
             }
         }
+        let mut compile_time = None;
         let component = match component {
             Some(c) => c,
             None => {
-                let c = Component::new(&self.engine, capsule.bytes()).map_err(|e| {
-                    SandboxError::Compile {
-                        capsule: label.to_string(),
-                        detail: format!("{e:#}"),
+                let compiling = Instant::now();
+                let c = match &self.compiler {
+                    Compiler::InProcess => {
+                        if source == CodeSource::Compiled {
+                            source = CodeSource::CompiledInProcess;
+                        }
+                        Component::new(&self.engine, capsule.bytes()).map_err(|e| {
+                            SandboxError::Compile {
+                                capsule: label.to_string(),
+                                detail: format!("{e:#}"),
+                            }
+                        })?
                     }
-                })?;
+                    Compiler::Child(program) => {
+                        compile::in_child(program, &self.engine, capsule.bytes(), budget).map_err(
+                            |failure| match failure {
+                                compile::CompileFailure::Limit(detail) => {
+                                    SandboxError::CompileLimit {
+                                        capsule: label.to_string(),
+                                        detail,
+                                        compile_time: compiling.elapsed(),
+                                    }
+                                }
+                                compile::CompileFailure::Invalid(detail)
+                                | compile::CompileFailure::Child(detail) => SandboxError::Compile {
+                                    capsule: label.to_string(),
+                                    detail,
+                                },
+                            },
+                        )?
+                    }
+                };
+                compile_time = Some(compiling.elapsed());
                 if let Some(cache) = &self.cache
                     && let Err(e) = cache.store(&c, &module, &self.compat)
                 {
@@ -507,8 +569,22 @@ impl Sandbox {
             warm.clear();
         }
         warm.insert(key, pre.clone());
-        Ok((pre, source))
+        Ok((pre, source, compile_time))
     }
+}
+
+/// The engine configuration every capsule is compiled and run under; the
+/// compile child builds the same, so its code loads here.
+pub(crate) fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    // Bounded native stack for guests: deep recursion traps instead of crashing the runner.
+    config.max_wasm_stack(1 << 20);
+    // NaN bit patterns differ between CPUs; canonical NaNs make float results reproducible.
+    config.cranelift_nan_canonicalization(true);
+    config
 }
 
 /// The resources `wasi:http` itself defines (the others its interfaces name come from `wasi:io`).

@@ -116,6 +116,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
                         .note("TcpCreateSocket (no TCP destination is granted)");
                     return Ok((Err(ErrorCode::AccessDenied),));
                 }
+                state
+                    .host_budget
+                    .charge("a TCP socket", super::host_budget::SOCKET_BYTES)?;
                 let mut view = state.sockets();
                 match tcp_create_socket::Host::create_tcp_socket(&mut view, family) {
                     Ok(socket) => Ok((Ok(socket),)),

@@ -22,6 +22,9 @@ pub enum RunStatus {
     Deadline,
     /// The capsule trapped after a memory growth was refused.
     MemoryRefused,
+    /// The capsule asked the runner to hold more host memory than its
+    /// budget, or a value over its per-item limit ([`super::Quotas`]).
+    HostMemoryRefused,
     /// The code's declared kind differs from the signed manifest's.
     KindMismatch,
     /// The capsule returned an outcome, but wrote more to stdout or stderr
@@ -39,6 +42,7 @@ impl RunStatus {
             RunStatus::OutOfFuel => "out-of-fuel",
             RunStatus::Deadline => "deadline",
             RunStatus::MemoryRefused => "memory-refused",
+            RunStatus::HostMemoryRefused => "host-memory-refused",
             RunStatus::KindMismatch => "kind-mismatch",
             RunStatus::OutputOverflow => "output-overflow",
         }
@@ -58,6 +62,8 @@ pub struct RunReport {
     pub fuel_used: u64,
     /// Highest total linear memory reached, in bytes.
     pub peak_memory_bytes: u64,
+    /// Host memory charged to the run's host budget, in bytes.
+    pub host_memory_bytes: u64,
     /// Memory growth requests refused (each: bytes requested in total), the
     /// first [`super::Quotas::memory_denials_listed`] of them.
     pub memory_denials: Vec<u64>,
@@ -79,6 +85,8 @@ pub struct RunReport {
     pub code: CodeSource,
     /// Time to make the code ready: compiling (or loading it from the cache) and linking.
     pub prepare_time: Duration,
+    /// Wall-clock time compiling took, when the code was compiled for this run.
+    pub compile_time: Option<Duration>,
     /// Network uses the capsule attempted and was refused (`TcpConnect 10.0.0.1:80`).
     pub egress_denied: Refusals,
     /// Bytes written to granted files, all files together.

@@ -145,6 +145,12 @@ impl Session {
         self.sandbox.set_code_cache(cache);
     }
 
+    /// Compiles code that is not cached with `compiler`; [`crate::sandbox::Compiler::Child`]
+    /// bounds each compile by the grant's compile budget.
+    pub fn set_compiler(&mut self, compiler: crate::sandbox::Compiler) {
+        self.sandbox.set_compiler(compiler);
+    }
+
     /// The evidence log.
     pub fn log(&self) -> &EvidenceLog {
         &self.log
@@ -321,7 +327,7 @@ impl Session {
                 })
             }
             Err(err) => {
-                let finished = record::not_started(&capsule, err.to_string());
+                let finished = record::not_started(&capsule, &err);
                 self.log.record(&Event::from(finished))?;
                 Err(err.into())
             }

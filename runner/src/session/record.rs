@@ -14,7 +14,7 @@ use crate::evidence::events::{
     TrustRootRef,
 };
 use crate::evidence::{Event, MAX_RECORD_BYTES};
-use crate::sandbox::{Finding, Grant, RunReport, StreamSummary, cut};
+use crate::sandbox::{Finding, Grant, RunReport, SandboxError, StreamSummary, cut};
 use crate::site::SitePolicy;
 use crate::timestamp::Timestamp;
 use crate::trust::{TrustRoot, VerifiedCapsule};
@@ -227,6 +227,7 @@ pub(super) fn run_finished(
         prepare_ms: Some(millis(report.prepare_time)),
         fuel_used: report.fuel_used,
         peak_memory_bytes: report.peak_memory_bytes,
+        host_memory_bytes: Some(report.host_memory_bytes),
         wall_time_ms: millis(report.wall_time),
         stdout: stream(&report.stdout),
         stderr: stream(&report.stderr),
@@ -300,6 +301,7 @@ pub(super) fn run_finished(
         outcome,
         error,
         exit_code: report.exit_code.map(i64::from),
+        compile_ms: report.compile_time.map(millis),
         truncated,
     };
     fit(finished, report)
@@ -452,6 +454,7 @@ pub(super) fn too_large(finished: &RunFinished, size: usize) -> RunFinished {
             "the run's `run-finished` record would have been {size} bytes, over the {MAX_RECORD_BYTES}-byte record limit; it is replaced by this one, which keeps how the run ended and drops every value the capsule provided (the whole body's size and SHA-256 are under `truncated`, field `record`)"
         )),
         exit_code: finished.exit_code,
+        compile_ms: finished.compile_ms,
         truncated: vec![TruncatedRef {
             field: "record".into(),
             size: body.len() as u64,
@@ -461,17 +464,31 @@ pub(super) fn too_large(finished: &RunFinished, size: usize) -> RunFinished {
     }
 }
 
-/// The `run-finished` of a capsule the sandbox could not start.
-pub(super) fn not_started(capsule: &VerifiedCapsule, error: String) -> RunFinished {
+/// The `run-finished` of a capsule the sandbox could not start: status
+/// `compile-limit` (with the time the stopped compile took) when compiling
+/// it exceeded its budget, `not-started` otherwise.
+pub(super) fn not_started(capsule: &VerifiedCapsule, err: &SandboxError) -> RunFinished {
     let mut truncated = Vec::new();
-    let error = bound_text("error", &error, ERROR_BYTES_NOT_STARTED, &mut truncated);
+    let error = bound_text(
+        "error",
+        &err.to_string(),
+        ERROR_BYTES_NOT_STARTED,
+        &mut truncated,
+    );
+    let (status, compile_ms) = match err {
+        SandboxError::CompileLimit { compile_time, .. } => {
+            ("compile-limit", Some(millis(*compile_time)))
+        }
+        _ => ("not-started", None),
+    };
     RunFinished {
         module_sha256: capsule.module_digest(),
-        status: "not-started".into(),
+        status: status.into(),
         usage: None,
         outcome: None,
         error: Some(error),
         exit_code: None,
+        compile_ms,
         truncated,
     }
 }
