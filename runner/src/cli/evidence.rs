@@ -179,7 +179,15 @@ impl EvidenceVerify {
 
 /// A checkpoint note from a file holding one, or the newest checkpoint of a bundle.
 fn checkpoint_from(path: &std::path::Path) -> Result<String> {
-    let bytes = read_bounded(path, MAX_BUNDLE_BYTES, "checkpoint or bundle")?;
+    let bytes = match read_bounded(path, MAX_CHECKPOINT_BYTES, "checkpoint") {
+        Ok(bytes) => bytes,
+        // Larger than a note: a bundle, if it is a regular file (a pipe or
+        // device is refused at the note's limit).
+        Err(crate::fsio::ReadError::TooLarge { .. }) if path.is_file() => {
+            read_bounded(path, MAX_BUNDLE_BYTES, "bundle")?
+        }
+        Err(e) => return Err(e.into()),
+    };
     if looks_like_bundle(&bytes) {
         let bundle = Bundle::from_cbor(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         return bundle.checkpoint.ok_or_else(|| {
@@ -191,16 +199,12 @@ fn checkpoint_from(path: &std::path::Path) -> Result<String> {
     }
     if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
         bail!(
-            "{}: larger than {MAX_CHECKPOINT_BYTES} bytes, so neither a checkpoint note nor a bundle",
+            "{}: larger than {MAX_CHECKPOINT_BYTES} bytes and not a bundle, so not a checkpoint note",
             path.display()
         );
     }
-    String::from_utf8(bytes).map_err(|_| {
-        anyhow!(
-            "{}: not UTF-8 text, so not a checkpoint note",
-            path.display()
-        )
-    })
+    String::from_utf8(bytes)
+        .map_err(|_| anyhow!("{}: not UTF-8 text, so not a checkpoint note", path.display()))
 }
 
 fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
