@@ -31,6 +31,7 @@ mod cose;
 pub mod custody;
 pub mod evidence;
 pub mod fsio;
+pub mod governance;
 pub mod keys;
 pub mod names;
 pub mod rollback;
