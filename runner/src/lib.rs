@@ -33,6 +33,7 @@ pub mod custody;
 mod doc_examples;
 pub mod evidence;
 pub mod fsio;
+pub mod governance;
 pub mod keys;
 pub mod names;
 pub mod rollback;

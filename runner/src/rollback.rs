@@ -24,6 +24,8 @@ pub struct HighWater {
     anchor: Option<PinnedAnchor>,
     /// Policy digest of every trust root version used, by name and version.
     root_digests: BTreeMap<(String, u64), [u8; 32]>,
+    /// Highest governance version used, with its digest, by governance name.
+    governance: BTreeMap<String, (u64, [u8; 32])>,
 }
 
 /// A trust store's anchor as pinned: its name, and version 1's policy digest
@@ -105,6 +107,30 @@ pub enum RollbackError {
         /// Policy digest offered now (hex).
         offered: String,
     },
+    /// A lower governance version than one already used.
+    #[error("governance `{name}` v{version} is older than v{seen}, which was already used")]
+    GovernanceOlder {
+        /// Governance name.
+        name: String,
+        /// The version offered.
+        version: u64,
+        /// The highest version used before.
+        seen: u64,
+    },
+    /// The same governance version as one already used, with other content.
+    #[error(
+        "governance `{name}` v{version} was already used with content {seen}, but this one is {offered}"
+    )]
+    GovernanceVersionReused {
+        /// Governance name.
+        name: String,
+        /// The version.
+        version: u64,
+        /// Digest used before (hex).
+        seen: String,
+        /// Digest offered now (hex).
+        offered: String,
+    },
     /// A lower trust root version than one already used.
     #[error("trust root `{name}` v{version} is older than v{seen}, which was already used")]
     RootOlder {
@@ -124,6 +150,12 @@ impl RollbackError {
             RollbackError::CapsuleOlder { highest, .. } => format!("run {highest} or later"),
             RollbackError::VersionReused { .. } => {
                 "a version names exactly one module, so publish the change as a new version".into()
+            }
+            RollbackError::GovernanceOlder { seen, .. } => format!(
+                "governance never goes back. Install v{seen} or later with `edge-runner governance install`"
+            ),
+            RollbackError::GovernanceVersionReused { .. } => {
+                "a governance version names exactly one bundle, so sign the change as a new version".into()
             }
             RollbackError::RootOlder { seen, .. } => {
                 format!("a trust root never goes back. Restore the trust store to v{seen} or later")
@@ -148,6 +180,49 @@ impl HighWater {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Checks that governance `name` `version` (payload `digest`) does not go
+    /// below the mark, nor reuse a used version for other content.
+    pub fn check_governance(
+        &self,
+        name: &str,
+        version: u64,
+        digest: &[u8; 32],
+    ) -> Result<(), RollbackError> {
+        match self.governance.get(name) {
+            Some(&(seen, _)) if version < seen => Err(RollbackError::GovernanceOlder {
+                name: name.to_string(),
+                version,
+                seen,
+            }),
+            Some((seen, used)) if version == *seen && digest != used => {
+                Err(RollbackError::GovernanceVersionReused {
+                    name: name.to_string(),
+                    version,
+                    seen: hex::encode(used),
+                    offered: hex::encode(digest),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a use of governance `name` `version` and raises the mark to it.
+    pub fn accept_governance(
+        &mut self,
+        name: &str,
+        version: u64,
+        digest: [u8; 32],
+    ) -> Result<(), RollbackError> {
+        self.check_governance(name, version, &digest)?;
+        self.governance.insert(name.to_string(), (version, digest));
+        Ok(())
+    }
+
+    /// The highest governance version used under `name`, with its digest.
+    pub fn governance(&self, name: &str) -> Option<(u64, [u8; 32])> {
+        self.governance.get(name).copied()
     }
 
     /// Checks that capsule `name` `version` with module `digest` does not go
@@ -387,6 +462,21 @@ impl HighWater {
             }
             fields.push(("anchor", crate::cbor::text_map(pin)));
         }
+        // Written only when set, so resume states from before governance keep their encoding.
+        if !self.governance.is_empty() {
+            let marks = self
+                .governance
+                .iter()
+                .map(|(name, (version, digest))| {
+                    Value::Array(vec![
+                        Value::Text(name.clone()),
+                        Value::Integer((*version).into()),
+                        Value::Bytes(digest.to_vec()),
+                    ])
+                })
+                .collect();
+            fields.push(("governance", Value::Array(marks)));
+        }
         crate::cbor::text_map(fields)
     }
 
@@ -395,7 +485,13 @@ impl HighWater {
     pub fn from_value(value: &ciborium::Value) -> Result<Self, String> {
         use ciborium::Value;
         let map = crate::cbor::MapReader::new("`high-water`", value)?;
-        map.only(&["capsules", "trust-roots", "trust-root-digests", "anchor"])?;
+        map.only(&[
+            "capsules",
+            "trust-roots",
+            "trust-root-digests",
+            "anchor",
+            "governance",
+        ])?;
         let list = |key: &str| match map.get(key) {
             Some(Value::Array(items)) => Ok(items),
             _ => Err(format!("`high-water` field `{key}` is not an array")),
@@ -491,6 +587,45 @@ impl HighWater {
                     .map(|k| crate::cbor::bytes32(k, "an `anchor` root key id"))
                     .collect::<Result<_, _>>()?,
             });
+        }
+        if let Some(found) = map.get("governance") {
+            let Value::Array(items) = found else {
+                return Err("`high-water` field `governance` is not an array".into());
+            };
+            if items.is_empty() {
+                return Err(
+                    "`high-water` field `governance` is present but empty; leave it out".into(),
+                );
+            }
+            for item in items {
+                let bad =
+                    || "a `high-water` governance mark is not [name, version, sha256]".to_string();
+                let Value::Array(parts) = item else {
+                    return Err(bad());
+                };
+                let [Value::Text(name), version, digest] = parts.as_slice() else {
+                    return Err(bad());
+                };
+                let version = crate::cbor::as_u64(version).ok_or_else(bad)?;
+                if marks
+                    .governance
+                    .keys()
+                    .next_back()
+                    .is_some_and(|last| last >= name)
+                {
+                    return Err(
+                        "`high-water` governance marks are not sorted by name without repeats"
+                            .into(),
+                    );
+                }
+                marks.governance.insert(
+                    name.clone(),
+                    (
+                        version,
+                        crate::cbor::bytes32(digest, "a governance digest")?,
+                    ),
+                );
+            }
         }
         Ok(marks)
     }

@@ -15,9 +15,11 @@ macro_rules! say {
     }};
 }
 
+mod approve;
 mod capsule;
 mod demo;
 mod evidence;
+mod governance;
 mod html;
 mod keys;
 mod rotate;
@@ -136,6 +138,11 @@ enum Command {
     Evidence(evidence::EvidenceCommand),
     /// Run the whole loop on the built-in demo keys and capsules.
     Demo(demo::DemoArgs),
+    /// Create, sign, install, show and explain the site's governance (tiers, graph, roster).
+    #[command(subcommand)]
+    Governance(governance::GovernanceCommand),
+    /// Review a proposal and sign an approval (or a deny) with your key.
+    Approve(approve::ApproveArgs),
 }
 
 impl Cli {
@@ -148,6 +155,8 @@ impl Cli {
             Command::Run(args) => args.execute(),
             Command::Evidence(command) => command.execute(),
             Command::Demo(args) => args.execute(),
+            Command::Governance(command) => command.execute(),
+            Command::Approve(args) => args.execute(),
         }
     }
 }

@@ -97,6 +97,46 @@ events! {
     RunInterrupted,
     /// An operator pinned this runner to another trust store on purpose.
     TrustAnchorChanged,
+    /// A signed governance bundle was loaded to tier or authorize remediations.
+    GovernanceLoaded,
+}
+
+/// `governance-loaded`: the governance version in force from this record on
+/// (docs/governance.md §10). The bundle itself travels in the evidence bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GovernanceLoaded {
+    /// The governance name, the same in every version.
+    pub name: String,
+    /// Its version.
+    pub version: u64,
+    /// SHA-256 of the signed payload.
+    pub sha256: [u8; 32],
+    /// SHA-256 of the system graph's canonical form.
+    pub graph_sha256: [u8; 32],
+    /// Administrators whose signatures counted.
+    pub signed_by: Vec<String>,
+}
+
+impl EventBody for GovernanceLoaded {
+    const NAME: &'static str = "governance-loaded";
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("name", text(&self.name)),
+            ("version", uint(self.version)),
+            ("sha256", bytes(&self.sha256)),
+            ("graph-sha256", bytes(&self.graph_sha256)),
+            ("signed-by", texts(&self.signed_by)),
+        ]
+    }
+    fn read(b: &MapReader<'_>) -> Result<Self, String> {
+        Ok(Self {
+            name: b.text("name")?.to_string(),
+            version: b.uint("version")?,
+            sha256: digest(b, "sha256")?,
+            graph_sha256: digest(b, "graph-sha256")?,
+            signed_by: list(b, "signed-by", text_of)?,
+        })
+    }
 }
 
 /// An event this runner does not know.

@@ -180,6 +180,10 @@ mod tests {
             .high_water
             .pin_root("root", 2, [3; 32], Some((&[4; 32], &[[5; 32]][..])))
             .unwrap();
+        rules
+            .high_water
+            .accept_governance("site-governance", 3, [6; 32])
+            .unwrap();
         rules.last_verified = Some((7, [1; 32]));
         rules.open_run = Some((8, [1; 32]));
         rules.undo = Some(("db-check".into(), Some((v("1.1.0"), [9; 32])), [1; 32]));

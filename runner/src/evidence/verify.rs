@@ -561,6 +561,16 @@ impl Rules {
                     self.high_water.restore_capsule(&name, before);
                 }
             }
+            Event::GovernanceLoaded(g) => {
+                // Governance never goes back: a log that loads an older
+                // version, or one version with two contents, fails here.
+                self.high_water
+                    .accept_governance(&g.name, g.version, g.sha256)
+                    .map_err(|e| Failure::Rollback {
+                        record: seq,
+                        detail: e.to_string(),
+                    })?;
+            }
             Event::TrustAnchorChanged(change) => {
                 self.high_water.reanchor(crate::rollback::PinnedAnchor {
                     name: change.name.clone(),

@@ -195,6 +195,23 @@ pub struct RootKey {
     pub key: PublicKey,
 }
 
+/// The optional `[governance]` table: which keys administer the site's
+/// governance bundle (docs/governance.md §6) and how many must sign each version.
+#[derive(Debug, Clone)]
+pub struct GovernanceAdmins {
+    /// Distinct administrator keys that must sign a governance version.
+    pub threshold: u32,
+    /// The administrators.
+    pub admins: Vec<RootKey>,
+}
+
+impl GovernanceAdmins {
+    /// The administrator with key id `key`, if any.
+    pub fn admin(&self, key: &KeyId) -> Option<&RootKey> {
+        self.admins.iter().find(|k| k.key.id() == *key)
+    }
+}
+
 /// Something the trust root revokes, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation<T> {
@@ -230,6 +247,8 @@ pub struct RootPolicy {
     pub revoked_keys: Vec<Revocation<KeyId>>,
     /// Revoked capsules, by module digest.
     pub revoked_capsules: Vec<Revocation<[u8; 32]>>,
+    /// Who signs the site's governance bundle (`None`: this trust root allows no governance).
+    pub governance: Option<GovernanceAdmins>,
     /// The policy text.
     pub text: String,
 }
@@ -253,6 +272,15 @@ struct PolicyFile {
     revoked_keys: Vec<RevokedKeyFile>,
     #[serde(default, rename = "revoked-capsule")]
     revoked_capsules: Vec<RevokedCapsuleFile>,
+    governance: Option<GovernanceFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct GovernanceFile {
+    threshold: u32,
+    #[serde(rename = "admin")]
+    admins: Vec<RootKeyFile>,
 }
 
 #[derive(Deserialize)]
@@ -475,6 +503,44 @@ impl RootPolicy {
             })
             .collect::<Result<Vec<_>, String>>()?;
 
+        let governance = match file.governance {
+            None => None,
+            Some(g) => {
+                let mut admins: Vec<RootKey> = Vec::new();
+                for mut k in g.admins {
+                    k.name = check_label(&k.name, "governance admin name")?;
+                    let key = PublicKey::from_pem(&k.public_key, Path::new(&k.name))
+                        .map_err(|e| format!("governance admin `{}`: {e}", k.name))?;
+                    if admins.iter().any(|a| a.name == k.name) {
+                        return Err(format!("governance admin `{}` is listed twice", k.name));
+                    }
+                    if admins.iter().any(|a| a.key.id() == key.id())
+                        || publishers.iter().any(|p| p.key.id() == key.id())
+                    {
+                        return Err(format!(
+                            "governance admin `{}` reuses a key already listed (as another admin or a publisher); a publisher must not sign the rules its capsules are judged by",
+                            k.name
+                        ));
+                    }
+                    if revoked_keys.iter().any(|r| r.what == key.id()) {
+                        return Err(format!("governance admin `{}` uses a revoked key", k.name));
+                    }
+                    admins.push(RootKey { name: k.name, key });
+                }
+                if g.threshold == 0 || g.threshold as usize > admins.len() {
+                    return Err(format!(
+                        "[governance] threshold is {} but there are {} `[[governance.admin]]` entries; it must be between 1 and the number of admins",
+                        g.threshold,
+                        admins.len()
+                    ));
+                }
+                Some(GovernanceAdmins {
+                    threshold: g.threshold,
+                    admins,
+                })
+            }
+        };
+
         Ok(Self {
             name,
             version: file.version,
@@ -487,6 +553,7 @@ impl RootPolicy {
             publishers,
             revoked_keys,
             revoked_capsules,
+            governance,
             text: text.to_string(),
         })
     }
