@@ -43,7 +43,7 @@ pub struct ApprovalVerdict {
 /// governance in force. Its fields are private: only [`authorize`] builds
 /// one, and apply accepts nothing else.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0451
 /// use edge_runner::governance::{Authorized, Tier};
 /// // No constructor outside the governance module: this does not compile.
 /// let forged: Authorized<()> = Authorized {
