@@ -100,8 +100,8 @@ impl<P> Authorized<P> {
 pub struct Refusal<P> {
     /// The proposal, returned.
     pub proposal: P,
-    /// Why it is not authorized.
-    pub error: GovernanceError,
+    /// Why it is not authorized (boxed: the refusal texts carry every verdict).
+    pub error: Box<GovernanceError>,
     /// Each approval's verdict.
     pub verdicts: Vec<ApprovalVerdict>,
 }
@@ -175,7 +175,7 @@ pub fn authorize<P: Proposed>(
     let refuse = |proposal: P, error: GovernanceError, verdicts: Vec<ApprovalVerdict>| {
         Err(Refusal {
             proposal,
-            error,
+            error: Box::new(error),
             verdicts,
         })
     };
