@@ -43,7 +43,7 @@ pub struct ApprovalVerdict {
 /// governance in force. Its fields are private: only [`authorize`] builds
 /// one, and apply accepts nothing else.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0451
 /// use edge_runner::governance::{Authorized, Tier};
 /// // No constructor outside the governance module: this does not compile.
 /// let forged: Authorized<()> = Authorized {
@@ -100,8 +100,8 @@ impl<P> Authorized<P> {
 pub struct Refusal<P> {
     /// The proposal, returned.
     pub proposal: P,
-    /// Why it is not authorized.
-    pub error: GovernanceError,
+    /// Why it is not authorized (boxed: the refusal texts carry every verdict).
+    pub error: Box<GovernanceError>,
     /// Each approval's verdict.
     pub verdicts: Vec<ApprovalVerdict>,
 }
@@ -175,7 +175,7 @@ pub fn authorize<P: Proposed>(
     let refuse = |proposal: P, error: GovernanceError, verdicts: Vec<ApprovalVerdict>| {
         Err(Refusal {
             proposal,
-            error,
+            error: Box::new(error),
             verdicts,
         })
     };
