@@ -1,11 +1,7 @@
 //! Remediation attacks (issue 14): each test is named for the attack and
 //! asserts the exact refusal. The end-to-end apply path (with governance and
 //! signed approvals) is in `runner/tests/cli.rs` and the demo.
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests fail by panicking"
-)]
+#![expect(clippy::unwrap_used, reason = "tests fail by panicking")]
 
 use std::path::Path;
 
