@@ -376,7 +376,110 @@ pub struct Proposal {
 /// ```
 pub const PROPOSAL_MEDIA_TYPE: &str = "application/vnd.edge-runner.proposal+json";
 
+/// An exact HTTP request a `remediate` capsule proposes (the runner sends it,
+/// byte for byte, only after the humans its tier needs have approved it).
+///
+/// ```
+/// let r = capsule_sdk::HttpRequest::new("POST", "https://api.example.com/flags/checkout")
+///     .header("content-type", "application/json")
+///     .body(r#"{"enabled":false}"#);
+/// assert_eq!(r.method, "POST");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HttpRequest {
+    /// Method, upper case.
+    pub method: String,
+    /// Absolute URL; its destination must be in the capsule's egress grant.
+    pub url: String,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body (text).
+    pub body: String,
+}
+
+impl HttpRequest {
+    /// A request with no headers and an empty body.
+    ///
+    /// ```
+    /// let r = capsule_sdk::HttpRequest::new("delete", "https://api.example.com/cache");
+    /// assert_eq!(r.method, "DELETE");
+    /// ```
+    pub fn new(method: &str, url: &str) -> Self {
+        Self {
+            method: method.to_ascii_uppercase(),
+            url: url.to_string(),
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+
+    /// Adds a header.
+    ///
+    /// ```
+    /// let r = capsule_sdk::HttpRequest::new("GET", "https://x.example.com/").header("accept", "text/plain");
+    /// assert_eq!(r.headers.len(), 1);
+    /// ```
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets the body.
+    ///
+    /// ```
+    /// let r = capsule_sdk::HttpRequest::new("PUT", "https://x.example.com/a").body("on");
+    /// assert_eq!(r.body, "on");
+    /// ```
+    pub fn body(mut self, body: &str) -> Self {
+        self.body = body.to_string();
+        self
+    }
+}
+
+/// An HTTP change a `remediate` capsule proposes: the request, and the request
+/// that undoes it (`None`: irreversible, which the runner tiers change-control).
+///
+/// ```no_run
+/// # fn f(cx: &capsule_sdk::Context) -> Result<(), capsule_sdk::Error> {
+/// use capsule_sdk::{HttpProposal, HttpRequest};
+/// cx.propose_http(&HttpProposal {
+///     http: HttpRequest::new("PUT", "https://api.example.com/flags/checkout").body("off"),
+///     http_rollback: Some(HttpRequest::new("PUT", "https://api.example.com/flags/checkout").body("on")),
+///     rationale: "checkout errors above 5%: turn the new flow off".into(),
+/// })?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HttpProposal {
+    /// The request.
+    pub http: HttpRequest,
+    /// The request that undoes it.
+    pub http_rollback: Option<HttpRequest>,
+    /// Why, for the approvers.
+    pub rationale: String,
+}
+
 impl Context {
+    /// Records an HTTP `proposal` in this run's evidence for approval; returns its evidence index.
+    ///
+    /// Only a `remediate` capsule may propose; from any other kind this is an error.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &capsule_sdk::Context, p: &capsule_sdk::HttpProposal) -> Result<(), capsule_sdk::Error> {
+    /// let index = cx.propose_http(p)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn propose_http(&self, proposal: &HttpProposal) -> Result<u32, Error> {
+        if self.kind != Kind::Remediate {
+            return Err(Error::new(
+                "only a `remediate` capsule may propose changes; mark the function #[capsule_sdk::remediate]",
+            ));
+        }
+        let json = serde_json::to_vec(proposal)
+            .map_err(|e| Error::new(format!("encoding the proposal: {e}")))?;
+        self.evidence("proposal", PROPOSAL_MEDIA_TYPE, &json)
+    }
+
     /// Records `proposal` in this run's evidence for approval; returns its evidence index.
     ///
     /// Only a `remediate` capsule may propose; from any other kind this is an error.

@@ -50,6 +50,53 @@ pub struct RunLine {
     pub denied: Vec<String>,
 }
 
+/// One remediation's chain of authority: the proposal, its tier and why, who
+/// approved (and whose approval did not count, and why), what changed, and
+/// whether it held.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RemediationLine {
+    /// The proposal id (hex digest).
+    pub proposal: String,
+    /// The `proposal` record.
+    pub record: u64,
+    /// The proposing capsule, name and version.
+    pub capsule: String,
+    /// Who requested the run.
+    pub proposer: String,
+    /// Why (the capsule's rationale).
+    pub rationale: String,
+    /// The tier recorded with the proposal.
+    pub tier: String,
+    /// Why that tier: blast path, deciding policy ids, floors.
+    pub why: String,
+    /// Each action, one line.
+    pub actions: Vec<String>,
+    /// What changes: every action's diff (or request).
+    pub diff: String,
+    /// Staged validation: exercised, passed, regressed.
+    pub validation: String,
+    /// Every approval as judged: person, decision, counted or why not.
+    pub approvals: Vec<String>,
+    /// Who authorized it (distinct persons), when authorized.
+    pub authorized_by: Vec<String>,
+    /// The `authorization` record, if any.
+    pub authorization_record: Option<u64>,
+    /// The tier it was authorized at.
+    pub authorized_tier: Option<String>,
+    /// Authorized by break-glass.
+    pub break_glass: bool,
+    /// A complete post-review was recorded (break-glass only).
+    pub post_reviewed: bool,
+    /// How the apply ended (`applied`, `not-applied`, `drifted`; `recovered` noted).
+    pub applied: Option<String>,
+    /// The verify result, when verify ran.
+    pub verify: Option<String>,
+    /// The rollback, when one was applied.
+    pub rollback: Option<String>,
+    /// Notifications posted.
+    pub notified: Vec<String>,
+}
+
 /// A run that started and was never closed by a `run-finished`: its runner
 /// stopped mid-run. Listed whether or not a later runner recorded it as
 /// `run-interrupted` (that one also appears among the runs, status `interrupted`).
@@ -178,6 +225,10 @@ pub struct Report {
     /// checked against, tying it to the history before it; `None` when
     /// nothing does.
     pub range_anchor: Option<u64>,
+    /// Every proposal's chain of authority, in order.
+    pub remediations: Vec<RemediationLine>,
+    /// Proposals the runner refused to state: (record, reason).
+    pub proposals_refused: Vec<RefusalLine>,
 }
 
 impl Report {
@@ -209,6 +260,8 @@ impl Report {
             range_start: None,
             range_anchor: None,
             demo_keys: Vec::new(),
+            remediations: Vec::new(),
+            proposals_refused: Vec::new(),
         }
     }
 
@@ -253,6 +306,8 @@ impl Serialize for Report {
             range_start: Option<u64>,
             range_anchor: Option<u64>,
             demo_keys: &'a [String],
+            remediations: &'a [RemediationLine],
+            proposals_refused: &'a [RefusalLine],
         }
         Wire {
             valid: self.valid(),
@@ -277,6 +332,8 @@ impl Serialize for Report {
             range_start: self.range_start,
             range_anchor: self.range_anchor,
             demo_keys: &self.demo_keys,
+            remediations: &self.remediations,
+            proposals_refused: &self.proposals_refused,
         }
         .serialize(serializer)
     }
@@ -350,7 +407,10 @@ pub fn verify_bundle_witnessed(
         witnesses,
         report,
         progress,
-        |summary| trust_roots_match(summary, chain.as_ref()),
+        |summary| {
+            trust_roots_match(summary, chain.as_ref())?;
+            authorizations_recheck(summary, chain.as_ref(), &bundle.governance)
+        },
     );
     if let Some(first) = range
         && report.valid()
@@ -365,6 +425,115 @@ pub fn verify_bundle_witnessed(
         report.range_anchor = given.max(witnessed).filter(|&size| size >= first);
     }
     report
+}
+
+/// Every `authorization` re-checked offline: the approvals recorded just before
+/// it (their COSE bytes) are judged again by [`crate::governance::authorize`]
+/// under the bundled governance version it names, as of its record's time, and
+/// must give the same tier, the same persons and the same break-glass flag.
+fn authorizations_recheck(
+    summary: &Summary,
+    chain: Option<&Chain>,
+    governance: &[Vec<u8>],
+) -> Result<(), String> {
+    use crate::governance::{Approval, Governance, authorize};
+    let mut proposals: Vec<([u8; 32], crate::remediation::Proposal)> = Vec::new();
+    // The approvals recorded since the last record that was not an approval.
+    let mut pending: Vec<([u8; 32], Approval)> = Vec::new();
+    let mut versions: Option<Vec<Governance>> = None;
+    for (r, event) in summary.records.iter().zip(&summary.events) {
+        let seq = r.record.seq;
+        match event {
+            Event::ProposalRecorded(p) => {
+                let stated =
+                    crate::remediation::Proposal::from_statement(&p.statement).map_err(|e| {
+                        format!("record {seq}: the proposal statement does not read: {e}")
+                    })?;
+                proposals.push((p.digest, stated));
+            }
+            Event::ApprovalChecked(a) => {
+                match Approval::parse(&a.approval, &format!("record {seq}")) {
+                    Ok(approval) => pending.push((a.proposal, approval)),
+                    Err(e) if a.counted => {
+                        return Err(format!(
+                            "record {seq}: an approval recorded as counted is not a valid approval: {e}"
+                        ));
+                    }
+                    Err(_) => {}
+                }
+                continue;
+            }
+            Event::AuthorizationRecorded(a) => {
+                let Some(chain) = chain else {
+                    return Err(format!(
+                        "record {seq} authorizes a proposal, but the bundle carries no trust store to check its governance against; export the bundle with the trust store"
+                    ));
+                };
+                let versions = versions.get_or_insert_with(|| {
+                    governance
+                        .iter()
+                        .filter_map(|b| Governance::from_signed(b, chain.latest(), None).ok())
+                        .collect()
+                });
+                let gov = versions
+                    .iter()
+                    .find(|g| g.digest() == a.governance_sha256)
+                    .ok_or_else(|| {
+                        format!(
+                            "record {seq} authorizes under governance v{} (sha256 {}), which the bundle does not carry (or which its trust store's administrators did not sign); export the bundle with the trust store the runner used",
+                            a.governance_version,
+                            hex::encode(a.governance_sha256)
+                        )
+                    })?;
+                let proposal = proposals
+                    .iter()
+                    .find(|(d, _)| *d == a.proposal)
+                    .map(|(_, p)| p.clone())
+                    .ok_or_else(|| {
+                        format!("record {seq} authorizes a proposal no record states")
+                    })?;
+                let approvals: Vec<Approval> = pending
+                    .drain(..)
+                    .filter(|(d, _)| *d == a.proposal)
+                    .map(|(_, ap)| ap)
+                    .collect();
+                let at = Timestamp(r.record.time_ms / 1000);
+                match authorize(gov, proposal, &approvals, at) {
+                    Ok(auth) => {
+                        let mut ours: Vec<String> = auth.approvers().to_vec();
+                        let mut theirs = a.approvers.clone();
+                        ours.sort();
+                        theirs.sort();
+                        if auth.tier().as_str() != a.tier
+                            || ours != theirs
+                            || auth.break_glass() != a.break_glass
+                        {
+                            return Err(format!(
+                                "record {seq}: re-checked under governance v{}, the approvals authorize tier {} by {} (break-glass {}), but the record says tier {} by {} (break-glass {})",
+                                gov.version(),
+                                auth.tier().as_str(),
+                                ours.join(", "),
+                                auth.break_glass(),
+                                a.tier,
+                                theirs.join(", "),
+                                a.break_glass
+                            ));
+                        }
+                    }
+                    Err(refusal) => {
+                        return Err(format!(
+                            "record {seq}: the authorization does not re-check under the bundled governance v{}: {}",
+                            gov.version(),
+                            refusal.error
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        pending.clear();
+    }
+    Ok(())
 }
 
 fn bundle_root_files(bundle: &Bundle) -> Vec<(String, Vec<u8>)> {
@@ -620,6 +789,7 @@ fn fill(report: &mut Report, summary: &Summary) {
     let capsule_of = |v: Option<&CapsuleVerified>| {
         v.map_or_else(String::new, |v| format!("{} {}", v.name, v.version))
     };
+    remediation_lines(report, summary);
     for (r, event) in summary.records.iter().zip(&summary.events) {
         match event {
             Event::CapsuleVerified(v) => admitted = Some(v),
@@ -752,4 +922,160 @@ fn grant_lines(run: &RunStarted) -> (Vec<String>, Vec<String>) {
         .map(|d| format!("{}: {}", d.request, d.reason))
         .collect();
     (granted, denied)
+}
+
+/// Builds each proposal's chain of authority from the remediation records.
+fn remediation_lines(report: &mut Report, summary: &Summary) {
+    let texts = |v: Option<&ciborium::Value>| -> Vec<String> {
+        match v {
+            Some(ciborium::Value::Array(a)) => a
+                .iter()
+                .filter_map(|t| match t {
+                    ciborium::Value::Text(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut lines: Vec<([u8; 32], RemediationLine)> = Vec::new();
+    let find = |lines: &mut Vec<([u8; 32], RemediationLine)>, d: &[u8; 32]| {
+        lines.iter().position(|(k, _)| k == d)
+    };
+    for (r, event) in summary.records.iter().zip(&summary.events) {
+        let seq = r.record.seq;
+        match event {
+            Event::ProposalRecorded(p) => {
+                let mut line = RemediationLine {
+                    proposal: hex::encode(p.digest),
+                    record: seq,
+                    tier: p.tier.clone(),
+                    ..RemediationLine::default()
+                };
+                match crate::remediation::Proposal::from_statement(&p.statement) {
+                    Ok(stated) => {
+                        let d = stated.draft();
+                        line.capsule = format!("{} {}", d.capsule.name, d.capsule.version);
+                        line.proposer = d.proposer.clone();
+                        line.rationale = d.rationale.clone();
+                        line.actions = stated
+                            .actions()
+                            .iter()
+                            .map(crate::remediation::Action::describe)
+                            .collect();
+                        line.diff = stated
+                            .actions()
+                            .iter()
+                            .map(crate::remediation::Action::diff_text)
+                            .collect::<Vec<_>>()
+                            .join("\n");
+                        line.validation = stated.staged().map_or_else(
+                            || "none (never staged)".to_string(),
+                            |s| {
+                                format!(
+                                    "exercised [{}], passed [{}], regressed [{}]",
+                                    s.exercised.join(", "),
+                                    s.passed.join(", "),
+                                    s.regressed.join(", ")
+                                )
+                            },
+                        );
+                        if let Ok(m) = crate::cbor::MapReader::new("decision", stated.decision()) {
+                            let mut why = vec![format!(
+                                "blast path {}",
+                                texts(m.get("blast-path")).join(" -> ")
+                            )];
+                            let ids = texts(m.get("policy-ids"));
+                            if !ids.is_empty() {
+                                why.push(format!("policies {}", ids.join(", ")));
+                            }
+                            let floors = texts(m.get("floors"));
+                            if !floors.is_empty() {
+                                why.push(format!("floors {}", floors.join(", ")));
+                            }
+                            line.why = why.join("; ");
+                        }
+                    }
+                    Err(e) => line.why = format!("statement unreadable: {e}"),
+                }
+                lines.push((p.digest, line));
+            }
+            Event::ProposalRefused(p) => report.proposals_refused.push(RefusalLine {
+                record: seq,
+                time_ms: r.record.time_ms,
+                reason: p.reason.clone(),
+            }),
+            Event::ApprovalChecked(a) => {
+                if let Some(i) = find(&mut lines, &a.proposal) {
+                    lines[i].1.approvals.push(format!(
+                        "{} ({}, key {}): {}",
+                        a.person,
+                        a.decision,
+                        hex::encode(&a.key_id[..8]),
+                        if a.counted {
+                            "counted".to_string()
+                        } else {
+                            format!("not counted — {}", a.why_not.as_deref().unwrap_or(""))
+                        }
+                    ));
+                }
+            }
+            Event::AuthorizationRecorded(a) => {
+                if let Some(i) = find(&mut lines, &a.proposal) {
+                    let l = &mut lines[i].1;
+                    l.authorized_by = a.approvers.clone();
+                    l.authorization_record = Some(seq);
+                    l.authorized_tier = Some(a.tier.clone());
+                    l.break_glass = a.break_glass;
+                }
+            }
+            Event::Applied(a) => {
+                if let Some(i) = find(&mut lines, &a.proposal) {
+                    lines[i].1.applied = Some(format!(
+                        "{}{} (record {seq}): {}",
+                        a.result,
+                        if a.recovered {
+                            ", recovered at restart"
+                        } else {
+                            ""
+                        },
+                        a.detail
+                    ));
+                }
+            }
+            Event::VerifyResult(v) => {
+                if let Some(i) = find(&mut lines, &v.proposal) {
+                    lines[i].1.verify = Some(format!(
+                        "{} ({}){}",
+                        v.verdict,
+                        if v.held { "held" } else { "did not hold" },
+                        v.run_record
+                            .map_or_else(String::new, |r| format!(", run record {r}"))
+                    ));
+                }
+            }
+            Event::RolledBack(b) => {
+                if let Some(i) = find(&mut lines, &b.proposal) {
+                    lines[i].1.rollback = Some(format!("{}: {}", b.result, b.detail));
+                }
+            }
+            Event::Notified(n) => {
+                if let Some(i) = find(&mut lines, &n.proposal) {
+                    lines[i].1.notified.push(format!(
+                        "{}: {}",
+                        n.url,
+                        n.status
+                            .map_or_else(|| n.error.clone().unwrap_or_default(), |s| s.to_string())
+                    ));
+                }
+            }
+            Event::PostReview(p) => {
+                if let Some(i) = find(&mut lines, &p.proposal) {
+                    lines[i].1.post_reviewed |= p.complete;
+                }
+            }
+            _ => {}
+        }
+    }
+    report.remediations = lines.into_iter().map(|(_, l)| l).collect();
 }

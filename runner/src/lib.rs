@@ -36,6 +36,7 @@ pub mod fsio;
 pub mod governance;
 pub mod keys;
 pub mod names;
+pub mod remediation;
 pub mod rollback;
 pub mod sandbox;
 pub mod session;

@@ -64,6 +64,10 @@ pub struct SitePolicy {
     /// one port) can grant a destination that resolves to a loopback,
     /// private or link-local address.
     pub egress: Vec<DestinationPattern>,
+    /// Directories (guest paths, each inside a `[[directory]]`) beneath which
+    /// the runner itself — never a capsule — may change files when it applies
+    /// an authorized proposal. Empty: no file is ever changed.
+    pub apply: Vec<AbsPath>,
     /// SHA-256 of the policy file, or `None` for the built-in deny-all policy.
     pub digest: Option<[u8; 32]>,
 }
@@ -81,6 +85,14 @@ struct PolicyFile {
     config: BTreeMap<String, String>,
     #[serde(default)]
     egress: Vec<String>,
+    #[serde(default)]
+    apply: Vec<ApplyFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyFile {
+    path: String,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +117,7 @@ impl SitePolicy {
             directories: Vec::new(),
             config: BTreeMap::new(),
             egress: Vec::new(),
+            apply: Vec::new(),
             digest: None,
         })
     }
@@ -181,14 +194,30 @@ impl SitePolicy {
             .map(|p| DestinationPattern::parse(p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?;
+        let mut apply = Vec::new();
+        for a in file.apply {
+            let path = AbsPath::parse(&a.path).map_err(err)?;
+            if !directories.iter().any(|d| path.is_within(&d.path)) {
+                return Err(err(format!(
+                    "apply `{path}` is inside no [[directory]]; map the directory first, then grant apply beneath it"
+                )));
+            }
+            apply.push(path);
+        }
         Ok(Self {
             site: file.site,
             limits: file.limits,
             directories,
             config: file.config,
             egress,
+            apply,
             digest: Some(Sha256::digest(text.as_bytes()).into()),
         })
+    }
+
+    /// The `[[apply]]` entry covering `path`, if the runner may change it.
+    pub fn apply_for(&self, path: &AbsPath) -> Option<&AbsPath> {
+        self.apply.iter().find(|a| path.is_within(a))
     }
 
     /// The directory entry covering `path`, if any.

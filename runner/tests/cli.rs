@@ -864,7 +864,7 @@ fn demo_runs_the_whole_loop() {
     assert!(t.contains("verdict: pass"), "{t}");
     assert!(t.contains("verdict: fail"), "{t}");
     assert!(t.contains("is REFUSED"), "{t}");
-    assert!(t.contains("Evidence chain VERIFIED: 19 records"), "{t}");
+    assert!(t.contains("Evidence chain VERIFIED: 34 records"), "{t}");
     assert!(t.contains("FAILS verification"), "{t}");
     // The three shipped capsules run through the demo.
     assert!(
@@ -877,10 +877,20 @@ fn demo_runs_the_whole_loop() {
         "{t}"
     );
     assert!(t.contains("+max_connections = 200"), "{t}");
-    // The config file was read, never written.
+    // Issue 14: the proposal is change-control (its radius reaches payments),
+    // one approval is refused, two apply it, and the verify plan holds.
+    assert!(t.contains("tier        change-control"), "{t}");
+    assert!(
+        t.contains("apply with alice's approval alone is REFUSED"),
+        "{t}"
+    );
+    assert!(t.contains("the runner APPLIED it"), "{t}");
+    assert!(t.contains("the verify plan passed: pass"), "{t}");
+    assert!(t.contains("Chain of authority:"), "{t}");
+    // The runner, not the capsule, wrote the approved change.
     assert_eq!(
         std::fs::read_to_string(out_dir.join("config/app.conf")).unwrap(),
-        "[pool]\nmax_connections = 50\ntls = off\n"
+        "[pool]\nmax_connections = 200\ntls = on\n"
     );
 }
 
@@ -969,9 +979,9 @@ fn exported_bundle_verifies_offline_with_one_command() {
         p(&runner_pub),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("VALID: 19 records"), "{}", text(&out));
+    assert!(text(&out).contains("VALID: 34 records"), "{}", text(&out));
     assert!(
-        text(&out).contains("5 runs, 0 unfinished, 2 refusals"),
+        text(&out).contains("7 runs, 0 unfinished, 2 refusals"),
         "{}",
         text(&out)
     );
@@ -1020,10 +1030,25 @@ fn exported_bundle_verifies_offline_with_one_command() {
             expect("http-probe 1.0.0", "pass"),
             expect("replay 1.0.0", "fail"),
             expect("config-fix 1.0.0", "fail"),
+            // Staging: the test registered for app-config, against the staged copy.
+            expect("json-assert 1.0.0", "pass"),
+            // The verify plan after apply: config-fix passes now.
+            expect("config-fix 1.0.0", "pass"),
         ]
     );
     assert_eq!(json["runs"][4]["signers"].as_array().unwrap().len(), 2);
-    assert_eq!(json["checkpoint_size"], 19);
+    assert_eq!(json["checkpoint_size"], 34);
+    let chain = &json["remediations"][0];
+    assert_eq!(chain["tier"], "change-control", "{json}");
+    assert_eq!(
+        chain["authorized_by"],
+        serde_json::json!(["alice", "bob"]),
+        "{json}"
+    );
+    assert!(
+        chain["verify"].as_str().unwrap().starts_with("pass (held)"),
+        "{json}"
+    );
 
     // Another runner's key: refused.
     let (_, other) = keys(d, "other");
@@ -1315,7 +1340,7 @@ fn exit_codes_in_help_and_readme_agree() {
     );
     for (exit, code) in edge_runner::cli::Exit::ALL
         .iter()
-        .zip([0, 1, 2, 3, 4, 5, 6, 141])
+        .zip([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 141])
     {
         assert_eq!(exit.code(), code, "{exit:?}");
     }
@@ -2580,5 +2605,223 @@ fn the_hidden_compile_child_answers_one_frame_and_needs_its_limits() {
             "usage: {} CPU-SECONDS ADDRESS-SPACE-BYTES (used by the runner itself)\n",
             edge_runner::sandbox::COMPILE_CHILD_ARG
         )
+    );
+}
+
+/// The demo's directory, its runner key copied out with mode 0600, and the
+/// arguments `apply` takes for the demo's site (the proposal and approvals added by each test).
+fn demo_for_apply(d: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let demo = d.join("demo");
+    let out = edge_runner(&["demo", "--out", p(&demo)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let key = d.join("runner.key");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../keys/demo-runner.key"),
+        &key,
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (demo, key)
+}
+
+fn apply_args<'a>(
+    demo: &'a Path,
+    key: &'a Path,
+    proposal: &'a str,
+    approvals: &[&'a Path],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "apply",
+        "--proposal",
+        proposal,
+        "--trust",
+        p(&demo.join("trust")),
+        "--site-policy",
+        p(&demo.join("site-policy.toml")),
+        "--evidence",
+        p(&demo.join("evidence")),
+        "--verify-capsule",
+        p(&demo.join("config-fix.signed.wasm")),
+        "--runner-key",
+        p(key),
+        "--approvals",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    args.extend(approvals.iter().map(|a| p(a).to_string()));
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// The id of the only proposal `proposal list` shows that `pick` accepts.
+fn proposal_ids(demo: &Path) -> Vec<String> {
+    let out = edge_runner(&["proposal", "list", "--evidence", p(&demo.join("evidence"))]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn apply_twice_replay_is_refused_from_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (demo, key) = demo_for_apply(d);
+    let ids = proposal_ids(&demo);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let alice = demo.join("approval-alice.cose");
+    let bob = demo.join("approval-bob.cose");
+    let out = edge_runner(&strs(&apply_args(&demo, &key, &ids[0], &[&alice, &bob])));
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("NOT AUTHORIZED: proposal {}: proposal {} was already applied (apply-started at record ", ids[0], ids[0]))
+            && text(&out).contains("); a proposal applies once — propose again for a new change"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn kill_9_between_rename_and_record_is_recovered_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (demo, key) = demo_for_apply(d);
+    let conf = demo.join("config/app.conf");
+    std::fs::write(&conf, "[pool]\nmax_connections = 10\ntls = on\n").unwrap();
+    let input = d.join("fix.json");
+    std::fs::write(
+        &input,
+        r#"{"path": "/config/app.conf", "set": {"max_connections": "200"}, "rationale": "DB-7"}"#,
+    )
+    .unwrap();
+    let out = edge_runner(&[
+        "run",
+        p(&demo.join("config-fix.signed.wasm")),
+        "--trust",
+        p(&demo.join("trust")),
+        "--site-policy",
+        p(&demo.join("site-policy.toml")),
+        "--evidence",
+        p(&demo.join("evidence")),
+        "--input",
+        p(&input),
+        "--runner-key",
+        p(&key),
+        "--test-capsules",
+        p(&demo.join("test-capsules")),
+        "--proposer",
+        "config-fix-agent",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        text(&out).contains("at tier change-control"),
+        "{}",
+        text(&out)
+    );
+    // The proposal of this run is the one made against the drifted file.
+    let ids = proposal_ids(&demo);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let drifted = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        b"[pool]\nmax_connections = 10\ntls = on\n",
+    ));
+    let id = ids
+        .iter()
+        .find(|id| {
+            let out = edge_runner(&[
+                "proposal",
+                "show",
+                id,
+                "--evidence",
+                p(&demo.join("evidence")),
+            ]);
+            String::from_utf8_lossy(&out.stdout).contains(&drifted)
+        })
+        .unwrap()
+        .clone();
+    let f = demo.join(format!("evidence/proposals/{id}.proposal"));
+    let approve = |person: &str| {
+        let approval = d.join(format!("{person}.cose"));
+        let out = edge_runner(&[
+            "approve",
+            "--proposal",
+            p(&f),
+            "--key",
+            p(&Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../keys/demo-approver-{person}.key"))),
+            "--person",
+            person,
+            "--reason",
+            "pool back to 200",
+            "--out",
+            p(&approval),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        approval
+    };
+    let alice = approve("alice");
+    let bob = approve("bob");
+
+    // Apply, and kill -9 the runner after the rename, before `applied` is recorded.
+    let args = apply_args(&demo, &key, &id, &[&alice, &bob]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+        .args(strs(&args))
+        .env_remove("EDGE_RUNNER_KEY")
+        .env("XDG_STATE_HOME", state_home())
+        .env("EDGE_RUNNER_TEST_HOOK", "after-rename")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "the runner ended before the hook");
+        if line.contains("edge-runner test hook: after-rename") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "[pool]\nmax_connections = 200\ntls = on\n",
+        "the rename happened"
+    );
+
+    // The next start resolves it from the target's digest: post-image, so applied.
+    let out = edge_runner(&strs(&args));
+    assert!(
+        text(&out).contains(&format!("the interrupted apply of proposal {id} (record "))
+            && text(&out).contains(") was found applied: /config/app.conf: post-image"),
+        "{}",
+        text(&out)
+    );
+    // And it is applied once: this second apply is a replay.
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(
+        text(&out).contains("a proposal applies once"),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&demo.join("evidence")),
+        "--runner-key",
+        p(&demo.join("runner.pub")),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("applied: applied, recovered at restart"),
+        "{}",
+        text(&out)
     );
 }

@@ -80,6 +80,7 @@ fn seeds() -> &'static Seeds {
             runner_key: runner_public,
             checkpoint: Some(note.clone()),
             trust_roots: vec![root_file.clone()],
+            governance: Vec::new(),
             witnessed: Vec::new(),
             exported_at: Timestamp::now(),
             range_start: 0,

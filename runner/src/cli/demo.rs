@@ -32,6 +32,12 @@ const PARTNER_KEY: &str = include_str!("../../../keys/demo-partner.key");
 const RUNNER_KEY: &str = include_str!("../../../keys/demo-runner.key");
 const RUNNER_PUB: &str = include_str!("../../../keys/demo-runner.pub");
 const TRUST_ROOT: &str = include_str!("../../../keys/demo-trust-root.toml");
+const GOVERNANCE_ADMIN_KEY: &str = include_str!("../../../keys/demo-governance-admin.key");
+const ALICE_KEY: &str = include_str!("../../../keys/demo-approver-alice.key");
+const BOB_KEY: &str = include_str!("../../../keys/demo-approver-bob.key");
+const GOVERNANCE_TOML: &str = include_str!("../../../examples/governance/governance.toml");
+const GOVERNANCE_CATALOG: &str = include_str!("../../../examples/governance/catalog-info.yaml");
+const GOVERNANCE_POLICY: &str = include_str!("../../../examples/governance/tiers.cedar");
 
 const PASSING_INPUT: &str = r#"{"document": {"service": "billing", "status": "up", "replicas": 3},
  "assertions": [{"pointer": "/status", "equals": "up"}, {"pointer": "/replicas", "exists": true}]}"#;
@@ -193,6 +199,29 @@ fn run_demo(out: &Path) -> Result<()> {
         root.expires
     )?;
 
+    // 0b. The governance: the demo catalog, tier policy and roster, signed by
+    // the demo governance administrator and installed beside the trust store.
+    let admin = SecretKey::from_pem(
+        GOVERNANCE_ADMIN_KEY,
+        Path::new("keys/demo-governance-admin.key"),
+    )?;
+    let sources = crate::governance::Sources {
+        governance: GOVERNANCE_TOML.to_string(),
+        catalog: vec![(
+            "catalog-info.yaml".to_string(),
+            GOVERNANCE_CATALOG.to_string(),
+        )],
+        policy: GOVERNANCE_POLICY.to_string(),
+    };
+    let signed_gov = crate::governance::SignedBundle::sign_new(&sources, &admin)?;
+    let gov = crate::governance::install(&trust_dir, &signed_gov, &root, Timestamp::now())?;
+    say!(
+        "0b. Governance `{}` v{} installed beside the trust store (signed by {}): catalog, tier policy, roster (alice, bob)\n",
+        gov.name(),
+        gov.version(),
+        admin.id().short()
+    )?;
+
     // 1. Sign.
     let source = ManifestSource::parse(
         manifest_text,
@@ -209,6 +238,12 @@ fn run_demo(out: &Path) -> Result<()> {
         publisher.id().short()
     )?;
     say!("   -> {} ({} bytes)\n", signed_path.display(), signed.len())?;
+    // The test capsules the catalog registers (json-assert checks app-config),
+    // which staging runs against a proposal's post-image.
+    let test_capsules = out.join("test-capsules");
+    std::fs::create_dir_all(&test_capsules)?;
+    std::fs::write(test_capsules.join("json-assert.signed.wasm"), &signed)?;
+    std::fs::write(test_capsules.join("json-assert.input"), PASSING_INPUT)?;
 
     // 2-4. Verify and run, recording evidence.
     let evidence_dir = out.join("evidence");
@@ -225,7 +260,8 @@ fn run_demo(out: &Path) -> Result<()> {
     )?;
     let site_policy = format!(
         "format = 1\nsite = \"{SITE}\"\negress = [\"http://{service}\"]\n\
-         [[directory]]\npath = \"/config\"\nhost = \"{}\"\naccess = \"read-only\"\n",
+         [[directory]]\npath = \"/config\"\nhost = \"{}\"\naccess = \"read-write\"\n\
+         [[apply]]\npath = \"/config\"\n",
         config_dir.display()
     );
     std::fs::write(out.join("site-policy.toml"), &site_policy)?;
@@ -259,6 +295,8 @@ fn run_demo(out: &Path) -> Result<()> {
     // 3b. The three capsules a fleet ships: a probe, a replay, a proposed fix.
     let partner = SecretKey::from_pem(PARTNER_KEY, Path::new("keys/demo-partner.key"))?;
     let [probe, replay, fix] = act_two();
+    let mut fix_proposal = None;
+    let mut fix_signed: Option<Vec<u8>> = None;
     let egress = format!("egress = [\"http://{service}\"]");
     let inputs = [
         (
@@ -309,22 +347,109 @@ fn run_demo(out: &Path) -> Result<()> {
                 .join(" + ")
         )?;
         print_run(&record)?;
-        for item in record
-            .report
-            .evidence
-            .iter()
-            .filter(|i| i.label == "proposal")
-        {
-            if let Some(data) = &item.inline {
-                let proposal: serde_json::Value = serde_json::from_slice(data)?;
+        if source.kind == crate::capsule::Kind::Remediate {
+            std::fs::write(out.join("config-fix.signed.wasm"), &signed)?;
+            fix_signed = Some(signed.clone());
+            let outcomes = crate::remediation::prepare_run(
+                &mut session,
+                &record,
+                input.as_bytes(),
+                &crate::remediation::Prepare {
+                    governance: Some(&gov),
+                    governance_origin: "demo",
+                    root: &root,
+                    capsules: &out.join("test-capsules"),
+                    proposer: "config-fix-agent",
+                    limits: crate::remediation::Limits::default(),
+                },
+            )?;
+            for outcome in outcomes {
+                let p = outcome?;
                 say!("   proposed (for approval, not applied):")?;
-                for line in proposal["diff"].as_str().unwrap_or_default().lines() {
-                    say!("     {line}")?;
-                }
+                super::proposal::show(&p)?;
+                fix_proposal = Some(p);
             }
         }
         say!()?;
     }
+
+    // 3c. Humans authorize: one approval is not enough for change-control;
+    // alice and bob (payments-team) sign; the runner applies and verifies.
+    let (Some(proposal), Some(fix_signed)) = (fix_proposal, fix_signed) else {
+        bail!("config-fix proposed nothing; this is a bug");
+    };
+    let proposal_file = crate::remediation::proposal_path(&evidence_dir, &proposal.digest());
+    let sign = |key: &str, person: &str| -> Result<crate::governance::Approval> {
+        let key = SecretKey::from_pem(key, Path::new("keys/demo-approver.key"))?;
+        let now = Timestamp::now();
+        let approval = crate::governance::Approval::sign(
+            crate::governance::approval::Statement {
+                proposal: proposal.digest(),
+                decision: crate::governance::ApprovalDecision::Approve,
+                tier: proposal.tier(),
+                reason: "reviewed the diff: pool 200 and TLS on, per DB-7".into(),
+                person: person.into(),
+                signed_at: now,
+                expires: Timestamp(now.0 + 3600),
+            },
+            &key,
+        )?;
+        std::fs::write(
+            out.join(format!("approval-{person}.cose")),
+            approval.bytes(),
+        )?;
+        Ok(approval)
+    };
+    let alice = sign(ALICE_KEY, "alice")?;
+    say!(
+        "3c. Proposal {} is tier {}; its file for approvers: {}",
+        &proposal.id()[..16],
+        proposal.tier().as_str(),
+        proposal_file.display()
+    )?;
+    match crate::remediation::apply::authorize(
+        &mut session,
+        &gov,
+        proposal.clone(),
+        std::slice::from_ref(&alice),
+        Timestamp::now(),
+    ) {
+        Err(e) => say!("   apply with alice's approval alone is REFUSED:\n   {e}")?,
+        Ok(_) => bail!("one approval authorized a change-control proposal; this is a bug"),
+    }
+    let bob = sign(BOB_KEY, "bob")?;
+    let auth = crate::remediation::apply::authorize(
+        &mut session,
+        &gov,
+        proposal,
+        &[alice, bob],
+        Timestamp::now(),
+    )?;
+    let report = crate::remediation::apply::apply(
+        crate::remediation::apply::ApplyContext {
+            session: &mut session,
+            root: &root,
+            verify_capsule: embedded(&fix_signed),
+            limits: crate::remediation::Limits::default(),
+            webhooks: Vec::new(),
+        },
+        auth,
+    )?;
+    say!(
+        "   alice and bob signed; the runner APPLIED it (record {}) and the verify plan passed: {}",
+        report.applied_record,
+        report.verdict
+    )?;
+    say!(
+        "   {} now reads:\n{}",
+        config_dir.join("app.conf").display(),
+        std::fs::read_to_string(config_dir.join("app.conf"))?
+            .lines()
+            .map(|l| format!("     {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )?;
+    say!()?;
 
     // 4. Tampered capsule.
     let mut tampered = signed.clone();
@@ -409,6 +534,8 @@ fn run_demo(out: &Path) -> Result<()> {
         report.refusals.len(),
         report.checkpoint_size.unwrap_or(0)
     )?;
+    say!("   Chain of authority:")?;
+    super::evidence::print_remediations(&report)?;
 
     say!("\nTry it yourself:")?;
     say!("  edge-runner trust show {}", trust_dir.display())?;

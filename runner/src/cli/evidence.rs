@@ -213,6 +213,7 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
             "WARNING: DEMO KEY — {line}; its private key is published, so this proves nothing"
         );
     }
+    print_remediations(r)?;
     if verbose {
         for run in &r.runs {
             say!(
@@ -726,4 +727,68 @@ fn load_runner_key(explicit: Option<&Path>, dir: &Path) -> Result<PublicKey> {
 /// The directory's whole log: its segments, oldest first, then the active file.
 fn read_log(dir: &Path) -> Result<Vec<u8>> {
     Ok(evidence::read_log_dir(dir, MAX_BUNDLE_BYTES)?)
+}
+
+/// Each remediation's chain of authority, for the auditor.
+pub(super) fn print_remediations(r: &Report) -> std::io::Result<()> {
+    use super::text::escape;
+    for p in &r.proposals_refused {
+        say!("  #{:<5} proposal refused: {}", p.record, escape(&p.reason))?;
+    }
+    for m in &r.remediations {
+        say!(
+            "  #{:<5} proposal {} by {} ({}), tier {}",
+            m.record,
+            &m.proposal[..16],
+            escape(&m.capsule),
+            escape(&m.proposer),
+            m.tier
+        )?;
+        say!("         why: {}", escape(&m.why))?;
+        say!("         rationale: {}", escape(&m.rationale))?;
+        say!("         validation: {}", escape(&m.validation))?;
+        for a in &m.actions {
+            say!("         action: {}", escape(a))?;
+        }
+        for line in m.diff.lines() {
+            say!("         | {}", escape(line))?;
+        }
+        for a in &m.approvals {
+            say!("         approval: {}", escape(a))?;
+        }
+        match m.authorization_record {
+            Some(rec) => say!(
+                "         authorized (record {rec}) at tier {} by {}{}",
+                m.authorized_tier.as_deref().unwrap_or(""),
+                if m.authorized_by.is_empty() {
+                    "no one (the tier needs no approval)".to_string()
+                } else {
+                    escape(&m.authorized_by.join(", ")).into_owned()
+                },
+                if m.break_glass {
+                    if m.post_reviewed {
+                        " — BREAK-GLASS, post-reviewed"
+                    } else {
+                        " — BREAK-GLASS, WARNING: no quorum post-review recorded"
+                    }
+                } else {
+                    ""
+                }
+            )?,
+            None => say!("         not authorized")?,
+        }
+        if let Some(a) = &m.applied {
+            say!("         applied: {}", escape(a))?;
+        }
+        if let Some(v) = &m.verify {
+            say!("         verify: {}", escape(v))?;
+        }
+        if let Some(b) = &m.rollback {
+            say!("         rollback: {}", escape(b))?;
+        }
+        for n in &m.notified {
+            say!("         notified: {}", escape(n))?;
+        }
+    }
+    Ok(())
 }

@@ -203,6 +203,58 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
 
     let _ = write!(
         h,
+        "<h2>Remediations ({})</h2>\n<table id=\"remediations\"><tr><th>Proposal #</th><th>Proposal</th><th>Tier and why</th><th>Who approved</th><th>What changed</th><th>Applied, verify, rollback</th></tr>",
+        report.remediations.len()
+    );
+    for m in &report.remediations {
+        let authorized = match m.authorization_record {
+            Some(rec) => format!(
+                "authorized in #{rec} at {} by {}{}",
+                m.authorized_tier.as_deref().unwrap_or(""),
+                m.authorized_by.join(", "),
+                if m.break_glass {
+                    if m.post_reviewed {
+                        " (break-glass, post-reviewed)"
+                    } else {
+                        " (BREAK-GLASS, no post-review yet)"
+                    }
+                } else {
+                    ""
+                }
+            ),
+            None => "not authorized".to_string(),
+        };
+        let outcome: Vec<String> = [
+            m.applied.as_ref().map(|a| format!("applied: {a}")),
+            m.verify.as_ref().map(|v| format!("verify: {v}")),
+            m.rollback.as_ref().map(|r| format!("rollback: {r}")),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(m.notified.iter().map(|n| format!("notified: {n}")))
+        .collect();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td><code>{}</code><br>{} <small>proposed by {}</small><br><small>{}</small></td><td>{}<br><small>{}</small><br><small>validation: {}</small></td><td>{}<br>{}</td><td>{}<pre>{}</pre></td><td>{}</td></tr>",
+            m.record,
+            esc(&m.proposal[..16]),
+            esc(&m.capsule),
+            esc(&m.proposer),
+            esc(&m.rationale),
+            esc(&m.tier),
+            esc(&m.why),
+            esc(&m.validation),
+            list(&m.approvals),
+            esc(&authorized),
+            list(&m.actions),
+            esc(&m.diff),
+            list(&outcome)
+        );
+    }
+    h.push_str("</table>\n");
+
+    let _ = write!(
+        h,
         "<h2>Unfinished runs ({})</h2>\n<table id=\"unfinished\"><tr><th>Started in #</th><th>When (UTC)</th><th>Capsule</th><th>Recorded as interrupted in #</th></tr>",
         report.unfinished.len()
     );

@@ -15,6 +15,7 @@ macro_rules! say {
     }};
 }
 
+mod apply;
 mod approve;
 mod capsule;
 mod demo;
@@ -22,6 +23,7 @@ mod evidence;
 mod governance;
 mod html;
 mod keys;
+mod proposal;
 mod rotate;
 mod run;
 mod scaffold;
@@ -58,13 +60,19 @@ pub enum Exit {
     VerdictFail = 5,
     /// The capsule ran but did not complete (trap, fuel, deadline, memory), or its verdict is `error`.
     RunAbnormal = 6,
+    /// `apply`: the proposal is not authorized (quorum not met, a replay, or outside the site's apply grant or egress).
+    NotAuthorized = 7,
+    /// `apply`: the change was applied, did not pass its verify plan, and was rolled back.
+    VerifyFailedRolledBack = 8,
+    /// `apply`: the target is not the pre-image the proposal was made against (or an interrupted apply left it neither).
+    TargetDrifted = 9,
     /// Standard output was closed early (`edge-runner … | head`): 128 + SIGPIPE, as shells expect.
     BrokenPipe = 141,
 }
 
 impl Exit {
     /// Every exit code, in numeric order.
-    pub const ALL: [Exit; 8] = [
+    pub const ALL: [Exit; 11] = [
         Exit::Ok,
         Exit::Error,
         Exit::Usage,
@@ -72,6 +80,9 @@ impl Exit {
         Exit::EvidenceInvalid,
         Exit::VerdictFail,
         Exit::RunAbnormal,
+        Exit::NotAuthorized,
+        Exit::VerifyFailedRolledBack,
+        Exit::TargetDrifted,
         Exit::BrokenPipe,
     ];
 
@@ -92,6 +103,9 @@ impl Exit {
             Exit::RunAbnormal => {
                 "run ended abnormally (trap, fuel, deadline, memory) or verdict `error`"
             }
+            Exit::NotAuthorized => "not authorized (apply)",
+            Exit::VerifyFailedRolledBack => "verify failed, rolled back (apply)",
+            Exit::TargetDrifted => "target drifted (apply)",
             Exit::BrokenPipe => "output closed early (broken pipe)",
         }
     }
@@ -143,6 +157,11 @@ enum Command {
     Governance(governance::GovernanceCommand),
     /// Review a proposal and sign an approval (or a deny) with your key.
     Approve(approve::ApproveArgs),
+    /// List and show remediation proposals.
+    #[command(subcommand)]
+    Proposal(proposal::ProposalCommand),
+    /// Authorize a proposal with signed approvals, apply it once, verify it held.
+    Apply(apply::ApplyArgs),
 }
 
 impl Cli {
@@ -157,6 +176,8 @@ impl Cli {
             Command::Demo(args) => args.execute(),
             Command::Governance(command) => command.execute(),
             Command::Approve(args) => args.execute(),
+            Command::Proposal(command) => command.execute(),
+            Command::Apply(args) => args.execute(),
         }
     }
 }

@@ -59,6 +59,14 @@ pub(super) struct RunArgs {
     /// write the evidence can then re-sign it. For throwaway experiments only.
     #[arg(long)]
     unsafe_key_in_evidence_dir: bool,
+    /// Who asked for this run (a person or an agent); a proposal names them as
+    /// its proposer, and they may not approve it. Default: $USER.
+    #[arg(long, env = "EDGE_RUNNER_PROPOSER")]
+    proposer: Option<String>,
+    /// Where the test capsules the catalog registers are (`NAME.signed.wasm`,
+    /// optional `NAME.input`), for staging a proposal. Default: the capsule's directory.
+    #[arg(long)]
+    test_capsules: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -152,6 +160,33 @@ impl RunArgs {
             Err(other) => return Err(other.into()),
         };
         print_run(&record)?;
+        if record
+            .report
+            .evidence
+            .iter()
+            .any(crate::remediation::is_proposal)
+            || !record.report.proposals_refused.is_empty()
+        {
+            let proposer = self
+                .proposer
+                .clone()
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "unknown".into());
+            let capsules = self.test_capsules.clone().unwrap_or_else(|| {
+                self.capsule
+                    .parent()
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+            });
+            super::apply::prepare_proposals(
+                &mut session,
+                &record,
+                &input,
+                &self.trust,
+                &root,
+                &capsules,
+                &proposer,
+            )?;
+        }
         say!(
             "evidence: {} ({} records)",
             session.log().path().display(),

@@ -73,6 +73,10 @@ pub struct Bundle {
     pub witnessed: Vec<String>,
     /// The trust store's signed versions, oldest first.
     pub trust_roots: Vec<Vec<u8>>,
+    /// The governance chain: every signed governance version installed beside
+    /// the trust store (`governance/N.governance.cose`), oldest first, so an
+    /// auditor can re-check every authorization offline.
+    pub governance: Vec<Vec<u8>>,
     /// When the bundle was made.
     pub exported_at: Timestamp,
     /// 0 when `log` is the whole log; otherwise `log` holds the records from
@@ -109,7 +113,9 @@ impl Bundle {
             .map(|(_, note)| note)
             .collect();
         let mut trust_roots = Vec::new();
+        let mut governance = Vec::new();
         if let Some(dir) = trust_dir {
+            governance = read_governance_chain(&dir.join("governance"))?;
             // Reading the chain checks it, so a bundle never carries a broken store.
             let chain = Chain::read_dir(dir)?;
             for link in chain.links() {
@@ -126,6 +132,7 @@ impl Bundle {
             checkpoint,
             witnessed,
             trust_roots,
+            governance,
             exported_at: Timestamp::now(),
             range_start: 0,
         })
@@ -198,6 +205,10 @@ impl Bundle {
         if self.range_start != 0 {
             fields.push(("range-start", Value::Integer(self.range_start.into())));
         }
+        if !self.governance.is_empty() {
+            let versions = self.governance.iter().cloned().map(Value::Bytes).collect();
+            fields.push(("governance", Value::Array(versions)));
+        }
         if !self.witnessed.is_empty() {
             let notes = self.witnessed.iter().cloned().map(Value::Text).collect();
             fields.push(("witnessed", Value::Array(notes)));
@@ -218,6 +229,7 @@ impl Bundle {
             "trust-roots",
             "exported-at",
             "range-start",
+            "governance",
         ])?;
         let format = map.uint("format")?;
         if format != BUNDLE_FORMAT {
@@ -240,6 +252,24 @@ impl Bundle {
             _ => {
                 return Err(BundleError::Malformed(
                     "`trust-roots` must be an array".into(),
+                ));
+            }
+        };
+        let governance = match map.get("governance") {
+            None => Vec::new(),
+            Some(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .map(|v| match v {
+                    Value::Bytes(b) => Ok(b.clone()),
+                    _ => Err(BundleError::Malformed(
+                        "`governance` must hold byte strings (signed governance versions)".into(),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(BundleError::Malformed(
+                    "`governance` must be a non-empty array (absent when no governance is installed)"
+                        .into(),
                 ));
             }
         };
@@ -283,9 +313,52 @@ impl Bundle {
             checkpoint,
             witnessed,
             trust_roots,
+            governance,
             exported_at: Timestamp(map.uint("exported-at")?),
         })
     }
+}
+
+/// Largest signed governance version read into a bundle.
+pub const MAX_GOVERNANCE_BYTES: u64 = 16 << 20;
+
+/// The signed governance versions `N.governance.cose` in `dir`, in version
+/// order (none when the directory does not exist).
+fn read_governance_chain(dir: &Path) -> Result<Vec<Vec<u8>>, BundleError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(BundleError::Malformed(format!(
+                "reading {}: {e}",
+                dir.display()
+            )));
+        }
+    };
+    let mut versions: Vec<(u64, std::path::PathBuf)> = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| BundleError::Malformed(format!("reading {}: {e}", dir.display())))?
+            .path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if let Some(n) = name
+            .strip_suffix(".governance.cose")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            versions.push((n, path));
+        }
+    }
+    versions.sort();
+    versions
+        .into_iter()
+        .map(|(_, path)| {
+            fsio::read_bounded(&path, MAX_GOVERNANCE_BYTES, "governance bundle")
+                .map_err(BundleError::from)
+        })
+        .collect()
 }
 
 /// True when `bytes` look like a bundle (a CBOR map) rather than a bare log (tagged COSE_Sign1).

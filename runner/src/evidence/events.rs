@@ -14,6 +14,12 @@ use ciborium::Value;
 
 use crate::cbor::{MapReader, as_u64, text_map};
 
+mod remediation;
+pub use remediation::{
+    Applied, ApplyStarted, ApprovalChecked, AuthorizationRecorded, Notified, PostReview,
+    ProposalRecorded, ProposalRefused, RolledBack, VerifyResult,
+};
+
 /// One event body: its name in the log and its CBOR form.
 pub trait EventBody: Sized {
     /// The event name in the record, e.g. `capsule-verified`.
@@ -99,6 +105,26 @@ events! {
     TrustAnchorChanged,
     /// A signed governance bundle was loaded to tier or authorize remediations.
     GovernanceLoaded,
+    /// A sealed remediation proposal, kept whole.
+    ProposalRecorded,
+    /// A proposal the runner refused to state.
+    ProposalRefused,
+    /// One approval as the quorum check judged it.
+    ApprovalChecked,
+    /// A proposal was authorized.
+    AuthorizationRecorded,
+    /// The runner is about to apply an authorized proposal.
+    ApplyStarted,
+    /// How an apply ended (or was found after a crash).
+    Applied,
+    /// The verify plan's result after apply.
+    VerifyResult,
+    /// The pre-authorized rollback after a failed verify.
+    RolledBack,
+    /// A notification posted to a tier's webhook.
+    Notified,
+    /// Approvals recorded after a break-glass apply.
+    PostReview,
 }
 
 /// `governance-loaded`: the governance version in force from this record on

@@ -592,6 +592,11 @@ impl EvidenceLog {
         &self.path
     }
 
+    /// The evidence directory the log is in (proposal files are kept beside it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Number of records in the log.
     pub fn len(&self) -> u64 {
         self.next_seq
@@ -626,6 +631,21 @@ impl EvidenceLog {
     /// SHA-256 of the newest record.
     pub fn head(&self) -> [u8; 32] {
         self.prev
+    }
+
+    /// What this log shows about proposal `digest` (recorded, approvals
+    /// counted, authorized, applied), if it was recorded here.
+    pub fn proposal_mark(
+        &self,
+        digest: &[u8; 32],
+    ) -> Option<&super::remediation_rules::ProposalMark> {
+        self.rules.remediation.proposals.get(digest)
+    }
+
+    /// The `apply-started` (proposal, record) no `applied` has closed: a
+    /// runner stopped mid-apply, to be resolved from the target's digest.
+    pub fn open_apply(&self) -> Option<([u8; 32], u64)> {
+        self.rules.remediation.open_apply
     }
 }
 

@@ -17,6 +17,7 @@ pub mod events;
 mod log;
 pub mod merkle;
 mod record;
+pub mod remediation_rules;
 mod state;
 mod verify;
 pub mod witness;

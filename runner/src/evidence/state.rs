@@ -64,6 +64,9 @@ pub(super) fn state_value(tree: &Frontier, rules: &Rules, key: &PublicKey) -> Va
             ]),
         ));
     }
+    if !rules.remediation.is_empty() {
+        fields.push(("remediation", rules.remediation.to_value()));
+    }
     text_map(fields)
 }
 
@@ -77,6 +80,7 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
         "last-verified",
         "open-run",
         "undo",
+        "remediation",
     ])?;
     let key = map
         .bytes("runner-key")
@@ -108,6 +112,11 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
         .map(|v| seq_and_module(v, "open-run"))
         .transpose()?;
     let undo = map.get("undo").map(read_undo).transpose()?;
+    let remediation = map
+        .get("remediation")
+        .map(super::remediation_rules::RemediationRules::from_value)
+        .transpose()?
+        .unwrap_or_default();
     Ok((
         tree,
         Rules {
@@ -115,6 +124,7 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
             high_water,
             last_verified,
             open_run,
+            remediation,
         },
         key,
     ))
@@ -187,6 +197,19 @@ mod tests {
         rules.last_verified = Some((7, [1; 32]));
         rules.open_run = Some((8, [1; 32]));
         rules.undo = Some(("db-check".into(), Some((v("1.1.0"), [9; 32])), [1; 32]));
+        let mut counted = std::collections::BTreeSet::new();
+        counted.insert("alice".to_string());
+        rules.remediation.proposals.insert(
+            [6; 32],
+            crate::evidence::remediation_rules::ProposalMark {
+                tier: "change-control".into(),
+                counted,
+                authorized: Some(5),
+                started: Some(6),
+                awaiting_review: true,
+            },
+        );
+        rules.remediation.open_apply = Some(([6; 32], 6));
         let mut tree = Frontier::default();
         for i in 0..9u8 {
             tree.push(leaf_hash(&[i]));
@@ -200,6 +223,7 @@ mod tests {
             crate::cbor::encode(&value).unwrap()
         );
         assert_eq!(rules2.undo, rules.undo);
+        assert_eq!(rules2.remediation, rules.remediation);
         assert_eq!(rules2.high_water, rules.high_water);
         // A tree whose size needs another number of subtrees does not take this frontier.
         assert!(read_state(&value, 11).is_err());

@@ -124,6 +124,15 @@ pub enum Failure {
         /// What does not pair up.
         detail: String,
     },
+    /// A remediation record breaks the authority rules: an apply without an
+    /// authorization, an authorization short of its tier's quorum, a proposal
+    /// applied twice (`docs/remediation.md` §7).
+    Unauthorized {
+        /// Position.
+        record: u64,
+        /// What is wrong.
+        detail: String,
+    },
     /// A `key-rotated` record does not hand over from the key that signed it
     /// to a valid new key that signed the handover.
     KeyRotation {
@@ -203,6 +212,9 @@ impl fmt::Display for Failure {
                 write!(f, "record {record} accepts a rollback: {detail}")
             }
             Failure::Unadmitted { record, detail } => write!(f, "record {record}: {detail}"),
+            Failure::Unauthorized { record, detail } => {
+                write!(f, "record {record} breaks the remediation rules: {detail}")
+            }
             Failure::KeyRotation { record, detail } => {
                 write!(f, "record {record} is a bad key rotation: {detail}")
             }
@@ -472,6 +484,8 @@ pub(super) struct Rules {
     /// The newest `capsule-verified` acceptance (name, the capsule mark before
     /// it, module): undone if its `run-finished` shows the capsule never started.
     pub undo: Option<(String, CapsuleMark, [u8; 32])>,
+    /// Proposals, their approvals, authorizations and applies.
+    pub remediation: super::remediation_rules::RemediationRules,
 }
 
 /// A capsule's mark as it was: its highest version and module, or none.
@@ -577,6 +591,22 @@ impl Rules {
                     sha256: Some(change.anchor.sha256),
                     root_keys: change.anchor.root_keys.clone(),
                 });
+            }
+            Event::ProposalRecorded(_)
+            | Event::ApprovalChecked(_)
+            | Event::AuthorizationRecorded(_)
+            | Event::ApplyStarted(_)
+            | Event::Applied(_)
+            | Event::VerifyResult(_)
+            | Event::RolledBack(_)
+            | Event::Notified(_)
+            | Event::PostReview(_) => {
+                self.remediation
+                    .apply(seq, event)
+                    .map_err(|detail| Failure::Unauthorized {
+                        record: seq,
+                        detail,
+                    })?;
             }
             Event::RunInterrupted(cut) => {
                 if self.open_run != Some((cut.run_started, cut.module_sha256)) {

@@ -365,7 +365,9 @@ fn is_own_address(ip: IpAddr) -> bool {
 
 /// Grants `dest` if the site allows it: resolves it once, and refuses
 /// internal addresses unless the site names the destination exactly.
-fn egress_grant(dest: &Destination, site: &SitePolicy) -> Result<EgressGrant, String> {
+/// The grant of `dest` under `site`'s egress rules (resolved once; an internal
+/// address only through an exact entry), or why it is refused.
+pub(crate) fn egress_grant(dest: &Destination, site: &SitePolicy) -> Result<EgressGrant, String> {
     let patterns: Vec<_> = site.egress.iter().filter(|p| p.covers(dest)).collect();
     if patterns.is_empty() {
         return Err(format!(

@@ -215,6 +215,8 @@ pub(super) struct State {
     pub host_budget: super::host_budget::HostBudget,
     pub evidence: Vec<EvidenceItem>,
     pub evidence_refused: u32,
+    /// Proposal items refused for size (size, SHA-256): refused whole, never kept as a digest.
+    pub proposals_refused: Vec<(u64, [u8; 32])>,
     evidence_bytes: u64,
     max_items: u32,
     max_bytes: u64,
@@ -259,6 +261,7 @@ impl State {
             },
             evidence: Vec::new(),
             evidence_refused: 0,
+            proposals_refused: Vec::new(),
             evidence_bytes: 0,
             max_items: grant.quotas.evidence_items,
             max_bytes: grant.quotas.evidence_bytes,
@@ -297,6 +300,17 @@ impl bindings::edge_runner::capsule::host::Host for State {
         data: Vec<u8>,
     ) -> Result<u32, String> {
         let size = data.len() as u64;
+        let proposal = media_type == crate::remediation::PROPOSAL_MEDIA_TYPE;
+        if proposal && data.len() > crate::remediation::MAX_PROPOSAL_BYTES {
+            // Refused whole: a proposal is never kept as a digest only.
+            self.evidence_refused += 1;
+            self.proposals_refused
+                .push((size, Sha256::digest(&data).into()));
+            return Err(format!(
+                "proposal is {size} bytes, over the {}-byte maximum; it is refused whole — split the change",
+                crate::remediation::MAX_PROPOSAL_BYTES
+            ));
+        }
         if self.evidence.len() as u32 >= self.max_items {
             self.evidence_refused += 1;
             return Err(format!(
@@ -322,7 +336,8 @@ impl bindings::edge_runner::capsule::host::Host for State {
             media_type,
             size,
             sha256: Sha256::digest(&data).into(),
-            inline: (data.len() <= self.inline_bytes).then_some(data),
+            // A proposal is kept whole (bounded above), whatever the inline cap.
+            inline: (proposal || data.len() <= self.inline_bytes).then_some(data),
         });
         Ok(index)
     }

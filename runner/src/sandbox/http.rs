@@ -183,3 +183,97 @@ where
     });
     Ok((response, done))
 }
+
+/// Sends one exact request (the runner's own, when it applies an authorized
+/// HTTP action or posts a notification) to one of `grant`'s addresses, never to
+/// a fresh DNS answer, within `timeout`; returns the status and the body (cut
+/// at 64 KiB).
+pub(crate) fn send_exact(
+    grant: &EgressGrant,
+    tls: bool,
+    method: &str,
+    uri: &http::Uri,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+    timeout: std::time::Duration,
+) -> Result<(u16, Vec<u8>), String> {
+    let host = grant.destination.host();
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(
+            http::header::HOST,
+            uri.authority().map_or(host.as_str(), |a| a.as_str()),
+        );
+    for (n, v) in headers {
+        builder = builder.header(n.as_str(), v.as_str());
+    }
+    let request = builder
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| format!("building the request: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the HTTP client: {e}"))?;
+    let addresses = grant.addresses.clone();
+    runtime.block_on(async move {
+        let work = async move {
+            let stream = connect_any(&addresses).await.map_err(|e| e.to_string())?;
+            if tls {
+                let roots = rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+                };
+                let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                let name = rustls::pki_types::ServerName::try_from(
+                    host.trim_matches(['[', ']']).to_string(),
+                )
+                .map_err(|e| e.to_string())?;
+                let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                exchange_exact(request, TokioIo::new(stream)).await
+            } else {
+                exchange_exact(request, TokioIo::new(stream)).await
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| format!("no response within {} s", timeout.as_secs()))?
+    })
+}
+
+async fn exchange_exact<S>(
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+    io: TokioIo<S>,
+) -> Result<(u16, Vec<u8>), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(conn);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let mut body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec();
+    body.truncate(64 << 10);
+    driver.abort();
+    Ok((status, body))
+}

@@ -32,8 +32,10 @@ mod report;
 pub use cache::{CACHE_KEY_PURPOSE, CodeCache, CodeSource};
 pub use compile::{COMPILE_CHILD_ARG, CompileBudget, Compiler, compile_child_main};
 pub use determinism::{Determinism, FIXED_WALL_CLOCK_SECS};
+pub(crate) use grant::egress_grant;
 pub use grant::{Denial, DirectoryGrant, EgressGrant, Grant, RefusedRequest};
 pub use host::{EvidenceItem, Finding, Outcome, Severity, Verdict};
+pub(crate) use http::send_exact;
 pub use limits::{Limits, Quotas};
 pub use output::StreamSummary;
 pub(crate) use report::cut;
@@ -449,6 +451,7 @@ impl Sandbox {
             stderr,
             evidence: state.evidence,
             evidence_refused: state.evidence_refused,
+            proposals_refused: state.proposals_refused,
             code,
             prepare_time,
             compile_time,

@@ -81,6 +81,8 @@ pub struct RunReport {
     pub evidence: Vec<EvidenceItem>,
     /// Evidence emissions refused because the quota was spent.
     pub evidence_refused: u32,
+    /// Proposal items refused whole for size: (size, SHA-256) each.
+    pub proposals_refused: Vec<(u64, [u8; 32])>,
     /// Where the compiled code came from.
     pub code: CodeSource,
     /// Time to make the code ready: compiling (or loading it from the cache) and linking.

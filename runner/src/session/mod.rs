@@ -92,6 +92,8 @@ pub struct Session {
     log: EvidenceLog,
     site: String,
     policy: SitePolicy,
+    /// What opening the log found about an interrupted apply (an alarm when it drifted).
+    recovered: Option<String>,
 }
 
 /// What [`Session::run`] did.
@@ -130,7 +132,20 @@ impl Session {
                 reason: INTERRUPTED_REASON.into(),
             }))?;
         }
+        // An apply the previous runner started and never finished is resolved
+        // from the target's digest, and recorded, before anything else.
+        let recovered = crate::remediation::apply::recover(
+            &mut log,
+            &policy,
+            &crate::remediation::Limits::default(),
+        );
+        let recovered = match recovered {
+            Ok(note) => note,
+            Err(crate::remediation::apply::ApplyError::Session(e)) => return Err(e),
+            Err(e) => Some(e.to_string()),
+        };
         Ok(Self {
+            recovered,
             id: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             sandbox: Sandbox::new()?,
             limits,
@@ -138,6 +153,12 @@ impl Session {
             site: policy.site.clone(),
             policy,
         })
+    }
+
+    /// What opening the log found and recorded about an apply a previous
+    /// runner left unfinished, if anything (starts with `ALARM` when the target drifted).
+    pub fn recovered(&self) -> Option<&str> {
+        self.recovered.as_deref()
     }
 
     /// Keeps compiled code between runs in `cache` (authenticated before use).
@@ -154,6 +175,27 @@ impl Session {
     /// The evidence log.
     pub fn log(&self) -> &EvidenceLog {
         &self.log
+    }
+
+    /// The site policy in force.
+    pub fn policy(&self) -> &SitePolicy {
+        &self.policy
+    }
+
+    /// Replaces the site policy (staging runs tests under a read-only policy
+    /// over a scratch copy); returns the one it replaced. The site name stays.
+    pub(crate) fn replace_policy(&mut self, policy: SitePolicy) -> SitePolicy {
+        std::mem::replace(&mut self.policy, policy)
+    }
+
+    /// Records one remediation event (proposal, approval, authorization,
+    /// apply, verify, rollback, notify, post-review); the log's rules refuse
+    /// one that breaks them (an apply without authorization, a replay).
+    pub fn record(
+        &mut self,
+        event: impl Into<Event>,
+    ) -> Result<crate::evidence::SignedRecord, SessionError> {
+        Ok(self.log.record(&event.into())?)
     }
 
     /// Verifies `capsule` against `root` now, recording the decision either way.
