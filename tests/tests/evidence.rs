@@ -1595,3 +1595,36 @@ fn checkpoint_replaced_by_a_named_pipe_is_refused_not_waited_on() {
     let err = opened.unwrap_err().to_string();
     assert!(err.contains("checkpoint"), "{err}");
 }
+
+/// A `governance-loaded` event for governance `site` version `version` with content `digest`.
+fn governance_loaded(version: u64, digest: u8) -> evidence::Event {
+    evidence::Event::from(evidence::events::GovernanceLoaded {
+        name: "site".into(),
+        version,
+        sha256: [digest; 32],
+        graph_sha256: [9; 32],
+        signed_by: vec!["admin-0".into()],
+    })
+}
+
+#[test]
+fn auditor_detects_a_governance_rollback() {
+    let (bytes, key) = forged_log(vec![governance_loaded(2, 1), governance_loaded(1, 2)]);
+    let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        "record 2 accepts a rollback: governance `site` v1 is older than v2, which was already used"
+    );
+    let (bytes, key) = forged_log(vec![governance_loaded(2, 1), governance_loaded(2, 3)]);
+    let failure = evidence::verify_log(&bytes, &key.public()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "record 2 accepts a rollback: governance `site` v2 was already used with content {}, but this one is {}",
+            hex::encode([1u8; 32]),
+            hex::encode([3u8; 32])
+        )
+    );
+    let (bytes, key) = forged_log(vec![governance_loaded(1, 1), governance_loaded(2, 2)]);
+    evidence::verify_log(&bytes, &key.public()).unwrap();
+}

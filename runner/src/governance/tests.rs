@@ -1000,3 +1000,56 @@ fn example_governance_builds() {
     let d = draft.derive(&config_inputs());
     assert_eq!(d.tier, Tier::ChangeControl);
 }
+
+#[test]
+fn trust_root_without_governance_table_trusts_no_bundle() {
+    let f = Fixture::new();
+    let bytes = f.sign(&f.sources(f.settings(1, 2, ""), CATALOG, POLICY), 2);
+    let text = f
+        .root
+        .text
+        .split("[governance]")
+        .next()
+        .unwrap()
+        .to_string();
+    let bare = RootPolicy::parse(&text, "bare root").unwrap();
+    let err = Governance::from_signed(&bytes, &bare, Some(NOW)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "trust root `test-root` v1 has no [governance] table, so no governance bundle can be trusted; add `[governance]` with `threshold` and `[[governance.admin]]` keys and rotate the trust root"
+    );
+}
+
+#[test]
+fn governance_admin_reusing_a_publisher_key_refused() {
+    let f = Fixture::new();
+    let admin_pem = pem(&f.admins[0]);
+    let text = f.root.text.replace(
+        "[governance]",
+        &format!(
+            "[[publisher]]\nname = \"acme-ci\"\norganisation = \"Acme\"\nkinds = [\"test\"]\nnames = [\"*\"]\naudiences = [\"*\"]\npublic-key = \"\"\"\n{admin_pem}\"\"\"\n[governance]"
+        ),
+    );
+    let err = RootPolicy::parse(&text, "root").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "trust root root: governance admin `admin-0` reuses a key already listed (as another admin or a publisher); a publisher must not sign the rules its capsules are judged by"
+    );
+}
+
+#[test]
+fn governance_bundle_altered_after_signing_refused() {
+    let f = Fixture::new();
+    let mut bytes = f.sign(&f.sources(f.settings(1, 2, ""), CATALOG, POLICY), 2);
+    // Flip one byte of the payload's policy text ("permit" -> "pepmit" would not parse; change a digit).
+    let at = bytes
+        .windows(b"max_criticality <= 1".len())
+        .position(|w| w == b"max_criticality <= 1")
+        .unwrap();
+    bytes[at + b"max_criticality <= ".len()] = b'4';
+    let err = Governance::from_signed(&bytes, &f.root, Some(NOW)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "governance bundle governance bundle: signature 0 by administrator `admin-0` does not verify; the bundle was altered after signing"
+    );
+}
