@@ -203,8 +203,12 @@ fn checkpoint_from(path: &std::path::Path) -> Result<String> {
             path.display()
         );
     }
-    String::from_utf8(bytes)
-        .map_err(|_| anyhow!("{}: not UTF-8 text, so not a checkpoint note", path.display()))
+    String::from_utf8(bytes).map_err(|_| {
+        anyhow!(
+            "{}: not UTF-8 text, so not a checkpoint note",
+            path.display()
+        )
+    })
 }
 
 fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
