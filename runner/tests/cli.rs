@@ -864,7 +864,7 @@ fn demo_runs_the_whole_loop() {
     assert!(t.contains("verdict: pass"), "{t}");
     assert!(t.contains("verdict: fail"), "{t}");
     assert!(t.contains("is REFUSED"), "{t}");
-    assert!(t.contains("Evidence chain VERIFIED: 34 records"), "{t}");
+    assert!(t.contains("Evidence chain VERIFIED: 33 records"), "{t}");
     assert!(t.contains("FAILS verification"), "{t}");
     // The three shipped capsules run through the demo.
     assert!(
@@ -979,7 +979,7 @@ fn exported_bundle_verifies_offline_with_one_command() {
         p(&runner_pub),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("VALID: 34 records"), "{}", text(&out));
+    assert!(text(&out).contains("VALID: 33 records"), "{}", text(&out));
     assert!(
         text(&out).contains("7 runs, 0 unfinished, 2 refusals"),
         "{}",
@@ -1037,7 +1037,7 @@ fn exported_bundle_verifies_offline_with_one_command() {
         ]
     );
     assert_eq!(json["runs"][4]["signers"].as_array().unwrap().len(), 2);
-    assert_eq!(json["checkpoint_size"], 34);
+    assert_eq!(json["checkpoint_size"], 33);
     let chain = &json["remediations"][0];
     assert_eq!(chain["tier"], "change-control", "{json}");
     assert_eq!(
