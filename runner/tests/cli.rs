@@ -1132,8 +1132,10 @@ fn html_report_renders_in_headless_chromium() {
         dom.contains(r#"id="verdict" class="verdict valid""#),
         "{dom}"
     );
-    // The browser parsed five run rows and two refusal rows out of the page.
-    assert_eq!(dom.matches("<tr><td>").count(), 7, "{dom}");
+    // The browser parsed seven run rows, one remediation's chain of authority
+    // and two refusal rows out of the page.
+    assert_eq!(dom.matches("<tr><td>").count(), 10, "{dom}");
+    assert!(dom.contains("Remediations (1)"), "{dom}");
 }
 
 #[test]
