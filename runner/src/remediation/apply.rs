@@ -207,18 +207,20 @@ pub fn authorize(
             .map(|a| a.bytes().to_vec())
             .unwrap_or_default()
     };
+    // How each approval was judged, recorded whether or not it authorizes.
+    let checked = |v: &governance::ApprovalVerdict| ApprovalChecked {
+        proposal: digest,
+        person: v.person.clone(),
+        key_id: v.key.0,
+        decision: v.decision.as_str().into(),
+        counted: v.counted,
+        why_not: v.why_not.clone(),
+        approval: bytes_of(&v.person, &v.key),
+    };
     match governance::authorize(gov, proposal, approvals, now) {
         Ok(authorized) => {
             for v in authorized.verdicts() {
-                session.record(ApprovalChecked {
-                    proposal: digest,
-                    person: v.person.clone(),
-                    key_id: v.key.0,
-                    decision: v.decision.as_str().into(),
-                    counted: v.counted,
-                    why_not: v.why_not.clone(),
-                    approval: bytes_of(&v.person, &v.key),
-                })?;
+                session.record(checked(v))?;
             }
             let tier = authorized.tier();
             let signed = session.record(AuthorizationRecorded {
@@ -237,15 +239,7 @@ pub fn authorize(
         }
         Err(refusal) => {
             for v in &refusal.verdicts {
-                session.record(ApprovalChecked {
-                    proposal: digest,
-                    person: v.person.clone(),
-                    key_id: v.key.0,
-                    decision: v.decision.as_str().into(),
-                    counted: v.counted,
-                    why_not: v.why_not.clone(),
-                    approval: bytes_of(&v.person, &v.key),
-                })?;
+                session.record(checked(v))?;
             }
             Err(ApplyError::NotAuthorized {
                 proposal: id,
