@@ -537,6 +537,20 @@ impl WitnessState {
         })
     }
 
+    /// Holds the state lock until the returned file is dropped: checks and
+    /// updates of the state happen under it (tlog-witness).
+    fn lock(&self) -> Result<File, WitnessError> {
+        let lock_path = self.dir.join(WITNESS_LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        lock.lock().map_err(io_error(&lock_path))?;
+        Ok(lock)
+    }
+
     /// The state file of the log named `origin`: `logs/<hex SHA-256 of the origin>`.
     pub fn state_path(&self, origin: &str) -> PathBuf {
         self.dir
@@ -605,14 +619,7 @@ impl WitnessState {
         })?;
         // Check and update under one lock: two requests checked against the same
         // state and stored in turn would roll the state back (tlog-witness).
-        let lock_path = self.dir.join(WITNESS_LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path))?;
-        lock.lock().map_err(io_error(&lock_path))?;
+        let lock = self.lock()?;
         let stored = self.latest(log)?;
         let (stored_size, stored_root) = stored
             .as_ref()
@@ -718,14 +725,7 @@ impl WitnessState {
                 new_key.id().short()
             )));
         }
-        let lock_path = self.dir.join(WITNESS_LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path))?;
-        lock.lock().map_err(io_error(&lock_path))?;
+        let lock = self.lock()?;
         let Some((stored, stored_note)) = self.latest(old)? else {
             return Err(refuse(
                 "this witness has cosigned nothing for the log, so there is no state to carry over; follow the log under the new key from the start".into(),
