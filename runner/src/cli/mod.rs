@@ -27,6 +27,7 @@ mod proposal;
 mod rotate;
 mod run;
 mod scaffold;
+mod serve;
 mod text;
 mod trust;
 
@@ -162,6 +163,13 @@ enum Command {
     Proposal(proposal::ProposalCommand),
     /// Authorize a proposal with signed approvals, apply it once, verify it held.
     Apply(apply::ApplyArgs),
+    /// Run as a service: accept jobs on a local Unix socket, run them, record every one.
+    Serve(serve::ServeArgs),
+    /// Submit a capsule to a running `serve` (exits like `run` with --wait).
+    Submit(serve::SubmitArgs),
+    /// List, show and cancel a running `serve`'s jobs.
+    #[command(subcommand)]
+    Jobs(serve::JobsCommand),
 }
 
 impl Cli {
@@ -178,6 +186,9 @@ impl Cli {
             Command::Approve(args) => args.execute(),
             Command::Proposal(command) => command.execute(),
             Command::Apply(args) => args.execute(),
+            Command::Serve(args) => args.execute(),
+            Command::Submit(args) => args.execute(),
+            Command::Jobs(command) => command.execute(),
         }
     }
 }

@@ -1,0 +1,262 @@
+//! The worker threads: each takes a job off the board, runs it through its
+//! own [`Session`] (verify, grant, run, record — the same steps as
+//! `edge-runner run`, recorded in the job's lane of the shared log), records
+//! how the job ended, and takes the next. Runs execute here, never on the
+//! API's runtime, so a CPU-bound capsule cannot stall the API.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::capsule::RawCapsule;
+use crate::evidence::events::{Event, JobCancelled, JobFinished};
+use crate::sandbox::{Limits, RunStatus, Sandbox, SandboxError, Verdict};
+use crate::session::{RunRecord, Session, SessionError};
+use crate::site::SitePolicy;
+use crate::timestamp::Timestamp;
+
+use super::Daemon;
+use super::exit;
+use super::jobs::{Ended, Work};
+
+/// Longest `detail` kept in a `job-finished` record.
+const MAX_DETAIL_BYTES: usize = 1024;
+
+/// Runs jobs until the board is drained.
+pub(super) fn run(daemon: Arc<Daemon>, sandbox: Arc<Sandbox>, policy: SitePolicy) {
+    let mut session = Session::shared(daemon.log.clone(), sandbox, Limits::default(), policy);
+    while let Some(work) = daemon.board.take() {
+        let queued = work.accepted.elapsed();
+        let started = std::time::Instant::now();
+        let ended = match run_job(&mut session, &daemon, &work) {
+            Ok(ended) => ended,
+            Err(e) => {
+                // The end could not be recorded (the log failed): the job stays
+                // open in the log and the next daemon records it abandoned.
+                tracing::error!(job = work.id, error = %e, "could not record how a job ended");
+                Ended {
+                    outcome: "error".into(),
+                    exit: exit::ERROR,
+                    records: Vec::new(),
+                    lines: vec![format!(
+                        "the job's end could not be recorded ({e}); the next daemon start records it abandoned"
+                    )],
+                }
+            }
+        };
+        daemon
+            .metrics
+            .finished(&ended.outcome, Some(queued), Some(started.elapsed()));
+        daemon.board.end(work.id, ended);
+    }
+}
+
+/// What the job's run came to, before its end is recorded.
+struct Outcome {
+    outcome: &'static str,
+    exit: u8,
+    records: Vec<u64>,
+    lines: Vec<String>,
+    detail: Option<String>,
+}
+
+fn run_job(
+    session: &mut Session,
+    daemon: &Daemon,
+    work: &Work,
+) -> Result<Ended, crate::evidence::EvidenceError> {
+    session.set_job(Some(work.id));
+    let outcome = attempt(session, daemon, work);
+    session.set_job(None);
+    let Outcome {
+        outcome,
+        exit,
+        mut records,
+        lines,
+        detail,
+    } = match outcome {
+        Ok(o) => o,
+        Err(Stopped { records, running }) => {
+            let by = if work.shutdown.load(Ordering::SeqCst) {
+                "shutdown"
+            } else {
+                "client"
+            };
+            let signed = daemon.log.record(Event::from(JobCancelled {
+                job: work.id,
+                by: by.into(),
+                running,
+            }))?;
+            let mut records = records;
+            records.push(signed.record.seq);
+            return Ok(Ended {
+                outcome: "cancelled".into(),
+                exit: exit::ABNORMAL,
+                records,
+                lines: vec![if running {
+                    format!("interrupted by the {by} while it ran")
+                } else {
+                    format!("cancelled by the {by} before it ran")
+                }],
+            });
+        }
+    };
+    let signed = daemon.log.record(Event::from(JobFinished {
+        job: work.id,
+        outcome: outcome.into(),
+        exit,
+        records: records.clone(),
+        detail,
+    }))?;
+    records.push(signed.record.seq);
+    Ok(Ended {
+        outcome: outcome.into(),
+        exit,
+        records,
+        lines,
+    })
+}
+
+/// The job was stopped (cancel or shutdown) before it finished.
+struct Stopped {
+    records: Vec<u64>,
+    running: bool,
+}
+
+fn clip(text: &str) -> String {
+    let mut end = text.len().min(MAX_DETAIL_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+fn attempt(session: &mut Session, daemon: &Daemon, work: &Work) -> Result<Outcome, Stopped> {
+    let refused = |records: Vec<u64>, why: String| Outcome {
+        outcome: "refused",
+        exit: exit::REFUSED,
+        records,
+        lines: vec![format!("REFUSED: {why}")],
+        detail: Some(clip(&why)),
+    };
+    let failed = |records: Vec<u64>, why: String| Outcome {
+        outcome: "error",
+        exit: exit::ERROR,
+        records,
+        lines: vec![format!("error: {why}")],
+        detail: Some(clip(&why)),
+    };
+    if work.cancel.load(Ordering::SeqCst) {
+        return Err(Stopped {
+            records: Vec::new(),
+            running: false,
+        });
+    }
+    let raw = RawCapsule {
+        component: work.capsule.as_ref().clone(),
+        detached_signature: work.signature.clone(),
+    };
+    let root = match crate::trust::store::load(&daemon.config.trust, Timestamp::now()) {
+        Ok(root) => root,
+        Err(err) => {
+            return Ok(match session.refuse_without_root(&raw, err) {
+                SessionError::Refused(err) => {
+                    daemon.metrics.capsule_refused();
+                    refused(session.job_records(), err.to_string())
+                }
+                other => failed(session.job_records(), other.to_string()),
+            });
+        }
+    };
+    let admitted = match session.verify(raw, &root) {
+        Ok(admitted) => admitted,
+        Err(SessionError::Refused(err)) => {
+            daemon.metrics.capsule_refused();
+            return Ok(refused(session.job_records(), err.to_string()));
+        }
+        Err(other) => return Ok(failed(session.job_records(), other.to_string())),
+    };
+    let record = match session.run_until(admitted, &work.input, &work.cancel) {
+        Ok(record) => record,
+        Err(SessionError::Sandbox(err @ SandboxError::CompileLimit { .. })) => {
+            daemon.metrics.capsule_refused();
+            return Ok(refused(session.job_records(), err.to_string()));
+        }
+        Err(other) => return Ok(failed(session.job_records(), other.to_string())),
+    };
+    let records = session.job_records();
+    if record.report.status == RunStatus::Interrupted {
+        return Err(Stopped {
+            records,
+            running: true,
+        });
+    }
+    if record.report.code.as_deref().is_some_and(|c| c == "memory" || c == "disk-cache") {
+        daemon.metrics.cache_hit();
+    }
+    let (outcome, exit) = judge(&record);
+    Ok(Outcome {
+        outcome,
+        exit,
+        records,
+        lines: report_lines(&record),
+        detail: None,
+    })
+}
+
+/// The outcome and exit code, as `edge-runner run` judges a run.
+fn judge(record: &RunRecord) -> (&'static str, u8) {
+    match (&record.report.status, &record.report.outcome) {
+        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o)) if o.verdict == Verdict::Pass => {
+            ("pass", exit::PASS)
+        }
+        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o)) if o.verdict == Verdict::Fail => {
+            ("fail", exit::FAIL)
+        }
+        _ => ("abnormal", exit::ABNORMAL),
+    }
+}
+
+/// What a person reads about the run (capsule text is escaped: it cannot start a line).
+fn report_lines(record: &RunRecord) -> Vec<String> {
+    let m = record.capsule.manifest();
+    let r = &record.report;
+    let q = record.grant.quotas();
+    let esc = |s: &str, max: usize| {
+        let clipped: String = s.chars().take(max).collect();
+        clipped.escape_debug().to_string()
+    };
+    let mut lines = vec![format!(
+        "ran {} {} ({}): {}",
+        m.name,
+        m.version,
+        m.kind,
+        r.status.as_str()
+    )];
+    if let Some(o) = &r.outcome {
+        lines.push(format!(
+            "  verdict: {} — {}",
+            o.verdict.as_str(),
+            esc(&o.summary, q.summary_bytes)
+        ));
+        for f in o.findings.iter().take(q.findings) {
+            lines.push(format!(
+                "  finding [{}] {}: {}",
+                f.severity.as_str(),
+                esc(&f.code, q.finding_code_bytes),
+                esc(&f.message, q.finding_message_bytes)
+            ));
+        }
+    }
+    if let Some(e) = &r.error {
+        lines.push(format!("  error: {}", esc(e, q.error_bytes)));
+    }
+    lines.push(format!(
+        "  used: fuel {} of {}, peak memory {} of {} bytes, {} ms",
+        r.fuel_used,
+        record.grant.fuel,
+        r.peak_memory_bytes,
+        record.grant.memory_bytes,
+        r.wall_time.as_millis()
+    ));
+    lines
+}
