@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::jobs::{Cancel, JobView, Peer, Rejection, State};
+use super::metrics::Rejection as Reason;
 use super::{Daemon, SubmitError};
 
 /// Longest `wait` a status request may ask for, in seconds.
@@ -347,13 +348,15 @@ pub(super) struct Submission {
     pub idempotency: Option<[u8; 32]>,
 }
 
-fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, Reply> {
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, &m);
+/// Decodes a job; a refusal carries its reply and the reason it is counted under.
+fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, (Reply, Reason)> {
+    let bad = |m: String| (error(StatusCode::BAD_REQUEST, &m), Reason::Malformed);
     let request: JobRequest = serde_json::from_slice(bytes).map_err(|e| {
         bad(format!(
             "the job is not valid JSON of the documented shape ({e}); fields: capsule (sha256:HEX of an uploaded capsule) or capsule-base64, signature-base64, input-base64, idempotency-key. The daemon takes bytes, never host paths"
         ))
     })?;
+    let host_path = |m: String| (error(StatusCode::BAD_REQUEST, &m), Reason::HostPath);
     let b64 = |field: &str, v: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(v)
@@ -362,7 +365,7 @@ fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, Reply>
     let capsule = match (&request.capsule, &request.capsule_base64) {
         (Some(name), None) => {
             let digest = parse_digest(name).ok_or_else(|| {
-                bad(format!(
+                host_path(format!(
                     "`capsule` is `{}`, which is not `sha256:` and 64 hex digits; the daemon never reads host paths: upload the capsule's bytes with POST /v1/capsules and name its digest, or send capsule-base64",
                     clip(name)
                 ))
@@ -370,19 +373,25 @@ fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, Reply>
             match daemon.store.get(&digest) {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => {
-                    return Err(error(
-                        StatusCode::NOT_FOUND,
-                        &format!(
-                            "no capsule sha256:{} is in the daemon's store (never uploaded, or evicted); upload it with POST /v1/capsules and submit again",
-                            hex::encode(digest)
+                    return Err((
+                        error(
+                            StatusCode::NOT_FOUND,
+                            &format!(
+                                "no capsule sha256:{} is in the daemon's store (never uploaded, or evicted); upload it with POST /v1/capsules and submit again",
+                                hex::encode(digest)
+                            ),
                         ),
+                        Reason::UnknownCapsule,
                     ));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the capsule store failed");
-                    return Err(error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "the daemon could not read its capsule store",
+                    return Err((
+                        error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "the daemon could not read its capsule store",
+                        ),
+                        Reason::NotReady,
                     ));
                 }
             }
@@ -396,9 +405,12 @@ fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, Reply>
         }
     };
     if capsule.len() > crate::capsule::MAX_CAPSULE_BYTES {
-        return Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the capsule is larger than a capsule may be",
+        return Err((
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the capsule is larger than a capsule may be",
+            ),
+            Reason::TooLarge,
         ));
     }
     let signature = request
@@ -451,7 +463,11 @@ async fn submit(req: Request<Incoming>, peer: Peer, daemon: Arc<Daemon>) -> Repl
     let bytes = match body(req, daemon.config.max_body_bytes).await {
         Ok(b) => b,
         Err(r) => {
-            daemon.shed(r.status());
+            daemon.shed(if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Reason::TooLarge
+            } else {
+                Reason::Malformed
+            });
             return r;
         }
     };
@@ -459,8 +475,8 @@ async fn submit(req: Request<Incoming>, peer: Peer, daemon: Arc<Daemon>) -> Repl
     let decoded = tokio::task::spawn_blocking(move || decode_submission(&bytes, &d)).await;
     let submission = match decoded {
         Ok(Ok(s)) => s,
-        Ok(Err(r)) => {
-            daemon.shed(r.status());
+        Ok(Err((r, reason))) => {
+            daemon.shed(reason);
             return r;
         }
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "decoding the job failed"),

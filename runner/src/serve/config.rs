@@ -30,7 +30,8 @@ pub struct ConfigError {
 }
 
 /// Who may use the API: a peer is allowed if its kernel-reported uid is in
-/// `uids` or its gid in `gids`. Both empty: only the daemon's own uid.
+/// `uids` or its gid in `gids`, and no one else (the daemon's own user and
+/// root included). Both empty: only the daemon's own uid.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AllowList {
     /// Allowed user ids.

@@ -142,15 +142,35 @@ fn now_ms() -> u64 {
 }
 
 impl Daemon {
-    /// True if `peer` may use the API.
+    /// True if `peer` may use the API: its uid or gid is on the allow-lists
+    /// or, when both are empty, it runs as the daemon's own user.
     pub(crate) fn allowed(&self, peer: Peer) -> bool {
         let allow = &self.config.allow;
-        peer.uid == self.uid || allow.uids.contains(&peer.uid) || allow.gids.contains(&peer.gid)
+        if allow.uids.is_empty() && allow.gids.is_empty() {
+            return peer.uid == self.uid;
+        }
+        allow.uids.contains(&peer.uid) || allow.gids.contains(&peer.gid)
     }
 
     pub(crate) fn peer_refused(&self) {
         self.metrics.peer_refused();
         self.count_shed("forbidden");
+    }
+
+    /// Counts a submission turned away for `reason` (metric and `load-shed` summary).
+    pub(crate) fn shed(&self, reason: metrics::Rejection) {
+        use metrics::Rejection as R;
+        self.metrics.rejected(reason);
+        self.count_shed(match reason {
+            R::QueueFull => "queue-full",
+            R::SubmitterQuota => "submitter-quota",
+            R::TooLarge => "too-large",
+            R::Malformed => "malformed",
+            R::HostPath => "host-path",
+            R::UnknownCapsule => "unknown-capsule",
+            R::Draining => "draining",
+            R::NotReady => "not-ready",
+        });
     }
 
     /// Why the daemon is not ready, if it is not.
@@ -183,21 +203,7 @@ impl Daemon {
         let (queued, running) = self.board.load();
         self.metrics.set_queue_depth(queued as u64);
         self.metrics.set_running(running as u64);
-        let stats = self.log.stats();
-        self.metrics.set_evidence(&stats);
         self.metrics.render()
-    }
-
-    /// Counts a request turned away with `status` (for the `load-shed` summary).
-    pub(crate) fn shed(&self, status: http::StatusCode) {
-        let reason = match status.as_u16() {
-            413 => "too-large",
-            404 => "unknown-capsule",
-            400 => "malformed",
-            _ => "other",
-        };
-        self.metrics.rejected(reason);
-        self.count_shed(reason);
     }
 
     fn count_shed(&self, reason: &'static str) {
@@ -245,14 +251,13 @@ impl Daemon {
             }
             Ok(Reserved::New(r)) => r,
             Err(why) => {
-                let reason = match why {
-                    Rejection::QueueFull => "queue-full",
-                    Rejection::Quota => "quota",
-                    Rejection::Draining => "draining",
-                    Rejection::InProgress => "in-progress",
-                };
-                self.metrics.rejected(reason);
-                self.count_shed(reason);
+                match why {
+                    Rejection::QueueFull => self.shed(metrics::Rejection::QueueFull),
+                    Rejection::Quota => self.shed(metrics::Rejection::SubmitterQuota),
+                    Rejection::Draining => self.shed(metrics::Rejection::Draining),
+                    // A retry of a submission in flight is not load.
+                    Rejection::InProgress => {}
+                }
                 return Err(SubmitError::Rejected(why));
             }
         };
@@ -319,7 +324,14 @@ impl Daemon {
             by: by.into(),
             running: false,
         }))?;
-        self.metrics.finished("cancelled", None, None);
+        self.metrics.finished(
+            if by == "shutdown" {
+                metrics::Outcome::CancelledByShutdown
+            } else {
+                metrics::Outcome::CancelledByClient
+            },
+            None,
+        );
         self.board.end(
             id,
             Ended {
@@ -335,7 +347,8 @@ impl Daemon {
     fn check_trust(&self) {
         let problem = match crate::trust::store::load(&self.config.trust, Timestamp::now()) {
             Ok(root) => {
-                self.metrics.set_trust_root_expiry(root.expires.0);
+                self.metrics
+                    .set_trust_root_expiry(i64::try_from(root.expires.0).unwrap_or(i64::MAX));
                 None
             }
             Err(e) => Some(e.to_string()),
@@ -573,7 +586,7 @@ async fn run_api(daemon: Arc<Daemon>, listener: Listener) -> Result<(), ServeErr
                     }
                     _ = dog.tick() => {
                         if watchdog.is_some() && daemon.log.stats().last_error.is_none() {
-                            systemd::notify_watchdog();
+                            notify(systemd::notify_watchdog());
                         }
                     }
                     _ = stop.wait_for(|s| *s) => return,
@@ -591,7 +604,7 @@ async fn run_api(daemon: Arc<Daemon>, listener: Listener) -> Result<(), ServeErr
             what: "installing the SIGINT handler".into(),
             source,
         })?;
-    systemd::notify_ready();
+    notify(systemd::notify_ready());
     tracing::info!(
         socket = %socket_path.display(),
         concurrency = daemon.config.concurrency,
@@ -602,7 +615,7 @@ async fn run_api(daemon: Arc<Daemon>, listener: Listener) -> Result<(), ServeErr
         _ = int.recv() => {}
     }
     // Draining: no new jobs; queued ones are cancelled on the record.
-    systemd::notify_stopping();
+    notify(systemd::notify_stopping());
     tracing::info!("shutting down: draining");
     let queued = daemon.board.drain();
     let _ = stop_tx.send(true);
@@ -650,6 +663,13 @@ pub fn serving_socket(evidence: &Path) -> Option<(u32, PathBuf)> {
     let pid = u32::try_from(value.get("pid")?.as_u64()?).ok()?;
     let socket = PathBuf::from(value.get("socket")?.as_str()?);
     Some((pid, socket))
+}
+
+/// Logs a failed notification to systemd (the service goes on).
+fn notify(sent: Result<bool, systemd::SystemdError>) {
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
 }
 
 /// The exit codes a job ends with: those `edge-runner run` gives for the

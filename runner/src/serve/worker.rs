@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use crate::capsule::RawCapsule;
 use crate::evidence::events::{Event, JobCancelled, JobFinished};
-use crate::sandbox::{Limits, RunStatus, Sandbox, SandboxError, Verdict};
+use crate::sandbox::{CodeSource, Limits, RunStatus, Sandbox, SandboxError, Verdict};
 use crate::session::{RunRecord, Session, SessionError};
 use crate::site::SitePolicy;
 use crate::timestamp::Timestamp;
@@ -17,6 +17,7 @@ use crate::timestamp::Timestamp;
 use super::Daemon;
 use super::exit;
 use super::jobs::{Ended, Work};
+use super::metrics::Outcome;
 
 /// Longest `detail` kept in a `job-finished` record.
 const MAX_DETAIL_BYTES: usize = 1024;
@@ -25,7 +26,7 @@ const MAX_DETAIL_BYTES: usize = 1024;
 pub(super) fn run(daemon: Arc<Daemon>, sandbox: Arc<Sandbox>, policy: SitePolicy) {
     let mut session = Session::shared(daemon.log.clone(), sandbox, Limits::default(), policy);
     while let Some(work) = daemon.board.take() {
-        let queued = work.accepted.elapsed();
+        daemon.metrics.started(work.accepted.elapsed());
         let started = std::time::Instant::now();
         let ended = match run_job(&mut session, &daemon, &work) {
             Ok(ended) => ended,
@@ -45,8 +46,20 @@ pub(super) fn run(daemon: Arc<Daemon>, sandbox: Arc<Sandbox>, policy: SitePolicy
         };
         daemon
             .metrics
-            .finished(&ended.outcome, Some(queued), Some(started.elapsed()));
+            .finished(metric_outcome(&ended, &work), Some(started.elapsed()));
         daemon.board.end(work.id, ended);
+    }
+}
+
+fn metric_outcome(ended: &Ended, work: &Work) -> Outcome {
+    match ended.outcome.as_str() {
+        "pass" => Outcome::Pass,
+        "fail" => Outcome::Fail,
+        "refused" => Outcome::Refused,
+        "abnormal" => Outcome::Abnormal,
+        "cancelled" if work.shutdown.load(Ordering::SeqCst) => Outcome::CancelledByShutdown,
+        "cancelled" => Outcome::CancelledByClient,
+        _ => Outcome::Error,
     }
 }
 
@@ -190,8 +203,9 @@ fn attempt(session: &mut Session, daemon: &Daemon, work: &Work) -> Result<Outcom
             running: true,
         });
     }
-    if record.report.code.as_deref().is_some_and(|c| c == "memory" || c == "disk-cache") {
-        daemon.metrics.cache_hit();
+    match record.report.code {
+        CodeSource::Memory | CodeSource::Disk => daemon.metrics.cache_hit(),
+        _ => daemon.metrics.cache_miss(),
     }
     let (outcome, exit) = judge(&record);
     Ok(Outcome {
