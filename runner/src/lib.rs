@@ -39,7 +39,6 @@ pub mod names;
 pub mod remediation;
 pub mod rollback;
 pub mod sandbox;
-#[cfg(target_os = "linux")]
 pub mod serve;
 pub mod session;
 pub mod site;
