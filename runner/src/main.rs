@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use edge_runner::cli::{Cli, Exit, error_message, is_broken_pipe};
 
 fn main() -> ExitCode {
@@ -25,7 +24,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().execute() {
+    match Cli::parse_args().execute() {
         Ok(exit) => exit.into(),
         // `edge-runner … | head` closed our output: stop quietly, as SIGPIPE would.
         Err(err) if is_broken_pipe(&err) => Exit::BrokenPipe.into(),

@@ -1262,6 +1262,54 @@ fn exit_codes_in_help_and_readme_agree() {
     {
         assert_eq!(exit.code(), code, "{exit:?}");
     }
+    // Issue 18: every subcommand's --help lists them too, not only the top level.
+    for args in [
+        &["run", "--help"][..],
+        &["submit", "--help"],
+        &["jobs", "cancel", "--help"],
+        &["evidence", "verify", "--help"],
+        &["trust", "rotate", "--help"],
+        &["apply", "--help"],
+    ] {
+        let out = edge_runner(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(words(&text(&out)).contains(&help), "{args:?}: {}", text(&out));
+    }
+    // A job through `serve` ends with the code `run` gives for the same outcome.
+    use edge_runner::cli::Exit;
+    use edge_runner::serve::exit;
+    for (job, run) in [
+        (exit::PASS, Exit::Ok),
+        (exit::ERROR, Exit::Error),
+        (exit::REFUSED, Exit::Refused),
+        (exit::FAIL, Exit::VerdictFail),
+        (exit::ABNORMAL, Exit::RunAbnormal),
+    ] {
+        assert_eq!(job, run.code(), "{run:?}");
+    }
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions() {
+    let out = edge_runner(&["completions", "bash"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("_edge-runner()"), "{script}");
+    for command in ["submit", "serve", "evidence", "witness-rotate"] {
+        assert!(script.contains(command), "completions lack `{command}`");
+    }
+    let out = edge_runner(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man1");
+    let out = edge_runner(&["man", "--out", p(&man)]);
+    assert!(out.status.success(), "{}", text(&out));
+    for page in ["edge-runner.1", "edge-runner-run.1", "edge-runner-jobs-cancel.1", "edge-runner-evidence-verify.1"] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}: {text}");
+    }
+    let run = std::fs::read_to_string(man.join("edge-runner-run.1")).unwrap();
+    assert!(run.contains("Exit codes"), "{run}");
 }
 
 /// A pipe or device where a file is expected is read up to the limit and refused,

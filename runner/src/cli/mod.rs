@@ -23,6 +23,7 @@ mod evidence;
 mod governance;
 mod html;
 mod keys;
+mod manual;
 mod proposal;
 mod rotate;
 mod run;
@@ -170,6 +171,10 @@ enum Command {
     /// List, show and cancel a running `serve`'s jobs.
     #[command(subcommand)]
     Jobs(serve::JobsCommand),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions(manual::CompletionsArgs),
+    /// Write man pages for every command.
+    Man(manual::ManArgs),
 }
 
 impl Cli {
@@ -189,8 +194,31 @@ impl Cli {
             Command::Serve(args) => args.execute(),
             Command::Submit(args) => args.execute(),
             Command::Jobs(command) => command.execute(),
+            Command::Completions(args) => args.execute(),
+            Command::Man(args) => args.execute(),
         }
     }
+
+    /// Parses the process's arguments with [`command`] (exit codes in every `--help`).
+    pub fn parse_args() -> Self {
+        use clap::FromArgMatches;
+        let matches = command().get_matches();
+        match Self::from_arg_matches(&matches) {
+            Ok(cli) => cli,
+            Err(e) => e.exit(),
+        }
+    }
+}
+
+/// The clap command, with the exit codes in the `--help` of every subcommand.
+pub fn command() -> clap::Command {
+    fn with_exit_codes(command: clap::Command) -> clap::Command {
+        command
+            .after_help(Exit::help())
+            .mut_subcommands(with_exit_codes)
+    }
+    use clap::CommandFactory;
+    with_exit_codes(Cli::command())
 }
 
 /// Whether `err` is, at its root, a write to a closed pipe.
