@@ -14,6 +14,7 @@ mod batch;
 pub mod bundle;
 mod checkpoint;
 pub mod events;
+mod job_rules;
 mod log;
 pub mod merkle;
 mod record;
@@ -25,16 +26,16 @@ pub mod witness;
 pub use checkpoint::{Checkpoint, key_hash, origin};
 pub use events::Event;
 pub use log::{
-    CHECKPOINT_FILE, COMMITMENT_CONTEXT, CheckpointPolicy, EvidenceLog, LOG_FILE, OPENINGS_FILE,
-    RESUME_FILE, SEGMENTS_DIR, SegmentPolicy, commitment, read_log_dir, segment_files,
-    segment_name,
+    ABANDONED_REASON, CHECKPOINT_FILE, COMMITMENT_CONTEXT, CheckpointPolicy, EvidenceLog,
+    INTERRUPTED_REASON, LOG_FILE, OPENINGS_FILE, RESUME_FILE, SEGMENTS_DIR, SegmentPolicy,
+    abandon_open_jobs, commitment, read_log_dir, segment_files, segment_name,
 };
 pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, MAX_RECORD_BYTES, Record,
     SignedRecord, decode_record, sign_record,
 };
 pub use verify::{
-    Failure, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
+    Failure, JobCounts, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
     verify_range_with_progress,
 };
 

@@ -38,22 +38,8 @@ pub(super) fn state_value(tree: &Frontier, rules: &Rules, key: &PublicKey) -> Va
             ]),
         ));
     }
-    if let Some((name, before, module)) = &rules.undo {
-        let mark = match before {
-            Some((version, digest)) => Value::Array(vec![
-                Value::Text(version.to_string()),
-                Value::Bytes(digest.to_vec()),
-            ]),
-            None => Value::Null,
-        };
-        fields.push((
-            "undo",
-            Value::Array(vec![
-                Value::Text(name.clone()),
-                mark,
-                Value::Bytes(module.to_vec()),
-            ]),
-        ));
+    if let Some(undo) = &rules.undo {
+        fields.push(("undo", undo_value(undo)));
     }
     if let Some((seq, module)) = rules.open_run {
         fields.push((
@@ -67,7 +53,26 @@ pub(super) fn state_value(tree: &Frontier, rules: &Rules, key: &PublicKey) -> Va
     if !rules.remediation.is_empty() {
         fields.push(("remediation", rules.remediation.to_value()));
     }
+    // Absent while the log has shown no job, so the state of a log without
+    // jobs is what it was before jobs existed.
+    fields.extend(rules.jobs.to_fields());
     text_map(fields)
+}
+
+/// `[name, [version, module-sha256] / null, module-sha256]`, as `undo` holds it.
+pub(super) fn undo_value((name, before, module): &(String, CapsuleMark, Hash)) -> Value {
+    let mark = match before {
+        Some((version, digest)) => Value::Array(vec![
+            Value::Text(version.to_string()),
+            Value::Bytes(digest.to_vec()),
+        ]),
+        None => Value::Null,
+    };
+    Value::Array(vec![
+        Value::Text(name.clone()),
+        mark,
+        Value::Bytes(module.to_vec()),
+    ])
 }
 
 /// Reads a `state` field for a checkpoint covering `size` records.
@@ -81,6 +86,9 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
         "open-run",
         "undo",
         "remediation",
+        "jobs",
+        "accepted-jobs",
+        "shed-until",
     ])?;
     let key = map
         .bytes("runner-key")
@@ -117,6 +125,7 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
         .map(super::remediation_rules::RemediationRules::from_value)
         .transpose()?
         .unwrap_or_default();
+    let jobs = super::job_rules::JobRules::from_state(&map)?;
     Ok((
         tree,
         Rules {
@@ -125,13 +134,14 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
             last_verified,
             open_run,
             remediation,
+            jobs,
         },
         key,
     ))
 }
 
 /// `[seq, module-sha256]`, as `last-verified` and `open-run` hold them.
-fn seq_and_module(value: &Value, what: &str) -> Result<(u64, Hash), String> {
+pub(super) fn seq_and_module(value: &Value, what: &str) -> Result<(u64, Hash), String> {
     match value {
         Value::Array(pair) => match pair.as_slice() {
             [seq, module] => Ok((
@@ -147,7 +157,7 @@ fn seq_and_module(value: &Value, what: &str) -> Result<(u64, Hash), String> {
 }
 
 /// `[name, [version, module-sha256] / null, module-sha256]`, as `undo` holds it.
-fn read_undo(value: &Value) -> Result<(String, CapsuleMark, Hash), String> {
+pub(super) fn read_undo(value: &Value) -> Result<(String, CapsuleMark, Hash), String> {
     let bad = || "`undo` is not [name, mark, module]".to_string();
     let Value::Array(parts) = value else {
         return Err(bad());

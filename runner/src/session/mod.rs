@@ -11,7 +11,7 @@ mod record;
 use sha2::{Digest, Sha256};
 
 use crate::capsule::RawCapsule;
-use crate::evidence::events::{CapsuleId, ConfigRef, Event, RunFinished, RunInterrupted};
+use crate::evidence::events::{CapsuleId, ConfigRef, Event, RunFinished};
 use crate::evidence::{EvidenceError, EvidenceLog};
 use crate::sandbox::{Grant, Limits, RunReport, Sandbox, SandboxError};
 use crate::site::SitePolicy;
@@ -50,7 +50,7 @@ pub enum SessionError {
 }
 
 /// The `reason` of a `run-interrupted` record.
-pub const INTERRUPTED_REASON: &str = "the runner stopped before this run finished (killed, crashed or the machine stopped); found when the log was next opened";
+pub use crate::evidence::INTERRUPTED_REASON;
 
 /// A verified capsule admitted to run by the session that recorded its
 /// verification: only [`Session::verify`] builds one, and only that session's
@@ -125,13 +125,9 @@ impl Session {
         let mut log = log;
         // A run the previous runner started and never finished (it was killed,
         // or the machine stopped) is put on the record before this session records anything.
-        if let Some((run_started, module_sha256)) = log.open_run() {
-            log.record(&Event::from(RunInterrupted {
-                module_sha256,
-                run_started,
-                reason: INTERRUPTED_REASON.into(),
-            }))?;
-        }
+        // Every lane's open run is interrupted and every job accepted and not
+        // ended is abandoned (a job is never run again after a crash).
+        crate::evidence::abandon_open_jobs(&mut log, crate::evidence::ABANDONED_REASON)?;
         // An apply the previous runner started and never finished is resolved
         // from the target's digest, and recorded, before anything else.
         let recovered = crate::remediation::apply::recover(
