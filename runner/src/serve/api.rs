@@ -43,7 +43,7 @@ pub(super) async fn serve(
         // The connection cap: beyond it, clients wait in the kernel's backlog.
         let permit = tokio::select! {
             p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.wait_for(|s| *s) => return,
+            _ = super::stopped(&mut stop) => return,
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -54,7 +54,7 @@ pub(super) async fn serve(
                     continue;
                 }
             },
-            _ = stop.wait_for(|s| *s) => return,
+            _ = super::stopped(&mut stop) => return,
         };
         let peer = match stream.peer_cred() {
             Ok(cred) => Peer {
@@ -100,7 +100,7 @@ pub(super) async fn serve_metrics(
                 Ok((stream, _)) => stream,
                 Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
             },
-            _ = stop.wait_for(|s| *s) => return,
+            _ = super::stopped(&mut stop) => return,
         };
         let daemon = Arc::clone(&daemon);
         tokio::spawn(async move {

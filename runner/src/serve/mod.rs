@@ -589,7 +589,7 @@ async fn run_api(daemon: Arc<Daemon>, listener: Listener) -> Result<(), ServeErr
                             notify(systemd::notify_watchdog());
                         }
                     }
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stopped(&mut stop) => return,
                 }
             }
         });
@@ -663,6 +663,16 @@ pub fn serving_socket(evidence: &Path) -> Option<(u32, PathBuf)> {
     let pid = u32::try_from(value.get("pid")?.as_u64()?).ok()?;
     let socket = PathBuf::from(value.get("socket")?.as_str()?);
     Some((pid, socket))
+}
+
+/// Resolves once `stop` holds `true` (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let now = *stop.borrow_and_update();
+        if now || stop.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Logs a failed notification to systemd (the service goes on).

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::capsule::RawCapsule;
+use crate::capsule::{Kind, RawCapsule};
 use crate::evidence::events::{Event, JobCancelled, JobFinished};
 use crate::sandbox::{CodeSource, Limits, RunStatus, Sandbox, SandboxError, Verdict};
 use crate::session::{RunRecord, Session, SessionError};
@@ -64,7 +64,7 @@ fn metric_outcome(ended: &Ended, work: &Work) -> Outcome {
 }
 
 /// What the job's run came to, before its end is recorded.
-struct Outcome {
+struct Settled {
     outcome: &'static str,
     exit: u8,
     records: Vec<u64>,
@@ -80,7 +80,7 @@ fn run_job(
     session.set_job(Some(work.id));
     let outcome = attempt(session, daemon, work);
     session.set_job(None);
-    let Outcome {
+    let Settled {
         outcome,
         exit,
         mut records,
@@ -143,15 +143,15 @@ fn clip(text: &str) -> String {
     text[..end].to_string()
 }
 
-fn attempt(session: &mut Session, daemon: &Daemon, work: &Work) -> Result<Outcome, Stopped> {
-    let refused = |records: Vec<u64>, why: String| Outcome {
+fn attempt(session: &mut Session, daemon: &Daemon, work: &Work) -> Result<Settled, Stopped> {
+    let refused = |records: Vec<u64>, why: String| Settled {
         outcome: "refused",
         exit: exit::REFUSED,
         records,
         lines: vec![format!("REFUSED: {why}")],
         detail: Some(clip(&why)),
     };
-    let failed = |records: Vec<u64>, why: String| Outcome {
+    let failed = |records: Vec<u64>, why: String| Settled {
         outcome: "error",
         exit: exit::ERROR,
         records,
@@ -188,6 +188,12 @@ fn attempt(session: &mut Session, daemon: &Daemon, work: &Work) -> Result<Outcom
         }
         Err(other) => return Ok(failed(session.job_records(), other.to_string())),
     };
+    if admitted.capsule().manifest().kind == Kind::Remediate {
+        // A proposal is staged by running the catalog's test capsules in the
+        // same session, which a job's single run cannot hold; `run` does it.
+        let why = "`remediate` capsules are not run by the daemon: run them with `edge-runner run`, which records, tiers and stages their proposals for review (docs/remediation.md)".to_string();
+        return Ok(refused(session.job_records(), why));
+    }
     let record = match session.run_until(admitted, &work.input, &work.cancel) {
         Ok(record) => record,
         Err(SessionError::Sandbox(err @ SandboxError::CompileLimit { .. })) => {
@@ -208,7 +214,7 @@ fn attempt(session: &mut Session, daemon: &Daemon, work: &Work) -> Result<Outcom
         _ => daemon.metrics.cache_miss(),
     }
     let (outcome, exit) = judge(&record);
-    Ok(Outcome {
+    Ok(Settled {
         outcome,
         exit,
         records,
