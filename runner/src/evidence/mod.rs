@@ -35,7 +35,7 @@ pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, MAX_RECORD_BYTES, Record,
     SignedRecord, decode_record, sign_record,
 };
-pub use shared::{SharedLog, WriterStats};
+pub use shared::{CommitObserver, SharedLog, WriterStats};
 pub use verify::{
     Failure, JobCounts, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
     verify_range_with_progress,

@@ -33,6 +33,10 @@ pub struct WriterStats {
 
 type Reply = SyncSender<Result<SignedRecord, EvidenceError>>;
 
+/// Called after every group commit that wrote records, with the time its
+/// write and `fdatasync` took and how many records it made durable.
+pub type CommitObserver = Box<dyn Fn(Duration, u64) + Send>;
+
 #[derive(Default)]
 struct Queue {
     pending: Vec<(Event, Reply)>,
@@ -82,6 +86,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl SharedLog {
     /// Starts the writer thread over `log`.
     pub fn start(log: EvidenceLog) -> SharedLog {
+        Self::start_observed(log, Box::new(|_, _| {}))
+    }
+
+    /// [`SharedLog::start`], calling `observer` after each group commit (on
+    /// the writer thread, so it must be quick: e.g. a metrics histogram).
+    pub fn start_observed(log: EvidenceLog, observer: CommitObserver) -> SharedLog {
         let inner = Arc::new(Inner {
             log: Mutex::new(Some(log)),
             queue: Mutex::new(Queue::default()),
@@ -92,7 +102,7 @@ impl SharedLog {
         let writer = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
             .name("evidence-writer".into())
-            .spawn(move || write_loop(&writer));
+            .spawn(move || write_loop(&writer, &observer));
         match thread {
             Ok(t) => *lock(&inner.thread) = Some(t),
             // Without a thread, every record is refused as closed; the log
@@ -170,7 +180,7 @@ fn stop(inner: &Inner) -> Option<EvidenceLog> {
     lock(&inner.log).take()
 }
 
-fn write_loop(inner: &Inner) {
+fn write_loop(inner: &Inner, observer: &CommitObserver) {
     loop {
         let batch = {
             let mut queue = lock(&inner.queue);
@@ -197,9 +207,9 @@ fn write_loop(inner: &Inner) {
                 Duration::ZERO,
             ),
         };
+        let written = results.iter().filter(|r| r.is_ok()).count() as u64;
         {
             let mut stats = lock(&inner.stats);
-            let written = results.iter().filter(|r| r.is_ok()).count() as u64;
             let failed = results.iter().find_map(|r| match r {
                 Err(e @ EvidenceError::Io { .. }) => Some(e.to_string()),
                 _ => None,
@@ -214,6 +224,9 @@ fn write_loop(inner: &Inner) {
             } else if failed.is_some() {
                 stats.last_fsync_error = failed;
             }
+        }
+        if written > 0 {
+            observer(sync, written);
         }
         for (reply, result) in replies.into_iter().zip(results) {
             // A caller that went away no longer waits for its answer.
