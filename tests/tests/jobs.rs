@@ -582,3 +582,37 @@ fn capsule_admitted_for_another_job_is_refused() {
     );
     shared.close().unwrap();
 }
+
+/// Interleaved jobs' runs are each credited to the capsule their own job
+/// verified, and the report counts the jobs and lists those in flight.
+#[test]
+fn report_credits_interleaved_runs_to_their_own_jobs() {
+    let (bytes, key) = forged_log(vec![
+        accept(1),                    // 1
+        accept(2),                    // 2
+        verified(Some(1), 1),         // 3
+        verified(Some(2), 2),         // 4
+        started(Some(2), 2),          // 5
+        started(Some(1), 1),          // 6
+        ran(Some(1), 1, "completed"), // 7
+        ran(Some(2), 2, "trap"),      // 8
+        finished(1, &[3, 6, 7]),      // 9
+    ]);
+    let report = edge_runner::audit::verify_log_report(&bytes, &key.public(), &[], &mut |_, _| {});
+    assert!(report.valid(), "{:?}", report.failure);
+    let runs: Vec<_> = report
+        .runs
+        .iter()
+        .map(|r| (r.record, r.capsule.as_str(), r.status.as_str(), r.job))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            (7, "capsule-1 1.0.0", "completed", Some(1)),
+            (8, "capsule-2 1.0.0", "trap", Some(2)),
+        ]
+    );
+    assert_eq!(report.jobs_in_flight, vec![2]);
+    assert_eq!((report.jobs.accepted, report.jobs.finished), (2, 1));
+    assert!(report.unfinished.is_empty());
+}
