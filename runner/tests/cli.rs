@@ -2791,3 +2791,81 @@ fn kill_9_between_rename_and_record_is_recovered_at_restart() {
         text(&out)
     );
 }
+
+/// The auditor's report says how many jobs a log shows, how they ended, and
+/// which are still in flight — in text, JSON and HTML (issue 15).
+#[test]
+fn evidence_report_shows_jobs_in_flight_and_counts() {
+    use edge_runner::evidence::events::{JobAccepted, JobFinished, Submitter};
+    use edge_runner::evidence::{Event, EvidenceLog};
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = dir.path().join("evidence");
+    let key = edge_runner::keys::SecretKey::generate().unwrap();
+    let runner_pub = dir.path().join("runner.pub");
+    std::fs::write(&runner_pub, key.public().to_pem().unwrap()).unwrap();
+    let accept = |job| {
+        Event::from(JobAccepted {
+            job,
+            submitter: Submitter {
+                uid: 1000,
+                gid: 1000,
+                pid: 1,
+            },
+            capsule_sha256: [1; 32],
+            signature_sha256: None,
+            input_sha256: [2; 32],
+            idempotency_sha256: None,
+            queue_depth: job,
+        })
+    };
+    let mut log = EvidenceLog::open(&evidence, key).unwrap();
+    let finished = Event::from(JobFinished {
+        job: 1,
+        outcome: "error".into(),
+        exit: 1,
+        records: Vec::new(),
+        detail: Some("the capsule digest names no uploaded capsule".into()),
+    });
+    for r in log.record_each(vec![accept(1), accept(2), accept(3), finished]) {
+        r.unwrap();
+    }
+    log.close().unwrap();
+    let html = dir.path().join("report.html");
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&evidence),
+        "--runner-key",
+        p(&runner_pub),
+        "--html",
+        p(&html),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("  jobs: 3 accepted, 1 finished, 0 cancelled, 0 abandoned\n"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("  2 jobs in flight: 2, 3 (accepted and not ended"),
+        "{}",
+        text(&out)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<p id=\"jobs-in-flight\">2 jobs in flight: 2, 3"),
+        "{page}"
+    );
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&evidence),
+        "--runner-key",
+        p(&runner_pub),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["jobs_in_flight"], serde_json::json!([2, 3]));
+    assert_eq!(json["jobs"]["accepted"], 3);
+    assert_eq!(json["jobs"]["finished"], 1);
+}

@@ -1,6 +1,6 @@
 //! The cross-record rules for jobs (`docs/evidence-format.md` §5.3), applied
 //! by the writer before it signs and by the verifier: every job is accepted
-//! once, under an id higher than any before it; the records of its run carry
+//! once, under an id no other job had; the records of its run carry
 //! its id and form its lane (checked once, run at most once, its run closed
 //! in the lane); it ends exactly once, by `job-finished`, `job-cancelled` or
 //! — only after a runner took the log over — `job-abandoned`; `load-shed`
@@ -72,6 +72,26 @@ impl JobRules {
         self.accepted.get(i).is_some_and(|&(from, _)| from <= id)
     }
 
+    /// Adds `id` (not accepted before) to the accepted ranges, merging
+    /// neighbours: ids taken in order by concurrent submissions make one range.
+    fn insert_accepted(&mut self, id: u64) {
+        let i = self.accepted.partition_point(|&(_, to)| to < id);
+        let joins_before = i > 0 && self.accepted[i - 1].1.checked_add(1) == Some(id);
+        let joins_after = self
+            .accepted
+            .get(i)
+            .is_some_and(|&(from, _)| id.checked_add(1) == Some(from));
+        match (joins_before, joins_after) {
+            (true, true) => {
+                self.accepted[i - 1].1 = self.accepted[i].1;
+                self.accepted.remove(i);
+            }
+            (true, false) => self.accepted[i - 1].1 = id,
+            (false, true) => self.accepted[i].0 = id,
+            (false, false) => self.accepted.insert(i, (id, id)),
+        }
+    }
+
     /// The open lane of job `job`, for a record `event` that carries it.
     pub fn lane(&mut self, job: u64, event: &str) -> Result<&mut Lane, String> {
         if !self.lanes.contains_key(&job) {
@@ -115,16 +135,7 @@ impl JobRules {
                         a.job
                     ));
                 }
-                if let Some(highest) = self.highest().filter(|&h| a.job < h) {
-                    return Err(format!(
-                        "`job-accepted` names job {}, below job {highest} accepted earlier (job ids increase)",
-                        a.job
-                    ));
-                }
-                match self.accepted.last_mut() {
-                    Some((_, to)) if *to + 1 == a.job => *to = a.job,
-                    _ => self.accepted.push((a.job, a.job)),
-                }
+                self.insert_accepted(a.job);
                 self.lanes.insert(
                     a.job,
                     Lane {
@@ -317,8 +328,8 @@ impl JobRules {
                 let Some((from, to)) = range.filter(|(a, b)| a <= b) else {
                     return Err("`accepted-jobs` holds something other than [from, to]".into());
                 };
-                if rules.highest().is_some_and(|h| from <= h) {
-                    return Err("`accepted-jobs` ranges are not ascending".into());
+                if rules.highest().is_some_and(|h| from <= h.saturating_add(1)) {
+                    return Err("`accepted-jobs` ranges are not ascending and apart".into());
                 }
                 rules.accepted.push((from, to));
             }

@@ -19,6 +19,7 @@ mod log;
 pub mod merkle;
 mod record;
 pub mod remediation_rules;
+mod shared;
 mod state;
 mod verify;
 pub mod witness;
@@ -34,6 +35,7 @@ pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, MAX_RECORD_BYTES, Record,
     SignedRecord, decode_record, sign_record,
 };
+pub use shared::{CommitObserver, SharedLog, WriterStats};
 pub use verify::{
     Failure, JobCounts, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
     verify_range_with_progress,
@@ -128,4 +130,10 @@ pub enum EvidenceError {
     /// A record could not be encoded.
     #[error("could not encode an evidence record: {0}")]
     Encode(String),
+    /// The shared log's writer has stopped (the service is shutting down,
+    /// or the log was closed); nothing was recorded.
+    #[error(
+        "the evidence log is closed (its writer has stopped, as at shutdown); nothing was recorded. Record before closing the log"
+    )]
+    Closed,
 }

@@ -45,7 +45,7 @@ impl Submitter {
 /// it answers `202`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobAccepted {
-    /// The job id: unique in the log, higher than every job id before it.
+    /// The job id: unique in the log (the daemon takes them in increasing order).
     pub job: u64,
     /// Who submitted it.
     pub submitter: Submitter,
