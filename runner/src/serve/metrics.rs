@@ -49,6 +49,8 @@ pub enum Rejection {
     QueueFull,
     /// The submitter has its quota of jobs queued or running (429).
     SubmitterQuota,
+    /// A job with the same idempotency key is still being accepted (429).
+    InProgress,
     /// The capsule, signature or input is over its size cap (413).
     TooLarge,
     /// The request could not be parsed (400).
@@ -61,19 +63,23 @@ pub enum Rejection {
     Draining,
     /// The daemon is not ready, e.g. the trust root is expired or the last fsync failed (503).
     NotReady,
+    /// Any other refusal of a submission.
+    Other,
 }
 
 impl Rejection {
     /// Every reason, in the order they are rendered.
-    pub const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 10] = [
         Rejection::QueueFull,
         Rejection::SubmitterQuota,
+        Rejection::InProgress,
         Rejection::TooLarge,
         Rejection::Malformed,
         Rejection::HostPath,
         Rejection::UnknownCapsule,
         Rejection::Draining,
         Rejection::NotReady,
+        Rejection::Other,
     ];
 
     /// The label value, fixed for each reason.
@@ -81,12 +87,14 @@ impl Rejection {
         match self {
             Rejection::QueueFull => "queue_full",
             Rejection::SubmitterQuota => "submitter_quota",
+            Rejection::InProgress => "in_progress",
             Rejection::TooLarge => "too_large",
             Rejection::Malformed => "malformed",
             Rejection::HostPath => "host_path",
             Rejection::UnknownCapsule => "unknown_capsule",
             Rejection::Draining => "draining",
             Rejection::NotReady => "not_ready",
+            Rejection::Other => "other",
         }
     }
 }
@@ -105,24 +113,21 @@ pub enum Outcome {
     Abnormal,
     /// The runner could not carry the job out (an internal or I/O error).
     Error,
-    /// A client cancelled the job.
-    CancelledByClient,
-    /// Shutdown cancelled or interrupted the job.
-    CancelledByShutdown,
+    /// A client or shutdown cancelled the job (the evidence says which).
+    Cancelled,
     /// The job was open when a previous daemon stopped and was marked abandoned at start-up.
     Abandoned,
 }
 
 impl Outcome {
     /// Every outcome, in the order they are rendered.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Pass,
         Outcome::Fail,
         Outcome::Refused,
         Outcome::Abnormal,
         Outcome::Error,
-        Outcome::CancelledByClient,
-        Outcome::CancelledByShutdown,
+        Outcome::Cancelled,
         Outcome::Abandoned,
     ];
 
@@ -134,10 +139,15 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::Abnormal => "abnormal",
             Outcome::Error => "error",
-            Outcome::CancelledByClient => "cancelled_client",
-            Outcome::CancelledByShutdown => "cancelled_shutdown",
+            Outcome::Cancelled => "cancelled",
             Outcome::Abandoned => "abandoned",
         }
+    }
+
+    /// The outcome named `name` exactly as [`as_str`](Outcome::as_str)
+    /// writes it (the names `job-finished` records use), or `None`.
+    pub fn from_name(name: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == name)
     }
 }
 
@@ -334,19 +344,19 @@ impl Metrics {
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A job left the queue to run after `queue_time` (from acceptance).
-    pub fn started(&self, queue_time: Duration) {
-        self.queue_seconds.observe_duration(queue_time);
-    }
-
-    /// A job left the queue without running (it was cancelled) after `queue_time`.
-    pub fn dequeued(&self, queue_time: Duration) {
-        self.queue_seconds.observe_duration(queue_time);
-    }
-
-    /// A job ended with `outcome`; `run_time` is how long it ran, `None` if it never started.
-    pub fn finished(&self, outcome: Outcome, run_time: Option<Duration>) {
+    /// A job ended with `outcome`. `queue_time` is how long it waited from
+    /// acceptance to starting, `run_time` how long it ran; `None` for what
+    /// it never did (a job cancelled while queued has neither).
+    pub fn finished(
+        &self,
+        outcome: Outcome,
+        queue_time: Option<Duration>,
+        run_time: Option<Duration>,
+    ) {
         self.finished[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(queue_time) = queue_time {
+            self.queue_seconds.observe_duration(queue_time);
+        }
         if let Some(run_time) = run_time {
             self.run_seconds.observe_duration(run_time);
         }
@@ -372,12 +382,14 @@ impl Metrics {
         self.capsule_refusals.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `records` evidence records were made durable.
-    pub fn evidence_records(&self, records: u64) {
-        self.evidence_records.fetch_add(records, Ordering::Relaxed);
+    /// The evidence writer has made `total` records durable since start-up
+    /// (its running total, e.g. the shared writer's stats, read before rendering).
+    pub fn set_evidence_records(&self, total: u64) {
+        self.evidence_records.store(total, Ordering::Relaxed);
     }
 
-    /// One group commit: its fdatasync took `latency` and made `batch` records durable.
+    /// One group commit: its fdatasync took `latency` and made `batch`
+    /// records durable. Called by (or on behalf of) the writer thread once per batch.
     pub fn fsync(&self, latency: Duration, batch: u64) {
         self.fsync_seconds.observe_duration(latency);
         self.fsync_batch.observe(batch);
@@ -467,7 +479,7 @@ impl Metrics {
             &mut out,
             "job_queue_duration_seconds",
             Some("seconds"),
-            "Time from acceptance to leaving the queue (start or cancel).",
+            "Time jobs waited from acceptance to starting.",
             &self.queue_seconds,
         );
         histogram(
@@ -607,7 +619,7 @@ mod tests {
         metrics.rejected(Rejection::QueueFull);
         metrics.peer_refused();
         metrics.cache_hit();
-        metrics.evidence_records(7);
+        metrics.set_evidence_records(7);
         let text = metrics.render();
         let expected = "# TYPE edge_runner_jobs_accepted counter\n\
              # HELP edge_runner_jobs_accepted Jobs accepted (acceptance record durable, 202 answered).\n\
@@ -624,11 +636,12 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative_and_end_in_inf_equal_to_count() {
         let metrics = Metrics::new();
-        metrics.started(Duration::from_micros(40)); // le 0.00005
-        metrics.started(Duration::from_millis(1)); // exactly on 0.001: counted there
-        metrics.started(Duration::from_secs(3600)); // above every bound: +Inf only
-        metrics.finished(Outcome::Pass, Some(Duration::from_millis(2)));
-        metrics.finished(Outcome::CancelledByClient, None);
+        let queued = |d| metrics.finished(Outcome::Fail, Some(d), None);
+        queued(Duration::from_micros(40)); // le 0.00005
+        queued(Duration::from_millis(1)); // exactly on 0.001: counted there
+        queued(Duration::from_secs(3600)); // above every bound: +Inf only
+        metrics.finished(Outcome::Pass, None, Some(Duration::from_millis(2)));
+        metrics.finished(Outcome::Cancelled, None, None);
         let text = metrics.render();
         let lines = lines(&text);
         let q = "edge_runner_job_queue_duration_seconds";
@@ -643,7 +656,7 @@ mod tests {
             "edge_runner_job_run_duration_seconds_bucket{le=\"0.0025\"} 1".to_string(),
             "edge_runner_job_run_duration_seconds_count 1".to_string(),
             "edge_runner_jobs_finished_total{outcome=\"pass\"} 1".to_string(),
-            "edge_runner_jobs_finished_total{outcome=\"cancelled_client\"} 1".to_string(),
+            "edge_runner_jobs_finished_total{outcome=\"cancelled\"} 1".to_string(),
         ] {
             assert!(
                 lines.contains(&expected.as_str()),
@@ -736,6 +749,15 @@ mod tests {
     }
 
     #[test]
+    fn outcome_names_round_trip_and_nothing_else_parses() {
+        for outcome in Outcome::ALL {
+            assert_eq!(Outcome::from_name(outcome.as_str()), Some(outcome));
+        }
+        assert_eq!(Outcome::from_name("pass\"} 1\nedge_runner_x 9"), None);
+        assert_eq!(Outcome::from_name("Pass"), None);
+    }
+
+    #[test]
     fn concurrent_updates_are_all_counted() {
         let metrics = Arc::new(Metrics::new());
         let threads: Vec<_> = (0..4)
@@ -744,7 +766,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
                         metrics.accepted();
-                        metrics.finished(Outcome::Fail, Some(Duration::from_millis(3)));
+                        metrics.finished(Outcome::Fail, None, Some(Duration::from_millis(3)));
                     }
                 })
             })
@@ -769,8 +791,11 @@ mod tests {
         let metrics = Metrics::new();
         metrics.accepted();
         metrics.rejected(Rejection::SubmitterQuota);
-        metrics.started(Duration::from_millis(5));
-        metrics.finished(Outcome::Refused, Some(Duration::from_micros(70)));
+        metrics.finished(
+            Outcome::Refused,
+            Some(Duration::from_millis(5)),
+            Some(Duration::from_micros(70)),
+        );
         metrics.abandoned(2);
         metrics.fsync(Duration::from_micros(120), 9);
         metrics.set_trust_root_expiry(1_798_761_600);
@@ -805,8 +830,8 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         let families: Vec<&str> = stdout.lines().collect();
         let expected = [
             "edge_runner_jobs_accepted counter - 1",
-            "edge_runner_jobs_rejected counter - 8",
-            "edge_runner_jobs_finished counter - 8",
+            "edge_runner_jobs_rejected counter - 10",
+            "edge_runner_jobs_finished counter - 7",
             "edge_runner_queue_depth gauge - 1",
             "edge_runner_jobs_running gauge - 1",
             "edge_runner_job_queue_duration_seconds histogram seconds 23",

@@ -3,11 +3,13 @@
 //! activation (`$LISTEN_PID`, `$LISTEN_FDS`, the API socket as fd 3).
 //!
 //! Everything here is a no-op when the daemon does not run under systemd:
-//! the notify functions answer `Ok(false)` without `$NOTIFY_SOCKET`,
+//! the notify functions answer `false` without `$NOTIFY_SOCKET`,
 //! [`watchdog_interval`] `None` without `$WATCHDOG_USEC`, and [`listen_fds`]
 //! `Ok(None)` without `$LISTEN_FDS`. Variables addressed to another process
 //! (`$WATCHDOG_PID`, `$LISTEN_PID` not ours) are ignored, as `sd_notify(3)`
-//! and `sd_listen_fds(3)` do. This module only speaks the protocols; when to
+//! and `sd_listen_fds(3)` do. A notification that cannot be sent is logged
+//! (`tracing` warning) and never stops the daemon: systemd then acts on its
+//! own timeouts. This module only speaks the protocols; when to
 //! announce readiness or ping the watchdog is the daemon's decision.
 //!
 //! No `unsafe` here: taking fd 3 as a socket goes through the `listenfd`
@@ -77,31 +79,32 @@ pub enum SystemdError {
 }
 
 /// Tells systemd the daemon is ready (`READY=1`): the API socket is
-/// listening and the evidence log is open. `Ok(false)` when not run under
-/// systemd.
-pub fn notify_ready() -> Result<bool, SystemdError> {
+/// listening and the evidence log is open. True if the message was sent;
+/// false when not run under systemd or when sending failed (logged).
+pub fn notify_ready() -> bool {
     notify("READY=1")
 }
 
 /// Tells systemd the daemon is shutting down (`STOPPING=1`).
-pub fn notify_stopping() -> Result<bool, SystemdError> {
+pub fn notify_stopping() -> bool {
     notify("STOPPING=1")
 }
 
 /// Sets the one-line status `systemctl status` shows (`STATUS=…`); line
 /// breaks in `status` become spaces, so it cannot carry other assignments.
-pub fn notify_status(status: &str) -> Result<bool, SystemdError> {
+pub fn notify_status(status: &str) -> bool {
     notify(&status_message(status))
 }
 
-/// Pings the watchdog (`WATCHDOG=1`); call it every [`watchdog_interval`].
-pub fn notify_watchdog() -> Result<bool, SystemdError> {
+/// Pings the watchdog (`WATCHDOG=1`); call it every half [`watchdog_interval`].
+pub fn notify_watchdog() -> bool {
     notify("WATCHDOG=1")
 }
 
-/// How often to call [`notify_watchdog`]: half of the unit's `WatchdogSec=`
-/// (`$WATCHDOG_USEC`), the margin `sd_watchdog_enabled(3)` recommends.
-/// `None` when no watchdog is set, or it is set for another process
+/// The unit's `WatchdogSec=` (`$WATCHDOG_USEC`), like
+/// `sd_watchdog_enabled(3)`: systemd kills the daemon if no
+/// [`notify_watchdog`] arrives within it, so ping every half of it. `None`
+/// when no watchdog is set, or it is set for another process
 /// (`$WATCHDOG_PID`).
 pub fn watchdog_interval() -> Option<Duration> {
     watchdog_interval_from(
@@ -135,11 +138,17 @@ pub fn listen_fds() -> Result<Option<UnixListener>, SystemdError> {
         .map_err(|source| SystemdError::NotUnixStream { source })
 }
 
-fn notify(state: &str) -> Result<bool, SystemdError> {
+fn notify(state: &str) -> bool {
     match std::env::var_os("NOTIFY_SOCKET") {
-        None => Ok(false),
-        Some(socket) if socket.is_empty() => Ok(false),
-        Some(socket) => send_notify(&socket, state).map(|()| true),
+        None => false,
+        Some(socket) if socket.is_empty() => false,
+        Some(socket) => match send_notify(&socket, state) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "systemd notification not sent");
+                false
+            }
+        },
     }
 }
 
@@ -181,7 +190,7 @@ fn watchdog_interval_from(usec: Option<&OsStr>, pid: Option<&OsStr>, me: u32) ->
             return None;
         }
     }
-    Some(Duration::from_micros(usec / 2))
+    Some(Duration::from_micros(usec))
 }
 
 /// Whether one socket was passed to this process: the checks of
@@ -287,14 +296,14 @@ mod tests {
     }
 
     #[test]
-    fn watchdog_interval_is_half_the_timeout_for_this_process_only() {
+    fn watchdog_interval_is_the_timeout_for_this_process_only() {
         assert_eq!(
             watchdog_interval_from(os("30000000"), None, 42),
-            Some(Duration::from_secs(15))
+            Some(Duration::from_secs(30))
         );
         assert_eq!(
             watchdog_interval_from(os("30000000"), os("42"), 42),
-            Some(Duration::from_secs(15))
+            Some(Duration::from_secs(30))
         );
         // Set for another process (a parent that exec'd us keeps its own pid's watchdog).
         assert_eq!(watchdog_interval_from(os("30000000"), os("41"), 42), None);
