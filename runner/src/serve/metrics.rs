@@ -26,7 +26,7 @@
 //! | `evidence_records` | counter | |
 //! | `evidence_fsync_duration_seconds` | histogram | |
 //! | `evidence_fsync_batch_records` | histogram | |
-//! | `evidence_fsync_failures` | counter | |
+//! | `evidence_failing` | gauge | |
 //! | `trust_root_expiry_timestamp_seconds` | gauge | |
 //! | `code_cache_hits`, `code_cache_misses` | counter | |
 //! | `api_peer_refusals` | counter | |
@@ -49,8 +49,6 @@ pub enum Rejection {
     QueueFull,
     /// The submitter has its quota of jobs queued or running (429).
     SubmitterQuota,
-    /// A job with the same idempotency key is still being accepted (429).
-    InProgress,
     /// The capsule, signature or input is over its size cap (413).
     TooLarge,
     /// The request could not be parsed (400).
@@ -63,23 +61,19 @@ pub enum Rejection {
     Draining,
     /// The daemon is not ready, e.g. the trust root is expired or the last fsync failed (503).
     NotReady,
-    /// Any other refusal of a submission.
-    Other,
 }
 
 impl Rejection {
     /// Every reason, in the order they are rendered.
-    pub const ALL: [Rejection; 10] = [
+    pub const ALL: [Rejection; 8] = [
         Rejection::QueueFull,
         Rejection::SubmitterQuota,
-        Rejection::InProgress,
         Rejection::TooLarge,
         Rejection::Malformed,
         Rejection::HostPath,
         Rejection::UnknownCapsule,
         Rejection::Draining,
         Rejection::NotReady,
-        Rejection::Other,
     ];
 
     /// The label value, fixed for each reason.
@@ -87,14 +81,12 @@ impl Rejection {
         match self {
             Rejection::QueueFull => "queue_full",
             Rejection::SubmitterQuota => "submitter_quota",
-            Rejection::InProgress => "in_progress",
             Rejection::TooLarge => "too_large",
             Rejection::Malformed => "malformed",
             Rejection::HostPath => "host_path",
             Rejection::UnknownCapsule => "unknown_capsule",
             Rejection::Draining => "draining",
             Rejection::NotReady => "not_ready",
-            Rejection::Other => "other",
         }
     }
 }
@@ -113,21 +105,24 @@ pub enum Outcome {
     Abnormal,
     /// The runner could not carry the job out (an internal or I/O error).
     Error,
-    /// A client or shutdown cancelled the job (the evidence says which).
-    Cancelled,
+    /// A client cancelled the job.
+    CancelledByClient,
+    /// Shutdown cancelled or interrupted the job.
+    CancelledByShutdown,
     /// The job was open when a previous daemon stopped and was marked abandoned at start-up.
     Abandoned,
 }
 
 impl Outcome {
     /// Every outcome, in the order they are rendered.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Pass,
         Outcome::Fail,
         Outcome::Refused,
         Outcome::Abnormal,
         Outcome::Error,
-        Outcome::Cancelled,
+        Outcome::CancelledByClient,
+        Outcome::CancelledByShutdown,
         Outcome::Abandoned,
     ];
 
@@ -139,7 +134,8 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::Abnormal => "abnormal",
             Outcome::Error => "error",
-            Outcome::Cancelled => "cancelled",
+            Outcome::CancelledByClient => "cancelled_client",
+            Outcome::CancelledByShutdown => "cancelled_shutdown",
             Outcome::Abandoned => "abandoned",
         }
     }
@@ -295,7 +291,7 @@ pub struct Metrics {
     evidence_records: AtomicU64,
     fsync_seconds: Histogram,
     fsync_batch: Histogram,
-    fsync_failures: AtomicU64,
+    evidence_failing: AtomicBool,
     trust_root_expiry: AtomicI64,
     trust_root_expiry_set: AtomicBool,
     cache_hits: AtomicU64,
@@ -325,7 +321,7 @@ impl Metrics {
             evidence_records: AtomicU64::new(0),
             fsync_seconds: Histogram::new(FSYNC_SECONDS, Scale::Nanoseconds),
             fsync_batch: Histogram::new(BATCH_RECORDS, Scale::Count),
-            fsync_failures: AtomicU64::new(0),
+            evidence_failing: AtomicBool::new(false),
             trust_root_expiry: AtomicI64::new(0),
             trust_root_expiry_set: AtomicBool::new(false),
             cache_hits: AtomicU64::new(0),
@@ -344,19 +340,19 @@ impl Metrics {
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A job ended with `outcome`. `queue_time` is how long it waited from
-    /// acceptance to starting, `run_time` how long it ran; `None` for what
-    /// it never did (a job cancelled while queued has neither).
-    pub fn finished(
-        &self,
-        outcome: Outcome,
-        queue_time: Option<Duration>,
-        run_time: Option<Duration>,
-    ) {
+    /// A job left the queue to run after `queue_time` (from acceptance).
+    pub fn started(&self, queue_time: Duration) {
+        self.queue_seconds.observe_duration(queue_time);
+    }
+
+    /// A job left the queue without running (it was cancelled) after `queue_time`.
+    pub fn dequeued(&self, queue_time: Duration) {
+        self.queue_seconds.observe_duration(queue_time);
+    }
+
+    /// A job ended with `outcome`; `run_time` is how long it ran, `None` if it never started.
+    pub fn finished(&self, outcome: Outcome, run_time: Option<Duration>) {
         self.finished[outcome as usize].fetch_add(1, Ordering::Relaxed);
-        if let Some(queue_time) = queue_time {
-            self.queue_seconds.observe_duration(queue_time);
-        }
         if let Some(run_time) = run_time {
             self.run_seconds.observe_duration(run_time);
         }
@@ -382,22 +378,20 @@ impl Metrics {
         self.capsule_refusals.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The evidence writer has made `total` records durable since start-up
-    /// (its running total, e.g. the shared writer's stats, read before rendering).
-    pub fn set_evidence_records(&self, total: u64) {
-        self.evidence_records.store(total, Ordering::Relaxed);
-    }
-
-    /// One group commit: its fdatasync took `latency` and made `batch`
-    /// records durable. Called by (or on behalf of) the writer thread once per batch.
+    /// One group commit made `batch` records durable, its write and
+    /// fdatasync taking `latency`: counts the records and observes both
+    /// histograms. Fits `evidence::SharedLog::start_observed` as is:
+    /// `Box::new(move |latency, batch| metrics.fsync(latency, batch))`.
     pub fn fsync(&self, latency: Duration, batch: u64) {
+        self.evidence_records.fetch_add(batch, Ordering::Relaxed);
         self.fsync_seconds.observe_duration(latency);
         self.fsync_batch.observe(batch);
     }
 
-    /// A write or fdatasync of the evidence log failed.
-    pub fn fsync_failed(&self) {
-        self.fsync_failures.fetch_add(1, Ordering::Relaxed);
+    /// Whether the evidence log's newest group commit failed (its write or
+    /// fdatasync), e.g. `log.stats().last_fsync_error.is_some()` read before rendering.
+    pub fn set_evidence_failing(&self, failing: bool) {
+        self.evidence_failing.store(failing, Ordering::Relaxed);
     }
 
     /// The trust root in use expires at `unix_secs` (seconds since the Unix epoch).
@@ -479,7 +473,7 @@ impl Metrics {
             &mut out,
             "job_queue_duration_seconds",
             Some("seconds"),
-            "Time jobs waited from acceptance to starting.",
+            "Time from acceptance to leaving the queue (start or cancel).",
             &self.queue_seconds,
         );
         histogram(
@@ -515,11 +509,16 @@ impl Metrics {
             "Records made durable by each group commit.",
             &self.fsync_batch,
         );
-        counter(
+        gauge(
             &mut out,
-            "evidence_fsync_failures",
-            "Failed writes or fdatasyncs of the evidence log.",
-            &self.fsync_failures,
+            "evidence_failing",
+            None,
+            "1 while the evidence log's newest write or fdatasync has failed, else 0.",
+            if self.evidence_failing.load(Ordering::Relaxed) {
+                "1"
+            } else {
+                "0"
+            },
         );
         if self.trust_root_expiry_set.load(Ordering::Acquire) {
             gauge(
@@ -619,7 +618,7 @@ mod tests {
         metrics.rejected(Rejection::QueueFull);
         metrics.peer_refused();
         metrics.cache_hit();
-        metrics.set_evidence_records(7);
+        metrics.fsync(Duration::from_micros(90), 7);
         let text = metrics.render();
         let expected = "# TYPE edge_runner_jobs_accepted counter\n\
              # HELP edge_runner_jobs_accepted Jobs accepted (acceptance record durable, 202 answered).\n\
@@ -636,12 +635,11 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative_and_end_in_inf_equal_to_count() {
         let metrics = Metrics::new();
-        let queued = |d| metrics.finished(Outcome::Fail, Some(d), None);
-        queued(Duration::from_micros(40)); // le 0.00005
-        queued(Duration::from_millis(1)); // exactly on 0.001: counted there
-        queued(Duration::from_secs(3600)); // above every bound: +Inf only
-        metrics.finished(Outcome::Pass, None, Some(Duration::from_millis(2)));
-        metrics.finished(Outcome::Cancelled, None, None);
+        metrics.started(Duration::from_micros(40)); // le 0.00005
+        metrics.started(Duration::from_millis(1)); // exactly on 0.001: counted there
+        metrics.dequeued(Duration::from_secs(3600)); // above every bound: +Inf only
+        metrics.finished(Outcome::Pass, Some(Duration::from_millis(2)));
+        metrics.finished(Outcome::CancelledByClient, None);
         let text = metrics.render();
         let lines = lines(&text);
         let q = "edge_runner_job_queue_duration_seconds";
@@ -656,7 +654,7 @@ mod tests {
             "edge_runner_job_run_duration_seconds_bucket{le=\"0.0025\"} 1".to_string(),
             "edge_runner_job_run_duration_seconds_count 1".to_string(),
             "edge_runner_jobs_finished_total{outcome=\"pass\"} 1".to_string(),
-            "edge_runner_jobs_finished_total{outcome=\"cancelled\"} 1".to_string(),
+            "edge_runner_jobs_finished_total{outcome=\"cancelled_client\"} 1".to_string(),
         ] {
             assert!(
                 lines.contains(&expected.as_str()),
@@ -679,6 +677,15 @@ mod tests {
         assert!(lines.contains(&format!("{b}_bucket{{le=\"1024.0\"}} 1").as_str()));
         assert!(lines.contains(&format!("{b}_bucket{{le=\"+Inf\"}} 2").as_str()));
         assert!(lines.contains(&format!("{b}_sum 5003").as_str()));
+        assert!(lines.contains(&"edge_runner_evidence_records_total 5003"));
+        assert!(lines.contains(&"edge_runner_evidence_failing 0"));
+        metrics.set_evidence_failing(true);
+        assert!(
+            metrics
+                .render()
+                .lines()
+                .any(|l| l == "edge_runner_evidence_failing 1")
+        );
         let f = "edge_runner_evidence_fsync_duration_seconds";
         assert!(lines.contains(&format!("{f}_bucket{{le=\"0.0005\"}} 1").as_str()));
         assert!(lines.contains(&format!("{f}_bucket{{le=\"0.001\"}} 2").as_str()));
@@ -766,7 +773,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
                         metrics.accepted();
-                        metrics.finished(Outcome::Fail, None, Some(Duration::from_millis(3)));
+                        metrics.finished(Outcome::Fail, Some(Duration::from_millis(3)));
                     }
                 })
             })
@@ -791,11 +798,9 @@ mod tests {
         let metrics = Metrics::new();
         metrics.accepted();
         metrics.rejected(Rejection::SubmitterQuota);
-        metrics.finished(
-            Outcome::Refused,
-            Some(Duration::from_millis(5)),
-            Some(Duration::from_micros(70)),
-        );
+        metrics.started(Duration::from_millis(5));
+        metrics.finished(Outcome::Refused, Some(Duration::from_micros(70)));
+        metrics.set_evidence_failing(true);
         metrics.abandoned(2);
         metrics.fsync(Duration::from_micros(120), 9);
         metrics.set_trust_root_expiry(1_798_761_600);
@@ -830,8 +835,8 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         let families: Vec<&str> = stdout.lines().collect();
         let expected = [
             "edge_runner_jobs_accepted counter - 1",
-            "edge_runner_jobs_rejected counter - 10",
-            "edge_runner_jobs_finished counter - 7",
+            "edge_runner_jobs_rejected counter - 8",
+            "edge_runner_jobs_finished counter - 8",
             "edge_runner_queue_depth gauge - 1",
             "edge_runner_jobs_running gauge - 1",
             "edge_runner_job_queue_duration_seconds histogram seconds 23",
@@ -840,7 +845,7 @@ for family in text_string_to_metric_families(sys.stdin.read()):
             "edge_runner_evidence_records counter - 1",
             "edge_runner_evidence_fsync_duration_seconds histogram seconds 18",
             "edge_runner_evidence_fsync_batch_records histogram records 14",
-            "edge_runner_evidence_fsync_failures counter - 1",
+            "edge_runner_evidence_failing gauge - 1",
             "edge_runner_trust_root_expiry_timestamp_seconds gauge seconds 1",
             "edge_runner_code_cache_hits counter - 1",
             "edge_runner_code_cache_misses counter - 1",

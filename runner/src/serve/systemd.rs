@@ -3,13 +3,13 @@
 //! activation (`$LISTEN_PID`, `$LISTEN_FDS`, the API socket as fd 3).
 //!
 //! Everything here is a no-op when the daemon does not run under systemd:
-//! the notify functions answer `false` without `$NOTIFY_SOCKET`,
+//! the notify functions answer `Ok(false)` without `$NOTIFY_SOCKET`,
 //! [`watchdog_interval`] `None` without `$WATCHDOG_USEC`, and [`listen_fds`]
 //! `Ok(None)` without `$LISTEN_FDS`. Variables addressed to another process
 //! (`$WATCHDOG_PID`, `$LISTEN_PID` not ours) are ignored, as `sd_notify(3)`
-//! and `sd_listen_fds(3)` do. A notification that cannot be sent is logged
-//! (`tracing` warning) and never stops the daemon: systemd then acts on its
-//! own timeouts. This module only speaks the protocols; when to
+//! and `sd_listen_fds(3)` do. A notification that cannot be sent is an
+//! error the daemon logs and goes on (systemd then acts on its own
+//! timeouts). This module only speaks the protocols; when to
 //! announce readiness or ping the watchdog is the daemon's decision.
 //!
 //! No `unsafe` here: taking fd 3 as a socket goes through the `listenfd`
@@ -79,25 +79,25 @@ pub enum SystemdError {
 }
 
 /// Tells systemd the daemon is ready (`READY=1`): the API socket is
-/// listening and the evidence log is open. True if the message was sent;
-/// false when not run under systemd or when sending failed (logged).
-pub fn notify_ready() -> bool {
+/// listening and the evidence log is open. `Ok(true)` if the message was
+/// sent, `Ok(false)` when not run under systemd.
+pub fn notify_ready() -> Result<bool, SystemdError> {
     notify("READY=1")
 }
 
 /// Tells systemd the daemon is shutting down (`STOPPING=1`).
-pub fn notify_stopping() -> bool {
+pub fn notify_stopping() -> Result<bool, SystemdError> {
     notify("STOPPING=1")
 }
 
 /// Sets the one-line status `systemctl status` shows (`STATUS=…`); line
 /// breaks in `status` become spaces, so it cannot carry other assignments.
-pub fn notify_status(status: &str) -> bool {
+pub fn notify_status(status: &str) -> Result<bool, SystemdError> {
     notify(&status_message(status))
 }
 
 /// Pings the watchdog (`WATCHDOG=1`); call it every half [`watchdog_interval`].
-pub fn notify_watchdog() -> bool {
+pub fn notify_watchdog() -> Result<bool, SystemdError> {
     notify("WATCHDOG=1")
 }
 
@@ -138,17 +138,11 @@ pub fn listen_fds() -> Result<Option<UnixListener>, SystemdError> {
         .map_err(|source| SystemdError::NotUnixStream { source })
 }
 
-fn notify(state: &str) -> bool {
+fn notify(state: &str) -> Result<bool, SystemdError> {
     match std::env::var_os("NOTIFY_SOCKET") {
-        None => false,
-        Some(socket) if socket.is_empty() => false,
-        Some(socket) => match send_notify(&socket, state) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "systemd notification not sent");
-                false
-            }
-        },
+        None => Ok(false),
+        Some(socket) if socket.is_empty() => Ok(false),
+        Some(socket) => send_notify(&socket, state).map(|()| true),
     }
 }
 
