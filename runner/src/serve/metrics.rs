@@ -26,7 +26,7 @@
 //! | `evidence_records` | counter | |
 //! | `evidence_fsync_duration_seconds` | histogram | |
 //! | `evidence_fsync_batch_records` | histogram | |
-//! | `evidence_fsync_failures` | counter | |
+//! | `evidence_failing` | gauge | |
 //! | `trust_root_expiry_timestamp_seconds` | gauge | |
 //! | `code_cache_hits`, `code_cache_misses` | counter | |
 //! | `api_peer_refusals` | counter | |
@@ -138,6 +138,12 @@ impl Outcome {
             Outcome::CancelledByShutdown => "cancelled_shutdown",
             Outcome::Abandoned => "abandoned",
         }
+    }
+
+    /// The outcome named `name` exactly as [`as_str`](Outcome::as_str)
+    /// writes it (the names `job-finished` records use), or `None`.
+    pub fn from_name(name: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == name)
     }
 }
 
@@ -285,7 +291,7 @@ pub struct Metrics {
     evidence_records: AtomicU64,
     fsync_seconds: Histogram,
     fsync_batch: Histogram,
-    fsync_failures: AtomicU64,
+    evidence_failing: AtomicBool,
     trust_root_expiry: AtomicI64,
     trust_root_expiry_set: AtomicBool,
     cache_hits: AtomicU64,
@@ -315,7 +321,7 @@ impl Metrics {
             evidence_records: AtomicU64::new(0),
             fsync_seconds: Histogram::new(FSYNC_SECONDS, Scale::Nanoseconds),
             fsync_batch: Histogram::new(BATCH_RECORDS, Scale::Count),
-            fsync_failures: AtomicU64::new(0),
+            evidence_failing: AtomicBool::new(false),
             trust_root_expiry: AtomicI64::new(0),
             trust_root_expiry_set: AtomicBool::new(false),
             cache_hits: AtomicU64::new(0),
@@ -372,20 +378,20 @@ impl Metrics {
         self.capsule_refusals.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `records` evidence records were made durable.
-    pub fn evidence_records(&self, records: u64) {
-        self.evidence_records.fetch_add(records, Ordering::Relaxed);
-    }
-
-    /// One group commit: its fdatasync took `latency` and made `batch` records durable.
+    /// One group commit made `batch` records durable, its write and
+    /// fdatasync taking `latency`: counts the records and observes both
+    /// histograms. Fits `evidence::SharedLog::start_observed` as is:
+    /// `Box::new(move |latency, batch| metrics.fsync(latency, batch))`.
     pub fn fsync(&self, latency: Duration, batch: u64) {
+        self.evidence_records.fetch_add(batch, Ordering::Relaxed);
         self.fsync_seconds.observe_duration(latency);
         self.fsync_batch.observe(batch);
     }
 
-    /// A write or fdatasync of the evidence log failed.
-    pub fn fsync_failed(&self) {
-        self.fsync_failures.fetch_add(1, Ordering::Relaxed);
+    /// Whether the evidence log's newest group commit failed (its write or
+    /// fdatasync), e.g. `log.stats().last_fsync_error.is_some()` read before rendering.
+    pub fn set_evidence_failing(&self, failing: bool) {
+        self.evidence_failing.store(failing, Ordering::Relaxed);
     }
 
     /// The trust root in use expires at `unix_secs` (seconds since the Unix epoch).
@@ -503,11 +509,16 @@ impl Metrics {
             "Records made durable by each group commit.",
             &self.fsync_batch,
         );
-        counter(
+        gauge(
             &mut out,
-            "evidence_fsync_failures",
-            "Failed writes or fdatasyncs of the evidence log.",
-            &self.fsync_failures,
+            "evidence_failing",
+            None,
+            "1 while the evidence log's newest write or fdatasync has failed, else 0.",
+            if self.evidence_failing.load(Ordering::Relaxed) {
+                "1"
+            } else {
+                "0"
+            },
         );
         if self.trust_root_expiry_set.load(Ordering::Acquire) {
             gauge(
@@ -607,7 +618,7 @@ mod tests {
         metrics.rejected(Rejection::QueueFull);
         metrics.peer_refused();
         metrics.cache_hit();
-        metrics.evidence_records(7);
+        metrics.fsync(Duration::from_micros(90), 7);
         let text = metrics.render();
         let expected = "# TYPE edge_runner_jobs_accepted counter\n\
              # HELP edge_runner_jobs_accepted Jobs accepted (acceptance record durable, 202 answered).\n\
@@ -626,7 +637,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.started(Duration::from_micros(40)); // le 0.00005
         metrics.started(Duration::from_millis(1)); // exactly on 0.001: counted there
-        metrics.started(Duration::from_secs(3600)); // above every bound: +Inf only
+        metrics.dequeued(Duration::from_secs(3600)); // above every bound: +Inf only
         metrics.finished(Outcome::Pass, Some(Duration::from_millis(2)));
         metrics.finished(Outcome::CancelledByClient, None);
         let text = metrics.render();
@@ -666,6 +677,15 @@ mod tests {
         assert!(lines.contains(&format!("{b}_bucket{{le=\"1024.0\"}} 1").as_str()));
         assert!(lines.contains(&format!("{b}_bucket{{le=\"+Inf\"}} 2").as_str()));
         assert!(lines.contains(&format!("{b}_sum 5003").as_str()));
+        assert!(lines.contains(&"edge_runner_evidence_records_total 5003"));
+        assert!(lines.contains(&"edge_runner_evidence_failing 0"));
+        metrics.set_evidence_failing(true);
+        assert!(
+            metrics
+                .render()
+                .lines()
+                .any(|l| l == "edge_runner_evidence_failing 1")
+        );
         let f = "edge_runner_evidence_fsync_duration_seconds";
         assert!(lines.contains(&format!("{f}_bucket{{le=\"0.0005\"}} 1").as_str()));
         assert!(lines.contains(&format!("{f}_bucket{{le=\"0.001\"}} 2").as_str()));
@@ -736,6 +756,15 @@ mod tests {
     }
 
     #[test]
+    fn outcome_names_round_trip_and_nothing_else_parses() {
+        for outcome in Outcome::ALL {
+            assert_eq!(Outcome::from_name(outcome.as_str()), Some(outcome));
+        }
+        assert_eq!(Outcome::from_name("pass\"} 1\nedge_runner_x 9"), None);
+        assert_eq!(Outcome::from_name("Pass"), None);
+    }
+
+    #[test]
     fn concurrent_updates_are_all_counted() {
         let metrics = Arc::new(Metrics::new());
         let threads: Vec<_> = (0..4)
@@ -771,6 +800,7 @@ mod tests {
         metrics.rejected(Rejection::SubmitterQuota);
         metrics.started(Duration::from_millis(5));
         metrics.finished(Outcome::Refused, Some(Duration::from_micros(70)));
+        metrics.set_evidence_failing(true);
         metrics.abandoned(2);
         metrics.fsync(Duration::from_micros(120), 9);
         metrics.set_trust_root_expiry(1_798_761_600);
@@ -815,7 +845,7 @@ for family in text_string_to_metric_families(sys.stdin.read()):
             "edge_runner_evidence_records counter - 1",
             "edge_runner_evidence_fsync_duration_seconds histogram seconds 18",
             "edge_runner_evidence_fsync_batch_records histogram records 14",
-            "edge_runner_evidence_fsync_failures counter - 1",
+            "edge_runner_evidence_failing gauge - 1",
             "edge_runner_trust_root_expiry_timestamp_seconds gauge seconds 1",
             "edge_runner_code_cache_hits counter - 1",
             "edge_runner_code_cache_misses counter - 1",

@@ -7,7 +7,9 @@
 //! [`watchdog_interval`] `None` without `$WATCHDOG_USEC`, and [`listen_fds`]
 //! `Ok(None)` without `$LISTEN_FDS`. Variables addressed to another process
 //! (`$WATCHDOG_PID`, `$LISTEN_PID` not ours) are ignored, as `sd_notify(3)`
-//! and `sd_listen_fds(3)` do. This module only speaks the protocols; when to
+//! and `sd_listen_fds(3)` do. A notification that cannot be sent is an
+//! error the daemon logs and goes on (systemd then acts on its own
+//! timeouts). This module only speaks the protocols; when to
 //! announce readiness or ping the watchdog is the daemon's decision.
 //!
 //! No `unsafe` here: taking fd 3 as a socket goes through the `listenfd`
@@ -77,8 +79,8 @@ pub enum SystemdError {
 }
 
 /// Tells systemd the daemon is ready (`READY=1`): the API socket is
-/// listening and the evidence log is open. `Ok(false)` when not run under
-/// systemd.
+/// listening and the evidence log is open. `Ok(true)` if the message was
+/// sent, `Ok(false)` when not run under systemd.
 pub fn notify_ready() -> Result<bool, SystemdError> {
     notify("READY=1")
 }
@@ -94,14 +96,15 @@ pub fn notify_status(status: &str) -> Result<bool, SystemdError> {
     notify(&status_message(status))
 }
 
-/// Pings the watchdog (`WATCHDOG=1`); call it every [`watchdog_interval`].
+/// Pings the watchdog (`WATCHDOG=1`); call it every half [`watchdog_interval`].
 pub fn notify_watchdog() -> Result<bool, SystemdError> {
     notify("WATCHDOG=1")
 }
 
-/// How often to call [`notify_watchdog`]: half of the unit's `WatchdogSec=`
-/// (`$WATCHDOG_USEC`), the margin `sd_watchdog_enabled(3)` recommends.
-/// `None` when no watchdog is set, or it is set for another process
+/// The unit's `WatchdogSec=` (`$WATCHDOG_USEC`), like
+/// `sd_watchdog_enabled(3)`: systemd kills the daemon if no
+/// [`notify_watchdog`] arrives within it, so ping every half of it. `None`
+/// when no watchdog is set, or it is set for another process
 /// (`$WATCHDOG_PID`).
 pub fn watchdog_interval() -> Option<Duration> {
     watchdog_interval_from(
@@ -181,7 +184,7 @@ fn watchdog_interval_from(usec: Option<&OsStr>, pid: Option<&OsStr>, me: u32) ->
             return None;
         }
     }
-    Some(Duration::from_micros(usec / 2))
+    Some(Duration::from_micros(usec))
 }
 
 /// Whether one socket was passed to this process: the checks of
@@ -287,14 +290,14 @@ mod tests {
     }
 
     #[test]
-    fn watchdog_interval_is_half_the_timeout_for_this_process_only() {
+    fn watchdog_interval_is_the_timeout_for_this_process_only() {
         assert_eq!(
             watchdog_interval_from(os("30000000"), None, 42),
-            Some(Duration::from_secs(15))
+            Some(Duration::from_secs(30))
         );
         assert_eq!(
             watchdog_interval_from(os("30000000"), os("42"), 42),
-            Some(Duration::from_secs(15))
+            Some(Duration::from_secs(30))
         );
         // Set for another process (a parent that exec'd us keeps its own pid's watchdog).
         assert_eq!(watchdog_interval_from(os("30000000"), os("41"), 42), None);
@@ -406,5 +409,106 @@ mod tests {
             "took fd 3; LISTEN_FDS still set\n"
         };
         stream.write_all(message.as_bytes()).unwrap();
+    }
+
+    /// `packaging/` at the top of the repository.
+    fn packaging() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging")
+    }
+
+    /// The packaged units copied into `dir`, with `ExecStart=` pointed at an
+    /// executable there (`systemd-analyze verify` checks that it exists).
+    fn units_in(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let binary = dir.join("edge-runner");
+        std::fs::write(&binary, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let service = std::fs::read_to_string(packaging().join("edge-runner.service")).unwrap();
+        let installed =
+            "ExecStart=/usr/local/bin/edge-runner serve --config /etc/edge-runner/serve.toml";
+        assert_eq!(service.matches(installed).count(), 1, "ExecStart changed");
+        let service = service.replace(
+            "ExecStart=/usr/local/bin/edge-runner ",
+            &format!("ExecStart={} ", binary.display()),
+        );
+        let service_path = dir.join("edge-runner.service");
+        std::fs::write(&service_path, service).unwrap();
+        let socket_path = dir.join("edge-runner.socket");
+        std::fs::copy(packaging().join("edge-runner.socket"), &socket_path).unwrap();
+        (service_path, socket_path)
+    }
+
+    #[test]
+    fn every_hardening_option_turned_off_says_why() {
+        let service = std::fs::read_to_string(packaging().join("edge-runner.service")).unwrap();
+        let lines: Vec<&str> = service.lines().collect();
+        let mut off = 0;
+        for (i, line) in lines.iter().enumerate() {
+            if line.ends_with("=no") {
+                off += 1;
+                assert!(
+                    i > 0 && lines[i - 1].starts_with('#'),
+                    "`{line}` has no comment saying why it is off"
+                );
+            }
+        }
+        assert!(
+            off >= 4,
+            "PrivateUsers, MemoryDenyWriteExecute, PrivateNetwork, DynamicUser"
+        );
+        assert!(lines.contains(&"MemoryDenyWriteExecute=no"));
+        assert!(lines.contains(&"Type=notify"));
+    }
+
+    #[test]
+    #[ignore = "needs systemd-analyze (.ci/run installs systemd)"]
+    fn packaged_units_pass_systemd_analyze_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, socket) = units_in(dir.path());
+        let output = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&socket)
+            .arg(&service)
+            .output()
+            .expect("systemd-analyze runs");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success(),
+            "systemd-analyze verify failed:\n{said}"
+        );
+        // Unknown keys and bad values are only warnings, with the exit status 0.
+        let ours: Vec<&str> = said.lines().filter(|l| l.contains("edge-runner")).collect();
+        assert!(ours.is_empty(), "systemd-analyze verify warns:\n{said}");
+    }
+
+    #[test]
+    #[ignore = "needs systemd-analyze (.ci/run installs systemd)"]
+    fn packaged_service_exposure_is_at_most_2_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, _) = units_in(dir.path());
+        let output = std::process::Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&service)
+            .output()
+            .expect("systemd-analyze runs");
+        let said = String::from_utf8_lossy(&output.stdout);
+        // "→ Overall exposure level for edge-runner.service: 1.3 OK 🙂" ("->" without UTF-8).
+        let label = "Overall exposure level for edge-runner.service: ";
+        let exposure: f64 = said
+            .lines()
+            .find_map(|l| l.split_once(label).map(|(_, rest)| rest))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no overall exposure in:\n{said}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        assert!(exposure <= 2.0, "exposure {exposure} is above 2.0:\n{said}");
     }
 }
