@@ -602,7 +602,7 @@ fn sigkill_loop_keeps_every_acknowledged_job_ended_exactly_once() {
     let mut acknowledged = BTreeSet::new();
     // A fixed pseudo-random schedule: where each kill lands varies, and any failure replays.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    for round in 0..8 {
+    for _ in 0..8 {
         let daemon = fixture.serve("[queue]\nconcurrency = 2");
         seed ^= seed << 13;
         seed ^= seed >> 7;

@@ -82,7 +82,7 @@ impl ServeArgs {
 
 /// Where the daemon is.
 #[derive(Debug, Args)]
-struct SocketArg {
+pub(super) struct SocketArg {
     /// The daemon's API socket.
     #[arg(long, env = "EDGE_RUNNER_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,

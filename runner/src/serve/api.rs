@@ -341,7 +341,7 @@ struct JobRequest {
 }
 
 /// A submission, decoded.
-pub(super) struct Submission {
+pub(crate) struct Submission {
     pub capsule: Arc<Vec<u8>>,
     pub signature: Option<Vec<u8>>,
     pub input: Vec<u8>,

@@ -319,6 +319,13 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/serve.toml");
+        let c = ServeConfig::load(&path).unwrap();
+        assert_eq!(c.socket, PathBuf::from("/run/edge-runner/api.sock"));
+    }
+
+    #[test]
     fn unknown_key_is_refused_by_name() {
         let err = parse(
             "format = 1\ntrust = \"t\"\nevidence = \"e\"\nsite = \"s\"\n[queue]\ncapacty = 3\n",

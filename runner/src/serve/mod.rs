@@ -119,7 +119,7 @@ pub struct Daemon {
     pub(crate) board: Board,
     pub(crate) store: store::Store,
     pub(crate) log: SharedLog,
-    pub(crate) metrics: metrics::Metrics,
+    pub(crate) metrics: Arc<metrics::Metrics>,
     /// The daemon's own uid: always allowed, and may cancel any job.
     pub(crate) uid: u32,
     shed: Mutex<Shed>,
@@ -187,7 +187,7 @@ impl Daemon {
         {
             reasons.push(format!("trust root unusable: {problem}"));
         }
-        if let Some(e) = self.log.stats().last_error {
+        if let Some(e) = self.log.stats().last_fsync_error {
             reasons.push(format!("evidence: the last write or fsync failed: {e}"));
         }
         if self.board.full() {
@@ -203,6 +203,8 @@ impl Daemon {
         let (queued, running) = self.board.load();
         self.metrics.set_queue_depth(queued as u64);
         self.metrics.set_running(running as u64);
+        self.metrics
+            .set_evidence_failing(self.log.stats().last_fsync_error.is_some());
         self.metrics.render()
     }
 
@@ -405,8 +407,14 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
             "jobs accepted by the previous daemon never ended; recorded as abandoned (clients resubmit)"
         );
     }
+    let metrics = Arc::new(metrics::Metrics::new());
+    metrics.abandoned(abandoned.len() as u64);
     let first_id = log.next_job();
-    let log = SharedLog::start(log);
+    let observer = {
+        let metrics = Arc::clone(&metrics);
+        Box::new(move |latency, records| metrics.fsync(latency, records))
+    };
+    let log = SharedLog::start_observed(log, observer);
     let mut sandbox = Sandbox::new()?;
     sandbox.set_code_cache(cache);
     sandbox.set_compiler(Compiler::this_executable().map_err(|source| ServeError::Io {
@@ -419,7 +427,7 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
         board: Board::new(config.queue_capacity, config.per_submitter, first_id),
         store,
         log: log.clone(),
-        metrics: metrics::Metrics::new(),
+        metrics,
         uid: current_uid(),
         shed: Mutex::new(Shed::default()),
         trust_problem: Mutex::new(None),
@@ -585,7 +593,7 @@ async fn run_api(daemon: Arc<Daemon>, listener: Listener) -> Result<(), ServeErr
                         let _ = tokio::task::spawn_blocking(move || d.check_trust()).await;
                     }
                     _ = dog.tick() => {
-                        if watchdog.is_some() && daemon.log.stats().last_error.is_none() {
+                        if watchdog.is_some() && daemon.log.stats().last_fsync_error.is_none() {
                             notify(systemd::notify_watchdog());
                         }
                     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::capsule::{Kind, RawCapsule};
+use crate::evidence::SharedLog;
 use crate::evidence::events::{Event, JobCancelled, JobFinished};
 use crate::sandbox::{CodeSource, Limits, RunStatus, Sandbox, SandboxError, Verdict};
 use crate::session::{RunRecord, Session, SessionError};
@@ -24,7 +25,14 @@ const MAX_DETAIL_BYTES: usize = 1024;
 
 /// Runs jobs until the board is drained.
 pub(super) fn run(daemon: Arc<Daemon>, sandbox: Arc<Sandbox>, policy: SitePolicy) {
-    let mut session = Session::shared(daemon.log.clone(), sandbox, Limits::default(), policy);
+    let mut session =
+        match Session::shared(daemon.log.clone(), sandbox, Limits::default(), policy) {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::error!(error = %e, "a worker could not start; its jobs go to the others");
+                return;
+            }
+        };
     while let Some(work) = daemon.board.take() {
         daemon.metrics.started(work.accepted.elapsed());
         let started = std::time::Instant::now();
@@ -73,7 +81,7 @@ struct Settled {
 }
 
 fn run_job(
-    session: &mut Session,
+    session: &mut Session<SharedLog>,
     daemon: &Daemon,
     work: &Work,
 ) -> Result<Ended, crate::evidence::EvidenceError> {
@@ -143,7 +151,7 @@ fn clip(text: &str) -> String {
     text[..end].to_string()
 }
 
-fn attempt(session: &mut Session, daemon: &Daemon, work: &Work) -> Result<Settled, Stopped> {
+fn attempt(session: &mut Session<SharedLog>, daemon: &Daemon, work: &Work) -> Result<Settled, Stopped> {
     let refused = |records: Vec<u64>, why: String| Settled {
         outcome: "refused",
         exit: exit::REFUSED,
@@ -194,7 +202,7 @@ fn attempt(session: &mut Session, daemon: &Daemon, work: &Work) -> Result<Settle
         let why = "`remediate` capsules are not run by the daemon: run them with `edge-runner run`, which records, tiers and stages their proposals for review (docs/remediation.md)".to_string();
         return Ok(refused(session.job_records(), why));
     }
-    let record = match session.run_until(admitted, &work.input, &work.cancel) {
+    let record = match session.run_until(admitted, &work.input, Some(&work.cancel)) {
         Ok(record) => record,
         Err(SessionError::Sandbox(err @ SandboxError::CompileLimit { .. })) => {
             daemon.metrics.capsule_refused();

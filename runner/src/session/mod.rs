@@ -113,6 +113,8 @@ pub trait Recorder: sealed::Sealed {
     fn id(&self) -> Result<[u8; 16], EvidenceError>;
     /// The newest `capsule-verified` record in lane `job` (`None`: outside jobs).
     fn newest_verification(&self, job: Option<u64>) -> Result<Option<u64>, EvidenceError>;
+    /// The records of open job `job` so far, or `None` when it is not open.
+    fn lane_records(&self, job: u64) -> Result<Option<Vec<u64>>, EvidenceError>;
 }
 
 impl Recorder for EvidenceLog {
@@ -130,6 +132,9 @@ impl Recorder for EvidenceLog {
     }
     fn newest_verification(&self, job: Option<u64>) -> Result<Option<u64>, EvidenceError> {
         Ok(self.last_verified_in(job))
+    }
+    fn lane_records(&self, job: u64) -> Result<Option<Vec<u64>>, EvidenceError> {
+        Ok(self.job_records(job))
     }
 }
 
@@ -150,6 +155,9 @@ impl Recorder for SharedLog {
     }
     fn newest_verification(&self, job: Option<u64>) -> Result<Option<u64>, EvidenceError> {
         self.with(|log| log.last_verified_in(job))
+    }
+    fn lane_records(&self, job: u64) -> Result<Option<Vec<u64>>, EvidenceError> {
+        self.with(|log| log.job_records(job))
     }
 }
 
@@ -302,6 +310,14 @@ impl<L: Recorder> Session<L> {
         self.job
     }
 
+    /// The records of this session's job so far, in order (empty outside a
+    /// job, or when the log cannot say).
+    pub fn job_records(&self) -> Vec<u64> {
+        self.job
+            .and_then(|job| self.log.lane_records(job).ok().flatten())
+            .unwrap_or_default()
+    }
+
     /// The site policy in force.
     pub fn policy(&self) -> &SitePolicy {
         &self.policy
@@ -424,6 +440,17 @@ impl<L: Recorder> Session<L> {
     /// another log), and one whose verification is no longer the newest in
     /// this log: verify it again.
     pub fn run(&mut self, admitted: Admitted, input: &[u8]) -> Result<RunRecord, SessionError> {
+        self.run_until(admitted, input, None)
+    }
+
+    /// [`Session::run`], stopping the run (status `interrupted`, recorded
+    /// like any end) once `stop` is set: the daemon's cancel and shutdown.
+    pub fn run_until(
+        &mut self,
+        admitted: Admitted,
+        input: &[u8],
+        stop: Option<&Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Result<RunRecord, SessionError> {
         let Admitted {
             capsule,
             session,
@@ -504,7 +531,7 @@ impl<L: Recorder> Session<L> {
         let mut started = record::run_started(&capsule, &grant, input, &self.policy, commitments);
         started.job = self.job;
         self.log.put(Event::from(started))?;
-        match self.sandbox.run(&capsule, &grant, input) {
+        match self.sandbox.run_until(&capsule, &grant, input, stop) {
             Ok(report) => {
                 let finished = record::run_finished(&capsule, &grant, &report);
                 self.record_finished(finished)?;
