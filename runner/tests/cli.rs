@@ -1294,7 +1294,7 @@ fn completions_and_man_pages_come_from_the_command_definitions() {
     let out = edge_runner(&["completions", "bash"]);
     assert!(out.status.success(), "{}", text(&out));
     let script = String::from_utf8(out.stdout).unwrap();
-    assert!(script.contains("_edge-runner()"), "{script}");
+    assert!(script.contains("complete -F _edge__runner"), "{script}");
     for command in ["submit", "serve", "evidence", "witness-rotate"] {
         assert!(script.contains(command), "completions lack `{command}`");
     }
