@@ -17,13 +17,18 @@ fn main() -> ExitCode {
             args.map(|a| a.to_string_lossy().into_owned()),
         );
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EDGE_RUNNER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Logs go to stderr: text for people, one JSON object per line for a
+    // service's journal (`EDGE_RUNNER_LOG_FORMAT=json`, as the packaged unit sets).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGE_RUNNER_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("EDGE_RUNNER_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match Cli::parse_args().execute() {
         Ok(exit) => exit.into(),
         // `edge-runner … | head` closed our output: stop quietly, as SIGPIPE would.
