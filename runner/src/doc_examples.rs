@@ -76,8 +76,12 @@ fn every_toml_example_in_the_docs_is_accepted() {
                         .unwrap_or_else(|e| panic!("{at}: {e}"));
                 }
                 "serve-config" => {
-                    crate::serve::ServeConfig::parse(&body, Path::new(&at), Path::new("/etc/edge-runner"))
-                        .unwrap_or_else(|e| panic!("{at}: {e}"));
+                    crate::serve::ServeConfig::parse(
+                        &body,
+                        Path::new(&at),
+                        Path::new("/etc/edge-runner"),
+                    )
+                    .unwrap_or_else(|e| panic!("{at}: {e}"));
                 }
                 "trust-root" | "fragment" => {}
                 other => panic!(

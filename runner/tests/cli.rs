@@ -1273,7 +1273,11 @@ fn exit_codes_in_help_and_readme_agree() {
     ] {
         let out = edge_runner(args);
         assert!(out.status.success(), "{args:?}: {}", text(&out));
-        assert!(words(&text(&out)).contains(&help), "{args:?}: {}", text(&out));
+        assert!(
+            words(&text(&out)).contains(&help),
+            "{args:?}: {}",
+            text(&out)
+        );
     }
     // A job through `serve` ends with the code `run` gives for the same outcome.
     use edge_runner::cli::Exit;
@@ -1304,9 +1308,18 @@ fn completions_and_man_pages_come_from_the_command_definitions() {
     let man = dir.path().join("man1");
     let out = edge_runner(&["man", "--out", p(&man)]);
     assert!(out.status.success(), "{}", text(&out));
-    for page in ["edge-runner.1", "edge-runner-run.1", "edge-runner-jobs-cancel.1", "edge-runner-evidence-verify.1"] {
-        let text = std::fs::read_to_string(man.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
-        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}: {text}");
+    for page in [
+        "edge-runner.1",
+        "edge-runner-run.1",
+        "edge-runner-jobs-cancel.1",
+        "edge-runner-evidence-verify.1",
+    ] {
+        let text =
+            std::fs::read_to_string(man.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text}"
+        );
     }
     let run = std::fs::read_to_string(man.join("edge-runner-run.1")).unwrap();
     assert!(run.contains("Exit codes"), "{run}");

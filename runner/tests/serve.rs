@@ -203,7 +203,14 @@ fn parse_answer(raw: &[u8]) -> Answer {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
     let mut lines = head.lines();
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(": "))
         .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
@@ -261,7 +268,11 @@ fn job_ends(evidence: &Path) -> BTreeMap<u64, Vec<String>> {
     for (_, event) in events(evidence) {
         match event {
             Event::JobAccepted(a) => {
-                assert!(jobs.insert(a.job, Vec::new()).is_none(), "job {} accepted twice", a.job);
+                assert!(
+                    jobs.insert(a.job, Vec::new()).is_none(),
+                    "job {} accepted twice",
+                    a.job
+                );
             }
             Event::JobFinished(f) => jobs.get_mut(&f.job).unwrap().push(f.outcome),
             Event::JobCancelled(c) => jobs
@@ -292,7 +303,11 @@ fn hundred_jobs_through_the_socket_never_run_more_than_concurrency_at_once() {
     let daemon = fixture.serve("[queue]\ncapacity = 128\nconcurrency = 2\nper-submitter = 128");
     let job = probe_job(&fixture, r#"[{"sleep-ms": 5}]"#);
     // Upload once, then name the capsule by digest (as `submit` does).
-    let up = daemon.request("POST", "/v1/capsules", &std::fs::read(&fixture.probe).unwrap());
+    let up = daemon.request(
+        "POST",
+        "/v1/capsules",
+        &std::fs::read(&fixture.probe).unwrap(),
+    );
     assert_eq!(up.status, 201, "{up:?}");
     let digest = up.json["capsule"].as_str().unwrap().to_string();
     let by_digest = serde_json::json!({ "capsule": digest, "input-base64": job["input-base64"] });
@@ -311,7 +326,10 @@ fn hundred_jobs_through_the_socket_never_run_more_than_concurrency_at_once() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 100);
     for id in &ids {
@@ -339,7 +357,10 @@ fn hundred_jobs_through_the_socket_never_run_more_than_concurrency_at_once() {
     assert_eq!(most, 2, "runs open at once");
     let jobs = job_ends(&fixture.path().join("evidence"));
     assert_eq!(jobs.len(), 100);
-    assert!(jobs.values().all(|ends| ends == &["pass".to_string()]), "{jobs:?}");
+    assert!(
+        jobs.values().all(|ends| ends == &["pass".to_string()]),
+        "{jobs:?}"
+    );
     assert_valid(&fixture.path().join("evidence"));
 }
 
@@ -358,7 +379,10 @@ fn overload_at_twice_capacity_gets_429_and_loses_no_accepted_job() {
                 refused += 1;
                 assert_eq!(a.headers.get("retry-after").map(String::as_str), Some("1"));
                 assert!(
-                    a.json["error"].as_str().unwrap().contains("the queue is full (4 jobs waiting"),
+                    a.json["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("the queue is full (4 jobs waiting"),
                     "{a:?}"
                 );
             }
@@ -379,7 +403,10 @@ fn overload_at_twice_capacity_gets_429_and_loses_no_accepted_job() {
         a
     });
     // The refusals are summarized, not one record each.
-    assert_eq!(shed(&fixture.path().join("evidence"), "queue-full"), refused);
+    assert_eq!(
+        shed(&fixture.path().join("evidence"), "queue-full"),
+        refused
+    );
 }
 
 #[test]
@@ -407,12 +434,21 @@ fn oversize_malformed_and_host_path_requests_are_refused_with_the_fix() {
     let big = daemon.request("POST", "/v1/jobs", &vec![b'x'; 5000]);
     assert_eq!(big.status, 413, "{big:?}");
     assert!(
-        big.json["error"].as_str().unwrap().contains("larger than this daemon accepts (4096 bytes, `api.max-body-bytes`)"),
+        big.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than this daemon accepts (4096 bytes, `api.max-body-bytes`)"),
         "{big:?}"
     );
     let bad = daemon.request("POST", "/v1/jobs", b"{not json");
     assert_eq!(bad.status, 400, "{bad:?}");
-    assert!(bad.json["error"].as_str().unwrap().contains("is not valid JSON"), "{bad:?}");
+    assert!(
+        bad.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not valid JSON"),
+        "{bad:?}"
+    );
     let path_field = daemon.request(
         "POST",
         "/v1/jobs",
@@ -420,7 +456,10 @@ fn oversize_malformed_and_host_path_requests_are_refused_with_the_fix() {
     );
     assert_eq!(path_field.status, 400, "{path_field:?}");
     assert!(
-        path_field.json["error"].as_str().unwrap().contains("unknown field `capsule-path`"),
+        path_field.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `capsule-path`"),
         "{path_field:?}"
     );
     let path_value = daemon.request(
@@ -430,7 +469,10 @@ fn oversize_malformed_and_host_path_requests_are_refused_with_the_fix() {
     );
     assert_eq!(path_value.status, 400, "{path_value:?}");
     assert!(
-        path_value.json["error"].as_str().unwrap().contains("the daemon never reads host paths"),
+        path_value.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("the daemon never reads host paths"),
         "{path_value:?}"
     );
     let unknown = daemon.request(
@@ -439,7 +481,12 @@ fn oversize_malformed_and_host_path_requests_are_refused_with_the_fix() {
         format!("{{\"capsule\": \"sha256:{}\"}}", "0".repeat(64)).as_bytes(),
     );
     assert_eq!(unknown.status, 404, "{unknown:?}");
-    assert!(unknown.json["error"].as_str().unwrap().contains("upload it with POST /v1/capsules"));
+    assert!(
+        unknown.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("upload it with POST /v1/capsules")
+    );
     // Nothing was accepted.
     daemon.signal("TERM");
     assert_eq!(daemon.exit().0, Some(0));
@@ -451,7 +498,9 @@ fn a_slow_client_that_never_finishes_its_headers_is_cut_off() {
     let fixture = Fixture::new();
     let daemon = fixture.serve("[api]\nheader-timeout-ms = 300");
     let mut stream = UnixStream::connect(&daemon.socket).unwrap();
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -462,7 +511,10 @@ fn a_slow_client_that_never_finishes_its_headers_is_cut_off() {
     assert!(read.is_ok(), "the connection was not closed: {read:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     let answer = String::from_utf8_lossy(&rest);
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
     // Others are still served.
     assert_eq!(daemon.request("GET", "/healthz", b"").status, 200);
 }
@@ -476,7 +528,10 @@ fn a_peer_uid_not_allowed_gets_403_and_a_metric() {
     let a = daemon.request("GET", "/v1/jobs", b"");
     assert_eq!(a.status, 403, "{a:?}");
     assert!(
-        a.json["error"].as_str().unwrap().contains(&format!("uid {me} ")),
+        a.json["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("uid {me} ")),
         "{a:?}"
     );
     let metrics = daemon.request("GET", "/metrics", b"");
@@ -488,7 +543,11 @@ fn a_peer_uid_not_allowed_gets_403_and_a_metric() {
 
 fn rustix_uid() -> u32 {
     let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -514,7 +573,10 @@ fn an_expired_trust_root_makes_the_daemon_not_ready_and_jobs_are_refused_on_the_
     let ready = daemon.request("GET", "/readyz", b"");
     assert_eq!(ready.status, 503, "{ready:?}");
     assert!(
-        ready.json["reasons"][0].as_str().unwrap().contains("trust root unusable: trust root `cli-root` v1 expired"),
+        ready.json["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("trust root unusable: trust root `cli-root` v1 expired"),
         "{ready:?}"
     );
     assert_eq!(daemon.request("GET", "/healthz", b"").status, 200);
@@ -539,7 +601,11 @@ fn sigterm_mid_run_leaves_every_job_with_one_end_and_a_valid_log() {
     let spinning = daemon.submit(&probe_job(&fixture, r#"[{"spin": true}]"#));
     assert_eq!(spinning.status, 202);
     let queued: Vec<u64> = (0..3)
-        .map(|_| daemon.submit(&probe_job(&fixture, "[]")).json["job"].as_u64().unwrap())
+        .map(|_| {
+            daemon.submit(&probe_job(&fixture, "[]")).json["job"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     // Wait until the spinner runs.
     let id = spinning.json["job"].as_u64().unwrap();
@@ -569,14 +635,24 @@ fn cancel_takes_a_queued_job_off_the_queue_and_interrupts_a_running_one() {
     let fixture = Fixture::new();
     let daemon = fixture.serve("[queue]\nconcurrency = 1");
     // A first run compiles the probe, so the sleeper below starts its sleep at once.
-    let warm = daemon.submit(&probe_job(&fixture, "[]")).json["job"].as_u64().unwrap();
-    assert_eq!(daemon.wait(warm)["outcome"], "pass");
-    let sleeper = daemon.submit(&probe_job(&fixture, r#"[{"sleep-ms": 4000}]"#)).json["job"]
+    let warm = daemon.submit(&probe_job(&fixture, "[]")).json["job"]
         .as_u64()
         .unwrap();
-    let waiting = daemon.submit(&probe_job(&fixture, "[]")).json["job"].as_u64().unwrap();
+    assert_eq!(daemon.wait(warm)["outcome"], "pass");
+    let sleeper = daemon
+        .submit(&probe_job(&fixture, r#"[{"sleep-ms": 4000}]"#))
+        .json["job"]
+        .as_u64()
+        .unwrap();
+    let waiting = daemon.submit(&probe_job(&fixture, "[]")).json["job"]
+        .as_u64()
+        .unwrap();
     let started = Instant::now();
-    while daemon.request("GET", &format!("/v1/jobs/{sleeper}"), b"").json["state"] != "running" {
+    while daemon
+        .request("GET", &format!("/v1/jobs/{sleeper}"), b"")
+        .json["state"]
+        != "running"
+    {
         assert!(started.elapsed() < Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -610,7 +686,10 @@ fn cancel_takes_a_queued_job_off_the_queue_and_interrupts_a_running_one() {
         .unwrap();
     assert_eq!(cut_short.status, "interrupted");
     assert!(
-        cut_short.usage.as_ref().is_some_and(|u| u.wall_time_ms < 4000),
+        cut_short
+            .usage
+            .as_ref()
+            .is_some_and(|u| u.wall_time_ms < 4000),
         "{cut_short:?}"
     );
     assert_valid(&fixture.path().join("evidence"));
@@ -633,7 +712,9 @@ fn sigkill_loop_keeps_every_acknowledged_job_ended_exactly_once() {
         let submitter = std::thread::spawn(move || {
             let mut ids = Vec::new();
             for _ in 0..submissions {
-                let Ok(mut stream) = UnixStream::connect(&socket) else { break };
+                let Ok(mut stream) = UnixStream::connect(&socket) else {
+                    break;
+                };
                 let body = job.to_string();
                 let sent = write!(
                     stream,
@@ -662,7 +743,9 @@ fn sigkill_loop_keeps_every_acknowledged_job_ended_exactly_once() {
     assert_eq!(daemon.exit().0, Some(0));
     let jobs = job_ends(&fixture.path().join("evidence"));
     for id in &acknowledged {
-        let ends = jobs.get(id).unwrap_or_else(|| panic!("acknowledged job {id} is not in the log"));
+        let ends = jobs
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged job {id} is not in the log"));
         assert_eq!(ends.len(), 1, "job {id}: {ends:?}");
     }
     assert!(jobs.values().all(|ends| ends.len() == 1), "{jobs:?}");
@@ -688,11 +771,23 @@ fn submit_waits_and_exits_like_run_and_run_points_at_submit() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("ran sandbox-probe 1.0.0 (test): completed"), "{}", text(&out));
+    assert!(
+        text(&out).contains("ran sandbox-probe 1.0.0 (test): completed"),
+        "{}",
+        text(&out)
+    );
     // A failing capsule exits 6 through submit as through run (it panics: abnormal).
     std::fs::write(&input, r#"{"actions": [{"panic": "boom"}]}"#).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_edge-runner"))
-        .args(["submit", p(&fixture.probe), "--input", p(&input), "--wait", "--socket", p(&daemon.socket)])
+        .args([
+            "submit",
+            p(&fixture.probe),
+            "--input",
+            p(&input),
+            "--wait",
+            "--socket",
+            p(&daemon.socket),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
@@ -715,7 +810,8 @@ fn submit_waits_and_exits_like_run_and_run_points_at_submit() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("held by `edge-runner serve` (pid") && text(&out).contains("edge-runner submit --socket"),
+        text(&out).contains("held by `edge-runner serve` (pid")
+            && text(&out).contains("edge-runner submit --socket"),
         "{}",
         text(&out)
     );
@@ -735,14 +831,24 @@ fn check_config_validates_without_starting_and_names_an_unknown_key() {
     .unwrap();
     let out = edge_runner(&["serve", "--config", p(&config), "--check-config"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("unknown field `concurency`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown field `concurency`"),
+        "{}",
+        text(&out)
+    );
     std::fs::write(
         &config,
-        format!("format = 1\ntrust = \"{}\"\nevidence = \"ev\"\nsite = \"{SITE}\"\n", p(&fixture.trust)),
+        format!(
+            "format = 1\ntrust = \"{}\"\nevidence = \"ev\"\nsite = \"{SITE}\"\n",
+            p(&fixture.trust)
+        ),
     )
     .unwrap();
     let out = edge_runner(&["serve", "--config", p(&config), "--check-config"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("is valid"), "{}", text(&out));
-    assert!(!fixture.path().join("ev").exists(), "--check-config created the evidence directory");
+    assert!(
+        !fixture.path().join("ev").exists(),
+        "--check-config created the evidence directory"
+    );
 }

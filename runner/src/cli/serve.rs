@@ -299,7 +299,10 @@ impl Answer {
             .as_str()
             .map_or_else(|| self.body.to_string(), str::to_string);
         match &self.retry_after {
-            Some(r) => eprintln!("{doing}: the daemon answered {}: {message} (retry after {r} s)", self.status),
+            Some(r) => eprintln!(
+                "{doing}: the daemon answered {}: {message} (retry after {r} s)",
+                self.status
+            ),
             None => eprintln!("{doing}: the daemon answered {}: {message}", self.status),
         }
         Exit::Error
@@ -381,7 +384,10 @@ impl Client {
         loop {
             let answer = self.call(
                 "GET",
-                &format!("/v1/jobs/{id}?wait={}", crate::serve::api::MAX_WAIT_SECS.min(60)),
+                &format!(
+                    "/v1/jobs/{id}?wait={}",
+                    crate::serve::api::MAX_WAIT_SECS.min(60)
+                ),
                 vec![],
                 "",
             )?;

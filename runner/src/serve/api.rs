@@ -36,9 +36,7 @@ pub(super) async fn serve(
     daemon: Arc<Daemon>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(
-        daemon.config.max_connections,
-    ));
+    let permits = Arc::new(tokio::sync::Semaphore::new(daemon.config.max_connections));
     loop {
         // The connection cap: beyond it, clients wait in the kernel's backlog.
         let permit = tokio::select! {
@@ -210,10 +208,7 @@ async fn handle(req: Request<Incoming>, peer: Peer, daemon: Arc<Daemon>) -> Repl
             let view = if wait == 0 {
                 daemon.board.get(id)
             } else {
-                daemon
-                    .board
-                    .wait_end(id, Duration::from_secs(wait))
-                    .await
+                daemon.board.wait_end(id, Duration::from_secs(wait)).await
             };
             match view {
                 Some(view) => reply(StatusCode::OK, job_json(&view)),
@@ -231,9 +226,12 @@ async fn handle(req: Request<Incoming>, peer: Peer, daemon: Arc<Daemon>) -> Repl
             };
             cancel(id, peer, daemon).await
         }
-        (_, ["healthz" | "readyz" | "metrics"]) | (_, ["v1", "jobs", ..]) | (_, ["v1", "capsules"]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here; see docs/serve.md for the API")
-        }
+        (_, ["healthz" | "readyz" | "metrics"])
+        | (_, ["v1", "jobs", ..])
+        | (_, ["v1", "capsules"]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed here; see docs/serve.md for the API",
+        ),
         _ => error(
             StatusCode::NOT_FOUND,
             "no such route; the API is /v1/capsules, /v1/jobs, /healthz, /readyz, /metrics (docs/serve.md)",
@@ -429,11 +427,13 @@ fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, (Reply
         Some(k) if k.is_empty() || k.len() > 256 => {
             return Err(bad("`idempotency-key` is 1 to 256 bytes".into()));
         }
-        Some(k) => Some(sha2::Digest::finalize(sha2::Digest::chain_update(
-            <sha2::Sha256 as sha2::Digest>::new(),
-            k.as_bytes(),
-        ))
-        .into()),
+        Some(k) => Some(
+            sha2::Digest::finalize(sha2::Digest::chain_update(
+                <sha2::Sha256 as sha2::Digest>::new(),
+                k.as_bytes(),
+            ))
+            .into(),
+        ),
     };
     Ok(Submission {
         capsule: Arc::new(capsule),

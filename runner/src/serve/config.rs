@@ -166,12 +166,11 @@ impl ServeConfig {
     /// Reads and checks `path`. Relative paths in it are taken relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
-        let text = read_bounded_text(path, MAX_CONFIG_BYTES, "serve config").map_err(|e| {
-            ConfigError {
+        let text =
+            read_bounded_text(path, MAX_CONFIG_BYTES, "serve config").map_err(|e| ConfigError {
                 origin: origin.clone(),
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, path, base)
     }
@@ -306,8 +305,9 @@ mod tests {
 
     #[test]
     fn defaults_are_filled_in_and_paths_resolved() {
-        let c = parse("format = 1\ntrust = \"trust\"\nevidence = \"/var/lib/e\"\nsite = \"plant-7\"\n")
-            .unwrap();
+        let c =
+            parse("format = 1\ntrust = \"trust\"\nevidence = \"/var/lib/e\"\nsite = \"plant-7\"\n")
+                .unwrap();
         assert_eq!(c.trust, PathBuf::from("/etc/edge-runner/trust"));
         assert_eq!(c.evidence, PathBuf::from("/var/lib/e"));
         assert_eq!(c.store, PathBuf::from("/var/lib/e/capsule-store"));

@@ -125,6 +125,8 @@ pub struct Daemon {
     shed: Mutex<Shed>,
     /// Why the trust store is unusable, if it is (checked every few seconds).
     trust_problem: Mutex<Option<String>>,
+    /// The trust root last loaded, and the trust directory's mtime then.
+    trust_cache: Mutex<Option<(std::time::SystemTime, Arc<crate::trust::TrustRoot>)>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -314,7 +316,8 @@ impl Daemon {
     pub(crate) fn cancel(&self, id: u64) -> Result<Cancel, String> {
         let found = self.board.cancel(id);
         if found == Cancel::Dequeued {
-            self.end_cancelled(id, "client").map_err(|e| e.to_string())?;
+            self.end_cancelled(id, "client")
+                .map_err(|e| e.to_string())?;
         }
         Ok(found)
     }
@@ -346,6 +349,30 @@ impl Daemon {
         Ok(())
     }
 
+    /// The trust root for a job: loaded and checked again whenever the trust
+    /// directory changed (a version installed or removed changes its mtime),
+    /// else the one loaded before. Expiry is not cached: verification checks
+    /// the root's validity at the job's own time.
+    pub(crate) fn trust_root(
+        &self,
+    ) -> Result<Arc<crate::trust::TrustRoot>, crate::trust::TrustError> {
+        let changed = std::fs::metadata(&self.config.trust)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut cache = self.trust_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(mtime), Some((at, root))) = (changed, cache.as_ref())
+            && *at == mtime
+        {
+            return Ok(Arc::clone(root));
+        }
+        let root = Arc::new(crate::trust::store::load(
+            &self.config.trust,
+            Timestamp::now(),
+        )?);
+        *cache = changed.map(|mtime| (mtime, Arc::clone(&root)));
+        Ok(root)
+    }
+
     fn check_trust(&self) {
         let problem = match crate::trust::store::load(&self.config.trust, Timestamp::now()) {
             Ok(root) => {
@@ -355,10 +382,7 @@ impl Daemon {
             }
             Err(e) => Some(e.to_string()),
         };
-        *self
-            .trust_problem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = problem;
+        *self.trust_problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
 }
 
@@ -376,12 +400,10 @@ pub enum Listener {
 pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<(), ServeError> {
     let policy = match (&config.site_policy, &config.site) {
         (Some(path), _) => SitePolicy::load(path)?,
-        (None, Some(site)) => {
-            SitePolicy::deny_all(site).map_err(|e| config::ConfigError {
-                origin: config.origin.display().to_string(),
-                detail: format!("`site`: {}", e.detail),
-            })?
-        }
+        (None, Some(site)) => SitePolicy::deny_all(site).map_err(|e| config::ConfigError {
+            origin: config.origin.display().to_string(),
+            detail: format!("`site`: {}", e.detail),
+        })?,
         (None, None) => {
             return Err(ServeError::Config(config::ConfigError {
                 origin: config.origin.display().to_string(),
@@ -417,10 +439,12 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
     let log = SharedLog::start_observed(log, observer);
     let mut sandbox = Sandbox::new()?;
     sandbox.set_code_cache(cache);
-    sandbox.set_compiler(Compiler::this_executable().map_err(|source| ServeError::Io {
-        what: "finding the runner's own executable (it compiles capsules in a child)".into(),
-        source,
-    })?);
+    sandbox.set_compiler(
+        Compiler::this_executable().map_err(|source| ServeError::Io {
+            what: "finding the runner's own executable (it compiles capsules in a child)".into(),
+            source,
+        })?,
+    );
     let sandbox = Arc::new(sandbox);
     let store = store::Store::open(&config.store, config.store_max_bytes)?;
     let daemon = Arc::new(Daemon {
@@ -431,6 +455,7 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
         uid: current_uid(),
         shed: Mutex::new(Shed::default()),
         trust_problem: Mutex::new(None),
+        trust_cache: Mutex::new(None),
         config,
     });
     daemon.check_trust();
@@ -520,7 +545,8 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
                     .into(),
             ));
         }
-        std::fs::remove_file(path).map_err(|e| fail(format!("a stale socket could not be removed ({e})")))?;
+        std::fs::remove_file(path)
+            .map_err(|e| fail(format!("a stale socket could not be removed ({e})")))?;
     }
     let listener = std::os::unix::net::UnixListener::bind(path)
         .map_err(|e| fail(format!("could not bind ({e})")))?;
@@ -569,7 +595,11 @@ async fn run_api(daemon: Arc<Daemon>, listener: Listener) -> Result<(), ServeErr
                 path: addr.to_string(),
                 detail: format!("the metrics listener could not bind ({e})"),
             })?;
-        tokio::spawn(api::serve_metrics(tcp, Arc::clone(&daemon), stop_rx.clone()));
+        tokio::spawn(api::serve_metrics(
+            tcp,
+            Arc::clone(&daemon),
+            stop_rx.clone(),
+        ));
     }
     // Housekeeping: shed-load summaries, the trust store's health, the watchdog.
     {
@@ -579,9 +609,8 @@ async fn run_api(daemon: Arc<Daemon>, listener: Listener) -> Result<(), ServeErr
             let mut shed = tokio::time::interval(SHED_INTERVAL);
             let mut trust = tokio::time::interval(TRUST_CHECK_INTERVAL);
             let watchdog = systemd::watchdog_interval();
-            let mut dog = tokio::time::interval(
-                watchdog.map_or(Duration::from_secs(3600), |w| w / 2),
-            );
+            let mut dog =
+                tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
             loop {
                 tokio::select! {
                     _ = shed.tick() => {

@@ -175,7 +175,10 @@ mod tests {
         assert!(store.get(&a).unwrap().is_some());
         assert!(store.get(&c).unwrap().is_some());
         let err = store.put(&[0; 11]).unwrap_err().to_string();
-        assert!(err.contains("more than the daemon's capsule store holds (10 bytes"), "{err}");
+        assert!(
+            err.contains("more than the daemon's capsule store holds (10 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,7 +13,6 @@ use crate::evidence::events::{Event, JobCancelled, JobFinished};
 use crate::sandbox::{CodeSource, Limits, RunStatus, Sandbox, SandboxError, Verdict};
 use crate::session::{RunRecord, Session, SessionError};
 use crate::site::SitePolicy;
-use crate::timestamp::Timestamp;
 
 use super::Daemon;
 use super::exit;
@@ -25,14 +24,14 @@ const MAX_DETAIL_BYTES: usize = 1024;
 
 /// Runs jobs until the board is drained.
 pub(super) fn run(daemon: Arc<Daemon>, sandbox: Arc<Sandbox>, policy: SitePolicy) {
-    let mut session =
-        match Session::shared(daemon.log.clone(), sandbox, Limits::default(), policy) {
-            Ok(session) => session,
-            Err(e) => {
-                tracing::error!(error = %e, "a worker could not start; its jobs go to the others");
-                return;
-            }
-        };
+    let mut session = match Session::shared(daemon.log.clone(), sandbox, Limits::default(), policy)
+    {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::error!(error = %e, "a worker could not start; its jobs go to the others");
+            return;
+        }
+    };
     while let Some(work) = daemon.board.take() {
         daemon.metrics.started(work.accepted.elapsed());
         let started = std::time::Instant::now();
@@ -151,7 +150,11 @@ fn clip(text: &str) -> String {
     text[..end].to_string()
 }
 
-fn attempt(session: &mut Session<SharedLog>, daemon: &Daemon, work: &Work) -> Result<Settled, Stopped> {
+fn attempt(
+    session: &mut Session<SharedLog>,
+    daemon: &Daemon,
+    work: &Work,
+) -> Result<Settled, Stopped> {
     let refused = |records: Vec<u64>, why: String| Settled {
         outcome: "refused",
         exit: exit::REFUSED,
@@ -176,7 +179,7 @@ fn attempt(session: &mut Session<SharedLog>, daemon: &Daemon, work: &Work) -> Re
         component: work.capsule.as_ref().clone(),
         detached_signature: work.signature.clone(),
     };
-    let root = match crate::trust::store::load(&daemon.config.trust, Timestamp::now()) {
+    let root = match daemon.trust_root() {
         Ok(root) => root,
         Err(err) => {
             return Ok(match session.refuse_without_root(&raw, err) {
@@ -234,10 +237,14 @@ fn attempt(session: &mut Session<SharedLog>, daemon: &Daemon, work: &Work) -> Re
 /// The outcome and exit code, as `edge-runner run` judges a run.
 fn judge(record: &RunRecord) -> (&'static str, u8) {
     match (&record.report.status, &record.report.outcome) {
-        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o)) if o.verdict == Verdict::Pass => {
+        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
+            if o.verdict == Verdict::Pass =>
+        {
             ("pass", exit::PASS)
         }
-        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o)) if o.verdict == Verdict::Fail => {
+        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
+            if o.verdict == Verdict::Fail =>
+        {
             ("fail", exit::FAIL)
         }
         _ => ("abnormal", exit::ABNORMAL),

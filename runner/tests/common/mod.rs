@@ -93,4 +93,3 @@ pub fn write_trust_root(dir: &Path, publisher_pub: &Path) -> std::path::PathBuf 
     assert!(out.status.success(), "{}", text(&out));
     trust
 }
-
