@@ -346,15 +346,31 @@ pub(crate) struct Submission {
     pub idempotency: Option<[u8; 32]>,
 }
 
-/// Decodes a job; a refusal carries its reply and the reason it is counted under.
-fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, (Reply, Reason)> {
-    let bad = |m: String| (error(StatusCode::BAD_REQUEST, &m), Reason::Malformed);
+/// Why a submission was refused before acceptance: the answer and the reason it is counted under.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+    reason: Reason,
+}
+
+fn refusal(status: StatusCode, message: &str, reason: Reason) -> Refusal {
+    Refusal {
+        status,
+        message: message.to_string(),
+        reason,
+    }
+}
+
+/// Decodes a job, or says why it is refused.
+fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, Refusal> {
+    let bad = |m: String| refusal(StatusCode::BAD_REQUEST, &m, Reason::Malformed);
     let request: JobRequest = serde_json::from_slice(bytes).map_err(|e| {
         bad(format!(
             "the job is not valid JSON of the documented shape ({e}); fields: capsule (sha256:HEX of an uploaded capsule) or capsule-base64, signature-base64, input-base64, idempotency-key. The daemon takes bytes, never host paths"
         ))
     })?;
-    let host_path = |m: String| (error(StatusCode::BAD_REQUEST, &m), Reason::HostPath);
+    let host_path = |m: String| refusal(StatusCode::BAD_REQUEST, &m, Reason::HostPath);
     let b64 = |field: &str, v: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(v)
@@ -371,24 +387,20 @@ fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, (Reply
             match daemon.store.get(&digest) {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => {
-                    return Err((
-                        error(
-                            StatusCode::NOT_FOUND,
-                            &format!(
-                                "no capsule sha256:{} is in the daemon's store (never uploaded, or evicted); upload it with POST /v1/capsules and submit again",
-                                hex::encode(digest)
-                            ),
+                    return Err(refusal(
+                        StatusCode::NOT_FOUND,
+                        &format!(
+                            "no capsule sha256:{} is in the daemon's store (never uploaded, or evicted); upload it with POST /v1/capsules and submit again",
+                            hex::encode(digest)
                         ),
                         Reason::UnknownCapsule,
                     ));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the capsule store failed");
-                    return Err((
-                        error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "the daemon could not read its capsule store",
-                        ),
+                    return Err(refusal(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the daemon could not read its capsule store",
                         Reason::NotReady,
                     ));
                 }
@@ -403,11 +415,9 @@ fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, (Reply
         }
     };
     if capsule.len() > crate::capsule::MAX_CAPSULE_BYTES {
-        return Err((
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the capsule is larger than a capsule may be",
-            ),
+        return Err(refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the capsule is larger than a capsule may be",
             Reason::TooLarge,
         ));
     }
@@ -475,9 +485,9 @@ async fn submit(req: Request<Incoming>, peer: Peer, daemon: Arc<Daemon>) -> Repl
     let decoded = tokio::task::spawn_blocking(move || decode_submission(&bytes, &d)).await;
     let submission = match decoded {
         Ok(Ok(s)) => s,
-        Ok(Err((r, reason))) => {
-            daemon.shed(reason);
-            return r;
+        Ok(Err(refused)) => {
+            daemon.shed(refused.reason);
+            return error(refused.status, &refused.message);
         }
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "decoding the job failed"),
     };

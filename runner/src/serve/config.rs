@@ -232,7 +232,7 @@ impl ServeConfig {
         )?;
         let max_body_bytes = match file.api.max_body_bytes {
             None => 24 << 20,
-            Some(v) if v < 1024 || v > MAX_BODY => {
+            Some(v) if !(1024..=MAX_BODY).contains(&v) => {
                 return Err(fail(format!(
                     "`api.max-body-bytes` is {v}; it must be between 1024 and {MAX_BODY}"
                 )));

@@ -10,12 +10,12 @@
 //! finished, cancelled (by its client or the shutdown) or, when the daemon
 //! died first, abandoned by the next daemon at start.
 //!
-//! - [`config`]: `serve.toml`.
-//! - [`jobs`]: the board — queue, quotas, idempotency, states.
-//! - [`api`]: HTTP/1.1 on the Unix socket, authorized by `SO_PEERCRED`.
-//! - [`store`]: uploaded capsules by digest.
-//! - `worker`: the threads that run jobs.
-//! - [`metrics`], [`systemd`]: operations.
+//! - [`config`] reads `serve.toml`.
+//! - [`jobs`] is the board: queue, quotas, idempotency, states.
+//! - [`api`] serves HTTP/1.1 on the Unix socket, authorized by `SO_PEERCRED`.
+//! - [`store`] keeps uploaded capsules by digest.
+//! - `worker` holds the threads that run jobs.
+//! - [`metrics`] and [`systemd`] are for operations.
 
 pub mod api;
 pub mod config;
