@@ -348,6 +348,29 @@ mod tests {
     }
 
     #[test]
+    fn the_observer_sees_every_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = key_pair();
+        let seen = Arc::new(Mutex::new((0u64, 0u64)));
+        let tally = Arc::clone(&seen);
+        let shared = SharedLog::start_observed(
+            EvidenceLog::open(dir.path(), key).unwrap(),
+            Box::new(move |_, records| {
+                let mut t = lock(&tally);
+                t.0 += 1;
+                t.1 += records;
+            }),
+        );
+        for i in 0..5 {
+            shared.record(note(0, i)).unwrap();
+        }
+        let stats = shared.stats();
+        assert_eq!(*lock(&seen), (stats.batches, stats.records));
+        assert_eq!(stats.records, 5);
+        shared.close().unwrap();
+    }
+
+    #[test]
     fn a_closed_log_refuses_records_and_reads() {
         let dir = tempfile::tempdir().unwrap();
         let (key, _) = key_pair();
