@@ -616,3 +616,54 @@ fn report_credits_interleaved_runs_to_their_own_jobs() {
     assert_eq!((report.jobs.accepted, report.jobs.finished), (2, 1));
     assert!(report.unfinished.is_empty());
 }
+
+/// A job whose capsule is refused: the refusal carries the job, and the job
+/// ends `refused` listing it.
+#[test]
+fn refused_capsule_is_recorded_in_its_job() {
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    let public = key.public();
+    let shared = SharedLog::start(EvidenceLog::open(dir.path(), key).unwrap());
+    let mut session = Session::shared(
+        shared.clone(),
+        Arc::new(Sandbox::new().unwrap()),
+        Limits::default(),
+        SitePolicy::deny_all(SITE).unwrap(),
+    )
+    .unwrap();
+    shared.record(accept(3)).unwrap();
+    session.set_job(Some(3));
+    let mut tampered = signed_json_assert(&publisher.key);
+    tampered[500] ^= 1;
+    assert!(matches!(
+        session.verify(raw(tampered), &root),
+        Err(SessionError::Refused(_))
+    ));
+    let records = shared.with(|l| l.job_records(3)).unwrap().unwrap();
+    assert_eq!(records.len(), 1);
+    shared
+        .record(Event::from(JobFinished {
+            job: 3,
+            outcome: "refused".into(),
+            exit: 3,
+            records,
+            detail: None,
+        }))
+        .unwrap();
+    shared.close().unwrap();
+    let bytes = evidence::read_log_dir(dir.path(), u64::MAX).unwrap();
+    let summary = evidence::verify_log(&bytes, &public).unwrap();
+    let refused = summary
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::CapsuleRefused(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(refused.job, Some(3));
+    assert!(summary.jobs_in_flight.is_empty());
+}

@@ -9,6 +9,7 @@
 //! Jobs still open at the end of a log are in flight, not a failure.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ciborium::Value;
 
@@ -45,8 +46,9 @@ pub struct Lane {
 /// The job part of the rules' state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobRules {
-    /// Jobs accepted and not ended, by id.
-    pub lanes: BTreeMap<u64, Lane>,
+    /// Jobs accepted and not ended, by id. Shared until changed, so the
+    /// writer's copy of the rules per group commit costs little with many jobs queued.
+    pub lanes: BTreeMap<u64, Arc<Lane>>,
     /// Every job id accepted, as ascending inclusive ranges.
     pub accepted: Vec<(u64, u64)>,
     /// End of the newest `load-shed` interval.
@@ -105,6 +107,7 @@ impl JobRules {
         }
         self.lanes
             .get_mut(&job)
+            .map(Arc::make_mut)
             .ok_or_else(|| format!("job {job} has no lane"))
     }
 
@@ -114,7 +117,7 @@ impl JobRules {
     pub fn forget_undo(&mut self, name: &str, job: Option<u64>) {
         for (id, lane) in &mut self.lanes {
             if Some(*id) != job && lane.undo.as_ref().is_some_and(|(n, _, _)| n == name) {
-                lane.undo = None;
+                Arc::make_mut(lane).undo = None;
             }
         }
     }
@@ -125,7 +128,9 @@ impl JobRules {
         match event {
             Event::RunnerStarted(_) | Event::Restart(_) => {
                 for lane in self.lanes.values_mut() {
-                    lane.restarted = true;
+                    if !lane.restarted {
+                        Arc::make_mut(lane).restarted = true;
+                    }
                 }
             }
             Event::JobAccepted(a) => {
@@ -138,10 +143,10 @@ impl JobRules {
                 self.insert_accepted(a.job);
                 self.lanes.insert(
                     a.job,
-                    Lane {
+                    Arc::new(Lane {
                         accepted: seq,
                         ..Lane::default()
-                    },
+                    }),
                 );
             }
             Event::JobFinished(f) => self.end(End::Finished(f))?,
@@ -382,7 +387,7 @@ impl JobRules {
                     undo: l.get("undo").map(super::state::read_undo).transpose()?,
                     records,
                 };
-                if rules.lanes.insert(job, lane).is_some() {
+                if rules.lanes.insert(job, Arc::new(lane)).is_some() {
                     return Err(format!("`jobs` holds lane {job} twice"));
                 }
             }

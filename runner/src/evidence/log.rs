@@ -415,8 +415,9 @@ impl EvidenceLog {
         let mut landed: Vec<(u64, Event)> = Vec::new();
         let mut buffer = Vec::new();
         for event in events {
-            // An event this runner models only by name (built as unknown) is
-            // judged as the type its name says.
+            // An event built as unknown is recorded as it is, and judged as
+            // the type its name says when that name is a known event.
+            let body = event.body();
             let event = match event {
                 Event::Unknown(u) => match Event::decode(&u.name, &u.body) {
                     Ok(decoded) => decoded,
@@ -443,7 +444,7 @@ impl EvidenceLog {
                 prev,
                 time_ms,
                 event: event.name().to_string(),
-                body: event.body(),
+                body,
             };
             let signed = match sign_record(record, &self.key)
                 .map_err(EvidenceError::Encode)

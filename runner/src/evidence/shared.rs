@@ -347,6 +347,50 @@ mod tests {
         assert!(summary.jobs_in_flight.is_empty());
     }
 
+    /// A known event built as unknown (as a test or an embedder might) is
+    /// still judged by the rules of its kind, not waved through as unknown.
+    #[test]
+    fn a_job_end_built_as_unknown_is_judged_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = key_pair();
+        let mut log = EvidenceLog::open(dir.path(), key).unwrap();
+        let forged = Event::Unknown(UnknownEvent {
+            name: "job-abandoned".into(),
+            body: crate::cbor::text_map([
+                ("job", ciborium::Value::Integer(5.into())),
+                ("reason", ciborium::Value::Text("gone".into())),
+            ]),
+        });
+        let results = log.record_each(vec![forged]);
+        assert_eq!(
+            results[0].as_ref().unwrap_err().to_string(),
+            "could not encode an evidence record: refusing to record it: record 1 breaks the job rules: `job-abandoned` ends job 5, which no `job-accepted` record before it accepted"
+        );
+    }
+
+    #[test]
+    fn the_observer_sees_every_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = key_pair();
+        let seen = Arc::new(Mutex::new((0u64, 0u64)));
+        let tally = Arc::clone(&seen);
+        let shared = SharedLog::start_observed(
+            EvidenceLog::open(dir.path(), key).unwrap(),
+            Box::new(move |_, records| {
+                let mut t = lock(&tally);
+                t.0 += 1;
+                t.1 += records;
+            }),
+        );
+        for i in 0..5 {
+            shared.record(note(0, i)).unwrap();
+        }
+        let stats = shared.stats();
+        assert_eq!(*lock(&seen), (stats.batches, stats.records));
+        assert_eq!(stats.records, 5);
+        shared.close().unwrap();
+    }
+
     #[test]
     fn a_closed_log_refuses_records_and_reads() {
         let dir = tempfile::tempdir().unwrap();
