@@ -220,6 +220,29 @@ mod tests {
             },
         );
         rules.remediation.open_apply = Some(([6; 32], 6));
+        // Two open jobs (one mid-run, one with an undo), ids accepted out of order.
+        rules.jobs.accepted = vec![(1, 3), (5, 5)];
+        rules.jobs.shed_until = Some(1_800_000_000_000);
+        rules.jobs.lanes.insert(
+            2,
+            std::sync::Arc::new(crate::evidence::job_rules::Lane {
+                accepted: 4,
+                restarted: true,
+                checked: Some(6),
+                last_verified: Some((6, [1; 32])),
+                started: Some(7),
+                open_run: Some((7, [1; 32])),
+                undo: Some(("db-check".into(), None, [1; 32])),
+                records: vec![6, 7],
+            }),
+        );
+        rules.jobs.lanes.insert(
+            5,
+            std::sync::Arc::new(crate::evidence::job_rules::Lane {
+                accepted: 8,
+                ..Default::default()
+            }),
+        );
         let mut tree = Frontier::default();
         for i in 0..9u8 {
             tree.push(leaf_hash(&[i]));
@@ -235,6 +258,7 @@ mod tests {
         assert_eq!(rules2.undo, rules.undo);
         assert_eq!(rules2.remediation, rules.remediation);
         assert_eq!(rules2.high_water, rules.high_water);
+        assert_eq!(rules2.jobs, rules.jobs);
         // A tree whose size needs another number of subtrees does not take this frontier.
         assert!(read_state(&value, 11).is_err());
     }
