@@ -852,3 +852,43 @@ fn check_config_validates_without_starting_and_names_an_unknown_key() {
         "--check-config created the evidence directory"
     );
 }
+
+#[test]
+fn the_metrics_endpoint_counts_jobs_and_fsyncs_in_openmetrics() {
+    let fixture = Fixture::new();
+    let daemon = fixture.serve("");
+    let id = daemon.submit(&probe_job(&fixture, "[]")).json["job"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(daemon.wait(id)["outcome"], "pass");
+    let _ = daemon.request("POST", "/v1/jobs", b"{not json");
+    let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    for line in [
+        "edge_runner_jobs_accepted_total 1\n",
+        "edge_runner_jobs_finished_total{outcome=\"pass\"} 1\n",
+        "edge_runner_jobs_rejected_total{reason=\"malformed\"} 1\n",
+    ] {
+        assert!(body.contains(line), "`{line}` missing from:\n{body}");
+    }
+    // Every record the job wrote went through a group commit the histogram saw.
+    let fsyncs: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("edge_runner_evidence_fsync_duration_seconds_count "))
+        .unwrap_or_else(|| panic!("no fsync histogram in:\n{body}"))
+        .parse()
+        .unwrap();
+    assert!(fsyncs >= 4, "{fsyncs}");
+}
