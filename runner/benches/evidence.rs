@@ -1,5 +1,5 @@
-//! Evidence throughput: durable appends (one record per fsync, and group
-//! commit) and offline verification of 100k- and 1M-record logs, each next to
+//! Evidence throughput: durable appends (one record per fsync, group
+//! commit, and the shared writer at 1, 2, 8 and 32 concurrent writers) and offline verification of 100k- and 1M-record logs, each next to
 //! the raw Ed25519 sign and verify rates measured in the same run.
 //!
 //! ```sh
@@ -97,6 +97,42 @@ fn main() {
             "durable append, group commit of {batch:<4}  {}",
             rate(total, start.elapsed().as_secs_f64())
         );
+    }
+
+    // The shared writer (`edge-runner serve`): N threads each recording one
+    // record at a time, group-committed by the writer thread; next to the
+    // single-append rate above.
+    for &writers in &[1u64, 2, 8, 32] {
+        let dir = tempfile::tempdir().unwrap();
+        let shared =
+            evidence::SharedLog::start(EvidenceLog::open(dir.path(), fresh_key()).unwrap());
+        let each = (4_000 / writers).max(200);
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for w in 0..writers {
+                let shared = shared.clone();
+                scope.spawn(move || {
+                    for i in 0..each {
+                        let event = evidence::Event::Unknown(evidence::events::UnknownEvent {
+                            name: "bench".into(),
+                            body: body(w * each + i),
+                        });
+                        shared.record(event).unwrap();
+                    }
+                });
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let stats = shared.stats();
+        println!(
+            "shared writer, {writers:>2} concurrent writers {}  ({} records in {} group commits, largest {}, mean fsync {:.2} ms)",
+            rate(writers * each, secs),
+            stats.records,
+            stats.batches,
+            stats.max_batch,
+            stats.fsync_latency_sum.as_secs_f64() * 1e3 / stats.fsync_count.max(1) as f64
+        );
+        shared.close().unwrap();
     }
 
     // Open cost and verification, on logs of growing size.

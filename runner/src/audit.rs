@@ -6,7 +6,7 @@
 //! is [`crate::evidence::bundle`], the events [`crate::evidence::events`]) and
 //! prints nothing: the CLI renders the report, and passes in a progress callback.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -48,6 +48,22 @@ pub struct RunLine {
     pub granted: Vec<String>,
     /// What was asked for and denied, with reasons, and refused network use.
     pub denied: Vec<String>,
+    /// The job it ran for (`edge-runner serve`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<u64>,
+}
+
+/// The jobs a log shows, counted by how they ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct JobsLine {
+    /// `job-accepted` records.
+    pub accepted: u64,
+    /// `job-finished` records.
+    pub finished: u64,
+    /// `job-cancelled` records.
+    pub cancelled: u64,
+    /// `job-abandoned` records.
+    pub abandoned: u64,
 }
 
 /// One remediation's chain of authority: the proposal, its tier and why, who
@@ -110,6 +126,9 @@ pub struct UnfinishedLine {
     pub capsule: String,
     /// The `run-interrupted` record that put it on the record, if one did.
     pub interrupted_record: Option<u64>,
+    /// The job it ran for, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<u64>,
 }
 
 /// A refusal as the report shows it.
@@ -229,6 +248,11 @@ pub struct Report {
     pub remediations: Vec<RemediationLine>,
     /// Proposals the runner refused to state: (record, reason).
     pub proposals_refused: Vec<RefusalLine>,
+    /// Jobs accepted and not ended at the end of the log: running when it
+    /// was read, or left by a runner that stopped (the next one abandons them).
+    pub jobs_in_flight: Vec<u64>,
+    /// The job records counted.
+    pub jobs: JobsLine,
 }
 
 impl Report {
@@ -262,6 +286,8 @@ impl Report {
             demo_keys: Vec::new(),
             remediations: Vec::new(),
             proposals_refused: Vec::new(),
+            jobs_in_flight: Vec::new(),
+            jobs: JobsLine::default(),
         }
     }
 
@@ -308,6 +334,8 @@ impl Serialize for Report {
             demo_keys: &'a [String],
             remediations: &'a [RemediationLine],
             proposals_refused: &'a [RefusalLine],
+            jobs_in_flight: &'a [u64],
+            jobs: JobsLine,
         }
         Wire {
             valid: self.valid(),
@@ -334,6 +362,8 @@ impl Serialize for Report {
             demo_keys: &self.demo_keys,
             remediations: &self.remediations,
             proposals_refused: &self.proposals_refused,
+            jobs_in_flight: &self.jobs_in_flight,
+            jobs: self.jobs,
         }
         .serialize(serializer)
     }
@@ -782,31 +812,53 @@ fn fill(report: &mut Report, summary: &Summary) {
             }
         }
     }
-    let mut admitted: Option<&CapsuleVerified> = None;
-    let mut started: Option<&RunStarted> = None;
-    // The `run-started` not yet closed, as a line of `unfinished` if it never is.
-    let mut open: Option<UnfinishedLine> = None;
+    let counts = summary.job_counts;
+    report.jobs = JobsLine {
+        accepted: counts.accepted,
+        finished: counts.finished,
+        cancelled: counts.cancelled,
+        abandoned: counts.abandoned,
+    };
+    report.jobs_in_flight = summary.jobs_in_flight.clone();
+    // Each job's records form their own lane (records outside jobs: lane
+    // `None`), so interleaved jobs' runs are credited to their own capsules.
+    let mut lanes: BTreeMap<Option<u64>, Lane<'_>> = BTreeMap::new();
     let capsule_of = |v: Option<&CapsuleVerified>| {
         v.map_or_else(String::new, |v| format!("{} {}", v.name, v.version))
     };
     remediation_lines(report, summary);
     for (r, event) in summary.records.iter().zip(&summary.events) {
+        let job = match event {
+            Event::CapsuleVerified(e) => e.job,
+            Event::CapsuleRefused(e) => e.job,
+            Event::RunStarted(e) => e.job,
+            Event::RunFinished(e) => e.job,
+            Event::RunInterrupted(e) => e.job,
+            _ => None,
+        };
+        let lane = lanes.entry(job).or_default();
+        let Lane {
+            admitted,
+            started,
+            open,
+        } = lane;
         match event {
-            Event::CapsuleVerified(v) => admitted = Some(v),
+            Event::CapsuleVerified(v) => *admitted = Some(v),
             Event::CapsuleRefused(refused) => report.refusals.push(RefusalLine {
                 record: r.record.seq,
                 time_ms: r.record.time_ms,
                 reason: refused.reason.clone(),
             }),
             Event::RunStarted(run) => {
-                started = Some(run);
+                *started = Some(run);
                 // A run-started still open here was superseded: its runner died.
                 report.unfinished.extend(open.take());
-                open = Some(UnfinishedLine {
+                *open = Some(UnfinishedLine {
                     record: r.record.seq,
                     time_ms: r.record.time_ms,
-                    capsule: capsule_of(admitted),
+                    capsule: capsule_of(*admitted),
                     interrupted_record: None,
+                    job,
                 });
             }
             Event::RunInterrupted(cut) => {
@@ -819,7 +871,7 @@ fn fill(report: &mut Report, summary: &Summary) {
                 report.runs.push(RunLine {
                     record: r.record.seq,
                     time_ms: r.record.time_ms,
-                    capsule: capsule_of(admitted),
+                    capsule: capsule_of(*admitted),
                     kind: admitted.map_or_else(String::new, |v| v.kind.clone()),
                     signers: admitted.map_or_else(Vec::new, |v| {
                         v.signers
@@ -835,10 +887,11 @@ fn fill(report: &mut Report, summary: &Summary) {
                     )),
                     granted,
                     denied,
+                    job,
                 });
             }
             Event::RunFinished(end) => {
-                open = None;
+                *open = None;
                 // The verifier checked that a run-finished closes a run-started,
                 // which follows the capsule-verified record that admitted it.
                 let (granted, mut denied) = started.map(grant_lines).unwrap_or_default();
@@ -871,12 +924,15 @@ fn fill(report: &mut Report, summary: &Summary) {
                         .or_else(|| end.error.clone()),
                     granted,
                     denied,
+                    job,
                 });
             }
             _ => {}
         }
     }
-    report.unfinished.extend(open);
+    let mut left: Vec<UnfinishedLine> = lanes.into_values().filter_map(|l| l.open).collect();
+    left.sort_by_key(|l| l.record);
+    report.unfinished.extend(left);
     report.high_water = summary
         .events
         .iter()
@@ -890,6 +946,17 @@ fn fill(report: &mut Report, summary: &Summary) {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+}
+
+/// What the report keeps of one lane while it reads the log.
+#[derive(Default)]
+struct Lane<'a> {
+    /// The newest `capsule-verified` of the lane.
+    admitted: Option<&'a CapsuleVerified>,
+    /// The newest `run-started` of the lane.
+    started: Option<&'a RunStarted>,
+    /// The `run-started` not yet closed, as a line of `unfinished` if it never is.
+    open: Option<UnfinishedLine>,
 }
 
 fn grant_lines(run: &RunStarted) -> (Vec<String>, Vec<String>) {

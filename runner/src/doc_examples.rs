@@ -1,9 +1,9 @@
 //! The TOML examples in the README and `docs/` are checked, so that an
 //! example a reader copies cannot drift from what the runner accepts. Each
 //! ```` ```toml ```` block names what it is after the language
-//! (```` ```toml site-policy ````, `manifest`, `trust-root`, or `fragment` for
-//! part of a file): site policies and manifests are parsed with the runner's
-//! own parsers; trust roots, whose keys the docs elide, and fragments must be
+//! (```` ```toml site-policy ````, `manifest`, `serve-config`, `trust-root`, or
+//! `fragment` for part of a file): site policies, manifests and daemon configs
+//! are parsed with the runner's own parsers; trust roots, whose keys the docs elide, and fragments must be
 //! valid TOML.
 
 #![allow(
@@ -75,9 +75,17 @@ fn every_toml_example_in_the_docs_is_accepted() {
                     crate::capsule::ManifestSource::parse(&body, Path::new(&at))
                         .unwrap_or_else(|e| panic!("{at}: {e}"));
                 }
+                "serve-config" => {
+                    crate::serve::ServeConfig::parse(
+                        &body,
+                        Path::new(&at),
+                        Path::new("/etc/edge-runner"),
+                    )
+                    .unwrap_or_else(|e| panic!("{at}: {e}"));
+                }
                 "trust-root" | "fragment" => {}
                 other => panic!(
-                    "{at}: a ```toml block says what it is: ```toml site-policy, manifest, trust-root or fragment (found `{other}`)"
+                    "{at}: a ```toml block says what it is: ```toml site-policy, manifest, serve-config, trust-root or fragment (found `{other}`)"
                 ),
             }
             checked += 1;

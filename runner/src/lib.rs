@@ -39,6 +39,7 @@ pub mod names;
 pub mod remediation;
 pub mod rollback;
 pub mod sandbox;
+pub mod serve;
 pub mod session;
 pub mod site;
 pub mod timestamp;

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use edge_runner::cli::{Cli, Exit, error_message, is_broken_pipe};
 
 fn main() -> ExitCode {
@@ -18,14 +17,19 @@ fn main() -> ExitCode {
             args.map(|a| a.to_string_lossy().into_owned()),
         );
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EDGE_RUNNER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().execute() {
+    // Logs go to stderr: text for people, one JSON object per line for a
+    // service's journal (`EDGE_RUNNER_LOG_FORMAT=json`, as the packaged unit sets).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGE_RUNNER_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("EDGE_RUNNER_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    match Cli::parse_args().execute() {
         Ok(exit) => exit.into(),
         // `edge-runner … | head` closed our output: stop quietly, as SIGPIPE would.
         Err(err) if is_broken_pipe(&err) => Exit::BrokenPipe.into(),

@@ -2,96 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn edge_runner(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edge-runner"))
-        .args(args)
-        .env_remove("EDGE_RUNNER_KEY")
-        .env("XDG_STATE_HOME", state_home())
-        .output()
-        .expect("run edge-runner")
-}
-
-/// The runner's default key directory for this test binary (never the user's own).
-fn state_home() -> &'static Path {
-    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("cli-state-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-const SITE: &str = "plant-7";
-
-/// A trust root policy trusting `publisher_pub` for `test`, with root key `root_pub`.
-fn policy(version: u64, expires: &str, root_pubs: &[&Path], publisher_pub: &Path) -> String {
-    let pem = std::fs::read_to_string(publisher_pub).unwrap();
-    let mut text = format!(
-        "format = 1\nname = \"cli-root\"\nversion = {version}\nexpires = {expires}\nroot-threshold = {}\n\
-         [thresholds.test]\nkeys = 1\norganisations = 1\n\
-         [thresholds.reproduce]\nkeys = 1\norganisations = 1\n\
-         [thresholds.remediate]\nkeys = 2\norganisations = 2\n\
-         [[publisher]]\nname = \"acme-ci\"\norganisation = \"Acme\"\nkinds = [\"test\"]\nnames = [\"*\"]\naudiences = [\"*\"]\npublic-key = \"\"\"\n{pem}\"\"\"\n\
-         [publisher.ceiling]\nfuel = 10000000000\n",
-        root_pubs.len()
-    );
-    for (i, root_pub) in root_pubs.iter().enumerate() {
-        let root_pem = std::fs::read_to_string(root_pub).unwrap();
-        text.push_str(&format!(
-            "[[root-key]]\nname = \"root-{i}\"\npublic-key = \"\"\"\n{root_pem}\"\"\"\n"
-        ));
-    }
-    text
-}
-
-fn keys(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let out = edge_runner(&["keys", "generate", "--out", p(dir), "--name", name]);
-    assert!(out.status.success(), "{}", text(&out));
-    (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    )
-}
-
-/// Creates a trust store in DIR/trust with `trust init`, trusting the key at `publisher_pub`.
-fn write_trust_root(dir: &Path, publisher_pub: &Path) -> std::path::PathBuf {
-    let (root_key, root_pub) = keys(dir, "root");
-    let policy_path = dir.join("root.toml");
-    std::fs::write(
-        &policy_path,
-        policy(1, "2099-01-01T00:00:00Z", &[&root_pub], publisher_pub),
-    )
-    .unwrap();
-    let trust = dir.join("trust");
-    let out = edge_runner(&[
-        "trust",
-        "init",
-        "--policy",
-        p(&policy_path),
-        "--key",
-        p(&root_key),
-        "--dir",
-        p(&trust),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    trust
-}
+use common::{SITE, edge_runner, keys, p, policy, state_home, text, write_trust_root};
 
 /// `edge-runner run` with `input` written to a file.
 fn run_with_input(dir: &Path, signed: &Path, trust: &Path, evidence: &Path, input: &str) -> Output {
@@ -1346,6 +1262,67 @@ fn exit_codes_in_help_and_readme_agree() {
     {
         assert_eq!(exit.code(), code, "{exit:?}");
     }
+    // Issue 18: every subcommand's --help lists them too, not only the top level.
+    for args in [
+        &["run", "--help"][..],
+        &["submit", "--help"],
+        &["jobs", "cancel", "--help"],
+        &["evidence", "verify", "--help"],
+        &["trust", "rotate", "--help"],
+        &["apply", "--help"],
+    ] {
+        let out = edge_runner(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(
+            words(&text(&out)).contains(&help),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    // A job through `serve` ends with the code `run` gives for the same outcome.
+    use edge_runner::cli::Exit;
+    use edge_runner::serve::exit;
+    for (job, run) in [
+        (exit::PASS, Exit::Ok),
+        (exit::ERROR, Exit::Error),
+        (exit::REFUSED, Exit::Refused),
+        (exit::FAIL, Exit::VerdictFail),
+        (exit::ABNORMAL, Exit::RunAbnormal),
+    ] {
+        assert_eq!(job, run.code(), "{run:?}");
+    }
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions() {
+    let out = edge_runner(&["completions", "bash"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("complete -F _edge__runner"), "{script}");
+    for command in ["submit", "serve", "evidence", "witness-rotate"] {
+        assert!(script.contains(command), "completions lack `{command}`");
+    }
+    let out = edge_runner(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man1");
+    let out = edge_runner(&["man", "--out", p(&man)]);
+    assert!(out.status.success(), "{}", text(&out));
+    for page in [
+        "edge-runner.1",
+        "edge-runner-run.1",
+        "edge-runner-jobs-cancel.1",
+        "edge-runner-evidence-verify.1",
+    ] {
+        let text =
+            std::fs::read_to_string(man.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text}"
+        );
+    }
+    let run = std::fs::read_to_string(man.join("edge-runner-run.1")).unwrap();
+    assert!(run.contains("Exit codes"), "{run}");
 }
 
 /// A pipe or device where a file is expected is read up to the limit and refused,
@@ -2826,4 +2803,82 @@ fn kill_9_between_rename_and_record_is_recovered_at_restart() {
         "{}",
         text(&out)
     );
+}
+
+/// The auditor's report says how many jobs a log shows, how they ended, and
+/// which are still in flight — in text, JSON and HTML (issue 15).
+#[test]
+fn evidence_report_shows_jobs_in_flight_and_counts() {
+    use edge_runner::evidence::events::{JobAccepted, JobFinished, Submitter};
+    use edge_runner::evidence::{Event, EvidenceLog};
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = dir.path().join("evidence");
+    let key = edge_runner::keys::SecretKey::generate().unwrap();
+    let runner_pub = dir.path().join("runner.pub");
+    std::fs::write(&runner_pub, key.public().to_pem().unwrap()).unwrap();
+    let accept = |job| {
+        Event::from(JobAccepted {
+            job,
+            submitter: Submitter {
+                uid: 1000,
+                gid: 1000,
+                pid: 1,
+            },
+            capsule_sha256: [1; 32],
+            signature_sha256: None,
+            input_sha256: [2; 32],
+            idempotency_sha256: None,
+            queue_depth: job,
+        })
+    };
+    let mut log = EvidenceLog::open(&evidence, key).unwrap();
+    let finished = Event::from(JobFinished {
+        job: 1,
+        outcome: "error".into(),
+        exit: 1,
+        records: Vec::new(),
+        detail: Some("the capsule digest names no uploaded capsule".into()),
+    });
+    for r in log.record_each(vec![accept(1), accept(2), accept(3), finished]) {
+        r.unwrap();
+    }
+    log.close().unwrap();
+    let html = dir.path().join("report.html");
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&evidence),
+        "--runner-key",
+        p(&runner_pub),
+        "--html",
+        p(&html),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("  jobs: 3 accepted, 1 finished, 0 cancelled, 0 abandoned\n"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("  2 jobs in flight: 2, 3 (accepted and not ended"),
+        "{}",
+        text(&out)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<p id=\"jobs-in-flight\">2 jobs in flight: 2, 3"),
+        "{page}"
+    );
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&evidence),
+        "--runner-key",
+        p(&runner_pub),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["jobs_in_flight"], serde_json::json!([2, 3]));
+    assert_eq!(json["jobs"]["accepted"], 3);
+    assert_eq!(json["jobs"]["finished"], 1);
 }

@@ -496,6 +496,7 @@ fn accepted(name: &str, version: &str, digest: u8, root_version: u64) -> evidenc
         expires: 1_900_000_000,
         signature_sha256: None,
         trust_anchor: None,
+        job: None,
     })
 }
 
@@ -583,6 +584,7 @@ fn started(digest: u8) -> evidence::Event {
             site: "plant-7".into(),
             sha256: None,
         },
+        job: None,
     })
 }
 
@@ -597,6 +599,7 @@ fn finished(digest: u8) -> evidence::Event {
         exit_code: None,
         compile_ms: None,
         truncated: Vec::new(),
+        job: None,
     })
 }
 

@@ -271,6 +271,12 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
                 )
             )?;
         }
+        if let Some(line) = jobs_text(r) {
+            say!("  {line}")?;
+        }
+        if let Some(line) = in_flight_text(r) {
+            say!("  {line}")?;
+        }
         if r.signing_keys.len() > 1 {
             let keys: Vec<String> = r
                 .signing_keys
@@ -300,6 +306,33 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The jobs the log shows, counted by how they ended (also used by the
+/// HTML report); `None` for a log without jobs.
+pub(super) fn jobs_text(r: &Report) -> Option<String> {
+    let j = r.jobs;
+    (j.accepted + j.finished + j.cancelled + j.abandoned > 0).then(|| {
+        format!(
+            "jobs: {} accepted, {} finished, {} cancelled, {} abandoned",
+            j.accepted, j.finished, j.cancelled, j.abandoned
+        )
+    })
+}
+
+/// The jobs accepted and not ended at the end of the log, in one sentence
+/// (also used by the HTML report); `None` when there are none.
+pub(super) fn in_flight_text(r: &Report) -> Option<String> {
+    if r.jobs_in_flight.is_empty() {
+        return None;
+    }
+    let ids: Vec<String> = r.jobs_in_flight.iter().map(u64::to_string).collect();
+    Some(format!(
+        "{} job{} in flight: {} (accepted and not ended: running when the log was read, or left by a runner that stopped, which the next runner records as abandoned)",
+        ids.len(),
+        if ids.len() == 1 { "" } else { "s" },
+        ids.join(", ")
+    ))
 }
 
 /// For a bundle holding a range of the log: what it covers and what ties it

@@ -253,6 +253,17 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
     }
     h.push_str("</table>\n");
 
+    if let Some(jobs) = super::evidence::jobs_text(report) {
+        let in_flight =
+            super::evidence::in_flight_text(report).unwrap_or_else(|| "no jobs in flight".into());
+        let _ = write!(
+            h,
+            "<h2>Jobs</h2>\n<p id=\"jobs\">{}</p>\n<p id=\"jobs-in-flight\">{}</p>\n",
+            esc(&jobs),
+            esc(&in_flight)
+        );
+    }
+
     let _ = write!(
         h,
         "<h2>Unfinished runs ({})</h2>\n<table id=\"unfinished\"><tr><th>Started in #</th><th>When (UTC)</th><th>Capsule</th><th>Recorded as interrupted in #</th></tr>",

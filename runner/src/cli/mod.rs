@@ -23,10 +23,12 @@ mod evidence;
 mod governance;
 mod html;
 mod keys;
+mod manual;
 mod proposal;
 mod rotate;
 mod run;
 mod scaffold;
+mod serve;
 mod text;
 mod trust;
 
@@ -162,6 +164,17 @@ enum Command {
     Proposal(proposal::ProposalCommand),
     /// Authorize a proposal with signed approvals, apply it once, verify it held.
     Apply(apply::ApplyArgs),
+    /// Run as a service: accept jobs on a local Unix socket, run them, record every one.
+    Serve(serve::ServeArgs),
+    /// Submit a capsule to a running `serve` (exits like `run` with --wait).
+    Submit(serve::SubmitArgs),
+    /// List, show and cancel a running `serve`'s jobs.
+    #[command(subcommand)]
+    Jobs(serve::JobsCommand),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions(manual::CompletionsArgs),
+    /// Write man pages for every command.
+    Man(manual::ManArgs),
 }
 
 impl Cli {
@@ -178,8 +191,34 @@ impl Cli {
             Command::Approve(args) => args.execute(),
             Command::Proposal(command) => command.execute(),
             Command::Apply(args) => args.execute(),
+            Command::Serve(args) => args.execute(),
+            Command::Submit(args) => args.execute(),
+            Command::Jobs(command) => command.execute(),
+            Command::Completions(args) => args.execute(),
+            Command::Man(args) => args.execute(),
         }
     }
+
+    /// Parses the process's arguments with [`command`] (exit codes in every `--help`).
+    pub fn parse_args() -> Self {
+        use clap::FromArgMatches;
+        let matches = command().get_matches();
+        match Self::from_arg_matches(&matches) {
+            Ok(cli) => cli,
+            Err(e) => e.exit(),
+        }
+    }
+}
+
+/// The clap command, with the exit codes in the `--help` of every subcommand.
+pub fn command() -> clap::Command {
+    fn with_exit_codes(command: clap::Command) -> clap::Command {
+        command
+            .after_help(Exit::help())
+            .mut_subcommands(with_exit_codes)
+    }
+    use clap::CommandFactory;
+    with_exit_codes(Cli::command())
 }
 
 /// Whether `err` is, at its root, a write to a closed pipe.

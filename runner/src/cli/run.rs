@@ -20,7 +20,7 @@ use crate::timestamp::Timestamp;
 use crate::trust::store;
 
 /// Largest `--input` file read.
-const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
+pub(super) const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Args)]
 pub(super) struct RunArgs {
@@ -118,6 +118,18 @@ impl RunArgs {
             Err(err @ (EvidenceError::Corrupt { .. } | EvidenceError::BehindCheckpoint { .. })) => {
                 eprintln!("INVALID: --evidence {}: {err}", self.evidence.display());
                 return Ok(Exit::EvidenceInvalid);
+            }
+            Err(EvidenceError::Locked(path)) => {
+                if let Some((pid, socket)) = crate::serve::serving_socket(&self.evidence) {
+                    bail!(
+                        "--evidence {}: held by `edge-runner serve` (pid {pid}); submit the capsule to it instead: edge-runner submit --socket {} {} --wait",
+                        self.evidence.display(),
+                        socket.display(),
+                        self.capsule.display()
+                    );
+                }
+                return Err(anyhow::Error::new(EvidenceError::Locked(path))
+                    .context(format!("--evidence {}", self.evidence.display())));
             }
             Err(err) => {
                 return Err(anyhow::Error::new(err)
@@ -323,7 +335,7 @@ pub(super) fn runner_key(
 }
 
 /// Standard input, at most `limit` bytes (more is refused, naming the limit).
-fn read_stdin(limit: u64) -> Result<Vec<u8>> {
+pub(super) fn read_stdin(limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
     std::io::stdin()

@@ -14,7 +14,12 @@ use ciborium::Value;
 
 use crate::cbor::{MapReader, as_u64, text_map};
 
+mod jobs;
 mod remediation;
+pub use jobs::{
+    CANCELLED_BY, JOB_OUTCOMES, JobAbandoned, JobAccepted, JobCancelled, JobFinished, LoadShed,
+    MAX_JOB_DETAIL_BYTES, Submitter,
+};
 pub use remediation::{
     Applied, ApplyStarted, ApprovalChecked, AuthorizationRecorded, Notified, PostReview,
     ProposalRecorded, ProposalRefused, RolledBack, VerifyResult,
@@ -125,6 +130,16 @@ events! {
     Notified,
     /// Approvals recorded after a break-glass apply.
     PostReview,
+    /// The daemon accepted a job.
+    JobAccepted,
+    /// A job ran (or its capsule was refused) and ended.
+    JobFinished,
+    /// A job was cancelled by its client or by shutdown.
+    JobCancelled,
+    /// A job a stopped runner left unended, recorded by the next runner.
+    JobAbandoned,
+    /// A summary of requests rejected under load.
+    LoadShed,
 }
 
 /// `governance-loaded`: the governance version in force from this record on
@@ -501,6 +516,8 @@ pub struct CapsuleVerified {
     /// The trust store's anchor (version 1), which the runner pins; absent in
     /// records written before anchors were recorded.
     pub trust_anchor: Option<AnchorRef>,
+    /// The job this record belongs to (`serve`); absent outside a job.
+    pub job: Option<u64>,
 }
 
 impl EventBody for CapsuleVerified {
@@ -538,6 +555,9 @@ impl EventBody for CapsuleVerified {
         if let Some(anchor) = &self.trust_anchor {
             fields.push(("trust-anchor", anchor.value()));
         }
+        if let Some(job) = self.job {
+            fields.push(("job", uint(job)));
+        }
         fields
     }
     fn read(b: &MapReader<'_>) -> Result<Self, String> {
@@ -572,6 +592,7 @@ impl EventBody for CapsuleVerified {
             expires: b.uint("expires")?,
             signature_sha256: optional(b, "signature-sha256", |_| digest(b, "signature-sha256"))?,
             trust_anchor: optional(b, "trust-anchor", AnchorRef::read)?,
+            job: jobs::job_of(b)?,
         })
     }
 }
@@ -606,6 +627,8 @@ pub struct CapsuleRefused {
     pub trust_root: Option<TrustRootRef>,
     /// Name, version and kind, when the manifest could be read.
     pub capsule: Option<CapsuleId>,
+    /// The job this record belongs to (`serve`); absent outside a job.
+    pub job: Option<u64>,
 }
 
 impl EventBody for CapsuleRefused {
@@ -629,6 +652,9 @@ impl EventBody for CapsuleRefused {
             fields.push(("version", text(&id.version)));
             fields.push(("kind", text(&id.kind)));
         }
+        if let Some(job) = self.job {
+            fields.push(("job", uint(job)));
+        }
         fields
     }
     fn read(b: &MapReader<'_>) -> Result<Self, String> {
@@ -647,6 +673,7 @@ impl EventBody for CapsuleRefused {
                     kind: b.text("kind")?.to_string(),
                 })
             })?,
+            job: jobs::job_of(b)?,
         })
     }
 }
@@ -878,6 +905,8 @@ pub struct RunStarted {
     pub denied: Vec<DenialRef>,
     /// The site policy.
     pub site_policy: SitePolicyRef,
+    /// The job this record belongs to (`serve`); absent outside a job.
+    pub job: Option<u64>,
 }
 
 impl EventBody for RunStarted {
@@ -887,7 +916,7 @@ impl EventBody for RunStarted {
             Some(d) => text_map([("site", text(&self.site_policy.site)), ("sha256", bytes(d))]),
             None => text_map([("site", text(&self.site_policy.site))]),
         };
-        vec![
+        let mut fields = vec![
             ("module-sha256", bytes(&self.module_sha256)),
             ("input-sha256", bytes(&self.input_sha256)),
             ("input-size", uint(self.input_size)),
@@ -919,7 +948,11 @@ impl EventBody for RunStarted {
                 ),
             ),
             ("site-policy", site_policy),
-        ]
+        ];
+        if let Some(job) = self.job {
+            fields.push(("job", uint(job)));
+        }
+        fields
     }
     fn read(b: &MapReader<'_>) -> Result<Self, String> {
         let policy = MapReader::new("`site-policy`", required(b, "site-policy")?)?;
@@ -947,6 +980,7 @@ impl EventBody for RunStarted {
                 site: policy.text("site")?.to_string(),
                 sha256: optional(&policy, "sha256", |_| digest(&policy, "sha256"))?,
             },
+            job: jobs::job_of(b)?,
         })
     }
 }
@@ -1074,6 +1108,8 @@ pub struct RunFinished {
     pub compile_ms: Option<u64>,
     /// Capsule-provided values cut to their limits, each kept as a size and a digest.
     pub truncated: Vec<TruncatedRef>,
+    /// The job this record belongs to (`serve`); absent outside a job.
+    pub job: Option<u64>,
 }
 
 /// A capsule-provided value that was over its limit: what was kept of it, and
@@ -1100,22 +1136,29 @@ pub struct RunInterrupted {
     pub run_started: u64,
     /// Why it is recorded.
     pub reason: String,
+    /// The job this record belongs to (`serve`); absent outside a job.
+    pub job: Option<u64>,
 }
 
 impl EventBody for RunInterrupted {
     const NAME: &'static str = "run-interrupted";
     fn fields(&self) -> Vec<(&'static str, Value)> {
-        vec![
+        let mut fields = vec![
             ("module-sha256", bytes(&self.module_sha256)),
             ("run-started", uint(self.run_started)),
             ("reason", text(&self.reason)),
-        ]
+        ];
+        if let Some(job) = self.job {
+            fields.push(("job", uint(job)));
+        }
+        fields
     }
     fn read(b: &MapReader<'_>) -> Result<Self, String> {
         Ok(Self {
             module_sha256: digest(b, "module-sha256")?,
             run_started: b.uint("run-started")?,
             reason: b.text("reason")?.to_string(),
+            job: jobs::job_of(b)?,
         })
     }
 }
@@ -1222,6 +1265,9 @@ impl EventBody for RunFinished {
                 ),
             ));
         }
+        if let Some(job) = self.job {
+            fields.push(("job", uint(job)));
+        }
         fields
     }
     fn read(b: &MapReader<'_>) -> Result<Self, String> {
@@ -1302,6 +1348,7 @@ impl EventBody for RunFinished {
                     })
                 })?,
             },
+            job: jobs::job_of(b)?,
         })
     }
 }

@@ -115,6 +115,8 @@ pub struct EvidenceLog {
     segment_first: Option<(u64, u64)>,
     /// True while a roll writes the new segment's first checkpoint.
     rolling: bool,
+    /// How long the newest write and `fdatasync` of records took.
+    last_sync: std::time::Duration,
 }
 
 impl EvidenceLog {
@@ -260,6 +262,7 @@ impl EvidenceLog {
             segments: SegmentPolicy::default(),
             segment_first: None,
             rolling: false,
+            last_sync: std::time::Duration::ZERO,
         };
         log.segment_first = first_in_file(&mut log.file, log.bytes_len);
         let torn_bytes = (file_len + loaded.before_active).saturating_sub(loaded.good_end());
@@ -361,6 +364,7 @@ impl EvidenceLog {
             path: self.path.display().to_string(),
             source,
         };
+        let synced = std::time::Instant::now();
         if let Err(e) = self
             .file
             .write_all(&buffer)
@@ -370,6 +374,7 @@ impl EvidenceLog {
             let _ = self.file.set_len(self.bytes_len);
             return Err(io(e));
         }
+        self.last_sync = synced.elapsed();
         if self.segment_first.is_none() {
             self.segment_first = Some((self.next_seq, time_ms));
         }
@@ -390,6 +395,181 @@ impl EvidenceLog {
             }
         }
         Ok(signed_all)
+    }
+
+    /// Group commit with a result per entry: signs every event the rules
+    /// accept, writes them with one write and makes them durable with one
+    /// `fdatasync`, and returns once they are on disk. An entry the rules
+    /// refuse (or too large to record) is refused alone, and the others still
+    /// land, in order; on an I/O error none of them does and each gets the error.
+    pub fn record_each(&mut self, events: Vec<Event>) -> Vec<Result<SignedRecord, EvidenceError>> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let time_ms = now.max(self.last_time);
+        let mut rules = self.rules.clone();
+        let (mut seq, mut prev) = (self.next_seq, self.prev);
+        let mut results = Vec::with_capacity(events.len());
+        // Entries signed so far (seq, event), to rebuild the rules after a refusal.
+        let mut landed: Vec<(u64, Event)> = Vec::new();
+        let mut buffer = Vec::new();
+        for event in events {
+            // An event built as unknown is recorded as it is, and judged as
+            // the type its name says when that name is a known event.
+            let body = event.body();
+            let event = match event {
+                Event::Unknown(u) => match Event::decode(&u.name, &u.body) {
+                    Ok(decoded) => decoded,
+                    Err(detail) => {
+                        results.push(Err(EvidenceError::Encode(format!(
+                            "`{}` body: {detail}",
+                            u.name
+                        ))));
+                        continue;
+                    }
+                },
+                known => known,
+            };
+            if matches!(event, Event::KeyRotated(_) | Event::Checkpoint(_)) {
+                results.push(Err(EvidenceError::Encode(format!(
+                    "a `{}` record is written only by the log itself (`rotate_key`, `checkpoint`)",
+                    event.name()
+                ))));
+                continue;
+            }
+            let record = Record {
+                log_id: self.log_id,
+                seq,
+                prev,
+                time_ms,
+                event: event.name().to_string(),
+                body,
+            };
+            let signed = match sign_record(record, &self.key)
+                .map_err(EvidenceError::Encode)
+                .and_then(|s| check_record_size(&s).map(|()| s))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            if let Err(failure) = rules.apply(seq, &event) {
+                // `apply` may have changed part of the state before refusing:
+                // start again from the entries that landed.
+                rules = self.rules.clone();
+                for (s, e) in &landed {
+                    let _ = rules.apply(*s, e);
+                }
+                results.push(Err(EvidenceError::Encode(format!(
+                    "refusing to record it: {failure}"
+                ))));
+                continue;
+            }
+            prev = signed.hash;
+            buffer.extend_from_slice(&signed.bytes);
+            landed.push((seq, event));
+            seq += 1;
+            results.push(Ok(signed));
+        }
+        if landed.is_empty() {
+            return results;
+        }
+        let synced = std::time::Instant::now();
+        if let Err(e) = self
+            .file
+            .write_all(&buffer)
+            .and_then(|()| self.file.sync_data())
+        {
+            let _ = self.file.set_len(self.bytes_len);
+            let path = self.path.display().to_string();
+            return results
+                .into_iter()
+                .map(|r| {
+                    r.and_then(|_| {
+                        Err(EvidenceError::Io {
+                            path: path.clone(),
+                            source: std::io::Error::new(e.kind(), e.to_string()),
+                        })
+                    })
+                })
+                .collect();
+        }
+        self.last_sync = synced.elapsed();
+        if self.segment_first.is_none() {
+            self.segment_first = Some((self.next_seq, time_ms));
+        }
+        self.bytes_len += buffer.len() as u64;
+        self.next_seq = seq;
+        self.prev = prev;
+        self.last_time = time_ms;
+        self.rules = rules;
+        for s in results.iter().flatten() {
+            self.tree.push(leaf_hash(&s.bytes));
+        }
+        self.since_checkpoint += landed.len() as u64;
+        let due = self.since_checkpoint >= self.policy.every_records
+            || self.last_checkpoint.elapsed() >= self.policy.every;
+        // The records are durable whatever happens to the checkpoint; a
+        // failed one is tried again at the next append.
+        if due && let Err(e) = self.checkpoint() {
+            tracing::warn!("could not write a checkpoint after a group commit: {e}");
+        }
+        results
+    }
+
+    /// How long the newest write and `fdatasync` of records took.
+    pub fn last_sync(&self) -> std::time::Duration {
+        self.last_sync
+    }
+
+    /// Jobs accepted and not ended, lowest id first.
+    pub fn open_jobs(&self) -> Vec<u64> {
+        self.rules.jobs.lanes.keys().copied().collect()
+    }
+
+    /// The id for the next job: the highest job id in the log + 1 (1 if none).
+    pub fn next_job(&self) -> u64 {
+        self.rules.jobs.highest().map_or(1, |h| h + 1)
+    }
+
+    /// Every open run: (its job, or `None` outside jobs; its `run-started`
+    /// record; its module), the run outside jobs first.
+    pub fn open_runs(&self) -> Vec<(Option<u64>, u64, [u8; 32])> {
+        let outside = self.rules.open_run.map(|(seq, m)| (None, seq, m));
+        outside
+            .into_iter()
+            .chain(
+                self.rules
+                    .jobs
+                    .lanes
+                    .iter()
+                    .filter_map(|(&job, lane)| lane.open_run.map(|(seq, m)| (Some(job), seq, m))),
+            )
+            .collect()
+    }
+
+    /// The records of open job `job` so far (what its `job-finished` lists),
+    /// or `None` when it is not open.
+    pub fn job_records(&self, job: u64) -> Option<Vec<u64>> {
+        self.rules.jobs.lanes.get(&job).map(|l| l.records.clone())
+    }
+
+    /// The newest `capsule-verified` record in lane `job` (`None`: the
+    /// records outside any job), if any.
+    pub fn last_verified_in(&self, job: Option<u64>) -> Option<u64> {
+        match job {
+            None => self.last_verified(),
+            Some(j) => self
+                .rules
+                .jobs
+                .lanes
+                .get(&j)
+                .and_then(|l| l.last_verified)
+                .map(|(seq, _)| seq),
+        }
     }
 
     /// Commits to a sensitive `value` (e.g. a config secret) without putting it in
@@ -647,6 +827,47 @@ impl EvidenceLog {
     pub fn open_apply(&self) -> Option<([u8; 32], u64)> {
         self.rules.remediation.open_apply
     }
+}
+
+/// The `reason` of a `run-interrupted` record written when a log is taken over.
+pub const INTERRUPTED_REASON: &str = "the runner stopped before this run finished (killed, crashed or the machine stopped); found when the log was next opened";
+
+/// The `reason` of a `job-abandoned` record written when a log is taken over.
+pub const ABANDONED_REASON: &str = "the runner that accepted this job stopped before the job ended (killed, crashed or the machine stopped); found when the log was next opened. The job was not run again: resubmit it";
+
+/// What a runner taking the log over records first: a `run-interrupted`
+/// (with its job) for every run left open in any lane, then a
+/// `job-abandoned` with `reason` for every job accepted and not ended, all
+/// in one group commit. Returns the jobs abandoned. Valid only after
+/// [`EvidenceLog::open`], whose `runner-started`/`restart` record is what
+/// allows abandonment.
+pub fn abandon_open_jobs(log: &mut EvidenceLog, reason: &str) -> Result<Vec<u64>, EvidenceError> {
+    let mut events: Vec<Event> = log
+        .open_runs()
+        .into_iter()
+        .map(|(job, run_started, module_sha256)| {
+            Event::from(events::RunInterrupted {
+                module_sha256,
+                run_started,
+                reason: INTERRUPTED_REASON.into(),
+                job,
+            })
+        })
+        .collect();
+    let jobs = log.open_jobs();
+    events.extend(jobs.iter().map(|&job| {
+        Event::from(events::JobAbandoned {
+            job,
+            reason: reason.to_string(),
+        })
+    }));
+    if events.is_empty() {
+        return Ok(jobs);
+    }
+    for result in log.record_each(events) {
+        result?;
+    }
+    Ok(jobs)
 }
 
 /// Largest checkpoint note read (a few hundred bytes in practice).

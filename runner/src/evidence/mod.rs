@@ -14,10 +14,12 @@ mod batch;
 pub mod bundle;
 mod checkpoint;
 pub mod events;
+mod job_rules;
 mod log;
 pub mod merkle;
 mod record;
 pub mod remediation_rules;
+mod shared;
 mod state;
 mod verify;
 pub mod witness;
@@ -25,16 +27,17 @@ pub mod witness;
 pub use checkpoint::{Checkpoint, key_hash, origin};
 pub use events::Event;
 pub use log::{
-    CHECKPOINT_FILE, COMMITMENT_CONTEXT, CheckpointPolicy, EvidenceLog, LOG_FILE, OPENINGS_FILE,
-    RESUME_FILE, SEGMENTS_DIR, SegmentPolicy, commitment, read_log_dir, segment_files,
-    segment_name,
+    ABANDONED_REASON, CHECKPOINT_FILE, COMMITMENT_CONTEXT, CheckpointPolicy, EvidenceLog,
+    INTERRUPTED_REASON, LOG_FILE, OPENINGS_FILE, RESUME_FILE, SEGMENTS_DIR, SegmentPolicy,
+    abandon_open_jobs, commitment, read_log_dir, segment_files, segment_name,
 };
 pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, MAX_RECORD_BYTES, Record,
     SignedRecord, decode_record, sign_record,
 };
+pub use shared::{CommitObserver, SharedLog, WriterStats};
 pub use verify::{
-    Failure, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
+    Failure, JobCounts, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
     verify_range_with_progress,
 };
 
@@ -127,4 +130,10 @@ pub enum EvidenceError {
     /// A record could not be encoded.
     #[error("could not encode an evidence record: {0}")]
     Encode(String),
+    /// The shared log's writer has stopped (the service is shutting down,
+    /// or the log was closed); nothing was recorded.
+    #[error(
+        "the evidence log is closed (its writer has stopped, as at shutdown); nothing was recorded. Record before closing the log"
+    )]
+    Closed,
 }

@@ -38,22 +38,8 @@ pub(super) fn state_value(tree: &Frontier, rules: &Rules, key: &PublicKey) -> Va
             ]),
         ));
     }
-    if let Some((name, before, module)) = &rules.undo {
-        let mark = match before {
-            Some((version, digest)) => Value::Array(vec![
-                Value::Text(version.to_string()),
-                Value::Bytes(digest.to_vec()),
-            ]),
-            None => Value::Null,
-        };
-        fields.push((
-            "undo",
-            Value::Array(vec![
-                Value::Text(name.clone()),
-                mark,
-                Value::Bytes(module.to_vec()),
-            ]),
-        ));
+    if let Some(undo) = &rules.undo {
+        fields.push(("undo", undo_value(undo)));
     }
     if let Some((seq, module)) = rules.open_run {
         fields.push((
@@ -67,7 +53,26 @@ pub(super) fn state_value(tree: &Frontier, rules: &Rules, key: &PublicKey) -> Va
     if !rules.remediation.is_empty() {
         fields.push(("remediation", rules.remediation.to_value()));
     }
+    // Absent while the log has shown no job, so the state of a log without
+    // jobs is what it was before jobs existed.
+    fields.extend(rules.jobs.to_fields());
     text_map(fields)
+}
+
+/// `[name, [version, module-sha256] / null, module-sha256]`, as `undo` holds it.
+pub(super) fn undo_value((name, before, module): &(String, CapsuleMark, Hash)) -> Value {
+    let mark = match before {
+        Some((version, digest)) => Value::Array(vec![
+            Value::Text(version.to_string()),
+            Value::Bytes(digest.to_vec()),
+        ]),
+        None => Value::Null,
+    };
+    Value::Array(vec![
+        Value::Text(name.clone()),
+        mark,
+        Value::Bytes(module.to_vec()),
+    ])
 }
 
 /// Reads a `state` field for a checkpoint covering `size` records.
@@ -81,6 +86,9 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
         "open-run",
         "undo",
         "remediation",
+        "jobs",
+        "accepted-jobs",
+        "shed-until",
     ])?;
     let key = map
         .bytes("runner-key")
@@ -117,6 +125,7 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
         .map(super::remediation_rules::RemediationRules::from_value)
         .transpose()?
         .unwrap_or_default();
+    let jobs = super::job_rules::JobRules::from_state(&map)?;
     Ok((
         tree,
         Rules {
@@ -125,13 +134,14 @@ pub(super) fn read_state(value: &Value, size: u64) -> Result<(Frontier, Rules, P
             last_verified,
             open_run,
             remediation,
+            jobs,
         },
         key,
     ))
 }
 
 /// `[seq, module-sha256]`, as `last-verified` and `open-run` hold them.
-fn seq_and_module(value: &Value, what: &str) -> Result<(u64, Hash), String> {
+pub(super) fn seq_and_module(value: &Value, what: &str) -> Result<(u64, Hash), String> {
     match value {
         Value::Array(pair) => match pair.as_slice() {
             [seq, module] => Ok((
@@ -147,7 +157,7 @@ fn seq_and_module(value: &Value, what: &str) -> Result<(u64, Hash), String> {
 }
 
 /// `[name, [version, module-sha256] / null, module-sha256]`, as `undo` holds it.
-fn read_undo(value: &Value) -> Result<(String, CapsuleMark, Hash), String> {
+pub(super) fn read_undo(value: &Value) -> Result<(String, CapsuleMark, Hash), String> {
     let bad = || "`undo` is not [name, mark, module]".to_string();
     let Value::Array(parts) = value else {
         return Err(bad());
@@ -210,6 +220,29 @@ mod tests {
             },
         );
         rules.remediation.open_apply = Some(([6; 32], 6));
+        // Two open jobs (one mid-run, one with an undo), ids accepted out of order.
+        rules.jobs.accepted = vec![(1, 3), (5, 5)];
+        rules.jobs.shed_until = Some(1_800_000_000_000);
+        rules.jobs.lanes.insert(
+            2,
+            std::sync::Arc::new(crate::evidence::job_rules::Lane {
+                accepted: 4,
+                restarted: true,
+                checked: Some(6),
+                last_verified: Some((6, [1; 32])),
+                started: Some(7),
+                open_run: Some((7, [1; 32])),
+                undo: Some(("db-check".into(), None, [1; 32])),
+                records: vec![6, 7],
+            }),
+        );
+        rules.jobs.lanes.insert(
+            5,
+            std::sync::Arc::new(crate::evidence::job_rules::Lane {
+                accepted: 8,
+                ..Default::default()
+            }),
+        );
         let mut tree = Frontier::default();
         for i in 0..9u8 {
             tree.push(leaf_hash(&[i]));
@@ -225,6 +258,7 @@ mod tests {
         assert_eq!(rules2.undo, rules.undo);
         assert_eq!(rules2.remediation, rules.remediation);
         assert_eq!(rules2.high_water, rules.high_water);
+        assert_eq!(rules2.jobs, rules.jobs);
         // A tree whose size needs another number of subtrees does not take this frontier.
         assert!(read_state(&value, 11).is_err());
     }

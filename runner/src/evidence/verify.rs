@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::checkpoint::{Checkpoint, origin};
 use super::events::{self, Event};
+pub use super::job_rules::JobCounts;
 use super::merkle::{Frontier, Hash, leaf_hash};
 use super::record::{GENESIS_PREV, Parsed, Record, RecordFault, SignedRecord, parse_unverified};
 use super::state::state_value;
@@ -133,6 +134,15 @@ pub enum Failure {
         /// What is wrong.
         detail: String,
     },
+    /// A job record breaks the job rules (`docs/evidence-format.md` §5.3):
+    /// a job accepted twice, ended twice or never, run twice, or abandoned
+    /// without a runner having taken the log over.
+    Job {
+        /// Position.
+        record: u64,
+        /// What is wrong.
+        detail: String,
+    },
     /// A `key-rotated` record does not hand over from the key that signed it
     /// to a valid new key that signed the handover.
     KeyRotation {
@@ -218,6 +228,9 @@ impl fmt::Display for Failure {
             Failure::KeyRotation { record, detail } => {
                 write!(f, "record {record} is a bad key rotation: {detail}")
             }
+            Failure::Job { record, detail } => {
+                write!(f, "record {record} breaks the job rules: {detail}")
+            }
             Failure::TimeReversed { record } => {
                 write!(
                     f,
@@ -271,6 +284,11 @@ pub struct Summary {
     /// The Merkle frontier over the records before `records[0]` (empty for
     /// a whole log; for a range, from the signed resume state).
     pub start: Frontier,
+    /// Jobs accepted and not ended at the end of the log (in flight, or
+    /// left by a runner that stopped; the next runner abandons them).
+    pub jobs_in_flight: Vec<u64>,
+    /// The job records in `records`, counted by kind.
+    pub job_counts: JobCounts,
 }
 
 impl Summary {
@@ -316,6 +334,8 @@ pub fn verify_log_with_progress(
             log_id: last.record.log_id,
             head: last.hash,
             records: walk.records,
+            jobs_in_flight: walk.rules.jobs.lanes.keys().copied().collect(),
+            job_counts: JobCounts::of(&walk.events),
             events: walk.events,
             high_water: walk.rules.high_water,
             last_checkpoint: walk.last_checkpoint,
@@ -370,6 +390,8 @@ pub fn verify_range_with_progress(
         log_id: first.record.log_id,
         head: last.hash,
         records,
+        jobs_in_flight: walk.rules.jobs.lanes.keys().copied().collect(),
+        job_counts: JobCounts::of(&events),
         events,
         high_water: walk.rules.high_water,
         last_checkpoint: walk.last_checkpoint,
@@ -486,6 +508,8 @@ pub(super) struct Rules {
     pub undo: Option<(String, CapsuleMark, [u8; 32])>,
     /// Proposals, their approvals, authorizations and applies.
     pub remediation: super::remediation_rules::RemediationRules,
+    /// Jobs: the open ones' lanes, every id accepted, shed load.
+    pub jobs: super::job_rules::JobRules,
 }
 
 /// A capsule's mark as it was: its highest version and module, or none.
@@ -499,36 +523,13 @@ const NOT_STARTED: [&str; 2] = ["not-started", "kind-mismatch"];
 impl Rules {
     /// Applies record `seq`'s `event`, or says which failure it is.
     pub fn apply(&mut self, seq: u64, event: &Event) -> Result<(), Failure> {
+        if let Some(job) = job_of(event) {
+            return self.apply_in_lane(seq, job, event);
+        }
         match event {
             Event::CapsuleVerified(v) => {
-                let before = self.high_water.capsule(&v.name).cloned();
-                self.high_water
-                    .accept(
-                        &v.name,
-                        &v.version,
-                        v.module_sha256,
-                        &v.trust_root.name,
-                        v.trust_root.version,
-                    )
-                    .map_err(|e| Failure::Rollback {
-                        record: seq,
-                        detail: e.to_string(),
-                    })?;
-                let anchor = v
-                    .trust_anchor
-                    .as_ref()
-                    .map(|a| (&a.sha256, a.root_keys.as_slice()));
-                self.high_water
-                    .pin_root(
-                        &v.trust_root.name,
-                        v.trust_root.version,
-                        v.trust_root.sha256,
-                        anchor,
-                    )
-                    .map_err(|e| Failure::Rollback {
-                        record: seq,
-                        detail: e.to_string(),
-                    })?;
+                let before = self.accept_capsule(seq, v)?;
+                self.jobs.forget_undo(&v.name, None);
                 self.undo = Some((v.name.clone(), before, v.module_sha256));
                 self.last_verified = Some((seq, v.module_sha256));
             }
@@ -621,9 +622,165 @@ impl Rules {
                 }
                 self.open_run = None;
             }
+            Event::RunnerStarted(_)
+            | Event::Restart(_)
+            | Event::JobAccepted(_)
+            | Event::JobFinished(_)
+            | Event::JobCancelled(_)
+            | Event::JobAbandoned(_)
+            | Event::LoadShed(_) => {
+                self.jobs.apply(seq, event).map_err(|detail| Failure::Job {
+                    record: seq,
+                    detail,
+                })?;
+            }
             _ => {}
         }
         Ok(())
+    }
+
+    /// Accepts `v`'s capsule and trust root into the high-water marks (the
+    /// rollback rule is global, whatever the lane); returns the capsule's mark before.
+    fn accept_capsule(
+        &mut self,
+        seq: u64,
+        v: &events::CapsuleVerified,
+    ) -> Result<CapsuleMark, Failure> {
+        let before = self.high_water.capsule(&v.name).cloned();
+        let rollback = |e: crate::rollback::RollbackError| Failure::Rollback {
+            record: seq,
+            detail: e.to_string(),
+        };
+        self.high_water
+            .accept(
+                &v.name,
+                &v.version,
+                v.module_sha256,
+                &v.trust_root.name,
+                v.trust_root.version,
+            )
+            .map_err(rollback)?;
+        let anchor = v
+            .trust_anchor
+            .as_ref()
+            .map(|a| (&a.sha256, a.root_keys.as_slice()));
+        self.high_water
+            .pin_root(
+                &v.trust_root.name,
+                v.trust_root.version,
+                v.trust_root.sha256,
+                anchor,
+            )
+            .map_err(rollback)?;
+        Ok(before)
+    }
+
+    /// Applies record `seq` of job `job`'s lane: the run rules of a log,
+    /// within the lane, and each job checked and run at most once.
+    fn apply_in_lane(&mut self, seq: u64, job: u64, event: &Event) -> Result<(), Failure> {
+        let job_failure = |detail: String| Failure::Job {
+            record: seq,
+            detail,
+        };
+        let unadmitted = |detail: String| Failure::Unadmitted {
+            record: seq,
+            detail,
+        };
+        let lane = self.jobs.lane(job, event.name()).map_err(job_failure)?;
+        match event {
+            Event::CapsuleVerified(_) | Event::CapsuleRefused(_) => {
+                if let Some(c) = lane.checked {
+                    return Err(job_failure(format!(
+                        "`{}` checks job {job}'s capsule again, but record {c} already did (a job's capsule is checked once)",
+                        event.name()
+                    )));
+                }
+            }
+            Event::RunStarted(run) => {
+                if let Some(s) = lane.started {
+                    return Err(job_failure(format!(
+                        "job {job} ran twice: its run already started in record {s}"
+                    )));
+                }
+                match lane.last_verified {
+                    Some((_, module)) if module == run.module_sha256 => {}
+                    Some((at, module)) => {
+                        return Err(unadmitted(format!(
+                            "`run-started` of job {job} runs module {}, but job {job}'s `capsule-verified` record (record {at}) admitted module {}",
+                            short(&run.module_sha256),
+                            short(&module)
+                        )));
+                    }
+                    None => {
+                        return Err(unadmitted(format!(
+                            "`run-started` of job {job} runs module {}, but no `capsule-verified` record of job {job} admitted any capsule",
+                            short(&run.module_sha256)
+                        )));
+                    }
+                }
+                lane.started = Some(seq);
+                lane.open_run = Some((seq, run.module_sha256));
+            }
+            Event::RunFinished(end) => {
+                if lane.open_run.map(|(_, m)| m) != Some(end.module_sha256) {
+                    return Err(unadmitted(format!(
+                        "`run-finished` of job {job} for module {} closes no `run-started` of that module in job {job}",
+                        short(&end.module_sha256)
+                    )));
+                }
+                lane.open_run = None;
+                if let Some((name, before, module)) = lane.undo.take()
+                    && module == end.module_sha256
+                    && NOT_STARTED.contains(&end.status.as_str())
+                {
+                    self.high_water.restore_capsule(&name, before);
+                }
+            }
+            Event::RunInterrupted(cut) => {
+                if lane.open_run != Some((cut.run_started, cut.module_sha256)) {
+                    return Err(unadmitted(format!(
+                        "`run-interrupted` of job {job} names the `run-started` record {} of module {}, which is not job {job}'s open run",
+                        cut.run_started,
+                        short(&cut.module_sha256)
+                    )));
+                }
+                lane.open_run = None;
+            }
+            _ => {}
+        }
+        let mut undo = None;
+        if let Event::CapsuleVerified(v) = event {
+            let before = self.accept_capsule(seq, v)?;
+            self.jobs.forget_undo(&v.name, Some(job));
+            if self.undo.as_ref().is_some_and(|(n, _, _)| *n == v.name) {
+                self.undo = None;
+            }
+            undo = Some((v.name.clone(), before, v.module_sha256));
+        }
+        let lane = self.jobs.lane(job, event.name()).map_err(job_failure)?;
+        match event {
+            Event::CapsuleVerified(v) => {
+                lane.checked = Some(seq);
+                lane.last_verified = Some((seq, v.module_sha256));
+                lane.undo = undo;
+            }
+            Event::CapsuleRefused(_) => lane.checked = Some(seq),
+            _ => {}
+        }
+        lane.records.push(seq);
+        Ok(())
+    }
+}
+
+/// The job a run's record belongs to, if it carries one.
+pub(super) fn job_of(event: &Event) -> Option<u64> {
+    match event {
+        Event::CapsuleVerified(e) => e.job,
+        Event::CapsuleRefused(e) => e.job,
+        Event::RunStarted(e) => e.job,
+        Event::RunFinished(e) => e.job,
+        Event::RunInterrupted(e) => e.job,
+        _ => None,
     }
 }
 

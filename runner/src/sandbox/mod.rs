@@ -56,6 +56,43 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use crate::capsule::Access;
 use crate::trust::VerifiedCapsule;
 
+/// The run was told to stop (`Sandbox::run_until`).
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run was stopped by the runner (a cancel or a shutdown)")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// `call`, or [`Stopped`] once `stop` is set (looked at every epoch tick):
+/// ends a guest blocked in a host call, which the epoch check cannot reach.
+async fn until_stopped<T>(
+    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+    stop: Option<&Arc<AtomicBool>>,
+) -> wasmtime::Result<T> {
+    let Some(stop) = stop else {
+        return call.await;
+    };
+    let mut call = std::pin::pin!(call);
+    let mut tick = tokio::time::interval(EPOCH_TICK);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(out) = call.as_mut().poll(cx) {
+            return std::task::Poll::Ready(out);
+        }
+        while tick.poll_tick(cx).is_ready() {
+            if stop.load(Ordering::Relaxed) {
+                return std::task::Poll::Ready(Err(wasmtime::Error::new(Stopped)));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// How often the epoch ticker advances; the wall-clock deadline's resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -258,6 +295,20 @@ impl Sandbox {
         grant: &Grant,
         input: &[u8],
     ) -> Result<RunReport, SandboxError> {
+        self.run_until(capsule, grant, input, None)
+    }
+
+    /// Runs `capsule` on `input` within `grant`, stopping it (status
+    /// [`RunStatus::Interrupted`]) within one epoch tick of `stop` being set:
+    /// the daemon's cancel and shutdown. Guest code is stopped by the epoch
+    /// check, a guest blocked in a host call by abandoning the call.
+    pub fn run_until(
+        &self,
+        capsule: &VerifiedCapsule,
+        grant: &Grant,
+        input: &[u8],
+        stop: Option<&Arc<AtomicBool>>,
+    ) -> Result<RunReport, SandboxError> {
         let manifest = capsule.manifest();
         let label = format!("{} {}", manifest.name, manifest.version);
         if grant.module_digest() != capsule.module_digest() {
@@ -344,8 +395,29 @@ impl Sandbox {
             .set_fuel(grant.fuel)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let ticks = grant.wall_time.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        let ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
+        match stop {
+            None => {
+                store.set_epoch_deadline(ticks);
+                store.epoch_deadline_trap();
+            }
+            Some(stop) => {
+                // Woken every tick to look at `stop`; the wall-clock deadline is counted here.
+                let stop = Arc::clone(stop);
+                let mut left = ticks;
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_callback(move |_| {
+                    left = left.saturating_sub(1);
+                    if stop.load(Ordering::Relaxed) {
+                        Err(wasmtime::Error::new(Stopped))
+                    } else if left == 0 {
+                        Err(wasmtime::Error::from(Trap::Interrupt))
+                    } else {
+                        Ok(wasmtime::UpdateDeadline::Continue(1))
+                    }
+                });
+            }
+        }
 
         let started = Instant::now();
         let call = async {
@@ -363,7 +435,7 @@ impl Sandbox {
         let limit = grant.wall_time + HOST_CALL_GRACE;
         let result: Result<Result<_, _>, wasmtime::Error> = match self
             .runtime
-            .block_on(async { tokio::time::timeout(limit, call).await })
+            .block_on(async { tokio::time::timeout(limit, until_stopped(call, stop)).await })
         {
             Ok(result) => result,
             Err(_) => Err(wasmtime::Error::msg(format!(
@@ -395,6 +467,7 @@ impl Sandbox {
             ),
             Err(err) => {
                 let status = match err.downcast_ref::<Trap>() {
+                    _ if err.downcast_ref::<Stopped>().is_some() => RunStatus::Interrupted,
                     Some(Trap::OutOfFuel) => RunStatus::OutOfFuel,
                     Some(Trap::Interrupt) => RunStatus::Deadline,
                     _ if err.downcast_ref::<BlockedPastDeadline>().is_some() => RunStatus::Deadline,

@@ -20,6 +20,8 @@ pub enum RunStatus {
     OutOfFuel,
     /// The wall-clock deadline passed.
     Deadline,
+    /// The runner stopped the run: the daemon's job was cancelled, or it shut down.
+    Interrupted,
     /// The capsule trapped after a memory growth was refused.
     MemoryRefused,
     /// The capsule asked the runner to hold more host memory than its
@@ -41,6 +43,7 @@ impl RunStatus {
             RunStatus::Exited => "exited",
             RunStatus::OutOfFuel => "out-of-fuel",
             RunStatus::Deadline => "deadline",
+            RunStatus::Interrupted => "interrupted",
             RunStatus::MemoryRefused => "memory-refused",
             RunStatus::HostMemoryRefused => "host-memory-refused",
             RunStatus::KindMismatch => "kind-mismatch",

@@ -5,14 +5,24 @@
 //! [`crate::trust`] and [`crate::sandbox`], and the record format to
 //! [`crate::evidence`]. A refused capsule never reaches the sandbox, and no
 //! step returns before its record is on disk.
+//!
+//! A session records either to a log it owns ([`EvidenceLog`], the CLI's
+//! one-shot runs) or to a [`SharedLog`] that many sessions, one per worker
+//! thread, record to at once (`edge-runner serve`); there each session
+//! carries the job it works for, and its records carry that job's id, so
+//! each job's records form their own lane in the log.
 
 mod record;
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::capsule::RawCapsule;
-use crate::evidence::events::{CapsuleId, ConfigRef, Event, RunFinished, RunInterrupted};
-use crate::evidence::{EvidenceError, EvidenceLog};
+use crate::evidence::events::{CapsuleId, ConfigRef, Event, RunFinished};
+use crate::evidence::{EvidenceError, EvidenceLog, SharedLog, SignedRecord};
+use crate::rollback::HighWater;
 use crate::sandbox::{Grant, Limits, RunReport, Sandbox, SandboxError};
 use crate::site::SitePolicy;
 use crate::timestamp::Timestamp;
@@ -50,12 +60,13 @@ pub enum SessionError {
 }
 
 /// The `reason` of a `run-interrupted` record.
-pub const INTERRUPTED_REASON: &str = "the runner stopped before this run finished (killed, crashed or the machine stopped); found when the log was next opened";
+pub use crate::evidence::INTERRUPTED_REASON;
 
 /// A verified capsule admitted to run by the session that recorded its
 /// verification: only [`Session::verify`] builds one, and only that session's
-/// [`Session::run`] accepts it, and only while its `capsule-verified` record
-/// is the newest verification in the log. It cannot be copied, so it runs once.
+/// [`Session::run`] accepts it, for the same job, and only while its
+/// `capsule-verified` record is the newest verification in its lane of the
+/// log. It cannot be copied, so it runs once.
 ///
 /// ```compile_fail
 /// # fn forge(capsule: edge_runner::trust::VerifiedCapsule) {
@@ -68,6 +79,7 @@ pub struct Admitted {
     session: u64,
     log_id: [u8; 16],
     seq: u64,
+    job: Option<u64>,
 }
 
 impl Admitted {
@@ -82,19 +94,92 @@ impl Admitted {
     }
 }
 
-/// A runner with its sandbox, limits, site name and evidence log.
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::evidence::EvidenceLog {}
+    impl Sealed for crate::evidence::SharedLog {}
+}
+
+/// Where a session records: a log it owns ([`EvidenceLog`]) or one shared
+/// with other sessions ([`SharedLog`]). Sealed: only these two.
+pub trait Recorder: sealed::Sealed {
+    /// Records `event`; returns once it is durable.
+    fn put(&mut self, event: Event) -> Result<SignedRecord, EvidenceError>;
+    /// Commits to a sensitive value (see [`EvidenceLog::commit`]).
+    fn commit_value(&mut self, value: &[u8]) -> Result<[u8; 32], EvidenceError>;
+    /// The high-water marks as the log shows them now.
+    fn high_water_now(&self) -> Result<Cow<'_, HighWater>, EvidenceError>;
+    /// The log's id.
+    fn id(&self) -> Result<[u8; 16], EvidenceError>;
+    /// The newest `capsule-verified` record in lane `job` (`None`: outside jobs).
+    fn newest_verification(&self, job: Option<u64>) -> Result<Option<u64>, EvidenceError>;
+    /// The records of open job `job` so far, or `None` when it is not open.
+    fn lane_records(&self, job: u64) -> Result<Option<Vec<u64>>, EvidenceError>;
+}
+
+impl Recorder for EvidenceLog {
+    fn put(&mut self, event: Event) -> Result<SignedRecord, EvidenceError> {
+        self.record(&event)
+    }
+    fn commit_value(&mut self, value: &[u8]) -> Result<[u8; 32], EvidenceError> {
+        self.commit(value)
+    }
+    fn high_water_now(&self) -> Result<Cow<'_, HighWater>, EvidenceError> {
+        Ok(Cow::Borrowed(self.high_water()))
+    }
+    fn id(&self) -> Result<[u8; 16], EvidenceError> {
+        Ok(self.log_id())
+    }
+    fn newest_verification(&self, job: Option<u64>) -> Result<Option<u64>, EvidenceError> {
+        Ok(self.last_verified_in(job))
+    }
+    fn lane_records(&self, job: u64) -> Result<Option<Vec<u64>>, EvidenceError> {
+        Ok(self.job_records(job))
+    }
+}
+
+impl Recorder for SharedLog {
+    fn put(&mut self, event: Event) -> Result<SignedRecord, EvidenceError> {
+        self.record(event)
+    }
+    fn commit_value(&mut self, value: &[u8]) -> Result<[u8; 32], EvidenceError> {
+        self.with(|log| log.commit(value))?
+    }
+    fn high_water_now(&self) -> Result<Cow<'_, HighWater>, EvidenceError> {
+        // A copy: the trust checks run outside the log's lock, and the log's
+        // rules refuse the record if another lane accepted a newer version meanwhile.
+        self.with(|log| Cow::Owned(log.high_water().clone()))
+    }
+    fn id(&self) -> Result<[u8; 16], EvidenceError> {
+        self.with(|log| log.log_id())
+    }
+    fn newest_verification(&self, job: Option<u64>) -> Result<Option<u64>, EvidenceError> {
+        self.with(|log| log.last_verified_in(job))
+    }
+    fn lane_records(&self, job: u64) -> Result<Option<Vec<u64>>, EvidenceError> {
+        self.with(|log| log.job_records(job))
+    }
+}
+
+/// A runner with its sandbox, limits, site name and evidence log (its own
+/// by default, or a [`SharedLog`]).
 #[derive(Debug)]
-pub struct Session {
+pub struct Session<L: Recorder = EvidenceLog> {
     /// Unique in this process: an [`Admitted`] names the session that made it.
     id: u64,
-    sandbox: Sandbox,
+    sandbox: Arc<Sandbox>,
     limits: Limits,
-    log: EvidenceLog,
+    log: L,
+    log_id: [u8; 16],
     site: String,
     policy: SitePolicy,
     /// What opening the log found about an interrupted apply (an alarm when it drifted).
     recovered: Option<String>,
+    /// The job this session's records belong to, if any.
+    job: Option<u64>,
 }
+
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What [`Session::run`] did.
 #[derive(Debug)]
@@ -107,7 +192,7 @@ pub struct RunRecord {
     pub report: RunReport,
 }
 
-impl Session {
+impl Session<EvidenceLog> {
     /// Starts a session at site `site`, which has no site policy (nothing
     /// but compute is granted), recording to `log`.
     pub fn new(log: EvidenceLog, limits: Limits, site: &str) -> Result<Self, SessionError> {
@@ -121,17 +206,12 @@ impl Session {
         limits: Limits,
         policy: SitePolicy,
     ) -> Result<Self, SessionError> {
-        static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut log = log;
         // A run the previous runner started and never finished (it was killed,
-        // or the machine stopped) is put on the record before this session records anything.
-        if let Some((run_started, module_sha256)) = log.open_run() {
-            log.record(&Event::from(RunInterrupted {
-                module_sha256,
-                run_started,
-                reason: INTERRUPTED_REASON.into(),
-            }))?;
-        }
+        // or the machine stopped) is put on the record before this session
+        // records anything, in every lane; every job accepted and not ended
+        // is abandoned (a job is never run again after a crash).
+        crate::evidence::abandon_open_jobs(&mut log, crate::evidence::ABANDONED_REASON)?;
         // An apply the previous runner started and never finished is resolved
         // from the target's digest, and recorded, before anything else.
         let recovered = crate::remediation::apply::recover(
@@ -147,11 +227,13 @@ impl Session {
         Ok(Self {
             recovered,
             id: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            sandbox: Sandbox::new()?,
+            sandbox: Arc::new(Sandbox::new()?),
             limits,
+            log_id: log.log_id(),
             log,
             site: policy.site.clone(),
             policy,
+            job: None,
         })
     }
 
@@ -163,18 +245,77 @@ impl Session {
 
     /// Keeps compiled code between runs in `cache` (authenticated before use).
     pub fn set_code_cache(&mut self, cache: crate::sandbox::CodeCache) {
-        self.sandbox.set_code_cache(cache);
+        match Arc::get_mut(&mut self.sandbox) {
+            Some(sandbox) => sandbox.set_code_cache(cache),
+            // Only `with_policy` builds this kind of session, with a sandbox
+            // no one else holds, so this is not reached.
+            None => tracing::warn!("the session's sandbox is shared; its code cache stays"),
+        }
     }
 
     /// Compiles code that is not cached with `compiler`; [`crate::sandbox::Compiler::Child`]
     /// bounds each compile by the grant's compile budget.
     pub fn set_compiler(&mut self, compiler: crate::sandbox::Compiler) {
-        self.sandbox.set_compiler(compiler);
+        match Arc::get_mut(&mut self.sandbox) {
+            Some(sandbox) => sandbox.set_compiler(compiler),
+            None => tracing::warn!("the session's sandbox is shared; its compiler stays"),
+        }
     }
 
     /// The evidence log.
     pub fn log(&self) -> &EvidenceLog {
         &self.log
+    }
+}
+
+impl Session<SharedLog> {
+    /// Starts a session recording to `log`, shared with other sessions (one
+    /// per worker thread), running capsules in `sandbox` (shared too), under
+    /// `policy`. Opening the log (and [`crate::evidence::abandon_open_jobs`])
+    /// is the caller's, before the log is shared.
+    pub fn shared(
+        log: SharedLog,
+        sandbox: Arc<Sandbox>,
+        limits: Limits,
+        policy: SitePolicy,
+    ) -> Result<Self, SessionError> {
+        Ok(Self {
+            recovered: None,
+            id: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            sandbox,
+            limits,
+            log_id: log.id()?,
+            log,
+            site: policy.site.clone(),
+            policy,
+            job: None,
+        })
+    }
+
+    /// The shared evidence log.
+    pub fn log(&self) -> &SharedLog {
+        &self.log
+    }
+}
+
+impl<L: Recorder> Session<L> {
+    /// Sets the job this session's records belong to from now on (`None`:
+    /// outside any job). A capsule admitted for another job does not run.
+    pub fn set_job(&mut self, job: Option<u64>) {
+        self.job = job;
+    }
+
+    /// The job this session's records belong to.
+    pub fn job(&self) -> Option<u64> {
+        self.job
+    }
+
+    /// The records of this session's job so far, in order (empty outside a
+    /// job, or when the log cannot say).
+    pub fn job_records(&self) -> Vec<u64> {
+        self.job
+            .and_then(|job| self.log.lane_records(job).ok().flatten())
+            .unwrap_or_default()
     }
 
     /// The site policy in force.
@@ -195,7 +336,7 @@ impl Session {
         &mut self,
         event: impl Into<Event>,
     ) -> Result<crate::evidence::SignedRecord, SessionError> {
-        Ok(self.log.record(&event.into())?)
+        Ok(self.log.put(event.into())?)
     }
 
     /// Verifies `capsule` against `root` now, recording the decision either way.
@@ -225,24 +366,28 @@ impl Session {
                 kind: m.kind.as_str().into(),
             }
         });
+        let high_water = self.log.high_water_now()?;
         let ctx = trust::Context {
             root,
             site: &self.site,
             now,
-            high_water: self.log.high_water(),
+            high_water: &high_water,
         };
         let verified = checked
             .map_err(TrustError::from)
             .and_then(|c| trust::verify(c, &ctx));
+        drop(high_water);
         match verified {
             Ok(capsule) => {
-                let event = record::verified(&capsule, now, facts.signature_sha256);
-                let signed = self.log.record(&Event::from(event))?;
+                let mut event = record::verified(&capsule, now, facts.signature_sha256);
+                event.job = self.job;
+                let signed = self.log.put(Event::from(event))?;
                 Ok(Admitted {
                     capsule,
                     session: self.id,
                     log_id: signed.record.log_id,
                     seq: signed.record.seq,
+                    job: self.job,
                 })
             }
             Err(err) => {
@@ -266,8 +411,9 @@ impl Session {
         err: TrustError,
         now: Timestamp,
     ) -> SessionError {
-        let event = record::refused(facts, identity, root, err.to_string(), &self.site, now);
-        match self.log.record(&Event::from(event)) {
+        let mut event = record::refused(facts, identity, root, err.to_string(), &self.site, now);
+        event.job = self.job;
+        match self.log.put(Event::from(event)) {
             Ok(_) => SessionError::Refused(err),
             Err(e) => SessionError::Evidence(e),
         }
@@ -276,12 +422,13 @@ impl Session {
     /// Records `finished`; a record the log refuses as too large (possible
     /// only with quotas raised far above their defaults) is replaced by a
     /// bounded one that says so, so a run always ends on the record.
-    fn record_finished(&mut self, finished: RunFinished) -> Result<(), SessionError> {
-        match self.log.record(&Event::from(finished.clone())) {
+    fn record_finished(&mut self, mut finished: RunFinished) -> Result<(), SessionError> {
+        finished.job = self.job;
+        match self.log.put(Event::from(finished.clone())) {
             Ok(_) => Ok(()),
             Err(EvidenceError::RecordTooLarge { size, .. }) => {
                 let bounded = record::too_large(&finished, size);
-                self.log.record(&Event::from(bounded))?;
+                self.log.put(Event::from(bounded))?;
                 Ok(())
             }
             Err(e) => Err(e.into()),
@@ -293,23 +440,35 @@ impl Session {
     /// another log), and one whose verification is no longer the newest in
     /// this log: verify it again.
     pub fn run(&mut self, admitted: Admitted, input: &[u8]) -> Result<RunRecord, SessionError> {
+        self.run_until(admitted, input, None)
+    }
+
+    /// [`Session::run`], stopping the run (status `interrupted`, recorded
+    /// like any end) once `stop` is set: the daemon's cancel and shutdown.
+    pub fn run_until(
+        &mut self,
+        admitted: Admitted,
+        input: &[u8],
+        stop: Option<&Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Result<RunRecord, SessionError> {
         let Admitted {
             capsule,
             session,
             log_id,
             seq,
+            job,
         } = admitted;
         let label = || {
             let m = capsule.manifest();
             format!("{} {}", m.name, m.version)
         };
-        if log_id != self.log.log_id() {
+        if log_id != self.log_id {
             return Err(SessionError::NotAdmittedHere {
                 capsule: label(),
                 detail: format!(
                     "it was verified in log {}, and this session records to log {}",
                     hex::encode(log_id),
-                    hex::encode(self.log.log_id())
+                    hex::encode(self.log_id)
                 ),
             });
         }
@@ -331,14 +490,27 @@ impl Session {
                 ),
             });
         }
-        if self.log.last_verified() != Some(seq) {
+        if job != self.job {
+            let name =
+                |j: Option<u64>| j.map_or_else(|| "no job".to_string(), |j| format!("job {j}"));
+            return Err(SessionError::NotAdmittedHere {
+                capsule: label(),
+                detail: format!(
+                    "it was verified for {}, and this session now records {}",
+                    name(job),
+                    name(self.job)
+                ),
+            });
+        }
+        // The newest verification in this session's lane: the log's records
+        // outside jobs, or this job's.
+        let newest = self.log.newest_verification(self.job)?;
+        if newest != Some(seq) {
             return Err(SessionError::NotAdmittedHere {
                 capsule: label(),
                 detail: format!(
                     "its verification is record {seq}, but a newer capsule was verified since, in record {}",
-                    self.log
-                        .last_verified()
-                        .map_or_else(|| "none".to_string(), |s| s.to_string())
+                    newest.map_or_else(|| "none".to_string(), |s| s.to_string())
                 ),
             });
         }
@@ -353,12 +525,13 @@ impl Session {
         for (key, value) in &grant.config {
             commitments.push(ConfigRef {
                 key: key.clone(),
-                commitment: self.log.commit(value.as_bytes())?,
+                commitment: self.log.commit_value(value.as_bytes())?,
             });
         }
-        let started = record::run_started(&capsule, &grant, input, &self.policy, commitments);
-        self.log.record(&Event::from(started))?;
-        match self.sandbox.run(&capsule, &grant, input) {
+        let mut started = record::run_started(&capsule, &grant, input, &self.policy, commitments);
+        started.job = self.job;
+        self.log.put(Event::from(started))?;
+        match self.sandbox.run_until(&capsule, &grant, input, stop) {
             Ok(report) => {
                 let finished = record::run_finished(&capsule, &grant, &report);
                 self.record_finished(finished)?;
@@ -369,8 +542,9 @@ impl Session {
                 })
             }
             Err(err) => {
-                let finished = record::not_started(&capsule, &err);
-                self.log.record(&Event::from(finished))?;
+                let mut finished = record::not_started(&capsule, &err);
+                finished.job = self.job;
+                self.log.put(Event::from(finished))?;
                 Err(err.into())
             }
         }

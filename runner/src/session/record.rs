@@ -85,6 +85,7 @@ pub(super) fn verified(
             sha256: capsule.trust_anchor().sha256,
             root_keys: capsule.trust_anchor().root_keys.clone(),
         }),
+        job: None,
     }
 }
 
@@ -105,6 +106,7 @@ pub(super) fn refused(
         signature_sha256: facts.signature_sha256,
         trust_root,
         capsule,
+        job: None,
     }
 }
 
@@ -189,6 +191,7 @@ pub(super) fn run_started(
             site: policy.site.clone(),
             sha256: policy.digest,
         },
+        job: None,
     }
 }
 
@@ -303,6 +306,7 @@ pub(super) fn run_finished(
         exit_code: report.exit_code.map(i64::from),
         compile_ms: report.compile_time.map(millis),
         truncated,
+        job: None,
     };
     fit(finished, report)
 }
@@ -461,6 +465,7 @@ pub(super) fn too_large(finished: &RunFinished, size: usize) -> RunFinished {
             kept: 0,
             sha256: Sha256::digest(&body).into(),
         }],
+        job: finished.job,
     }
 }
 
@@ -490,6 +495,7 @@ pub(super) fn not_started(capsule: &VerifiedCapsule, err: &SandboxError) -> RunF
         exit_code: None,
         compile_ms,
         truncated,
+        job: None,
     }
 }
 
