@@ -42,6 +42,7 @@ pub mod sandbox;
 pub mod serve;
 pub mod session;
 pub mod site;
+mod text;
 pub mod timestamp;
 pub mod trust;
 

@@ -768,7 +768,7 @@ fn read_log(dir: &Path) -> Result<Vec<u8>> {
 
 /// Each remediation's chain of authority, for the auditor.
 pub(super) fn print_remediations(r: &Report) -> std::io::Result<()> {
-    use super::text::escape;
+    use crate::text::escape;
     for p in &r.proposals_refused {
         say!("  #{:<5} proposal refused: {}", p.record, escape(&p.reason))?;
     }

@@ -29,7 +29,6 @@ mod rotate;
 mod run;
 mod scaffold;
 mod serve;
-mod text;
 mod trust;
 
 use std::path::Path;

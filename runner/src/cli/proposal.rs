@@ -7,11 +7,11 @@ use anyhow::{Context, Result, bail};
 use ciborium::Value;
 use clap::{Args, Subcommand};
 
-use super::text::escape;
 use super::{Exit, write_atomically};
 use crate::cbor::MapReader;
 use crate::fsio::read_bounded;
 use crate::remediation::{Action, MAX_PROPOSAL_BYTES, Proposal};
+use crate::text::escape;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum ProposalCommand {

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::text::{escape, escape_clipped};
 use super::{Exit, read_raw, warn_if_demo};
 use crate::custody::{self, KeyPlacement};
 use crate::evidence::{EvidenceError, EvidenceLog};
@@ -210,92 +209,17 @@ impl RunArgs {
 
 /// Prints a run's result for humans.
 pub(super) fn print_run(record: &RunRecord) -> std::io::Result<()> {
-    let m = record.capsule.manifest();
-    let r = &record.report;
-    say!(
-        "ran {} {} ({}): {}",
-        m.name,
-        m.version,
-        m.kind,
-        r.status.as_str()
-    )?;
-    let q = record.grant.quotas();
-    // Everything the capsule wrote is escaped: it cannot start a line of its own.
-    if let Some(o) = &r.outcome {
-        say!(
-            "  verdict: {} — {}",
-            o.verdict.as_str(),
-            escape_clipped(&o.summary, q.summary_bytes)
-        )?;
-        for f in o.findings.iter().take(q.findings) {
-            say!(
-                "  finding [{}] {}: {}",
-                f.severity.as_str(),
-                escape_clipped(&f.code, q.finding_code_bytes),
-                escape_clipped(&f.message, q.finding_message_bytes)
-            )?;
-        }
-        if o.findings.len() > q.findings {
-            say!(
-                "  … {} more findings (the record keeps their count and digest)",
-                o.findings.len() - q.findings
-            )?;
-        }
-    }
-    if let Some(e) = &r.error {
-        say!("  error: {}", escape_clipped(e, q.error_bytes))?;
-    }
-    for d in &record.grant.directories {
-        say!(
-            "  granted: {} -> {} ({})",
-            d.guest,
-            d.host.display(),
-            d.access
-        )?;
-    }
-    for k in record.grant.config.keys() {
-        say!("  granted: config {k}")?;
-    }
-    for e in &record.grant.egress {
-        let addrs: Vec<String> = e.addresses.iter().map(ToString::to_string).collect();
-        say!("  granted: egress {} ({})", e.destination, addrs.join(", "))?;
-    }
-    for d in &record.grant.denied {
-        say!("  denied: {} — {}", d.request, d.reason)?;
-    }
-    say!(
-        "  used: fuel {} of {}, peak memory {} of {} bytes, {} ms",
-        r.fuel_used,
-        record.grant.fuel,
-        r.peak_memory_bytes,
-        record.grant.memory_bytes,
-        r.wall_time.as_millis()
-    )?;
-    for item in &r.evidence {
-        say!(
-            "  evidence item `{}` ({}, {} bytes, sha256 {})",
-            escape(&item.label),
-            escape(&item.media_type),
-            item.size,
-            hex::encode(&item.sha256[..8])
-        )?;
+    for line in record.lines() {
+        say!("{line}")?;
     }
     Ok(())
 }
 
 fn run_exit(record: &RunRecord) -> Exit {
-    match (&record.report.status, &record.report.outcome) {
-        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
-            if o.verdict == Verdict::Pass =>
-        {
-            Exit::Ok
-        }
-        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
-            if o.verdict == Verdict::Fail =>
-        {
-            Exit::VerdictFail
-        }
-        _ => Exit::RunAbnormal,
+    match record.judge() {
+        crate::session::Judged::Pass => Exit::Ok,
+        crate::session::Judged::Fail => Exit::VerdictFail,
+        crate::session::Judged::Abnormal => Exit::RunAbnormal,
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use crate::capsule::{Kind, RawCapsule};
 use crate::evidence::SharedLog;
 use crate::evidence::events::{Event, JobCancelled, JobFinished};
-use crate::sandbox::{CodeSource, Limits, RunStatus, Sandbox, SandboxError, Verdict};
-use crate::session::{RunRecord, Session, SessionError};
+use crate::sandbox::{CodeSource, Limits, RunStatus, Sandbox, SandboxError};
+use crate::session::{Judged, RunRecord, Session, SessionError};
 use crate::site::SitePolicy;
 
 use super::Daemon;
@@ -229,69 +229,16 @@ fn attempt(
         outcome,
         exit,
         records,
-        lines: report_lines(&record),
+        lines: record.lines(),
         detail: None,
     })
 }
 
 /// The outcome and exit code, as `edge-runner run` judges a run.
 fn judge(record: &RunRecord) -> (&'static str, u8) {
-    match (&record.report.status, &record.report.outcome) {
-        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
-            if o.verdict == Verdict::Pass =>
-        {
-            ("pass", exit::PASS)
-        }
-        (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
-            if o.verdict == Verdict::Fail =>
-        {
-            ("fail", exit::FAIL)
-        }
-        _ => ("abnormal", exit::ABNORMAL),
+    match record.judge() {
+        Judged::Pass => ("pass", exit::PASS),
+        Judged::Fail => ("fail", exit::FAIL),
+        Judged::Abnormal => ("abnormal", exit::ABNORMAL),
     }
-}
-
-/// What a person reads about the run (capsule text is escaped: it cannot start a line).
-fn report_lines(record: &RunRecord) -> Vec<String> {
-    let m = record.capsule.manifest();
-    let r = &record.report;
-    let q = record.grant.quotas();
-    let esc = |s: &str, max: usize| {
-        let clipped: String = s.chars().take(max).collect();
-        clipped.escape_debug().to_string()
-    };
-    let mut lines = vec![format!(
-        "ran {} {} ({}): {}",
-        m.name,
-        m.version,
-        m.kind,
-        r.status.as_str()
-    )];
-    if let Some(o) = &r.outcome {
-        lines.push(format!(
-            "  verdict: {} — {}",
-            o.verdict.as_str(),
-            esc(&o.summary, q.summary_bytes)
-        ));
-        for f in o.findings.iter().take(q.findings) {
-            lines.push(format!(
-                "  finding [{}] {}: {}",
-                f.severity.as_str(),
-                esc(&f.code, q.finding_code_bytes),
-                esc(&f.message, q.finding_message_bytes)
-            ));
-        }
-    }
-    if let Some(e) = &r.error {
-        lines.push(format!("  error: {}", esc(e, q.error_bytes)));
-    }
-    lines.push(format!(
-        "  used: fuel {} of {}, peak memory {} of {} bytes, {} ms",
-        r.fuel_used,
-        record.grant.fuel,
-        r.peak_memory_bytes,
-        record.grant.memory_bytes,
-        r.wall_time.as_millis()
-    ));
-    lines
 }

@@ -550,3 +550,122 @@ impl<L: Recorder> Session<L> {
         }
     }
 }
+
+/// How a run ended, as `edge-runner run` and the daemon judge it for their exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// It completed with verdict `pass`.
+    Pass,
+    /// It completed with verdict `fail`.
+    Fail,
+    /// It did not complete (trap, limits, interrupted), or its verdict is `error`.
+    Abnormal,
+}
+
+impl RunRecord {
+    /// How the run ended: `pass` and `fail` only for a run that returned that
+    /// verdict (its output may have been cut, never its outcome).
+    pub fn judge(&self) -> Judged {
+        use crate::sandbox::{RunStatus, Verdict};
+        match (&self.report.status, &self.report.outcome) {
+            (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
+                if o.verdict == Verdict::Pass =>
+            {
+                Judged::Pass
+            }
+            (RunStatus::Completed | RunStatus::OutputOverflow, Some(o))
+                if o.verdict == Verdict::Fail =>
+            {
+                Judged::Fail
+            }
+            _ => Judged::Abnormal,
+        }
+    }
+
+    /// The run's result for people, one line each: what ran and how it
+    /// ended, the verdict and findings, what was granted and denied, what it
+    /// used and the evidence items. Everything the capsule wrote is escaped,
+    /// so it cannot start a line of its own.
+    pub fn lines(&self) -> Vec<String> {
+        use crate::text::{escape, escape_clipped};
+        let record = self;
+        let mut lines = Vec::new();
+
+        let m = record.capsule.manifest();
+        let r = &record.report;
+        lines.push(format!(
+            "ran {} {} ({}): {}",
+            m.name,
+            m.version,
+            m.kind,
+            r.status.as_str()
+        ));
+        let q = record.grant.quotas();
+        // Everything the capsule wrote is escaped: it cannot start a line of its own.
+        if let Some(o) = &r.outcome {
+            lines.push(format!(
+                "  verdict: {} — {}",
+                o.verdict.as_str(),
+                escape_clipped(&o.summary, q.summary_bytes)
+            ));
+            for f in o.findings.iter().take(q.findings) {
+                lines.push(format!(
+                    "  finding [{}] {}: {}",
+                    f.severity.as_str(),
+                    escape_clipped(&f.code, q.finding_code_bytes),
+                    escape_clipped(&f.message, q.finding_message_bytes)
+                ));
+            }
+            if o.findings.len() > q.findings {
+                lines.push(format!(
+                    "  … {} more findings (the record keeps their count and digest)",
+                    o.findings.len() - q.findings
+                ));
+            }
+        }
+        if let Some(e) = &r.error {
+            lines.push(format!("  error: {}", escape_clipped(e, q.error_bytes)));
+        }
+        for d in &record.grant.directories {
+            lines.push(format!(
+                "  granted: {} -> {} ({})",
+                d.guest,
+                d.host.display(),
+                d.access
+            ));
+        }
+        for k in record.grant.config.keys() {
+            lines.push(format!("  granted: config {k}"));
+        }
+        for e in &record.grant.egress {
+            let addrs: Vec<String> = e.addresses.iter().map(ToString::to_string).collect();
+            lines.push(format!(
+                "  granted: egress {} ({})",
+                e.destination,
+                addrs.join(", ")
+            ));
+        }
+        for d in &record.grant.denied {
+            lines.push(format!("  denied: {} — {}", d.request, d.reason));
+        }
+        lines.push(format!(
+            "  used: fuel {} of {}, peak memory {} of {} bytes, {} ms",
+            r.fuel_used,
+            record.grant.fuel,
+            r.peak_memory_bytes,
+            record.grant.memory_bytes,
+            r.wall_time.as_millis()
+        ));
+        for item in &r.evidence {
+            lines.push(format!(
+                "  evidence item `{}` ({}, {} bytes, sha256 {})",
+                escape(&item.label),
+                escape(&item.media_type),
+                item.size,
+                hex::encode(&item.sha256[..8])
+            ));
+        }
+
+        lines
+    }
+}

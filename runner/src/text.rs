@@ -12,7 +12,7 @@ use std::fmt::Write;
 /// formatting character, the Unicode line and paragraph separators, and the
 /// backslash written as an escape (`\n`, `\u{1b}`, `\\`), so it prints on one
 /// line as exactly the characters it holds.
-pub(super) fn escape(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
@@ -33,7 +33,7 @@ pub(super) fn escape(text: &str) -> Cow<'_, str> {
 }
 
 /// `text` escaped and cut to `max` bytes of the original, saying how long it was.
-pub(super) fn escape_clipped(text: &str, max: usize) -> String {
+pub(crate) fn escape_clipped(text: &str, max: usize) -> String {
     let kept = crate::sandbox::cut(text, max);
     if kept.len() == text.len() {
         escape(text).into_owned()
