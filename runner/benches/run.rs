@@ -7,8 +7,22 @@
 //! ```
 //!
 //! "Plain" is what an embedder would write without verification, limits or
-//! evidence: a pre-linked component instantiated in a fresh store per call.
+//! evidence: a pre-linked component instantiated in a fresh store per call,
+//! with WASI (an empty `WasiCtx`), stub `edge-runner:capsule/host` imports,
+//! the default engine configuration (no fuel, no epoch interruption, no NaN
+//! canonicalization), synchronous calls (no fiber stack, no async runtime),
+//! no resource limiter, no output capture and no report. It calls only `run`
+//! (Edge Runner also calls `kind` to check it against the signed manifest).
 //! The ratio printed last is Edge Runner warm ÷ plain.
+//!
+//! For instruction counts, `EDGE_RUNNER_BENCH_LOOP=warm:N` (or `plain:N`)
+//! runs only that loop N times after its set-up and exits; run it under
+//! `valgrind --tool=callgrind` with two values of N and divide the difference
+//! in instructions by the difference in N for the cost of one run:
+//!
+//! ```sh
+//! EDGE_RUNNER_BENCH_LOOP=warm:200 valgrind --tool=callgrind target/release/deps/run-HASH
+//! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -63,7 +77,66 @@ impl WasiView for Plain {
     }
 }
 
+/// `EDGE_RUNNER_BENCH_LOOP=warm:N` or `plain:N`: which loop alone to run, and how often.
+fn loop_only() -> Option<(String, usize)> {
+    let spec = std::env::var("EDGE_RUNNER_BENCH_LOOP").ok()?;
+    let (which, n) = spec
+        .split_once(':')
+        .expect("EDGE_RUNNER_BENCH_LOOP is warm:N or plain:N");
+    assert!(
+        which == "warm" || which == "plain",
+        "EDGE_RUNNER_BENCH_LOOP is warm:N or plain:N"
+    );
+    Some((which.to_string(), n.parse().expect("N is a number of runs")))
+}
+
+/// The plain embedding (see the top of this file): one call of it is one run
+/// of `run` in a fresh store from a pre-linked component.
+fn plain_embedding(component_bytes: &[u8]) -> impl FnMut() {
+    let engine = Engine::new(&Config::new()).unwrap();
+    let component = Component::new(&engine, component_bytes).unwrap();
+    let mut linker = Linker::<Plain>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+    let mut host = linker.instance("edge-runner:capsule/host@0.1.0").unwrap();
+    host.func_new("emit-evidence", |_, _, _, results| {
+        results[0] = Val::Result(Ok(Some(Box::new(Val::U32(0)))));
+        Ok(())
+    })
+    .unwrap();
+    host.func_new("config", |_, _, _, results| {
+        results[0] = Val::Option(None);
+        Ok(())
+    })
+    .unwrap();
+    let pre = linker.instantiate_pre(&component).unwrap();
+    let input = Val::List(INPUT.iter().map(|b| Val::U8(*b)).collect());
+    move || {
+        let mut store = Store::new(
+            &engine,
+            Plain {
+                ctx: WasiCtxBuilder::new().build(),
+                table: ResourceTable::new(),
+            },
+        );
+        let instance = pre.instantiate(&mut store).unwrap();
+        let run = instance.get_func(&mut store, "run").unwrap();
+        let mut results = [Val::Bool(false)];
+        run.call(&mut store, std::slice::from_ref(&input), &mut results)
+            .unwrap();
+    }
+}
+
 fn main() {
+    let only = loop_only();
+    if let Some((which, n)) = &only
+        && which == "plain"
+    {
+        let mut plain = plain_embedding(capsule_artifacts::JSON_ASSERT.component);
+        for _ in 0..=*n {
+            plain();
+        }
+        return;
+    }
     let example = capsule_artifacts::JSON_ASSERT;
 
     // A verified capsule, as the runner would hold it.
@@ -117,6 +190,16 @@ fn main() {
     let site = SitePolicy::deny_all("bench").unwrap();
     let grant = Grant::compute(&verified, &Limits::default(), &site, [0; 32]);
 
+    if let Some((which, n)) = &only
+        && which == "warm"
+    {
+        let sandbox = Sandbox::new().unwrap();
+        for _ in 0..=*n {
+            sandbox.run(&verified, &grant, INPUT).unwrap();
+        }
+        return;
+    }
+
     println!("json-assert, {} byte component\n", example.component.len());
 
     let cold = measure("edge-runner cold (new sandbox, compile)", 5, || {
@@ -138,38 +221,11 @@ fn main() {
         sandbox.run(&verified, &grant, INPUT).unwrap();
     });
 
-    // The plain embedding: same component, no fuel, no epochs, no limits.
-    let engine = Engine::new(&Config::new()).unwrap();
-    let component = Component::new(&engine, example.component).unwrap();
-    let mut linker = Linker::<Plain>::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
-    let mut host = linker.instance("edge-runner:capsule/host@0.1.0").unwrap();
-    host.func_new("emit-evidence", |_, _, _, results| {
-        results[0] = Val::Result(Ok(Some(Box::new(Val::U32(0)))));
-        Ok(())
-    })
-    .unwrap();
-    host.func_new("config", |_, _, _, results| {
-        results[0] = Val::Option(None);
-        Ok(())
-    })
-    .unwrap();
-    let pre = linker.instantiate_pre(&component).unwrap();
-    let input = Val::List(INPUT.iter().map(|b| Val::U8(*b)).collect());
-    let plain = measure("plain wasmtime (InstancePre, fresh store)", 200, || {
-        let mut store = Store::new(
-            &engine,
-            Plain {
-                ctx: WasiCtxBuilder::new().build(),
-                table: ResourceTable::new(),
-            },
-        );
-        let instance = pre.instantiate(&mut store).unwrap();
-        let run = instance.get_func(&mut store, "run").unwrap();
-        let mut results = [Val::Bool(false)];
-        run.call(&mut store, std::slice::from_ref(&input), &mut results)
-            .unwrap();
-    });
+    let plain = measure(
+        "plain wasmtime (InstancePre, fresh store)",
+        200,
+        plain_embedding(example.component),
+    );
 
     println!();
     println!(

@@ -504,6 +504,7 @@ impl Sandbox {
             }
         };
         let (stdout, stderr) = (stdout.summary(), stderr.summary());
+        let (files_written_bytes, files_refused) = file_budget.take();
         let status = if status == RunStatus::Completed && (stdout.truncated || stderr.truncated) {
             RunStatus::OutputOverflow
         } else {
@@ -518,7 +519,11 @@ impl Sandbox {
             host_memory_bytes: state.host_budget.charged,
             memory_denials: state.limiter.denials.clone(),
             memory_denials_total: state.limiter.denials_total,
-            memory_denials_sha256: state.limiter.denials_digest.clone().finalize().into(),
+            memory_denials_sha256: if state.limiter.denials_total == 0 {
+                output::EMPTY_SHA256
+            } else {
+                state.limiter.denials_digest.clone().finalize().into()
+            },
             wall_time,
             stdout,
             stderr,
@@ -529,8 +534,8 @@ impl Sandbox {
             prepare_time,
             compile_time,
             egress_denied: egress_denied.take(),
-            files_written_bytes: file_budget.take().0,
-            files_refused: file_budget.take().1,
+            files_written_bytes,
+            files_refused,
             exit_code,
         })
     }
