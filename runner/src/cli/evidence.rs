@@ -233,7 +233,7 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
             say!(
                 "  #{:<5} refused: {}",
                 refusal.record,
-                super::text::escape(&refusal.reason)
+                crate::text::escape(&refusal.reason)
             )?;
         }
     }
@@ -263,7 +263,7 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
         for u in &r.unfinished {
             say!(
                 "  UNFINISHED: run of {} started in record {} never finished (its runner stopped mid-run){}",
-                super::text::escape(&u.capsule),
+                crate::text::escape(&u.capsule),
                 u.record,
                 u.interrupted_record.map_or_else(
                     || "; no later runner has recorded it yet".to_string(),

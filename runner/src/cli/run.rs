@@ -10,9 +10,7 @@ use crate::custody::{self, KeyPlacement};
 use crate::evidence::{EvidenceError, EvidenceLog};
 use crate::fsio::read_bounded;
 use crate::keys::SecretKey;
-use crate::sandbox::{
-    CACHE_KEY_PURPOSE, CodeCache, Compiler, Limits, RunStatus, SandboxError, Verdict,
-};
+use crate::sandbox::{CACHE_KEY_PURPOSE, CodeCache, Compiler, Limits, SandboxError};
 use crate::session::{RunRecord, Session, SessionError};
 use crate::site::SitePolicy;
 use crate::timestamp::Timestamp;
