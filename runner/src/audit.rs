@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::evidence::bundle::Bundle;
-use crate::evidence::events::{CapsuleVerified, Event, RunStarted};
+use crate::evidence::events::{CapsuleVerified, Event, RunStarted, RunUsage};
 use crate::evidence::witness::{WitnessPolicy, note_size, verify_cosignature};
 use crate::evidence::{
     Checkpoint, Summary, check_against_checkpoint, verify_log_with_progress,
@@ -46,8 +46,11 @@ pub struct RunLine {
     pub summary: Option<String>,
     /// What was granted (text lines).
     pub granted: Vec<String>,
-    /// What was asked for and denied, with reasons, and refused network use.
+    /// What was asked for and denied, with reasons, and what was refused at
+    /// run time (network uses, memory growth, file operations).
     pub denied: Vec<String>,
+    /// What the capsule found: `SEVERITY CODE: message`, in its order.
+    pub findings: Vec<String>,
     /// The job it ran for (`edge-runner serve`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<u64>,
@@ -214,6 +217,9 @@ pub struct Report {
     pub merkle_root: Option<String>,
     /// The checkpoint checked against the log, if any: covered size.
     pub checkpoint_size: Option<u64>,
+    /// The sizes of the checkpoints the auditor brought (`--checkpoint`),
+    /// each checked against the log; empty when none were given.
+    pub auditor_checkpoints: Vec<u64>,
     /// How truncation is ruled out.
     pub truncation: Truncation,
     /// Records below which the required witnesses rule out truncation (with
@@ -272,6 +278,7 @@ impl Report {
             head: None,
             merkle_root: None,
             checkpoint_size: None,
+            auditor_checkpoints: Vec::new(),
             truncation: Truncation::NotRuledOut,
             witnessed_size: None,
             witnesses: Vec::new(),
@@ -320,6 +327,7 @@ impl Serialize for Report {
             head: &'a Option<String>,
             merkle_root: &'a Option<String>,
             checkpoint_size: Option<u64>,
+            auditor_checkpoints: &'a [u64],
             truncation: Truncation,
             witnessed_size: Option<u64>,
             witnesses: &'a [WitnessLine],
@@ -348,6 +356,7 @@ impl Serialize for Report {
             head: &self.head,
             merkle_root: &self.merkle_root,
             checkpoint_size: self.checkpoint_size,
+            auditor_checkpoints: &self.auditor_checkpoints,
             truncation: self.truncation,
             witnessed_size: self.witnessed_size,
             witnesses: &self.witnesses,
@@ -862,70 +871,53 @@ fn fill(report: &mut Report, summary: &Summary) {
                 });
             }
             Event::RunInterrupted(cut) => {
-                let (granted, denied) = started.map(grant_lines).unwrap_or_default();
                 let line = open.take();
                 report.unfinished.extend(line.map(|l| UnfinishedLine {
                     interrupted_record: Some(r.record.seq),
                     ..l
                 }));
-                report.runs.push(RunLine {
-                    record: r.record.seq,
-                    time_ms: r.record.time_ms,
-                    capsule: capsule_of(*admitted),
-                    kind: admitted.map_or_else(String::new, |v| v.kind.clone()),
-                    signers: admitted.map_or_else(Vec::new, |v| {
-                        v.signers
-                            .iter()
-                            .map(|s| format!("{} ({})", s.publisher, s.organisation))
-                            .collect()
-                    }),
-                    status: "interrupted".into(),
-                    verdict: None,
-                    summary: Some(format!(
-                        "run started in record {}: {}",
-                        cut.run_started, cut.reason
-                    )),
-                    granted,
-                    denied,
-                    job,
-                });
+                let mut run = run_line(r.record.seq, r.record.time_ms, *admitted, *started, job);
+                run.status = "interrupted".into();
+                run.summary = Some(format!(
+                    "run started in record {}: {}",
+                    cut.run_started, cut.reason
+                ));
+                report.runs.push(run);
             }
             Event::RunFinished(end) => {
                 *open = None;
                 // The verifier checked that a run-finished closes a run-started,
                 // which follows the capsule-verified record that admitted it.
-                let (granted, mut denied) = started.map(grant_lines).unwrap_or_default();
+                let mut run = run_line(r.record.seq, r.record.time_ms, *admitted, *started, job);
                 if let Some(usage) = &end.usage {
-                    denied.extend(
-                        usage
-                            .egress_denied
-                            .iter()
-                            .map(|t| format!("refused at run time: {t}")),
-                    );
+                    run.denied.extend(refused_at_run_time(usage));
                 }
-                report.runs.push(RunLine {
-                    record: r.record.seq,
-                    time_ms: r.record.time_ms,
-                    capsule: admitted
-                        .map_or_else(String::new, |v| format!("{} {}", v.name, v.version)),
-                    kind: admitted.map_or_else(String::new, |v| v.kind.clone()),
-                    signers: admitted.map_or_else(Vec::new, |v| {
-                        v.signers
+                run.status = end.status.clone();
+                run.verdict = end.outcome.as_ref().map(|o| o.verdict.clone());
+                run.summary = end
+                    .outcome
+                    .as_ref()
+                    .map(|o| o.summary.clone())
+                    .or_else(|| end.error.clone());
+                run.findings = end
+                    .outcome
+                    .as_ref()
+                    .map(|o| {
+                        o.findings
                             .iter()
-                            .map(|s| format!("{} ({})", s.publisher, s.organisation))
+                            .map(|f| format!("{} {}: {}", f.severity, f.code, f.message))
                             .collect()
-                    }),
-                    status: end.status.clone(),
-                    verdict: end.outcome.as_ref().map(|o| o.verdict.clone()),
-                    summary: end
-                        .outcome
-                        .as_ref()
-                        .map(|o| o.summary.clone())
-                        .or_else(|| end.error.clone()),
-                    granted,
-                    denied,
-                    job,
-                });
+                    })
+                    .unwrap_or_default();
+                if let Some(cut) = end.truncated.iter().find(|t| t.field == "findings") {
+                    run.findings.push(format!(
+                        "(and {} more findings, kept only as SHA-256 {} of all {})",
+                        cut.size - cut.kept,
+                        hex::encode(cut.sha256),
+                        cut.size
+                    ));
+                }
+                report.runs.push(run);
             }
             _ => {}
         }
@@ -957,6 +949,82 @@ struct Lane<'a> {
     started: Option<&'a RunStarted>,
     /// The `run-started` not yet closed, as a line of `unfinished` if it never is.
     open: Option<UnfinishedLine>,
+}
+
+/// A run's line with what its `capsule-verified` and `run-started` records
+/// say (who signed, what was granted and denied); status and outcome are the caller's.
+fn run_line(
+    record: u64,
+    time_ms: u64,
+    admitted: Option<&CapsuleVerified>,
+    started: Option<&RunStarted>,
+    job: Option<u64>,
+) -> RunLine {
+    let (granted, denied) = started.map(grant_lines).unwrap_or_default();
+    RunLine {
+        record,
+        time_ms,
+        capsule: admitted.map_or_else(String::new, |v| format!("{} {}", v.name, v.version)),
+        kind: admitted.map_or_else(String::new, |v| v.kind.clone()),
+        signers: admitted.map_or_else(Vec::new, |v| {
+            v.signers
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} ({}), key {}",
+                        s.publisher,
+                        s.organisation,
+                        hex::encode(s.key_id)
+                    )
+                })
+                .collect()
+        }),
+        status: String::new(),
+        verdict: None,
+        summary: None,
+        granted,
+        denied,
+        findings: Vec::new(),
+        job,
+    }
+}
+
+/// What the sandbox refused while the capsule ran, one line each.
+fn refused_at_run_time(usage: &RunUsage) -> Vec<String> {
+    let mut lines: Vec<String> = usage
+        .egress_denied
+        .iter()
+        .map(|t| format!("refused at run time: {t}"))
+        .collect();
+    if let Some(total) = usage.egress_denied_total
+        && total > usage.egress_denied.len() as u64
+    {
+        lines.push(format!(
+            "refused at run time: {} network uses in all ({} listed)",
+            total,
+            usage.egress_denied.len()
+        ));
+    }
+    if !usage.memory_denials.is_empty() {
+        lines.push(format!(
+            "refused at run time: {} memory growth request(s), up to {} bytes",
+            usage.memory_denials.len(),
+            usage.memory_denials.iter().max().copied().unwrap_or(0)
+        ));
+    }
+    if let Some((count, sample)) = &usage.files_refused {
+        lines.push(format!(
+            "refused at run time: {count} file operation(s): {}",
+            sample.join("; ")
+        ));
+    }
+    if usage.evidence_refused > 0 {
+        lines.push(format!(
+            "refused at run time: {} evidence item(s) over quota",
+            usage.evidence_refused
+        ));
+    }
+    lines
 }
 
 fn grant_lines(run: &RunStarted) -> (Vec<String>, Vec<String>) {
@@ -1075,7 +1143,7 @@ fn remediation_lines(report: &mut Report, summary: &Summary) {
             Event::ApprovalChecked(a) => {
                 if let Some(i) = find(&mut lines, &a.proposal) {
                     lines[i].1.approvals.push(format!(
-                        "{} ({}, key {}): {}",
+                        "record {seq}: {} ({}, key {}): {}",
                         a.person,
                         a.decision,
                         hex::encode(&a.key_id[..8]),

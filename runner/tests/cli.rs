@@ -1012,6 +1012,107 @@ fn html_report_is_self_contained_and_escapes_what_it_shows() {
     }
     // Refusal reasons contain backticks and capsule text: shown, escaped.
     assert!(page.contains("rollback: capsule `json-assert` 0.9.0"));
+    // Each run shows who signed it, what it was granted and what it found.
+    assert!(page.contains(
+        "<dt>Signed by</dt><dd><ul><li>demo-publisher (Edge Runner Demo), key 8485038863d55e1c"
+    ));
+    assert!(page.contains(
+        "<li>high assertion.0: `/status` is &quot;degraded&quot;, expected &quot;up&quot;</li>"
+    ));
+    assert!(page.contains("<li>file /config (read-only)</li>"));
+    assert!(page.contains("none given; only checkpoints from the runner&#39;s side were checked"));
+
+    // The auditor's own checkpoint (here: the bundle's) is named as checked.
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&bundle),
+        "--checkpoint",
+        p(&bundle),
+        "--html",
+        p(&html),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("1 checked, covering 33 records; the log extends each unchanged"));
+
+    // An INVALID report does not claim a record count it never made.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"json").unwrap();
+    bytes[at] ^= 0x01;
+    let tampered = d.join("tampered.cbor");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let out = edge_runner(&["evidence", "verify", p(&tampered), "--html", p(&html)]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains(r#"class="verdict invalid">INVALID"#));
+    assert!(page.contains("<tr><th>Records</th><td><code>not counted: verification stopped at the failure above</code></td></tr>"), "{page}");
+}
+
+/// `verify -v` shows, per run, who signed it, what it was granted and
+/// denied and what it found; JSON carries the same, and whether the
+/// auditor's own checkpoint was checked.
+#[test]
+fn verbose_report_shows_signers_grants_denials_and_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bundle = demo_bundle(d);
+    let out = edge_runner(&["evidence", "verify", p(&bundle), "-v"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "  #6     run json-assert 1.0.0 (test): completed fail",
+        "         summary: 1 of 2 assertions failed",
+        "         signed by: demo-publisher (Edge Runner Demo), key 8485038863d55e1ca5b874b454e4036577f590402a24caa41f2c1fae4b069c5f",
+        "         granted: memory-bytes 67108864",
+        "         found: high assertion.0: `/status` is \"degraded\", expected \"up\"",
+        "         signed by: demo-partner (Edge Runner Demo Partner), key a55e3c1e2cfcd22269cd5ac270bfb32c9cfcb8aa02c91d4d46f9a7f0634059e3",
+        "         granted: file /config (read-only)",
+        "         found: medium drift.tls: `tls` is `off`, policy wants `on`",
+        "         denied: none",
+        "  your checkpoints (--checkpoint): none given; only checkpoints from the runner's side were checked",
+    ] {
+        assert!(
+            report.lines().any(|l| l == line),
+            "no line {line:?} in\n{report}"
+        );
+    }
+    // The two approvals by alice (the refused apply, then the one that
+    // went through) are told apart by their records.
+    assert!(report.contains("approval: record "), "{report}");
+
+    let out = edge_runner(&[
+        "evidence",
+        "verify",
+        p(&bundle),
+        "--checkpoint",
+        p(&bundle),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["auditor_checkpoints"], serde_json::json!([33]));
+    assert_eq!(
+        json["runs"][1]["findings"],
+        serde_json::json!(["high assertion.0: `/status` is \"degraded\", expected \"up\""])
+    );
+    assert_eq!(json["runs"][0]["findings"], serde_json::json!([]));
+}
+
+/// `demo --out` with a relative directory: the site policy it writes needs
+/// absolute host paths, so the demo resolves the directory first.
+#[test]
+fn demo_runs_into_a_relative_out_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+        .args(["demo", "--out", "rel/demo"])
+        .current_dir(dir.path())
+        .env_remove("EDGE_RUNNER_KEY")
+        .env("XDG_STATE_HOME", state_home())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.path().join("rel/demo/evidence.bundle").is_file());
 }
 
 /// Renders the report in headless Chromium and reads back the DOM it built.
@@ -1052,6 +1153,67 @@ fn html_report_renders_in_headless_chromium() {
     // and two refusal rows out of the page.
     assert_eq!(dom.matches("<tr><td>").count(), 10, "{dom}");
     assert!(dom.contains("Remediations (1)"), "{dom}");
+
+    // Laid out at common widths, the page never needs a horizontal scroll
+    // bar (the runs table used to wrap one word a line and overflow). A
+    // page of ours with a script loads the report in frames of each width
+    // and writes down each frame's scroll width and client width.
+    std::fs::write(
+        d.join("widths.html"),
+        r#"<!DOCTYPE html><html><body><pre id="out">not measured</pre><script>
+const widths = [1280, 1024, 800, 600];
+const res = {};
+let done = 0;
+for (const w of widths) {
+  const f = document.createElement('iframe');
+  f.style.width = w + 'px'; f.style.height = '600px'; f.style.border = '0';
+  f.onload = () => {
+    const e = f.contentDocument.documentElement;
+    res[w] = [e.scrollWidth, e.clientWidth];
+    if (++done === widths.length) document.getElementById('out').textContent = JSON.stringify(res);
+  };
+  f.src = 'report.html';
+  document.body.appendChild(f);
+}
+</script></body></html>"#,
+    )
+    .unwrap();
+    let dom = Command::new("/usr/bin/chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--allow-file-access-from-files",
+            "--virtual-time-budget=10000",
+            &format!("--user-data-dir={}", profile.display()),
+            "--dump-dom",
+            &format!("file://{}", d.join("widths.html").display()),
+        ])
+        .output()
+        .expect("run /usr/bin/chromium");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let measured = dom
+        .split("<pre id=\"out\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_default();
+    let widths: serde_json::Value =
+        serde_json::from_str(measured).unwrap_or_else(|e| panic!("no measurements ({e}) in {dom}"));
+    for w in ["1280", "1024", "800", "600"] {
+        let (scroll, client) = (
+            widths[w][0].as_u64().unwrap(),
+            widths[w][1].as_u64().unwrap(),
+        );
+        assert!(
+            scroll <= client,
+            "at {w} px the report is {scroll} px wide, wider than its {client} px: {widths}"
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::Exit;
@@ -69,7 +69,8 @@ impl DemoArgs {
                     );
                 }
                 std::fs::create_dir_all(&dir)?;
-                dir
+                // The site policy it writes names host paths, which must be absolute.
+                std::fs::canonicalize(&dir).with_context(|| format!("--out {}", dir.display()))?
             }
             None => tempfile::Builder::new()
                 .prefix("edge-runner-demo-")

@@ -16,7 +16,7 @@ use crate::audit::{
 use crate::evidence::bundle::{Bundle, MAX_BUNDLE_BYTES, looks_like_bundle};
 use crate::evidence::witness::{
     self, AddCheckpoint, LogConfig, MAX_NOTE_BYTES, WITNESS_KEY_FILE, WITNESS_VKEY_FILE,
-    WITNESSED_DIR, Witness, WitnessError, WitnessKey, WitnessPolicy, WitnessState,
+    WITNESSED_DIR, Witness, WitnessError, WitnessKey, WitnessPolicy, WitnessState, note_size,
 };
 use crate::evidence::{self, CHECKPOINT_FILE, Checkpoint, merkle};
 use crate::fsio::{read_bounded, read_bounded_text};
@@ -120,7 +120,10 @@ impl EvidenceVerify {
             WitnessPolicy::new(keys, self.min_witnesses)
                 .map_err(|e| anyhow!("--witness/--min-witnesses: {e}"))?
         };
-        let report = if self.path.is_dir() {
+        // The auditor's own checkpoints, each checked below (a valid report
+        // means every one of them is consistent with the log).
+        let given: Vec<u64> = notes.iter().filter_map(|n| note_size(n)).collect();
+        let mut report = if self.path.is_dir() {
             let key = key.ok_or_else(|| {
                 anyhow!("--runner-key is required to verify an evidence directory")
             })?;
@@ -160,6 +163,9 @@ impl EvidenceVerify {
                 verify_log_report_witnessed(&bytes, &key, &notes, &policy, &mut progress_bar)
             }
         };
+        if report.valid() {
+            report.auditor_checkpoints = given;
+        }
         if self.json {
             say!("{}", serde_json::to_string_pretty(&report)?)?;
         } else {
@@ -220,14 +226,7 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
     print_remediations(r)?;
     if verbose {
         for run in &r.runs {
-            say!(
-                "  #{:<5} run {} ({}): {} {}",
-                run.record,
-                run.capsule,
-                run.kind,
-                run.status,
-                run.verdict.as_deref().unwrap_or("")
-            )?;
+            print_run(run)?;
         }
         for refusal in &r.refusals {
             say!(
@@ -286,6 +285,10 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
             say!("  signing keys (rotated): {}", keys.join(", "))?;
         }
         say!("  truncation: {}", truncation_text(r))?;
+        say!(
+            "  your checkpoints (--checkpoint): {}",
+            auditor_checkpoints_text(r)
+        )?;
         if let Some(text) = range_text(r) {
             say!("  range: {text}")?;
         }
@@ -304,6 +307,39 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
             "INVALID: {}",
             r.failure.as_deref().unwrap_or("unknown failure")
         );
+    }
+    Ok(())
+}
+
+/// One run for `verify -v`: what ran, who signed it, what it was granted and
+/// denied, what it found.
+fn print_run(run: &crate::audit::RunLine) -> std::io::Result<()> {
+    use crate::text::escape;
+    say!(
+        "  #{:<5} run {} ({}): {} {}{}",
+        run.record,
+        escape(&run.capsule),
+        run.kind,
+        run.status,
+        run.verdict.as_deref().unwrap_or(""),
+        run.job.map_or_else(String::new, |j| format!(" (job {j})"))
+    )?;
+    if let Some(summary) = &run.summary {
+        say!("         summary: {}", escape(summary))?;
+    }
+    let rows: [(&str, &[String]); 4] = [
+        ("signed by", &run.signers),
+        ("granted", &run.granted),
+        ("denied", &run.denied),
+        ("found", &run.findings),
+    ];
+    for (label, items) in rows {
+        if items.is_empty() {
+            say!("         {label}: none")?;
+        }
+        for item in items {
+            say!("         {label}: {}", escape(item))?;
+        }
     }
     Ok(())
 }
@@ -351,6 +387,20 @@ pub(super) fn range_text(r: &Report) -> Option<String> {
             first - 1
         ),
     })
+}
+
+/// Whether the auditor's own checkpoints were checked, in one sentence (also
+/// used by the HTML report).
+pub(super) fn auditor_checkpoints_text(r: &Report) -> String {
+    if r.auditor_checkpoints.is_empty() {
+        return "none given; only checkpoints from the runner's side were checked".into();
+    }
+    let sizes: Vec<String> = r.auditor_checkpoints.iter().map(u64::to_string).collect();
+    format!(
+        "{} checked, covering {} records; the log extends each unchanged",
+        sizes.len(),
+        sizes.join(", ")
+    )
 }
 
 /// How the report rules out a log cut short, in one sentence (also used by the HTML report).

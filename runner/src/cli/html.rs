@@ -52,14 +52,20 @@ pub fn render(report: &Report) -> String {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Edge Runner evidence: {verdict}</title>
 <style>
-body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }}
+body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 72em; color: #222; }}
 h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; margin-top: 2em; }}
 .verdict {{ padding: .8em 1em; border-radius: 6px; font-weight: 600; }}
 .valid {{ background: #e3f5e6; border: 1px solid #3a8a4a; }}
 .invalid {{ background: #fbe4e4; border: 1px solid #b33a3a; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ text-align: left; vertical-align: top; border-bottom: 1px solid #ddd; padding: .35em .5em; }}
-code {{ font-size: .9em; word-break: break-all; }}
+table {{ border-collapse: collapse; width: 100%; table-layout: fixed; }}
+th, td {{ text-align: left; vertical-align: top; border-bottom: 1px solid #ddd; padding: .35em .5em; overflow-wrap: anywhere; }}
+table.facts th {{ width: 14em; }}
+#runs col.n {{ width: 4em; }} #runs col.when {{ width: 11em; }}
+#runs tr.rights td {{ border-bottom: 2px solid #bbb; padding-bottom: .8em; }}
+#runs dl {{ display: grid; grid-template-columns: 6em 1fr; gap: .15em .8em; margin: 0; }}
+#runs dt {{ color: #555; }} #runs dd {{ margin: 0; min-width: 0; }}
+#remediations pre {{ white-space: pre-wrap; overflow-wrap: anywhere; }}
+code {{ font-size: .9em; overflow-wrap: anywhere; }}
 ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
 .pass {{ color: #2b7a3b; font-weight: 600; }} .fail {{ color: #b33a3a; font-weight: 600; }}
 </style></head><body>
@@ -78,7 +84,7 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
             );
         }
     }
-    h.push_str("</p>\n<h2>The log</h2>\n<table>");
+    h.push_str("</p>\n<h2>The log</h2>\n<table class=\"facts\">");
     let rows = [
         ("Log id", report.log_id.clone().unwrap_or_default()),
         (
@@ -93,7 +99,14 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
                 }
             ),
         ),
-        ("Records", report.records.to_string()),
+        (
+            "Records",
+            if report.valid() {
+                report.records.to_string()
+            } else {
+                "not counted: verification stopped at the failure above".into()
+            },
+        ),
         (
             "Head (last record SHA-256)",
             report.head.clone().unwrap_or_default(),
@@ -111,14 +124,11 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
         ),
         ("Truncation", super::evidence::truncation_text(report)),
         (
-            "Demo keys",
-            if report.demo_keys.is_empty() {
-                "none".into()
+            "Your checkpoints (--checkpoint)",
+            if report.valid() {
+                super::evidence::auditor_checkpoints_text(report)
             } else {
-                format!(
-                    "WARNING — signed with public demo keys, whose private keys are published, so this proves nothing: {}",
-                    report.demo_keys.join("; ")
-                )
+                "see the failure above".into()
             },
         ),
         (
@@ -142,6 +152,15 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
             "<tr><th>{}</th><td><code>{}</code></td></tr>",
             esc(k),
             esc(&v)
+        );
+    }
+    if report.demo_keys.is_empty() {
+        h.push_str("<tr><th>Demo keys</th><td id=\"demo-keys\">none</td></tr>\n");
+    } else {
+        let _ = writeln!(
+            h,
+            "<tr><th>Demo keys</th><td id=\"demo-keys\" class=\"invalid\"><strong>WARNING — signed with public demo keys, whose private keys are published, so this proves nothing:</strong>{}</td></tr>",
+            list(&report.demo_keys)
         );
     }
     let witnesses: Vec<String> = report
@@ -172,9 +191,11 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
         list(&report.trust_roots)
     );
 
+    // Two rows a run: what ran and how it ended, then who signed it, what it
+    // was granted and denied and what it found, across the whole width.
     let _ = write!(
         h,
-        "<h2>Runs ({})</h2>\n<table id=\"runs\"><tr><th>#</th><th>When (UTC)</th><th>Capsule</th><th>Signed by</th><th>Outcome</th><th>Granted</th><th>Denied</th></tr>",
+        "<h2>Runs ({})</h2>\n<table id=\"runs\"><colgroup><col class=\"n\"><col class=\"when\"><col><col></colgroup><tr><th>#</th><th>When (UTC)</th><th>Capsule</th><th>Outcome</th></tr>",
         report.runs.len()
     );
     for run in &report.runs {
@@ -186,17 +207,23 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
         };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{} <small>({})</small></td><td>{}</td><td>{} <span class=\"{vclass}\">{}</span><br><small>{}</small></td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{} <small>({}{})</small></td><td>{} <span class=\"{vclass}\">{}</span><br><small>{}</small></td></tr>",
             run.record,
             esc(&when(run.time_ms)),
             esc(&run.capsule),
             esc(&run.kind),
-            list(&run.signers),
+            run.job.map_or_else(String::new, |j| format!(", job {j}")),
             esc(&run.status),
             esc(verdict),
             esc(run.summary.as_deref().unwrap_or("")),
+        );
+        let _ = write!(
+            h,
+            "<tr class=\"rights\"><td></td><td colspan=\"3\"><dl><dt>Signed by</dt><dd>{}</dd><dt>Granted</dt><dd>{}</dd><dt>Denied</dt><dd>{}</dd><dt>Found</dt><dd>{}</dd></dl></td></tr>",
+            list(&run.signers),
             list(&run.granted),
-            list(&run.denied)
+            list(&run.denied),
+            list(&run.findings)
         );
     }
     h.push_str("</table>\n");
