@@ -107,3 +107,192 @@ fn a_site_policy_with_egress_after_a_table_is_refused_as_the_docs_warn() {
         "{err}"
     );
 }
+
+/// Every ```` ```sh ```` (or `console`) block of `text`: (line, content),
+/// with continuation lines joined and the block's indentation removed.
+fn shell_blocks(text: &str) -> Vec<(usize, String)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(usize, usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        match &mut open {
+            None => {
+                let info = trimmed.strip_prefix("```").unwrap_or("");
+                let lang = info.split_whitespace().next().unwrap_or("");
+                if matches!(lang, "sh" | "bash" | "console" | "shell") {
+                    open = Some((i + 1, indent, String::new()));
+                }
+            }
+            Some((start, indent, body)) => {
+                if trimmed.starts_with("```") {
+                    blocks.push((*start, body.replace("\\\n", " ")));
+                    open = None;
+                } else {
+                    let line = line.get(*indent..).unwrap_or(line.trim_start());
+                    body.push_str(line.strip_prefix("$ ").unwrap_or(line));
+                    body.push('\n');
+                }
+            }
+        }
+    }
+    assert!(open.is_none(), "a shell block is not closed");
+    blocks
+}
+
+/// Splits one line of shell into words and operators the way a POSIX shell
+/// does for simple commands: quotes and backslashes group, an unquoted `#`
+/// at the start of a word begins a comment, `|`, `&&`, `;`, `>`, `<` are
+/// operators (returned as `None`), and a redirection's target is dropped.
+/// `$VAR` stays as written: it is a placeholder the reader fills in.
+fn shell_words(line: &str) -> Result<Vec<Option<String>>, String> {
+    let mut out: Vec<Option<String>> = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars().peekable();
+    let mut redirect = false;
+    let finish = |word: &mut Option<String>, out: &mut Vec<Option<String>>, redirect: &mut bool| {
+        if let Some(w) = word.take() {
+            if *redirect {
+                *redirect = false;
+            } else {
+                out.push(Some(w));
+            }
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' => finish(&mut word, &mut out, &mut redirect),
+            '#' if word.is_none() => break,
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err(format!("unclosed ' in `{line}`")),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => w.extend(chars.next()),
+                        Some(c) => w.push(c),
+                        None => return Err(format!("unclosed \" in `{line}`")),
+                    }
+                }
+            }
+            '\\' => word.get_or_insert_with(String::new).extend(chars.next()),
+            '|' | ';' | '&' => {
+                finish(&mut word, &mut out, &mut redirect);
+                while chars.peek().is_some_and(|n| matches!(n, '|' | '&')) {
+                    chars.next();
+                }
+                out.push(None);
+            }
+            '>' | '<' => {
+                // `2>` and `2>&1`: the descriptor is part of the operator.
+                if word
+                    .as_deref()
+                    .is_some_and(|w| w.chars().all(|c| c.is_ascii_digit()))
+                {
+                    word = None;
+                }
+                finish(&mut word, &mut out, &mut redirect);
+                while chars.peek().is_some_and(|n| matches!(n, '>' | '&')) {
+                    chars.next();
+                }
+                if chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                } else {
+                    redirect = true;
+                }
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    finish(&mut word, &mut out, &mut redirect);
+    Ok(out)
+}
+
+/// The `edge-runner` command lines of a shell block, each as its arguments
+/// (`sudo` and `sudo -u USER` in front are allowed).
+fn runner_commands(block: &str) -> Result<Vec<Vec<String>>, String> {
+    let mut commands = Vec::new();
+    for line in block.lines() {
+        let words = shell_words(line)?;
+        for command in words.split(Option::is_none) {
+            let mut args: Vec<&str> = command.iter().flatten().map(String::as_str).collect();
+            if args.first() == Some(&"sudo") {
+                args.remove(0);
+                if args.first() == Some(&"-u") && args.len() > 1 {
+                    args.drain(..2);
+                }
+            }
+            if args.first() == Some(&"edge-runner") {
+                commands.push(args.iter().map(|a| (*a).to_string()).collect());
+            }
+        }
+    }
+    Ok(commands)
+}
+
+#[test]
+fn shell_words_group_quotes_and_drop_comments_and_redirections() {
+    let words = shell_words(
+        r#"edge-runner approve --reason "pool 200, \"ok\"" --out a.approval > out.txt 2>&1 # note"#,
+    )
+    .unwrap();
+    let words: Vec<&str> = words.iter().flatten().map(String::as_str).collect();
+    assert_eq!(
+        words,
+        [
+            "edge-runner",
+            "approve",
+            "--reason",
+            "pool 200, \"ok\"",
+            "--out",
+            "a.approval"
+        ]
+    );
+    let commands =
+        runner_commands("cat x | sudo -u svc edge-runner jobs list && echo 'a # b'\n").unwrap();
+    assert_eq!(commands, [vec!["edge-runner", "jobs", "list"]]);
+    assert!(shell_words("edge-runner 'open").is_err());
+}
+
+/// Every `edge-runner` command line in the shell blocks of the README and
+/// `docs/` is one the command line accepts: a renamed flag or subcommand, or
+/// a flag given to the wrong subcommand, fails here before a reader meets it.
+/// (What the tours do when run is tested by `runner/tests/readme.rs`.)
+#[cfg(feature = "cli")]
+#[test]
+fn every_command_line_in_the_docs_parses() {
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for path in documents() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (line, block) in shell_blocks(&text) {
+            let commands = runner_commands(&block)
+                .unwrap_or_else(|e| panic!("{}:{line}: {e}", path.display()));
+            for args in commands {
+                checked += 1;
+                if let Err(e) = crate::cli::command().try_get_matches_from(&args) {
+                    failures.push(format!(
+                        "{}:{line}: `{}`:\n{}",
+                        path.display(),
+                        args.join(" "),
+                        e.render()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        checked >= 40,
+        "only {checked} command lines found: is the block detection broken?"
+    );
+}
