@@ -3044,3 +3044,110 @@ fn evidence_report_shows_jobs_in_flight_and_counts() {
     assert_eq!(json["jobs"]["accepted"], 3);
     assert_eq!(json["jobs"]["finished"], 1);
 }
+
+/// A revocation may name a key by an unambiguous prefix of its id (as most
+/// commands print 16 digits): `trust rotate` resolves it against the keys the
+/// store has held and signs the full id; an unknown or ambiguous prefix is
+/// refused with what to do, and nothing is installed.
+#[test]
+fn a_revoked_key_may_be_named_by_an_unambiguous_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (publisher, publisher_pub) = keys(d, "publisher");
+    let trust = write_trust_root(d, &publisher_pub);
+    let out = edge_runner(&["keys", "id", p(&publisher_pub)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let full = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(full.len(), 64, "{full}");
+    // v2 keeps the root key and drops the publisher, revoking its key by prefix.
+    let (_, other_pub) = keys(d, "other");
+    let v2 = |key_id: &str| {
+        let text =
+            policy(
+                2,
+                "2099-01-01T00:00:00Z",
+                &[&d.join("root.pub")],
+                &other_pub,
+            ) + &format!("[[revoked-key]]\nkey-id = \"{key_id}\"\nreason = \"laptop stolen\"\n");
+        let path = d.join("v2.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let rotate = |path: &Path| {
+        edge_runner(&[
+            "trust",
+            "rotate",
+            "--dir",
+            p(&trust),
+            "--policy",
+            p(path),
+            "--key",
+            p(&d.join("root.key")),
+        ])
+    };
+
+    let out = rotate(&v2("00000000deadbeef"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "revoked-key `00000000deadbeef` is the start of no key this trust store has held"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("`edge-runner keys id FILE`"),
+        "{}",
+        text(&out)
+    );
+    // Too short to be a prefix: the parser's own error, naming the full form.
+    let out = rotate(&v2(&full[..6]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("must be 64 lowercase hex digits"),
+        "{}",
+        text(&out)
+    );
+    assert!(!trust.join("2.root.cose").exists());
+
+    let out = rotate(&v2(&full[..16]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "revoked-key `{}` is publisher `acme-ci` (v1): the signed version names it in full, {full}",
+            &full[..16]
+        )),
+        "{}",
+        text(&out)
+    );
+    let show = edge_runner(&["trust", "show", p(&trust)]);
+    assert!(text(&show).contains(&full), "{}", text(&show));
+
+    // The revoked key's capsule is refused.
+    let unsigned = d.join("unsigned.wasm");
+    std::fs::write(&unsigned, capsule_artifacts::JSON_ASSERT.component).unwrap();
+    let signed = d.join("signed.wasm");
+    let out = edge_runner(&[
+        "capsule",
+        "sign",
+        p(&unsigned),
+        "--manifest",
+        capsule_artifacts::JSON_ASSERT.manifest_path,
+        "--key",
+        p(&publisher),
+        "--out",
+        p(&signed),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = edge_runner(&[
+        "capsule",
+        "verify",
+        p(&signed),
+        "--trust",
+        p(&trust),
+        "--site",
+        SITE,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("revoked"), "{}", text(&out));
+}

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 
 use super::{Exit, write_atomically};
 use crate::fsio::read_bounded;
-use crate::keys::SecretKey;
+use crate::keys::{KeyId, SecretKey};
 use crate::names::shown;
 use crate::timestamp::Timestamp;
 use crate::trust::store;
@@ -124,7 +124,7 @@ pub(super) struct TrustInit {
 
 impl TrustInit {
     fn execute(self) -> Result<Exit> {
-        let policy = read_policy(&self.policy)?;
+        let policy = read_policy(&self.policy, &[])?;
         if policy.version != 1 {
             bail!(
                 "{}: `version` is {}, but a new trust store starts at version 1 (use `trust rotate` for later versions)",
@@ -181,7 +181,7 @@ impl TrustRotate {
             refuse_stage_inside_store(stage, &self.dir)?;
         }
         let current = chain.latest();
-        let policy = read_policy(&self.policy)?;
+        let policy = read_policy(&self.policy, &known_keys(&self.dir, current.version)?)?;
         if policy.version != current.version + 1 {
             bail!(
                 "{}: `version` is {}, but the store is at version {}; set `version = {}`",
@@ -431,13 +431,116 @@ fn print_policy(p: &RootPolicy) -> std::io::Result<()> {
 }
 
 /// Reads a policy about to be signed; one that has already expired would be useless.
-fn read_policy(path: &Path) -> Result<RootPolicy> {
+/// Reads a policy file. A `[[revoked-key]]` `key-id` may be an unambiguous
+/// prefix (at least 8 hex digits, e.g. the 16 most commands print) of a key
+/// in `known`; the version signed carries the full id, and each one
+/// resolved is said.
+fn read_policy(path: &Path, known: &[(KeyId, String)]) -> Result<RootPolicy> {
     let bytes = read_root_file(path)?;
     let text =
         String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))?;
+    let text = resolve_revoked_prefixes(&text, path, known)?;
     let policy = RootPolicy::parse(&text, &path.display().to_string())?;
     refuse_expired(&policy, path)?;
     Ok(policy)
+}
+
+/// Every key a revocation in the next version may name: the root keys and
+/// publisher keys of versions 1 to `latest` of the store in `dir`, each
+/// with who held it.
+fn known_keys(dir: &Path, latest: u64) -> Result<Vec<(KeyId, String)>> {
+    let mut known: Vec<(KeyId, String)> = Vec::new();
+    for version in 1..=latest {
+        let path = dir.join(store::root_file_name(version));
+        let signed = SignedRoot::parse(&read_root_file(&path)?, &path.display().to_string())?;
+        let keys = signed
+            .policy
+            .root_keys
+            .iter()
+            .map(|k| (k.key.id(), format!("root key `{}` (v{version})", k.name)))
+            .chain(
+                signed
+                    .policy
+                    .publishers
+                    .iter()
+                    .map(|p| (p.key.id(), format!("publisher `{}` (v{version})", p.name))),
+            );
+        for (id, who) in keys {
+            if !known.iter().any(|(k, _)| *k == id) {
+                known.push((id, who));
+            }
+        }
+    }
+    Ok(known)
+}
+
+/// `text` with each `[[revoked-key]]` `key-id` written as a prefix of one
+/// key in `known` replaced by that key's full id.
+fn resolve_revoked_prefixes(text: &str, path: &Path, known: &[(KeyId, String)]) -> Result<String> {
+    // A file that is not TOML, or has no revocations, is left to the parser's errors.
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(text.to_string());
+    };
+    let Some(toml::Value::Array(revoked)) = table.get("revoked-key") else {
+        return Ok(text.to_string());
+    };
+    let mut resolved = text.to_string();
+    for id in revoked
+        .iter()
+        .filter_map(|entry| entry.get("key-id").and_then(toml::Value::as_str))
+    {
+        let is_prefix = (8..64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !is_prefix {
+            continue; // a full id, or something the parser refuses by name
+        }
+        let matches: Vec<&(KeyId, String)> = known
+            .iter()
+            .filter(|(k, _)| k.to_string().starts_with(id))
+            .collect();
+        let (full, who) = match matches.as_slice() {
+            [one] => one,
+            [] => bail!(
+                "{}: revoked-key `{id}` is the start of no key this trust store has held ({} root and publisher keys in its versions); give the full 64-digit id (`edge-runner keys id FILE` prints it for any key file)",
+                path.display(),
+                known.len()
+            ),
+            many => bail!(
+                "{}: revoked-key `{id}` is the start of {} keys ({}); give more digits, or the full id",
+                path.display(),
+                many.len(),
+                many.iter()
+                    .map(|(k, who)| format!("{} {who}", k.short()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let quoted = format!("\"{id}\"");
+        let mut replaced = 0;
+        resolved = resolved
+            .lines()
+            .map(|line| {
+                if line.contains("key-id") && line.contains(&quoted) {
+                    replaced += 1;
+                    line.replace(&quoted, &format!("\"{full}\""))
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + if text.ends_with('\n') { "\n" } else { "" };
+        if replaced == 0 {
+            bail!(
+                "{}: revoked-key `{id}`: write it as `key-id = \"{id}\"` on one line, or give the full id {full}",
+                path.display()
+            );
+        }
+        say!("revoked-key `{id}` is {who}: the signed version names it in full, {full}")?;
+    }
+    Ok(resolved)
 }
 
 fn refuse_expired(policy: &RootPolicy, origin: &Path) -> Result<()> {
@@ -543,4 +646,44 @@ fn install(dir: &Path, bytes: &[u8]) -> Result<Exit> {
         link.expires
     )?;
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ambiguous_revocation_prefix_names_every_candidate() {
+        let mut a = [0xab; 32];
+        let mut b = [0xab; 32];
+        a[5] = 0x01;
+        b[5] = 0x02;
+        let known = [
+            (KeyId(a), "publisher `a` (v1)".to_string()),
+            (KeyId(b), "publisher `b` (v2)".to_string()),
+        ];
+        let text = "[[revoked-key]]\nkey-id = \"ababababab\"\nreason = \"x\"\n";
+        let err = resolve_revoked_prefixes(text, Path::new("v3.toml"), &known)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("revoked-key `ababababab` is the start of 2 keys (ababababab01abab publisher `a` (v1), ababababab02abab publisher `b` (v2)); give more digits"),
+            "{err}"
+        );
+        let text = "[[revoked-key]]\nkey-id = \"ababababab02\"\nreason = \"x\"\n";
+        let resolved = resolve_revoked_prefixes(text, Path::new("v3.toml"), &known).unwrap();
+        assert_eq!(
+            resolved,
+            format!(
+                "[[revoked-key]]\nkey-id = \"{}\"\nreason = \"x\"\n",
+                KeyId(b)
+            )
+        );
+        // Not a revocation's key-id: left alone.
+        let text = "name = \"ababababababab02\"\n";
+        assert_eq!(
+            resolve_revoked_prefixes(text, Path::new("v3.toml"), &known).unwrap(),
+            text
+        );
+    }
 }
