@@ -20,7 +20,7 @@ use crate::evidence::{
 use crate::keys::PublicKey;
 use crate::timestamp::Timestamp;
 use crate::trust::store::ROOT_FILE_SUFFIX;
-use crate::trust::{Chain, ChainLink};
+use crate::trust::{Chain, ChainLink, RootPolicy, SignedRoot};
 
 /// Called with `(bytes_done, bytes_total)` while a log is verified.
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
@@ -437,6 +437,16 @@ pub fn verify_bundle_witnessed(
     } else {
         Chain::from_files(bundle_root_files(bundle)).ok()
     };
+    // Each version's policy, to judge governance under the version in force.
+    let root_policies: Vec<RootPolicy> = if chain.is_some() {
+        bundle_root_files(bundle)
+            .iter()
+            .filter_map(|(name, bytes)| SignedRoot::parse(bytes, name).ok())
+            .map(|signed| signed.policy)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let range = (bundle.range_start != 0).then_some(bundle.range_start);
     report.range_start = range;
     let mut report = verify_log_into(
@@ -448,7 +458,7 @@ pub fn verify_bundle_witnessed(
         progress,
         |summary| {
             trust_roots_match(summary, chain.as_ref())?;
-            authorizations_recheck(summary, chain.as_ref(), &bundle.governance)
+            authorizations_recheck(summary, chain.as_ref(), &root_policies, &bundle.governance)
         },
     );
     if let Some(first) = range
@@ -473,16 +483,26 @@ pub fn verify_bundle_witnessed(
 fn authorizations_recheck(
     summary: &Summary,
     chain: Option<&Chain>,
+    root_policies: &[RootPolicy],
     governance: &[Vec<u8>],
 ) -> Result<(), String> {
     use crate::governance::{Approval, Governance, authorize};
     let mut proposals: Vec<([u8; 32], crate::remediation::Proposal)> = Vec::new();
     // The approvals recorded since the last record that was not an approval.
     let mut pending: Vec<([u8; 32], Approval)> = Vec::new();
-    let mut versions: Option<Vec<Governance>> = None;
+    // The governance versions that verify under each trust root version, as needed.
+    let mut verified: BTreeMap<u64, Vec<Governance>> = BTreeMap::new();
+    // The trust root version the runner last named: the one in force.
+    let mut in_force: Option<u64> = None;
     for (r, event) in summary.records.iter().zip(&summary.events) {
         let seq = r.record.seq;
         match event {
+            Event::CapsuleVerified(v) => in_force = Some(v.trust_root.version),
+            Event::CapsuleRefused(refused) => {
+                if let Some(root) = &refused.trust_root {
+                    in_force = Some(root.version);
+                }
+            }
             Event::ProposalRecorded(p) => {
                 let stated =
                     crate::remediation::Proposal::from_statement(&p.statement).map_err(|e| {
@@ -508,10 +528,22 @@ fn authorizations_recheck(
                         "record {seq} authorizes a proposal, but the bundle carries no trust store to check its governance against; export the bundle with the trust store"
                     ));
                 };
-                let versions = versions.get_or_insert_with(|| {
+                // Governance is judged under the trust root version in force
+                // when it was used: administrators named only by a later or
+                // an earlier version do not count.
+                let root_version = in_force.unwrap_or(chain.latest().version);
+                let root = root_policies
+                    .iter()
+                    .find(|p| p.version == root_version)
+                    .ok_or_else(|| {
+                        format!(
+                            "record {seq} authorizes under trust root v{root_version}, which the bundle's trust store does not carry; export the bundle with the trust store the runner used"
+                        )
+                    })?;
+                let versions = verified.entry(root_version).or_insert_with(|| {
                     governance
                         .iter()
-                        .filter_map(|b| Governance::from_signed(b, chain.latest(), None).ok())
+                        .filter_map(|b| Governance::from_signed(b, root, None).ok())
                         .collect()
                 });
                 let gov = versions
@@ -519,7 +551,7 @@ fn authorizations_recheck(
                     .find(|g| g.digest() == a.governance_sha256)
                     .ok_or_else(|| {
                         format!(
-                            "record {seq} authorizes under governance v{} (sha256 {}), which the bundle does not carry (or which its trust store's administrators did not sign); export the bundle with the trust store the runner used",
+                            "record {seq} authorizes under governance v{} (sha256 {}), which the bundle does not carry, or which the administrators of trust root v{root_version} (in force at that record) did not sign; export the bundle with the trust store the runner used",
                             a.governance_version,
                             hex::encode(a.governance_sha256)
                         )

@@ -612,6 +612,8 @@ struct GovRig {
     capsules: tempfile::TempDir,
     json_assert: Vec<u8>,
     config_fix: Vec<u8>,
+    /// The runner's public key (its log is in `_dirs`/evidence).
+    runner: edge_runner::keys::PublicKey,
     _dirs: tempfile::TempDir,
 }
 
@@ -672,12 +674,10 @@ fn gov_rig(staged_input: &str) -> GovRig {
     )
     .unwrap();
     std::fs::write(capsules.path().join("json-assert.input"), staged_input).unwrap();
+    let runner_key = SecretKey::generate().unwrap();
+    let runner = runner_key.public();
     let session = Session::with_policy(
-        EvidenceLog::open(
-            &dirs.path().join("evidence"),
-            SecretKey::generate().unwrap(),
-        )
-        .unwrap(),
+        EvidenceLog::open(&dirs.path().join("evidence"), runner_key).unwrap(),
         Limits::default(),
         site,
     )
@@ -690,6 +690,7 @@ fn gov_rig(staged_input: &str) -> GovRig {
         capsules,
         json_assert,
         config_fix,
+        runner,
         _dirs: dirs,
     }
 }
@@ -869,4 +870,93 @@ fn verify_fails_then_rolled_back() {
         std::fs::read_to_string(rig.host.path().join("app.conf")).unwrap(),
         PRE
     );
+}
+
+impl GovRig {
+    /// Proposes, has alice and bob approve, and authorizes (under `self.gov`).
+    fn authorized(&mut self) -> Result<(), ApplyError> {
+        let p = self.propose().unwrap();
+        let approvals = [self.approve(&p, "alice"), self.approve(&p, "bob")];
+        apply::authorize(
+            &mut self.session,
+            &self.gov,
+            p,
+            &approvals,
+            Timestamp::now(),
+        )
+        .map(drop)
+    }
+
+    /// Rotates the trust store to v2, whose `[governance]` administrator is a
+    /// new key; the session goes on under v2.
+    fn rotate_governance_admin(&mut self) {
+        use edge_runner::trust::{RootPolicy, SignedRoot, store};
+        let trust = self._dirs.path().join("trust");
+        let old_admin = demo_key("demo-governance-admin").public().to_pem().unwrap();
+        let new_admin = SecretKey::generate().unwrap().public().to_pem().unwrap();
+        let text = repo("keys/demo-trust-root.toml");
+        assert!(
+            text.contains(old_admin.trim()),
+            "the demo root names the demo admin"
+        );
+        let text = text
+            .replacen("version = 1", "version = 2", 1)
+            .replace(old_admin.trim(), new_admin.trim());
+        let v2 = RootPolicy::parse(&text, "v2").unwrap();
+        store::install(
+            &trust,
+            &SignedRoot::sign_new(&v2, &demo_key("demo-root")).unwrap(),
+            Timestamp::now(),
+        )
+        .unwrap();
+        self.root = store::load(&trust, Timestamp::now()).unwrap();
+    }
+
+    /// Closes the log and verifies the exported bundle offline.
+    fn audit(self) -> edge_runner::audit::Report {
+        let GovRig {
+            session,
+            runner,
+            _dirs: dirs,
+            ..
+        } = self;
+        drop(session); // closes the log
+        let bundle = edge_runner::evidence::bundle::Bundle::export(
+            &dirs.path().join("evidence"),
+            runner.clone(),
+            Some(&dirs.path().join("trust")),
+        )
+        .unwrap();
+        edge_runner::audit::verify_bundle(&bundle, Some(&runner), &[], &mut |_, _| {})
+    }
+}
+
+/// Governance is judged under the trust root version in force when it was
+/// used. After the trust root hands governance to a new administrator, an
+/// earlier authorization still re-checks (it was judged by the newest
+/// version, and failed); an authorization made later under governance that
+/// only the removed administrator signed is INVALID, naming the record.
+#[test]
+fn governance_is_rechecked_under_the_trust_root_in_force_at_each_authorization() {
+    let mut rig = gov_rig(PASSING);
+    rig.authorized().unwrap();
+    rig.rotate_governance_admin();
+    let report = rig.audit();
+    assert!(report.valid(), "{:?}", report.failure);
+    assert_eq!(report.remediations.len(), 1);
+
+    // An embedder that keeps using the governance the old administrator
+    // signed after the rotation: the offline verifier refuses it.
+    let mut rig = gov_rig(PASSING);
+    rig.rotate_governance_admin();
+    rig.authorized().unwrap();
+    let report = rig.audit();
+    let failure = report.failure.unwrap_or_default();
+    assert!(
+        failure.contains(
+            "which the administrators of trust root v2 (in force at that record) did not sign"
+        ),
+        "{failure}"
+    );
+    assert!(failure.starts_with("record "), "{failure}");
 }
