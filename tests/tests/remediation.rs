@@ -143,6 +143,7 @@ fn draft_of(
                 version: m.version.to_string(),
                 module_sha256: run.capsule.module_digest(),
                 signers: Vec::new(),
+                publishers: Vec::new(),
             },
             grant: &run.grant,
             site_egress: &site.egress,

@@ -20,6 +20,10 @@ pub trait Proposed {
     fn proposer(&self) -> &str;
     /// Publisher keys that signed the capsule that proposed it.
     fn capsule_signers(&self) -> &[KeyId];
+    /// The trust root's names of those publishers (none when not recorded).
+    fn capsule_publishers(&self) -> &[String] {
+        &[]
+    }
     /// When it was proposed.
     fn proposed_at(&self) -> Timestamp;
 }
@@ -381,6 +385,7 @@ fn judge<P: Proposed>(
     }
     for barred in &person.never_approve_for {
         let hit = *barred == proposal.proposer()
+            || proposal.capsule_publishers().contains(barred)
             || proposal
                 .capsule_signers()
                 .iter()

@@ -130,6 +130,7 @@ struct TestProposal {
     recorded: Tier,
     proposer: String,
     signers: Vec<KeyId>,
+    publishers: Vec<String>,
     at: Timestamp,
 }
 
@@ -148,6 +149,9 @@ impl Proposed for TestProposal {
     }
     fn capsule_signers(&self) -> &[KeyId] {
         &self.signers
+    }
+    fn capsule_publishers(&self) -> &[String] {
+        &self.publishers
     }
     fn proposed_at(&self) -> Timestamp {
         self.at
@@ -205,6 +209,7 @@ fn proposal(gov: &Governance, inputs: TierInputs) -> TestProposal {
         recorded,
         proposer: "agent-7".into(),
         signers: Vec::new(),
+        publishers: Vec::new(),
         at: Timestamp(NOW.0 - 7200),
     }
 }
@@ -812,6 +817,28 @@ fn approver_barred_by_never_approve_for() {
             &[approve(&f.bob, "bob", [7; 32], Tier::ChangeControl)]
         ),
         [Some("`bob` must never approve for `agent-7`".into())]
+    );
+}
+
+/// `never-approve-for` names a publisher as the trust root names it: bob
+/// may not approve what `acme-ci` signed, whichever key it used.
+#[test]
+fn approver_barred_by_never_approve_for_a_publisher_name() {
+    let f = Fixture::new();
+    let settings = f
+        .settings(1, 2, "")
+        .replace("groups = [\"payments-team\"]\nexpires = 2036-01-01T00:00:00Z\n\n[[person]]\nname = \"carol\"", "groups = [\"payments-team\"]\nexpires = 2036-01-01T00:00:00Z\nnever-approve-for = [\"acme-ci\"]\n\n[[person]]\nname = \"carol\"");
+    let gov = f.governance_with(settings, CATALOG, POLICY);
+    let mut p = proposal(&gov, config_inputs());
+    p.signers = vec![KeyId([9; 32])];
+    p.publishers = vec!["acme-ci".into()];
+    assert_eq!(
+        why_not(
+            &gov,
+            p,
+            &[approve(&f.bob, "bob", [7; 32], Tier::ChangeControl)]
+        ),
+        [Some("`bob` must never approve for `acme-ci`".into())]
     );
 }
 

@@ -429,6 +429,32 @@ impl Action {
     }
 }
 
+/// The statement's `capsule` map; `publishers` is absent when empty, so
+/// statements from runners that did not record it encode as they were.
+fn capsule_value(c: &CapsuleRef) -> Value {
+    let mut entries = vec![
+        ("name", Value::Text(c.name.clone())),
+        ("version", Value::Text(c.version.clone())),
+        ("module-sha256", Value::Bytes(c.module_sha256.to_vec())),
+        (
+            "signers",
+            Value::Array(
+                c.signers
+                    .iter()
+                    .map(|k| Value::Bytes(k.0.to_vec()))
+                    .collect(),
+            ),
+        ),
+    ];
+    if !c.publishers.is_empty() {
+        entries.push((
+            "publishers",
+            Value::Array(c.publishers.iter().cloned().map(Value::Text).collect()),
+        ));
+    }
+    text_map(entries)
+}
+
 fn bytes32(m: &MapReader<'_>, key: &str) -> Result<[u8; 32], String> {
     let b = m.bytes(key)?;
     b.try_into()
@@ -446,6 +472,9 @@ pub struct CapsuleRef {
     pub module_sha256: [u8; 32],
     /// Publisher keys that signed it.
     pub signers: Vec<KeyId>,
+    /// The trust root's names for those publishers, in the same order (empty
+    /// in statements from runners before they were recorded).
+    pub publishers: Vec<String>,
 }
 
 /// What runs after apply to check the change held: a capsule and its input.
@@ -630,27 +659,7 @@ impl Proposal {
         text_map([
             ("format", Value::Integer(STATEMENT_FORMAT.into())),
             ("site", Value::Text(d.site.clone())),
-            (
-                "capsule",
-                text_map([
-                    ("name", Value::Text(d.capsule.name.clone())),
-                    ("version", Value::Text(d.capsule.version.clone())),
-                    (
-                        "module-sha256",
-                        Value::Bytes(d.capsule.module_sha256.to_vec()),
-                    ),
-                    (
-                        "signers",
-                        Value::Array(
-                            d.capsule
-                                .signers
-                                .iter()
-                                .map(|k| Value::Bytes(k.0.to_vec()))
-                                .collect(),
-                        ),
-                    ),
-                ]),
-            ),
+            ("capsule", capsule_value(&d.capsule)),
             (
                 "run",
                 text_map([
@@ -732,6 +741,22 @@ impl Proposal {
                     .collect::<Result<Vec<_>, _>>()?,
                 _ => return Err("capsule: `signers` missing".into()),
             };
+            let publishers = match c.get("publishers") {
+                None => Vec::new(),
+                Some(Value::Array(a)) if a.len() == signers.len() => a
+                    .iter()
+                    .map(|p| match p {
+                        Value::Text(t) => Ok(t.clone()),
+                        _ => Err("capsule: a publisher is not text".to_string()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                Some(_) => {
+                    return Err(
+                        "capsule: `publishers` must be text, one per signer, in the same order"
+                            .into(),
+                    );
+                }
+            };
             let r = MapReader::new("run", m.get("run").ok_or("`run` missing")?)?;
             let log_id: [u8; 16] = r
                 .bytes("log-id")?
@@ -766,6 +791,7 @@ impl Proposal {
                         version: c.text("version")?.to_string(),
                         module_sha256: bytes32(&c, "module-sha256")?,
                         signers,
+                        publishers,
                     },
                     run: (log_id, r.uint("record")?),
                     proposer: m.text("proposer")?.to_string(),
@@ -861,6 +887,9 @@ impl governance::Proposed for Proposal {
     }
     fn capsule_signers(&self) -> &[KeyId] {
         &self.draft.capsule.signers
+    }
+    fn capsule_publishers(&self) -> &[String] {
+        &self.draft.capsule.publishers
     }
     fn proposed_at(&self) -> Timestamp {
         self.draft.proposed_at
@@ -1182,6 +1211,12 @@ pub fn prepare_run(
         version: manifest.version.to_string(),
         module_sha256: run.capsule.module_digest(),
         signers: run.capsule.signers().iter().map(|s| s.key_id).collect(),
+        publishers: run
+            .capsule
+            .signers()
+            .iter()
+            .map(|s| s.publisher.clone())
+            .collect(),
     };
     let run_record = session.log().len().saturating_sub(1);
     let mut outcomes = Vec::new();
