@@ -259,3 +259,61 @@ fn approve_shows_the_proposal_then_signs_an_approval_bound_to_its_digest() {
         text(&out)
     );
 }
+
+/// `governance explain --proposal` derives a recorded proposal's tier again
+/// from its own targets, reversibility and staged validation, and says
+/// whether it still has the tier it was given; a file that is not a
+/// proposal statement is refused by name.
+#[test]
+fn explain_a_recorded_proposal() {
+    let d = tempfile::tempdir().unwrap();
+    let demo = d.path().join("demo");
+    ok(&["demo", "--out", p(&demo)]);
+    let proposal = std::fs::read_dir(demo.join("evidence/proposals"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "proposal"))
+        .expect("the demo records a proposal");
+    let out = ok(&[
+        "governance",
+        "explain",
+        "--trust",
+        p(&demo.join("trust")),
+        "--proposal",
+        p(&proposal),
+    ]);
+    for line in [
+        "capsule       config-fix 1.0.0 (proposed by config-fix-agent)",
+        "target        demo-site:/config/app.conf",
+        "blast path    resource:default/app-config -> component:default/payments-api",
+        "coverage      1/3",
+        "recorded tier change-control: unchanged",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
+    }
+    // Hypothetical flags do not apply to a recorded proposal.
+    let out = edge_runner(&[
+        "governance",
+        "explain",
+        "--trust",
+        p(&demo.join("trust")),
+        "--proposal",
+        p(&proposal),
+        "--unvalidated",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = edge_runner(&[
+        "governance",
+        "explain",
+        "--trust",
+        p(&demo.join("trust")),
+        "--proposal",
+        p(&demo.join("runner.pub")),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("runner.pub is not a proposal statement"),
+        "{}",
+        text(&out)
+    );
+}

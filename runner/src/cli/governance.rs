@@ -334,8 +334,16 @@ impl GovShow {
 #[derive(Debug, Args)]
 pub(super) struct GovExplain {
     /// A target: `site:/abs/path` or `site:https://host/path` (repeat for several actions).
-    #[arg(long = "target", required = true)]
+    #[arg(long = "target", required_unless_present = "proposal")]
     targets: Vec<String>,
+    /// Explain a recorded proposal instead (`DIR/proposals/HEX.proposal`, or the
+    /// file `proposal show --out` wrote): its own targets, reversibility, staged
+    /// validation and size, derived again now, next to the tier it was given.
+    #[arg(
+        long,
+        conflicts_with_all = ["targets", "irreversible", "unvalidated", "change_bytes"]
+    )]
+    proposal: Option<PathBuf>,
     /// Explain under the governance installed beside this trust store.
     #[arg(long, required_unless_present = "dir", conflicts_with = "dir")]
     trust: Option<PathBuf>,
@@ -355,6 +363,9 @@ pub(super) struct GovExplain {
 
 impl GovExplain {
     fn execute(self) -> Result<Exit> {
+        if let Some(path) = &self.proposal {
+            return self.explain_proposal(path);
+        }
         let targets = self
             .targets
             .iter()
@@ -390,6 +401,42 @@ impl GovExplain {
             (None, None) => bail!("give --trust (installed governance) or --dir (sources)"),
         };
         print_decision(&inputs, &decision)?;
+        Ok(Exit::Ok)
+    }
+}
+
+impl GovExplain {
+    /// A recorded proposal's tier, derived again under the governance given.
+    fn explain_proposal(&self, path: &Path) -> Result<Exit> {
+        use crate::governance::Proposed;
+        let proposal = super::proposal::read_proposal(path)?;
+        let inputs = proposal.tier_inputs();
+        let decision = match (&self.trust, &self.dir) {
+            (Some(trust), _) => load(trust)?.derive(&inputs),
+            (None, Some(dir)) => {
+                let draft: Draft = read_sources(dir)?.check()?;
+                draft.derive(&inputs)
+            }
+            (None, None) => bail!("give --trust (installed governance) or --dir (sources)"),
+        };
+        say!("proposal      {}", hex::encode(proposal.digest()))?;
+        let d = proposal.draft();
+        say!(
+            "capsule       {} {} (proposed by {})",
+            d.capsule.name,
+            d.capsule.version,
+            d.proposer
+        )?;
+        print_decision(&inputs, &decision)?;
+        let recorded = proposal.recorded_tier();
+        let now = decision.tier.max(recorded);
+        if now == recorded {
+            say!("recorded tier {recorded}: unchanged")?;
+        } else {
+            say!(
+                "recorded tier {recorded}: it is {now} now; approvals signed for {recorded} no longer count (approvers must sign again for {now})"
+            )?;
+        }
         Ok(Exit::Ok)
     }
 }

@@ -75,7 +75,12 @@ fn all(dir: &Path) -> Result<Vec<Proposal>> {
 /// Reads one proposal file (canonical statement bytes), bounded.
 pub(super) fn read_proposal(path: &Path) -> Result<Proposal> {
     let bytes = read_bounded(path, MAX_PROPOSAL_BYTES as u64, "proposal")?;
-    Proposal::from_statement(&bytes).with_context(|| format!("{}", path.display()))
+    Proposal::from_statement(&bytes).with_context(|| {
+        format!(
+            "{} is not a proposal statement (the file the runner writes to DIR/proposals/, or `proposal show --out`)",
+            path.display()
+        )
+    })
 }
 
 /// Finds a proposal by file path, or by id (or unique id prefix) in `evidence`.
