@@ -106,6 +106,9 @@ pub struct RemediationLine {
     pub break_glass: bool,
     /// A complete post-review was recorded (break-glass only).
     pub post_reviewed: bool,
+    /// For break-glass: where its post-review stands, one sentence (on time,
+    /// late, not yet due, or OVERDUE as of the log's last record); `None` otherwise.
+    pub review: Option<String>,
     /// How the apply ended (`applied`, `not-applied`, `drifted`; `recovered` noted).
     pub applied: Option<String>,
     /// The verify result, when verify ran.
@@ -1106,6 +1109,9 @@ fn remediation_lines(report: &mut Report, summary: &Summary) {
         }
     };
     let mut lines: Vec<([u8; 32], RemediationLine)> = Vec::new();
+    // Break-glass authorizations (proposal, review due) and complete post-reviews (proposal, record, time).
+    let mut due: Vec<([u8; 32], Option<u64>)> = Vec::new();
+    let mut reviewed_at: Vec<([u8; 32], u64, u64)> = Vec::new();
     let find = |lines: &mut Vec<([u8; 32], RemediationLine)>, d: &[u8; 32]| {
         lines.iter().position(|(k, _)| k == d)
     };
@@ -1194,6 +1200,9 @@ fn remediation_lines(report: &mut Report, summary: &Summary) {
                     l.authorization_record = Some(seq);
                     l.authorized_tier = Some(a.tier.clone());
                     l.break_glass = a.break_glass;
+                    if a.break_glass {
+                        due.push((a.proposal, a.review_due));
+                    }
                 }
             }
             Event::Applied(a) => {
@@ -1238,11 +1247,50 @@ fn remediation_lines(report: &mut Report, summary: &Summary) {
             }
             Event::PostReview(p) => {
                 if let Some(i) = find(&mut lines, &p.proposal) {
-                    lines[i].1.post_reviewed |= p.complete;
+                    let l = &mut lines[i].1;
+                    if p.complete && !l.post_reviewed {
+                        reviewed_at.push((p.proposal, seq, r.record.time_ms / 1000));
+                    }
+                    l.post_reviewed |= p.complete;
                 }
             }
             _ => {}
         }
+    }
+    // Where each break-glass post-review stands, as of the last record.
+    let last = summary
+        .records
+        .last()
+        .map_or(0, |r| r.record.time_ms / 1000);
+    for (proposal, due) in due {
+        let Some(i) = find(&mut lines, &proposal) else {
+            continue;
+        };
+        let reviewed = reviewed_at.iter().find(|(d, ..)| *d == proposal);
+        lines[i].1.review = Some(match (reviewed, due) {
+            (Some((_, rec, at)), Some(due)) if *at > due => format!(
+                "post-reviewed LATE: record {rec} at {}, due by {}",
+                Timestamp(*at),
+                Timestamp(due)
+            ),
+            (Some((_, rec, at)), Some(due)) => format!(
+                "post-reviewed in time: record {rec} at {}, due by {}",
+                Timestamp(*at),
+                Timestamp(due)
+            ),
+            (Some((_, rec, at)), None) => {
+                format!("post-reviewed: record {rec} at {}", Timestamp(*at))
+            }
+            (None, Some(due)) if last > due => format!(
+                "WARNING: OVERDUE — no quorum post-review recorded; it was due by {}",
+                Timestamp(due)
+            ),
+            (None, Some(due)) => format!(
+                "WARNING: no quorum post-review recorded yet; due by {}",
+                Timestamp(due)
+            ),
+            (None, None) => "WARNING: no quorum post-review recorded".to_string(),
+        });
     }
     report.remediations = lines.into_iter().map(|(_, l)| l).collect();
 }

@@ -481,6 +481,7 @@ fn authorization(proposal: [u8; 32], tier: &str, approvers: &[&str]) -> evidence
         break_glass: false,
         governance_version: 1,
         governance_sha256: [2; 32],
+        review_due: None,
     }
     .into()
 }
@@ -960,4 +961,102 @@ fn governance_is_rechecked_under_the_trust_root_in_force_at_each_authorization()
         "{failure}"
     );
     assert!(failure.starts_with("record "), "{failure}");
+}
+
+/// A break-glass authorization names when its quorum post-review is due; the
+/// auditor's report says OVERDUE once the log runs past that time without one,
+/// "not yet" before, and LATE or in time once one is recorded.
+#[test]
+fn break_glass_without_post_review_in_its_window_is_reported_overdue() {
+    let report = |review_due: u64, reviewed: bool| {
+        let (p, d) = proposed("change-control");
+        let mut events = vec![
+            p,
+            ApprovalChecked {
+                proposal: d,
+                person: "alice".into(),
+                key_id: [1; 32],
+                decision: "break-glass".into(),
+                counted: true,
+                why_not: None,
+                approval: vec![0xa0],
+            }
+            .into(),
+            AuthorizationRecorded {
+                proposal: d,
+                tier: "change-control".into(),
+                approvers: vec!["alice".into()],
+                required: 2,
+                break_glass: true,
+                governance_version: 1,
+                governance_sha256: [2; 32],
+                review_due: Some(review_due),
+            }
+            .into(),
+        ];
+        if reviewed {
+            events.push(
+                PostReview {
+                    proposal: d,
+                    reviewers: vec!["alice".into(), "bob".into()],
+                    complete: true,
+                }
+                .into(),
+            );
+        }
+        // Records are written at 1_800_000_000 s (plus a millisecond each).
+        let (bytes, key) = forged_log(events);
+        let report =
+            edge_runner::audit::verify_log_report(&bytes, &key.public(), &[], &mut |_, _| {});
+        assert!(report.valid(), "{:?}", report.failure);
+        report.remediations[0].review.clone().unwrap()
+    };
+    assert_eq!(
+        report(1_799_999_000, false),
+        "WARNING: OVERDUE — no quorum post-review recorded; it was due by 2027-01-15T07:43:20Z"
+    );
+    assert_eq!(
+        report(1_800_001_000, false),
+        "WARNING: no quorum post-review recorded yet; due by 2027-01-15T08:16:40Z"
+    );
+    assert_eq!(
+        report(1_799_999_000, true),
+        "post-reviewed LATE: record 4 at 2027-01-15T08:00:00Z, due by 2027-01-15T07:43:20Z"
+    );
+    assert_eq!(
+        report(1_800_001_000, true),
+        "post-reviewed in time: record 4 at 2027-01-15T08:00:00Z, due by 2027-01-15T08:16:40Z"
+    );
+}
+
+/// End to end: alice breaks glass; the authorization records when the
+/// post-review is due (the governance's default 72 hours), the offline
+/// verifier re-checks it and reports the review as not yet recorded.
+#[test]
+fn break_glass_authorization_records_when_its_post_review_is_due() {
+    let mut rig = gov_rig(PASSING);
+    let p = rig.propose().unwrap();
+    let now = Timestamp::now();
+    let glass = edge_runner::governance::Approval::sign(
+        edge_runner::governance::approval::Statement {
+            proposal: p.digest(),
+            decision: edge_runner::governance::ApprovalDecision::BreakGlass,
+            tier: p.tier(),
+            reason: "payments down, pool exhausted".into(),
+            person: "alice".into(),
+            signed_at: now,
+            expires: Timestamp(now.0 + 3600),
+        },
+        &demo_key("demo-approver-alice"),
+    )
+    .unwrap();
+    let auth = apply::authorize(&mut rig.session, &rig.gov, p, &[glass], now).unwrap();
+    assert!(auth.authorized().break_glass());
+    let report = rig.audit();
+    assert!(report.valid(), "{:?}", report.failure);
+    let due = Timestamp(now.0 + 72 * 3600).to_string();
+    assert_eq!(
+        report.remediations[0].review.as_deref(),
+        Some(format!("WARNING: no quorum post-review recorded yet; due by {due}").as_str())
+    );
 }

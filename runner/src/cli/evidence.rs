@@ -853,13 +853,14 @@ pub(super) fn print_remediations(r: &Report) -> std::io::Result<()> {
                     escape(&m.authorized_by.join(", ")).into_owned()
                 },
                 if m.break_glass {
-                    if m.post_reviewed {
-                        " — BREAK-GLASS, post-reviewed"
-                    } else {
-                        " — BREAK-GLASS, WARNING: no quorum post-review recorded"
-                    }
+                    format!(
+                        " — BREAK-GLASS, {}",
+                        m.review
+                            .as_deref()
+                            .unwrap_or("no quorum post-review recorded")
+                    )
                 } else {
-                    ""
+                    String::new()
                 }
             )?,
             None => say!("         not authorized")?,

@@ -240,13 +240,14 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
                 m.authorized_tier.as_deref().unwrap_or(""),
                 m.authorized_by.join(", "),
                 if m.break_glass {
-                    if m.post_reviewed {
-                        " (break-glass, post-reviewed)"
-                    } else {
-                        " (BREAK-GLASS, no post-review yet)"
-                    }
+                    format!(
+                        " (BREAK-GLASS: {})",
+                        m.review
+                            .as_deref()
+                            .unwrap_or("no quorum post-review recorded")
+                    )
                 } else {
-                    ""
+                    String::new()
                 }
             ),
             None => "not authorized".to_string(),

@@ -455,6 +455,11 @@ impl Governance {
         self.rules.derive(inputs, self.version(), self.digest)
     }
 
+    /// How long after a break-glass authorization a quorum must post-review it.
+    pub fn break_glass_review_secs(&self) -> u64 {
+        self.rules.settings.break_glass_review_secs
+    }
+
     /// The rule for `tier`.
     pub fn rule(&self, tier: Tier) -> &TierRule {
         // Settings::parse refuses a governance.toml without every tier.

@@ -131,7 +131,16 @@ pub struct Settings {
     pub tiers: BTreeMap<Tier, TierRule>,
     /// The roster.
     pub persons: Vec<Person>,
+    /// How long after a break-glass authorization a quorum must post-review
+    /// it (`break-glass-review-secs`; default [`DEFAULT_BREAK_GLASS_REVIEW_SECS`]).
+    pub break_glass_review_secs: u64,
 }
+
+/// A break-glass authorization's default post-review window: 72 hours.
+pub const DEFAULT_BREAK_GLASS_REVIEW_SECS: u64 = 72 * 3600;
+
+/// The post-review windows a governance may set: one hour to 30 days.
+pub const BREAK_GLASS_REVIEW_SECS: std::ops::RangeInclusive<u64> = 3600..=30 * 86_400;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -150,6 +159,7 @@ struct File {
     tiers: BTreeMap<String, TierFile>,
     #[serde(default, rename = "person")]
     persons: Vec<PersonFile>,
+    break_glass_review_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -392,6 +402,16 @@ impl Settings {
                 }
             }
         }
+        let break_glass_review_secs = file
+            .break_glass_review_secs
+            .unwrap_or(DEFAULT_BREAK_GLASS_REVIEW_SECS);
+        if !BREAK_GLASS_REVIEW_SECS.contains(&break_glass_review_secs) {
+            return Err(err(format!(
+                "`break-glass-review-secs` is {break_glass_review_secs}; it must be from {} (an hour) to {} (30 days)",
+                BREAK_GLASS_REVIEW_SECS.start(),
+                BREAK_GLASS_REVIEW_SECS.end()
+            )));
+        }
         Ok(Self {
             name,
             version: file.version,
@@ -403,6 +423,7 @@ impl Settings {
             targets,
             tiers,
             persons,
+            break_glass_review_secs,
         })
     }
 

@@ -231,6 +231,9 @@ pub fn authorize(
                 break_glass: authorized.break_glass(),
                 governance_version: gov.version(),
                 governance_sha256: gov.digest(),
+                review_due: authorized
+                    .break_glass()
+                    .then(|| now.0 + gov.break_glass_review_secs()),
             })?;
             Ok(Authorization {
                 authorized,

@@ -152,6 +152,10 @@ pub struct AuthorizationRecorded {
     pub governance_version: u64,
     /// SHA-256 of the signed governance bundle in force.
     pub governance_sha256: [u8; 32],
+    /// For break-glass: when a quorum post-review is due (seconds since the
+    /// epoch: the authorization's time plus the governance's
+    /// `break-glass-review-secs`); absent otherwise, and in records of older runners.
+    pub review_due: Option<u64>,
 }
 
 impl EventBody for AuthorizationRecorded {
@@ -166,8 +170,15 @@ impl EventBody for AuthorizationRecorded {
             ("governance-version", uint(self.governance_version)),
             ("governance-sha256", bytes(&self.governance_sha256)),
         ]
+        .into_iter()
+        .chain(self.review_due.map(|due| ("review-due", uint(due))))
+        .collect()
     }
     fn read(b: &MapReader<'_>) -> Result<Self, String> {
+        let review_due = match b.get("review-due") {
+            None => None,
+            Some(_) => Some(b.uint("review-due")?),
+        };
         Ok(Self {
             proposal: digest(b, "proposal")?,
             tier: b.text("tier")?.to_string(),
@@ -176,6 +187,7 @@ impl EventBody for AuthorizationRecorded {
             break_glass: boolean(b, "break-glass")?,
             governance_version: b.uint("governance-version")?,
             governance_sha256: digest(b, "governance-sha256")?,
+            review_due,
         })
     }
 }
