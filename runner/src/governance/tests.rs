@@ -1080,3 +1080,32 @@ fn governance_bundle_altered_after_signing_refused() {
         "governance bundle governance bundle: signature 0 by administrator `admin-0` does not verify; the bundle was altered after signing"
     );
 }
+
+#[test]
+fn break_glass_review_window_out_of_bounds_refused_and_default_is_72_hours() {
+    let f = Fixture::new();
+    assert_eq!(f.governance().break_glass_review_secs(), 72 * 3600);
+    let gov = f.governance_with(
+        f.settings(1, 2, "break-glass-review-secs = 7200"),
+        CATALOG,
+        POLICY,
+    );
+    assert_eq!(gov.break_glass_review_secs(), 7200);
+    let bytes = f.sign(
+        &f.sources(
+            f.settings(1, 2, "break-glass-review-secs = 60"),
+            CATALOG,
+            POLICY,
+        ),
+        2,
+    );
+    let err = Governance::from_signed(&bytes, &f.root, Some(NOW))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "`break-glass-review-secs` is 60; it must be from 3600 (an hour) to 2592000 (30 days)"
+        ),
+        "{err}"
+    );
+}
