@@ -616,14 +616,42 @@ struct GovRig {
     config_fix: Vec<u8>,
     /// The runner's public key (its log is in `_dirs`/evidence).
     runner: edge_runner::keys::PublicKey,
+    /// config-fix's input (default: [`FIX_INPUT`]).
+    input: String,
     _dirs: tempfile::TempDir,
 }
 
 fn gov_rig(staged_input: &str) -> GovRig {
+    gov_rig_with(staged_input, None)
+}
+
+/// [`gov_rig`], where config-fix may also reach `127.0.0.1:PORT` over HTTP
+/// (its manifest asks, the site policy allows, both publishers' ceilings cover it).
+fn gov_rig_with(staged_input: &str, egress_port: Option<u16>) -> GovRig {
     use edge_runner::trust::{RootPolicy, SignedRoot, store};
     let dirs = tempfile::tempdir().unwrap();
     let trust = dirs.path().join("trust");
-    let policy = RootPolicy::parse(&repo("keys/demo-trust-root.toml"), "demo").unwrap();
+    let mut root_text = repo("keys/demo-trust-root.toml");
+    let (site_egress, caps_egress) = match egress_port {
+        Some(port) => {
+            // The partner's ceiling (the last one) covers no egress in the demo.
+            let partner = "files = [{ path = \"/config\", access = \"read-only\" }]\n\n# Who signs";
+            assert!(
+                root_text.contains(partner),
+                "the demo root's partner ceiling changed"
+            );
+            root_text = root_text.replace(
+                partner,
+                "files = [{ path = \"/config\", access = \"read-only\" }]\negress = [\"127.0.0.1:*\"]\n\n# Who signs",
+            );
+            (
+                format!("egress = [\"127.0.0.1:{port}\"]\n"),
+                format!("\negress = [\"127.0.0.1:{port}\"]"),
+            )
+        }
+        None => (String::new(), String::new()),
+    };
+    let policy = RootPolicy::parse(&root_text, "demo").unwrap();
     store::install(
         &trust,
         &SignedRoot::sign_new(&policy, &demo_key("demo-root")).unwrap(),
@@ -649,7 +677,7 @@ fn gov_rig(staged_input: &str) -> GovRig {
     std::fs::write(host.path().join("app.conf"), PRE).unwrap();
     let site = SitePolicy::parse(
         &format!(
-            "format = 1\nsite = \"demo-site\"\n[[directory]]\npath = \"/config\"\nhost = \"{}\"\naccess = \"read-write\"\n[[apply]]\npath = \"/config\"\n",
+            "format = 1\nsite = \"demo-site\"\n{site_egress}[[directory]]\npath = \"/config\"\nhost = \"{}\"\naccess = \"read-write\"\n[[apply]]\npath = \"/config\"\n",
             host.path().display()
         ),
         "site-policy.toml",
@@ -663,7 +691,10 @@ fn gov_rig(staged_input: &str) -> GovRig {
     };
     let json_assert = sign(&capsule_artifacts::JSON_ASSERT, "");
     let config_fix = capsule::cosign(
-        &sign(&capsule_artifacts::CONFIG_FIX, CONFIG_FILES),
+        &sign(
+            &capsule_artifacts::CONFIG_FIX,
+            &format!("{CONFIG_FILES}{caps_egress}"),
+        ),
         &demo_key("demo-partner"),
         &[publisher.public()],
         Timestamp::now(),
@@ -693,6 +724,7 @@ fn gov_rig(staged_input: &str) -> GovRig {
         json_assert,
         config_fix,
         runner,
+        input: FIX_INPUT.to_string(),
         _dirs: dirs,
     }
 }
@@ -705,12 +737,12 @@ impl GovRig {
             .session
             .verify(raw(self.config_fix.clone()), &self.root)
             .unwrap();
-        let run = self.session.run(verified, FIX_INPUT.as_bytes()).unwrap();
+        let run = self.session.run(verified, self.input.as_bytes()).unwrap();
         let root = self.root.clone();
         let mut outcomes = remediation::prepare_run(
             &mut self.session,
             &run,
-            FIX_INPUT.as_bytes(),
+            self.input.as_bytes(),
             &Prepare {
                 governance: Some(&self.gov),
                 governance_origin: "test",
@@ -1058,5 +1090,190 @@ fn break_glass_authorization_records_when_its_post_review_is_due() {
     assert_eq!(
         report.remediations[0].review.as_deref(),
         Some(format!("WARNING: no quorum post-review recorded yet; due by {due}").as_str())
+    );
+}
+
+/// One setting served over HTTP on 127.0.0.1: `GET` answers its value, `PUT`
+/// sets it (unless `frozen`: then it answers 200 and keeps the old value, a
+/// change that does not hold). Every request is kept as (method, body).
+struct FlagServer {
+    port: u16,
+    state: std::sync::Arc<std::sync::Mutex<FlagState>>,
+}
+
+struct FlagState {
+    value: String,
+    frozen: bool,
+    requests: Vec<(String, String)>,
+}
+
+impl FlagServer {
+    fn start(value: &str, frozen: bool) -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(FlagState {
+            value: value.into(),
+            frozen,
+            requests: Vec::new(),
+        }));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let method = line.split(' ').next().unwrap_or("").to_string();
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let body = String::from_utf8_lossy(&body).into_owned();
+                let answer = {
+                    let mut s = shared.lock().unwrap();
+                    s.requests.push((method.clone(), body.clone()));
+                    if method == "PUT" && !s.frozen {
+                        s.value = body;
+                    }
+                    s.value.clone()
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        FlagServer { port, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/flags/pool", self.port)
+    }
+
+    fn requests(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+/// A rig whose config-fix checks the flag served by `server` (wants 200).
+fn flag_rig(server: &FlagServer) -> GovRig {
+    let mut rig = gov_rig_with(PASSING, Some(server.port));
+    rig.input = format!(r#"{{"url": "{}", "want": "200"}}"#, server.url());
+    rig
+}
+
+/// An HTTP action end to end: config-fix finds the flag drifted and proposes
+/// a PUT (with a PUT of the old value as rollback); two approvers authorize;
+/// the runner sends exactly the approved request, once, and the verify run
+/// (config-fix again) finds the flag holds.
+#[test]
+fn http_action_is_applied_exactly_once_and_verified() {
+    let server = FlagServer::start("50", false);
+    let mut rig = flag_rig(&server);
+    let p = rig.propose().unwrap();
+    let Action::Http(h) = &p.draft().actions[0] else {
+        panic!("an HTTP action: {:?}", p.draft().actions)
+    };
+    assert_eq!(h.request.method, "PUT");
+    assert_eq!(h.request.body, b"200");
+    assert_eq!(p.tier().as_str(), "change-control", "an unmapped target");
+    assert_eq!(server.requests(), [("GET".into(), String::new())]);
+    let approvals = [rig.approve(&p, "alice"), rig.approve(&p, "bob")];
+    let auth =
+        apply::authorize(&mut rig.session, &rig.gov, p, &approvals, Timestamp::now()).unwrap();
+    let report = apply::apply(
+        apply::ApplyContext {
+            session: &mut rig.session,
+            root: &rig.root,
+            verify_capsule: raw(rig.config_fix.clone()),
+            limits: RemLimits::default(),
+            webhooks: Vec::new(),
+        },
+        auth,
+    )
+    .unwrap();
+    assert_eq!(report.verdict, "pass");
+    assert_eq!(
+        server.requests(),
+        [
+            ("GET".into(), String::new()),
+            ("PUT".into(), "200".into()),
+            ("GET".into(), String::new()),
+        ]
+    );
+    let audit = rig.audit();
+    assert!(audit.valid(), "{:?}", audit.failure);
+    let chain = &audit.remediations[0];
+    assert!(
+        chain.applied.as_deref().unwrap().starts_with("applied"),
+        "{chain:?}"
+    );
+    assert!(
+        chain.verify.as_deref().unwrap().starts_with("pass (held)"),
+        "{chain:?}"
+    );
+}
+
+/// The server accepts the PUT but the flag does not change: the verify run
+/// fails, and the runner sends the pre-authorized rollback request.
+#[test]
+fn http_action_that_does_not_hold_is_rolled_back_by_its_rollback_request() {
+    let server = FlagServer::start("50", true);
+    let mut rig = flag_rig(&server);
+    let p = rig.propose().unwrap();
+    let approvals = [rig.approve(&p, "alice"), rig.approve(&p, "bob")];
+    let id = p.id();
+    let auth =
+        apply::authorize(&mut rig.session, &rig.gov, p, &approvals, Timestamp::now()).unwrap();
+    let err = apply::apply(
+        apply::ApplyContext {
+            session: &mut rig.session,
+            root: &rig.root,
+            verify_capsule: raw(rig.config_fix.clone()),
+            limits: RemLimits::default(),
+            webhooks: Vec::new(),
+        },
+        auth,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the change to proposal {id} did not hold: verify fail; the pre-authorized rollback was applied and recorded"
+        )
+    );
+    assert_eq!(
+        server.requests(),
+        [
+            ("GET".into(), String::new()),
+            ("PUT".into(), "200".into()),
+            ("GET".into(), String::new()),
+            ("PUT".into(), "50".into()),
+        ]
+    );
+    let audit = rig.audit();
+    assert!(audit.valid(), "{:?}", audit.failure);
+    assert!(
+        audit.remediations[0]
+            .rollback
+            .as_deref()
+            .unwrap()
+            .starts_with("rolled-back"),
+        "{:?}",
+        audit.remediations[0]
     );
 }

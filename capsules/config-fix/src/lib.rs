@@ -9,20 +9,80 @@
 //! `fail` with one finding per drifted key and a proposal — unified diff,
 //! rollback diff and rationale — is recorded for the approvers. Nothing is
 //! written.
+//!
+//! Or, for a setting served over HTTP (a feature flag, a pool size behind an
+//! admin API): `{"url": "http://10.0.0.5:8080/flags/pool", "want": "200"}`.
+//! The body a GET returns is the current value (trimmed); when it is not
+//! `want`, the capsule proposes a PUT of `want` to the same URL, with a PUT of
+//! the current value as its rollback. The URL's destination must be granted
+//! as egress.
 
 use std::collections::BTreeMap;
 
-use capsule_sdk::{Context, Error, Finding, Outcome, Proposal, Severity};
+use capsule_sdk::{
+    Context, Error, Finding, HttpProposal, HttpRequest, Outcome, Proposal, Severity,
+};
 use serde::Deserialize;
 use similar::TextDiff;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Input {
+struct FileInput {
     path: String,
     set: BTreeMap<String, String>,
     #[serde(default)]
     rationale: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpInput {
+    url: String,
+    want: String,
+    #[serde(default)]
+    rationale: String,
+}
+
+/// A setting served over HTTP: read it, and propose a PUT when it drifted.
+fn fix_http(cx: &mut Context, input: HttpInput) -> Result<Outcome, Error> {
+    let response = capsule_sdk::http::get(&input.url).send()?;
+    if response.status != 200 {
+        return Ok(Outcome::error(format!(
+            "GET {} answered {}; cannot read the setting",
+            input.url, response.status
+        )));
+    }
+    let got = response.text().trim().to_string();
+    if got == input.want {
+        return Ok(Outcome::pass(format!(
+            "{}: `{got}` already holds",
+            input.url
+        )));
+    }
+    let put = |body: &str| HttpRequest {
+        method: "PUT".into(),
+        url: input.url.clone(),
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: body.into(),
+    };
+    cx.propose_http(&HttpProposal {
+        http: put(&input.want),
+        http_rollback: Some(put(&got)),
+        rationale: if input.rationale.is_empty() {
+            format!("set {} back to `{}` (it is `{got}`)", input.url, input.want)
+        } else {
+            input.rationale.clone()
+        },
+    })?;
+    Ok(Outcome::fail(format!(
+        "{}: `{got}` drifted from `{}`; a fix is proposed for approval",
+        input.url, input.want
+    ))
+    .with_finding(Finding::new(
+        "drift.http",
+        Severity::Medium,
+        format!("{} is `{got}`, policy wants `{}`", input.url, input.want),
+    )))
 }
 
 /// The key of a `key = value` / `key: value` / `key=value` line, its separator position.
@@ -57,7 +117,16 @@ fn value_of(line: &str, sep: usize) -> &str {
 
 #[capsule_sdk::remediate]
 fn propose_fix(cx: &mut Context) -> Result<Outcome, Error> {
-    let input: Input = cx.input_json()?;
+    // `url` names the HTTP form; otherwise it is the file form. Each is then
+    // read strictly, so a misspelt field is named in the error.
+    let value: serde_json::Value = cx.input_json()?;
+    if value.get("url").is_some() {
+        let input: HttpInput = serde_json::from_value(value)
+            .map_err(|e| Error::new(format!("input (HTTP form: url, want, rationale): {e}")))?;
+        return fix_http(cx, input);
+    }
+    let input: FileInput = serde_json::from_value(value)
+        .map_err(|e| Error::new(format!("input (file form: path, set, rationale): {e}")))?;
     let original = std::fs::read_to_string(&input.path)
         .map_err(|e| Error::new(format!("{}: {e} (is it granted read-only?)", input.path)))?;
 
