@@ -618,6 +618,8 @@ struct GovRig {
     runner: edge_runner::keys::PublicKey,
     /// config-fix's input (default: [`FIX_INPUT`]).
     input: String,
+    /// The runner's key, PEM, to open its log again.
+    runner_pem: String,
     _dirs: tempfile::TempDir,
 }
 
@@ -709,6 +711,7 @@ fn gov_rig_with(staged_input: &str, egress_port: Option<u16>) -> GovRig {
     std::fs::write(capsules.path().join("json-assert.input"), staged_input).unwrap();
     let runner_key = SecretKey::generate().unwrap();
     let runner = runner_key.public();
+    let runner_pem = runner_key.to_pem().unwrap();
     let session = Session::with_policy(
         EvidenceLog::open(&dirs.path().join("evidence"), runner_key).unwrap(),
         Limits::default(),
@@ -725,6 +728,7 @@ fn gov_rig_with(staged_input: &str, egress_port: Option<u16>) -> GovRig {
         config_fix,
         runner,
         input: FIX_INPUT.to_string(),
+        runner_pem,
         _dirs: dirs,
     }
 }
@@ -1273,6 +1277,78 @@ fn http_action_that_does_not_hold_is_rolled_back_by_its_rollback_request() {
             .as_deref()
             .unwrap()
             .starts_with("rolled-back"),
+        "{:?}",
+        audit.remediations[0]
+    );
+}
+
+impl GovRig {
+    /// Closes the session and opens the log again under `site` (the site's
+    /// operator changed its policy).
+    fn reopen_with_site(&mut self, site: SitePolicy) {
+        let scratch = self._dirs.path().join("scratch-evidence");
+        let placeholder = Session::new(
+            EvidenceLog::open(&scratch, SecretKey::generate().unwrap()).unwrap(),
+            Limits::default(),
+            "demo-site",
+        )
+        .unwrap();
+        drop(std::mem::replace(&mut self.session, placeholder));
+        let key = SecretKey::from_pem(&self.runner_pem, Path::new("runner.key")).unwrap();
+        self.session = Session::with_policy(
+            EvidenceLog::open(&self._dirs.path().join("evidence"), key).unwrap(),
+            Limits::default(),
+            site,
+        )
+        .unwrap();
+    }
+}
+
+/// Egress is judged again at apply: a destination the site stopped allowing
+/// after the approvals were signed gets nothing, and the apply is recorded as
+/// not applied.
+#[test]
+fn http_action_to_a_destination_the_site_no_longer_allows_is_not_sent() {
+    let server = FlagServer::start("50", false);
+    let mut rig = flag_rig(&server);
+    let p = rig.propose().unwrap();
+    let approvals = [rig.approve(&p, "alice"), rig.approve(&p, "bob")];
+    let auth =
+        apply::authorize(&mut rig.session, &rig.gov, p, &approvals, Timestamp::now()).unwrap();
+    let site = SitePolicy::parse(
+        &format!(
+            "format = 1\nsite = \"demo-site\"\n[[directory]]\npath = \"/config\"\nhost = \"{}\"\naccess = \"read-write\"\n[[apply]]\npath = \"/config\"\n",
+            rig.host.path().display()
+        ),
+        "site-policy.toml",
+    )
+    .unwrap();
+    rig.reopen_with_site(site);
+    let err = apply::apply(
+        apply::ApplyContext {
+            session: &mut rig.session,
+            root: &rig.root,
+            verify_capsule: raw(rig.config_fix.clone()),
+            limits: RemLimits::default(),
+            webhooks: Vec::new(),
+        },
+        auth,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", server.port)),
+        "{text}"
+    );
+    assert_eq!(server.requests(), [("GET".into(), String::new())], "{text}");
+    let audit = rig.audit();
+    assert!(audit.valid(), "{:?}", audit.failure);
+    assert!(
+        audit.remediations[0]
+            .applied
+            .as_deref()
+            .unwrap()
+            .starts_with("not-applied"),
         "{:?}",
         audit.remediations[0]
     );
