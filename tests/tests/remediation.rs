@@ -630,6 +630,15 @@ fn gov_rig(staged_input: &str) -> GovRig {
 /// [`gov_rig`], where config-fix may also reach `127.0.0.1:PORT` over HTTP
 /// (its manifest asks, the site policy allows, both publishers' ceilings cover it).
 fn gov_rig_with(staged_input: &str, egress_port: Option<u16>) -> GovRig {
+    gov_rig_edited(staged_input, egress_port, &|_| {})
+}
+
+/// [`gov_rig_with`], with the governance sources edited before they are signed.
+fn gov_rig_edited(
+    staged_input: &str,
+    egress_port: Option<u16>,
+    edit: &dyn Fn(&mut edge_runner::governance::Sources),
+) -> GovRig {
     use edge_runner::trust::{RootPolicy, SignedRoot, store};
     let dirs = tempfile::tempdir().unwrap();
     let trust = dirs.path().join("trust");
@@ -661,7 +670,7 @@ fn gov_rig_with(staged_input: &str, egress_port: Option<u16>) -> GovRig {
     )
     .unwrap();
     let root = store::load(&trust, Timestamp::now()).unwrap();
-    let sources = edge_runner::governance::Sources {
+    let mut sources = edge_runner::governance::Sources {
         governance: repo("examples/governance/governance.toml"),
         catalog: vec![(
             "catalog-info.yaml".into(),
@@ -669,6 +678,7 @@ fn gov_rig_with(staged_input: &str, egress_port: Option<u16>) -> GovRig {
         )],
         policy: repo("examples/governance/tiers.cedar"),
     };
+    edit(&mut sources);
     let signed = edge_runner::governance::SignedBundle::sign_new(
         &sources,
         &demo_key("demo-governance-admin"),
@@ -1352,4 +1362,79 @@ fn http_action_to_a_destination_the_site_no_longer_allows_is_not_sent() {
         "{:?}",
         audit.remediations[0]
     );
+}
+
+/// Notify-and-proceed: a change to a moderate, fully covered node needs no
+/// approval; after it is applied and verified, the tier's webhook gets a JSON
+/// notification through the site's egress, and it is recorded.
+#[test]
+fn notify_and_proceed_posts_to_the_tiers_webhook_and_records_it() {
+    let hook = FlagServer::start("", false);
+    let url = format!("http://127.0.0.1:{}/hook", hook.port);
+    let edit = |sources: &mut edge_runner::governance::Sources| {
+        let edited = |text: &str, from: &str, to: &str| {
+            assert!(
+                text.contains(from),
+                "the example governance changed: no {from:?}"
+            );
+            text.replacen(from, to, 1)
+        };
+        // app.conf is mapped to the status configuration, made moderate.
+        sources.governance = edited(
+            &sources.governance,
+            "path = \"/config/app.conf\"\nentity = \"resource:default/app-config\"",
+            "path = \"/config/app.conf\"\nentity = \"resource:default/status-config\"",
+        );
+        sources.governance = edited(
+            &sources.governance,
+            "[tiers.notify-and-proceed]\napprovals = 0\nlifetime-secs = 0\nwebhooks = []",
+            &format!(
+                "[tiers.notify-and-proceed]\napprovals = 0\nlifetime-secs = 0\nwebhooks = [\"{url}\"]"
+            ),
+        );
+        let catalog = &mut sources.catalog[0].1;
+        *catalog = edited(
+            catalog,
+            "name: status-config\n  annotations:\n    edge-runner.io/criticality: low",
+            "name: status-config\n  annotations:\n    edge-runner.io/criticality: moderate",
+        );
+        *catalog = edited(
+            catalog,
+            "name: status-page\n  annotations:\n    edge-runner.io/criticality: low\n    edge-runner.io/test-capsules: http-probe",
+            "name: status-page\n  annotations:\n    edge-runner.io/criticality: low\n    edge-runner.io/test-capsules: json-assert",
+        );
+    };
+    let mut rig = gov_rig_edited(PASSING, Some(hook.port), &edit);
+    let p = rig.propose().unwrap();
+    assert_eq!(
+        p.tier().as_str(),
+        "notify-and-proceed",
+        "{:?} {:?}",
+        p.staged(),
+        p.decision()
+    );
+    let auth =
+        apply::authorize(&mut rig.session, &rig.gov, p.clone(), &[], Timestamp::now()).unwrap();
+    let report = apply::apply(
+        apply::ApplyContext {
+            session: &mut rig.session,
+            root: &rig.root,
+            verify_capsule: raw(rig.config_fix.clone()),
+            limits: RemLimits::default(),
+            webhooks: rig.gov.rule(p.tier()).webhooks.clone(),
+        },
+        auth,
+    )
+    .unwrap();
+    assert_eq!(report.verdict, "pass");
+    assert_eq!(report.notified, [(url.clone(), "200".to_string())]);
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].0, "POST");
+    let body: serde_json::Value = serde_json::from_str(&requests[0].1).unwrap();
+    assert_eq!(body["proposal"], p.id(), "{body}");
+    assert_eq!(body["tier"], "notify-and-proceed", "{body}");
+    let audit = rig.audit();
+    assert!(audit.valid(), "{:?}", audit.failure);
+    assert_eq!(audit.remediations[0].notified, [format!("{url}: 200")]);
 }
