@@ -1438,3 +1438,59 @@ fn notify_and_proceed_posts_to_the_tiers_webhook_and_records_it() {
     assert!(audit.valid(), "{:?}", audit.failure);
     assert_eq!(audit.remediations[0].notified, [format!("{url}: 200")]);
 }
+
+/// After a break-glass authorization, a quorum reviews it (`proposal
+/// review`): their approvals are judged as for an authorization, a complete
+/// `post-review` is recorded, and the report says it came in time.
+#[test]
+fn break_glass_post_reviewed_by_a_quorum_is_reported_in_time() {
+    let mut rig = gov_rig(PASSING);
+    let p = rig.propose().unwrap();
+    let now = Timestamp::now();
+    let sign = |person: &str, decision| {
+        edge_runner::governance::Approval::sign(
+            edge_runner::governance::approval::Statement {
+                proposal: p.digest(),
+                decision,
+                tier: p.tier(),
+                reason: "reviewed after the incident".into(),
+                person: person.into(),
+                signed_at: now,
+                expires: Timestamp(now.0 + 3600),
+            },
+            &demo_key(&format!("demo-approver-{person}")),
+        )
+        .unwrap()
+    };
+    let glass = sign(
+        "alice",
+        edge_runner::governance::ApprovalDecision::BreakGlass,
+    );
+    apply::authorize(&mut rig.session, &rig.gov, p.clone(), &[glass], now).unwrap();
+    // One reviewer is not the quorum: refused, and the warning stays.
+    let alice = sign("alice", edge_runner::governance::ApprovalDecision::Approve);
+    let bob = sign("bob", edge_runner::governance::ApprovalDecision::Approve);
+    let complete = apply::post_review(
+        &mut rig.session,
+        &rig.gov,
+        p.clone(),
+        std::slice::from_ref(&alice),
+        now,
+    );
+    let err = complete.unwrap_err().to_string();
+    assert!(
+        err.contains("the post-review does not meet the tier's quorum")
+            && err.contains("has 1 of the 2 approvals"),
+        "{err}"
+    );
+    let complete = apply::post_review(&mut rig.session, &rig.gov, p, &[alice, bob], now).unwrap();
+    assert!(complete);
+    let report = rig.audit();
+    assert!(report.valid(), "{:?}", report.failure);
+    let review = report.remediations[0].review.clone().unwrap();
+    assert!(
+        review.starts_with("post-reviewed in time: record "),
+        "{review}"
+    );
+    assert!(report.remediations[0].post_reviewed);
+}
