@@ -892,3 +892,16 @@ fn the_metrics_endpoint_counts_jobs_and_fsyncs_in_openmetrics() {
         .unwrap();
     assert!(fsyncs >= 4, "{fsyncs}");
 }
+
+/// A SIGTERM as soon as the socket answers drains and exits 0: the handlers
+/// are in place before the first connection is taken (the default action
+/// would kill a daemon that may already have accepted jobs).
+#[test]
+fn sigterm_right_after_the_socket_answers_exits_cleanly() {
+    let fixture = Fixture::new();
+    for _ in 0..5 {
+        let daemon = fixture.serve("");
+        daemon.signal("TERM");
+        assert_eq!(daemon.exit().0, Some(0));
+    }
+}

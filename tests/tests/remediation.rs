@@ -746,6 +746,25 @@ fn gov_rig_edited(
 const FIX_INPUT: &str = r#"{"path": "/config/app.conf", "set": {"max_connections": "200"}}"#;
 
 impl GovRig {
+    /// Applies `auth`, verifying with the capsule `verify`, notifying `webhooks`.
+    fn apply(
+        &mut self,
+        auth: apply::Authorization,
+        verify: Vec<u8>,
+        webhooks: Vec<String>,
+    ) -> Result<apply::ApplyReport, ApplyError> {
+        apply::apply(
+            apply::ApplyContext {
+                session: &mut self.session,
+                root: &self.root,
+                verify_capsule: raw(verify),
+                limits: RemLimits::default(),
+                webhooks,
+            },
+            auth,
+        )
+    }
+
     fn propose(&mut self) -> Result<remediation::Proposal, RemediationError> {
         let verified = self
             .session
@@ -838,17 +857,7 @@ fn change_control_proposal_applies_with_two_approvals_and_not_one() {
         Timestamp::now(),
     )
     .unwrap();
-    let report = apply::apply(
-        apply::ApplyContext {
-            session: &mut rig.session,
-            root: &rig.root,
-            verify_capsule: raw(rig.config_fix.clone()),
-            limits: RemLimits::default(),
-            webhooks: Vec::new(),
-        },
-        auth,
-    )
-    .unwrap();
+    let report = rig.apply(auth, rig.config_fix.clone(), Vec::new()).unwrap();
     assert_eq!(report.verdict, "pass");
     assert_eq!(report.approvers, ["alice", "bob"]);
     assert_eq!(
@@ -896,17 +905,9 @@ fn verify_fails_then_rolled_back() {
         Timestamp::now(),
     )
     .unwrap();
-    let err = apply::apply(
-        apply::ApplyContext {
-            session: &mut rig.session,
-            root: &rig.root,
-            verify_capsule: raw(rig.json_assert.clone()),
-            limits: RemLimits::default(),
-            webhooks: Vec::new(),
-        },
-        auth,
-    )
-    .unwrap_err();
+    let err = rig
+        .apply(auth, rig.json_assert.clone(), Vec::new())
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -1209,17 +1210,7 @@ fn http_action_is_applied_exactly_once_and_verified() {
     let approvals = [rig.approve(&p, "alice"), rig.approve(&p, "bob")];
     let auth =
         apply::authorize(&mut rig.session, &rig.gov, p, &approvals, Timestamp::now()).unwrap();
-    let report = apply::apply(
-        apply::ApplyContext {
-            session: &mut rig.session,
-            root: &rig.root,
-            verify_capsule: raw(rig.config_fix.clone()),
-            limits: RemLimits::default(),
-            webhooks: Vec::new(),
-        },
-        auth,
-    )
-    .unwrap();
+    let report = rig.apply(auth, rig.config_fix.clone(), Vec::new()).unwrap();
     assert_eq!(report.verdict, "pass");
     assert_eq!(
         server.requests(),
@@ -1253,17 +1244,9 @@ fn http_action_that_does_not_hold_is_rolled_back_by_its_rollback_request() {
     let id = p.id();
     let auth =
         apply::authorize(&mut rig.session, &rig.gov, p, &approvals, Timestamp::now()).unwrap();
-    let err = apply::apply(
-        apply::ApplyContext {
-            session: &mut rig.session,
-            root: &rig.root,
-            verify_capsule: raw(rig.config_fix.clone()),
-            limits: RemLimits::default(),
-            webhooks: Vec::new(),
-        },
-        auth,
-    )
-    .unwrap_err();
+    let err = rig
+        .apply(auth, rig.config_fix.clone(), Vec::new())
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -1334,17 +1317,9 @@ fn http_action_to_a_destination_the_site_no_longer_allows_is_not_sent() {
     )
     .unwrap();
     rig.reopen_with_site(site);
-    let err = apply::apply(
-        apply::ApplyContext {
-            session: &mut rig.session,
-            root: &rig.root,
-            verify_capsule: raw(rig.config_fix.clone()),
-            limits: RemLimits::default(),
-            webhooks: Vec::new(),
-        },
-        auth,
-    )
-    .unwrap_err();
+    let err = rig
+        .apply(auth, rig.config_fix.clone(), Vec::new())
+        .unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains(&format!("127.0.0.1:{}", server.port)),
@@ -1415,17 +1390,13 @@ fn notify_and_proceed_posts_to_the_tiers_webhook_and_records_it() {
     );
     let auth =
         apply::authorize(&mut rig.session, &rig.gov, p.clone(), &[], Timestamp::now()).unwrap();
-    let report = apply::apply(
-        apply::ApplyContext {
-            session: &mut rig.session,
-            root: &rig.root,
-            verify_capsule: raw(rig.config_fix.clone()),
-            limits: RemLimits::default(),
-            webhooks: rig.gov.rule(p.tier()).webhooks.clone(),
-        },
-        auth,
-    )
-    .unwrap();
+    let report = rig
+        .apply(
+            auth,
+            rig.config_fix.clone(),
+            rig.gov.rule(p.tier()).webhooks.clone(),
+        )
+        .unwrap();
     assert_eq!(report.verdict, "pass");
     assert_eq!(report.notified, [(url.clone(), "200".to_string())]);
     let requests = hook.requests();

@@ -563,6 +563,18 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
 }
 
 async fn run_api(daemon: Arc<Daemon>, listener: Listener) -> Result<(), ServeError> {
+    // Before the socket takes a connection: a SIGTERM from then on drains
+    // (with the default action it would kill the daemon with jobs accepted).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| ServeError::Io {
+            what: "installing the SIGTERM handler".into(),
+            source,
+        })?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|source| ServeError::Io {
+            what: "installing the SIGINT handler".into(),
+            source,
+        })?;
     let socket_path = daemon.config.socket.clone();
     let (listener, bound) = match listener {
         Listener::Bind => (bind(&socket_path)?, true),
@@ -631,16 +643,6 @@ async fn run_api(daemon: Arc<Daemon>, listener: Listener) -> Result<(), ServeErr
             }
         });
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| ServeError::Io {
-            what: "installing the SIGTERM handler".into(),
-            source,
-        })?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|source| ServeError::Io {
-            what: "installing the SIGINT handler".into(),
-            source,
-        })?;
     notify(systemd::notify_ready());
     tracing::info!(
         socket = %socket_path.display(),
