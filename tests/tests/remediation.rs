@@ -972,7 +972,7 @@ impl GovRig {
         drop(session); // closes the log
         let bundle = edge_runner::evidence::bundle::Bundle::export(
             &dirs.path().join("evidence"),
-            runner.clone(),
+            runner,
             Some(&dirs.path().join("trust")),
         )
         .unwrap();
