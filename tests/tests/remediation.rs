@@ -1465,3 +1465,41 @@ fn break_glass_post_reviewed_by_a_quorum_is_reported_in_time() {
     );
     assert!(report.remediations[0].post_reviewed);
 }
+
+/// An HTTP change cannot be staged (there is no scratch copy of a remote
+/// system). Even when its URL maps to a low, fully tested node, the tests are
+/// not run against the unchanged system to vouch for it: no validation, so at
+/// least single-approver, never auto-merged.
+#[test]
+fn http_action_is_not_staged_and_never_auto_merges() {
+    let server = FlagServer::start("50", false);
+    let url = server.url();
+    let edit = move |sources: &mut edge_runner::governance::Sources| {
+        sources.governance.push_str(&format!(
+            "\n[[target]]\nsite = \"demo-site\"\nurl = \"{url}\"\nentity = \"resource:default/status-config\"\n"
+        ));
+        let catalog = &mut sources.catalog[0].1;
+        *catalog = catalog.replacen(
+            "name: status-page\n  annotations:\n    edge-runner.io/criticality: low\n    edge-runner.io/test-capsules: http-probe",
+            "name: status-page\n  annotations:\n    edge-runner.io/criticality: low\n    edge-runner.io/test-capsules: json-assert",
+            1,
+        );
+    };
+    let mut rig = gov_rig_edited(PASSING, Some(server.port), &edit);
+    rig.input = format!(r#"{{"url": "{}", "want": "200"}}"#, server.url());
+    let p = rig.propose().unwrap();
+    assert!(p.staged().is_none(), "{:?}", p.staged());
+    assert_eq!(p.tier().as_str(), "single-approver");
+    let floors = edge_runner::cbor::MapReader::new("decision", p.decision())
+        .unwrap()
+        .get("floors")
+        .cloned();
+    assert_eq!(
+        floors,
+        Some(ciborium::Value::Array(vec![ciborium::Value::Text(
+            "unvalidated".into()
+        )]))
+    );
+    // Only config-fix's own read reached the server: no test ran against it.
+    assert_eq!(server.requests(), [("GET".into(), String::new())]);
+}

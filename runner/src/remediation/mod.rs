@@ -1302,6 +1302,13 @@ fn prepare_item(
         .ok_or_else(|| RemediationError::NoGovernance {
             origin: cx.governance_origin.to_string(),
         })?;
+    if draft.actions.iter().any(|a| matches!(a, Action::Http(_))) {
+        // A remote system has no scratch copy: tests run now would see it
+        // unchanged and vouch for a change they never saw. An HTTP change is
+        // not staged; it carries no validation (floor: at least single approver).
+        let decision = gov.derive(&draft.tier_inputs(None));
+        return Proposal::seal(draft, None, &decision, &cx.limits);
+    }
     let targets = draft.tier_inputs(None).targets;
     let radius = gov.radius_tests(&targets);
     let scratch = tempdir_for_staging(session.log().dir())?;
