@@ -22,6 +22,7 @@
 // Exit codes: 0 built (or checked), 1 the build tool failed, 2 the module or
 // the command line is wrong.
 
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, extname, join, resolve } from "node:path";
@@ -68,7 +69,12 @@ export async function checkModule(file) {
     module = await import(pathToFileURL(file).href);
   } catch (e) {
     if (e instanceof CapsuleDefinitionError || e?.name === "CapsuleDefinitionError") throw new BuildError(e.message);
-    if (e instanceof SyntaxError) throw new BuildError(`${whereIn(e, file)}: syntax error: ${e.message}`);
+    if (e instanceof SyntaxError && whereIn(e, file) === file) {
+      // Node gives no location for a module that does not parse; `node --check` prints it first.
+      const checked = spawnSync(process.execPath, ["--check", file], { encoding: "utf8" });
+      const at = (checked.stderr ?? "").split("\n")[0].match(/^(.*):(\d+)$/);
+      if (at) throw new BuildError(`${at[1]}:${at[2]}: the module does not parse: SyntaxError: ${e.message}`);
+    }
     throw new BuildError(`${whereIn(e, file)}: loading the module failed: ${e?.name ?? "Error"}: ${e?.message ?? e}`);
   }
   const found = registered();

@@ -126,9 +126,10 @@ fn bench(language: &'static str, component: &[u8], manifest: &str) -> Figures {
     let grant = Grant::compute(&capsule, &limits, &site, [0; 32]);
     let compiler = Compiler::this_executable().unwrap();
     let check = |report: &edge_runner::sandbox::RunReport| {
-        let outcome = report.outcome.as_ref().unwrap_or_else(|| {
-            panic!("{language}: the run did not complete: {:?}", report.error)
-        });
+        let outcome = report
+            .outcome
+            .as_ref()
+            .unwrap_or_else(|| panic!("{language}: the run did not complete: {:?}", report.error));
         assert_eq!(
             outcome.verdict,
             edge_runner::sandbox::Verdict::Pass,
@@ -234,12 +235,21 @@ fn main() -> std::process::ExitCode {
                     .unwrap_or_else(|e| panic!("{var}={}: {e}", path.to_string_lossy()));
                 rows.push(bench(language, &component, &manifest(name)));
             }
-            None => println!("{language}: skipped (set {var} to its component; see the top of benches/polyglot.rs)"),
+            None => println!(
+                "{language}: skipped (set {var} to its component; see the top of benches/polyglot.rs)"
+            ),
         }
     }
     println!(
         "\n{:<11} {:>9} {:>13} {:>14} {:>8} {:>11} {:>12} {:>10}",
-        "capsule", "size MB", "compile CPU s", "budget CPU s", "margin", "cold ms", "disk ms", "warm ms"
+        "capsule",
+        "size MB",
+        "compile CPU s",
+        "budget CPU s",
+        "margin",
+        "cold ms",
+        "disk ms",
+        "warm ms"
     );
     for r in &rows {
         println!(

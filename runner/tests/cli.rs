@@ -2882,3 +2882,116 @@ fn evidence_report_shows_jobs_in_flight_and_counts() {
     assert_eq!(json["jobs"]["accepted"], 3);
     assert_eq!(json["jobs"]["finished"], 1);
 }
+
+/// `capsule new --lang python|js` writes a project with the SDK of this runner, a
+/// manifest signed as for Rust, unit tests, a build script and a README; a language
+/// or flag it does not take is refused with the fix. (Building the projects needs the
+/// registries' tools: tests/polyglot.rs, run by .ci/run.)
+#[test]
+fn capsule_new_python_and_js_write_projects_and_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (lang, files) in [
+        (
+            "python",
+            &[
+                "app.py",
+                "test_app.py",
+                "build.sh",
+                "README.md",
+                "capsule.toml",
+                ".gitignore",
+                "capsule-sdk-python/pyproject.toml",
+                "capsule-sdk-python/edge_capsule/wit/capsule.wit",
+                "capsule-sdk-python/edge_capsule/wit/guest.wit",
+            ][..],
+        ),
+        (
+            "js",
+            &[
+                "capsule.js",
+                "test/capsule.test.js",
+                "package.json",
+                "build.sh",
+                "README.md",
+                "capsule.toml",
+                ".gitignore",
+                "capsule-sdk-js/index.d.ts",
+                "capsule-sdk-js/wit/capsule.wit",
+            ][..],
+        ),
+    ] {
+        let project = d.join(format!("fix-{lang}"));
+        let out = edge_runner(&[
+            "capsule",
+            "new",
+            &format!("fix-{lang}"),
+            "--kind",
+            "remediate",
+            "--lang",
+            lang,
+            "--out",
+            p(&project),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        for file in files {
+            assert!(project.join(file).is_file(), "{lang}: {file}");
+        }
+        let manifest = std::fs::read_to_string(project.join("capsule.toml")).unwrap();
+        assert!(manifest.contains("kind = \"remediate\""), "{manifest}");
+        let build = std::fs::read_to_string(project.join("build.sh")).unwrap();
+        let pin = if lang == "python" {
+            "componentize-py==0.25.1"
+        } else {
+            "@bytecodealliance/componentize-js 0.23.0"
+        };
+        assert!(build.contains(pin), "{build}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(project.join("build.sh"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o111, 0o111, "build.sh is executable");
+        }
+        let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+        assert!(
+            readme.contains(&format!(
+                "edge-runner capsule sign fix-{lang}.wasm --manifest capsule.toml"
+            )),
+            "{readme}"
+        );
+        let ignored = std::fs::read_to_string(project.join(".gitignore")).unwrap();
+        assert!(ignored.lines().any(|l| l == "*.key"), "{ignored}");
+    }
+    let out = edge_runner(&["capsule", "new", "x", "--kind", "test", "--lang", "ruby"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("[possible values: rust, python, js]"),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&[
+        "capsule",
+        "new",
+        "x",
+        "--kind",
+        "test",
+        "--lang",
+        "js",
+        "--sdk",
+        p(d),
+        "--out",
+        p(&d.join("x")),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "--sdk is for Rust capsules; a js project carries this runner's SDK (drop --sdk)"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(!d.join("x").exists());
+}

@@ -232,3 +232,10 @@ def test_the_evidence_quota_is_an_error_saying_so():
 def test_the_wit_contract_copy_is_the_contract():
     root = Path(__file__).parents[2]
     assert (root / "python/edge_capsule/wit/capsule.wit").read_bytes() == (root / "wit/capsule.wit").read_bytes()
+
+
+def test_a_module_that_does_not_parse_names_the_line(capfd):
+    f = MISUSE / "syntax_error.py"
+    code, err = refusal(capfd, f)
+    assert code == 2
+    assert err == f"error: {f}:5: syntax error: expected ':'"

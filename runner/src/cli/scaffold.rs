@@ -428,4 +428,62 @@ mod tests {
         embedded.sort();
         assert_eq!(embedded, on_disk, "update SDK_FILES in cli/scaffold.rs");
     }
+
+    /// Every file `dir` holds below it, as paths relative to it, except `skip`ped names.
+    fn files_below(dir: &Path, skip: &[&str]) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(here) = pending.pop() {
+            for entry in fs::read_dir(&here).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                if skip.iter().any(|s| name == *s || name.ends_with(s)) {
+                    continue;
+                }
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    let relative = path.strip_prefix(dir).unwrap();
+                    found.push(relative.to_str().unwrap().to_string());
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Every file of the Python and JavaScript SDKs (but their own tests) is in the copy
+    /// a project gets, and the copies of the WIT contract are the contract.
+    #[test]
+    fn the_embedded_python_and_js_sdks_have_every_file_and_the_same_contract() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../capsule-sdk");
+        let skip = ["tests", "test", "__pycache__", ".egg-info", "node_modules"];
+        for (lang, files) in [
+            ("python", &polyglot::PYTHON_SDK_FILES[..]),
+            ("js", &polyglot::JS_SDK_FILES[..]),
+        ] {
+            let mut embedded: Vec<String> = files.iter().map(|(p, _)| p.to_string()).collect();
+            embedded.sort();
+            assert_eq!(
+                embedded,
+                files_below(&root.join(lang), &skip),
+                "update {lang} in cli/scaffold/polyglot.rs"
+            );
+        }
+        let contract = include_str!("../../../capsule-sdk/wit/capsule.wit");
+        for (lang, files) in [
+            ("python", &polyglot::PYTHON_SDK_FILES[..]),
+            ("js", &polyglot::JS_SDK_FILES[..]),
+        ] {
+            let copy = files
+                .iter()
+                .find(|(p, _)| p.ends_with("wit/capsule.wit"))
+                .unwrap()
+                .1;
+            assert_eq!(
+                copy, contract,
+                "the {lang} SDK's capsule.wit differs from capsule-sdk/wit/capsule.wit"
+            );
+        }
+    }
 }

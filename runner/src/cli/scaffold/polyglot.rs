@@ -81,7 +81,11 @@ pub(super) fn write(
     lang: Lang,
 ) -> Result<Exit> {
     let (sdk_dir, sdk_files, files) = match lang {
-        Lang::Python => ("capsule-sdk-python", &PYTHON_SDK_FILES[..], python(name, kind)),
+        Lang::Python => (
+            "capsule-sdk-python",
+            &PYTHON_SDK_FILES[..],
+            python(name, kind),
+        ),
         Lang::Js => ("capsule-sdk-js", &JS_SDK_FILES[..], js(name, kind)),
     };
     fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
@@ -112,7 +116,9 @@ pub(super) fn write(
         dir.display()
     )?;
     say!("  cd {}", dir.display())?;
-    say!("  ./build.sh      # fetches the pinned build tools, runs the unit tests, builds {name}.wasm")?;
+    say!(
+        "  ./build.sh      # fetches the pinned build tools, runs the unit tests, builds {name}.wasm"
+    )?;
     say!(
         "  edge-runner capsule sign {name}.wasm --manifest capsule.toml --key YOUR.key --out {name}.signed.wasm"
     )?;
