@@ -2995,3 +2995,89 @@ fn capsule_new_python_and_js_write_projects_and_refuse_what_they_cannot_do() {
     );
     assert!(!d.join("x").exists());
 }
+
+/// `capsule precompile` verifies a capsule and compiles it into the code cache of the
+/// evidence directory at install time; the first run then loads the cached code, and
+/// a capsule that does not verify is refused without compiling anything.
+#[test]
+fn precompile_warms_the_code_cache_and_refuses_what_does_not_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "json-assert.signed.wasm", &[]);
+    let evidence = d.join("evidence");
+    let precompile = |capsule: &Path| {
+        edge_runner(&[
+            "capsule",
+            "precompile",
+            p(capsule),
+            "--trust",
+            p(&trust),
+            "--site",
+            SITE,
+            "--evidence",
+            p(&evidence),
+        ])
+    };
+    let out = precompile(&signed);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("compiled json-assert 1.0.0 (test) in ")
+            && text(&out).contains(&format!(
+                " ms into {} (compiled)",
+                evidence.join("code-cache").display()
+            )),
+        "{}",
+        text(&out)
+    );
+    let out = precompile(&signed);
+    assert!(
+        text(&out).contains(&format!(
+            "json-assert 1.0.0 (test) is already compiled in {} (disk-cache)",
+            evidence.join("code-cache").display()
+        )),
+        "{}",
+        text(&out)
+    );
+    let out = run_with_input(
+        d,
+        &signed,
+        &trust,
+        &evidence,
+        r#"{"document": {"status": "up"}, "assertions": [{"pointer": "/status", "equals": "up"}]}"#,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = std::fs::read(evidence.join("evidence.log")).unwrap();
+    let runner_pub = edge_runner::keys::PublicKey::load(&evidence.join("runner.pub")).unwrap();
+    let summary = edge_runner::evidence::verify_log(&log, &runner_pub).unwrap();
+    let finished = summary
+        .records
+        .iter()
+        .find(|r| r.record.event == "run-finished")
+        .unwrap();
+    let body = edge_runner::cbor::MapReader::new("run-finished", &finished.record.body).unwrap();
+    assert_eq!(body.text("code").unwrap(), "disk-cache");
+
+    // One flipped byte in the module: refused before anything is compiled.
+    let mut tampered = std::fs::read(&signed).unwrap();
+    tampered[100] ^= 1;
+    let bad = d.join("tampered.signed.wasm");
+    std::fs::write(&bad, tampered).unwrap();
+    let cached = std::fs::read_dir(evidence.join("code-cache"))
+        .unwrap()
+        .count();
+    let out = precompile(&bad);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).starts_with(&format!("REFUSED: {}: ", bad.display())),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(evidence.join("code-cache"))
+            .unwrap()
+            .count(),
+        cached
+    );
+}
