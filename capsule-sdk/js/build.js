@@ -167,7 +167,8 @@ async function build(file, out) {
     const bundled = join(stage, "bundle.js");
     const bundle = await rolldown({
       input: entry,
-      platform: "neutral",
+      // StarlingMonkey offers web APIs (fetch, TextEncoder), not Node's: resolve packages as a browser would.
+      platform: "browser",
       external: [/^edge-runner:/, /^wasi:/],
       logLevel: "warn",
     });
