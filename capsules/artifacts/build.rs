@@ -39,7 +39,10 @@ fn main() {
     for capsule in &capsules {
         println!("cargo:rerun-if-changed={}", capsule.dir.display());
     }
-    println!("cargo:rerun-if-changed={}", capsules_dir.display());
+    // Not `capsules/` itself: cargo scans a watched directory recursively, and the
+    // Python and JavaScript examples beside these crates grow `__pycache__/` and
+    // `node_modules/` that are no input here. A new capsule crate is a new
+    // workspace member, so it changes Cargo.lock, which is watched above.
 
     ensure_target();
 

@@ -1645,6 +1645,205 @@ fn capsule_new_refuses_a_bad_name_and_kind_with_the_fix() {
     );
 }
 
+/// `capsule new --lang python|js` writes a project with the SDK of this runner, a
+/// manifest signed as for Rust, unit tests, a build script and a README; a language
+/// or flag it does not take is refused with the fix. (Building the projects needs the
+/// registries' tools: tests/polyglot.rs, run by .ci/run.)
+#[test]
+fn capsule_new_python_and_js_write_projects_and_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (lang, files) in [
+        (
+            "python",
+            &[
+                "app.py",
+                "test_app.py",
+                "build.sh",
+                "README.md",
+                "capsule.toml",
+                ".gitignore",
+                "capsule-sdk-python/pyproject.toml",
+                "capsule-sdk-python/edge_capsule/wit/capsule.wit",
+                "capsule-sdk-python/edge_capsule/wit/guest.wit",
+            ][..],
+        ),
+        (
+            "js",
+            &[
+                "capsule.js",
+                "test/capsule.test.js",
+                "package.json",
+                "build.sh",
+                "README.md",
+                "capsule.toml",
+                ".gitignore",
+                "capsule-sdk-js/index.d.ts",
+                "capsule-sdk-js/wit/capsule.wit",
+            ][..],
+        ),
+    ] {
+        let project = d.join(format!("fix-{lang}"));
+        let out = edge_runner(&[
+            "capsule",
+            "new",
+            &format!("fix-{lang}"),
+            "--kind",
+            "remediate",
+            "--lang",
+            lang,
+            "--out",
+            p(&project),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        for file in files {
+            assert!(project.join(file).is_file(), "{lang}: {file}");
+        }
+        let manifest = std::fs::read_to_string(project.join("capsule.toml")).unwrap();
+        assert!(manifest.contains("kind = \"remediate\""), "{manifest}");
+        let build = std::fs::read_to_string(project.join("build.sh")).unwrap();
+        let pin = if lang == "python" {
+            "componentize-py==0.25.1"
+        } else {
+            "@bytecodealliance/componentize-js 0.23.0"
+        };
+        assert!(build.contains(pin), "{build}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(project.join("build.sh"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o111, 0o111, "build.sh is executable");
+        }
+        let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+        assert!(
+            readme.contains(&format!(
+                "edge-runner capsule sign fix-{lang}.wasm --manifest capsule.toml"
+            )),
+            "{readme}"
+        );
+        let ignored = std::fs::read_to_string(project.join(".gitignore")).unwrap();
+        assert!(ignored.lines().any(|l| l == "*.key"), "{ignored}");
+    }
+    let out = edge_runner(&["capsule", "new", "x", "--kind", "test", "--lang", "ruby"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("[possible values: rust, python, js]"),
+        "{}",
+        text(&out)
+    );
+    let out = edge_runner(&[
+        "capsule",
+        "new",
+        "x",
+        "--kind",
+        "test",
+        "--lang",
+        "js",
+        "--sdk",
+        p(d),
+        "--out",
+        p(&d.join("x")),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "--sdk is for Rust capsules; a js project carries this runner's SDK (drop --sdk)"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(!d.join("x").exists());
+}
+
+/// `capsule precompile` verifies a capsule and compiles it into the code cache of the
+/// evidence directory at install time; the first run then loads the cached code, and
+/// a capsule that does not verify is refused without compiling anything.
+#[test]
+fn precompile_warms_the_code_cache_and_refuses_what_does_not_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keys(d, "publisher");
+    let trust = write_trust_root(d, &public);
+    let signed = sign(d, &key, "json-assert.signed.wasm", &[]);
+    let evidence = d.join("evidence");
+    let precompile = |capsule: &Path| {
+        edge_runner(&[
+            "capsule",
+            "precompile",
+            p(capsule),
+            "--trust",
+            p(&trust),
+            "--site",
+            SITE,
+            "--evidence",
+            p(&evidence),
+        ])
+    };
+    let out = precompile(&signed);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("compiled json-assert 1.0.0 (test) in ")
+            && text(&out).contains(&format!(
+                " ms into {} (compiled)",
+                evidence.join("code-cache").display()
+            )),
+        "{}",
+        text(&out)
+    );
+    let out = precompile(&signed);
+    assert!(
+        text(&out).contains(&format!(
+            "json-assert 1.0.0 (test) is already compiled in {} (disk-cache)",
+            evidence.join("code-cache").display()
+        )),
+        "{}",
+        text(&out)
+    );
+    let out = run_with_input(
+        d,
+        &signed,
+        &trust,
+        &evidence,
+        r#"{"document": {"status": "up"}, "assertions": [{"pointer": "/status", "equals": "up"}]}"#,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = std::fs::read(evidence.join("evidence.log")).unwrap();
+    let runner_pub = edge_runner::keys::PublicKey::load(&evidence.join("runner.pub")).unwrap();
+    let summary = edge_runner::evidence::verify_log(&log, &runner_pub).unwrap();
+    let finished = summary
+        .records
+        .iter()
+        .find(|r| r.record.event == "run-finished")
+        .unwrap();
+    let body = edge_runner::cbor::MapReader::new("run-finished", &finished.record.body).unwrap();
+    assert_eq!(body.text("code").unwrap(), "disk-cache");
+
+    // One flipped byte in the module: refused before anything is compiled.
+    let mut tampered = std::fs::read(&signed).unwrap();
+    tampered[100] ^= 1;
+    let bad = d.join("tampered.signed.wasm");
+    std::fs::write(&bad, tampered).unwrap();
+    let cached = std::fs::read_dir(evidence.join("code-cache"))
+        .unwrap()
+        .count();
+    let out = precompile(&bad);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).starts_with(&format!("REFUSED: {}: ", bad.display())),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(evidence.join("code-cache"))
+            .unwrap()
+            .count(),
+        cached
+    );
+}
+
 /// Runs the passing json-assert input once more: the log grows by a few records and a checkpoint.
 fn run_pass(d: &Path, signed: &Path, trust: &Path, evidence: &Path) {
     let out = run_with_input(

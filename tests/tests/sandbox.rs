@@ -1642,12 +1642,12 @@ fn the_site_wall_time_ceiling_bounds_the_compile_budget() {
     let grant = Grant::compute(&capsule, &Limits::default(), &site, [0; 32]);
     let budget = grant.compile_budget();
     assert_eq!(budget.time, std::time::Duration::from_millis(2500));
-    assert_eq!(budget.memory_bytes, 1 << 30);
+    assert_eq!(budget.memory_bytes, 2 << 30);
     let open = SitePolicy::deny_all(SITE).unwrap();
     let grant = Grant::compute(&capsule, &Limits::default(), &open, [0; 32]);
     assert_eq!(
         grant.compile_budget().time,
-        std::time::Duration::from_secs(30)
+        std::time::Duration::from_secs(120)
     );
 }
 

@@ -1,8 +1,8 @@
-//! `edge-runner capsule sign | verify | inspect`.
+//! `edge-runner capsule sign | verify | inspect | precompile | new`.
 
 use std::path::PathBuf;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 
 use super::{Exit, load_trust_store, read_capsule, read_signature, write_atomically};
@@ -11,6 +11,9 @@ use crate::capsule::{
 };
 use crate::fsio::read_bounded_text;
 use crate::keys::{PublicKey, SecretKey};
+use crate::sandbox::{
+    CACHE_KEY_PURPOSE, CodeCache, CompileBudget, Compiler, Limits, Sandbox, SandboxError,
+};
 use crate::timestamp::Timestamp;
 use crate::trust::{self, HighWater};
 
@@ -22,7 +25,9 @@ pub(super) enum CapsuleCommand {
     Verify(CapsuleVerify),
     /// Show a capsule's manifest, digests and signers (nothing is trusted).
     Inspect(CapsuleInspect),
-    /// Create a new capsule crate that builds, passes its own test, and signs as it is.
+    /// Verify a capsule and compile it into the runner's authenticated code cache, so its first run does not compile.
+    Precompile(CapsulePrecompile),
+    /// Create a new capsule project (Rust, Python or JavaScript) that builds, passes its own test, and signs as it is.
     New(super::scaffold::CapsuleNew),
 }
 
@@ -32,6 +37,7 @@ impl CapsuleCommand {
             CapsuleCommand::Sign(args) => args.execute(),
             CapsuleCommand::Verify(args) => args.execute(),
             CapsuleCommand::Inspect(args) => args.execute(),
+            CapsuleCommand::Precompile(args) => args.execute(),
             CapsuleCommand::New(args) => args.execute(),
         }
     }
@@ -275,6 +281,113 @@ impl CapsuleInspect {
         say!(
             "(inspect checks structure only; `capsule verify --trust DIR --site NAME` checks signatures and policy)"
         )?;
+        Ok(Exit::Ok)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CapsulePrecompile {
+    /// The signed capsule (or the unsigned component, with --signature).
+    capsule: PathBuf,
+    /// Its detached signature file, if it has one.
+    #[arg(long)]
+    signature: Option<PathBuf>,
+    /// The trust store directory (1.root.cose, 2.root.cose, …); the capsule must verify against it.
+    #[arg(long)]
+    trust: PathBuf,
+    /// This site's name; the capsule's audience must include it.
+    #[arg(long, env = "EDGE_RUNNER_SITE", value_parser = super::site_name)]
+    site: String,
+    /// The evidence directory `run` will use; the code goes to DIR/code-cache, MACed under the runner key.
+    #[arg(long)]
+    evidence: PathBuf,
+    /// The runner's private key (as for `run`; default: $XDG_STATE_HOME/edge-runner/runner.key).
+    #[arg(long, env = "EDGE_RUNNER_KEY")]
+    runner_key: Option<PathBuf>,
+    /// Allow a runner key inside the evidence directory (as for `run`; throwaway experiments only).
+    #[arg(long)]
+    unsafe_key_in_evidence_dir: bool,
+}
+
+impl CapsulePrecompile {
+    fn execute(self) -> Result<Exit> {
+        let raw = super::read_raw(&self.capsule, self.signature.as_deref())?;
+        let refused = |err: &dyn std::fmt::Display| {
+            eprintln!("REFUSED: {}: {err}", self.capsule.display());
+            Ok(Exit::Refused)
+        };
+        let root = match load_trust_store(&self.trust) {
+            Ok(root) => root,
+            Err(err) => return refused(&err),
+        };
+        // Rollback is checked against the evidence log when the capsule runs, as for `capsule verify`.
+        let high_water = HighWater::default();
+        let ctx = trust::Context {
+            root: &root,
+            site: &self.site,
+            now: Timestamp::now(),
+            high_water: &high_water,
+        };
+        let verified = match raw
+            .check()
+            .map_err(trust::TrustError::from)
+            .and_then(|c| trust::verify(c, &ctx))
+        {
+            Ok(v) => v,
+            Err(err) => return refused(&err),
+        };
+        if self.evidence.exists() && !self.evidence.is_dir() {
+            bail!(
+                "--evidence {} is a file, not a directory; pass the evidence directory `run` uses",
+                self.evidence.display()
+            );
+        }
+        let placement = if self.unsafe_key_in_evidence_dir {
+            crate::custody::KeyPlacement::UnsafeInsideEvidenceDir
+        } else {
+            crate::custody::KeyPlacement::Separate
+        };
+        let key = super::run::runner_key(self.runner_key.as_deref(), &self.evidence, placement)?;
+        let mut sandbox = Sandbox::new()?;
+        sandbox.set_code_cache(CodeCache::new(
+            &self.evidence.join("code-cache"),
+            key.derive_secret(CACHE_KEY_PURPOSE),
+        ));
+        sandbox.set_compiler(
+            Compiler::this_executable().context("could not find the runner's own executable")?,
+        );
+        // Installing is not a run: the runner's compile budget applies, not the site's run wall-time ceiling.
+        let limits = Limits::default();
+        let budget = CompileBudget {
+            time: limits.compile_time,
+            memory_bytes: limits.compile_memory_bytes,
+        };
+        let m = verified.manifest();
+        let (source, took) = match sandbox.precompile(&verified, budget) {
+            Ok(done) => done,
+            Err(err @ SandboxError::CompileLimit { .. }) => return refused(&err),
+            Err(err) => return Err(err.into()),
+        };
+        match took {
+            Some(took) => say!(
+                "compiled {} {} ({}) in {} ms into {} ({})",
+                m.name,
+                m.version,
+                m.kind,
+                took.as_millis(),
+                self.evidence.join("code-cache").display(),
+                source.describe()
+            )?,
+            None => say!(
+                "{} {} ({}) is already compiled in {} ({})",
+                m.name,
+                m.version,
+                m.kind,
+                self.evidence.join("code-cache").display(),
+                source.describe()
+            )?,
+        }
+        say!("module sha256: {}", hex::encode(verified.module_digest()))?;
         Ok(Exit::Ok)
     }
 }

@@ -1,5 +1,12 @@
-//! `edge-runner capsule new NAME --kind KIND`: a capsule crate that builds,
-//! passes its own test, and signs and runs as it is.
+//! `edge-runner capsule new NAME --kind KIND [--lang rust|python|js]`: a
+//! capsule project that builds, passes its own test, and signs and runs as it is.
+//!
+//! Each project carries the SDK of this runner (written into it, so it builds
+//! anywhere with the WIT contract this runner speaks) and a README showing
+//! build → sign → run. Python and JavaScript projects fetch their build tools,
+//! pinned, from PyPI and npm with their own `build.sh`; nothing is vendored.
+//! The manifest is `capsule.toml` in every language, signed with the component
+//! by `edge-runner capsule sign --manifest`, exactly as for Rust.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,6 +16,9 @@ use clap::Args;
 
 use super::Exit;
 use crate::capsule::{Kind, validate_name};
+
+mod polyglot;
+use polyglot::Lang;
 
 /// The capsule SDK this runner was built with, file by file (path inside
 /// the SDK, content). `capsule new` writes it into the new crate as
@@ -94,6 +104,9 @@ pub(super) struct CapsuleNew {
     /// What it is for.
     #[arg(long, value_parser = ["test", "reproduce", "remediate"])]
     kind: String,
+    /// The language it is written in.
+    #[arg(long, value_parser = ["rust", "python", "js"], default_value = "rust")]
+    lang: String,
     /// Directory to create the crate in (default: ./NAME).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -128,6 +141,12 @@ impl CapsuleNew {
                     .map_err(|e| anyhow::anyhow!("--audience `{site}`: {e}"))?;
             }
         }
+        if self.sdk.is_some() && self.lang != "rust" {
+            bail!(
+                "--sdk is for Rust capsules; a {} project carries this runner's SDK (drop --sdk)",
+                self.lang
+            );
+        }
         let sdk = match &self.sdk {
             Some(p) => Some(p.canonicalize().with_context(|| {
                 format!(
@@ -142,6 +161,11 @@ impl CapsuleNew {
         } else {
             self.audiences.clone()
         };
+        match self.lang.as_str() {
+            "python" => return polyglot::write(&dir, &self.name, kind, &audience, Lang::Python),
+            "js" => return polyglot::write(&dir, &self.name, kind, &audience, Lang::Js),
+            _ => {}
+        }
         write_crate(&dir, &self.name, kind, sdk.as_deref(), &audience)?;
         say!("created {} ({kind} capsule `{}`)", dir.display(), self.name)?;
         say!("  cd {}", dir.display())?;
@@ -176,11 +200,6 @@ fn write_crate(
             )
         }
     };
-    let audience = audience
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
     let files = [
         (
             "Cargo.toml",
@@ -208,14 +227,35 @@ strip = "debuginfo"
 "#
             ),
         ),
+        ("capsule.toml", manifest(name, kind, audience)),
+        ("README.md", rust_readme(name, kind)),
+        ("src/lib.rs", lib_rs(kind)),
         (
-            "capsule.toml",
-            format!(
-                r#"# Signed with the component: `edge-runner capsule sign ... --manifest capsule.toml`.
+            ".gitignore",
+            "/target\n# signing keys never go into version control\n*.key\n*.pem\n".to_string(),
+        ),
+    ];
+    for (file, text) in files {
+        let path = dir.join(file);
+        fs::write(&path, text).with_context(|| path.display().to_string())?;
+    }
+    Ok(())
+}
+
+/// The manifest every new project starts from, whatever its language: signed
+/// with the component by `edge-runner capsule sign --manifest capsule.toml`.
+fn manifest(name: &str, kind: Kind, audience: &[String]) -> String {
+    let audience = audience
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"# Signed with the component: `edge-runner capsule sign ... --manifest capsule.toml`.
 name = "{name}"
 version = "0.1.0"
 kind = "{kind}"
-description = "TODO: one line for the humans who approve and audit this capsule."
+description = "A {kind} capsule; replace this line with what it checks, for the humans who approve and audit it."
 audience = [{audience}]          # the sites that may run it ("*": every site); your trust-root publisher entry must allow them
 
 # Ask only for what it needs; the trust root and the site policy must allow it.
@@ -229,19 +269,30 @@ memory-bytes = 67108864
 fuel = 1000000000
 wall-time-ms = 5000
 "#
-            ),
-        ),
-        ("src/lib.rs", lib_rs(kind)),
-        (
-            ".gitignore",
-            "/target\n# signing keys never go into version control\n*.key\n*.pem\n".to_string(),
-        ),
-    ];
-    for (file, text) in files {
-        let path = dir.join(file);
-        fs::write(&path, text).with_context(|| path.display().to_string())?;
-    }
-    Ok(())
+    )
+}
+
+/// The README of a Rust project: build → sign → run.
+fn rust_readme(name: &str, kind: Kind) -> String {
+    let wasm = name.replace('-', "_");
+    format!(
+        r#"# {name}
+
+A `{kind}` capsule for the Edge Runner, in Rust. Input: `{{"status": "up"}}`.
+`src/lib.rs` is the capsule (one function, one attribute); `capsule-sdk/` is
+the SDK of the edge-runner that created this crate.
+
+```sh
+cargo test                                    # its unit test, natively
+cargo build --release --target wasm32-wasip2  # the component
+edge-runner capsule sign target/wasm32-wasip2/release/{wasm}.wasm --manifest capsule.toml \
+    --key ~/keys/publisher.key --out {name}.signed.wasm
+echo '{{"status": "up"}}' > input.json
+edge-runner run {name}.signed.wasm --trust /etc/edge-runner/trust --site plant-7 \
+    --evidence /var/lib/edge-runner --input input.json
+```
+"#
+    )
 }
 
 /// Writes the SDK this runner was built with into `dir`.
@@ -376,5 +427,63 @@ mod tests {
         let mut embedded: Vec<String> = SDK_FILES.iter().map(|(p, _)| p.to_string()).collect();
         embedded.sort();
         assert_eq!(embedded, on_disk, "update SDK_FILES in cli/scaffold.rs");
+    }
+
+    /// Every file `dir` holds below it, as paths relative to it, except `skip`ped names.
+    fn files_below(dir: &Path, skip: &[&str]) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(here) = pending.pop() {
+            for entry in fs::read_dir(&here).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                if skip.iter().any(|s| name == *s || name.ends_with(s)) {
+                    continue;
+                }
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    let relative = path.strip_prefix(dir).unwrap();
+                    found.push(relative.to_str().unwrap().to_string());
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Every file of the Python and JavaScript SDKs (but their own tests) is in the copy
+    /// a project gets, and the copies of the WIT contract are the contract.
+    #[test]
+    fn the_embedded_python_and_js_sdks_have_every_file_and_the_same_contract() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../capsule-sdk");
+        let skip = ["tests", "test", "__pycache__", ".egg-info", "node_modules"];
+        for (lang, files) in [
+            ("python", &polyglot::PYTHON_SDK_FILES[..]),
+            ("js", &polyglot::JS_SDK_FILES[..]),
+        ] {
+            let mut embedded: Vec<String> = files.iter().map(|(p, _)| p.to_string()).collect();
+            embedded.sort();
+            assert_eq!(
+                embedded,
+                files_below(&root.join(lang), &skip),
+                "update {lang} in cli/scaffold/polyglot.rs"
+            );
+        }
+        let contract = include_str!("../../../capsule-sdk/wit/capsule.wit");
+        for (lang, files) in [
+            ("python", &polyglot::PYTHON_SDK_FILES[..]),
+            ("js", &polyglot::JS_SDK_FILES[..]),
+        ] {
+            let copy = files
+                .iter()
+                .find(|(p, _)| p.ends_with("wit/capsule.wit"))
+                .unwrap()
+                .1;
+            assert_eq!(
+                copy, contract,
+                "the {lang} SDK's capsule.wit differs from capsule-sdk/wit/capsule.wit"
+            );
+        }
     }
 }

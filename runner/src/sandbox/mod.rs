@@ -540,6 +540,23 @@ impl Sandbox {
         })
     }
 
+    /// Compiles `capsule` ahead of its first run (when a site installs it), within
+    /// `budget`, and links it against everything the runner can provide; with a
+    /// code cache set ([`Sandbox::set_code_cache`]) the code is stored there, MACed,
+    /// so a later run in any process loads it (`disk-cache`) instead of compiling.
+    /// Returns where the code came from (`Disk` when it was already cached) and
+    /// how long compiling took. Runs nothing and grants nothing.
+    pub fn precompile(
+        &self,
+        capsule: &VerifiedCapsule,
+        budget: CompileBudget,
+    ) -> Result<(CodeSource, Option<Duration>), SandboxError> {
+        let manifest = capsule.manifest();
+        let label = format!("{} {}", manifest.name, manifest.version);
+        let (_, source, compile_time) = self.prepare(capsule, &label, true, budget)?;
+        Ok((source, compile_time))
+    }
+
     /// Keeps compiled code in `cache` between processes (authenticated; see [`CodeCache`]).
     pub fn set_code_cache(&mut self, cache: CodeCache) {
         self.cache = Some(cache);

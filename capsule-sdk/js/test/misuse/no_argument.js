@@ -1,0 +1,3 @@
+import * as capsule from "../../index.js";
+
+export default capsule.test(async () => capsule.Outcome.pass("no context"));

@@ -1,0 +1,3 @@
+import * as capsule from "../../index.js";
+
+export default capsule.test({ egress: ["https://x.example.com:443"] });

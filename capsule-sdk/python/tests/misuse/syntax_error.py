@@ -1,0 +1,6 @@
+import edge_capsule as capsule
+
+
+@capsule.test
+def check(cx)
+    return capsule.Outcome.passed("x")
