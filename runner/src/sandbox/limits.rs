@@ -14,7 +14,7 @@ use std::time::Duration;
 /// | `memory_bytes` (all linear memories together) | 64 MiB (ceiling 1 GiB) |
 /// | `fuel` (≈ WebAssembly instructions) | 1 000 000 000 (ceiling 20 000 000 000) |
 /// | `wall_time` | 10 s (ceiling 5 min) |
-/// | `compile_time`: CPU time to compile one component (never more than the site's `wall-time-ms` ceiling; the compiler is killed after ten times it plus 5 s of wall-clock time in any case). Sized for Python and JavaScript components (10–20 MB, which carry their interpreter): they took 29.5–40.4 s of CPU on a loaded 2-core machine (`benches/polyglot.rs`), so 120 s leaves about 3×; a Rust capsule takes under 1 s | 120 s |
+/// | `compile_time`: CPU time to compile one component (never more than the site's `wall-time-ms` ceiling; the compiler is killed after ten times it plus 5 s of wall-clock time in any case). Sized for Python and JavaScript components (10–20 MB, which carry their interpreter): they took 29.5–40.4 s of CPU in a dev-profile build (Cranelift at opt-level 2 with debug assertions, as the test suite runs it) on a loaded 2-core machine (`benches/polyglot.rs`), so 120 s leaves about 3× there; a release build compiles faster (not yet measured on a quiet machine); a Rust capsule takes under 1 s | 120 s |
 /// | `compile_memory_bytes`: address space of the process compiling one component. The same Python and JavaScript components fail to compile in 512 MiB and compile in 768 MiB, so 2 GiB leaves 2.6× or more | 2 GiB |
 /// | `quotas`: output, evidence and tables, the same for every run | see [`Quotas`] |
 #[derive(Debug, Clone, PartialEq, Eq)]
