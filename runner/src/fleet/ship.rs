@@ -116,7 +116,9 @@ pub fn site_stream_config(site: &str, max_bytes: i64) -> stream::Config {
 }
 
 /// The configuration of the hub's evidence stream, sourcing each of
-/// `sites`' evidence streams through their leaves.
+/// `sites`' evidence streams through their leaves, each filtered to that
+/// site's own subject. It has no subjects of its own: nothing is published
+/// to it directly.
 pub fn hub_stream_config(sites: &[String]) -> stream::Config {
     stream::Config {
         name: subjects::HUB_EVIDENCE_STREAM.to_string(),
@@ -128,6 +130,9 @@ pub fn hub_stream_config(sites: &[String]) -> stream::Config {
                 .iter()
                 .map(|site| stream::Source {
                     name: SITE_EVIDENCE_STREAM.to_string(),
+                    // Only the site's own subject: a site that widens its
+                    // leaf stream cannot speak for another site at the hub.
+                    filter_subject: Some(subjects::evidence_subject(site)),
                     external: Some(stream::External {
                         api_prefix: subjects::site_api_prefix(site),
                         delivery_prefix: Some(subjects::site_deliver_prefix(site)),

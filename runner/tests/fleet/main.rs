@@ -1,0 +1,485 @@
+//! The fleet over real NATS servers (docs/fleet.md): a hub and site leaves
+//! started from the shipped configs. Each test is named for what it
+//! defends. Skipped (with a printed reason) when `nats-server` is missing,
+//! failed instead under `CI` or `EDGE_RUNNER_REQUIRE_NATS=1`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+
+mod harness;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use edge_runner::evidence::{self, EvidenceLog};
+use edge_runner::fleet::ship::{self, ShipError, Shipper};
+use edge_runner::fleet::subjects;
+use edge_runner::keys::SecretKey;
+use futures_util::StreamExt;
+use harness::{Fleet, server_or_skip};
+
+macro_rules! fleet {
+    ($name:literal, $sites:expr) => {
+        match server_or_skip($name) {
+            Some(bin) => Fleet::start(&bin, $sites),
+            None => return,
+        }
+    };
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An evidence log in `dir` with `n` more records.
+fn append(dir: &Path, key: &SecretKey, n: u64) {
+    let mut log = EvidenceLog::open(dir, key.clone_for_test()).unwrap();
+    for i in 0..n {
+        log.append("note", edge_runner::cbor::text_map([("n", i.into())]))
+            .unwrap();
+    }
+    log.close().unwrap();
+}
+
+trait CloneKey {
+    fn clone_for_test(&self) -> SecretKey;
+}
+
+impl CloneKey for SecretKey {
+    fn clone_for_test(&self) -> SecretKey {
+        SecretKey::from_pem(&self.to_pem().unwrap(), Path::new("test key")).unwrap()
+    }
+}
+
+/// The records of the log in `dir`, as bytes.
+fn records(dir: &Path) -> Vec<Vec<u8>> {
+    let bytes = evidence::read_log_dir(dir, u64::MAX).unwrap();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (_, len) = edge_runner::cbor::decode_prefix(&bytes[at..]).unwrap();
+        out.push(bytes[at..at + len].to_vec());
+        at += len;
+    }
+    out
+}
+
+/// Every message in `stream`, in order: (subject, payload, Nats-Msg-Id).
+async fn messages(js: &jetstream::Context, stream: &str) -> Vec<(String, Vec<u8>, String)> {
+    let mut s = js.get_stream(stream).await.unwrap();
+    let last = s.info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        if let Ok(m) = s.get_raw_message(seq).await {
+            let id = m
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            out.push((m.subject.to_string(), m.payload.to_vec(), id));
+        }
+    }
+    out
+}
+
+async fn wait_count(js: &jetstream::Context, stream: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = match js.get_stream(stream).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        };
+        if got >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{stream} holds {got} messages, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const MIB: i64 = 1024 * 1024;
+
+#[test]
+fn shipped_configs_start_and_the_leaf_dials_the_hub() {
+    let fleet = fleet!(
+        "shipped_configs_start_and_the_leaf_dials_the_hub",
+        &["plant-7"]
+    );
+    rt().block_on(async {
+        // The hub's JetStream is domain `hub`; the leaf's is domain `plant-7`.
+        let hub = jetstream::new(fleet.admin().await);
+        jobs_stream(&hub, &fleet.sites).await;
+        let leaf = jetstream::new(fleet.runner("plant-7").await);
+        ship::ensure_site_stream(&leaf, "plant-7", 64 * MIB)
+            .await
+            .unwrap();
+        assert!(
+            fleet
+                .leaf_log("plant-7")
+                .contains("Domain:          plant-7"),
+            "leaf domain"
+        );
+        assert!(fleet.hub.log_text().contains("Domain:          hub"));
+    });
+}
+
+#[test]
+fn evidence_ships_to_leaf_and_hub_without_gap_or_duplicate() {
+    let fleet = fleet!(
+        "evidence_ships_to_leaf_and_hub_without_gap_or_duplicate",
+        &["plant-7"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    append(dir.path(), &key, 5);
+    rt().block_on(async {
+        let leaf = jetstream::new(fleet.runner("plant-7").await);
+        ship::ensure_site_stream(&leaf, "plant-7", 64 * MIB)
+            .await
+            .unwrap();
+        let hub = jetstream::new(fleet.admin().await);
+        hub.create_stream(ship::hub_stream_config(&fleet.sites))
+            .await
+            .unwrap();
+
+        let shipped = Shipper::new(leaf.clone(), "plant-7", dir.path())
+            .ship()
+            .await
+            .unwrap();
+        let log = records(dir.path());
+        assert_eq!(shipped.published, log.len() as u64);
+        assert_eq!(shipped.next_seq, log.len() as u64);
+
+        // Shipping again, by a new shipper (a restart), sends nothing: the
+        // position is the stream's last message, not a file.
+        let again = Shipper::new(leaf.clone(), "plant-7", dir.path())
+            .ship()
+            .await
+            .unwrap();
+        assert_eq!(again.published, 0);
+
+        let before = log.len();
+        append(dir.path(), &key, 3);
+        let more = Shipper::new(leaf.clone(), "plant-7", dir.path())
+            .ship()
+            .await
+            .unwrap();
+        let log = records(dir.path());
+        assert_eq!(more.published, (log.len() - before) as u64);
+
+        let at_leaf = messages(&leaf, subjects::SITE_EVIDENCE_STREAM).await;
+        assert_eq!(
+            at_leaf.iter().map(|m| m.1.clone()).collect::<Vec<_>>(),
+            log,
+            "the leaf stream holds the log's exact bytes, in order"
+        );
+        let log_id = evidence::read_unverified(&log[0]).unwrap().log_id;
+        for (i, m) in at_leaf.iter().enumerate() {
+            assert_eq!(m.0, "fleet.evidence.plant-7");
+            assert_eq!(m.2, subjects::record_message_id(&log_id, i as u64));
+        }
+
+        wait_count(&hub, subjects::HUB_EVIDENCE_STREAM, log.len() as u64).await;
+        let at_hub = messages(&hub, subjects::HUB_EVIDENCE_STREAM).await;
+        assert_eq!(at_hub.iter().map(|m| m.1.clone()).collect::<Vec<_>>(), log);
+        let verified = evidence::verify_log(&at_hub.concat_payloads(), &key.public());
+        assert!(verified.is_ok(), "{verified:?}");
+    });
+}
+
+trait Concat {
+    fn concat_payloads(&self) -> Vec<u8>;
+}
+
+impl Concat for Vec<(String, Vec<u8>, String)> {
+    fn concat_payloads(&self) -> Vec<u8> {
+        self.iter().flat_map(|m| m.1.clone()).collect()
+    }
+}
+
+#[test]
+fn hub_down_then_catch_up_with_no_gap_or_duplicate() {
+    let mut fleet = fleet!(
+        "hub_down_then_catch_up_with_no_gap_or_duplicate",
+        &["plant-7"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    append(dir.path(), &key, 4);
+    let rt = rt();
+    let first = records(dir.path()).len() as u64;
+    let leaf = rt.block_on(async { jetstream::new(fleet.runner("plant-7").await) });
+    rt.block_on(async {
+        ship::ensure_site_stream(&leaf, "plant-7", 64 * MIB)
+            .await
+            .unwrap();
+        let hub = jetstream::new(fleet.admin().await);
+        hub.create_stream(ship::hub_stream_config(&fleet.sites))
+            .await
+            .unwrap();
+        Shipper::new(leaf.clone(), "plant-7", dir.path())
+            .ship()
+            .await
+            .unwrap();
+        wait_count(&hub, subjects::HUB_EVIDENCE_STREAM, first).await;
+    });
+
+    fleet.hub.kill();
+    // The site keeps recording and shipping to its leaf while the hub is away.
+    append(dir.path(), &key, 6);
+    rt.block_on(async {
+        let shipped = Shipper::new(leaf.clone(), "plant-7", dir.path())
+            .ship()
+            .await
+            .unwrap();
+        assert_eq!(shipped.published, records(dir.path()).len() as u64 - first);
+    });
+    fleet.hub.restart();
+
+    rt.block_on(async {
+        let hub = jetstream::new(fleet.admin().await);
+        let log = records(dir.path());
+        wait_count(&hub, subjects::HUB_EVIDENCE_STREAM, log.len() as u64).await;
+        // Give a duplicate a chance to arrive before counting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let at_hub = messages(&hub, subjects::HUB_EVIDENCE_STREAM).await;
+        assert_eq!(at_hub.iter().map(|m| m.1.clone()).collect::<Vec<_>>(), log);
+    });
+}
+
+#[test]
+fn full_leaf_stream_pauses_shipping_and_loses_nothing() {
+    let fleet = fleet!(
+        "full_leaf_stream_pauses_shipping_and_loses_nothing",
+        &["plant-7"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    append(dir.path(), &key, 20);
+    let log = records(dir.path());
+    let room: usize = log[..8].iter().map(|r| r.len() + 120).sum();
+    rt().block_on(async {
+        let leaf = jetstream::new(fleet.runner("plant-7").await);
+        ship::ensure_site_stream(&leaf, "plant-7", room as i64)
+            .await
+            .unwrap();
+        let err = Shipper::new(leaf.clone(), "plant-7", dir.path())
+            .ship()
+            .await
+            .unwrap_err();
+        let ShipError::Paused { seq, detail } = &err else {
+            panic!("{err}")
+        };
+        assert!(
+            *seq > 0 && *seq < log.len() as u64,
+            "paused at {seq}: {detail}"
+        );
+        let held = messages(&leaf, subjects::SITE_EVIDENCE_STREAM).await;
+        assert_eq!(
+            held.len() as u64,
+            *seq,
+            "every record before the pause is held"
+        );
+
+        // The operator makes room; shipping resumes where it paused.
+        leaf.update_stream(ship::site_stream_config("plant-7", 64 * MIB))
+            .await
+            .unwrap();
+        let shipped = Shipper::new(leaf.clone(), "plant-7", dir.path())
+            .ship()
+            .await
+            .unwrap();
+        assert_eq!(shipped.published, log.len() as u64 - seq);
+        let held = messages(&leaf, subjects::SITE_EVIDENCE_STREAM).await;
+        assert_eq!(held.iter().map(|m| m.1.clone()).collect::<Vec<_>>(), log);
+    });
+}
+
+#[test]
+fn foreign_record_in_leaf_stream_stops_shipping() {
+    let fleet = fleet!("foreign_record_in_leaf_stream_stops_shipping", &["plant-7"]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    append(dir.path(), &key, 3);
+    let other = tempfile::tempdir().unwrap();
+    append(other.path(), &SecretKey::generate().unwrap(), 1);
+    rt().block_on(async {
+        let leaf = jetstream::new(fleet.runner("plant-7").await);
+        ship::ensure_site_stream(&leaf, "plant-7", 64 * MIB)
+            .await
+            .unwrap();
+        // Someone else's record 0 in this site's stream.
+        leaf.publish(
+            "fleet.evidence.plant-7",
+            records(other.path())[0].clone().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let err = Shipper::new(leaf.clone(), "plant-7", dir.path())
+            .ship()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ShipError::Diverged { seq: 0, .. }), "{err}");
+    });
+}
+
+/// The hub's job stream and one durable pull consumer per site, as the
+/// platform team sets them up.
+async fn jobs_stream(hub: &jetstream::Context, sites: &[String]) {
+    let s = hub
+        .create_stream(stream::Config {
+            name: subjects::JOBS_STREAM.into(),
+            subjects: vec!["fleet.jobs.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for site in sites {
+        s.create_consumer(consumer::pull::Config {
+            durable_name: Some(subjects::site_consumer(site)),
+            filter_subject: subjects::site_jobs_filter(site),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// Fetches up to one job from `consumer` through `js`, within a second.
+async fn fetch_one(js: &jetstream::Context, consumer: &str) -> Result<Option<Vec<u8>>, String> {
+    let c: consumer::PullConsumer = js
+        .get_consumer_from_stream(consumer, subjects::JOBS_STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut batch = c
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    match batch.next().await {
+        Some(Ok(m)) => {
+            m.ack().await.map_err(|e| e.to_string())?;
+            Ok(Some(m.payload.to_vec()))
+        }
+        Some(Err(e)) => Err(e.to_string()),
+        None => Ok(None),
+    }
+}
+
+#[test]
+fn site_credential_cannot_read_another_sites_jobs() {
+    let fleet = fleet!(
+        "site_credential_cannot_read_another_sites_jobs",
+        &["plant-7", "plant-9"]
+    );
+    rt().block_on(async {
+        let hub = jetstream::new(fleet.admin().await);
+        jobs_stream(&hub, &fleet.sites).await;
+        hub.publish("fleet.jobs.plant-7.test", "for plant-7".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        hub.publish("fleet.jobs.plant-9.test", "for plant-9".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+
+        // plant-7's runner, through its leaf, reaches the hub's domain.
+        let seven = jetstream::with_domain(fleet.runner("plant-7").await, subjects::HUB_DOMAIN);
+        let stolen = fetch_one(&seven, &subjects::site_consumer("plant-9")).await;
+        assert!(
+            !matches!(&stolen, Ok(Some(_))),
+            "plant-7 read plant-9's job: {stolen:?}"
+        );
+        let own = fetch_one(&seven, &subjects::site_consumer("plant-7"))
+            .await
+            .unwrap();
+        assert_eq!(own.as_deref(), Some(&b"for plant-7"[..]));
+
+        // plant-9's job is still there for plant-9.
+        let nine = jetstream::with_domain(fleet.runner("plant-9").await, subjects::HUB_DOMAIN);
+        let theirs = fetch_one(&nine, &subjects::site_consumer("plant-9"))
+            .await
+            .unwrap();
+        assert_eq!(theirs.as_deref(), Some(&b"for plant-9"[..]));
+    });
+}
+
+#[test]
+fn site_cannot_publish_another_sites_evidence_into_the_hub() {
+    let fleet = fleet!(
+        "site_cannot_publish_another_sites_evidence_into_the_hub",
+        &["plant-7", "plant-9"]
+    );
+    let nine_dir = tempfile::tempdir().unwrap();
+    append(nine_dir.path(), &SecretKey::generate().unwrap(), 2);
+    rt().block_on(async {
+        let hub = jetstream::new(fleet.admin().await);
+        hub.create_stream(ship::hub_stream_config(&fleet.sites))
+            .await
+            .unwrap();
+        let seven = jetstream::new(fleet.runner("plant-7").await);
+        // A hostile plant-7 widens its own leaf stream to plant-9's subject
+        // and writes records there under plant-9's name.
+        let mut wide = ship::site_stream_config("plant-7", 64 * MIB);
+        wide.subjects.push("fleet.evidence.plant-9".into());
+        seven.create_stream(wide).await.unwrap();
+        for r in records(nine_dir.path()) {
+            seven
+                .publish("fleet.evidence.plant-9", r.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        seven
+            .publish("fleet.evidence.plant-7", "own".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        // It also tries the hub's API for the hub stream directly.
+        let direct = jetstream::with_domain(fleet.runner("plant-7").await, subjects::HUB_DOMAIN);
+        let widened = direct
+            .update_stream(stream::Config {
+                subjects: vec!["fleet.evidence.>".into()],
+                ..ship::hub_stream_config(&fleet.sites)
+            })
+            .await;
+        assert!(widened.is_err(), "a site changed the hub stream");
+
+        // The hub sources from plant-7 only plant-7's subject.
+        wait_count(&hub, subjects::HUB_EVIDENCE_STREAM, 1).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let at_hub = messages(&hub, subjects::HUB_EVIDENCE_STREAM).await;
+        let got: Vec<&str> = at_hub.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(got, ["fleet.evidence.plant-7"]);
+        assert_eq!(at_hub[0].0, "fleet.evidence.plant-7");
+    });
+}
+
+impl Fleet {
+    fn leaf_log(&self, site: &str) -> String {
+        let i = self.sites.iter().position(|s| s == site).unwrap();
+        self.leaves[i].log_text()
+    }
+}
