@@ -7,6 +7,7 @@
 //! site's trust root ([`request::authorize`]), a capsule by [`crate::trust`],
 //! and shipped evidence is checked by [`crate::evidence`]'s verifier.
 
+pub mod collect;
 pub mod request;
 #[cfg(feature = "fleet")]
 pub mod ship;
