@@ -7,7 +7,11 @@
 //! site's trust root ([`request::authorize`]), a capsule by [`crate::trust`],
 //! and shipped evidence is checked by [`crate::evidence`]'s verifier.
 
+#[cfg(feature = "fleet")]
+pub mod capsules;
 pub mod collect;
+#[cfg(feature = "fleet")]
+pub mod jobs;
 pub mod request;
 #[cfg(feature = "fleet")]
 pub mod ship;

@@ -698,3 +698,304 @@ fn sha(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
 }
+
+use edge_runner::capsule::Kind;
+use edge_runner::fleet::capsules::{self, ObjectError};
+use edge_runner::fleet::jobs::{self as fleet_jobs, Delivery, Inbox, SiteQueue};
+use edge_runner::fleet::{JobRequest, RequestRefusal};
+use edge_runner::trust::RootPolicy;
+
+/// A trust root policy with dispatcher `fleet-ops` (plant-7 and plant-9, kind test).
+fn root_with_dispatcher(dispatcher: &SecretKey) -> RootPolicy {
+    let root = SecretKey::generate().unwrap();
+    let text = format!(
+        "format = 1\nname = \"fleet-root\"\nversion = 1\nexpires = 2099-01-01T00:00:00Z\nroot-threshold = 1\n\
+         [[root-key]]\nname = \"root\"\npublic-key = \"\"\"\n{}\"\"\"\n\
+         [thresholds.test]\nkeys = 1\norganisations = 1\n[thresholds.reproduce]\nkeys = 1\norganisations = 1\n\
+         [thresholds.remediate]\nkeys = 1\norganisations = 1\n\
+         [[dispatcher]]\nname = \"fleet-ops\"\nsites = [\"plant-7\", \"plant-9\"]\nkinds = [\"test\"]\npublic-key = \"\"\"\n{}\"\"\"\n",
+        root.public().to_pem().unwrap(),
+        dispatcher.public().to_pem().unwrap()
+    );
+    RootPolicy::parse(&text, "fleet test root").unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn job(id: &str, capsule: [u8; 32]) -> JobRequest {
+    JobRequest {
+        job: id.into(),
+        site: "plant-7".into(),
+        kind: Kind::Test,
+        capsule_sha256: capsule,
+        signature_sha256: None,
+        input: b"{}".to_vec(),
+        not_after_ms: now_ms() + 600_000,
+    }
+}
+
+/// The queue with plant-7's consumer (ack wait `wall` + margin).
+async fn queue(fleet: &Fleet, wall: Duration) -> jetstream::Context {
+    let hub = jetstream::new(fleet.admin().await);
+    let sites: Vec<SiteQueue> = fleet
+        .sites
+        .iter()
+        .map(|s| SiteQueue {
+            site: s.clone(),
+            concurrency: 2,
+            max_wall_time: wall,
+        })
+        .collect();
+    fleet_jobs::ensure_queue(&hub, &sites).await.unwrap();
+    hub
+}
+
+#[test]
+fn signed_job_reaches_the_site_through_its_leaf_and_leaves_the_queue_when_done() {
+    let fleet = fleet!(
+        "signed_job_reaches_the_site_through_its_leaf_and_leaves_the_queue_when_done",
+        &["plant-7"]
+    );
+    let dispatcher = SecretKey::generate().unwrap();
+    let root = root_with_dispatcher(&dispatcher);
+    rt().block_on(async {
+        let hub = queue(&fleet, Duration::from_secs(30)).await;
+        let r = job("job-1", [1; 32]);
+        fleet_jobs::dispatch(
+            &hub,
+            "plant-7",
+            Kind::Test,
+            "job-1",
+            r.sign(&dispatcher).unwrap(),
+        )
+        .await
+        .unwrap();
+        let site = jetstream::with_domain(fleet.runner("plant-7").await, subjects::HUB_DOMAIN);
+        let inbox = Inbox::open(&site, "plant-7").await.unwrap();
+        let got = inbox
+            .next(&root, now_ms(), |_| false, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let Some(Delivery::Job(j)) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(j.request.request(), &r);
+        assert_eq!(j.request.dispatcher(), "fleet-ops");
+        assert_eq!(j.delivered, 1);
+        j.done().await.unwrap();
+        let mut s = hub.get_stream(subjects::JOBS_STREAM).await.unwrap();
+        assert_eq!(
+            s.info().await.unwrap().state.messages,
+            0,
+            "acked jobs leave the work queue"
+        );
+    });
+}
+
+#[test]
+fn forged_job_request_at_the_hub_is_refused_and_not_redelivered() {
+    let fleet = fleet!(
+        "forged_job_request_at_the_hub_is_refused_and_not_redelivered",
+        &["plant-7"]
+    );
+    let dispatcher = SecretKey::generate().unwrap();
+    let root = root_with_dispatcher(&dispatcher);
+    rt().block_on(async {
+        let hub = queue(&fleet, Duration::from_secs(1)).await;
+        // The hub (no dispatcher key) publishes its own request, and an unsigned one.
+        let forged = job("job-forged", [2; 32])
+            .sign(&SecretKey::generate().unwrap())
+            .unwrap();
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "job-forged", forged)
+            .await
+            .unwrap();
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "job-bare", b"run job-bare".to_vec())
+            .await
+            .unwrap();
+        let site = jetstream::with_domain(fleet.runner("plant-7").await, subjects::HUB_DOMAIN);
+        let inbox = Inbox::open(&site, "plant-7").await.unwrap();
+        let first = inbox
+            .next(&root, now_ms(), |_| false, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                &first,
+                Some(Delivery::Refused { refusal: RequestRefusal::UnknownDispatcher { .. }, claimed_job: Some(j) }) if j == "job-forged"
+            ),
+            "{first:?}"
+        );
+        let second = inbox
+            .next(&root, now_ms(), |_| false, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&second, Some(Delivery::Refused { refusal: RequestRefusal::Malformed(_), claimed_job: None })),
+            "{second:?}"
+        );
+        // Past the ack wait (1 s + margin is long; the refusals were
+        // terminated, so nothing is pending at all).
+        let c = site
+            .get_consumer_from_stream::<consumer::pull::Config, _, _>(
+                subjects::site_consumer("plant-7"),
+                subjects::JOBS_STREAM,
+            )
+            .await;
+        let mut c = c.unwrap();
+        let info = c.info().await.unwrap();
+        assert_eq!(info.num_ack_pending, 0);
+        assert_eq!(info.num_pending, 0);
+    });
+}
+
+#[test]
+fn replayed_job_id_is_acked_without_running() {
+    let fleet = fleet!("replayed_job_id_is_acked_without_running", &["plant-7"]);
+    let dispatcher = SecretKey::generate().unwrap();
+    let root = root_with_dispatcher(&dispatcher);
+    rt().block_on(async {
+        let hub = queue(&fleet, Duration::from_secs(30)).await;
+        // The same signed request again, with a new message id (past the
+        // hub's duplicate window, or a hostile hub).
+        let signed = job("job-7", [3; 32]).sign(&dispatcher).unwrap();
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "replay-of-job-7", signed)
+            .await
+            .unwrap();
+        let site = jetstream::with_domain(fleet.runner("plant-7").await, subjects::HUB_DOMAIN);
+        let inbox = Inbox::open(&site, "plant-7").await.unwrap();
+        let got = inbox
+            .next(&root, now_ms(), |j| j == "job-7", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&got, Some(Delivery::Replay { job, delivered: 1 }) if job == "job-7"),
+            "{got:?}"
+        );
+        let mut s = hub.get_stream(subjects::JOBS_STREAM).await.unwrap();
+        assert_eq!(s.info().await.unwrap().state.messages, 0);
+    });
+}
+
+#[test]
+fn unacknowledged_job_is_redelivered_and_found_in_the_log_not_rerun() {
+    let fleet = fleet!(
+        "unacknowledged_job_is_redelivered_and_found_in_the_log_not_rerun",
+        &["plant-7"]
+    );
+    let dispatcher = SecretKey::generate().unwrap();
+    let root = root_with_dispatcher(&dispatcher);
+    rt().block_on(async {
+        // Ack wait = 0 s wall + the margin; shortened for the test below.
+        let hub = jetstream::new(fleet.admin().await);
+        let q = SiteQueue {
+            site: "plant-7".into(),
+            concurrency: 1,
+            max_wall_time: Duration::ZERO,
+        };
+        let mut config = fleet_jobs::site_consumer_config(&q);
+        assert_eq!(config.ack_wait, fleet_jobs::ACK_MARGIN);
+        assert_eq!(config.max_ack_pending, 1);
+        assert_eq!(config.max_deliver, fleet_jobs::MAX_DELIVER);
+        config.ack_wait = Duration::from_secs(2);
+        let s = hub
+            .create_stream(stream::Config {
+                name: subjects::JOBS_STREAM.into(),
+                subjects: vec!["fleet.jobs.>".into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        s.create_consumer(config).await.unwrap();
+        fleet_jobs::dispatch(
+            &hub,
+            "plant-7",
+            Kind::Test,
+            "job-9",
+            job("job-9", [4; 32]).sign(&dispatcher).unwrap(),
+        )
+        .await
+        .unwrap();
+
+        let site = jetstream::with_domain(fleet.runner("plant-7").await, subjects::HUB_DOMAIN);
+        let inbox = Inbox::open(&site, "plant-7").await.unwrap();
+        let first = inbox
+            .next(&root, now_ms(), |_| false, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let Some(Delivery::Job(j)) = first else {
+            panic!("{first:?}")
+        };
+        // The job ran and its end is in the log; the runner dies before the ack.
+        let log = std::sync::Mutex::new(vec![j.request.request().job.clone()]);
+        drop(j);
+
+        let again = inbox
+            .next(
+                &root,
+                now_ms(),
+                |id| log.lock().unwrap().iter().any(|j| j == id),
+                Duration::from_secs(6),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(&again, Some(Delivery::Replay { job, delivered: 2 }) if job == "job-9"),
+            "{again:?}"
+        );
+    });
+}
+
+#[test]
+fn capsule_fetched_by_digest_through_the_leaf() {
+    let fleet = fleet!("capsule_fetched_by_digest_through_the_leaf", &["plant-7"]);
+    rt().block_on(async {
+        let hub = jetstream::new(fleet.admin().await);
+        let bytes = vec![7u8; 300_000];
+        let digest = capsules::publish(&hub, &bytes).await.unwrap();
+        let site = jetstream::with_domain(fleet.runner("plant-7").await, subjects::HUB_DOMAIN);
+        let got = capsules::fetch(&site, &digest, 1024 * 1024).await.unwrap();
+        assert_eq!(got, bytes);
+        let err = capsules::fetch(&site, &digest, 1000).await.unwrap_err();
+        assert_eq!(
+            err,
+            ObjectError::Oversize {
+                digest: hex::encode(digest),
+                size: 300_000,
+                limit: 1000
+            }
+        );
+    });
+}
+
+#[test]
+fn replaced_capsule_object_is_refused() {
+    let fleet = fleet!("replaced_capsule_object_is_refused", &["plant-7"]);
+    rt().block_on(async {
+        let hub = jetstream::new(fleet.admin().await);
+        let genuine = b"genuine capsule bytes".to_vec();
+        let digest = capsules::publish(&hub, &genuine).await.unwrap();
+        // The hub overwrites the object under the same name.
+        let store = capsules::bucket(&hub).await.unwrap();
+        let mut evil: &[u8] = b"evil capsule bytes";
+        store
+            .put(hex::encode(digest).as_str(), &mut evil)
+            .await
+            .unwrap();
+        let site = jetstream::with_domain(fleet.runner("plant-7").await, subjects::HUB_DOMAIN);
+        let err = capsules::fetch(&site, &digest, 1024 * 1024).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "capsule object {} holds bytes whose SHA-256 is {}; the object was replaced or corrupted at the hub. Refused without running; publish the capsule again and investigate the hub",
+                hex::encode(digest),
+                hex::encode(sha(b"evil capsule bytes"))
+            )
+        );
+    });
+}
