@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 
 use super::request::{AuthorizedRequest, RequestRefusal, authorize, claimed_job_id};
 use super::subjects::{self, JOBS_STREAM};
@@ -138,6 +139,8 @@ pub struct Job {
     pub request: AuthorizedRequest,
     /// How many times the hub has delivered it (1 the first time).
     pub delivered: i64,
+    /// SHA-256 of the signed request bytes.
+    pub request_sha256: [u8; 32],
     message: jetstream::Message,
 }
 
@@ -149,6 +152,24 @@ impl Job {
             .double_ack()
             .await
             .map_err(|e| hub_err("acknowledge")(&e))
+    }
+
+    /// Refuses the job after all (its capsule could not be had, or is not
+    /// what the request said): terminated at the hub, never redelivered.
+    pub async fn refuse(self) -> Result<(), JobsError> {
+        self.message
+            .ack_with(AckKind::Term)
+            .await
+            .map_err(|e| hub_err("terminate")(&e))
+    }
+
+    /// Gives the job back to be delivered again after `delay` (the site is
+    /// full or draining; nothing was recorded for it).
+    pub async fn later(self, delay: Duration) -> Result<(), JobsError> {
+        self.message
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(|e| hub_err("give back")(&e))
     }
 
     /// Tells the hub the job is still running, restarting its ack wait.
@@ -172,6 +193,8 @@ pub enum Delivery {
         refusal: RequestRefusal,
         /// The job id the request claims, unverified, for the record.
         claimed_job: Option<String>,
+        /// SHA-256 of the message bytes.
+        request_sha256: [u8; 32],
     },
     /// An authorised request whose job id the log already holds (a replay,
     /// or a redelivery after a crash): acknowledged, not run.
@@ -220,6 +243,7 @@ impl Inbox {
             Some(m) => m.map_err(|e| hub_err("fetch")(&e))?,
         };
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+        let request_sha256: [u8; 32] = Sha256::digest(&message.payload).into();
         match authorize(&message.payload, root, &self.site, now_ms) {
             Err(refusal) => {
                 let claimed_job = claimed_job_id(&message.payload);
@@ -230,6 +254,7 @@ impl Inbox {
                 Ok(Some(Delivery::Refused {
                     refusal,
                     claimed_job,
+                    request_sha256,
                 }))
             }
             Ok(request) if in_log(&request.request().job) => {
@@ -243,6 +268,7 @@ impl Inbox {
             Ok(request) => Ok(Some(Delivery::Job(Job {
                 request,
                 delivered,
+                request_sha256,
                 message,
             }))),
         }

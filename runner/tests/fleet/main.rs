@@ -9,7 +9,11 @@
     reason = "tests fail by panicking"
 )]
 
+#[path = "../common/mod.rs"]
+#[allow(dead_code, reason = "shared with the other CLI tests")]
+mod common;
 mod harness;
+mod serve;
 
 use std::path::Path;
 use std::time::Duration;
@@ -826,7 +830,7 @@ fn forged_job_request_at_the_hub_is_refused_and_not_redelivered() {
         assert!(
             matches!(
                 &first,
-                Some(Delivery::Refused { refusal: RequestRefusal::UnknownDispatcher { .. }, claimed_job: Some(j) }) if j == "job-forged"
+                Some(Delivery::Refused { refusal: RequestRefusal::UnknownDispatcher { .. }, claimed_job: Some(j), .. }) if j == "job-forged"
             ),
             "{first:?}"
         );
@@ -835,7 +839,7 @@ fn forged_job_request_at_the_hub_is_refused_and_not_redelivered() {
             .await
             .unwrap();
         assert!(
-            matches!(&second, Some(Delivery::Refused { refusal: RequestRefusal::Malformed(_), claimed_job: None })),
+            matches!(&second, Some(Delivery::Refused { refusal: RequestRefusal::Malformed(_), claimed_job: None, .. })),
             "{second:?}"
         );
         // Past the ack wait (1 s + margin is long; the refusals were
@@ -998,4 +1002,150 @@ fn replaced_capsule_object_is_refused() {
             )
         );
     });
+}
+
+#[test]
+fn serve_runs_a_signed_fleet_job_once_and_ships_its_evidence_home() {
+    let fleet = fleet!(
+        "serve_runs_a_signed_fleet_job_once_and_ships_its_evidence_home",
+        &["plant-7"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    rt.block_on(async {
+        let signed = site.request("nightly-1");
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "nightly-1", signed.clone())
+            .await
+            .unwrap();
+        serve::eventually("the job to be acknowledged", || serve::queue_empty(&hub)).await;
+        let events = site.events();
+        assert_eq!(serve::count(&events, "job-accepted"), 1);
+        assert_eq!(serve::count(&events, "fleet-job-accepted"), 1);
+        let finished = events
+            .iter()
+            .find(|(e, _)| e == "job-finished")
+            .expect("job-finished");
+        let outcome = edge_runner::cbor::MapReader::new("b", &finished.1)
+            .unwrap()
+            .text("outcome")
+            .unwrap()
+            .to_string();
+        assert_eq!(outcome, "pass");
+
+        // The same signed request again (a hostile or forgetful hub): acked, not run.
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "again", signed)
+            .await
+            .unwrap();
+        serve::eventually("the replay to be acknowledged", || serve::queue_empty(&hub)).await;
+        // A forged request: refused and recorded.
+        let forged = JobRequest {
+            job: "forged-1".into(),
+            site: "plant-7".into(),
+            kind: Kind::Test,
+            capsule_sha256: sha(&site.capsule),
+            signature_sha256: None,
+            input: b"{}".to_vec(),
+            not_after_ms: now_ms() + 60_000,
+        }
+        .sign(&SecretKey::generate().unwrap())
+        .unwrap();
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "forged-1", forged)
+            .await
+            .unwrap();
+        serve::eventually("the refusal on the record", || async {
+            serve::count(&site.events(), "job-request-refused") == 1
+        })
+        .await;
+        let events = site.events();
+        assert_eq!(
+            serve::count(&events, "job-accepted"),
+            1,
+            "the replay did not run"
+        );
+
+        // Evidence reaches the hub and the collector finds it VALID.
+        let n = events.len() as u64;
+        let key = site.runner_pub();
+        serve::eventually("the evidence at the hub", || {
+            serve::collect_valid(&hub, key.clone(), n)
+        })
+        .await;
+    });
+}
+
+#[test]
+fn serve_killed_between_job_end_and_ack_does_not_rerun_the_redelivered_job() {
+    let mut fleet = fleet!(
+        "serve_killed_between_job_end_and_ack_does_not_rerun_the_redelivered_job",
+        &["plant-7"]
+    );
+    // A job that takes 1.5 s, so the hub can be taken away while it runs.
+    let mut site = serve::Site::with(
+        &fleet,
+        &capsule_artifacts::SANDBOX_PROBE,
+        r#"[{"sleep-ms": 1500}]"#,
+    );
+    let rt = rt();
+    let hub = rt.block_on(async {
+        let hub = serve::hub_setup(&fleet, &site).await;
+        // A short ack wait, so the redelivery comes within the test.
+        let s = hub.get_stream(subjects::JOBS_STREAM).await.unwrap();
+        s.delete_consumer(&subjects::site_consumer("plant-7"))
+            .await
+            .unwrap();
+        let mut config = fleet_jobs::site_consumer_config(&SiteQueue {
+            site: "plant-7".into(),
+            concurrency: 1,
+            max_wall_time: Duration::ZERO,
+        });
+        config.ack_wait = Duration::from_secs(3);
+        s.create_consumer(config).await.unwrap();
+        fleet_jobs::dispatch(
+            &hub,
+            "plant-7",
+            Kind::Test,
+            "nightly-2",
+            site.request("nightly-2"),
+        )
+        .await
+        .unwrap();
+        hub
+    });
+    site.start();
+    let in_log = |what: &str| {
+        evidence::read_log_dir(&site.evidence(), u64::MAX)
+            .map(|b| String::from_utf8_lossy(&b).contains(what))
+            .unwrap_or(false)
+    };
+    harness::wait_for(Duration::from_secs(60), || in_log("job-accepted"));
+    // The hub goes away while the job runs: its end is recorded, the ack cannot be.
+    fleet.hub.kill();
+    harness::wait_for(Duration::from_secs(60), || in_log("job-finished"));
+    site.kill9();
+    fleet.hub.restart();
+    site.start();
+    rt.block_on(async {
+        let hub = jetstream::new(fleet.admin().await);
+        serve::eventually("the redelivery to be acknowledged", || {
+            serve::queue_empty(&hub)
+        })
+        .await;
+        let mut c: consumer::PullConsumer = hub
+            .get_consumer_from_stream(subjects::site_consumer("plant-7"), subjects::JOBS_STREAM)
+            .await
+            .unwrap();
+        let info = c.info().await.unwrap();
+        assert!(
+            info.delivered.consumer_sequence >= 2,
+            "the job was delivered again: {:?}",
+            info.delivered
+        );
+    });
+    drop(hub);
+    let events = site.events();
+    assert_eq!(serve::count(&events, "job-accepted"), 1, "run once");
+    assert_eq!(serve::count(&events, "run-started"), 1, "run once");
+    assert_eq!(serve::count(&events, "job-finished"), 1);
 }
