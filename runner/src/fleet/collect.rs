@@ -113,6 +113,44 @@ pub struct LogReport {
     /// (`edge-runner evidence add-cosignature`); `None` if the log has no
     /// checkpoint record yet.
     pub witnessed: Option<String>,
+    /// What became of each fleet job request this log mentions.
+    pub fleet_jobs: Vec<FleetJobResult>,
+}
+
+/// What a site's verified log says about one fleet job request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetJobResult {
+    /// The request's job id (for a refusal: the id it claimed).
+    pub fleet_job: String,
+    /// How it went.
+    pub state: FleetJobState,
+}
+
+/// The state of a fleet job in a site's verified log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetJobState {
+    /// Accepted as local job `local_job`, not ended yet (as far as shipped).
+    Running {
+        /// The local job id.
+        local_job: u64,
+    },
+    /// Ended: `outcome` (`pass`, `fail`, `refused`, `abnormal`, `error`,
+    /// `cancelled`, `abandoned`) and the exit code `edge-runner run` gives.
+    Ended {
+        /// The local job id.
+        local_job: u64,
+        /// The outcome.
+        outcome: String,
+        /// The exit code.
+        exit: u8,
+    },
+    /// The request was refused (`reason` as recorded).
+    Refused {
+        /// The refusal's code.
+        reason: String,
+        /// In words.
+        detail: String,
+    },
 }
 
 /// What the collector concluded about one site.
@@ -290,7 +328,58 @@ fn verify_one(
         log,
         records: records.len() as u64,
         witnessed,
+        fleet_jobs: fleet_jobs(&summary.events),
     })
+}
+
+/// The fleet jobs of a verified log, in the order they first appear.
+fn fleet_jobs(events: &[Event]) -> Vec<FleetJobResult> {
+    let mut out: Vec<FleetJobResult> = Vec::new();
+    let mut ends: BTreeMap<u64, (String, u8)> = BTreeMap::new();
+    for e in events {
+        match e {
+            Event::JobFinished(f) => {
+                ends.insert(f.job, (f.outcome.clone(), f.exit));
+            }
+            Event::JobCancelled(c) => {
+                ends.insert(c.job, ("cancelled".into(), crate::serve::exit::ABNORMAL));
+            }
+            Event::JobAbandoned(a) => {
+                ends.insert(a.job, ("abandoned".into(), crate::serve::exit::ABNORMAL));
+            }
+            _ => {}
+        }
+    }
+    for e in events {
+        match e {
+            Event::FleetJobAccepted(a) => out.push(FleetJobResult {
+                fleet_job: a.fleet_job.clone(),
+                state: match ends.get(&a.local_job) {
+                    Some((outcome, exit)) => FleetJobState::Ended {
+                        local_job: a.local_job,
+                        outcome: outcome.clone(),
+                        exit: *exit,
+                    },
+                    None => FleetJobState::Running {
+                        local_job: a.local_job,
+                    },
+                },
+            }),
+            Event::JobRequestRefused(r) => {
+                if let Some(job) = &r.claimed_job {
+                    out.push(FleetJobResult {
+                        fleet_job: job.clone(),
+                        state: FleetJobState::Refused {
+                            reason: r.reason.clone(),
+                            detail: r.detail.clone(),
+                        },
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The record a verifier failure names (0 when it names none).

@@ -1149,3 +1149,147 @@ fn serve_killed_between_job_end_and_ack_does_not_rerun_the_redelivered_job() {
     assert_eq!(serve::count(&events, "run-started"), 1, "run once");
     assert_eq!(serve::count(&events, "job-finished"), 1);
 }
+
+#[test]
+fn fleet_cli_submit_waits_for_the_verified_end_then_collect_and_status() {
+    let fleet = fleet!(
+        "fleet_cli_submit_waits_for_the_verified_end_then_collect_and_status",
+        &["plant-7"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let rt = rt();
+    let _hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    let d = &site.dir.path().to_path_buf();
+    std::fs::write(d.join("admin.password"), "change-me-fleet-admin\n").unwrap();
+    std::fs::write(d.join("input.json"), &site.input).unwrap();
+    std::fs::write(d.join("capsule.wasm"), &site.capsule).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+            .args(args)
+            .args(["--hub", &fleet.hub.url(), "--password-file"])
+            .arg(d.join("admin.password"))
+            .output()
+            .unwrap();
+        (out.status.code(), common::text(&out))
+    };
+    let (code, out) = cli(&[
+        "fleet",
+        "submit",
+        "--site",
+        "plant-7",
+        common::p(&d.join("capsule.wasm")),
+        "--input",
+        common::p(&d.join("input.json")),
+        "--key",
+        common::p(&d.join("dispatcher.key")),
+        "--job",
+        "cli-1",
+        "--wait",
+        "--runner-key",
+        common::p(&d.join("runner.pub")),
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("dispatched cli-1 to plant-7"), "{out}");
+    assert!(out.contains("cli-1: pass (job "), "{out}");
+
+    // The same job id again: the site acknowledges it as a replay; the
+    // verified evidence still shows the one run.
+    let wdir = d.join("witness");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+        .args([
+            "evidence",
+            "witness-init",
+            "--dir",
+            common::p(&wdir),
+            "--name",
+            "fleet-hub",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::text(&out));
+    let site_arg = format!("plant-7={}", common::p(&d.join("runner.pub")));
+    let (code, out) = cli(&[
+        "fleet",
+        "collect",
+        "--site",
+        &site_arg,
+        "--witness",
+        common::p(&wdir),
+        "--out",
+        common::p(&d.join("cosigned")),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("plant-7: VALID: 1 log(s)"), "{out}");
+    assert!(out.contains(", 0 checkpoint(s) cosigned"), "{out}");
+
+    // The daemon stops (final checkpoint) and starts again: the checkpoint
+    // is shipped, the collector cosigns it, the site keeps the cosignature,
+    // and the offline verifier checks it against the witness key.
+    site.stop();
+    site.start();
+    let n = site.events().len() as u64;
+    rt.block_on(serve::eventually("the checkpoint at the hub", || {
+        serve::collect_valid(&_hub, site.runner_pub(), n)
+    }));
+    let (code, out) = cli(&[
+        "fleet",
+        "collect",
+        "--site",
+        &site_arg,
+        "--witness",
+        common::p(&wdir),
+        "--out",
+        common::p(&d.join("cosigned")),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(", 1 checkpoint(s) cosigned"), "{out}");
+    let cosigned: Vec<_> = std::fs::read_dir(d.join("cosigned/plant-7"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cosigned.len(), 1);
+    let vkey = wdir.join("witness.vkey");
+    let witness_key = wit::WitnessKey::from_vkey(&std::fs::read_to_string(&vkey).unwrap()).unwrap();
+    let kept = site.evidence().join("witnessed");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::copy(
+        &cosigned[0],
+        kept.join(wit::witnessed_file_name(&witness_key)),
+    )
+    .unwrap();
+    site.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+        .args([
+            "evidence",
+            "verify",
+            common::p(&site.evidence()),
+            "--runner-key",
+        ])
+        .arg(d.join("runner.pub"))
+        .arg("--witness")
+        .arg(&vkey)
+        .arg("--min-witnesses")
+        .arg("1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::text(&out));
+
+    let (code, out) = cli(&["fleet", "status", "--site", "plant-7"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("plant-7: last record "), "{out}");
+    assert!(
+        out.contains("0 job(s) waiting, 0 taken and not acknowledged"),
+        "{out}"
+    );
+
+    // A collector given the wrong runner key reports the site INVALID (exit 4).
+    let (_, other_pub) = common::keys(d, "other");
+    let wrong = format!("plant-7={}", common::p(&other_pub));
+    let (code, out) = cli(&["fleet", "collect", "--site", &wrong]);
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("plant-7: INVALID: log "), "{out}");
+    assert!(out.contains("signed by unknown key"), "{out}");
+}
