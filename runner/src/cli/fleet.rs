@@ -206,7 +206,7 @@ impl SubmitArgs {
         loop {
             let mut collector = Collector::new(vec![SiteKey {
                 site: self.site.clone(),
-                runner_key: runner_key.clone(),
+                runner_key,
             }]);
             collector.read_hub(&hub).await?;
             let report = collector.finish(None, Timestamp::now());

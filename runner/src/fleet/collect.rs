@@ -304,7 +304,7 @@ fn verify_one(
         (Some((witness, state)), Some(note)) => {
             let config = LogConfig {
                 origin: evidence::origin(id),
-                key: key.clone(),
+                key: *key,
             };
             let refuse = |detail: String| SiteFault::Witness {
                 log: log.clone(),

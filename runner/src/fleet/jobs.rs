@@ -185,7 +185,7 @@ impl Job {
 #[derive(Debug)]
 pub enum Delivery {
     /// An authorised job that is not in the log: run it.
-    Job(Job),
+    Job(Box<Job>),
     /// Refused by [`authorize`]; terminated at the hub, so never redelivered.
     /// Record it (`job-request-refused`).
     Refused {
@@ -265,12 +265,12 @@ impl Inbox {
                     .map_err(|e| hub_err("acknowledge")(&e))?;
                 Ok(Some(Delivery::Replay { job, delivered }))
             }
-            Ok(request) => Ok(Some(Delivery::Job(Job {
+            Ok(request) => Ok(Some(Delivery::Job(Box::new(Job {
                 request,
                 delivered,
                 request_sha256,
                 message,
-            }))),
+            })))),
         }
     }
 }

@@ -237,7 +237,7 @@ async fn job_loop(fleet: Arc<Fleet>) {
         {
             Ok(None) => {}
             Ok(Some(Delivery::Job(job))) => {
-                tokio::spawn(take(Arc::clone(&fleet), job));
+                tokio::spawn(take(Arc::clone(&fleet), *job));
             }
             Ok(Some(Delivery::Refused {
                 refusal,

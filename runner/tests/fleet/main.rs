@@ -10,7 +10,6 @@
 )]
 
 #[path = "../common/mod.rs"]
-#[allow(dead_code, reason = "shared with the other CLI tests")]
 mod common;
 mod harness;
 mod serve;
@@ -1069,7 +1068,7 @@ fn serve_runs_a_signed_fleet_job_once_and_ships_its_evidence_home() {
         let n = events.len() as u64;
         let key = site.runner_pub();
         serve::eventually("the evidence at the hub", || {
-            serve::collect_valid(&hub, key.clone(), n)
+            serve::collect_valid(&hub, key, n)
         })
         .await;
     });
