@@ -22,6 +22,8 @@ use crate::timestamp::Timestamp;
 /// Fleet commands.
 #[derive(Debug, Subcommand)]
 pub(super) enum FleetCommand {
+    /// Create (or check) the hub's job queue, each site's consumer, the capsule store and the evidence stream.
+    Init(InitArgs),
     /// Store capsules (and detached signatures) in the hub's object store, by SHA-256.
     Publish(PublishArgs),
     /// Sign a job request with a dispatcher key and queue it for one site.
@@ -39,6 +41,7 @@ impl FleetCommand {
             .build()
             .context("starting the fleet client's runtime")?;
         match self {
+            FleetCommand::Init(a) => runtime.block_on(a.execute()),
             FleetCommand::Publish(a) => runtime.block_on(a.execute()),
             FleetCommand::Submit(a) => runtime.block_on(a.execute()),
             FleetCommand::Collect(a) => runtime.block_on(a.execute()),
@@ -82,6 +85,64 @@ impl Hub {
             )
         })?;
         Ok(jetstream::new(client))
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct InitArgs {
+    /// The sites, each with its own consumer and evidence source.
+    #[arg(long = "site", required = true, value_parser = super::site_name)]
+    sites: Vec<String>,
+    /// Jobs a site runs at once (its serve `queue.concurrency`): its consumer's max ack pending.
+    #[arg(long, default_value_t = 2)]
+    concurrency: i64,
+    /// The largest wall time any job may be granted; the ack wait is this plus 60 s.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    max_wall_time: u64,
+    #[command(flatten)]
+    hub: Hub,
+}
+
+impl InitArgs {
+    async fn execute(self) -> Result<Exit> {
+        let hub = self.hub.connect().await?;
+        let queues: Vec<jobs::SiteQueue> = self
+            .sites
+            .iter()
+            .map(|site| jobs::SiteQueue {
+                site: site.clone(),
+                concurrency: self.concurrency,
+                max_wall_time: Duration::from_secs(self.max_wall_time),
+            })
+            .collect();
+        jobs::ensure_queue(&hub, &queues).await?;
+        capsules::bucket(&hub).await?;
+        let config = crate::fleet::ship::hub_stream_config(&self.sites);
+        match hub.get_stream(subjects::HUB_EVIDENCE_STREAM).await {
+            Ok(_) => {
+                hub.update_stream(&config)
+                    .await
+                    .with_context(|| format!("updating {}", subjects::HUB_EVIDENCE_STREAM))?;
+            }
+            Err(_) => {
+                hub.create_stream(config)
+                    .await
+                    .with_context(|| format!("creating {}", subjects::HUB_EVIDENCE_STREAM))?;
+            }
+        }
+        say!(
+            "hub ready: {} (consumers {}), {}, {} sourcing {}",
+            subjects::JOBS_STREAM,
+            self.sites
+                .iter()
+                .map(|s| subjects::site_consumer(s))
+                .collect::<Vec<_>>()
+                .join(", "),
+            subjects::CAPSULE_BUCKET,
+            subjects::HUB_EVIDENCE_STREAM,
+            self.sites.join(", ")
+        )?;
+        Ok(Exit::Ok)
     }
 }
 

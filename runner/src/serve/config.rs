@@ -55,6 +55,7 @@ pub struct AllowList {
 /// | `store.max-bytes` | 256 MiB of uploaded capsules |
 /// | `shutdown.grace-ms` | 30 000 |
 /// | `metrics.listen` | none (metrics only at `GET /metrics` on the socket) |
+/// | `[fleet]` | none (local jobs only); see [`FleetConfig`] for its defaults |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeConfig {
     /// The file it was read from (for messages).
