@@ -607,6 +607,18 @@ async fn run_api(
     listener: Listener,
     fleet_start: Option<FleetStart>,
 ) -> Result<(), ServeError> {
+    // Handlers first: a client may signal the daemon as soon as the socket
+    // answers, and SIGTERM then must drain, not kill.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| ServeError::Io {
+            what: "installing the SIGTERM handler".into(),
+            source,
+        })?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|source| ServeError::Io {
+            what: "installing the SIGINT handler".into(),
+            source,
+        })?;
     let socket_path = daemon.config.socket.clone();
     let (listener, bound) = match listener {
         Listener::Bind => (bind(&socket_path)?, true),
@@ -690,16 +702,6 @@ async fn run_api(
     if let Some(never) = fleet_start {
         match never {}
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| ServeError::Io {
-            what: "installing the SIGTERM handler".into(),
-            source,
-        })?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|source| ServeError::Io {
-            what: "installing the SIGINT handler".into(),
-            source,
-        })?;
     notify(systemd::notify_ready());
     tracing::info!(
         socket = %socket_path.display(),
