@@ -37,6 +37,11 @@ pub const FLEET_MARKER_PURPOSE: &str = "edge-runner/fleet-job-marker/v1";
 /// How long a full or draining daemon asks the hub to wait before redelivering.
 const RETRY_DELAY: Duration = Duration::from_secs(5);
 
+/// Most `job-request-refused` records per minute: past this, refusals are
+/// only counted in the `load-shed` summary (reason `fleet-request-refused`),
+/// so a hostile hub cannot grow the log without bound.
+pub const REFUSALS_PER_MINUTE: u32 = 60;
+
 /// How often a running fleet job tells the hub it is still running.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
@@ -84,6 +89,8 @@ struct Fleet {
     secret: [u8; 32],
     seen: Mutex<HashSet<[u8; 32]>>,
     hub: jetstream::Context,
+    /// Refusals recorded in the current minute, and when it started.
+    refusals: Mutex<(std::time::Instant, u32)>,
 }
 
 /// Runs the fleet side until `stop`: connects to the leaf, ships evidence,
@@ -128,6 +135,7 @@ pub(super) async fn run(
         site,
         secret,
         seen: Mutex::new(seen),
+        refusals: Mutex::new((std::time::Instant::now(), 0)),
         config,
     });
     let shipping = tokio::spawn(ship_loop(Arc::clone(&fleet), leaf, stop.clone()));
@@ -273,6 +281,17 @@ async fn record_refusal(
     detail: String,
     request_sha256: [u8; 32],
 ) {
+    {
+        let mut budget = fleet.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if budget.0.elapsed() >= Duration::from_secs(60) {
+            *budget = (std::time::Instant::now(), 0);
+        }
+        if budget.1 >= REFUSALS_PER_MINUTE {
+            fleet.daemon.count_shed("fleet-request-refused");
+            return;
+        }
+        budget.1 += 1;
+    }
     let mut detail = detail;
     if detail.len() > crate::evidence::events::MAX_REFUSAL_DETAIL_BYTES {
         let mut cut = crate::evidence::events::MAX_REFUSAL_DETAIL_BYTES;
