@@ -152,12 +152,29 @@ pub struct Shipper {
     site: String,
     dir: PathBuf,
     ack_timeout: Duration,
+    /// Where the last successful [`Shipper::ship`] stopped, so the next one
+    /// reads only what was appended since; `None`: read the whole log and
+    /// resume from the stream (at start, and after any failure).
+    cursor: std::sync::Mutex<Option<Cursor>>,
+}
+
+/// A position in the log known to be shipped up to.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// Bytes of the log (segments, then the active file) shipped.
+    offset: u64,
+    /// The next record's sequence.
+    next_seq: u64,
+    /// The log's id.
+    log_id: [u8; 16],
 }
 
 /// One record of the log, as bytes, with what it claims to be.
 struct Item<'a> {
     log_id: [u8; 16],
     seq: u64,
+    /// Its first byte's offset in the bytes it was split from.
+    at: usize,
     bytes: &'a [u8],
 }
 
@@ -169,26 +186,64 @@ impl Shipper {
             site: site.to_string(),
             dir: dir.to_path_buf(),
             ack_timeout: Duration::from_secs(10),
+            cursor: std::sync::Mutex::new(None),
         }
     }
 
     /// Ships every record the stream does not hold yet, waiting for each
     /// acknowledgement before the next.
     pub async fn ship(&self) -> Result<Shipped, ShipError> {
+        let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        // Any failure forgets the cursor: the next call reads the whole log
+        // and resumes from the stream's last message.
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let log_err = |detail: String| ShipError::Log {
             path: self.dir.clone(),
             detail,
         };
-        let bytes = evidence::read_log_dir(&self.dir, MAX_SHIPPED_LOG_BYTES)
-            .map_err(|e| log_err(e.to_string()))?;
-        let items = split(&bytes).map_err(log_err)?;
-        let next = self.resume(&items).await?;
+        let (bytes, base) = match cursor {
+            Some(c) => (read_from(&self.dir, c.offset).map_err(log_err)?, Some(c)),
+            None => (
+                evidence::read_log_dir(&self.dir, MAX_SHIPPED_LOG_BYTES)
+                    .map_err(|e| log_err(e.to_string()))?,
+                None,
+            ),
+        };
+        let items = split(
+            &bytes,
+            base.map_or(0, |c| c.next_seq),
+            base.map(|c| c.log_id),
+        )
+        .map_err(log_err)?;
+        let next = match base {
+            Some(c) => c.next_seq,
+            None => self.resume(&items).await?,
+        };
+        let first = base.map_or(0, |c| c.next_seq);
+        let result = self.publish(&items, next.saturating_sub(first)).await?;
+        let shipped_bytes = items.last().map_or(0, |i| (i.at + i.bytes.len()) as u64);
+        let log_id = items.first().map(|i| i.log_id).or(base.map(|c| c.log_id));
+        if let Some(log_id) = log_id {
+            *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(Cursor {
+                offset: base.map_or(0, |c| c.offset) + shipped_bytes,
+                next_seq: first + items.len() as u64,
+                log_id,
+            });
+        }
+        Ok(Shipped {
+            next_seq: first + items.len() as u64,
+            ..result
+        })
+    }
+
+    /// Publishes `items` from index `skip` on, each acknowledged before the next.
+    async fn publish(&self, items: &[Item<'_>], skip: u64) -> Result<Shipped, ShipError> {
         let subject = subjects::evidence_subject(&self.site);
         let mut published = 0;
         let mut duplicates = 0;
         for item in items
             .iter()
-            .skip(usize::try_from(next).unwrap_or(usize::MAX))
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
         {
             let pause = |detail: String| ShipError::Paused {
                 seq: item.seq,
@@ -223,7 +278,7 @@ impl Shipper {
         Ok(Shipped {
             published,
             duplicates,
-            next_seq: items.len() as u64,
+            next_seq: 0,
         })
     }
 
@@ -267,24 +322,61 @@ impl Shipper {
     }
 }
 
-/// Splits a log into its records, checking each claims the next sequence of one log.
-fn split(bytes: &[u8]) -> Result<Vec<Item<'_>>, String> {
+/// Reads the log (segments, then the active file) from byte `offset` on.
+/// A roll between listing and reading shows up as a sequence mismatch in
+/// [`split`], which forgets the cursor: nothing is skipped.
+fn read_from(dir: &Path, mut offset: u64) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut files = evidence::segment_files(dir).map_err(|e| format!("segments: {e}"))?;
+    files.push(dir.join(evidence::LOG_FILE));
+    let mut out = Vec::new();
+    for path in files {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        if offset >= len {
+            offset -= len;
+            continue;
+        }
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        offset = 0;
+        let room = MAX_SHIPPED_LOG_BYTES.saturating_sub(out.len() as u64);
+        file.take(room)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(out)
+}
+
+/// Splits bytes of a log into its records, the first being sequence `first`
+/// (of log `log_id`, if known), each claiming the next sequence of one log.
+/// A record cut short at the end (being written right now) is left for the
+/// next call.
+fn split(bytes: &[u8], first: u64, log_id: Option<[u8; 16]>) -> Result<Vec<Item<'_>>, String> {
     let mut items: Vec<Item<'_>> = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         let len = match crate::cbor::item_len(&bytes[at..]) {
             Some(n) => n,
-            None => {
-                crate::cbor::decode_prefix(&bytes[at..])
-                    .map_err(|e| format!("record at byte {at}: {e}"))?
-                    .1
-            }
+            None => match crate::cbor::decode_prefix(&bytes[at..]) {
+                Ok((_, n)) => n,
+                // Incomplete (or unreadable) from here: ship what is whole.
+                Err(_) => break,
+            },
         };
         let raw = &bytes[at..at + len];
         let record = evidence::read_unverified(raw)
             .ok_or_else(|| format!("record at byte {at} is not an evidence record"))?;
-        let expected = items.len() as u64;
-        if record.seq != expected || items.first().is_some_and(|f| f.log_id != record.log_id) {
+        let expected = first + items.len() as u64;
+        let log = items.first().map(|f| f.log_id).or(log_id);
+        if record.seq != expected || log.is_some_and(|l| l != record.log_id) {
             return Err(format!(
                 "record at byte {at} claims log {} sequence {} where sequence {expected} of this log belongs",
                 hex::encode(record.log_id),
@@ -294,6 +386,7 @@ fn split(bytes: &[u8]) -> Result<Vec<Item<'_>>, String> {
         items.push(Item {
             log_id: record.log_id,
             seq: record.seq,
+            at,
             bytes: raw,
         });
         at += len;

@@ -155,10 +155,8 @@ fn evidence_ships_to_leaf_and_hub_without_gap_or_duplicate() {
             .await
             .unwrap();
 
-        let shipped = Shipper::new(leaf.clone(), "plant-7", dir.path())
-            .ship()
-            .await
-            .unwrap();
+        let kept = Shipper::new(leaf.clone(), "plant-7", dir.path());
+        let shipped = kept.ship().await.unwrap();
         let log = records(dir.path());
         assert_eq!(shipped.published, log.len() as u64);
         assert_eq!(shipped.next_seq, log.len() as u64);
@@ -179,6 +177,19 @@ fn evidence_ships_to_leaf_and_hub_without_gap_or_duplicate() {
             .unwrap();
         let log = records(dir.path());
         assert_eq!(more.published, (log.len() - before) as u64);
+        // The first shipper, still running, reads only what was appended
+        // since it last shipped: what the other one shipped meanwhile, which
+        // the stream drops as duplicates (same message ids).
+        let stale = kept.ship().await.unwrap();
+        assert_eq!(stale.published, stale.duplicates);
+        assert_eq!(stale.published, (log.len() - before) as u64);
+        let before = log.len();
+        append(dir.path(), &key, 2);
+        let log = records(dir.path());
+        let tail = kept.ship().await.unwrap();
+        assert_eq!(tail.published, (log.len() - before) as u64);
+        assert_eq!(tail.duplicates, 0);
+        assert_eq!(tail.next_seq, log.len() as u64);
 
         let at_leaf = messages(&leaf, subjects::SITE_EVIDENCE_STREAM).await;
         assert_eq!(
