@@ -44,10 +44,16 @@ fn rt() -> tokio::runtime::Runtime {
 /// An evidence log in `dir` with `n` more records.
 fn append(dir: &Path, key: &SecretKey, n: u64) {
     let mut log = EvidenceLog::open(dir, key.clone_for_test()).unwrap();
-    for i in 0..n {
-        log.append("note", edge_runner::cbor::text_map([("n", i.into())]))
-            .unwrap();
-    }
+    // One group commit: one fsync for all of them.
+    let notes = (0..n)
+        .map(|i| {
+            (
+                "note".to_string(),
+                edge_runner::cbor::text_map([("n", i.into())]),
+            )
+        })
+        .collect();
+    log.append_batch(notes).unwrap();
     log.close().unwrap();
 }
 
@@ -1302,4 +1308,99 @@ fn fleet_cli_submit_waits_for_the_verified_end_then_collect_and_status() {
     assert_eq!(code, Some(4), "{out}");
     assert!(out.contains("plant-7: INVALID: log "), "{out}");
     assert!(out.contains("signed by unknown key"), "{out}");
+}
+
+#[test]
+fn leaf_killed_mid_shipment_then_resumed_with_no_gap_or_duplicate() {
+    let mut fleet = fleet!(
+        "leaf_killed_mid_shipment_then_resumed_with_no_gap_or_duplicate",
+        &["plant-7"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    append(dir.path(), &key, 3000);
+    let log = records(dir.path());
+    let path = dir.path().to_path_buf();
+    let url = fleet.leaves[0].url();
+    // Ship from another thread while this one kills the leaf.
+    let shipping = std::thread::spawn(move || {
+        rt().block_on(async {
+            let client = async_nats::ConnectOptions::with_user_and_password(
+                "runner".into(),
+                "change-me-runner".into(),
+            )
+            .connect(url)
+            .await
+            .unwrap();
+            let leaf = jetstream::new(client);
+            ship::ensure_site_stream(&leaf, "plant-7", 64 * MIB)
+                .await
+                .unwrap();
+            Shipper::new(leaf, "plant-7", &path).ship().await
+        })
+    });
+    // Kill it once part of the log is in the stream.
+    rt().block_on(async {
+        let leaf = jetstream::new(fleet.runner("plant-7").await);
+        loop {
+            if let Ok(mut s) = leaf.get_stream(subjects::SITE_EVIDENCE_STREAM).await
+                && let Ok(info) = s.info().await
+                && info.state.messages >= 10
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    fleet.leaves[0].kill();
+    let first = shipping.join().unwrap();
+    assert!(
+        matches!(
+            first,
+            Err(ShipError::Paused { .. }) | Err(ShipError::Leaf { .. })
+        ),
+        "the leaf died mid-shipment, yet: {first:?}"
+    );
+    fleet.leaves[0].restart();
+    rt().block_on(async {
+        let leaf = jetstream::new(fleet.runner("plant-7").await);
+        // The kill landed mid-shipment: part of the log is in the stream.
+        let mut held_before = 0;
+        for _ in 0..100 {
+            if let Ok(mut s) = leaf.get_stream(subjects::SITE_EVIDENCE_STREAM).await
+                && let Ok(info) = s.info().await
+            {
+                held_before = info.state.messages;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            held_before > 0 && held_before < log.len() as u64,
+            "{held_before} of {} records were shipped before the kill",
+            log.len()
+        );
+        let mut shipped = None;
+        // The leaf's JetStream needs a moment to recover its stream.
+        for _ in 0..100 {
+            match Shipper::new(leaf.clone(), "plant-7", dir.path())
+                .ship()
+                .await
+            {
+                Ok(s) => {
+                    shipped = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let shipped = shipped.expect("shipping resumed after the leaf came back");
+        assert_eq!(shipped.next_seq, log.len() as u64);
+        let held = messages(&leaf, subjects::SITE_EVIDENCE_STREAM).await;
+        assert_eq!(
+            held.iter().map(|m| m.1.clone()).collect::<Vec<_>>(),
+            log,
+            "every record once, in order"
+        );
+    });
 }
