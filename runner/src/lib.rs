@@ -32,6 +32,7 @@ pub mod custody;
 #[cfg(test)]
 mod doc_examples;
 pub mod evidence;
+pub mod fleet;
 pub mod fsio;
 pub mod governance;
 pub mod keys;

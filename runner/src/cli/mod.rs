@@ -20,6 +20,8 @@ mod approve;
 mod capsule;
 mod demo;
 mod evidence;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod governance;
 mod html;
 mod keys;
@@ -170,6 +172,10 @@ enum Command {
     /// List, show and cancel a running `serve`'s jobs.
     #[command(subcommand)]
     Jobs(serve::JobsCommand),
+    /// The fleet over NATS JetStream: publish capsules, dispatch signed jobs, collect evidence.
+    #[cfg(feature = "fleet")]
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to standard output.
     Completions(manual::CompletionsArgs),
     /// Write man pages for every command.
@@ -193,6 +199,8 @@ impl Cli {
             Command::Serve(args) => args.execute(),
             Command::Submit(args) => args.execute(),
             Command::Jobs(command) => command.execute(),
+            #[cfg(feature = "fleet")]
+            Command::Fleet(command) => command.execute(),
             Command::Completions(args) => args.execute(),
             Command::Man(args) => args.execute(),
         }

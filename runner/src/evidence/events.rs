@@ -14,8 +14,10 @@ use ciborium::Value;
 
 use crate::cbor::{MapReader, as_u64, text_map};
 
+mod fleet;
 mod jobs;
 mod remediation;
+pub use fleet::{FleetJobAccepted, JobRequestRefused, MAX_REFUSAL_DETAIL_BYTES};
 pub use jobs::{
     CANCELLED_BY, JOB_OUTCOMES, JobAbandoned, JobAccepted, JobCancelled, JobFinished, LoadShed,
     MAX_JOB_DETAIL_BYTES, Submitter,
@@ -140,6 +142,10 @@ events! {
     JobAbandoned,
     /// A summary of requests rejected under load.
     LoadShed,
+    /// A fleet job request was accepted as a local job.
+    FleetJobAccepted,
+    /// A fleet job request was refused.
+    JobRequestRefused,
 }
 
 /// `governance-loaded`: the governance version in force from this record on

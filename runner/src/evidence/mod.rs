@@ -33,7 +33,7 @@ pub use log::{
 };
 pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, MAX_RECORD_BYTES, Record,
-    SignedRecord, decode_record, sign_record,
+    SignedRecord, decode_record, read_unverified, sign_record,
 };
 pub use shared::{CommitObserver, SharedLog, WriterStats};
 pub use verify::{

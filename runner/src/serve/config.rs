@@ -55,6 +55,7 @@ pub struct AllowList {
 /// | `store.max-bytes` | 256 MiB of uploaded capsules |
 /// | `shutdown.grace-ms` | 30 000 |
 /// | `metrics.listen` | none (metrics only at `GET /metrics` on the socket) |
+/// | `[fleet]` | none (local jobs only); see [`FleetConfig`] for its defaults |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeConfig {
     /// The file it was read from (for messages).
@@ -93,6 +94,39 @@ pub struct ServeConfig {
     pub grace: Duration,
     /// A TCP address that serves only `GET /metrics` (read-only), if any.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The fleet (docs/fleet.md): jobs from the hub and evidence home,
+    /// through the site's own leaf node; `None`: local jobs only.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// The `[fleet]` table: how the daemon reaches its site's NATS leaf node.
+/// Defaults: `max-capsule-bytes` 64 MiB, `evidence-stream-bytes` 1 GiB,
+/// `poll-ms` 1000. Needs a runner built with the `fleet` feature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// The leaf's client URL, e.g. `nats://127.0.0.1:4223` (never the hub).
+    pub leaf: String,
+    /// The user the daemon connects to the leaf as.
+    pub user: String,
+    /// A file holding that user's password (one line).
+    pub password_file: PathBuf,
+    /// Largest capsule (or detached signature) fetched from the hub.
+    pub max_capsule_bytes: u64,
+    /// Size of the leaf's evidence stream; a full stream pauses shipping.
+    pub evidence_stream_bytes: i64,
+    /// How long one wait for a job lasts, and how often evidence is shipped.
+    pub poll: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FleetTable {
+    leaf: String,
+    user: String,
+    password_file: PathBuf,
+    max_capsule_bytes: Option<u64>,
+    evidence_stream_bytes: Option<u64>,
+    poll_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +148,7 @@ struct ConfigFile {
     shutdown: ShutdownTable,
     #[serde(default)]
     metrics: MetricsTable,
+    fleet: Option<FleetTable>,
 }
 
 #[derive(Deserialize, Default)]
@@ -260,6 +295,44 @@ impl ServeConfig {
                 })
             })
             .transpose()?;
+        let fleet = match file.fleet {
+            None => None,
+            Some(f) => {
+                if !(f.leaf.starts_with("nats://") || f.leaf.starts_with("tls://")) {
+                    return Err(fail(format!(
+                        "`fleet.leaf` = \"{}\" is not a NATS URL; write the site's leaf node, e.g. \"nats://127.0.0.1:4223\"",
+                        f.leaf.escape_debug()
+                    )));
+                }
+                let max_capsule_bytes = f.max_capsule_bytes.unwrap_or(64 << 20);
+                if !(1024..=(1 << 30)).contains(&max_capsule_bytes) {
+                    return Err(fail(format!(
+                        "`fleet.max-capsule-bytes` is {max_capsule_bytes}; it must be between 1024 and {}",
+                        1u64 << 30
+                    )));
+                }
+                let stream = f.evidence_stream_bytes.unwrap_or(1 << 30);
+                if !((1 << 20)..=(1 << 50)).contains(&stream) {
+                    return Err(fail(format!(
+                        "`fleet.evidence-stream-bytes` is {stream}; it must be between 1 MiB and 1 PiB"
+                    )));
+                }
+                let poll_ms = f.poll_ms.unwrap_or(1000);
+                if !(50..=60_000).contains(&poll_ms) {
+                    return Err(fail(format!(
+                        "`fleet.poll-ms` is {poll_ms}; it must be between 50 and 60000"
+                    )));
+                }
+                Some(FleetConfig {
+                    leaf: f.leaf,
+                    user: f.user,
+                    password_file: abs(f.password_file),
+                    max_capsule_bytes,
+                    evidence_stream_bytes: stream as i64,
+                    poll: Duration::from_millis(poll_ms),
+                })
+            }
+        };
         let evidence = abs(file.evidence);
         let store = file
             .store
@@ -291,6 +364,7 @@ impl ServeConfig {
             store_max_bytes: file.store.max_bytes.unwrap_or(256 << 20),
             grace,
             metrics_listen,
+            fleet,
         })
     }
 }

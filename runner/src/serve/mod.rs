@@ -19,6 +19,8 @@
 
 pub mod api;
 pub mod config;
+#[cfg(feature = "fleet")]
+mod fleet;
 pub mod jobs;
 pub mod metrics;
 pub mod store;
@@ -136,6 +138,18 @@ impl std::fmt::Debug for Daemon {
             .finish_non_exhaustive()
     }
 }
+
+/// What the fleet task starts with: its config, the site, the marker secret
+/// and the markers already in the log.
+#[cfg(feature = "fleet")]
+type FleetStart = (
+    config::FleetConfig,
+    String,
+    [u8; 32],
+    std::collections::HashSet<[u8; 32]>,
+);
+#[cfg(not(feature = "fleet"))]
+type FleetStart = std::convert::Infallible;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -419,6 +433,15 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
         &config.evidence.join("code-cache"),
         key.derive_secret(CACHE_KEY_PURPOSE),
     );
+    #[cfg(not(feature = "fleet"))]
+    if config.fleet.is_some() {
+        return Err(ServeError::Config(config::ConfigError {
+            origin: config.origin.display().to_string(),
+            detail: "`[fleet]` is set but this edge-runner was built without the `fleet` feature; rebuild with `--features fleet` or remove the table".into(),
+        }));
+    }
+    #[cfg(feature = "fleet")]
+    let fleet_secret = key.derive_secret(fleet::FLEET_MARKER_PURPOSE);
     let mut log = EvidenceLog::open(&config.evidence, key).map_err(evidence_err)?;
     // Runs and jobs the previous daemon left open get their end first.
     let abandoned =
@@ -429,6 +452,23 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
             "jobs accepted by the previous daemon never ended; recorded as abandoned (clients resubmit)"
         );
     }
+    #[cfg(feature = "fleet")]
+    let fleet_start: Option<FleetStart> = match &config.fleet {
+        None => None,
+        Some(f) => {
+            let seen = fleet::accepted_markers(&config.evidence).map_err(|detail| {
+                ServeError::Evidence {
+                    dir: config.evidence.display().to_string(),
+                    source: EvidenceError::Encode(format!(
+                        "reading the fleet jobs already accepted: {detail}"
+                    )),
+                }
+            })?;
+            Some((f.clone(), policy.site.clone(), fleet_secret, seen))
+        }
+    };
+    #[cfg(not(feature = "fleet"))]
+    let fleet_start: Option<FleetStart> = None;
     let metrics = Arc::new(metrics::Metrics::new());
     metrics.abandoned(abandoned.len() as u64);
     let first_id = log.next_job();
@@ -481,7 +521,7 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
             source,
         })?;
     let evidence_dir = daemon.config.evidence.display().to_string();
-    let outcome = runtime.block_on(run_api(Arc::clone(&daemon), listener));
+    let outcome = runtime.block_on(run_api(Arc::clone(&daemon), listener, fleet_start));
     // The API has stopped and every job has ended (or the API failed to
     // start, and the queue is drained the same way).
     let leftover = daemon.board.drain();
@@ -562,9 +602,13 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
     tokio::net::UnixListener::from_std(listener).map_err(|e| fail(e.to_string()))
 }
 
-async fn run_api(daemon: Arc<Daemon>, listener: Listener) -> Result<(), ServeError> {
-    // Before the socket takes a connection: a SIGTERM from then on drains
-    // (with the default action it would kill the daemon with jobs accepted).
+async fn run_api(
+    daemon: Arc<Daemon>,
+    listener: Listener,
+    fleet_start: Option<FleetStart>,
+) -> Result<(), ServeError> {
+    // Handlers first: a client may signal the daemon as soon as the socket
+    // answers, and SIGTERM then must drain, not kill.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| ServeError::Io {
             what: "installing the SIGTERM handler".into(),
@@ -642,6 +686,21 @@ async fn run_api(daemon: Arc<Daemon>, listener: Listener) -> Result<(), ServeErr
                 }
             }
         });
+    }
+    #[cfg(feature = "fleet")]
+    if let Some((config, site, secret, seen)) = fleet_start {
+        tokio::spawn(fleet::run(
+            Arc::clone(&daemon),
+            config,
+            site,
+            secret,
+            seen,
+            stop_rx.clone(),
+        ));
+    }
+    #[cfg(not(feature = "fleet"))]
+    if let Some(never) = fleet_start {
+        match never {}
     }
     notify(systemd::notify_ready());
     tracing::info!(

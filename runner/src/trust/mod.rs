@@ -14,9 +14,9 @@ mod root;
 pub mod store;
 
 pub use root::{
-    Ceiling, GovernanceAdmins, MAX_ROOT_SIGNATURES, MAX_TRUST_ROOT_BYTES, NamePattern, Publisher,
-    Revocation, RootKey, RootPolicy, RootSignatures, SignedRoot, TRUST_ROOT_CONTENT_TYPE,
-    TRUST_ROOT_CONTEXT, TRUST_ROOT_FORMAT, Threshold,
+    Ceiling, Dispatcher, GovernanceAdmins, MAX_ROOT_SIGNATURES, MAX_TRUST_ROOT_BYTES, NamePattern,
+    Publisher, Revocation, RootKey, RootPolicy, RootSignatures, SignedRoot,
+    TRUST_ROOT_CONTENT_TYPE, TRUST_ROOT_CONTEXT, TRUST_ROOT_FORMAT, Threshold,
 };
 pub use store::{Anchor, Chain, ChainLink, RootShortfall};
 

@@ -195,6 +195,28 @@ pub struct RootKey {
     pub key: PublicKey,
 }
 
+/// A key the site accepts fleet job requests from (docs/fleet.md §3): it may
+/// ask the named sites to run capsules of the named kinds, nothing more. The
+/// capsule itself is still verified against the publishers as always.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    /// Unique name, e.g. `fleet-ops`.
+    pub name: String,
+    /// Its Ed25519 key.
+    pub key: PublicKey,
+    /// Sites it may dispatch to; `*` allows every site.
+    pub sites: Vec<String>,
+    /// Kinds of capsule it may dispatch.
+    pub kinds: BTreeSet<Kind>,
+}
+
+impl Dispatcher {
+    /// Whether this dispatcher may send jobs to `site`.
+    pub fn may_dispatch_to(&self, site: &str) -> bool {
+        self.sites.iter().any(|s| s == ANY_SITE || s == site)
+    }
+}
+
 /// The optional `[governance]` table: which keys administer the site's
 /// governance bundle (docs/governance.md §6) and how many must sign each version.
 #[derive(Debug, Clone)]
@@ -249,6 +271,9 @@ pub struct RootPolicy {
     pub revoked_capsules: Vec<Revocation<[u8; 32]>>,
     /// Who signs the site's governance bundle (`None`: this trust root allows no governance).
     pub governance: Option<GovernanceAdmins>,
+    /// Who may send this site fleet job requests (empty: none; roots written
+    /// before the fleet have no `[[dispatcher]]` and accept no fleet jobs).
+    pub dispatchers: Vec<Dispatcher>,
     /// The policy text.
     pub text: String,
 }
@@ -273,6 +298,17 @@ struct PolicyFile {
     #[serde(default, rename = "revoked-capsule")]
     revoked_capsules: Vec<RevokedCapsuleFile>,
     governance: Option<GovernanceFile>,
+    #[serde(default, rename = "dispatcher")]
+    dispatchers: Vec<DispatcherFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DispatcherFile {
+    name: String,
+    public_key: String,
+    sites: Vec<String>,
+    kinds: Vec<Kind>,
 }
 
 #[derive(Deserialize)]
@@ -541,6 +577,13 @@ impl RootPolicy {
             }
         };
 
+        let dispatchers = dispatchers(
+            file.dispatchers,
+            &all_keys,
+            &revoked_keys,
+            governance.as_ref(),
+        )?;
+
         Ok(Self {
             name,
             version: file.version,
@@ -554,6 +597,7 @@ impl RootPolicy {
             revoked_keys,
             revoked_capsules,
             governance,
+            dispatchers,
             text: text.to_string(),
         })
     }
@@ -576,6 +620,11 @@ impl RootPolicy {
         })
     }
 
+    /// The dispatcher owning `key`, if any.
+    pub fn dispatcher_by_key(&self, key: &KeyId) -> Option<&Dispatcher> {
+        self.dispatchers.iter().find(|d| d.key.id() == *key)
+    }
+
     /// The revocation of `key`, if it is revoked.
     pub fn key_revocation(&self, key: &KeyId) -> Option<&Revocation<KeyId>> {
         self.revoked_keys.iter().find(|r| r.what == *key)
@@ -585,6 +634,62 @@ impl RootPolicy {
     pub fn capsule_revocation(&self, digest: &[u8; 32]) -> Option<&Revocation<[u8; 32]>> {
         self.revoked_capsules.iter().find(|r| r.what == *digest)
     }
+}
+
+/// Checks `[[dispatcher]]` entries: each key has one role (not a root key,
+/// publisher, governance admin or another dispatcher, since a dispatcher
+/// that could also sign capsules could make a site run what it alone chose),
+/// is not revoked, and names at least one site and one kind.
+fn dispatchers(
+    files: Vec<DispatcherFile>,
+    other_keys: &BTreeSet<KeyId>,
+    revoked: &[Revocation<KeyId>],
+    governance: Option<&GovernanceAdmins>,
+) -> Result<Vec<Dispatcher>, String> {
+    let mut out: Vec<Dispatcher> = Vec::new();
+    for mut d in files {
+        d.name = check_label(&d.name, "dispatcher name")?;
+        let key = PublicKey::from_pem(&d.public_key, Path::new(&d.name))
+            .map_err(|e| format!("dispatcher `{}`: {e}", d.name))?;
+        if out.iter().any(|o| o.name == d.name) {
+            return Err(format!("dispatcher `{}` is listed twice", d.name));
+        }
+        let admin = governance.is_some_and(|g| g.admin(&key.id()).is_some());
+        if other_keys.contains(&key.id()) || admin || out.iter().any(|o| o.key.id() == key.id()) {
+            return Err(format!(
+                "dispatcher `{}` reuses a key already listed (as a root key, publisher, governance admin or another dispatcher); give the dispatcher its own key",
+                d.name
+            ));
+        }
+        if revoked.iter().any(|r| r.what == key.id()) {
+            return Err(format!(
+                "dispatcher `{}` uses a revoked key; remove the dispatcher or the revocation",
+                d.name
+            ));
+        }
+        if d.sites.is_empty() {
+            return Err(format!(
+                "dispatcher `{}` has no `sites`; list the sites it may send jobs to (`[\"plant-7\"]`), or [\"*\"] for every site",
+                d.name
+            ));
+        }
+        for s in d.sites.iter().filter(|s| *s != ANY_SITE) {
+            validate_site(s).map_err(|e| format!("dispatcher `{}`: {e}", d.name))?;
+        }
+        if d.kinds.is_empty() {
+            return Err(format!(
+                "dispatcher `{}` has no `kinds`; list the kinds of capsule it may dispatch, or remove it",
+                d.name
+            ));
+        }
+        out.push(Dispatcher {
+            name: d.name,
+            key,
+            sites: d.sites,
+            kinds: d.kinds.into_iter().collect(),
+        });
+    }
+    Ok(out)
 }
 
 fn ceiling(file: CeilingFile) -> Result<Ceiling, String> {
