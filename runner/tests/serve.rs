@@ -185,15 +185,28 @@ struct Answer {
 }
 
 /// One HTTP/1.1 request on a fresh connection (closed after the answer).
+///
+/// Like any HTTP client, it reads an answer the daemon sent before taking the
+/// whole body (a 413 for a body over the cap): a write the daemon no longer
+/// reads may fail, and the answer is still there to read.
 fn request(socket: &Path, method: &str, path: &str, body: &[u8]) -> Answer {
     let mut stream = UnixStream::connect(socket).unwrap();
-    write!(
-        stream,
+    let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: edge-runner\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )
-    .unwrap();
-    stream.write_all(body).unwrap();
+    );
+    let sent = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body));
+    if let Err(e) = sent {
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "writing the request: {e}"
+        );
+    }
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     parse_answer(&raw)
@@ -440,6 +453,22 @@ fn oversize_malformed_and_host_path_requests_are_refused_with_the_fix() {
             .contains("larger than this daemon accepts (4096 bytes, `api.max-body-bytes`)"),
         "{big:?}"
     );
+    // A client that writes its body only after the daemon has answered (here
+    // 300 ms after its headers) still gets to write it: the daemon reads and
+    // drops a refused body of modest size before closing, so the client sees
+    // the 413, not a broken pipe.
+    let mut late = UnixStream::connect(&daemon.socket).unwrap();
+    write!(
+        late,
+        "POST /v1/jobs HTTP/1.1\r\nHost: edge-runner\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    late.write_all(&[b'x'; 5000])
+        .expect("the daemon drains a refused body of modest size");
+    let mut raw = Vec::new();
+    late.read_to_end(&mut raw).unwrap();
+    assert_eq!(parse_answer(&raw).status, 413);
     let bad = daemon.request("POST", "/v1/jobs", b"{not json");
     assert_eq!(bad.status, 400, "{bad:?}");
     assert!(

@@ -247,7 +247,29 @@ fn param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
         .map(|(_, v)| v)
 }
 
-/// Reads the body, at most `limit` bytes (a larger Content-Length is refused before reading).
+/// How much of a refused body is read and thrown away before the 413 goes
+/// out, so that a client still writing its body reads the answer instead of
+/// failing its write with a broken pipe (nginx's "lingering close"). Past this
+/// bound, or [`DISCARD_TIME`], the connection is closed.
+const DISCARD_BYTES: u64 = 1 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops at most `bound` bytes of `body`, for at most [`DISCARD_TIME`].
+async fn discard(mut body: Incoming, bound: u64) {
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > bound {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}
+
+/// Reads the body, at most `limit` bytes (a larger Content-Length is refused
+/// before reading; up to [`DISCARD_BYTES`] of it are then read and dropped).
 async fn body(req: Request<Incoming>, limit: u64) -> Result<Bytes, Reply> {
     let too_large = || {
         error(
@@ -264,6 +286,9 @@ async fn body(req: Request<Incoming>, limit: u64) -> Result<Bytes, Reply> {
         .and_then(|v| v.parse::<u64>().ok())
         && len > limit
     {
+        if len <= limit.saturating_add(DISCARD_BYTES) {
+            discard(req.into_body(), len).await;
+        }
         return Err(too_large());
     }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
