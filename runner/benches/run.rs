@@ -16,12 +16,13 @@
 //! The ratio printed last is Edge Runner warm ÷ plain.
 //!
 //! For instruction counts, `EDGE_RUNNER_BENCH_LOOP=warm:N` (or `plain:N`)
-//! runs only that loop N times after its set-up and exits; run it under
-//! `valgrind --tool=callgrind` with two values of N and divide the difference
-//! in instructions by the difference in N for the cost of one run:
+//! runs only that loop N times after its set-up and one untimed run, inside
+//! `bench_loop`; count only that function with callgrind and divide by N for
+//! the cost of one run (compiling is outside it: its instruction count varies
+//! from run to run with the parallel compiler's scheduling):
 //!
 //! ```sh
-//! EDGE_RUNNER_BENCH_LOOP=warm:200 valgrind --tool=callgrind target/release/deps/run-HASH
+//! EDGE_RUNNER_BENCH_LOOP=warm:200 valgrind --tool=callgrind --toggle-collect='run::bench_loop' target/release/deps/run-HASH
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -90,6 +91,15 @@ fn loop_only() -> Option<(String, usize)> {
     Some((which.to_string(), n.parse().expect("N is a number of runs")))
 }
 
+/// Calls `f` `n` times: all that a callgrind run with
+/// `--toggle-collect='run::bench_loop'` counts.
+#[inline(never)]
+fn bench_loop(n: usize, f: &mut dyn FnMut()) {
+    for _ in 0..n {
+        f();
+    }
+}
+
 /// The plain embedding (see the top of this file): one call of it is one run
 /// of `run` in a fresh store from a pre-linked component.
 fn plain_embedding(component_bytes: &[u8]) -> impl FnMut() {
@@ -132,9 +142,8 @@ fn main() {
         && which == "plain"
     {
         let mut plain = plain_embedding(capsule_artifacts::JSON_ASSERT.component);
-        for _ in 0..=*n {
-            plain();
-        }
+        plain();
+        bench_loop(*n, &mut plain);
         return;
     }
     let example = capsule_artifacts::JSON_ASSERT;
@@ -194,9 +203,11 @@ fn main() {
         && which == "warm"
     {
         let sandbox = Sandbox::new().unwrap();
-        for _ in 0..=*n {
+        let mut warm = || {
             sandbox.run(&verified, &grant, INPUT).unwrap();
-        }
+        };
+        warm();
+        bench_loop(*n, &mut warm);
         return;
     }
 
