@@ -120,7 +120,10 @@ pub(super) fn write(
         "  ./build.sh      # fetches the pinned build tools, runs the unit tests, builds {name}.wasm"
     )?;
     say!(
-        "  edge-runner capsule sign {name}.wasm --manifest capsule.toml --key YOUR.key --out {name}.signed.wasm"
+        "  edge-runner capsule dev-setup   # DEVELOPMENT ONLY: a key and trust store to try it (README.md)"
+    )?;
+    say!(
+        "  edge-runner capsule sign {name}.wasm --manifest capsule.toml --key edge-runner-dev/dev-publisher.key --out {name}.signed.wasm"
     )?;
     Ok(Exit::Ok)
 }
@@ -137,8 +140,14 @@ fn make_executable(_: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The README: build → sign → run, for `build` (the language's lines).
+/// The README: build → sign → run, on the author's machine with the
+/// development set-up, then for real.
 fn readme(name: &str, kind: Kind, language: &str, layout: &str, test: &str) -> String {
+    let try_it = crate::cli::dev::try_it_block(
+        "./build.sh       # the pinned build tools, the unit tests, the component",
+        &format!("{name}.wasm"),
+        name,
+    );
     format!(
         r#"# {name}
 
@@ -146,30 +155,21 @@ A `{kind}` capsule for the Edge Runner, in {language}. Input: `{{"status": "up"}
 
 {layout}
 
-## Build
+`./build.sh` fetches the pinned build tools from the package registry, runs the
+unit tests natively ({test}), checks the module (one entry point, the right
+signature, the same kind as `capsule.toml`) and builds the WebAssembly component
+`{name}.wasm`. The manifest `capsule.toml` (name, version, kind, what it may
+touch) is signed together with the component, exactly as for a Rust capsule.
 
-```sh
-./build.sh
-```
+{try_it}
+## Release
 
-fetches the pinned build tools from the package registry, runs the unit tests
-natively ({test}), checks the module (one entry point, the right signature,
-the same kind as `capsule.toml`) and builds the WebAssembly component `{name}.wasm`.
-
-## Sign
-
-The manifest `capsule.toml` (name, version, kind, what it may touch) is signed
-together with the component, exactly as for a Rust capsule:
+Sign with your own publisher key (the trust-root holders add its `.pub` to
+the sites' trust root) and run it at a site:
 
 ```sh
 edge-runner keys generate --out ~/keys --name publisher      # once; send publisher.pub to the trust-root holders
 edge-runner capsule sign {name}.wasm --manifest capsule.toml --key ~/keys/publisher.key --out {name}.signed.wasm
-```
-
-## Run
-
-```sh
-echo '{{"status": "up"}}' > input.json
 edge-runner capsule verify {name}.signed.wasm --trust /etc/edge-runner/trust --site plant-7
 edge-runner capsule precompile {name}.signed.wasm --trust /etc/edge-runner/trust --site plant-7 --evidence /var/lib/edge-runner
 edge-runner run {name}.signed.wasm --trust /etc/edge-runner/trust --site plant-7 \
@@ -278,7 +278,7 @@ cd "$(dirname "$0")"
         ),
         (
             ".gitignore".into(),
-            "/.venv/\n__pycache__/\n*.wasm\n# signing keys never go into version control\n*.key\n*.pem\n"
+            "/.venv/\n__pycache__/\n*.wasm\n# signing keys never go into version control\n*.key\n*.pem\n# `edge-runner capsule dev-setup`: development keys, trust store and evidence\n/edge-runner-dev/\n"
                 .into(),
         ),
     ]
@@ -405,7 +405,7 @@ npm run --silent build
         ),
         (
             ".gitignore".into(),
-            "/node_modules/\n*.wasm\n# signing keys never go into version control\n*.key\n*.pem\n"
+            "/node_modules/\n*.wasm\n# signing keys never go into version control\n*.key\n*.pem\n# `edge-runner capsule dev-setup`: development keys, trust store and evidence\n/edge-runner-dev/\n"
                 .into(),
         ),
     ]
