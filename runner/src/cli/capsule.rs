@@ -1,4 +1,4 @@
-//! `edge-runner capsule sign | verify | inspect | precompile | new`.
+//! `edge-runner capsule sign | verify | inspect | precompile | new | dev-setup`.
 
 use std::path::PathBuf;
 
