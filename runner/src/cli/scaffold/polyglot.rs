@@ -3,7 +3,8 @@
 //! Owns the project templates and the copy of this runner's Python or
 //! JavaScript SDK written into each project. The build tools themselves
 //! (componentize-py, ComponentizeJS, rolldown, pytest) are fetched, pinned,
-//! by the project's `build.sh` from PyPI or npm.
+//! by the project's `build.sh` from PyPI or npm (a JS project with an npm
+//! lockfile, so `npm ci` pins their dependencies too).
 
 use std::fs;
 use std::path::Path;
@@ -284,6 +285,25 @@ cd "$(dirname "$0")"
     ]
 }
 
+/// The npm lockfile of `capsules/json-assert-js`, whose dependencies are a JS
+/// project's (the SDK, ComponentizeJS and rolldown at the pins below): a new
+/// project gets it with its own name and SDK path, so `npm ci` installs the
+/// same tree, to the integrity hash, wherever it is built.
+const JS_EXAMPLE_LOCKFILE: &str =
+    include_str!("../../../../capsules/json-assert-js/package-lock.json");
+
+/// `package-lock.json` for JS project `name`: the example's, renamed, with the
+/// SDK at `./capsule-sdk-js`.
+fn js_lockfile(name: &str) -> String {
+    JS_EXAMPLE_LOCKFILE
+        .replace(
+            "\"name\": \"json-assert-js\"",
+            &format!("\"name\": \"{name}\""),
+        )
+        .replace("\"file:../../capsule-sdk/js\"", "\"file:./capsule-sdk-js\"")
+        .replace("\"../../capsule-sdk/js\"", "\"capsule-sdk-js\"")
+}
+
 /// The ComponentizeJS release the JavaScript SDK is built and tested with.
 pub(crate) const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
 /// The rolldown release that bundles a JavaScript capsule with the SDK.
@@ -381,11 +401,12 @@ test("bad input is an error", async () => {{
     let build = format!(
         r#"#!/bin/sh
 # Builds {name}.wasm. Fetches the build tools from npm, pinned in package.json
-# (@bytecodealliance/componentize-js {COMPONENTIZE_JS_VERSION}, rolldown {ROLLDOWN_VERSION}), runs the
+# (@bytecodealliance/componentize-js {COMPONENTIZE_JS_VERSION}, rolldown {ROLLDOWN_VERSION}) and, with
+# everything they depend on, in package-lock.json (`npm ci`), runs the
 # unit tests, checks the module and builds the component. Needs Node.js 20 or later.
 set -eu
 cd "$(dirname "$0")"
-npm install --no-audit --no-fund --loglevel=error
+npm ci --no-audit --no-fund --loglevel=error   # exactly package-lock.json's tree
 npm test
 npm run --silent build
 "#
@@ -398,6 +419,7 @@ npm run --silent build
         ("capsule.js".into(), capsule_js),
         ("test/capsule.test.js".into(), test),
         ("package.json".into(), package),
+        ("package-lock.json".into(), js_lockfile(name)),
         ("build.sh".into(), build),
         (
             "README.md".into(),
@@ -409,4 +431,44 @@ npm run --silent build
                 .into(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use super::*;
+
+    /// The lockfile a JS project gets is in step with its `package.json` (else
+    /// `npm ci` refuses it) and locks the build tools at the pins its
+    /// `build.sh` names: regenerate `capsules/json-assert-js/package-lock.json`
+    /// (`npm install` there) when a pin moves.
+    #[test]
+    fn a_js_project_lockfile_matches_its_package_json_and_pins() {
+        let files: std::collections::BTreeMap<String, String> =
+            js("disk-check", Kind::Test).into_iter().collect();
+        let package: serde_json::Value = serde_json::from_str(&files["package.json"]).unwrap();
+        let lock: serde_json::Value = serde_json::from_str(&files["package-lock.json"]).unwrap();
+        assert_eq!(lock["name"], "disk-check");
+        let root = &lock["packages"][""];
+        assert_eq!(root["name"], "disk-check");
+        for deps in ["dependencies", "devDependencies"] {
+            assert_eq!(root[deps], package[deps], "{deps}");
+        }
+        let sdk = &lock["packages"]["node_modules/@edge-runner/capsule"];
+        assert_eq!(sdk["resolved"], "capsule-sdk-js");
+        assert_eq!(
+            lock["packages"]["capsule-sdk-js"]["name"],
+            "@edge-runner/capsule"
+        );
+        for (package, version) in [
+            ("@bytecodealliance/componentize-js", COMPONENTIZE_JS_VERSION),
+            ("rolldown", ROLLDOWN_VERSION),
+        ] {
+            let locked = &lock["packages"][format!("node_modules/{package}")];
+            assert_eq!(locked["version"], version, "{package}");
+            assert!(locked["integrity"].is_string(), "{package}");
+        }
+        assert!(files["build.sh"].contains("npm ci "));
+    }
 }
