@@ -1877,6 +1877,7 @@ fn capsule_new_python_and_js_write_projects_and_refuse_what_they_cannot_do() {
                 "capsule.js",
                 "test/capsule.test.js",
                 "package.json",
+                "package-lock.json",
                 "build.sh",
                 "README.md",
                 "capsule.toml",

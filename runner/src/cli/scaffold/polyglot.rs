@@ -306,6 +306,9 @@ fn js_lockfile(name: &str) -> String {
 
 /// The ComponentizeJS release the JavaScript SDK is built and tested with.
 pub(crate) const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
+/// The WASI shim ComponentizeJS's build imports without declaring it as a
+/// dependency (it relied on hoisting, which a locked `npm ci` tree does not do).
+pub(crate) const PREVIEW2_SHIM_VERSION: &str = "0.25.0";
 /// The rolldown release that bundles a JavaScript capsule with the SDK.
 pub(crate) const ROLLDOWN_VERSION: &str = "1.3.3";
 
@@ -393,6 +396,7 @@ test("bad input is an error", async () => {{
   }},
   "devDependencies": {{
     "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS_VERSION}",
+    "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM_VERSION}",
     "rolldown": "{ROLLDOWN_VERSION}"
   }}
 }}
@@ -463,6 +467,7 @@ mod tests {
         );
         for (package, version) in [
             ("@bytecodealliance/componentize-js", COMPONENTIZE_JS_VERSION),
+            ("@bytecodealliance/preview2-shim", PREVIEW2_SHIM_VERSION),
             ("rolldown", ROLLDOWN_VERSION),
         ] {
             let locked = &lock["packages"][format!("node_modules/{package}")];
