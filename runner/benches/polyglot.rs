@@ -11,7 +11,7 @@
 //!
 //! ```sh
 //! edge-capsule-build runner/benches/polyglot/json_assert.py --manifest runner/benches/polyglot/json-assert-py.toml -o /tmp/ja-py.wasm
-//! (cd capsules/json-assert-js && npm install && npx edge-capsule-build-js capsule.js --manifest capsule.toml -o /tmp/ja-js.wasm)
+//! (cd capsules/json-assert-js && npm ci && npx edge-capsule-build-js capsule.js --manifest capsule.toml -o /tmp/ja-js.wasm)
 //! EDGE_RUNNER_BENCH_PYTHON=/tmp/ja-py.wasm EDGE_RUNNER_BENCH_JS=/tmp/ja-js.wasm \
 //!     cargo bench -p edge-runner --bench polyglot
 //! ```

@@ -248,6 +248,10 @@ pub struct Report {
     /// What was signed with a public demo key (`keys/demo-*`, whose private
     /// halves are published), one sentence each; such evidence proves nothing.
     pub demo_keys: Vec<String>,
+    /// What was verified, run or refused under a development trust root
+    /// (`development = true`, made by `edge-runner capsule dev-setup`), one
+    /// sentence each; such evidence is a capsule author's local trial, not production.
+    pub development: Vec<String>,
     /// For a range: the largest checkpoint the auditor supplied
     /// (`--checkpoint`) or the required witnesses cosigned that the range was
     /// checked against, tying it to the history before it; `None` when
@@ -294,6 +298,7 @@ impl Report {
             range_start: None,
             range_anchor: None,
             demo_keys: Vec::new(),
+            development: Vec::new(),
             remediations: Vec::new(),
             proposals_refused: Vec::new(),
             jobs_in_flight: Vec::new(),
@@ -343,6 +348,7 @@ impl Serialize for Report {
             range_start: Option<u64>,
             range_anchor: Option<u64>,
             demo_keys: &'a [String],
+            development: &'a [String],
             remediations: &'a [RemediationLine],
             proposals_refused: &'a [RefusalLine],
             jobs_in_flight: &'a [u64],
@@ -372,6 +378,7 @@ impl Serialize for Report {
             range_start: self.range_start,
             range_anchor: self.range_anchor,
             demo_keys: &self.demo_keys,
+            development: &self.development,
             remediations: &self.remediations,
             proposals_refused: &self.proposals_refused,
             jobs_in_flight: &self.jobs_in_flight,
@@ -855,6 +862,24 @@ fn fill(report: &mut Report, summary: &Summary) {
                 }
             }
         }
+        let development = match event {
+            Event::CapsuleVerified(v) if v.trust_root.development => Some(format!(
+                "capsule {} {} (record {}) was verified under the development trust root `{}` v{}",
+                v.name, v.version, r.record.seq, v.trust_root.name, v.trust_root.version
+            )),
+            Event::CapsuleRefused(e) => e
+                .trust_root
+                .as_ref()
+                .filter(|root| root.development)
+                .map(|root| {
+                    format!(
+                        "a capsule refused at record {} was checked under the development trust root `{}` v{}",
+                        r.record.seq, root.name, root.version
+                    )
+                }),
+            _ => None,
+        };
+        report.development.extend(development);
     }
     let counts = summary.job_counts;
     report.jobs = JobsLine {

@@ -1323,23 +1323,7 @@ fn capsule_new_builds_passes_its_test_signs_and_runs() {
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again).contains("is not empty"), "{}", text(&again));
 
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold");
-    let cargo = |args: &[&str]| {
-        let out = Command::new(env!("CARGO"))
-            .args(args)
-            .arg("--offline")
-            .current_dir(&crate_dir)
-            .env("CARGO_TARGET_DIR", &target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "cargo {args:?}: {}", text(&out));
-        text(&out)
-    };
-    assert!(cargo(&["test"]).contains("test tests::judges_the_input ... ok"));
-    cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
-    let wasm = target.join("wasm32-wasip2/release/disk_check.wasm");
+    let wasm = build_scaffold(&crate_dir, "disk-check");
 
     let (key, public) = keys(d, "publisher");
     let trust = write_trust_root(d, &public);
@@ -1366,6 +1350,225 @@ fn capsule_new_builds_passes_its_test_signs_and_runs() {
     );
     let out = run_with_input(d, &signed, &trust, &evidence, r#"{"status": "down"}"#);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+}
+
+/// Builds the scaffolded Rust crate in `crate_dir` (its own test first) and
+/// returns its component, `NAME.wasm` with `-` as `_`.
+fn build_scaffold(crate_dir: &Path, name: &str) -> std::path::PathBuf {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold");
+    let cargo = |args: &[&str]| {
+        let out = Command::new(env!("CARGO"))
+            .args(args)
+            .arg("--offline")
+            .current_dir(crate_dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cargo {args:?}: {}", text(&out));
+        text(&out)
+    };
+    assert!(cargo(&["test"]).contains("test tests::judges_the_input ... ok"));
+    cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
+    target.join(format!(
+        "wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    ))
+}
+
+/// Issue 18: `capsule dev-setup` gives an author build → sign → run with no one
+/// else's keys, and says "development" wherever the result is shown: the signing,
+/// the trust store, the run, and the human, JSON and HTML reports. Its key is
+/// refused by a production trust store, and its root cannot be rotated into one.
+#[test]
+fn dev_setup_runs_a_fresh_scaffold_and_every_output_says_development() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let crate_dir = d.join("disk-check");
+    let out = edge_runner(&[
+        "capsule",
+        "new",
+        "disk-check",
+        "--kind",
+        "test",
+        "--out",
+        p(&crate_dir),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ignored = std::fs::read_to_string(crate_dir.join(".gitignore")).unwrap();
+    assert!(
+        ignored.lines().any(|l| l == "/edge-runner-dev/"),
+        "{ignored}"
+    );
+    let dev = crate_dir.join("edge-runner-dev");
+    let out = edge_runner(&["capsule", "dev-setup", "--dir", p(&dev)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("NOT FOR PRODUCTION"), "{}", text(&out));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dev.join("dev-publisher.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let pem = std::fs::read_to_string(dev.join("dev-publisher.key")).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+    // Run again, it keeps what is there.
+    let again = edge_runner(&["capsule", "dev-setup", "--dir", p(&dev)]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("already holds a development set-up"));
+
+    let wasm = build_scaffold(&crate_dir, "disk-check");
+    let signed = d.join("disk-check.signed.wasm");
+    let out = edge_runner(&[
+        "capsule",
+        "sign",
+        p(&wasm),
+        "--manifest",
+        p(&crate_dir.join("capsule.toml")),
+        "--key",
+        p(&dev.join("dev-publisher.key")),
+        "--out",
+        p(&signed),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("is a DEVELOPMENT key"),
+        "{}",
+        text(&out)
+    );
+    let input = d.join("input.json");
+    std::fs::write(&input, r#"{"status": "up"}"#).unwrap();
+    let evidence = dev.join("evidence");
+    let out = edge_runner(&[
+        "run",
+        p(&signed),
+        "--trust",
+        p(&dev.join("trust")),
+        "--site-policy",
+        p(&dev.join("dev-site-policy.toml")),
+        "--evidence",
+        p(&evidence),
+        "--runner-key",
+        p(&dev.join("dev-runner.key")),
+        "--input",
+        p(&input),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("verdict: pass — service is up"), "{shown}");
+    assert!(
+        shown.contains(
+            "DEVELOPMENT SET-UP: verified under the development trust root `development-only` v1; a local trial, not for production"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("WARNING: trust root `development-only` is a DEVELOPMENT root"),
+        "{shown}"
+    );
+    let out = edge_runner(&["trust", "show", p(&dev.join("trust"))]);
+    assert!(
+        text(&out).contains("— DEVELOPMENT ROOT, not for production"),
+        "{}",
+        text(&out)
+    );
+
+    // Every report format says so.
+    let runner_pub = dev.join("dev-runner.pub");
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "evidence",
+            "verify",
+            p(&evidence),
+            "--runner-key",
+            p(&runner_pub),
+        ];
+        args.extend_from_slice(extra);
+        let out = edge_runner(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        out
+    };
+    let human = text(&verify(&[]));
+    assert!(
+        human.contains(
+            "WARNING: DEVELOPMENT SET-UP — capsule disk-check 0.1.0 (record 1) was verified under the development trust root `development-only` v1"
+        ),
+        "{human}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&verify(&["--json"]).stdout).unwrap();
+    assert_eq!(
+        json["development"],
+        serde_json::json!([
+            "capsule disk-check 0.1.0 (record 1) was verified under the development trust root `development-only` v1"
+        ]),
+        "{json}"
+    );
+    let html_file = d.join("report.html");
+    verify(&["--html", p(&html_file)]);
+    let html = std::fs::read_to_string(&html_file).unwrap();
+    assert!(
+        html.contains("<td id=\"development\" class=\"invalid\"><strong>WARNING"),
+        "{html}"
+    );
+
+    // A production trust store does not know the development key.
+    let (_, production_publisher) = keys(d, "publisher");
+    let production = write_trust_root(d, &production_publisher);
+    let out = edge_runner(&[
+        "capsule",
+        "verify",
+        p(&signed),
+        "--trust",
+        p(&production),
+        "--site",
+        SITE,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("not counted: unknown key "),
+        "{}",
+        text(&out)
+    );
+    let production_run = run_with_input(
+        d,
+        &signed,
+        &production,
+        &d.join("production-evidence"),
+        r#"{"status": "up"}"#,
+    );
+    assert_eq!(
+        production_run.status.code(),
+        Some(3),
+        "{}",
+        text(&production_run)
+    );
+
+    // The development root cannot be rotated into a production one.
+    let v1 = std::fs::read_to_string(dev.join("dev-trust-root.toml")).unwrap();
+    let v2 = v1
+        .replacen("version = 1", "version = 2", 1)
+        .replacen("development = true\n", "", 1);
+    std::fs::write(d.join("v2.toml"), v2).unwrap();
+    let out = edge_runner(&[
+        "trust",
+        "rotate",
+        "--dir",
+        p(&dev.join("trust")),
+        "--policy",
+        p(&d.join("v2.toml")),
+        "--key",
+        p(&dev.join("dev-root.key")),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("sets `development = false` but version 1 sets `development = true`"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -1674,6 +1877,7 @@ fn capsule_new_python_and_js_write_projects_and_refuse_what_they_cannot_do() {
                 "capsule.js",
                 "test/capsule.test.js",
                 "package.json",
+                "package-lock.json",
                 "build.sh",
                 "README.md",
                 "capsule.toml",

@@ -4,7 +4,7 @@
 //! the evidence verified; and the projects `capsule new --lang python|js` writes.
 //!
 //! These need componentize-py 0.25.1 (for `python3`, or the interpreter in
-//! `EDGE_RUNNER_PYTHON`), Node.js 20 with `npm install` run in
+//! `EDGE_RUNNER_PYTHON`), Node.js 20 with `npm ci` run in
 //! `capsules/json-assert-js`, and the registries for the scaffolds' own
 //! builds; `.ci/run` installs them and runs `cargo test -p edge-runner --test
 //! polyglot -- --ignored`.
@@ -382,7 +382,7 @@ fn python_http_probe_signs_verifies_runs_and_its_ungranted_egress_is_denied_and_
 }
 
 #[test]
-#[ignore = "needs ComponentizeJS 0.23.0 (npm install in capsules/json-assert-js); .ci/run installs it and runs the ignored tests"]
+#[ignore = "needs ComponentizeJS 0.23.0 (npm ci in capsules/json-assert-js); .ci/run installs it and runs the ignored tests"]
 fn js_json_assert_signs_verifies_runs_and_its_ungranted_egress_is_denied_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -487,6 +487,7 @@ fn accepted(name: &str, version: &str, digest: u8, root_version: u64) -> evidenc
             name: "test-root".into(),
             version: root_version,
             sha256: [0; 32],
+            development: false,
         },
         site: "plant-7".into(),
         checked_at: 1_800_000_000,

@@ -53,6 +53,7 @@ fn verified(job: Option<u64>, digest: u8) -> Event {
             name: "test-root".into(),
             version: 1,
             sha256: [0; 32],
+            development: false,
         },
         site: SITE.into(),
         checked_at: 1_800_000_000,

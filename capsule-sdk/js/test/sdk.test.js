@@ -88,7 +88,7 @@ test("a module that throws while loading names the line", () => {
 test("a good module passes the check", () => {
   const f = join(here, "..", "..", "..", "capsules", "json-assert-js", "capsule.js");
   const r = check(f, "--manifest", join(dirname(f), "capsule.toml"));
-  // The example imports "@edge-runner/capsule", which resolves once `npm install` ran there.
+  // The example imports "@edge-runner/capsule", which resolves once `npm ci` ran there.
   if (r.err.includes("Cannot find package '@edge-runner/capsule'")) return;
   assert.deepEqual(r, { code: 0, err: "", out: `ok: ${f}:38: a test capsule entry point` });
 });

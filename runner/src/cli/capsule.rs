@@ -1,4 +1,4 @@
-//! `edge-runner capsule sign | verify | inspect | precompile | new`.
+//! `edge-runner capsule sign | verify | inspect | precompile | new | dev-setup`.
 
 use std::path::PathBuf;
 
@@ -29,6 +29,9 @@ pub(super) enum CapsuleCommand {
     Precompile(CapsulePrecompile),
     /// Create a new capsule project (Rust, Python or JavaScript) that builds, passes its own test, and signs as it is.
     New(super::scaffold::CapsuleNew),
+    /// Make a DEVELOPMENT-ONLY publisher key, trust store and site policy in one directory,
+    /// for trying a capsule on this machine (marked as development wherever it is shown).
+    DevSetup(super::dev::DevSetup),
 }
 
 impl CapsuleCommand {
@@ -39,6 +42,7 @@ impl CapsuleCommand {
             CapsuleCommand::Inspect(args) => args.execute(),
             CapsuleCommand::Precompile(args) => args.execute(),
             CapsuleCommand::New(args) => args.execute(),
+            CapsuleCommand::DevSetup(args) => args.execute(),
         }
     }
 }
@@ -77,6 +81,14 @@ impl CapsuleSign {
     fn execute(self) -> Result<Exit> {
         let component = read_capsule(&self.capsule)?;
         let key = SecretKey::load(&self.key)?;
+        if let Some(dir) = self.key.parent()
+            && dir.join(super::dev::MARKER).is_file()
+        {
+            eprintln!(
+                "WARNING: {} is a DEVELOPMENT key (made by `edge-runner capsule dev-setup`); only its development trust store accepts what it signs. Never ship a capsule signed with it.",
+                self.key.display()
+            );
+        }
         let now = Timestamp::now();
         let (written, checked) = match (&self.manifest, &self.signature) {
             (Some(manifest), _) => {

@@ -223,6 +223,11 @@ fn print_report(r: &Report, verbose: bool) -> std::io::Result<()> {
             "WARNING: DEMO KEY — {line}; its private key is published, so this proves nothing"
         );
     }
+    for line in &r.development {
+        eprintln!(
+            "WARNING: DEVELOPMENT SET-UP — {line}; a capsule author's local trial (`edge-runner capsule dev-setup`), not production evidence"
+        );
+    }
     print_remediations(r)?;
     if verbose {
         for run in &r.runs {

@@ -163,6 +163,15 @@ ul {{ margin: 0; padding-left: 1.1em; }} .none {{ color: #888; }}
             list(&report.demo_keys)
         );
     }
+    if report.development.is_empty() {
+        h.push_str("<tr><th>Development set-up</th><td id=\"development\">none</td></tr>\n");
+    } else {
+        let _ = writeln!(
+            h,
+            "<tr><th>Development set-up</th><td id=\"development\" class=\"invalid\"><strong>WARNING — run under a development trust root (<code>edge-runner capsule dev-setup</code>), a capsule author's local trial, not production:</strong>{}</td></tr>",
+            list(&report.development)
+        );
+    }
     let witnesses: Vec<String> = report
         .witnesses
         .iter()

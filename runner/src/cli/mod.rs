@@ -19,6 +19,7 @@ mod apply;
 mod approve;
 mod capsule;
 mod demo;
+mod dev;
 mod evidence;
 #[cfg(feature = "fleet")]
 mod fleet;
@@ -272,6 +273,12 @@ fn warn_if_demo(root: &TrustRoot) {
     if root.demo {
         eprintln!(
             "WARNING: trust root `{}` is the DEMO root; its keys are public. Never use it outside a demo.",
+            root.name
+        );
+    }
+    if root.development {
+        eprintln!(
+            "WARNING: trust root `{}` is a DEVELOPMENT root (made by `edge-runner capsule dev-setup`, its root key unencrypted beside it), for trying capsules locally. Never use it in production; its runs are recorded as development runs.",
             root.name
         );
     }

@@ -172,7 +172,10 @@ impl CapsuleNew {
         say!("  cargo test                                   # its own test, natively")?;
         say!("  cargo build --release --target wasm32-wasip2  # the component")?;
         say!(
-            "  edge-runner capsule sign target/wasm32-wasip2/release/{}.wasm --manifest capsule.toml --key YOUR.key --out {}.signed.wasm",
+            "  edge-runner capsule dev-setup                  # DEVELOPMENT ONLY: a key and trust store to try it (README.md)"
+        )?;
+        say!(
+            "  edge-runner capsule sign target/wasm32-wasip2/release/{}.wasm --manifest capsule.toml --key edge-runner-dev/dev-publisher.key --out {}.signed.wasm",
             self.name.replace('-', "_"),
             self.name
         )?;
@@ -232,7 +235,7 @@ strip = "debuginfo"
         ("src/lib.rs", lib_rs(kind)),
         (
             ".gitignore",
-            "/target\n# signing keys never go into version control\n*.key\n*.pem\n".to_string(),
+            "/target\n# signing keys never go into version control\n*.key\n*.pem\n# `edge-runner capsule dev-setup`: development keys, trust store and evidence\n/edge-runner-dev/\n".to_string(),
         ),
     ];
     for (file, text) in files {
@@ -272,9 +275,16 @@ wall-time-ms = 5000
     )
 }
 
-/// The README of a Rust project: build → sign → run.
+/// The README of a Rust project: build → sign → run, on the author's machine
+/// with the development set-up, then for real.
 fn rust_readme(name: &str, kind: Kind) -> String {
     let wasm = name.replace('-', "_");
+    let try_it = super::dev::try_it_block(
+        "cargo test                                    # its unit test, natively\n\
+         cargo build --release --target wasm32-wasip2  # the component",
+        &format!("target/wasm32-wasip2/release/{wasm}.wasm"),
+        name,
+    );
     format!(
         r#"# {name}
 
@@ -282,12 +292,16 @@ A `{kind}` capsule for the Edge Runner, in Rust. Input: `{{"status": "up"}}`.
 `src/lib.rs` is the capsule (one function, one attribute); `capsule-sdk/` is
 the SDK of the edge-runner that created this crate.
 
+{try_it}
+## Release
+
+Sign with your own publisher key (the trust-root holders add its `.pub` to
+the sites' trust root) and run it at a site:
+
 ```sh
-cargo test                                    # its unit test, natively
-cargo build --release --target wasm32-wasip2  # the component
+edge-runner keys generate --out ~/keys --name publisher      # once; send publisher.pub to the trust-root holders
 edge-runner capsule sign target/wasm32-wasip2/release/{wasm}.wasm --manifest capsule.toml \
     --key ~/keys/publisher.key --out {name}.signed.wasm
-echo '{{"status": "up"}}' > input.json
 edge-runner run {name}.signed.wasm --trust /etc/edge-runner/trust --site plant-7 \
     --evidence /var/lib/edge-runner --input input.json
 ```

@@ -376,7 +376,11 @@ fn print_policy(p: &RootPolicy) -> std::io::Result<()> {
         p.version,
         hex::encode(p.digest),
         p.expires,
-        if p.demo { " — DEMO ROOT" } else { "" }
+        match (p.demo, p.development) {
+            (true, _) => " — DEMO ROOT",
+            (false, true) => " — DEVELOPMENT ROOT, not for production",
+            (false, false) => "",
+        }
     )?;
     let names: Vec<String> = p
         .root_keys

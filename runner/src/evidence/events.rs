@@ -388,22 +388,37 @@ pub struct TrustRootRef {
     pub version: u64,
     /// SHA-256 of its signed file.
     pub sha256: [u8; 32],
+    /// It is a development root (`development = true`): written as
+    /// `development: true`, absent otherwise.
+    pub development: bool,
 }
 
 impl TrustRootRef {
     fn value(&self) -> Value {
-        text_map([
+        let mut fields = vec![
             ("name", text(&self.name)),
             ("version", uint(self.version)),
             ("sha256", bytes(&self.sha256)),
-        ])
+        ];
+        if self.development {
+            fields.push(("development", Value::Bool(true)));
+        }
+        text_map(fields)
     }
     fn read(v: &Value) -> Result<Self, String> {
         let b = MapReader::new("`trust-root`", v)?;
+        let development = match b.get("development") {
+            None => false,
+            Some(Value::Bool(true)) => true,
+            Some(_) => {
+                return Err("`trust-root`.`development` must be `true` or absent".into());
+            }
+        };
         Ok(Self {
             name: b.text("name")?.to_string(),
             version: b.uint("version")?,
             sha256: digest(&b, "sha256")?,
+            development,
         })
     }
 }

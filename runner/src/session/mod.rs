@@ -600,6 +600,12 @@ impl RunRecord {
             m.kind,
             r.status.as_str()
         ));
+        if record.capsule.under_development_root() {
+            let (root, version, _) = record.capsule.trust_root();
+            lines.push(format!(
+                "  DEVELOPMENT SET-UP: verified under the development trust root `{root}` v{version}; a local trial, not for production"
+            ));
+        }
         let q = record.grant.quotas();
         // Everything the capsule wrote is escaped: it cannot start a line of its own.
         if let Some(o) = &r.outcome {

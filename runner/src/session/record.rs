@@ -44,6 +44,7 @@ pub(super) fn root_ref(root: &TrustRoot) -> TrustRootRef {
         name: root.name.clone(),
         version: root.version,
         sha256: root.digest,
+        development: root.development,
     }
 }
 
@@ -73,6 +74,7 @@ pub(super) fn verified(
             name: root_name.to_string(),
             version: root_version,
             sha256: root_digest,
+            development: capsule.under_development_root(),
         },
         site: capsule.site().to_string(),
         checked_at: now.0,

@@ -293,6 +293,7 @@ pub struct VerifiedCapsule {
     root_name: String,
     root_version: u64,
     root_digest: [u8; 32],
+    root_development: bool,
     root_anchor: store::Anchor,
     site: String,
 }
@@ -336,6 +337,12 @@ impl VerifiedCapsule {
     /// Name, version and SHA-256 of the trust root that accepted it.
     pub fn trust_root(&self) -> (&str, u64, [u8; 32]) {
         (&self.root_name, self.root_version, self.root_digest)
+    }
+
+    /// Whether the trust root that accepted it is a development root
+    /// (`development = true`, made by `edge-runner capsule dev-setup`).
+    pub fn under_development_root(&self) -> bool {
+        self.root_development
     }
 
     /// The site it was accepted for.
@@ -584,6 +591,7 @@ pub fn verify(capsule: CheckedCapsule, ctx: &Context<'_>) -> Result<VerifiedCaps
         root_name: root.name.clone(),
         root_version: root.version,
         root_digest: root.digest,
+        root_development: root.development,
         root_anchor: root.anchor.clone(),
         site: ctx.site.to_string(),
     })

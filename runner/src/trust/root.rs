@@ -255,6 +255,10 @@ pub struct RootPolicy {
     pub expires: Timestamp,
     /// True for the built-in demo root: the CLI warns loudly when it is used.
     pub demo: bool,
+    /// True for a capsule author's local root made by `edge-runner capsule
+    /// dev-setup` (`development = true`): every run under it says so, in its
+    /// output and in its evidence record, so it is never mistaken for production.
+    pub development: bool,
     /// SHA-256 of the policy text (the signed payload); recorded in evidence.
     pub digest: [u8; 32],
     /// Distinct root keys that must sign this version and the next.
@@ -287,6 +291,8 @@ struct PolicyFile {
     expires: Timestamp,
     #[serde(default)]
     demo: bool,
+    #[serde(default)]
+    development: bool,
     root_threshold: u32,
     #[serde(rename = "root-key")]
     root_keys: Vec<RootKeyFile>,
@@ -589,6 +595,7 @@ impl RootPolicy {
             version: file.version,
             expires: file.expires,
             demo: file.demo,
+            development: file.development,
             digest: Sha256::digest(text.as_bytes()).into(),
             root_threshold: file.root_threshold,
             root_keys,

@@ -222,8 +222,8 @@ impl Chain {
     }
 }
 
-/// Checks that `next` may follow `current`: same name, version + 1, and
-/// signed by `current`'s root threshold. Returns those signatures.
+/// Checks that `next` may follow `current`: same name, version + 1, the same
+/// `development` marker, and signed by `current`'s root threshold. Returns those signatures.
 pub fn check_successor(
     current: &RootPolicy,
     next: &SignedRoot,
@@ -247,6 +247,15 @@ pub fn check_successor(
                 policy.version,
                 current.version,
                 current.version + 1
+            ),
+        });
+    }
+    if policy.development != current.development {
+        return Err(TrustError::TrustRoot {
+            path: origin.to_string(),
+            detail: format!(
+                "sets `development = {}` but version {} sets `development = {}`; a development root (`edge-runner capsule dev-setup`) stays one in every version: make a production trust store with `edge-runner trust init` instead",
+                policy.development, current.version, current.development
             ),
         });
     }

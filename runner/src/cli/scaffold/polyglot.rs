@@ -3,7 +3,8 @@
 //! Owns the project templates and the copy of this runner's Python or
 //! JavaScript SDK written into each project. The build tools themselves
 //! (componentize-py, ComponentizeJS, rolldown, pytest) are fetched, pinned,
-//! by the project's `build.sh` from PyPI or npm.
+//! by the project's `build.sh` from PyPI or npm (a JS project with an npm
+//! lockfile, so `npm ci` pins their dependencies too).
 
 use std::fs;
 use std::path::Path;
@@ -120,7 +121,10 @@ pub(super) fn write(
         "  ./build.sh      # fetches the pinned build tools, runs the unit tests, builds {name}.wasm"
     )?;
     say!(
-        "  edge-runner capsule sign {name}.wasm --manifest capsule.toml --key YOUR.key --out {name}.signed.wasm"
+        "  edge-runner capsule dev-setup   # DEVELOPMENT ONLY: a key and trust store to try it (README.md)"
+    )?;
+    say!(
+        "  edge-runner capsule sign {name}.wasm --manifest capsule.toml --key edge-runner-dev/dev-publisher.key --out {name}.signed.wasm"
     )?;
     Ok(Exit::Ok)
 }
@@ -137,8 +141,14 @@ fn make_executable(_: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The README: build → sign → run, for `build` (the language's lines).
+/// The README: build → sign → run, on the author's machine with the
+/// development set-up, then for real.
 fn readme(name: &str, kind: Kind, language: &str, layout: &str, test: &str) -> String {
+    let try_it = crate::cli::dev::try_it_block(
+        "./build.sh       # the pinned build tools, the unit tests, the component",
+        &format!("{name}.wasm"),
+        name,
+    );
     format!(
         r#"# {name}
 
@@ -146,30 +156,21 @@ A `{kind}` capsule for the Edge Runner, in {language}. Input: `{{"status": "up"}
 
 {layout}
 
-## Build
+`./build.sh` fetches the pinned build tools from the package registry, runs the
+unit tests natively ({test}), checks the module (one entry point, the right
+signature, the same kind as `capsule.toml`) and builds the WebAssembly component
+`{name}.wasm`. The manifest `capsule.toml` (name, version, kind, what it may
+touch) is signed together with the component, exactly as for a Rust capsule.
 
-```sh
-./build.sh
-```
+{try_it}
+## Release
 
-fetches the pinned build tools from the package registry, runs the unit tests
-natively ({test}), checks the module (one entry point, the right signature,
-the same kind as `capsule.toml`) and builds the WebAssembly component `{name}.wasm`.
-
-## Sign
-
-The manifest `capsule.toml` (name, version, kind, what it may touch) is signed
-together with the component, exactly as for a Rust capsule:
+Sign with your own publisher key (the trust-root holders add its `.pub` to
+the sites' trust root) and run it at a site:
 
 ```sh
 edge-runner keys generate --out ~/keys --name publisher      # once; send publisher.pub to the trust-root holders
 edge-runner capsule sign {name}.wasm --manifest capsule.toml --key ~/keys/publisher.key --out {name}.signed.wasm
-```
-
-## Run
-
-```sh
-echo '{{"status": "up"}}' > input.json
 edge-runner capsule verify {name}.signed.wasm --trust /etc/edge-runner/trust --site plant-7
 edge-runner capsule precompile {name}.signed.wasm --trust /etc/edge-runner/trust --site plant-7 --evidence /var/lib/edge-runner
 edge-runner run {name}.signed.wasm --trust /etc/edge-runner/trust --site plant-7 \
@@ -278,14 +279,36 @@ cd "$(dirname "$0")"
         ),
         (
             ".gitignore".into(),
-            "/.venv/\n__pycache__/\n*.wasm\n# signing keys never go into version control\n*.key\n*.pem\n"
+            "/.venv/\n__pycache__/\n*.wasm\n# signing keys never go into version control\n*.key\n*.pem\n# `edge-runner capsule dev-setup`: development keys, trust store and evidence\n/edge-runner-dev/\n"
                 .into(),
         ),
     ]
 }
 
+/// The npm lockfile of `capsules/json-assert-js`, whose dependencies are a JS
+/// project's (the SDK, ComponentizeJS and rolldown at the pins below): a new
+/// project gets it with its own name and SDK path, so `npm ci` installs the
+/// same tree, to the integrity hash, wherever it is built.
+const JS_EXAMPLE_LOCKFILE: &str =
+    include_str!("../../../../capsules/json-assert-js/package-lock.json");
+
+/// `package-lock.json` for JS project `name`: the example's, renamed, with the
+/// SDK at `./capsule-sdk-js`.
+fn js_lockfile(name: &str) -> String {
+    JS_EXAMPLE_LOCKFILE
+        .replace(
+            "\"name\": \"json-assert-js\"",
+            &format!("\"name\": \"{name}\""),
+        )
+        .replace("\"file:../../capsule-sdk/js\"", "\"file:./capsule-sdk-js\"")
+        .replace("\"../../capsule-sdk/js\"", "\"capsule-sdk-js\"")
+}
+
 /// The ComponentizeJS release the JavaScript SDK is built and tested with.
 pub(crate) const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
+/// The WASI shim ComponentizeJS's build imports without declaring it as a
+/// dependency (it relied on hoisting, which a locked `npm ci` tree does not do).
+pub(crate) const PREVIEW2_SHIM_VERSION: &str = "0.25.0";
 /// The rolldown release that bundles a JavaScript capsule with the SDK.
 pub(crate) const ROLLDOWN_VERSION: &str = "1.3.3";
 
@@ -373,6 +396,7 @@ test("bad input is an error", async () => {{
   }},
   "devDependencies": {{
     "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS_VERSION}",
+    "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM_VERSION}",
     "rolldown": "{ROLLDOWN_VERSION}"
   }}
 }}
@@ -381,11 +405,12 @@ test("bad input is an error", async () => {{
     let build = format!(
         r#"#!/bin/sh
 # Builds {name}.wasm. Fetches the build tools from npm, pinned in package.json
-# (@bytecodealliance/componentize-js {COMPONENTIZE_JS_VERSION}, rolldown {ROLLDOWN_VERSION}), runs the
+# (@bytecodealliance/componentize-js {COMPONENTIZE_JS_VERSION}, rolldown {ROLLDOWN_VERSION}) and, with
+# everything they depend on, in package-lock.json (`npm ci`), runs the
 # unit tests, checks the module and builds the component. Needs Node.js 20 or later.
 set -eu
 cd "$(dirname "$0")"
-npm install --no-audit --no-fund --loglevel=error
+npm ci --no-audit --no-fund --loglevel=error   # exactly package-lock.json's tree
 npm test
 npm run --silent build
 "#
@@ -398,6 +423,7 @@ npm run --silent build
         ("capsule.js".into(), capsule_js),
         ("test/capsule.test.js".into(), test),
         ("package.json".into(), package),
+        ("package-lock.json".into(), js_lockfile(name)),
         ("build.sh".into(), build),
         (
             "README.md".into(),
@@ -405,8 +431,49 @@ npm run --silent build
         ),
         (
             ".gitignore".into(),
-            "/node_modules/\n*.wasm\n# signing keys never go into version control\n*.key\n*.pem\n"
+            "/node_modules/\n*.wasm\n# signing keys never go into version control\n*.key\n*.pem\n# `edge-runner capsule dev-setup`: development keys, trust store and evidence\n/edge-runner-dev/\n"
                 .into(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use super::*;
+
+    /// The lockfile a JS project gets is in step with its `package.json` (else
+    /// `npm ci` refuses it) and locks the build tools at the pins its
+    /// `build.sh` names: regenerate `capsules/json-assert-js/package-lock.json`
+    /// (`npm install` there) when a pin moves.
+    #[test]
+    fn a_js_project_lockfile_matches_its_package_json_and_pins() {
+        let files: std::collections::BTreeMap<String, String> =
+            js("disk-check", Kind::Test).into_iter().collect();
+        let package: serde_json::Value = serde_json::from_str(&files["package.json"]).unwrap();
+        let lock: serde_json::Value = serde_json::from_str(&files["package-lock.json"]).unwrap();
+        assert_eq!(lock["name"], "disk-check");
+        let root = &lock["packages"][""];
+        assert_eq!(root["name"], "disk-check");
+        for deps in ["dependencies", "devDependencies"] {
+            assert_eq!(root[deps], package[deps], "{deps}");
+        }
+        let sdk = &lock["packages"]["node_modules/@edge-runner/capsule"];
+        assert_eq!(sdk["resolved"], "capsule-sdk-js");
+        assert_eq!(
+            lock["packages"]["capsule-sdk-js"]["name"],
+            "@edge-runner/capsule"
+        );
+        for (package, version) in [
+            ("@bytecodealliance/componentize-js", COMPONENTIZE_JS_VERSION),
+            ("@bytecodealliance/preview2-shim", PREVIEW2_SHIM_VERSION),
+            ("rolldown", ROLLDOWN_VERSION),
+        ] {
+            let locked = &lock["packages"][format!("node_modules/{package}")];
+            assert_eq!(locked["version"], version, "{package}");
+            assert!(locked["integrity"].is_string(), "{package}");
+        }
+        assert!(files["build.sh"].contains("npm ci "));
+    }
 }
