@@ -14,6 +14,7 @@ use super::Exit;
 use crate::capsule::{CheckedCapsule, MAX_CAPSULE_BYTES, MAX_SIGNATURE_SECTION_BYTES};
 use crate::evidence::witness::{Witness, WitnessState};
 use crate::fleet::collect::{Collector, FleetJobState, SiteKey, SiteReport};
+use crate::fleet::updates::{self, UpdateKind};
 use crate::fleet::{JobRequest, MAX_JOB_INPUT_BYTES, capsules, jobs, subjects};
 use crate::fsio::{read_bounded, read_bounded_text};
 use crate::keys::{PublicKey, SecretKey};
@@ -26,6 +27,10 @@ pub(super) enum FleetCommand {
     Init(InitArgs),
     /// Store capsules (and detached signatures) in the hub's object store, by SHA-256.
     Publish(PublishArgs),
+    /// Store a signed trust root version in the hub and announce it to every site.
+    PublishTrust(PublishTrustArgs),
+    /// Store a signed governance bundle in the hub and announce it to every site.
+    PublishGovernance(PublishGovernanceArgs),
     /// Sign a job request with a dispatcher key and queue it for one site.
     Submit(SubmitArgs),
     /// Verify every site's evidence at the hub; cosign checkpoints as a witness.
@@ -43,6 +48,12 @@ impl FleetCommand {
         match self {
             FleetCommand::Init(a) => runtime.block_on(a.execute()),
             FleetCommand::Publish(a) => runtime.block_on(a.execute()),
+            FleetCommand::PublishTrust(a) => {
+                runtime.block_on(a.file.publish(UpdateKind::TrustRoot))
+            }
+            FleetCommand::PublishGovernance(a) => {
+                runtime.block_on(a.file.publish(UpdateKind::Governance))
+            }
             FleetCommand::Submit(a) => runtime.block_on(a.execute()),
             FleetCommand::Collect(a) => runtime.block_on(a.execute()),
             FleetCommand::Status(a) => runtime.block_on(a.execute()),
@@ -117,6 +128,7 @@ impl InitArgs {
             .collect();
         jobs::ensure_queue(&hub, &queues).await?;
         capsules::bucket(&hub).await?;
+        updates::bucket(&hub).await?;
         let config = crate::fleet::ship::hub_stream_config(&self.sites);
         match hub.get_stream(subjects::HUB_EVIDENCE_STREAM).await {
             Ok(_) => {
@@ -131,7 +143,7 @@ impl InitArgs {
             }
         }
         say!(
-            "hub ready: {} (consumers {}), {}, {} sourcing {}",
+            "hub ready: {} (consumers {}), {}, {}, {} sourcing {}",
             subjects::JOBS_STREAM,
             self.sites
                 .iter()
@@ -139,6 +151,7 @@ impl InitArgs {
                 .collect::<Vec<_>>()
                 .join(", "),
             subjects::CAPSULE_BUCKET,
+            subjects::UPDATES_BUCKET,
             subjects::HUB_EVIDENCE_STREAM,
             self.sites.join(", ")
         )?;
@@ -163,6 +176,48 @@ impl PublishArgs {
             let digest = capsules::publish(&hub, &bytes).await?;
             say!("{}  {}", hex::encode(digest), path.display())?;
         }
+        Ok(Exit::Ok)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct PublishTrustArgs {
+    #[command(flatten)]
+    file: SignedFile,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct PublishGovernanceArgs {
+    #[command(flatten)]
+    file: SignedFile,
+}
+
+/// A signed trust root version (`trust rotate --stage`, signed by the
+/// thresholds) or governance bundle (`governance sign`) to announce.
+#[derive(Debug, Args)]
+struct SignedFile {
+    /// The signed file. Each site installs it only when it is the version
+    /// after its own and its signatures chain (docs/fleet.md §4.3).
+    file: PathBuf,
+    #[command(flatten)]
+    hub: Hub,
+}
+
+impl SignedFile {
+    async fn publish(self, kind: UpdateKind) -> Result<Exit> {
+        let bytes = read_bounded(&self.file, kind.limit(), kind.as_str())?;
+        let origin = self.file.display().to_string();
+        // Checked before connecting: a file that is not signed is the usual mistake.
+        updates::version_of(kind, &bytes, &origin)?;
+        let hub = self.hub.connect().await?;
+        let (version, digest) = updates::publish(&hub, kind, &bytes, &origin).await?;
+        say!(
+            "{}  {origin}: announced as `{}` in {}; each site installs it after v{} if its signatures chain, and records the install or the refusal",
+            hex::encode(digest),
+            kind.key(version),
+            subjects::UPDATES_BUCKET,
+            version.saturating_sub(1)
+        )?;
         Ok(Exit::Ok)
     }
 }

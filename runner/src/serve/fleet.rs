@@ -12,8 +12,14 @@
 //! under a secret derived from the runner key: a redelivery finds it in the
 //! log and is acknowledged, not run; no local client can forge it. The
 //! message is acknowledged only once the job's end is durable.
+//!
+//! Trust root and governance versions the hub announces
+//! ([`crate::fleet::updates`]) are installed only through the trust store's
+//! and governance's own `install`, the checks of `edge-runner trust install`
+//! and `governance install`, after the evidence's rollback marks; each
+//! install and each refusal is recorded.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,10 +32,17 @@ use super::config::FleetConfig;
 use super::jobs::{Peer, State};
 use super::{Daemon, SubmitError, api, stopped};
 use crate::capsule::CheckedCapsule;
-use crate::evidence::events::{Event, FleetJobAccepted, JobRequestRefused};
+use crate::evidence::events::{
+    Event, FleetJobAccepted, JobRequestRefused, TrustUpdateInstalled, TrustUpdateRefused,
+};
 use crate::fleet::jobs::{Delivery, Inbox, Job};
 use crate::fleet::ship::{self, Shipper};
+use crate::fleet::updates::{self, UpdateKind};
 use crate::fleet::{capsules, subjects};
+use crate::governance::{self, Governance, GovernanceError};
+use crate::rollback::HighWater;
+use crate::timestamp::Timestamp;
+use crate::trust::{SignedRoot, TrustError, TrustRoot, store};
 
 /// Purpose string of the secret that keys fleet job markers.
 pub const FLEET_MARKER_PURPOSE: &str = "edge-runner/fleet-job-marker/v1";
@@ -41,6 +54,10 @@ const RETRY_DELAY: Duration = Duration::from_secs(5);
 /// only counted in the `load-shed` summary (reason `fleet-request-refused`),
 /// so a hostile hub cannot grow the log without bound.
 pub const REFUSALS_PER_MINUTE: u32 = 60;
+
+/// How long the update watch may stay quiet before a pending version is tried
+/// again (one whose object the hub could not serve yet).
+const UPDATE_RETRY: Duration = Duration::from_secs(10);
 
 /// How often a running fleet job tells the hub it is still running.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
@@ -93,6 +110,46 @@ struct Fleet {
     refusals: Mutex<(std::time::Instant, u32)>,
 }
 
+impl Fleet {
+    /// Whether one more refusal may be recorded this minute (shared by job
+    /// requests and trust updates); past the budget it is counted under
+    /// `shed` in the `load-shed` summary instead.
+    fn refusal_allowed(&self, shed: &'static str) -> bool {
+        let mut budget = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if budget.0.elapsed() >= Duration::from_secs(60) {
+            *budget = (std::time::Instant::now(), 0);
+        }
+        if budget.1 >= REFUSALS_PER_MINUTE {
+            self.daemon.count_shed(shed);
+            return false;
+        }
+        budget.1 += 1;
+        true
+    }
+
+    /// Records `event`, logging (not failing) when it cannot.
+    async fn record(&self, event: Event, what: &'static str) {
+        let log = self.daemon.log.clone();
+        match tokio::task::spawn_blocking(move || log.record(event)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "fleet: could not record {what}"),
+            Err(e) => tracing::error!(error = %e, "fleet: could not record {what}"),
+        }
+    }
+}
+
+/// `detail` cut to [`crate::evidence::events::MAX_REFUSAL_DETAIL_BYTES`] at a character boundary.
+fn bounded_detail(mut detail: String) -> String {
+    if detail.len() > crate::evidence::events::MAX_REFUSAL_DETAIL_BYTES {
+        let mut cut = crate::evidence::events::MAX_REFUSAL_DETAIL_BYTES;
+        while !detail.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        detail.truncate(cut);
+    }
+    detail
+}
+
 /// Runs the fleet side until `stop`: connects to the leaf, ships evidence,
 /// takes jobs. Failures are logged and retried; they never stop the daemon.
 pub(super) async fn run(
@@ -139,10 +196,12 @@ pub(super) async fn run(
         config,
     });
     let shipping = tokio::spawn(ship_loop(Arc::clone(&fleet), leaf, stop.clone()));
+    let updating = tokio::spawn(update_loop(Arc::clone(&fleet)));
     tokio::select! {
         _ = job_loop(Arc::clone(&fleet)) => {}
         _ = stopped(&mut stop) => {}
     }
+    updating.abort();
     shipping.abort();
 }
 
@@ -281,37 +340,16 @@ async fn record_refusal(
     detail: String,
     request_sha256: [u8; 32],
 ) {
-    {
-        let mut budget = fleet.refusals.lock().unwrap_or_else(|p| p.into_inner());
-        if budget.0.elapsed() >= Duration::from_secs(60) {
-            *budget = (std::time::Instant::now(), 0);
-        }
-        if budget.1 >= REFUSALS_PER_MINUTE {
-            fleet.daemon.count_shed("fleet-request-refused");
-            return;
-        }
-        budget.1 += 1;
-    }
-    let mut detail = detail;
-    if detail.len() > crate::evidence::events::MAX_REFUSAL_DETAIL_BYTES {
-        let mut cut = crate::evidence::events::MAX_REFUSAL_DETAIL_BYTES;
-        while !detail.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        detail.truncate(cut);
+    if !fleet.refusal_allowed("fleet-request-refused") {
+        return;
     }
     let event = Event::from(JobRequestRefused {
         claimed_job,
         reason: reason.to_string(),
-        detail,
+        detail: bounded_detail(detail),
         request_sha256,
     });
-    let log = fleet.daemon.log.clone();
-    match tokio::task::spawn_blocking(move || log.record(event)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "fleet: could not record a refused job request"),
-        Err(e) => tracing::error!(error = %e, "fleet: could not record a refused job request"),
-    }
+    fleet.record(event, "a refused job request").await;
 }
 
 /// Fetches, submits and watches one authorised job; acknowledges it once its end is durable.
@@ -424,6 +462,297 @@ async fn take(fleet: Arc<Fleet>, job: Job) {
     if let Err(e) = job.done().await {
         tracing::warn!(job = %request.job, error = %e, "fleet: acknowledgement lost; the hub redelivers and the log answers");
     }
+}
+
+/// Follows the hub's trust root and governance announcements until the
+/// task stops: each time one arrives (and every [`UPDATE_RETRY`] while a
+/// version could not be fetched yet), installs the versions that follow the
+/// site's own, in order.
+async fn update_loop(fleet: Arc<Fleet>) {
+    use futures_util::StreamExt;
+    let mut announced: BTreeMap<(UpdateKind, u64), [u8; 32]> = BTreeMap::new();
+    // Objects refused once are not fetched again by this daemon: a hostile
+    // hub repeating one announcement leaves one record.
+    let mut refused: HashSet<[u8; 32]> = HashSet::new();
+    let mut last_problem = String::new();
+    loop {
+        let mut watch = match updates::watch(&fleet.hub).await {
+            Ok(w) => w,
+            Err(e) => {
+                // No bucket yet: the platform has announced nothing.
+                note(&mut last_problem, e.to_string());
+                tokio::time::sleep(fleet.config.poll).await;
+                continue;
+            }
+        };
+        loop {
+            match tokio::time::timeout(UPDATE_RETRY, watch.next()).await {
+                Err(_) => {}
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    note(
+                        &mut last_problem,
+                        format!("watching `{}`: {e}", subjects::UPDATES_BUCKET),
+                    );
+                    break;
+                }
+                Ok(Some(Ok(entry))) => {
+                    if entry.operation != async_nats::jetstream::kv::Operation::Put {
+                        continue;
+                    }
+                    let (Some((kind, version)), Some(digest)) = (
+                        UpdateKind::parse_key(&entry.key),
+                        updates::announced_digest(&entry.value),
+                    ) else {
+                        note(
+                            &mut last_problem,
+                            format!(
+                                "ignored announcement `{}`: not `trust-root.N` or `governance.N` naming a SHA-256 in hex",
+                                entry.key
+                            ),
+                        );
+                        continue;
+                    };
+                    announced.insert((kind, version), digest);
+                }
+            }
+            advance(&fleet, &announced, &mut refused, &mut last_problem).await;
+        }
+        tokio::time::sleep(fleet.config.poll).await;
+    }
+}
+
+/// Installs, for each kind (trust roots first), the announced versions that
+/// follow the installed one, until one is missing, refused or cannot be fetched yet.
+async fn advance(
+    fleet: &Arc<Fleet>,
+    announced: &BTreeMap<(UpdateKind, u64), [u8; 32]>,
+    refused: &mut HashSet<[u8; 32]>,
+    last_problem: &mut String,
+) {
+    for kind in UpdateKind::ALL {
+        loop {
+            let trust = fleet.daemon.config.trust.clone();
+            let current =
+                tokio::task::spawn_blocking(move || installed_version(&trust, kind)).await;
+            let current = match current {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    note(
+                        last_problem,
+                        format!("cannot read the installed {kind}: {e}"),
+                    );
+                    break;
+                }
+                Err(_) => return,
+            };
+            let Some(&digest) = announced.get(&(kind, current + 1)) else {
+                break;
+            };
+            if refused.contains(&digest) {
+                break;
+            }
+            let bytes = match capsules::fetch(&fleet.hub, &digest, kind.limit()).await {
+                Ok(b) => b,
+                Err(capsules::ObjectError::Store(e)) => {
+                    // Not yet at the hub, or the hub is away: tried again later.
+                    note(last_problem, format!("{kind} v{}: {e}", current + 1));
+                    break;
+                }
+                Err(e) => {
+                    refused.insert(digest);
+                    refuse_update(fleet, kind, current + 1, digest, "object", e.to_string()).await;
+                    break;
+                }
+            };
+            let f = Arc::clone(fleet);
+            let done = tokio::task::spawn_blocking(move || {
+                install_update(&f, kind, current + 1, &bytes, digest)
+            })
+            .await;
+            match done {
+                Ok(Ok(installed)) => {
+                    tracing::info!(
+                        what = %kind,
+                        name = %installed.name,
+                        version = installed.version,
+                        "fleet: installed a version announced by the hub"
+                    );
+                    fleet
+                        .record(Event::from(installed), "an installed trust update")
+                        .await;
+                }
+                Ok(Err(UpdateRefusal { code, detail })) => {
+                    refused.insert(digest);
+                    refuse_update(fleet, kind, current + 1, digest, code, detail).await;
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// The installed version of `kind` in the trust store `trust` (0: no governance yet).
+fn installed_version(trust: &Path, kind: UpdateKind) -> Result<u64, String> {
+    match kind {
+        UpdateKind::TrustRoot => store::Chain::read_dir(trust)
+            .map(|c| c.latest().version)
+            .map_err(|e| e.to_string()),
+        UpdateKind::Governance => {
+            governance::bundle::installed_version(trust).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Why an announced version was not installed: a code for the record and the words.
+struct UpdateRefusal {
+    code: &'static str,
+    detail: String,
+}
+
+fn refusal(code: &'static str, detail: impl std::fmt::Display) -> UpdateRefusal {
+    UpdateRefusal {
+        code,
+        detail: detail.to_string(),
+    }
+}
+
+/// Checks and installs `bytes`, announced as version `next` of `kind` (the
+/// one after the installed version): first the evidence's rollback marks,
+/// then the trust store's or governance's own `install`, which checks the
+/// chain, the thresholds and expiry and writes atomically.
+fn install_update(
+    fleet: &Fleet,
+    kind: UpdateKind,
+    next: u64,
+    bytes: &[u8],
+    object_sha256: [u8; 32],
+) -> Result<TrustUpdateInstalled, UpdateRefusal> {
+    let trust = &fleet.daemon.config.trust;
+    let origin = format!(
+        "{kind} v{next} from the hub (object {})",
+        hex::encode(object_sha256)
+    );
+    let marks: HighWater = fleet
+        .daemon
+        .log
+        .with(|l| l.high_water().clone())
+        .map_err(|e| {
+            refusal(
+                "invalid",
+                format!("reading the evidence's rollback marks: {e}"),
+            )
+        })?;
+    let now = Timestamp::now();
+    let not_next = |version: u64| {
+        if version < next {
+            refusal(
+                "rollback",
+                format!(
+                    "{origin} is v{version}, but v{} is installed; a {} never goes back. Refused: investigate the hub, which announced an old version as new",
+                    next - 1,
+                    kind.noun()
+                ),
+            )
+        } else {
+            refusal(
+                "not-next",
+                format!(
+                    "{origin} is v{version}, but the next version is v{next}; refused. Publish every version in order (`edge-runner fleet publish-{}`)",
+                    if kind == UpdateKind::TrustRoot {
+                        "trust"
+                    } else {
+                        "governance"
+                    }
+                ),
+            )
+        }
+    };
+    match kind {
+        UpdateKind::TrustRoot => {
+            let signed = SignedRoot::parse(bytes, &origin).map_err(|e| refusal("malformed", e))?;
+            let policy = &signed.policy;
+            if policy.version != next {
+                return Err(not_next(policy.version));
+            }
+            marks
+                .check_root(&policy.name, policy.version)
+                .map_err(|e| refusal("rollback", format!("{origin}: {e}; {}", e.fix())))?;
+            let link = store::install(trust, bytes, now).map_err(|e| match e {
+                TrustError::RootNotSigned(_) => refusal("not-signed", e),
+                _ if now >= policy.expires => refusal("expired", e),
+                _ => refusal("invalid", e),
+            })?;
+            let mut signed_by: Vec<String> =
+                link.by_previous.map(|p| p.signed_by).unwrap_or_default();
+            for name in link.by_self.signed_by {
+                if !signed_by.contains(&name) {
+                    signed_by.push(name);
+                }
+            }
+            Ok(TrustUpdateInstalled {
+                what: kind.as_str().into(),
+                name: policy.name.clone(),
+                version: link.version,
+                sha256: link.digest,
+                object_sha256,
+                signed_by,
+            })
+        }
+        UpdateKind::Governance => {
+            let root: Arc<TrustRoot> = fleet.daemon.trust_root().map_err(|e| {
+                refusal(
+                    "invalid",
+                    format!("{origin}: no trust root to judge it by: {e}"),
+                )
+            })?;
+            let gov = Governance::from_signed(bytes, &root, Some(now)).map_err(|e| match e {
+                GovernanceError::NotSigned { .. } => refusal("not-signed", e),
+                GovernanceError::Expired { .. } => refusal("expired", e),
+                _ => refusal("malformed", format!("{origin}: {e}")),
+            })?;
+            if gov.version() != next {
+                return Err(not_next(gov.version()));
+            }
+            gov.check_high_water(&marks)
+                .map_err(|e| refusal("rollback", e))?;
+            let gov = governance::install(trust, bytes, &root, now).map_err(|e| match e {
+                GovernanceError::Rollback { .. } => refusal("rollback", e),
+                _ => refusal("invalid", e),
+            })?;
+            Ok(TrustUpdateInstalled {
+                what: kind.as_str().into(),
+                name: gov.name().to_string(),
+                version: gov.version(),
+                sha256: gov.digest(),
+                object_sha256,
+                signed_by: gov.signed_by().to_vec(),
+            })
+        }
+    }
+}
+
+async fn refuse_update(
+    fleet: &Fleet,
+    kind: UpdateKind,
+    announced_version: u64,
+    object_sha256: [u8; 32],
+    reason: &str,
+    detail: String,
+) {
+    tracing::warn!(what = %kind, version = announced_version, reason, detail = %detail, "fleet: announced version refused");
+    if !fleet.refusal_allowed("fleet-update-refused") {
+        return;
+    }
+    let event = Event::from(TrustUpdateRefused {
+        what: kind.as_str().into(),
+        announced_version,
+        object_sha256,
+        reason: reason.to_string(),
+        detail: bounded_detail(detail),
+    });
+    fleet.record(event, "a refused trust update").await;
 }
 
 fn current_gid() -> u32 {

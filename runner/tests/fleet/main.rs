@@ -1404,3 +1404,147 @@ fn leaf_killed_mid_shipment_then_resumed_with_no_gap_or_duplicate() {
         );
     });
 }
+
+// --- trust root versions through the hub (docs/fleet.md §4.3) ---
+
+use edge_runner::fleet::updates::{self, UpdateKind};
+use edge_runner::trust::SignedRoot;
+
+/// The trust root version of the newest `capsule-verified` record.
+fn verified_under(site: &serve::Site) -> u64 {
+    let body = site
+        .bodies("capsule-verified")
+        .pop()
+        .expect("capsule-verified");
+    let root = edge_runner::cbor::MapReader::new("body", &body)
+        .unwrap()
+        .get("trust-root")
+        .unwrap()
+        .clone();
+    serve::uint(&root, "version")
+}
+
+/// Puts `bytes` in the hub's object store and announces them as `key`,
+/// as a hostile hub can (no signature needed for either).
+async fn announce(hub: &jetstream::Context, key: &str, bytes: &[u8]) {
+    let digest = capsules::publish(hub, bytes).await.unwrap();
+    updates::bucket(hub)
+        .await
+        .unwrap()
+        .put(key, hex::encode(digest).into_bytes().into())
+        .await
+        .unwrap();
+}
+
+#[test]
+fn serve_installs_a_chained_trust_root_from_the_hub_and_runs_later_jobs_under_it() {
+    let fleet = fleet!(
+        "serve_installs_a_chained_trust_root_from_the_hub_and_runs_later_jobs_under_it",
+        &["plant-7"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    let staged = site.next_root();
+    let d = site.dir.path().to_path_buf();
+    std::fs::write(d.join("admin.password"), "change-me-fleet-admin\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+        .args(["fleet", "publish-trust", common::p(&staged)])
+        .args(["--hub", &fleet.hub.url(), "--password-file"])
+        .arg(d.join("admin.password"))
+        .output()
+        .unwrap();
+    let said = common::text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("announced as `trust-root.2` in fleet-updates"),
+        "{said}"
+    );
+    rt.block_on(async {
+        serve::eventually("v2 installed and recorded", || async {
+            serve::count(&site.events(), "trust-update-installed") == 1
+        })
+        .await;
+        let installed = site.bodies("trust-update-installed").pop().unwrap();
+        assert_eq!(serve::field(&installed, "what"), "trust-root");
+        assert_eq!(serve::field(&installed, "name"), "cli-root");
+        assert_eq!(serve::uint(&installed, "version"), 2);
+        assert_eq!(site.trust_versions(), 2);
+
+        fleet_jobs::dispatch(
+            &hub,
+            "plant-7",
+            Kind::Test,
+            "after-rotation",
+            site.request("after-rotation"),
+        )
+        .await
+        .unwrap();
+        serve::eventually("the job to be acknowledged", || serve::queue_empty(&hub)).await;
+        assert_eq!(verified_under(&site), 2, "the job ran under v2");
+        assert_eq!(serve::count(&site.events(), "trust-update-refused"), 0);
+    });
+}
+
+#[test]
+fn forged_and_rolled_back_trust_roots_from_a_hostile_hub_are_refused_and_recorded() {
+    let fleet = fleet!(
+        "forged_and_rolled_back_trust_roots_from_a_hostile_hub_are_refused_and_recorded",
+        &["plant-7"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    let d = site.dir.path().to_path_buf();
+    // v2 naming the attacker's key as root key, signed by it alone.
+    let (attacker, attacker_pub) = common::keys(&d, "attacker");
+    let forged_text = serve::site_policy(&d, 2).replace(
+        &std::fs::read_to_string(d.join("root.pub")).unwrap(),
+        &std::fs::read_to_string(&attacker_pub).unwrap(),
+    );
+    let forged = SignedRoot::sign_new(
+        &RootPolicy::parse(&forged_text, "forged v2").unwrap(),
+        &SecretKey::load(&attacker).unwrap(),
+    )
+    .unwrap();
+    // The site's own, genuine v1, announced again as the next version.
+    let v1 = std::fs::read(d.join("trust/1.root.cose")).unwrap();
+    rt.block_on(async {
+        announce(&hub, &UpdateKind::TrustRoot.key(2), &forged).await;
+        serve::eventually("the forged version refused", || async {
+            serve::count(&site.events(), "trust-update-refused") == 1
+        })
+        .await;
+        announce(&hub, &UpdateKind::TrustRoot.key(2), &v1).await;
+        serve::eventually("the rollback refused", || async {
+            serve::count(&site.events(), "trust-update-refused") == 2
+        })
+        .await;
+        let refused = site.bodies("trust-update-refused");
+        assert_eq!(serve::field(&refused[0], "reason"), "not-signed");
+        assert_eq!(serve::field(&refused[0], "what"), "trust-root");
+        assert_eq!(serve::uint(&refused[0], "announced-version"), 2);
+        let detail = serve::field(&refused[0], "detail");
+        assert!(
+            detail.contains("is signed by 0 of the root keys of the version it replaces (v1), which requires 1 (have: none; can still sign: root-0)"),
+            "{detail}"
+        );
+        assert_eq!(serve::field(&refused[1], "reason"), "rollback");
+        let detail = serve::field(&refused[1], "detail");
+        assert!(
+            detail.contains("is v1, but v1 is installed; a trust root never goes back. Refused: investigate the hub, which announced an old version as new"),
+            "{detail}"
+        );
+        assert_eq!(site.trust_versions(), 1, "nothing installed");
+        assert_eq!(serve::count(&site.events(), "trust-update-installed"), 0);
+
+        // The site still runs under the version it had.
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "still-v1", site.request("still-v1"))
+            .await
+            .unwrap();
+        serve::eventually("the job to be acknowledged", || serve::queue_empty(&hub)).await;
+        assert_eq!(verified_under(&site), 1);
+    });
+}
