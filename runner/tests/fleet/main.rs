@@ -1548,3 +1548,72 @@ fn forged_and_rolled_back_trust_roots_from_a_hostile_hub_are_refused_and_recorde
         assert_eq!(verified_under(&site), 1);
     });
 }
+
+#[test]
+fn serve_installs_governance_from_the_hub_and_refuses_a_forged_next_version() {
+    let fleet = fleet!(
+        "serve_installs_governance_from_the_hub_and_refuses_a_forged_next_version",
+        &["plant-7"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    let d = site.dir.path().to_path_buf();
+    let v1 = d.join("gov-1.cose");
+    let out = common::edge_runner(&[
+        "governance",
+        "sign",
+        "--dir",
+        common::p(&serve::repo("examples/governance")),
+        "--key",
+        common::p(&serve::repo("keys/demo-governance-admin.key")),
+        "--out",
+        common::p(&v1),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    // v2 signed by a key the trust root does not name as an administrator.
+    let sources = d.join("gov-2");
+    std::fs::create_dir(&sources).unwrap();
+    for f in ["catalog-info.yaml", "tiers.cedar", "governance.toml"] {
+        let text = std::fs::read_to_string(serve::repo("examples/governance").join(f)).unwrap();
+        std::fs::write(
+            sources.join(f),
+            text.replace("version = 1\n", "version = 2\n"),
+        )
+        .unwrap();
+    }
+    let forged = edge_runner::governance::SignedBundle::sign_new(
+        &edge_runner::governance::read_sources(&sources).unwrap(),
+        &SecretKey::generate().unwrap(),
+    )
+    .unwrap();
+    rt.block_on(async {
+        let bytes = std::fs::read(&v1).unwrap();
+        let (version, _) = updates::publish(&hub, UpdateKind::Governance, &bytes, "gov-1.cose")
+            .await
+            .unwrap();
+        assert_eq!(version, 1);
+        serve::eventually("governance v1 installed and recorded", || async {
+            serve::count(&site.events(), "trust-update-installed") == 1
+        })
+        .await;
+        let installed = site.bodies("trust-update-installed").pop().unwrap();
+        assert_eq!(serve::field(&installed, "what"), "governance");
+        assert_eq!(serve::field(&installed, "name"), "edge-runner-demo");
+        assert_eq!(serve::uint(&installed, "version"), 1);
+        assert!(d.join("trust/governance/1.governance.cose").is_file());
+
+        announce(&hub, &UpdateKind::Governance.key(2), &forged).await;
+        serve::eventually("the forged governance refused", || async {
+            serve::count(&site.events(), "trust-update-refused") == 1
+        })
+        .await;
+        let refused = site.bodies("trust-update-refused").pop().unwrap();
+        assert_eq!(serve::field(&refused, "what"), "governance");
+        assert_eq!(serve::field(&refused, "reason"), "not-signed");
+        let detail = serve::field(&refused, "detail");
+        assert!(detail.contains("is signed by 0 of the 1"), "{detail}");
+        assert!(!d.join("trust/governance/2.governance.cose").exists());
+    });
+}

@@ -190,7 +190,19 @@ pub fn site_policy(d: &std::path::Path, version: u64) -> String {
         "[[dispatcher]]\nname = \"fleet-ops\"\nsites = [\"{SITE}\"]\nkinds = [\"test\"]\npublic-key = \"\"\"\n{}\"\"\"\n",
         std::fs::read_to_string(d.join("dispatcher.pub")).unwrap()
     ));
+    // The demo's governance administrator signs the site's governance.
+    text.push_str(&format!(
+        "[governance]\nthreshold = 1\n[[governance.admin]]\nname = \"demo-governance-admin\"\npublic-key = \"\"\"\n{}\"\"\"\n",
+        std::fs::read_to_string(repo("keys/demo-governance-admin.pub")).unwrap()
+    ));
     text
+}
+
+/// A file of the repository.
+pub fn repo(rel: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
 }
 
 impl Site {
