@@ -14,6 +14,7 @@ use super::Exit;
 use crate::capsule::{CheckedCapsule, MAX_CAPSULE_BYTES, MAX_SIGNATURE_SECTION_BYTES};
 use crate::evidence::witness::{Witness, WitnessState};
 use crate::fleet::collect::{Collector, FleetJobState, SiteKey, SiteReport};
+use crate::fleet::status::SiteHead;
 use crate::fleet::updates::{self, UpdateKind};
 use crate::fleet::{JobRequest, MAX_JOB_INPUT_BYTES, capsules, jobs, subjects};
 use crate::fsio::{read_bounded, read_bounded_text};
@@ -35,7 +36,7 @@ pub(super) enum FleetCommand {
     Submit(SubmitArgs),
     /// Verify every site's evidence at the hub; cosign checkpoints as a witness.
     Collect(CollectArgs),
-    /// Per site: the last record at the hub and the jobs waiting for it.
+    /// Per site: the last record at the hub, shipping lag, trust root in force, open jobs.
     Status(StatusArgs),
 }
 
@@ -480,6 +481,9 @@ pub(super) struct StatusArgs {
     /// The sites to show.
     #[arg(long = "site", required = true, value_parser = super::site_name)]
     sites: Vec<String>,
+    /// How long to wait for each site's own answer (log length, trust root).
+    #[arg(long, default_value_t = 2, value_name = "SECONDS")]
+    answer_within: u64,
     #[command(flatten)]
     hub: Hub,
 }
@@ -489,18 +493,23 @@ impl StatusArgs {
         let hub = self.hub.connect().await?;
         let evidence = hub.get_stream(subjects::HUB_EVIDENCE_STREAM).await.ok();
         for site in &self.sites {
+            // The newest record at the hub: (log id, sequence).
+            let mut at_hub: Option<([u8; 16], u64)> = None;
             let last = match &evidence {
                 Some(s) => match s
                     .get_last_raw_message_by_subject(&subjects::evidence_subject(site))
                     .await
                 {
                     Ok(m) => match crate::evidence::read_unverified(&m.payload) {
-                        Some(r) => format!(
-                            "last record {} of log {} ({}) [unverified: run `fleet collect`]",
-                            r.seq,
-                            hex::encode(r.log_id),
-                            Timestamp(r.time_ms / 1000)
-                        ),
+                        Some(r) => {
+                            at_hub = Some((r.log_id, r.seq));
+                            format!(
+                                "last record {} of log {} ({}) [unverified: run `fleet collect`]",
+                                r.seq,
+                                hex::encode(r.log_id),
+                                Timestamp(r.time_ms / 1000)
+                            )
+                        }
                         None => "last message is not a record".into(),
                     },
                     Err(_) => "no evidence at the hub yet".into(),
@@ -524,7 +533,99 @@ impl StatusArgs {
                 Err(_) => format!("no consumer {}", subjects::site_consumer(site)),
             };
             say!("{site}: {last}; {jobs}")?;
+            match ask_head(&hub, site, Duration::from_secs(self.answer_within)).await {
+                Ok(head) => {
+                    say!("  {}", lag(&head, at_hub))?;
+                    say!(
+                        "  trust root {}, governance {} [the site's answer]",
+                        head.trust_root
+                            .as_ref()
+                            .map(|(name, v)| format!("`{name}` v{v}"))
+                            .unwrap_or_else(|| "unusable".into()),
+                        match head.governance {
+                            0 => "none".to_string(),
+                            v => format!("v{v}"),
+                        }
+                    )?;
+                }
+                Err(why) => say!("  shipping lag and trust root unknown: {why}")?,
+            }
         }
         Ok(Exit::Ok)
+    }
+}
+
+/// Asks `site`'s daemon for its head through the hub and its leaf.
+async fn ask_head(
+    hub: &jetstream::Context,
+    site: &str,
+    within: Duration,
+) -> std::result::Result<SiteHead, String> {
+    let client = hub.client();
+    let asked = client.request(subjects::status_subject(site), Vec::new().into());
+    match tokio::time::timeout(within, asked).await {
+        Err(_) => Err(format!(
+            "the site did not answer within {} s (its serve is stopped, or its leaf is cut off from the hub)",
+            within.as_secs()
+        )),
+        Ok(Err(e)) => Err(format!(
+            "the site did not answer ({e}): its serve is stopped, or its leaf is cut off from the hub"
+        )),
+        Ok(Ok(m)) => SiteHead::decode(&m.payload)
+            .map_err(|e| format!("the site's answer is not a status head: {e}")),
+    }
+}
+
+/// The shipping lag: records in the site's log (as it says) past the newest
+/// one at the hub, and how many of those its leaf holds already.
+fn lag(head: &SiteHead, at_hub: Option<([u8; 16], u64)>) -> String {
+    let log = hex::encode(head.log_id);
+    let at_leaf = match head.shipped {
+        Some(n) => format!("{n} acknowledged by its leaf"),
+        None => "its leaf not reached since serve started".into(),
+    };
+    match at_hub {
+        Some((id, seq)) if id == head.log_id => format!(
+            "shipping lag {} record(s): the site's log {log} holds {}, the hub through record {seq}; {at_leaf} [the site's answer]",
+            head.records.saturating_sub(seq + 1),
+            head.records
+        ),
+        Some((id, _)) => format!(
+            "shipping lag unknown: the site writes log {log} ({} records; {at_leaf}) but the hub's newest record is of log {}",
+            head.records,
+            hex::encode(id)
+        ),
+        None => format!(
+            "shipping lag {} record(s): the site's log {log} holds {} and none is at the hub; {at_leaf} [the site's answer]",
+            head.records, head.records
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_counts_the_sites_records_past_the_hubs_newest() {
+        let head = SiteHead {
+            log_id: [1; 16],
+            records: 10,
+            shipped: Some(9),
+            trust_root: None,
+            governance: 0,
+            time_ms: 0,
+        };
+        let log = hex::encode([1u8; 16]);
+        assert_eq!(
+            lag(&head, Some(([1; 16], 6))),
+            format!(
+                "shipping lag 3 record(s): the site's log {log} holds 10, the hub through record 6; 9 acknowledged by its leaf [the site's answer]"
+            )
+        );
+        assert!(lag(&head, None).starts_with("shipping lag 10 record(s)"));
+        assert!(
+            lag(&head, Some(([2; 16], 6))).starts_with("shipping lag unknown: the site writes log")
+        );
     }
 }

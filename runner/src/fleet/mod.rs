@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod request;
 #[cfg(feature = "fleet")]
 pub mod ship;
+pub mod status;
 pub mod subjects;
 #[cfg(feature = "fleet")]
 pub mod updates;

@@ -72,3 +72,9 @@ pub fn record_message_id(log_id: &[u8; 16], seq: u64) -> String {
 /// 64 lowercase hex digits of the signed file's SHA-256, its object name in
 /// [`CAPSULE_BUCKET`].
 pub const UPDATES_BUCKET: &str = "fleet-updates";
+
+/// Subject `site`'s daemon answers status requests on, with its
+/// [`super::status::SiteHead`] (core NATS request and reply, through the leaf).
+pub fn status_subject(site: &str) -> String {
+    format!("fleet.status.{site}")
+}

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use crate::evidence::events::{
 };
 use crate::fleet::jobs::{Delivery, Inbox, Job};
 use crate::fleet::ship::{self, Shipper};
+use crate::fleet::status::SiteHead;
 use crate::fleet::updates::{self, UpdateKind};
 use crate::fleet::{capsules, subjects};
 use crate::governance::{self, Governance, GovernanceError};
@@ -108,6 +110,9 @@ struct Fleet {
     hub: jetstream::Context,
     /// Refusals recorded in the current minute, and when it started.
     refusals: Mutex<(std::time::Instant, u32)>,
+    /// Records the leaf has acknowledged (the next sequence to ship);
+    /// [`u64::MAX`] until the shipper first reached it.
+    shipped: AtomicU64,
 }
 
 impl Fleet {
@@ -187,21 +192,24 @@ pub(super) async fn run(
     };
     let leaf = jetstream::new(client.clone());
     let fleet = Arc::new(Fleet {
-        hub: jetstream::with_domain(client, subjects::HUB_DOMAIN),
+        hub: jetstream::with_domain(client.clone(), subjects::HUB_DOMAIN),
         daemon,
         site,
         secret,
         seen: Mutex::new(seen),
         refusals: Mutex::new((std::time::Instant::now(), 0)),
+        shipped: AtomicU64::new(u64::MAX),
         config,
     });
     let shipping = tokio::spawn(ship_loop(Arc::clone(&fleet), leaf, stop.clone()));
     let updating = tokio::spawn(update_loop(Arc::clone(&fleet)));
+    let answering = tokio::spawn(status_loop(Arc::clone(&fleet), client));
     tokio::select! {
         _ = job_loop(Arc::clone(&fleet)) => {}
         _ = stopped(&mut stop) => {}
     }
     updating.abort();
+    answering.abort();
     shipping.abort();
 }
 
@@ -227,6 +235,7 @@ async fn ship_loop(
         if stream_ready {
             match shipper.ship().await {
                 Ok(s) => {
+                    fleet.shipped.store(s.next_seq, Ordering::Relaxed);
                     if !last_problem.is_empty() || s.published > 0 {
                         tracing::debug!(
                             published = s.published,
@@ -461,6 +470,56 @@ async fn take(fleet: Arc<Fleet>, job: Job) {
     // The worker records the end durably before the board shows it ended.
     if let Err(e) = job.done().await {
         tracing::warn!(job = %request.job, error = %e, "fleet: acknowledgement lost; the hub redelivers and the log answers");
+    }
+}
+
+/// Answers status requests on [`subjects::status_subject`] with this
+/// site's [`SiteHead`] until the task stops.
+async fn status_loop(fleet: Arc<Fleet>, client: async_nats::Client) {
+    use futures_util::StreamExt;
+    let subject = subjects::status_subject(&fleet.site);
+    loop {
+        let mut requests = match client.subscribe(subject.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(subject = %subject, error = %e, "fleet: cannot answer status requests");
+                tokio::time::sleep(UPDATE_RETRY).await;
+                continue;
+            }
+        };
+        while let Some(request) = requests.next().await {
+            let Some(reply) = request.reply else { continue };
+            let f = Arc::clone(&fleet);
+            let Ok(head) = tokio::task::spawn_blocking(move || head(&f)).await else {
+                return;
+            };
+            if let Err(e) = client.publish(reply, head.encode().into()).await {
+                tracing::debug!(error = %e, "fleet: status answer not sent");
+            }
+        }
+    }
+}
+
+/// This site's head: its log's length, what the leaf acknowledged, the
+/// trust root and governance in force.
+fn head(fleet: &Fleet) -> SiteHead {
+    let (log_id, records) = fleet
+        .daemon
+        .log
+        .with(|l| (l.log_id(), l.len()))
+        .unwrap_or(([0; 16], 0));
+    let shipped = fleet.shipped.load(Ordering::Relaxed);
+    SiteHead {
+        log_id,
+        records,
+        shipped: (shipped != u64::MAX).then_some(shipped),
+        trust_root: fleet
+            .daemon
+            .trust_root()
+            .ok()
+            .map(|r| (r.name.clone(), r.version)),
+        governance: governance::bundle::installed_version(&fleet.daemon.config.trust).unwrap_or(0),
+        time_ms: super::now_ms(),
     }
 }
 

@@ -1617,3 +1617,73 @@ fn serve_installs_governance_from_the_hub_and_refuses_a_forged_next_version() {
         assert!(!d.join("trust/governance/2.governance.cose").exists());
     });
 }
+
+#[test]
+fn fleet_status_shows_shipping_lag_trust_root_and_open_jobs_per_site() {
+    let fleet = fleet!(
+        "fleet_status_shows_shipping_lag_trust_root_and_open_jobs_per_site",
+        &["plant-7"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    let d = site.dir.path().to_path_buf();
+    std::fs::write(d.join("admin.password"), "change-me-fleet-admin\n").unwrap();
+    let status = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+            .args([
+                "fleet",
+                "status",
+                "--site",
+                "plant-7",
+                "--hub",
+                &fleet.hub.url(),
+            ])
+            .arg("--password-file")
+            .arg(d.join("admin.password"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", common::text(&out));
+        common::text(&out)
+    };
+    rt.block_on(async {
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "s-1", site.request("s-1"))
+            .await
+            .unwrap();
+        serve::eventually("the job to be acknowledged", || serve::queue_empty(&hub)).await;
+        serve::eventually("the whole log at the hub", || async {
+            status().contains("  shipping lag 0 record(s): the site's log ")
+        })
+        .await;
+    });
+    let out = status();
+    assert!(out.contains("plant-7: last record "), "{out}");
+    assert!(
+        out.contains("0 job(s) waiting, 0 taken and not acknowledged"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  trust root `cli-root` v1, governance none [the site's answer]"),
+        "{out}"
+    );
+
+    // The site stops: its job waits at the hub, and its lag is not guessed.
+    site.stop();
+    rt.block_on(async {
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "s-2", site.request("s-2"))
+            .await
+            .unwrap();
+    });
+    let out = status();
+    // A pull the stopped daemon left open at the hub may still take it.
+    assert!(
+        out.contains("1 job(s) waiting, 0 taken and not acknowledged")
+            || out.contains("0 job(s) waiting, 1 taken and not acknowledged"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  shipping lag and trust root unknown: the site did not answer"),
+        "{out}"
+    );
+}
