@@ -14,6 +14,7 @@ use super::Exit;
 use crate::capsule::{CheckedCapsule, MAX_CAPSULE_BYTES, MAX_SIGNATURE_SECTION_BYTES};
 use crate::evidence::witness::{Witness, WitnessState};
 use crate::fleet::collect::{Collector, FleetJobState, SiteKey, SiteReport};
+use crate::fleet::cosigned;
 use crate::fleet::status::SiteHead;
 use crate::fleet::updates::{self, UpdateKind};
 use crate::fleet::{JobRequest, MAX_JOB_INPUT_BYTES, capsules, jobs, subjects};
@@ -130,6 +131,7 @@ impl InitArgs {
         jobs::ensure_queue(&hub, &queues).await?;
         capsules::bucket(&hub).await?;
         updates::bucket(&hub).await?;
+        cosigned::ensure_stream(&hub).await?;
         let config = crate::fleet::ship::hub_stream_config(&self.sites);
         match hub.get_stream(subjects::HUB_EVIDENCE_STREAM).await {
             Ok(_) => {
@@ -393,7 +395,8 @@ pub(super) struct CollectArgs {
     /// A site and its runner public key, as SITE=PUB_FILE; repeat for each site.
     #[arg(long = "site", value_name = "SITE=PUB_FILE", required = true)]
     sites: Vec<String>,
-    /// A witness directory (`edge-runner evidence witness-init`): cosign each valid log's newest checkpoint.
+    /// A witness directory (`edge-runner evidence witness-init`): cosign each valid
+    /// log's newest checkpoint and publish it for its site to read back (FLEET_COSIGNED).
     #[arg(long, value_name = "DIR")]
     witness: Option<PathBuf>,
     /// Where to write the cosigned checkpoints, as DIR/SITE/LOG.witnessed, for the sites to keep.
@@ -449,6 +452,18 @@ impl CollectArgs {
                             String::new()
                         }
                     )?;
+                    // Each site reads its own cosigned checkpoints back (docs/fleet.md §6.1).
+                    if witness.is_some() {
+                        cosigned::ensure_stream(&hub).await?;
+                    }
+                    for l in logs {
+                        if let Some(note) = &l.witnessed {
+                            let mut log_id = [0u8; 16];
+                            hex::decode_to_slice(&l.log, &mut log_id)
+                                .with_context(|| format!("log id {}", l.log))?;
+                            cosigned::publish(&hub, &r.site, &log_id, note).await?;
+                        }
+                    }
                     if let Some(out) = &self.out {
                         for l in logs {
                             if let Some(note) = &l.witnessed {

@@ -878,6 +878,46 @@ pub fn attach(note: &str, response: &str, witness: &WitnessKey) -> Result<(Strin
     Ok((out, timestamp))
 }
 
+/// Keeps `cosigned`, a checkpoint note carrying `witness`'s cosignature, in
+/// `evidence_dir`'s `witnessed/` directory, once it is shown that the log
+/// (`summary`, verified under `key`) extends the checkpoint, the runner
+/// signed it and the witness's cosignature verifies. A note for an older
+/// checkpoint than the one kept is refused. Returns the file, the
+/// checkpoint's size and the cosignature's time.
+pub fn keep_cosigned(
+    evidence_dir: &Path,
+    summary: &Summary,
+    key: &PublicKey,
+    witness: &WitnessKey,
+    cosigned: &str,
+) -> Result<(PathBuf, u64, u64), String> {
+    let time = verify_cosignature(cosigned, witness)?.ok_or_else(|| {
+        format!(
+            "the checkpoint carries no cosignature of witness `{}`",
+            witness.name
+        )
+    })?;
+    let Checkpoint { size, .. } = check_against_checkpoint(summary, cosigned, key)
+        .map_err(|f| format!("the cosigned checkpoint: {f}"))?;
+    let dir = evidence_dir.join(WITNESSED_DIR);
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join(witnessed_file_name(witness));
+    if let Ok(old) = read_bounded_text(&path, MAX_NOTE_BYTES, "witnessed checkpoint")
+        && let Ok(Some(_)) = verify_cosignature(&old, witness)
+        && let Ok(previous) = check_against_checkpoint(summary, &old, key)
+        && previous.size > size
+    {
+        return Err(format!(
+            "{} already holds a checkpoint of {} records cosigned by `{}`; refusing to replace it with an older one of {size}",
+            path.display(),
+            previous.size,
+            witness.name
+        ));
+    }
+    write_atomically(&path, cosigned.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((path, size, time))
+}
+
 /// The file name of `witness`'s witnessed checkpoint in `DIR/witnessed/`.
 pub fn witnessed_file_name(witness: &WitnessKey) -> String {
     format!("{}{WITNESSED_SUFFIX}", hex::encode(witness.key_id()))

@@ -12,6 +12,8 @@
 pub mod capsules;
 pub mod collect;
 #[cfg(feature = "fleet")]
+pub mod cosigned;
+#[cfg(feature = "fleet")]
 pub mod jobs;
 pub mod request;
 #[cfg(feature = "fleet")]

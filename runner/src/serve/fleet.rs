@@ -36,12 +36,15 @@ use crate::capsule::CheckedCapsule;
 use crate::evidence::events::{
     Event, FleetJobAccepted, JobRequestRefused, TrustUpdateInstalled, TrustUpdateRefused,
 };
+use crate::evidence::witness::{self, MAX_NOTE_BYTES, WitnessKey};
+use crate::fleet::cosigned;
 use crate::fleet::jobs::{Delivery, Inbox, Job};
 use crate::fleet::ship::{self, Shipper};
 use crate::fleet::status::SiteHead;
 use crate::fleet::updates::{self, UpdateKind};
 use crate::fleet::{capsules, subjects};
 use crate::governance::{self, Governance, GovernanceError};
+use crate::keys::PublicKey;
 use crate::rollback::HighWater;
 use crate::timestamp::Timestamp;
 use crate::trust::{SignedRoot, TrustError, TrustRoot, store};
@@ -163,6 +166,7 @@ pub(super) async fn run(
     site: String,
     secret: [u8; 32],
     seen: HashSet<[u8; 32]>,
+    runner_public: PublicKey,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let password = match std::fs::read_to_string(&config.password_file) {
@@ -204,12 +208,14 @@ pub(super) async fn run(
     let shipping = tokio::spawn(ship_loop(Arc::clone(&fleet), leaf, stop.clone()));
     let updating = tokio::spawn(update_loop(Arc::clone(&fleet)));
     let answering = tokio::spawn(status_loop(Arc::clone(&fleet), client));
+    let keeping = tokio::spawn(cosigned_loop(Arc::clone(&fleet), runner_public));
     tokio::select! {
         _ = job_loop(Arc::clone(&fleet)) => {}
         _ = stopped(&mut stop) => {}
     }
     updating.abort();
     answering.abort();
+    keeping.abort();
     shipping.abort();
 }
 
@@ -470,6 +476,80 @@ async fn take(fleet: Arc<Fleet>, job: Job) {
     // The worker records the end durably before the board shows it ended.
     if let Err(e) = job.done().await {
         tracing::warn!(job = %request.job, error = %e, "fleet: acknowledgement lost; the hub redelivers and the log answers");
+    }
+}
+
+/// With `fleet.witness-vkey`, fetches the hub witness's newest cosigned
+/// checkpoint of this site's log every ten polls and keeps it in
+/// `DIR/witnessed/` once it verifies against the log and the witness key
+/// ([`witness::keep_cosigned`], as `edge-runner evidence add-cosignature`).
+async fn cosigned_loop(fleet: Arc<Fleet>, runner_public: PublicKey) {
+    let Some(path) = fleet.config.witness_vkey.clone() else {
+        return;
+    };
+    let witness = match crate::fsio::read_bounded_text(&path, MAX_NOTE_BYTES, "witness vkey")
+        .map_err(|e| e.to_string())
+        .and_then(|t| WitnessKey::from_vkey(&t).map_err(|e| e.to_string()))
+    {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "fleet: `fleet.witness-vkey` is unusable; cosigned checkpoints are not fetched until the daemon restarts with a witness vkey file (`edge-runner evidence witness-init` writes one)");
+            return;
+        }
+    };
+    let mut kept = String::new();
+    let mut last_problem = String::new();
+    loop {
+        tokio::time::sleep(fleet.config.poll * 10).await;
+        let Ok(log_id) = fleet.daemon.log.with(|l| l.log_id()) else {
+            return;
+        };
+        let offered = match cosigned::latest(&fleet.hub, &fleet.site, &log_id, MAX_NOTE_BYTES).await
+        {
+            Ok(Some(n)) if n != kept => n,
+            Ok(_) => continue,
+            Err(e) => {
+                note(&mut last_problem, e.to_string());
+                continue;
+            }
+        };
+        let f = Arc::clone(&fleet);
+        let w = witness.clone();
+        let candidate = offered.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            // Read between group commits: the log is whole.
+            let bytes = f
+                .daemon
+                .log
+                .with(|l| crate::evidence::read_log_dir(l.dir(), u64::MAX))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let summary = crate::evidence::verify_log(&bytes, &runner_public)
+                .map_err(|e| format!("the site's own log does not verify: {e}"))?;
+            witness::keep_cosigned(
+                &f.daemon.config.evidence,
+                &summary,
+                &runner_public,
+                &w,
+                &candidate,
+            )
+        })
+        .await;
+        match done {
+            Ok(Ok((file, size, _))) => {
+                tracing::info!(file = %file.display(), size, witness = %witness.name(), "fleet: kept the hub witness's cosigned checkpoint");
+                kept = offered;
+            }
+            Ok(Err(e)) => {
+                note(
+                    &mut last_problem,
+                    format!("cosigned checkpoint from the hub not kept: {e}"),
+                );
+                // Not fetched again until it changes.
+                kept = offered;
+            }
+            Err(_) => return,
+        }
     }
 }
 

@@ -1687,3 +1687,128 @@ fn fleet_status_shows_shipping_lag_trust_root_and_open_jobs_per_site() {
         "{out}"
     );
 }
+
+// --- cosigned checkpoints back to the sites (docs/fleet.md §6.1) ---
+
+#[test]
+fn site_keeps_the_hub_witnesss_cosigned_checkpoint_and_cannot_read_another_sites() {
+    let fleet = fleet!(
+        "site_keeps_the_hub_witnesss_cosigned_checkpoint_and_cannot_read_another_sites",
+        &["plant-7", "plant-9"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let d = site.dir.path().to_path_buf();
+    let wdir = d.join("witness");
+    let out = common::edge_runner(&[
+        "evidence",
+        "witness-init",
+        "--dir",
+        common::p(&wdir),
+        "--name",
+        "fleet-hub",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let mut config = std::fs::read_to_string(d.join("serve.toml")).unwrap();
+    config.push_str(&format!(
+        "witness-vkey = \"{}\"\n",
+        common::p(&wdir.join("witness.vkey"))
+    ));
+    std::fs::write(d.join("serve.toml"), config).unwrap();
+    std::fs::write(d.join("admin.password"), "change-me-fleet-admin\n").unwrap();
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    rt.block_on(async {
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "w-1", site.request("w-1"))
+            .await
+            .unwrap();
+        serve::eventually("the job to be acknowledged", || serve::queue_empty(&hub)).await;
+    });
+    // The final checkpoint of the first daemon ships when the second starts.
+    site.stop();
+    site.start();
+    let collect = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+            .args(["fleet", "collect", "--hub", &fleet.hub.url(), "--witness"])
+            .arg(&wdir)
+            .arg("--site")
+            .arg(format!("plant-7={}", common::p(&d.join("runner.pub"))))
+            .arg("--password-file")
+            .arg(d.join("admin.password"))
+            .output()
+            .unwrap();
+        common::text(&out)
+    };
+    let kept = || {
+        !evidence::witness::read_witnessed(&site.evidence())
+            .unwrap()
+            .is_empty()
+    };
+    rt.block_on(async {
+        serve::eventually("a cosigned checkpoint kept at the site", || async {
+            if !kept() {
+                let out = collect();
+                assert!(!out.contains("INVALID"), "{out}");
+            }
+            kept()
+        })
+        .await;
+    });
+    // The auditor's offline check counts the cosignature the site keeps.
+    let out = common::edge_runner(&[
+        "evidence",
+        "verify",
+        common::p(&site.evidence()),
+        "--runner-key",
+        common::p(&d.join("runner.pub")),
+        "--witness",
+        common::p(&wdir.join("witness.vkey")),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out));
+
+    let log_id = evidence::read_unverified(&records(&site.evidence())[0])
+        .unwrap()
+        .log_id;
+
+    // A hostile hub alters the cosignature it serves: the site keeps what it had.
+    let (path, good) = evidence::witness::read_witnessed(&site.evidence())
+        .unwrap()
+        .pop()
+        .unwrap();
+    // One bit of the witness's Ed25519 signature flipped, the line well formed.
+    let forged = good
+        .lines()
+        .map(|line| match line.strip_prefix("— fleet-hub ") {
+            Some(blob) => {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let mut bytes = b64.decode(blob).unwrap();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+                format!("— fleet-hub {}\n", b64.encode(bytes))
+            }
+            None => format!("{line}\n"),
+        })
+        .collect::<String>();
+    assert_ne!(forged, good);
+    rt.block_on(async {
+        edge_runner::fleet::cosigned::publish(&hub, "plant-7", &log_id, &forged)
+            .await
+            .unwrap();
+        // Ten polls of 200 ms between fetches: two rounds.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
+
+    // plant-9's credential reads its own subjects, not plant-7's.
+    rt.block_on(async {
+        let hub9 = jetstream::with_domain(fleet.runner("plant-9").await, "hub");
+        let own = edge_runner::fleet::cosigned::latest(&hub9, "plant-9", &log_id, 65_536).await;
+        assert_eq!(own, Ok(None), "plant-9 may read its own (empty) subject");
+        let other = edge_runner::fleet::cosigned::latest(&hub9, "plant-7", &log_id, 65_536).await;
+        assert!(
+            other.is_err(),
+            "plant-9 read plant-7's cosigned checkpoint: {other:?}"
+        );
+    });
+}
