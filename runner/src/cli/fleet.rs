@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use super::Exit;
 use crate::capsule::{CheckedCapsule, MAX_CAPSULE_BYTES, MAX_SIGNATURE_SECTION_BYTES};
 use crate::evidence::witness::{Witness, WitnessState};
-use crate::fleet::collect::{Collector, FleetJobState, SiteKey, SiteReport};
+use crate::fleet::collect::{Collector, CollectorState, FleetJobState, SiteKey, SiteReport};
 use crate::fleet::cosigned;
 use crate::fleet::status::SiteHead;
 use crate::fleet::updates::{self, UpdateKind};
@@ -62,6 +62,9 @@ impl FleetCommand {
         }
     }
 }
+
+/// The collector's state file in its `--state` directory.
+const COLLECTOR_STATE_FILE: &str = "collector.state";
 
 /// How to reach the hub.
 #[derive(Debug, Args)]
@@ -402,6 +405,13 @@ pub(super) struct CollectArgs {
     /// Where to write the cosigned checkpoints, as DIR/SITE/LOG.witnessed, for the sites to keep.
     #[arg(long, value_name = "DIR", requires = "witness")]
     out: Option<PathBuf>,
+    /// Keep the collector's state here (DIR/collector.state) and verify only what
+    /// arrived since the last pass without a fault (docs/fleet.md §6.1).
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// With --state: verify every log from record 0 again, then keep the new state.
+    #[arg(long, requires = "state")]
+    full: bool,
     #[command(flatten)]
     hub: Hub,
 }
@@ -429,21 +439,57 @@ impl CollectArgs {
             Some(dir) => Some((Witness::load(dir)?, WitnessState::open(dir)?)),
             None => None,
         };
+        let state_file = self.state.as_ref().map(|d| d.join(COLLECTOR_STATE_FILE));
+        let before = match &state_file {
+            Some(path) if !self.full && path.exists() => {
+                let bytes =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                CollectorState::decode(&bytes).map_err(|e| {
+                    anyhow!(
+                        "{}: {e}; it is not a collector state this version wrote. Run with --full to verify from record 0 and write it anew",
+                        path.display()
+                    )
+                })?
+            }
+            _ => CollectorState::default(),
+        };
         let hub = self.hub.connect().await?;
-        let mut collector = Collector::new(sites);
-        let read = collector.read_hub(&hub).await?;
+        let mut collector = Collector::resume(sites, before.sites);
+        let (read, last) = collector.read_hub_from(&hub, before.stream_seq + 1).await?;
         for (subject, n) in collector.unknown_subjects() {
             say!("{subject}: {n} message(s) for no --site given; not verified")?;
         }
         let reports = collector.finish(witness.as_ref().map(|(w, s)| (w, s)), Timestamp::now());
         let mut exit = Exit::Ok;
+        // The state moves on only after a pass without a fault, so a fault is reported again.
+        if let Some(path) = &state_file
+            && reports.iter().all(|r| r.progress.is_some())
+        {
+            let state = CollectorState {
+                stream_seq: last.max(before.stream_seq),
+                sites: reports
+                    .iter()
+                    .filter_map(|r| r.progress.clone().map(|p| (r.site.clone(), p)))
+                    .collect(),
+            };
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let bytes = state
+                .encode()
+                .map_err(|e| anyhow!("collector state: {e}"))?;
+            crate::fsio::write_atomically(path, &bytes)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
         for r in &reports {
             match &r.verdict {
                 Ok(logs) => {
                     let records: u64 = logs.iter().map(|l| l.records).sum();
+                    let now: u64 = logs.iter().map(|l| l.verified_now).sum();
                     let cosigned = logs.iter().filter(|l| l.witnessed.is_some()).count();
                     say!(
-                        "{}: VALID: {} log(s), {records} record(s){}",
+                        "{}: VALID: {} log(s), {records} record(s) ({now} new in this pass){}",
                         r.site,
                         logs.len(),
                         if witness.is_some() {
@@ -452,7 +498,7 @@ impl CollectArgs {
                             String::new()
                         }
                     )?;
-                    // Each site reads its own cosigned checkpoints back (docs/fleet.md §6.1).
+                    // Each site reads its own cosigned checkpoints back (docs/fleet.md §6.2).
                     if witness.is_some() {
                         cosigned::ensure_stream(&hub).await?;
                     }

@@ -828,17 +828,43 @@ pub fn request_for(
             cp.size
         ));
     }
-    let proof = if old == 0 || old == cp.size {
+    let leaves: Vec<Hash> = if old == 0 || old == cp.size {
         Vec::new()
     } else {
-        let leaves: Vec<Hash> = summary
+        summary
             .records
             .iter()
             .take(usize::try_from(cp.size).map_err(|_| "log too large".to_string())?)
             .map(|r| leaf_hash(&r.bytes))
-            .collect();
+            .collect()
+    };
+    request_from_leaves(cp.size, note, old, &leaves)
+}
+
+/// The add-checkpoint request for `note` (a checkpoint of `size` records,
+/// already checked against the log) given the leaf hashes of at least its
+/// first `size` records, for a caller that keeps them (the fleet collector
+/// between passes) rather than the records.
+pub fn request_from_leaves(
+    size: u64,
+    note: &str,
+    old: u64,
+    leaves: &[Hash],
+) -> Result<AddCheckpoint, String> {
+    if old > size {
+        return Err(format!(
+            "the witness's size {old} is larger than the checkpoint's {size}: the witness has seen more of this log than the log now holds (truncation); do not ask it to cosign, investigate"
+        ));
+    }
+    let proof = if old == 0 || old == size {
+        Vec::new()
+    } else {
+        let size = usize::try_from(size).map_err(|_| "log too large".to_string())?;
         let old = usize::try_from(old).map_err(|_| "size too large".to_string())?;
-        consistency_proof(&leaves, old).ok_or("no consistency proof for these sizes")?
+        let leaves = leaves
+            .get(..size)
+            .ok_or("fewer leaves than the checkpoint covers")?;
+        consistency_proof(leaves, old).ok_or("no consistency proof for these sizes")?
     };
     Ok(AddCheckpoint {
         old,

@@ -1,4 +1,4 @@
-//! Cosigned checkpoints back to the sites (docs/fleet.md §6.1). The
+//! Cosigned checkpoints back to the sites (docs/fleet.md §6.2). The
 //! collector, as the hub's witness, publishes each cosigned checkpoint note
 //! to `fleet.cosigned.<site>.<log id>` in the hub stream [`COSIGNED_STREAM`],
 //! which keeps the newest per subject. A site reads only its own subjects

@@ -1301,6 +1301,58 @@ fn fleet_cli_submit_waits_for_the_verified_end_then_collect_and_status() {
         "{out}"
     );
 
+    // With --state, a second pass verifies nothing new; --full everything again.
+    let state = d.join("collector-state");
+    let (code, first) = cli(&[
+        "fleet",
+        "collect",
+        "--site",
+        &site_arg,
+        "--state",
+        common::p(&state),
+    ]);
+    assert_eq!(code, Some(0), "{first}");
+    let (code, again) = cli(&[
+        "fleet",
+        "collect",
+        "--site",
+        &site_arg,
+        "--state",
+        common::p(&state),
+    ]);
+    assert_eq!(code, Some(0), "{again}");
+    assert!(again.contains(" record(s) (0 new in this pass)"), "{again}");
+    let (code, full) = cli(&[
+        "fleet",
+        "collect",
+        "--site",
+        &site_arg,
+        "--state",
+        common::p(&state),
+        "--full",
+    ]);
+    assert_eq!(code, Some(0), "{full}");
+    assert_eq!(
+        full.lines().next(),
+        first.lines().next(),
+        "a full pass verifies all again"
+    );
+    std::fs::write(state.join("collector.state"), b"junk").unwrap();
+    let (code, out) = cli(&[
+        "fleet",
+        "collect",
+        "--site",
+        &site_arg,
+        "--state",
+        common::p(&state),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("collector.state: ")
+            && out.contains("Run with --full to verify from record 0 and write it anew"),
+        "{out}"
+    );
+
     // A collector given the wrong runner key reports the site INVALID (exit 4).
     let (_, other_pub) = common::keys(d, "other");
     let wrong = format!("plant-7={}", common::p(&other_pub));
@@ -1809,6 +1861,123 @@ fn site_keeps_the_hub_witnesss_cosigned_checkpoint_and_cannot_read_another_sites
         assert!(
             other.is_err(),
             "plant-9 read plant-7's cosigned checkpoint: {other:?}"
+        );
+    });
+}
+
+// --- the incremental collector (docs/fleet.md §6.2) ---
+
+use edge_runner::fleet::collect::CollectorState;
+
+/// One incremental pass after `state`; returns the report and the next state.
+async fn collect_after(
+    hub: &jetstream::Context,
+    key: &SecretKey,
+    state: &CollectorState,
+    witness: Option<(&Witness, &WitnessState)>,
+) -> (SiteReport, CollectorState) {
+    let mut c = Collector::resume(
+        vec![SiteKey {
+            site: "plant-7".into(),
+            runner_key: key.public(),
+        }],
+        state.sites.clone(),
+    );
+    let (_, last) = c.read_hub_from(hub, state.stream_seq + 1).await.unwrap();
+    let report = c.finish(witness, Timestamp::now()).pop().unwrap();
+    let next = CollectorState {
+        stream_seq: last,
+        sites: report
+            .progress
+            .clone()
+            .map(|p| [("plant-7".to_string(), p)].into())
+            .unwrap_or_default(),
+    };
+    // What a pass keeps reads back the same.
+    assert_eq!(
+        CollectorState::decode(&next.encode().unwrap()).unwrap(),
+        next
+    );
+    (report, next)
+}
+
+#[test]
+fn incremental_collect_verifies_only_new_records_with_the_verdicts_of_a_full_pass() {
+    let fleet = fleet!(
+        "incremental_collect_verifies_only_new_records_with_the_verdicts_of_a_full_pass",
+        &["plant-7"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    append(dir.path(), &key, 4);
+    let wdir = tempfile::tempdir().unwrap();
+    let witness = Witness::new("fleet-hub", SecretKey::generate().unwrap()).unwrap();
+    let wstate = WitnessState::open(wdir.path()).unwrap();
+    rt().block_on(async {
+        let (leaf, hub) = ship_home(&fleet, dir.path()).await;
+        let first = records(dir.path()).len() as u64;
+        let (report, state) = collect_after(
+            &hub,
+            &key,
+            &CollectorState::default(),
+            Some((&witness, &wstate)),
+        )
+        .await;
+        let logs = report.verdict.unwrap();
+        assert_eq!((logs[0].records, logs[0].verified_now), (first, first));
+        assert!(logs[0].witnessed.is_some());
+
+        // More records: the next pass verifies only those, and the witness
+        // cosigns the new checkpoint from the leaf hashes it kept.
+        append(dir.path(), &key, 3);
+        let all = records(dir.path());
+        Shipper::new(leaf.clone(), "plant-7", dir.path())
+            .ship()
+            .await
+            .unwrap();
+        wait_count(&hub, subjects::HUB_EVIDENCE_STREAM, all.len() as u64).await;
+        let (report, state) = collect_after(&hub, &key, &state, Some((&witness, &wstate))).await;
+        let logs = report.verdict.unwrap();
+        assert_eq!(logs[0].records, all.len() as u64);
+        assert_eq!(logs[0].verified_now, all.len() as u64 - first);
+        let note = logs[0]
+            .witnessed
+            .clone()
+            .expect("the new checkpoint cosigned");
+        // The log's last record is the checkpoint over every record before it.
+        assert_eq!(wit::note_size(&note), Some(all.len() as u64 - 1));
+        // A full pass agrees.
+        let full = collect(&hub, &key, None).await.verdict.unwrap();
+        assert_eq!(full[0].records, all.len() as u64);
+
+        // The site ships a different record 2, long verified: the
+        // incremental pass finds it by the leaf hash it kept, as a full pass does.
+        let second = evidence::read_unverified(&all[2]).unwrap();
+        let other = evidence::sign_record(
+            evidence::Record {
+                body: edge_runner::cbor::text_map([("n", 1234u64.into())]),
+                ..second.clone()
+            },
+            &key,
+        )
+        .unwrap();
+        leaf.publish("fleet.evidence.plant-7", other.bytes.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        wait_count(&hub, subjects::HUB_EVIDENCE_STREAM, all.len() as u64 + 1).await;
+        let equivocation = SiteFault::Equivocation {
+            log: hex::encode(second.log_id),
+            seq: 2,
+        };
+        let (report, next) = collect_after(&hub, &key, &state, None).await;
+        assert_eq!(report.verdict.unwrap_err(), equivocation);
+        assert!(report.progress.is_none(), "a fault keeps no progress");
+        assert!(next.sites.is_empty());
+        assert_eq!(
+            collect(&hub, &key, None).await.verdict.unwrap_err(),
+            equivocation
         );
     });
 }
