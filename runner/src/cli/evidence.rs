@@ -15,10 +15,10 @@ use crate::audit::{
 };
 use crate::evidence::bundle::{Bundle, MAX_BUNDLE_BYTES, looks_like_bundle};
 use crate::evidence::witness::{
-    self, AddCheckpoint, LogConfig, MAX_NOTE_BYTES, WITNESS_KEY_FILE, WITNESS_VKEY_FILE,
-    WITNESSED_DIR, Witness, WitnessError, WitnessKey, WitnessPolicy, WitnessState, note_size,
+    self, AddCheckpoint, LogConfig, MAX_NOTE_BYTES, WITNESS_KEY_FILE, WITNESS_VKEY_FILE, Witness,
+    WitnessError, WitnessKey, WitnessPolicy, WitnessState, note_size,
 };
-use crate::evidence::{self, CHECKPOINT_FILE, Checkpoint, merkle};
+use crate::evidence::{self, CHECKPOINT_FILE, merkle};
 use crate::fsio::{read_bounded, read_bounded_text};
 use crate::keys::{KeyError, PublicKey, SecretKey};
 use crate::timestamp::Timestamp;
@@ -732,26 +732,11 @@ impl AddCosignature {
         // signed it, and the witness's cosignature on it verifies.
         let summary = evidence::verify_log(&read_log(&self.dir)?, &key)
             .map_err(|f| anyhow!("the log does not verify: {f}"))?;
-        let Checkpoint { size, .. } = evidence::check_against_checkpoint(&summary, &note, &key)
-            .map_err(|f| anyhow!("the cosigned checkpoint: {f}"))?;
-        let (witnessed, time) = witness::attach(&note, &response, &witness)
+        let (witnessed, _) = witness::attach(&note, &response, &witness)
             .map_err(|e| anyhow!("{}: {e}", witness.name()))?;
-        let dir = self.dir.join(WITNESSED_DIR);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(witness::witnessed_file_name(&witness));
-        if let Ok(old) = read_bounded_text(&path, MAX_NOTE_BYTES, "witnessed checkpoint")
-            && let Ok(Some(_)) = witness::verify_cosignature(&old, &witness)
-            && let Ok(previous) = evidence::check_against_checkpoint(&summary, &old, &key)
-            && previous.size > size
-        {
-            bail!(
-                "{} already holds a checkpoint of {} records cosigned by `{}`; refusing to replace it with an older one of {size}",
-                path.display(),
-                previous.size,
-                witness.name()
-            );
-        }
-        write_atomically(&path, witnessed.as_bytes())?;
+        let (path, size, time) =
+            witness::keep_cosigned(&self.dir, &summary, &key, &witness, &witnessed)
+                .map_err(|e| anyhow!("{e}"))?;
         say!(
             "kept the cosignature of witness `{}` (at {}) on the checkpoint of {size} records -> {}",
             witness.name(),

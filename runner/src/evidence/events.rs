@@ -17,7 +17,10 @@ use crate::cbor::{MapReader, as_u64, text_map};
 mod fleet;
 mod jobs;
 mod remediation;
-pub use fleet::{FleetJobAccepted, JobRequestRefused, MAX_REFUSAL_DETAIL_BYTES};
+pub use fleet::{
+    FleetJobAccepted, JobRequestRefused, MAX_REFUSAL_DETAIL_BYTES, TrustUpdateInstalled,
+    TrustUpdateRefused,
+};
 pub use jobs::{
     CANCELLED_BY, JOB_OUTCOMES, JobAbandoned, JobAccepted, JobCancelled, JobFinished, LoadShed,
     MAX_JOB_DETAIL_BYTES, Submitter,
@@ -146,6 +149,10 @@ events! {
     FleetJobAccepted,
     /// A fleet job request was refused.
     JobRequestRefused,
+    /// A trust root or governance version from the hub was installed.
+    TrustUpdateInstalled,
+    /// A trust root or governance version from the hub was refused.
+    TrustUpdateRefused,
 }
 
 /// `governance-loaded`: the governance version in force from this record on

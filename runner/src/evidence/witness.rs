@@ -828,17 +828,43 @@ pub fn request_for(
             cp.size
         ));
     }
-    let proof = if old == 0 || old == cp.size {
+    let leaves: Vec<Hash> = if old == 0 || old == cp.size {
         Vec::new()
     } else {
-        let leaves: Vec<Hash> = summary
+        summary
             .records
             .iter()
             .take(usize::try_from(cp.size).map_err(|_| "log too large".to_string())?)
             .map(|r| leaf_hash(&r.bytes))
-            .collect();
+            .collect()
+    };
+    request_from_leaves(cp.size, note, old, &leaves)
+}
+
+/// The add-checkpoint request for `note` (a checkpoint of `size` records,
+/// already checked against the log) given the leaf hashes of at least its
+/// first `size` records, for a caller that keeps them (the fleet collector
+/// between passes) rather than the records.
+pub fn request_from_leaves(
+    size: u64,
+    note: &str,
+    old: u64,
+    leaves: &[Hash],
+) -> Result<AddCheckpoint, String> {
+    if old > size {
+        return Err(format!(
+            "the witness's size {old} is larger than the checkpoint's {size}: the witness has seen more of this log than the log now holds (truncation); do not ask it to cosign, investigate"
+        ));
+    }
+    let proof = if old == 0 || old == size {
+        Vec::new()
+    } else {
+        let size = usize::try_from(size).map_err(|_| "log too large".to_string())?;
         let old = usize::try_from(old).map_err(|_| "size too large".to_string())?;
-        consistency_proof(&leaves, old).ok_or("no consistency proof for these sizes")?
+        let leaves = leaves
+            .get(..size)
+            .ok_or("fewer leaves than the checkpoint covers")?;
+        consistency_proof(leaves, old).ok_or("no consistency proof for these sizes")?
     };
     Ok(AddCheckpoint {
         old,
@@ -876,6 +902,46 @@ pub fn attach(note: &str, response: &str, witness: &WitnessKey) -> Result<(Strin
     out.push_str(line);
     out.push('\n');
     Ok((out, timestamp))
+}
+
+/// Keeps `cosigned`, a checkpoint note carrying `witness`'s cosignature, in
+/// `evidence_dir`'s `witnessed/` directory, once it is shown that the log
+/// (`summary`, verified under `key`) extends the checkpoint, the runner
+/// signed it and the witness's cosignature verifies. A note for an older
+/// checkpoint than the one kept is refused. Returns the file, the
+/// checkpoint's size and the cosignature's time.
+pub fn keep_cosigned(
+    evidence_dir: &Path,
+    summary: &Summary,
+    key: &PublicKey,
+    witness: &WitnessKey,
+    cosigned: &str,
+) -> Result<(PathBuf, u64, u64), String> {
+    let time = verify_cosignature(cosigned, witness)?.ok_or_else(|| {
+        format!(
+            "the checkpoint carries no cosignature of witness `{}`",
+            witness.name
+        )
+    })?;
+    let Checkpoint { size, .. } = check_against_checkpoint(summary, cosigned, key)
+        .map_err(|f| format!("the cosigned checkpoint: {f}"))?;
+    let dir = evidence_dir.join(WITNESSED_DIR);
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join(witnessed_file_name(witness));
+    if let Ok(old) = read_bounded_text(&path, MAX_NOTE_BYTES, "witnessed checkpoint")
+        && let Ok(Some(_)) = verify_cosignature(&old, witness)
+        && let Ok(previous) = check_against_checkpoint(summary, &old, key)
+        && previous.size > size
+    {
+        return Err(format!(
+            "{} already holds a checkpoint of {} records cosigned by `{}`; refusing to replace it with an older one of {size}",
+            path.display(),
+            previous.size,
+            witness.name
+        ));
+    }
+    write_atomically(&path, cosigned.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((path, size, time))
 }
 
 /// The file name of `witness`'s witnessed checkpoint in `DIR/witnessed/`.

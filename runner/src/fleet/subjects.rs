@@ -66,3 +66,15 @@ pub fn site_deliver_prefix(site: &str) -> String {
 pub fn record_message_id(log_id: &[u8; 16], seq: u64) -> String {
     format!("{}.{seq}", hex::encode(log_id))
 }
+
+/// Key-value bucket (on the hub) announcing signed trust root and
+/// governance versions: key `trust-root.<N>` or `governance.<N>`, value the
+/// 64 lowercase hex digits of the signed file's SHA-256, its object name in
+/// [`CAPSULE_BUCKET`].
+pub const UPDATES_BUCKET: &str = "fleet-updates";
+
+/// Subject `site`'s daemon answers status requests on, with its
+/// [`super::status::SiteHead`] (core NATS request and reply, through the leaf).
+pub fn status_subject(site: &str) -> String {
+    format!("fleet.status.{site}")
+}

@@ -520,6 +520,15 @@ pub fn governance_dir(store: &Path) -> PathBuf {
     store.join(GOVERNANCE_DIR)
 }
 
+/// The newest governance version installed beside the trust store in
+/// `store`, unjudged (0 when none is): the version an update must follow.
+pub fn installed_version(store: &Path) -> Result<u64, GovernanceError> {
+    Ok(versions(&governance_dir(store))?
+        .last()
+        .copied()
+        .unwrap_or(0))
+}
+
 fn versions(dir: &Path) -> Result<Vec<u64>, GovernanceError> {
     let err = |detail: String| GovernanceError::Bundle {
         origin: dir.display().to_string(),

@@ -116,6 +116,9 @@ pub struct FleetConfig {
     pub evidence_stream_bytes: i64,
     /// How long one wait for a job lasts, and how often evidence is shipped.
     pub poll: Duration,
+    /// The hub witness's vkey file: its cosignatures of this site's
+    /// checkpoints are fetched and kept (none when unset).
+    pub witness_vkey: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +130,7 @@ struct FleetTable {
     max_capsule_bytes: Option<u64>,
     evidence_stream_bytes: Option<u64>,
     poll_ms: Option<u64>,
+    witness_vkey: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -330,6 +334,7 @@ impl ServeConfig {
                     max_capsule_bytes,
                     evidence_stream_bytes: stream as i64,
                     poll: Duration::from_millis(poll_ms),
+                    witness_vkey: f.witness_vkey.map(abs),
                 })
             }
         };

@@ -147,6 +147,7 @@ type FleetStart = (
     String,
     [u8; 32],
     std::collections::HashSet<[u8; 32]>,
+    crate::keys::PublicKey,
 );
 #[cfg(not(feature = "fleet"))]
 type FleetStart = std::convert::Infallible;
@@ -442,6 +443,8 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
     }
     #[cfg(feature = "fleet")]
     let fleet_secret = key.derive_secret(fleet::FLEET_MARKER_PURPOSE);
+    #[cfg(feature = "fleet")]
+    let runner_public = key.public();
     let mut log = EvidenceLog::open(&config.evidence, key).map_err(evidence_err)?;
     // Runs and jobs the previous daemon left open get their end first.
     let abandoned =
@@ -464,7 +467,13 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
                     )),
                 }
             })?;
-            Some((f.clone(), policy.site.clone(), fleet_secret, seen))
+            Some((
+                f.clone(),
+                policy.site.clone(),
+                fleet_secret,
+                seen,
+                runner_public,
+            ))
         }
     };
     #[cfg(not(feature = "fleet"))]
@@ -688,13 +697,14 @@ async fn run_api(
         });
     }
     #[cfg(feature = "fleet")]
-    if let Some((config, site, secret, seen)) = fleet_start {
+    if let Some((config, site, secret, seen, runner_public)) = fleet_start {
         tokio::spawn(fleet::run(
             Arc::clone(&daemon),
             config,
             site,
             secret,
             seen,
+            runner_public,
             stop_rx.clone(),
         ));
     }

@@ -1301,6 +1301,58 @@ fn fleet_cli_submit_waits_for_the_verified_end_then_collect_and_status() {
         "{out}"
     );
 
+    // With --state, a second pass verifies nothing new; --full everything again.
+    let state = d.join("collector-state");
+    let (code, first) = cli(&[
+        "fleet",
+        "collect",
+        "--site",
+        &site_arg,
+        "--state",
+        common::p(&state),
+    ]);
+    assert_eq!(code, Some(0), "{first}");
+    let (code, again) = cli(&[
+        "fleet",
+        "collect",
+        "--site",
+        &site_arg,
+        "--state",
+        common::p(&state),
+    ]);
+    assert_eq!(code, Some(0), "{again}");
+    assert!(again.contains(" record(s) (0 new in this pass)"), "{again}");
+    let (code, full) = cli(&[
+        "fleet",
+        "collect",
+        "--site",
+        &site_arg,
+        "--state",
+        common::p(&state),
+        "--full",
+    ]);
+    assert_eq!(code, Some(0), "{full}");
+    assert_eq!(
+        full.lines().next(),
+        first.lines().next(),
+        "a full pass verifies all again"
+    );
+    std::fs::write(state.join("collector.state"), b"junk").unwrap();
+    let (code, out) = cli(&[
+        "fleet",
+        "collect",
+        "--site",
+        &site_arg,
+        "--state",
+        common::p(&state),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("collector.state: ")
+            && out.contains("Run with --full to verify from record 0 and write it anew"),
+        "{out}"
+    );
+
     // A collector given the wrong runner key reports the site INVALID (exit 4).
     let (_, other_pub) = common::keys(d, "other");
     let wrong = format!("plant-7={}", common::p(&other_pub));
@@ -1401,6 +1453,531 @@ fn leaf_killed_mid_shipment_then_resumed_with_no_gap_or_duplicate() {
             held.iter().map(|m| m.1.clone()).collect::<Vec<_>>(),
             log,
             "every record once, in order"
+        );
+    });
+}
+
+// --- trust root versions through the hub (docs/fleet.md §4.3) ---
+
+use edge_runner::fleet::updates::{self, UpdateKind};
+use edge_runner::trust::SignedRoot;
+
+/// The trust root version of the newest `capsule-verified` record.
+fn verified_under(site: &serve::Site) -> u64 {
+    let body = site
+        .bodies("capsule-verified")
+        .pop()
+        .expect("capsule-verified");
+    let root = edge_runner::cbor::MapReader::new("body", &body)
+        .unwrap()
+        .get("trust-root")
+        .unwrap()
+        .clone();
+    serve::uint(&root, "version")
+}
+
+/// Puts `bytes` in the hub's object store and announces them as `key`,
+/// as a hostile hub can (no signature needed for either).
+async fn announce(hub: &jetstream::Context, key: &str, bytes: &[u8]) {
+    let digest = capsules::publish(hub, bytes).await.unwrap();
+    updates::bucket(hub)
+        .await
+        .unwrap()
+        .put(key, hex::encode(digest).into_bytes().into())
+        .await
+        .unwrap();
+}
+
+#[test]
+fn serve_installs_a_chained_trust_root_from_the_hub_and_runs_later_jobs_under_it() {
+    let fleet = fleet!(
+        "serve_installs_a_chained_trust_root_from_the_hub_and_runs_later_jobs_under_it",
+        &["plant-7"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    let staged = site.next_root();
+    let d = site.dir.path().to_path_buf();
+    std::fs::write(d.join("admin.password"), "change-me-fleet-admin\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+        .args(["fleet", "publish-trust", common::p(&staged)])
+        .args(["--hub", &fleet.hub.url(), "--password-file"])
+        .arg(d.join("admin.password"))
+        .output()
+        .unwrap();
+    let said = common::text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("announced as `trust-root.2` in fleet-updates"),
+        "{said}"
+    );
+    rt.block_on(async {
+        serve::eventually("v2 installed and recorded", || async {
+            serve::count(&site.events(), "trust-update-installed") == 1
+        })
+        .await;
+        let installed = site.bodies("trust-update-installed").pop().unwrap();
+        assert_eq!(serve::field(&installed, "what"), "trust-root");
+        assert_eq!(serve::field(&installed, "name"), "cli-root");
+        assert_eq!(serve::uint(&installed, "version"), 2);
+        assert_eq!(site.trust_versions(), 2);
+
+        fleet_jobs::dispatch(
+            &hub,
+            "plant-7",
+            Kind::Test,
+            "after-rotation",
+            site.request("after-rotation"),
+        )
+        .await
+        .unwrap();
+        serve::eventually("the job to be acknowledged", || serve::queue_empty(&hub)).await;
+        assert_eq!(verified_under(&site), 2, "the job ran under v2");
+        assert_eq!(serve::count(&site.events(), "trust-update-refused"), 0);
+    });
+}
+
+#[test]
+fn forged_and_rolled_back_trust_roots_from_a_hostile_hub_are_refused_and_recorded() {
+    let fleet = fleet!(
+        "forged_and_rolled_back_trust_roots_from_a_hostile_hub_are_refused_and_recorded",
+        &["plant-7"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    let d = site.dir.path().to_path_buf();
+    // v2 naming the attacker's key as root key, signed by it alone.
+    let (attacker, attacker_pub) = common::keys(&d, "attacker");
+    let forged_text = serve::site_policy(&d, 2).replace(
+        &std::fs::read_to_string(d.join("root.pub")).unwrap(),
+        &std::fs::read_to_string(&attacker_pub).unwrap(),
+    );
+    let forged = SignedRoot::sign_new(
+        &RootPolicy::parse(&forged_text, "forged v2").unwrap(),
+        &SecretKey::load(&attacker).unwrap(),
+    )
+    .unwrap();
+    // The site's own, genuine v1, announced again as the next version.
+    let v1 = std::fs::read(d.join("trust/1.root.cose")).unwrap();
+    rt.block_on(async {
+        announce(&hub, &UpdateKind::TrustRoot.key(2), &forged).await;
+        serve::eventually("the forged version refused", || async {
+            serve::count(&site.events(), "trust-update-refused") == 1
+        })
+        .await;
+        announce(&hub, &UpdateKind::TrustRoot.key(2), &v1).await;
+        serve::eventually("the rollback refused", || async {
+            serve::count(&site.events(), "trust-update-refused") == 2
+        })
+        .await;
+        let refused = site.bodies("trust-update-refused");
+        assert_eq!(serve::field(&refused[0], "reason"), "not-signed");
+        assert_eq!(serve::field(&refused[0], "what"), "trust-root");
+        assert_eq!(serve::uint(&refused[0], "announced-version"), 2);
+        let detail = serve::field(&refused[0], "detail");
+        assert!(
+            detail.contains("is signed by 0 of the root keys of the version it replaces (v1), which requires 1 (have: none; can still sign: root-0)"),
+            "{detail}"
+        );
+        assert_eq!(serve::field(&refused[1], "reason"), "rollback");
+        let detail = serve::field(&refused[1], "detail");
+        assert!(
+            detail.contains("is v1, but v1 is installed; a trust root never goes back. Refused: investigate the hub, which announced an old version as new"),
+            "{detail}"
+        );
+        assert_eq!(site.trust_versions(), 1, "nothing installed");
+        assert_eq!(serve::count(&site.events(), "trust-update-installed"), 0);
+
+        // The site still runs under the version it had.
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "still-v1", site.request("still-v1"))
+            .await
+            .unwrap();
+        serve::eventually("the job to be acknowledged", || serve::queue_empty(&hub)).await;
+        assert_eq!(verified_under(&site), 1);
+    });
+}
+
+#[test]
+fn serve_installs_governance_from_the_hub_and_refuses_a_forged_next_version() {
+    let fleet = fleet!(
+        "serve_installs_governance_from_the_hub_and_refuses_a_forged_next_version",
+        &["plant-7"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    let d = site.dir.path().to_path_buf();
+    let v1 = d.join("gov-1.cose");
+    let out = common::edge_runner(&[
+        "governance",
+        "sign",
+        "--dir",
+        common::p(&serve::repo("examples/governance")),
+        "--key",
+        common::p(&serve::repo("keys/demo-governance-admin.key")),
+        "--out",
+        common::p(&v1),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    // v2 signed by a key the trust root does not name as an administrator.
+    let sources = d.join("gov-2");
+    std::fs::create_dir(&sources).unwrap();
+    for f in ["catalog-info.yaml", "tiers.cedar", "governance.toml"] {
+        let text = std::fs::read_to_string(serve::repo("examples/governance").join(f)).unwrap();
+        std::fs::write(
+            sources.join(f),
+            text.replace("version = 1\n", "version = 2\n"),
+        )
+        .unwrap();
+    }
+    let forged = edge_runner::governance::SignedBundle::sign_new(
+        &edge_runner::governance::read_sources(&sources).unwrap(),
+        &SecretKey::generate().unwrap(),
+    )
+    .unwrap();
+    rt.block_on(async {
+        let bytes = std::fs::read(&v1).unwrap();
+        let (version, _) = updates::publish(&hub, UpdateKind::Governance, &bytes, "gov-1.cose")
+            .await
+            .unwrap();
+        assert_eq!(version, 1);
+        serve::eventually("governance v1 installed and recorded", || async {
+            serve::count(&site.events(), "trust-update-installed") == 1
+        })
+        .await;
+        let installed = site.bodies("trust-update-installed").pop().unwrap();
+        assert_eq!(serve::field(&installed, "what"), "governance");
+        assert_eq!(serve::field(&installed, "name"), "edge-runner-demo");
+        assert_eq!(serve::uint(&installed, "version"), 1);
+        assert!(d.join("trust/governance/1.governance.cose").is_file());
+
+        announce(&hub, &UpdateKind::Governance.key(2), &forged).await;
+        serve::eventually("the forged governance refused", || async {
+            serve::count(&site.events(), "trust-update-refused") == 1
+        })
+        .await;
+        let refused = site.bodies("trust-update-refused").pop().unwrap();
+        assert_eq!(serve::field(&refused, "what"), "governance");
+        assert_eq!(serve::field(&refused, "reason"), "not-signed");
+        let detail = serve::field(&refused, "detail");
+        assert!(detail.contains("is signed by 0 of the 1"), "{detail}");
+        assert!(!d.join("trust/governance/2.governance.cose").exists());
+    });
+}
+
+#[test]
+fn fleet_status_shows_shipping_lag_trust_root_and_open_jobs_per_site() {
+    let fleet = fleet!(
+        "fleet_status_shows_shipping_lag_trust_root_and_open_jobs_per_site",
+        &["plant-7"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    let d = site.dir.path().to_path_buf();
+    std::fs::write(d.join("admin.password"), "change-me-fleet-admin\n").unwrap();
+    let status = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+            .args([
+                "fleet",
+                "status",
+                "--site",
+                "plant-7",
+                "--hub",
+                &fleet.hub.url(),
+            ])
+            .arg("--password-file")
+            .arg(d.join("admin.password"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", common::text(&out));
+        common::text(&out)
+    };
+    rt.block_on(async {
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "s-1", site.request("s-1"))
+            .await
+            .unwrap();
+        serve::eventually("the job to be acknowledged", || serve::queue_empty(&hub)).await;
+        serve::eventually("the whole log at the hub", || async {
+            status().contains("  shipping lag 0 record(s): the site's log ")
+        })
+        .await;
+    });
+    let out = status();
+    assert!(out.contains("plant-7: last record "), "{out}");
+    assert!(
+        out.contains("0 job(s) waiting, 0 taken and not acknowledged"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  trust root `cli-root` v1, governance none [the site's answer]"),
+        "{out}"
+    );
+
+    // The site stops: its job waits at the hub, and its lag is not guessed.
+    site.stop();
+    rt.block_on(async {
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "s-2", site.request("s-2"))
+            .await
+            .unwrap();
+    });
+    let out = status();
+    // A pull the stopped daemon left open at the hub may still take it.
+    assert!(
+        out.contains("1 job(s) waiting, 0 taken and not acknowledged")
+            || out.contains("0 job(s) waiting, 1 taken and not acknowledged"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  shipping lag and trust root unknown: the site did not answer"),
+        "{out}"
+    );
+}
+
+// --- cosigned checkpoints back to the sites (docs/fleet.md §6.1) ---
+
+#[test]
+fn site_keeps_the_hub_witnesss_cosigned_checkpoint_and_cannot_read_another_sites() {
+    let fleet = fleet!(
+        "site_keeps_the_hub_witnesss_cosigned_checkpoint_and_cannot_read_another_sites",
+        &["plant-7", "plant-9"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    let d = site.dir.path().to_path_buf();
+    let wdir = d.join("witness");
+    let out = common::edge_runner(&[
+        "evidence",
+        "witness-init",
+        "--dir",
+        common::p(&wdir),
+        "--name",
+        "fleet-hub",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let mut config = std::fs::read_to_string(d.join("serve.toml")).unwrap();
+    config.push_str(&format!(
+        "witness-vkey = \"{}\"\n",
+        common::p(&wdir.join("witness.vkey"))
+    ));
+    std::fs::write(d.join("serve.toml"), config).unwrap();
+    std::fs::write(d.join("admin.password"), "change-me-fleet-admin\n").unwrap();
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    rt.block_on(async {
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "w-1", site.request("w-1"))
+            .await
+            .unwrap();
+        serve::eventually("the job to be acknowledged", || serve::queue_empty(&hub)).await;
+    });
+    // The final checkpoint of the first daemon ships when the second starts.
+    site.stop();
+    site.start();
+    let collect = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-runner"))
+            .args(["fleet", "collect", "--hub", &fleet.hub.url(), "--witness"])
+            .arg(&wdir)
+            .arg("--site")
+            .arg(format!("plant-7={}", common::p(&d.join("runner.pub"))))
+            .arg("--password-file")
+            .arg(d.join("admin.password"))
+            .output()
+            .unwrap();
+        common::text(&out)
+    };
+    let kept = || {
+        !evidence::witness::read_witnessed(&site.evidence())
+            .unwrap()
+            .is_empty()
+    };
+    rt.block_on(async {
+        serve::eventually("a cosigned checkpoint kept at the site", || async {
+            if !kept() {
+                let out = collect();
+                assert!(!out.contains("INVALID"), "{out}");
+            }
+            kept()
+        })
+        .await;
+    });
+    // The auditor's offline check counts the cosignature the site keeps.
+    let out = common::edge_runner(&[
+        "evidence",
+        "verify",
+        common::p(&site.evidence()),
+        "--runner-key",
+        common::p(&d.join("runner.pub")),
+        "--witness",
+        common::p(&wdir.join("witness.vkey")),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out));
+
+    let log_id = evidence::read_unverified(&records(&site.evidence())[0])
+        .unwrap()
+        .log_id;
+
+    // A hostile hub alters the cosignature it serves: the site keeps what it had.
+    let (path, good) = evidence::witness::read_witnessed(&site.evidence())
+        .unwrap()
+        .pop()
+        .unwrap();
+    // One bit of the witness's Ed25519 signature flipped, the line well formed.
+    let forged = good
+        .lines()
+        .map(|line| match line.strip_prefix("— fleet-hub ") {
+            Some(blob) => {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let mut bytes = b64.decode(blob).unwrap();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+                format!("— fleet-hub {}\n", b64.encode(bytes))
+            }
+            None => format!("{line}\n"),
+        })
+        .collect::<String>();
+    assert_ne!(forged, good);
+    rt.block_on(async {
+        edge_runner::fleet::cosigned::publish(&hub, "plant-7", &log_id, &forged)
+            .await
+            .unwrap();
+        // Ten polls of 200 ms between fetches: two rounds.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
+
+    // plant-9's credential reads its own subjects, not plant-7's.
+    rt.block_on(async {
+        let hub9 = jetstream::with_domain(fleet.runner("plant-9").await, "hub");
+        let own = edge_runner::fleet::cosigned::latest(&hub9, "plant-9", &log_id, 65_536).await;
+        assert_eq!(own, Ok(None), "plant-9 may read its own (empty) subject");
+        let other = edge_runner::fleet::cosigned::latest(&hub9, "plant-7", &log_id, 65_536).await;
+        assert!(
+            other.is_err(),
+            "plant-9 read plant-7's cosigned checkpoint: {other:?}"
+        );
+    });
+}
+
+// --- the incremental collector (docs/fleet.md §6.2) ---
+
+use edge_runner::fleet::collect::CollectorState;
+
+/// One incremental pass after `state`; returns the report and the next state.
+async fn collect_after(
+    hub: &jetstream::Context,
+    key: &SecretKey,
+    state: &CollectorState,
+    witness: Option<(&Witness, &WitnessState)>,
+) -> (SiteReport, CollectorState) {
+    let mut c = Collector::resume(
+        vec![SiteKey {
+            site: "plant-7".into(),
+            runner_key: key.public(),
+        }],
+        state.sites.clone(),
+    );
+    let (_, last) = c.read_hub_from(hub, state.stream_seq + 1).await.unwrap();
+    let report = c.finish(witness, Timestamp::now()).pop().unwrap();
+    let next = CollectorState {
+        stream_seq: last,
+        sites: report
+            .progress
+            .clone()
+            .map(|p| [("plant-7".to_string(), p)].into())
+            .unwrap_or_default(),
+    };
+    // What a pass keeps reads back the same.
+    assert_eq!(
+        CollectorState::decode(&next.encode().unwrap()).unwrap(),
+        next
+    );
+    (report, next)
+}
+
+#[test]
+fn incremental_collect_verifies_only_new_records_with_the_verdicts_of_a_full_pass() {
+    let fleet = fleet!(
+        "incremental_collect_verifies_only_new_records_with_the_verdicts_of_a_full_pass",
+        &["plant-7"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    append(dir.path(), &key, 4);
+    let wdir = tempfile::tempdir().unwrap();
+    let witness = Witness::new("fleet-hub", SecretKey::generate().unwrap()).unwrap();
+    let wstate = WitnessState::open(wdir.path()).unwrap();
+    rt().block_on(async {
+        let (leaf, hub) = ship_home(&fleet, dir.path()).await;
+        let first = records(dir.path()).len() as u64;
+        let (report, state) = collect_after(
+            &hub,
+            &key,
+            &CollectorState::default(),
+            Some((&witness, &wstate)),
+        )
+        .await;
+        let logs = report.verdict.unwrap();
+        assert_eq!((logs[0].records, logs[0].verified_now), (first, first));
+        assert!(logs[0].witnessed.is_some());
+
+        // More records: the next pass verifies only those, and the witness
+        // cosigns the new checkpoint from the leaf hashes it kept.
+        append(dir.path(), &key, 3);
+        let all = records(dir.path());
+        Shipper::new(leaf.clone(), "plant-7", dir.path())
+            .ship()
+            .await
+            .unwrap();
+        wait_count(&hub, subjects::HUB_EVIDENCE_STREAM, all.len() as u64).await;
+        let (report, state) = collect_after(&hub, &key, &state, Some((&witness, &wstate))).await;
+        let logs = report.verdict.unwrap();
+        assert_eq!(logs[0].records, all.len() as u64);
+        assert_eq!(logs[0].verified_now, all.len() as u64 - first);
+        let note = logs[0]
+            .witnessed
+            .clone()
+            .expect("the new checkpoint cosigned");
+        // The log's last record is the checkpoint over every record before it.
+        assert_eq!(wit::note_size(&note), Some(all.len() as u64 - 1));
+        // A full pass agrees.
+        let full = collect(&hub, &key, None).await.verdict.unwrap();
+        assert_eq!(full[0].records, all.len() as u64);
+
+        // The site ships a different record 2, long verified: the
+        // incremental pass finds it by the leaf hash it kept, as a full pass does.
+        let second = evidence::read_unverified(&all[2]).unwrap();
+        let other = evidence::sign_record(
+            evidence::Record {
+                body: edge_runner::cbor::text_map([("n", 1234u64.into())]),
+                ..second.clone()
+            },
+            &key,
+        )
+        .unwrap();
+        leaf.publish("fleet.evidence.plant-7", other.bytes.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        wait_count(&hub, subjects::HUB_EVIDENCE_STREAM, all.len() as u64 + 1).await;
+        let equivocation = SiteFault::Equivocation {
+            log: hex::encode(second.log_id),
+            seq: 2,
+        };
+        let (report, next) = collect_after(&hub, &key, &state, None).await;
+        assert_eq!(report.verdict.unwrap_err(), equivocation);
+        assert!(report.progress.is_none(), "a fault keeps no progress");
+        assert!(next.sites.is_empty());
+        assert_eq!(
+            collect(&hub, &key, None).await.verdict.unwrap_err(),
+            equivocation
         );
     });
 }

@@ -40,15 +40,10 @@ impl Site {
     pub fn with(fleet: &Fleet, capsule: &capsule_artifacts::Capsule, input: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let (publisher, publisher_pub) = keys(d, "publisher");
-        let (root_key, root_pub) = keys(d, "root");
-        let (dispatcher_key, dispatcher_pub) = keys(d, "dispatcher");
-        let mut text_policy = policy(1, "2099-01-01T00:00:00Z", &[&root_pub], &publisher_pub);
-        text_policy.push_str(&format!(
-            "[[dispatcher]]\nname = \"fleet-ops\"\nsites = [\"{SITE}\"]\nkinds = [\"test\"]\npublic-key = \"\"\"\n{}\"\"\"\n",
-            std::fs::read_to_string(&dispatcher_pub).unwrap()
-        ));
-        std::fs::write(d.join("root.toml"), text_policy).unwrap();
+        let (publisher, _) = keys(d, "publisher");
+        let (root_key, _) = keys(d, "root");
+        let (dispatcher_key, _) = keys(d, "dispatcher");
+        std::fs::write(d.join("root.toml"), site_policy(d, 1)).unwrap();
         let out = edge_runner(&[
             "trust",
             "init",
@@ -115,7 +110,17 @@ impl Site {
             .env_remove("LISTEN_FDS")
             .env("XDG_STATE_HOME", state_home())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match std::env::var_os("EDGE_RUNNER_SERVE_STDERR") {
+                // Where a failing test's daemon said why (appended).
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .unwrap(),
+                ),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -170,6 +175,98 @@ impl Site {
         .sign(&self.dispatcher)
         .unwrap()
     }
+}
+
+/// Version `version` of the site's trust root policy (root key `root`,
+/// publisher `publisher`, dispatcher `fleet-ops`, keys in `d`).
+pub fn site_policy(d: &std::path::Path, version: u64) -> String {
+    let mut text = policy(
+        version,
+        "2099-01-01T00:00:00Z",
+        &[&d.join("root.pub")],
+        &d.join("publisher.pub"),
+    );
+    text.push_str(&format!(
+        "[[dispatcher]]\nname = \"fleet-ops\"\nsites = [\"{SITE}\"]\nkinds = [\"test\"]\npublic-key = \"\"\"\n{}\"\"\"\n",
+        std::fs::read_to_string(d.join("dispatcher.pub")).unwrap()
+    ));
+    // The demo's governance administrator signs the site's governance.
+    text.push_str(&format!(
+        "[governance]\nthreshold = 1\n[[governance.admin]]\nname = \"demo-governance-admin\"\npublic-key = \"\"\"\n{}\"\"\"\n",
+        std::fs::read_to_string(repo("keys/demo-governance-admin.pub")).unwrap()
+    ));
+    text
+}
+
+/// A file of the repository.
+pub fn repo(rel: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+}
+
+impl Site {
+    /// The site's trust root version 2, signed by its root key as `trust
+    /// rotate --stage` signs it, not installed: the file a platform publishes.
+    pub fn next_root(&self) -> PathBuf {
+        let d = self.dir.path();
+        std::fs::write(d.join("root-2.toml"), site_policy(d, 2)).unwrap();
+        let staged = d.join("2.staged.root.cose");
+        let out = edge_runner(&[
+            "trust",
+            "rotate",
+            "--dir",
+            p(&d.join("trust")),
+            "--policy",
+            p(&d.join("root-2.toml")),
+            "--key",
+            p(&d.join("root.key")),
+            "--stage",
+            p(&staged),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        staged
+    }
+
+    /// The trust root versions installed at the site.
+    pub fn trust_versions(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("trust"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".root.cose")
+            })
+            .count()
+    }
+
+    /// The bodies of the site's records named `event`.
+    pub fn bodies(&self, event: &str) -> Vec<ciborium::Value> {
+        self.events()
+            .into_iter()
+            .filter(|(e, _)| e == event)
+            .map(|(_, b)| b)
+            .collect()
+    }
+}
+
+/// Text field `key` of a record body.
+pub fn field(body: &ciborium::Value, key: &str) -> String {
+    edge_runner::cbor::MapReader::new("body", body)
+        .unwrap()
+        .text(key)
+        .unwrap()
+        .to_string()
+}
+
+/// Uint field `key` of a record body.
+pub fn uint(body: &ciborium::Value, key: &str) -> u64 {
+    edge_runner::cbor::MapReader::new("body", body)
+        .unwrap()
+        .uint(key)
+        .unwrap()
 }
 
 impl Drop for Site {
