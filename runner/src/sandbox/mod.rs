@@ -251,9 +251,22 @@ impl Sandbox {
     /// [`pooled_config`]). `serve` passes its `queue.concurrency`. A run past
     /// the pool's room, or a capsule over its per-run bounds, is refused at
     /// instantiation with an error naming the bound.
+    ///
+    /// The pool reserves address space up front (4 GiB and a guard per
+    /// memory slot). Where that reservation is refused (an address-space
+    /// rlimit, a tool such as valgrind) the sandbox allocates per run instead,
+    /// with the same limits, and says so in a warning.
     pub fn with_slots(slots: u32) -> Result<Self, SandboxError> {
-        let engine = Engine::new(&pooled_config(slots.max(1)))
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let engine = match Engine::new(&pooled_config(slots.max(1))) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "the instance pool's address space could not be reserved; allocating per run (slower, same limits)"
+                );
+                Engine::new(&engine_config()).map_err(|e| SandboxError::Engine(e.to_string()))?
+            }
+        };
         let engine_error = |e: wasmtime::Error| SandboxError::Engine(e.to_string());
         let mut without_http = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut without_http).map_err(engine_error)?;
@@ -688,14 +701,14 @@ impl Sandbox {
 pub const DEFAULT_SLOTS: u32 = 4;
 
 /// What one run may hold in the pool: core instances, linear memories and
-/// tables across its component, and entries per table. Generous for what
-/// the SDKs' toolchains produce (a componentized CPython or SpiderMonkey is
-/// a handful of core modules, one memory each); all of it is address space
-/// reserved once, committed only as a run touches it.
-const CORE_INSTANCES_PER_RUN: u32 = 64;
-const MEMORIES_PER_RUN: u32 = 16;
-const TABLES_PER_RUN: u32 = 64;
-const TABLE_ELEMENTS: usize = 1 << 20;
+/// tables across its component, and entries per table. Room to spare for what
+/// the SDKs' toolchains produce (a componentized CPython or SpiderMonkey is a
+/// handful of core modules and one or two memories); all of it is address
+/// space reserved once, committed only as a run touches it.
+const CORE_INSTANCES_PER_RUN: u32 = 32;
+const MEMORIES_PER_RUN: u32 = 4;
+const TABLES_PER_RUN: u32 = 16;
+const TABLE_ELEMENTS: usize = 1 << 18;
 
 /// [`engine_config`] with Wasmtime's pooling instance allocator sized for
 /// `slots` concurrent runs. Compiled code does not depend on the allocator
