@@ -1115,6 +1115,33 @@ fn demo_runs_into_a_relative_out_directory() {
     assert!(dir.path().join("rel/demo/evidence.bundle").is_file());
 }
 
+#[test]
+fn under_an_address_space_limit_runs_fall_back_to_per_run_allocation() {
+    // 16 GiB of address space: less than the instance pool reserves for its
+    // slots, plenty for a run allocated on its own. The whole demo still runs.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -v 16777216 && exec \"$0\" demo --out demo",
+            env!("CARGO_BIN_EXE_edge-runner"),
+        ])
+        .current_dir(dir.path())
+        .env_remove("EDGE_RUNNER_KEY")
+        .env("XDG_STATE_HOME", state_home())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "the instance pool's address space could not be reserved; allocating per run"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(dir.path().join("demo/evidence.bundle").is_file());
+}
+
 /// Renders the report in headless Chromium and reads back the DOM it built.
 /// Needs /usr/bin/chromium, which `.ci/run` installs; run with `-- --include-ignored`.
 #[test]

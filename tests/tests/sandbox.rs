@@ -132,6 +132,41 @@ fn grant_for_another_capsule_is_refused() {
     );
 }
 
+#[test]
+fn a_one_slot_sandbox_gets_its_slot_back_however_a_run_ends() {
+    // Runs hold pooled instances, memories and stacks; one that kept its slot
+    // after ending would make every later run on a one-slot sandbox fail.
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let site = SitePolicy::deny_all(SITE).unwrap();
+    let limits = Limits::default();
+    let capsule = |edit: fn(&mut ManifestSource)| {
+        let capsule = verified(sign_json_assert(&publisher.key, edit), &root);
+        let grant = Grant::compute(&capsule, &limits, &site, [0; 32]);
+        (capsule, grant)
+    };
+    let endings = [
+        (capsule(|_| {}), RunStatus::Completed),
+        (
+            capsule(|m| m.limits.fuel = Some(1_000)),
+            RunStatus::OutOfFuel,
+        ),
+        (
+            capsule(|m| m.limits.memory_bytes = Some(64 * 1024)),
+            RunStatus::MemoryRefused,
+        ),
+    ];
+    let sandbox = edge_runner::sandbox::Sandbox::with_slots(1).unwrap();
+    for round in 0..3 {
+        for ((capsule, grant), status) in &endings {
+            let report = sandbox
+                .run(capsule, grant, PASSING_INPUT.as_bytes())
+                .unwrap();
+            assert_eq!(report.status, *status, "round {round}: {:?}", report.error);
+        }
+    }
+}
+
 // ---- Grants and hostile capsules, driven through the sandbox-probe capsule ----
 
 /// A session at a site with `policy`, trusting one publisher who signs sandbox-probe.

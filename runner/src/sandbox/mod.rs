@@ -239,10 +239,34 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Creates the engine (fuel metering and epoch interruption on) and the linker.
+    /// Creates the engine (fuel metering and epoch interruption on) and the
+    /// linker, with room for [`DEFAULT_SLOTS`] runs at once.
     pub fn new() -> Result<Self, SandboxError> {
-        let engine =
-            Engine::new(&engine_config()).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        Self::with_slots(DEFAULT_SLOTS)
+    }
+
+    /// Like [`Sandbox::new`], with room for `slots` runs at once: the
+    /// instances, memories, tables and fiber stacks of that many runs are
+    /// kept in a pool and reused, so a warm run maps and unmaps nothing (see
+    /// [`pooled_config`]). `serve` passes its `queue.concurrency`. A run past
+    /// the pool's room, or a capsule over its per-run bounds, is refused at
+    /// instantiation with an error naming the bound.
+    ///
+    /// The pool reserves address space up front (4 GiB and a guard per
+    /// memory slot). Where that reservation is refused (an address-space
+    /// rlimit, a tool such as valgrind) the sandbox allocates per run instead,
+    /// with the same limits, and says so in a warning.
+    pub fn with_slots(slots: u32) -> Result<Self, SandboxError> {
+        let engine = match Engine::new(&pooled_config(slots.max(1))) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "the instance pool's address space could not be reserved; allocating per run (slower, same limits)"
+                );
+                Engine::new(&engine_config()).map_err(|e| SandboxError::Engine(e.to_string()))?
+            }
+        };
         let engine_error = |e: wasmtime::Error| SandboxError::Engine(e.to_string());
         let mut without_http = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut without_http).map_err(engine_error)?;
@@ -673,6 +697,41 @@ impl Sandbox {
 
 /// The engine configuration every capsule is compiled and run under; the
 /// compile child builds the same, so its code loads here.
+/// How many runs a [`Sandbox::new`] holds at once.
+pub const DEFAULT_SLOTS: u32 = 4;
+
+/// What one run may hold in the pool: core instances, linear memories and
+/// tables across its component, and entries per table. Room to spare for what
+/// the SDKs' toolchains produce (a componentized CPython or SpiderMonkey is a
+/// handful of core modules and one or two memories); all of it is address
+/// space reserved once, committed only as a run touches it.
+const CORE_INSTANCES_PER_RUN: u32 = 32;
+const MEMORIES_PER_RUN: u32 = 4;
+const TABLES_PER_RUN: u32 = 16;
+const TABLE_ELEMENTS: usize = 1 << 18;
+
+/// [`engine_config`] with Wasmtime's pooling instance allocator sized for
+/// `slots` concurrent runs. Compiled code does not depend on the allocator
+/// (the compatibility hash is the same), so code compiled in the bounded
+/// child, with [`engine_config`], loads here.
+fn pooled_config(slots: u32) -> Config {
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_RUN))
+        .total_memories(slots.saturating_mul(MEMORIES_PER_RUN))
+        .total_tables(slots.saturating_mul(TABLES_PER_RUN))
+        .total_stacks(slots)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_RUN)
+        .max_memories_per_component(MEMORIES_PER_RUN)
+        .max_tables_per_component(TABLES_PER_RUN)
+        .max_memories_per_module(MEMORIES_PER_RUN)
+        .max_tables_per_module(TABLES_PER_RUN)
+        .table_elements(TABLE_ELEMENTS);
+    let mut config = engine_config();
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
 pub(crate) fn engine_config() -> Config {
     let mut config = Config::new();
     config.consume_fuel(true);

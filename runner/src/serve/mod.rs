@@ -486,7 +486,7 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
         Box::new(move |latency, records| metrics.fsync(latency, records))
     };
     let log = SharedLog::start_observed(log, observer);
-    let mut sandbox = Sandbox::new()?;
+    let mut sandbox = Sandbox::with_slots(u32::try_from(config.concurrency).unwrap_or(u32::MAX))?;
     sandbox.set_code_cache(cache);
     sandbox.set_compiler(
         Compiler::this_executable().map_err(|source| ServeError::Io {
