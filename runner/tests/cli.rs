@@ -1311,15 +1311,7 @@ fn capsule_new_builds_passes_its_test_signs_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let crate_dir = d.join("disk-check");
-    let out = edge_runner(&[
-        "capsule",
-        "new",
-        "disk-check",
-        "--kind",
-        "test",
-        "--out",
-        p(&crate_dir),
-    ]);
+    let out = scaffold_rust(&crate_dir);
     assert!(out.status.success(), "{}", text(&out));
     // The crate carries this runner's SDK, so it builds anywhere; keys stay out of git.
     let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
@@ -1338,15 +1330,7 @@ fn capsule_new_builds_passes_its_test_signs_and_runs() {
         "{capsule_toml}"
     );
     // A second scaffold into the same place is refused rather than overwriting.
-    let again = edge_runner(&[
-        "capsule",
-        "new",
-        "disk-check",
-        "--kind",
-        "test",
-        "--out",
-        p(&crate_dir),
-    ]);
+    let again = scaffold_rust(&crate_dir);
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again).contains("is not empty"), "{}", text(&again));
 
@@ -1355,17 +1339,7 @@ fn capsule_new_builds_passes_its_test_signs_and_runs() {
     let (key, public) = keys(d, "publisher");
     let trust = write_trust_root(d, &public);
     let signed = d.join("disk-check.signed.wasm");
-    let out = edge_runner(&[
-        "capsule",
-        "sign",
-        p(&wasm),
-        "--manifest",
-        p(&crate_dir.join("capsule.toml")),
-        "--key",
-        p(&key),
-        "--out",
-        p(&signed),
-    ]);
+    let out = sign_scaffold(&crate_dir, &wasm, &key, &signed);
     assert!(out.status.success(), "{}", text(&out));
     let evidence = d.join("evidence");
     let out = run_with_input(d, &signed, &trust, &evidence, r#"{"status": "up"}"#);
@@ -1377,6 +1351,34 @@ fn capsule_new_builds_passes_its_test_signs_and_runs() {
     );
     let out = run_with_input(d, &signed, &trust, &evidence, r#"{"status": "down"}"#);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+}
+
+/// `capsule new disk-check --kind test --out CRATE_DIR`: a Rust test capsule.
+fn scaffold_rust(crate_dir: &Path) -> Output {
+    edge_runner(&[
+        "capsule",
+        "new",
+        "disk-check",
+        "--kind",
+        "test",
+        "--out",
+        p(crate_dir),
+    ])
+}
+
+/// Signs a scaffold's built `wasm` with its own `capsule.toml` and `key` into `signed`.
+fn sign_scaffold(crate_dir: &Path, wasm: &Path, key: &Path, signed: &Path) -> Output {
+    edge_runner(&[
+        "capsule",
+        "sign",
+        p(wasm),
+        "--manifest",
+        p(&crate_dir.join("capsule.toml")),
+        "--key",
+        p(key),
+        "--out",
+        p(signed),
+    ])
 }
 
 /// Builds the scaffolded Rust crate in `crate_dir` (its own test first) and
@@ -1413,15 +1415,7 @@ fn dev_setup_runs_a_fresh_scaffold_and_every_output_says_development() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let crate_dir = d.join("disk-check");
-    let out = edge_runner(&[
-        "capsule",
-        "new",
-        "disk-check",
-        "--kind",
-        "test",
-        "--out",
-        p(&crate_dir),
-    ]);
+    let out = scaffold_rust(&crate_dir);
     assert!(out.status.success(), "{}", text(&out));
     let ignored = std::fs::read_to_string(crate_dir.join(".gitignore")).unwrap();
     assert!(
@@ -1450,17 +1444,7 @@ fn dev_setup_runs_a_fresh_scaffold_and_every_output_says_development() {
 
     let wasm = build_scaffold(&crate_dir, "disk-check");
     let signed = d.join("disk-check.signed.wasm");
-    let out = edge_runner(&[
-        "capsule",
-        "sign",
-        p(&wasm),
-        "--manifest",
-        p(&crate_dir.join("capsule.toml")),
-        "--key",
-        p(&dev.join("dev-publisher.key")),
-        "--out",
-        p(&signed),
-    ]);
+    let out = sign_scaffold(&crate_dir, &wasm, &dev.join("dev-publisher.key"), &signed);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("is a DEVELOPMENT key"),
