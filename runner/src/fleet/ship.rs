@@ -190,9 +190,20 @@ impl Shipper {
         }
     }
 
-    /// Ships every record the stream does not hold yet, waiting for each
-    /// acknowledgement before the next.
+    /// Ships every whole record on disk the stream does not hold yet,
+    /// waiting for each acknowledgement before the next. For a log no
+    /// process is writing; a log being written is shipped with
+    /// [`Shipper::ship_durable`].
     pub async fn ship(&self) -> Result<Shipped, ShipError> {
+        self.ship_durable(u64::MAX).await
+    }
+
+    /// [`Shipper::ship`], but only records with a sequence below `durable`:
+    /// the number of records the writer has made durable. A record written
+    /// but not yet synced can still vanish in a power loss; had it been
+    /// shipped, the log would afterwards hold a different record at its
+    /// sequence than the hub, which is equivocation (docs/fleet.md §5).
+    pub async fn ship_durable(&self, durable: u64) -> Result<Shipped, ShipError> {
         let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
         // Any failure forgets the cursor: the next call reads the whole log
         // and resumes from the stream's last message.
@@ -209,12 +220,13 @@ impl Shipper {
                 None,
             ),
         };
-        let items = split(
+        let mut items = split(
             &bytes,
             base.map_or(0, |c| c.next_seq),
             base.map(|c| c.log_id),
         )
         .map_err(log_err)?;
+        items.retain(|i| i.seq < durable);
         let next = match base {
             Some(c) => c.next_seq,
             None => self.resume(&items).await?,

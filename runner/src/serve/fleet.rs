@@ -219,8 +219,10 @@ pub(super) async fn run(
     shipping.abort();
 }
 
-/// Ships the log to the leaf every `poll`; a pause or an unreachable leaf
-/// is logged once per change and retried.
+/// Ships the log's durable records to the leaf as soon as a group commit
+/// makes new ones durable. After a failure (a pause, an unreachable leaf:
+/// logged once per change) it retries every `poll` instead, since a retry
+/// re-reads the whole log.
 async fn ship_loop(
     fleet: Arc<Fleet>,
     leaf: jetstream::Context,
@@ -239,7 +241,13 @@ async fn ship_loop(
             }
         }
         if stream_ready {
-            match shipper.ship().await {
+            let log = fleet.daemon.log.clone();
+            let durable = match tokio::task::spawn_blocking(move || log.with(|l| l.len())).await {
+                Ok(Ok(n)) => n,
+                // Closed: the daemon is stopping.
+                Ok(Err(_)) | Err(_) => return,
+            };
+            match shipper.ship_durable(durable).await {
                 Ok(s) => {
                     fleet.shipped.store(s.next_seq, Ordering::Relaxed);
                     if !last_problem.is_empty() || s.published > 0 {
@@ -254,8 +262,10 @@ async fn ship_loop(
                 Err(e) => note(&mut last_problem, e.to_string()),
             }
         }
+        let healthy = stream_ready && last_problem.is_empty();
         tokio::select! {
             _ = tokio::time::sleep(fleet.config.poll) => {}
+            _ = fleet.daemon.committed.notified(), if healthy => {}
             _ = stopped(&mut stop) => return,
         }
     }

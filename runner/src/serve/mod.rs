@@ -121,6 +121,10 @@ pub struct Daemon {
     pub(crate) board: Board,
     pub(crate) store: store::Store,
     pub(crate) log: SharedLog,
+    /// Woken after every group commit that made records durable (the fleet's
+    /// shipper waits on it, so evidence leaves as soon as it is durable).
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub(crate) committed: Arc<tokio::sync::Notify>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// The daemon's own uid: always allowed, and may cancel any job.
     pub(crate) uid: u32,
@@ -481,9 +485,13 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
     let metrics = Arc::new(metrics::Metrics::new());
     metrics.abandoned(abandoned.len() as u64);
     let first_id = log.next_job();
+    let committed = Arc::new(tokio::sync::Notify::new());
     let observer = {
-        let metrics = Arc::clone(&metrics);
-        Box::new(move |latency, records| metrics.fsync(latency, records))
+        let (metrics, committed) = (Arc::clone(&metrics), Arc::clone(&committed));
+        Box::new(move |latency, records| {
+            metrics.fsync(latency, records);
+            committed.notify_one();
+        })
     };
     let log = SharedLog::start_observed(log, observer);
     let mut sandbox = Sandbox::with_slots(u32::try_from(config.concurrency).unwrap_or(u32::MAX))?;
@@ -500,6 +508,7 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
         board: Board::new(config.queue_capacity, config.per_submitter, first_id),
         store,
         log: log.clone(),
+        committed,
         metrics,
         uid: current_uid(),
         shed: Mutex::new(Shed::default()),

@@ -192,8 +192,12 @@ fn evidence_ships_to_leaf_and_hub_without_gap_or_duplicate() {
         let before = log.len();
         append(dir.path(), &key, 2);
         let log = records(dir.path());
+        // Records past what the writer says is durable stay home for now.
+        let durable = kept.ship_durable(before as u64 + 1).await.unwrap();
+        assert_eq!(durable.published, 1);
+        assert_eq!(durable.next_seq, before as u64 + 1);
         let tail = kept.ship().await.unwrap();
-        assert_eq!(tail.published, (log.len() - before) as u64);
+        assert_eq!(tail.published, (log.len() - before - 1) as u64);
         assert_eq!(tail.duplicates, 0);
         assert_eq!(tail.next_seq, log.len() as u64);
 
@@ -1089,6 +1093,50 @@ fn serve_runs_a_signed_fleet_job_once_and_ships_its_evidence_home() {
         })
         .await;
     });
+}
+
+/// Evidence leaves when a group commit makes it durable, not at the next
+/// poll: with `poll-ms` at its largest (60 s), a job's end is at the hub
+/// within seconds of being durable in the site's log.
+#[test]
+fn a_jobs_end_ships_as_soon_as_it_is_durable_not_at_the_next_poll() {
+    let fleet = fleet!(
+        "a_jobs_end_ships_as_soon_as_it_is_durable_not_at_the_next_poll",
+        &["plant-7"]
+    );
+    let mut site = serve::Site::new(&fleet);
+    site.set_poll_ms(60_000);
+    let rt = rt();
+    let hub = rt.block_on(serve::hub_setup(&fleet, &site));
+    site.start();
+    let started = std::time::Instant::now();
+    rt.block_on(async {
+        fleet_jobs::dispatch(&hub, "plant-7", Kind::Test, "prompt-1", site.request("prompt-1"))
+            .await
+            .unwrap();
+        serve::eventually("the job's end in the site's log", || async {
+            serve::count(&site.events(), "job-finished") == 1
+        })
+        .await;
+        let durable = std::time::Instant::now();
+        let at_hub = || async {
+            messages(&hub, subjects::HUB_EVIDENCE_STREAM)
+                .await
+                .iter()
+                .any(|(_, bytes, _)| {
+                    evidence::read_unverified(bytes).is_some_and(|r| r.event == "job-finished")
+                })
+        };
+        while !at_hub().await {
+            assert!(
+                durable.elapsed() < Duration::from_secs(10),
+                "the job's end was durable {:?} after the daemon started but not at the hub 10 s later: shipping waits for the 60 s poll",
+                durable - started
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    site.stop();
 }
 
 #[test]

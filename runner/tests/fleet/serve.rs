@@ -93,6 +93,18 @@ impl Site {
         }
     }
 
+    /// Sets the config's `fleet.poll-ms` (200 unless set); call before [`Site::start`].
+    pub fn set_poll_ms(&self, ms: u64) {
+        let path = self.dir.path().join("serve.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        assert!(config.contains("poll-ms = 200\n"));
+        std::fs::write(
+            &path,
+            config.replace("poll-ms = 200\n", &format!("poll-ms = {ms}\n")),
+        )
+        .unwrap();
+    }
+
     pub fn evidence(&self) -> PathBuf {
         self.dir.path().join("evidence")
     }
