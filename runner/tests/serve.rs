@@ -763,7 +763,7 @@ fn sigkill_loop_keeps_every_acknowledged_job_ended_exactly_once() {
                 let id = a.json["job"].as_u64().unwrap();
                 ids.push((id, None));
                 // Every other job is followed to its end, as long as the daemon lives.
-                if id % 2 == 0 {
+                if id.is_multiple_of(2) {
                     let Ok(mut stream) = UnixStream::connect(&socket) else {
                         break;
                     };

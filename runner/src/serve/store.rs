@@ -29,8 +29,11 @@ pub struct Store {
     /// Serializes puts and evictions (reads go straight to the files).
     lock: Mutex<()>,
     /// Bytes read recently, by digest, with the file's stamp then.
-    recent: Mutex<HashMap<[u8; 32], (Stamp, Arc<Vec<u8>>)>>,
+    recent: Mutex<Recent>,
 }
+
+/// Bytes read recently, by digest, each with its file's [`Stamp`] when they were hashed.
+type Recent = HashMap<[u8; 32], (Stamp, Arc<Vec<u8>>)>;
 
 /// Most bytes kept in memory by [`Store`]'s recent-capsule cache.
 const RECENT_BYTES: usize = 64 << 20;
@@ -129,7 +132,7 @@ impl Store {
         Ok((digest, false))
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Stamp, Arc<Vec<u8>>)>> {
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -147,10 +150,10 @@ impl Store {
         if let Some((stamp, bytes)) = cached {
             // Unchanged since its bytes were hashed: they are still what the file holds.
             if std::fs::metadata(&path).is_ok_and(|m| Stamp::of(&m) == stamp) {
-                if let Some(touched) = Self::touch(&path) {
-                    if let Some(entry) = self.recent().get_mut(digest) {
-                        entry.0 = touched;
-                    }
+                if let Some(touched) = Self::touch(&path)
+                    && let Some(entry) = self.recent().get_mut(digest)
+                {
+                    entry.0 = touched;
                 }
                 return Ok(Some(bytes));
             }
