@@ -213,6 +213,12 @@ fn main() {
 
     println!("json-assert, {} byte component\n", example.component.len());
 
+    // What a new sandbox costs by itself: the engine, its instance pool,
+    // the linkers, the epoch ticker and the runtime, made and dropped.
+    measure("edge-runner new sandbox (made, dropped)", 10, || {
+        drop(Sandbox::new().unwrap());
+    });
+
     let cold = measure("edge-runner cold (new sandbox, compile)", 5, || {
         let sandbox = Sandbox::new().unwrap();
         let report = sandbox.run(&verified, &grant, INPUT).unwrap();

@@ -1,17 +1,22 @@
 //! Daemon throughput benchmark: signed hello-capsule jobs through
-//! `edge-runner serve`'s Unix socket at concurrency 1 and 2, printed next to
-//! an in-process loop of the same runs without the API (one session, its own
-//! log) and next to the raw group-commit append rate of the shared evidence
-//! writer; then accept → finish latency percentiles and the daemon's RSS,
-//! idle and with jobs running.
+//! `edge-runner serve`'s Unix socket at concurrency 1, 2 and 8 (more workers
+//! than cores: while some wait for their records' fsync, others run),
+//! printed next to an in-process loop of the same runs without the API (one
+//! session, its own log) and next to the raw group-commit append rate of the
+//! shared evidence writer; then accept → finish latency percentiles and the
+//! daemon's RSS, idle and with jobs running. Each client submits a job,
+//! long-polls it to its end and submits the next; it opens a new connection
+//! per request (as `edge-runner submit` does) in one row, and keeps one
+//! connection alive in the next.
 //!
 //! ```sh
 //! cargo bench -p edge-runner --bench serve          # EDGE_RUNNER_BENCH_JOBS=N (default 400)
 //! ```
 //!
 //! Every job writes five records (accepted, verified, started, finished,
-//! job-finished), each durable before the next step, so a job costs several
-//! fsyncs unless concurrent jobs share them (group commit).
+//! job-finished); the first four are each durable before the next step, the
+//! fifth before the job is shown ended (its worker goes on meanwhile), so a
+//! job costs several fsyncs unless concurrent jobs share them (group commit).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -191,6 +196,52 @@ fn call(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, serde_jso
     (status, serde_json::from_str(body).unwrap_or_default())
 }
 
+/// A client connection kept open across requests (HTTP/1.1 keep-alive).
+struct KeptAlive {
+    stream: std::io::BufReader<UnixStream>,
+}
+
+impl KeptAlive {
+    fn open(socket: &Path) -> Self {
+        Self {
+            stream: std::io::BufReader::new(UnixStream::connect(socket).unwrap()),
+        }
+    }
+
+    /// One request on this connection; returns the status and the JSON body.
+    fn call(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        use std::io::BufRead;
+        let stream = self.stream.get_mut();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        stream.write_all(&request).unwrap();
+        let mut line = String::new();
+        self.stream.read_line(&mut line).unwrap();
+        let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).unwrap();
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -200,6 +251,15 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// How a bench client talks to the daemon.
+#[derive(Clone, Copy, PartialEq)]
+enum Connections {
+    /// A new connection per request (`Connection: close`), as `edge-runner submit` does.
+    PerRequest,
+    /// One connection per client thread, kept alive across its requests.
+    KeptAlive,
+}
+
 /// Jobs through the socket from `clients` threads; returns jobs/s and the
 /// accept → finish latencies (202 received → end observed by a long poll).
 fn through_socket(
@@ -207,6 +267,7 @@ fn through_socket(
     digest: &str,
     jobs: usize,
     clients: usize,
+    connections: Connections,
 ) -> (f64, Vec<Duration>) {
     let b64 = base64::engine::general_purpose::STANDARD;
     let job =
@@ -217,19 +278,20 @@ fn through_socket(
             .map(|_| {
                 let job = job.as_bytes();
                 s.spawn(move || {
+                    let mut kept = (connections == Connections::KeptAlive)
+                        .then(|| KeptAlive::open(&daemon.socket));
+                    let mut call = |method: &str, path: &str, body: &[u8]| match &mut kept {
+                        Some(c) => c.call(method, path, body),
+                        None => call(&daemon.socket, method, path, body),
+                    };
                     let mut lat = Vec::new();
                     for _ in 0..jobs / clients {
-                        let (status, accepted) = call(&daemon.socket, "POST", "/v1/jobs", job);
+                        let (status, accepted) = call("POST", "/v1/jobs", job);
                         assert_eq!(status, 202, "{accepted}");
                         let t = Instant::now();
                         let id = accepted["job"].as_u64().unwrap();
                         loop {
-                            let (_, view) = call(
-                                &daemon.socket,
-                                "GET",
-                                &format!("/v1/jobs/{id}?wait=30"),
-                                b"",
-                            );
+                            let (_, view) = call("GET", &format!("/v1/jobs/{id}?wait=30"), b"");
                             if view["state"] == "ended" {
                                 assert_eq!(view["outcome"], "pass", "{view}");
                                 break;
@@ -272,24 +334,34 @@ fn main() {
             rate
         );
     }
-    for concurrency in [1, 2] {
+    for concurrency in [1, 2, 8] {
         let daemon = start_daemon(&setup, &format!("serve-{concurrency}"), concurrency);
         let idle = rss_kib(daemon.child.id());
         let (status, up) = call(&daemon.socket, "POST", "/v1/capsules", &setup.signed);
         assert!(status == 201 || status == 200, "{up}");
         let digest = up["capsule"].as_str().unwrap().to_string();
         // One job compiles the capsule; the rest reuse it.
-        through_socket(&daemon, &digest, 1, 1);
+        through_socket(&daemon, &digest, 1, 1, Connections::PerRequest);
         let clients = concurrency * 4;
-        let (rate, lat) = through_socket(&daemon, &digest, jobs, clients);
+        for (connections, how) in [
+            (Connections::PerRequest, "new connection per request"),
+            (Connections::KeptAlive, "connections kept alive"),
+        ] {
+            let (rate, lat) = through_socket(&daemon, &digest, jobs, clients, connections);
+            println!(
+                "{:<52} {:>9.0} jobs/s   p50 {:>7.2} ms  p99 {:>7.2} ms",
+                format!("through the socket, concurrency {concurrency}, {clients} clients"),
+                rate,
+                percentile(&lat, 0.5).as_secs_f64() * 1e3,
+                percentile(&lat, 0.99).as_secs_f64() * 1e3
+            );
+            println!(
+                "{:<52} {:.2}",
+                format!("  ({how}) socket ÷ in-process"),
+                rate / local
+            );
+        }
         let busy = rss_kib(daemon.child.id());
-        println!(
-            "{:<52} {:>9.0} jobs/s   p50 {:>7.2} ms  p99 {:>7.2} ms",
-            format!("through the socket, concurrency {concurrency}, {clients} clients"),
-            rate,
-            percentile(&lat, 0.5).as_secs_f64() * 1e3,
-            percentile(&lat, 0.99).as_secs_f64() * 1e3
-        );
         println!(
             "{:<52} idle {:>6} KiB   after the jobs {:>6} KiB   (+{} KiB per concurrent job)",
             "  daemon RSS",
@@ -297,6 +369,5 @@ fn main() {
             busy,
             busy.saturating_sub(idle) / concurrency as u64
         );
-        println!("{:<52} {:.2}", "  socket ÷ in-process", rate / local);
     }
 }

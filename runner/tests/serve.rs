@@ -728,6 +728,8 @@ fn cancel_takes_a_queued_job_off_the_queue_and_interrupts_a_running_one() {
 fn sigkill_loop_keeps_every_acknowledged_job_ended_exactly_once() {
     let fixture = Fixture::new();
     let mut acknowledged = BTreeSet::new();
+    // Jobs a client saw ended, with the outcome it saw.
+    let mut seen_ended = BTreeMap::new();
     // A fixed pseudo-random schedule: where each kill lands varies, and any failure replays.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..8 {
@@ -755,8 +757,29 @@ fn sigkill_loop_keeps_every_acknowledged_job_ended_exactly_once() {
                     break;
                 }
                 let a = parse_answer(&raw);
-                if a.status == 202 {
-                    ids.push(a.json["job"].as_u64().unwrap());
+                if a.status != 202 {
+                    continue;
+                }
+                let id = a.json["job"].as_u64().unwrap();
+                ids.push((id, None));
+                // Every other job is followed to its end, as long as the daemon lives.
+                if id.is_multiple_of(2) {
+                    let Ok(mut stream) = UnixStream::connect(&socket) else {
+                        break;
+                    };
+                    let sent = write!(
+                        stream,
+                        "GET /v1/jobs/{id}?wait=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    );
+                    let mut raw = Vec::new();
+                    if sent.is_err() || stream.read_to_end(&mut raw).is_err() || raw.is_empty() {
+                        break;
+                    }
+                    let view = parse_answer(&raw).json;
+                    if view["state"] == "ended" {
+                        let outcome = view["outcome"].as_str().unwrap().to_string();
+                        ids.last_mut().unwrap().1 = Some(outcome);
+                    }
                 }
             }
             ids
@@ -764,7 +787,12 @@ fn sigkill_loop_keeps_every_acknowledged_job_ended_exactly_once() {
         std::thread::sleep(Duration::from_millis(seed % 120));
         daemon.signal("KILL");
         let _ = daemon.exit();
-        acknowledged.extend(submitter.join().unwrap());
+        for (id, ended) in submitter.join().unwrap() {
+            acknowledged.insert(id);
+            if let Some(outcome) = ended {
+                seen_ended.insert(id, outcome);
+            }
+        }
     }
     // A last start records what the last kill left open, then a clean stop.
     let daemon = fixture.serve("");
@@ -778,7 +806,63 @@ fn sigkill_loop_keeps_every_acknowledged_job_ended_exactly_once() {
         assert_eq!(ends.len(), 1, "job {id}: {ends:?}");
     }
     assert!(jobs.values().all(|ends| ends.len() == 1), "{jobs:?}");
+    // A job shown ended was ended on the record before it was shown: no
+    // kill turns it into an abandoned one. (Which jobs a client sees end
+    // before a kill depends on timing; often the first compile outlasts it.)
+    for (id, outcome) in &seen_ended {
+        assert_eq!(jobs[id], vec![outcome.clone()], "job {id}");
+    }
     assert_valid(&fixture.path().join("evidence"));
+}
+
+/// The daemon keeps the parse of a capsule it saw before, by the digests of
+/// the component *and* of its detached signature: the same component with
+/// another signature file is judged on that signature, not on the first's.
+#[test]
+fn detached_signature_swapped_after_a_parsed_job_is_judged_alone() {
+    let fixture = Fixture::new();
+    let d = fixture.path();
+    let (stranger, _) = keys(d, "stranger");
+    let component = d.join("probe.wasm");
+    let sign = |key: &Path, out: &str| {
+        let out_path = d.join(out);
+        let signed = edge_runner(&[
+            "capsule",
+            "sign",
+            p(&component),
+            "--manifest",
+            capsule_artifacts::SANDBOX_PROBE.manifest_path,
+            "--key",
+            p(key),
+            "--detached",
+            "--out",
+            p(&out_path),
+        ]);
+        assert!(signed.status.success(), "{}", text(&signed));
+        std::fs::read(out_path).unwrap()
+    };
+    let trusted = sign(&d.join("publisher.key"), "trusted.sig");
+    let untrusted = sign(&stranger, "stranger.sig");
+    let daemon = fixture.serve("");
+    let job = |signature: &[u8]| {
+        serde_json::json!({
+            "capsule-base64": b64(&std::fs::read(&component).unwrap()),
+            "signature-base64": b64(signature),
+            "input-base64": b64(br#"{"actions": []}"#),
+        })
+    };
+    let first = daemon.submit(&job(&trusted));
+    assert_eq!(first.status, 202, "{first:?}");
+    let first = daemon.wait(first.json["job"].as_u64().unwrap());
+    assert_eq!(first["outcome"], "pass", "{first}");
+    let second = daemon.submit(&job(&untrusted));
+    assert_eq!(second.status, 202, "{second:?}");
+    let second = daemon.wait(second.json["job"].as_u64().unwrap());
+    assert_eq!(second["outcome"], "refused", "{second}");
+    assert!(
+        second["lines"][0].as_str().unwrap().contains("unknown key"),
+        "{second}"
+    );
 }
 
 #[test]

@@ -160,9 +160,84 @@ pub struct RawCapsule {
 impl RawCapsule {
     /// Checks structure: [`CheckedCapsule::parse`] or [`CheckedCapsule::parse_detached`].
     pub fn check(self) -> Result<CheckedCapsule, CapsuleError> {
-        match self.detached_signature {
-            None => CheckedCapsule::parse(self.component),
-            Some(signature) => CheckedCapsule::parse_detached(self.component, &signature),
+        self.check_keeping().map_err(|(err, _)| err)
+    }
+
+    /// [`RawCapsule::check`], handing the capsule back with the refusal, so a
+    /// caller that records the refusal can still describe the files.
+    pub(crate) fn check_keeping(self) -> Result<CheckedCapsule, (CapsuleError, RawCapsule)> {
+        let parts = match &self.detached_signature {
+            None => Parts::embedded(&self.component),
+            Some(signature) => Parts::detached(&self.component, signature),
+        };
+        match parts {
+            Ok(parts) => Ok(parts.with(self.component)),
+            Err(err) => Err((err, self)),
+        }
+    }
+}
+
+/// What parsing found in a capsule's bytes, before they are kept with it.
+struct Parts {
+    module_digest: [u8; 32],
+    file_digest: [u8; 32],
+    manifest: Manifest,
+    signatures: Vec<SignatureEntry>,
+    placement: Placement,
+}
+
+impl Parts {
+    fn embedded(bytes: &[u8]) -> Result<Self, CapsuleError> {
+        check_size(bytes.len())?;
+        let layout = wasm::Layout::parse(bytes)?;
+        let Some(section) = layout.signature else {
+            return Err(CapsuleError::Unsigned);
+        };
+        // One pass: the module is the file's prefix, so its digest is the
+        // file hash's state at the section's start.
+        let mut hash = Sha256::new();
+        hash.update(&bytes[..section.start]);
+        let module_digest = hash.clone().finalize().into();
+        hash.update(&bytes[section.start..]);
+        let signed = decode_signatures(&bytes[section.content.clone()])?;
+        Ok(Self {
+            module_digest,
+            file_digest: hash.finalize().into(),
+            manifest: Manifest::from_cbor(&signed.payload)?,
+            signatures: signed.entries,
+            placement: Placement::Embedded,
+        })
+    }
+
+    fn detached(component: &[u8], signature: &[u8]) -> Result<Self, CapsuleError> {
+        check_size(component.len())?;
+        let layout = wasm::Layout::parse(component)?;
+        if layout.signature.is_some() {
+            return Err(CapsuleError::BadSignatureSection(
+                "the component carries embedded signatures and a detached signature was also given; use one or the other".into(),
+            ));
+        }
+        // Unsigned, the file is the module.
+        let digest = Sha256::digest(component).into();
+        let signed = decode_signatures(signature)?;
+        Ok(Self {
+            module_digest: digest,
+            file_digest: digest,
+            manifest: Manifest::from_cbor(&signed.payload)?,
+            signatures: signed.entries,
+            placement: Placement::Detached,
+        })
+    }
+
+    /// The checked capsule over `bytes`, the buffer these parts were parsed from.
+    fn with(self, bytes: Vec<u8>) -> CheckedCapsule {
+        CheckedCapsule {
+            bytes,
+            module_digest: self.module_digest,
+            file_digest: self.file_digest,
+            manifest: self.manifest,
+            signatures: self.signatures,
+            placement: self.placement,
         }
     }
 }
@@ -185,45 +260,12 @@ impl CheckedCapsule {
     /// Parses a capsule with embedded signatures. `bytes` is kept as is:
     /// the same buffer is compiled later.
     pub fn parse(bytes: Vec<u8>) -> Result<Self, CapsuleError> {
-        check_size(bytes.len())?;
-        let layout = wasm::Layout::parse(&bytes)?;
-        let Some(section) = layout.signature else {
-            return Err(CapsuleError::Unsigned);
-        };
-        let module_digest = Sha256::digest(&bytes[..section.start]).into();
-        let signed = decode_signatures(&bytes[section.content.clone()])?;
-        Self::new(bytes, module_digest, signed, Placement::Embedded)
+        Ok(Parts::embedded(&bytes)?.with(bytes))
     }
 
     /// Parses an unsigned component and its detached signature file.
     pub fn parse_detached(component: Vec<u8>, signature: &[u8]) -> Result<Self, CapsuleError> {
-        check_size(component.len())?;
-        let layout = wasm::Layout::parse(&component)?;
-        if layout.signature.is_some() {
-            return Err(CapsuleError::BadSignatureSection(
-                "the component carries embedded signatures and a detached signature was also given; use one or the other".into(),
-            ));
-        }
-        let module_digest = Sha256::digest(&component).into();
-        let signed = decode_signatures(signature)?;
-        Self::new(component, module_digest, signed, Placement::Detached)
-    }
-
-    fn new(
-        bytes: Vec<u8>,
-        module_digest: [u8; 32],
-        signed: cose::Signed,
-        placement: Placement,
-    ) -> Result<Self, CapsuleError> {
-        let manifest = Manifest::from_cbor(&signed.payload)?;
-        Ok(Self {
-            file_digest: Sha256::digest(&bytes).into(),
-            bytes,
-            module_digest,
-            manifest,
-            signatures: signed.entries,
-            placement,
-        })
+        Ok(Parts::detached(&component, signature)?.with(component))
     }
 
     /// The component file, exactly as read.

@@ -31,7 +31,29 @@ pub struct WriterStats {
     pub last_fsync_error: Option<String>,
 }
 
-type Reply = SyncSender<Result<SignedRecord, EvidenceError>>;
+/// Called on the writer thread with a record's result once it is durable
+/// (or refused); see [`SharedLog::record_then`].
+type Then = Box<dyn FnOnce(Result<SignedRecord, EvidenceError>) + Send>;
+
+/// How a caller hears about its record.
+enum Reply {
+    /// It waits on this channel.
+    Wait(SyncSender<Result<SignedRecord, EvidenceError>>),
+    /// It went on; this runs instead.
+    Then(Then),
+}
+
+impl Reply {
+    fn send(self, result: Result<SignedRecord, EvidenceError>) {
+        match self {
+            // A caller that went away no longer waits for its answer.
+            Reply::Wait(channel) => {
+                let _ = channel.send(result);
+            }
+            Reply::Then(then) => then(result),
+        }
+    }
+}
 
 /// Called after every group commit that wrote records, with the time its
 /// write and `fdatasync` took and how many records it made durable.
@@ -123,16 +145,40 @@ impl SharedLog {
     /// waiting. Must not be called from inside [`SharedLog::with`].
     pub fn record(&self, event: Event) -> Result<SignedRecord, EvidenceError> {
         let (reply, answer) = sync_channel(1);
+        if let Err(reply) = self.enqueue(event, Reply::Wait(reply)) {
+            drop(reply);
+            return Err(EvidenceError::Closed);
+        }
+        // The writer answers every record it takes; no answer means it stopped.
+        answer.recv().unwrap_or(Err(EvidenceError::Closed))
+    }
+
+    /// Records `event` without waiting: `then` is called with its result
+    /// once it is durable (or refused, or the log closed), in the order
+    /// records were queued — so a record queued after this one by the same
+    /// thread is never durable before it. `then` runs on the writer thread:
+    /// it must be quick and must not record (the writer would wait for itself).
+    pub fn record_then(
+        &self,
+        event: Event,
+        then: impl FnOnce(Result<SignedRecord, EvidenceError>) + Send + 'static,
+    ) {
+        if let Err(Reply::Then(then)) = self.enqueue(event, Reply::Then(Box::new(then))) {
+            then(Err(EvidenceError::Closed));
+        }
+    }
+
+    /// Queues `event` for the writer, or hands `reply` back when the log is closing.
+    fn enqueue(&self, event: Event, reply: Reply) -> Result<(), Reply> {
         {
             let mut queue = lock(&self.inner.queue);
             if queue.closing {
-                return Err(EvidenceError::Closed);
+                return Err(reply);
             }
             queue.pending.push((event, reply));
         }
         self.inner.wake.notify_one();
-        // The writer answers every record it takes; no answer means it stopped.
-        answer.recv().unwrap_or(Err(EvidenceError::Closed))
+        Ok(())
     }
 
     /// Runs `f` on the log between group commits (reads, `commit`,
@@ -175,7 +221,7 @@ fn stop(inner: &Inner) -> Option<EvidenceLog> {
     }
     // Anything queued after the writer stopped is answered as closed.
     for (_, reply) in std::mem::take(&mut lock(&inner.queue).pending) {
-        let _ = reply.send(Err(EvidenceError::Closed));
+        reply.send(Err(EvidenceError::Closed));
     }
     lock(&inner.log).take()
 }
@@ -229,8 +275,7 @@ fn write_loop(inner: &Inner, observer: &CommitObserver) {
             observer(sync, written);
         }
         for (reply, result) in replies.into_iter().zip(results) {
-            // A caller that went away no longer waits for its answer.
-            let _ = reply.send(result);
+            reply.send(result);
         }
     }
 }
@@ -366,6 +411,44 @@ mod tests {
             results[0].as_ref().unwrap_err().to_string(),
             "could not encode an evidence record: refusing to record it: record 1 breaks the job rules: `job-abandoned` ends job 5, which no `job-accepted` record before it accepted"
         );
+    }
+
+    /// A record queued with `record_then` is answered only once it is in
+    /// the log file, and one the same thread queues next lands after it:
+    /// the daemon's worker relies on both to show a job ended only once its
+    /// end is on disk while it goes on to the next job.
+    #[test]
+    fn record_then_answers_once_written_and_keeps_queue_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = key_pair();
+        let shared = SharedLog::start(EvidenceLog::open(dir.path(), key).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_path_buf();
+        shared.record_then(note(0, 0), move |result| {
+            let signed = result.unwrap();
+            let on_disk = read_log_dir(&path, u64::MAX).unwrap();
+            tx.send((signed, on_disk)).unwrap();
+        });
+        let next = shared.record(note(0, 1)).unwrap();
+        let (first, on_disk) = rx.recv().unwrap();
+        assert!(
+            on_disk
+                .windows(first.bytes.len())
+                .any(|w| w == first.bytes.as_slice()),
+            "the record was answered before it was written"
+        );
+        assert_eq!(next.record.seq, first.record.seq + 1);
+        let other = shared.clone();
+        shared.close().unwrap();
+        // Once closed, the answer comes at once: `Closed`.
+        let (tx, rx) = std::sync::mpsc::channel();
+        other.record_then(note(0, 2), move |result| {
+            tx.send(matches!(result, Err(EvidenceError::Closed)))
+                .unwrap();
+        });
+        assert!(rx.recv().unwrap());
+        let summary = verify_log(&read_log_dir(dir.path(), u64::MAX).unwrap(), &public).unwrap();
+        assert_eq!(summary.records[first.record.seq as usize].hash, first.hash);
     }
 
     #[test]

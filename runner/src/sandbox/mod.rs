@@ -285,8 +285,17 @@ impl Sandbox {
             std::thread::Builder::new()
                 .name("edge-runner-epoch".into())
                 .spawn(move || {
+                    // Parked, not asleep: `Drop` unparks it, so dropping a
+                    // sandbox does not wait out the rest of a tick. A wake-up
+                    // before the tick is up (spurious, or that unpark) ticks nothing.
+                    let mut next = Instant::now() + EPOCH_TICK;
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
+                        let now = Instant::now();
+                        if now < next {
+                            std::thread::park_timeout(next - now);
+                            continue;
+                        }
+                        next = now + EPOCH_TICK;
                         engine.increment_epoch();
                     }
                 })
@@ -830,6 +839,7 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
         if let Some(ticker) = self.ticker.take() {
+            ticker.thread().unpark();
             let _ = ticker.join();
         }
     }

@@ -371,6 +371,14 @@ pub(crate) struct Submission {
     pub idempotency: Option<[u8; 32]>,
 }
 
+/// A decoded submission and its capsule's SHA-256: the digest it was named
+/// by (the store checked the bytes against it) or, for bytes sent inline,
+/// computed while decoding, off the API's thread.
+pub(crate) struct Digested {
+    pub submission: Submission,
+    pub capsule_sha256: [u8; 32],
+}
+
 /// Why a submission was refused before acceptance: the answer and the reason it is counted under.
 #[derive(Debug)]
 struct Refusal {
@@ -388,7 +396,7 @@ fn refusal(status: StatusCode, message: &str, reason: Reason) -> Refusal {
 }
 
 /// Decodes a job, or says why it is refused.
-fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, Refusal> {
+fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Digested, Refusal> {
     let bad = |m: String| refusal(StatusCode::BAD_REQUEST, &m, Reason::Malformed);
     let request: JobRequest = serde_json::from_slice(bytes).map_err(|e| {
         bad(format!(
@@ -401,7 +409,7 @@ fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, Refusa
             .decode(v)
             .map_err(|e| bad(format!("`{field}` is not base64 ({e})")))
     };
-    let capsule = match (&request.capsule, &request.capsule_base64) {
+    let (capsule, capsule_sha256) = match (&request.capsule, &request.capsule_base64) {
         (Some(name), None) => {
             let digest = parse_digest(name).ok_or_else(|| {
                 host_path(format!(
@@ -410,7 +418,7 @@ fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, Refusa
                 ))
             })?;
             match daemon.store.get(&digest) {
-                Ok(Some(bytes)) => bytes,
+                Ok(Some(bytes)) => (bytes, digest),
                 Ok(None) => {
                     return Err(refusal(
                         StatusCode::NOT_FOUND,
@@ -431,7 +439,15 @@ fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, Refusa
                 }
             }
         }
-        (None, Some(b)) => b64("capsule-base64", b)?,
+        (None, Some(b)) => {
+            let bytes = b64("capsule-base64", b)?;
+            let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
+                <sha2::Sha256 as sha2::Digest>::new(),
+                &bytes,
+            ))
+            .into();
+            (Arc::new(bytes), digest)
+        }
         _ => {
             return Err(bad(
                 "name the capsule with exactly one of `capsule` (sha256:HEX) or `capsule-base64`"
@@ -470,11 +486,14 @@ fn decode_submission(bytes: &[u8], daemon: &Daemon) -> Result<Submission, Refusa
             .into(),
         ),
     };
-    Ok(Submission {
-        capsule: Arc::new(capsule),
-        signature,
-        input,
-        idempotency,
+    Ok(Digested {
+        capsule_sha256,
+        submission: Submission {
+            capsule,
+            signature,
+            input,
+            idempotency,
+        },
     })
 }
 
@@ -516,7 +535,10 @@ async fn submit(req: Request<Incoming>, peer: Peer, daemon: Arc<Daemon>) -> Repl
         }
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "decoding the job failed"),
     };
-    match daemon.submit(peer, submission).await {
+    match daemon
+        .submit_digested(peer, submission.submission, submission.capsule_sha256)
+        .await
+    {
         Ok((view, new)) => reply(
             if new {
                 StatusCode::ACCEPTED

@@ -4,9 +4,11 @@
 //! A job exists here only after its `job-accepted` record is durable: the API
 //! first *reserves* a slot ([`Board::reserve`], which enforces the queue
 //! capacity, the submitter's quota, draining and idempotency), records the
-//! acceptance, and only then *commits* the reservation ([`Board::commit`]),
-//! which makes the job visible to workers and to status queries. This module
-//! records nothing itself and never touches the evidence log.
+//! acceptance, and only once that record is durable *commits* the reservation
+//! ([`Board::commit`], called from the evidence writer's answer), which makes
+//! the job visible to workers and to status queries. Likewise a job is
+//! [`Board::end`]ed only once its end record is durable. This module records
+//! nothing itself and never touches the evidence log.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,6 +86,8 @@ pub struct Work {
     pub id: u64,
     /// The capsule file's bytes.
     pub capsule: Arc<Vec<u8>>,
+    /// Their SHA-256.
+    pub capsule_sha256: [u8; 32],
     /// Its detached signature, if any.
     pub signature: Option<Vec<u8>>,
     /// The capsule's input.
@@ -296,6 +300,7 @@ impl Board {
                 work: Some(Work {
                     id,
                     capsule,
+                    capsule_sha256,
                     signature,
                     input,
                     cancel: Arc::clone(&cancel),

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::capsule::CheckedCapsule;
 use crate::evidence::events::{Event, JobAccepted, JobCancelled, LoadShed, Submitter};
 use crate::evidence::{EvidenceError, EvidenceLog, SharedLog};
 use crate::keys::SecretKey;
@@ -133,7 +134,17 @@ pub struct Daemon {
     trust_problem: Mutex<Option<String>>,
     /// The trust root last loaded, and the trust directory's mtime then.
     trust_cache: Mutex<Option<(std::time::SystemTime, Arc<crate::trust::TrustRoot>)>>,
+    /// Capsules parsed (structure checked, nothing trusted) for recent jobs.
+    parsed: Mutex<ParsedCapsules>,
 }
+
+/// Parsed capsules by the SHA-256 of the component file and of the
+/// detached signature file (if any): the same bytes always parse the same,
+/// so a job naming them again skips the parse and its hash of the component.
+type ParsedCapsules = std::collections::HashMap<([u8; 32], Option<[u8; 32]>), CheckedCapsule>;
+
+/// Most bytes of components kept parsed in memory.
+const PARSED_BYTES: usize = 64 << 20;
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,10 +270,22 @@ impl Daemon {
     }
 
     /// Accepts a job: reserves a slot, records `job-accepted` durably, then queues it.
+    #[cfg(feature = "fleet")]
     pub(crate) async fn submit(
         self: &Arc<Self>,
         peer: Peer,
         submission: api::Submission,
+    ) -> Result<(JobView, bool), SubmitError> {
+        let capsule_sha256 = Sha256::digest(submission.capsule.as_slice()).into();
+        self.submit_digested(peer, submission, capsule_sha256).await
+    }
+
+    /// [`Daemon::submit`] of a capsule whose SHA-256 is already known.
+    pub(crate) async fn submit_digested(
+        self: &Arc<Self>,
+        peer: Peer,
+        submission: api::Submission,
+        capsule_sha256: [u8; 32],
     ) -> Result<(JobView, bool), SubmitError> {
         let reservation = match self.board.reserve(peer, submission.idempotency) {
             Ok(Reserved::Existing(id)) => {
@@ -284,7 +307,6 @@ impl Daemon {
                 return Err(SubmitError::Rejected(why));
             }
         };
-        let capsule_sha256: [u8; 32] = Sha256::digest(submission.capsule.as_slice()).into();
         let event = JobAccepted {
             job: reservation.id,
             submitter: Submitter {
@@ -301,32 +323,42 @@ impl Daemon {
             idempotency_sha256: submission.idempotency,
             queue_depth: reservation.queue_depth,
         };
-        let log = self.log.clone();
-        let recorded = tokio::task::spawn_blocking(move || log.record(Event::from(event))).await;
-        let signed = match recorded {
-            Ok(Ok(signed)) => signed,
-            Ok(Err(e)) => {
-                self.board.release(reservation);
-                return Err(SubmitError::Evidence(e.to_string()));
-            }
-            Err(e) => {
-                self.board.release(reservation);
-                return Err(SubmitError::Evidence(e.to_string()));
-            }
-        };
+        // The job is queued (or its slot given back) by the writer, the
+        // moment the record is durable (or refused): the API's thread waits
+        // without a blocking thread of its own, and a client that goes away
+        // meanwhile cannot leave an accepted job unqueued.
         let id = reservation.id;
-        self.board.commit(
-            reservation,
-            submission.capsule,
-            capsule_sha256,
-            submission.signature,
-            submission.input,
-            signed.record.seq,
-        );
-        self.metrics.accepted();
-        match self.board.get(id) {
-            Some(view) => Ok((view, true)),
-            None => Err(SubmitError::Evidence("the job vanished".into())),
+        let daemon = Arc::clone(self);
+        let (answer, durable) = tokio::sync::oneshot::channel();
+        self.log.record_then(Event::from(event), move |recorded| {
+            let queued = match recorded {
+                Ok(signed) => {
+                    daemon.board.commit(
+                        reservation,
+                        submission.capsule,
+                        capsule_sha256,
+                        submission.signature,
+                        submission.input,
+                        signed.record.seq,
+                    );
+                    daemon.metrics.accepted();
+                    Ok(())
+                }
+                Err(e) => {
+                    daemon.board.release(reservation);
+                    Err(e.to_string())
+                }
+            };
+            let _ = answer.send(queued);
+        });
+        match durable.await {
+            Ok(Ok(())) => match self.board.get(id) {
+                Some(view) => Ok((view, true)),
+                None => Err(SubmitError::Evidence("the job vanished".into())),
+            },
+            Ok(Err(e)) => Err(SubmitError::Evidence(e)),
+            // The writer answers every record; no answer means it stopped.
+            Err(_) => Err(SubmitError::Evidence(EvidenceError::Closed.to_string())),
         }
     }
 
@@ -390,6 +422,39 @@ impl Daemon {
         )?);
         *cache = changed.map(|mtime| (mtime, Arc::clone(&root)));
         Ok(root)
+    }
+
+    /// The capsule of job `work`, parsed: from the parses kept for jobs
+    /// before when its bytes are ones seen before, else parsed now (and kept).
+    /// `None` when the bytes do not parse; the caller's session parses them
+    /// again to record the refusal. Nothing here trusts anything: every job's
+    /// session verifies the capsule against the trust root, now.
+    pub(crate) fn parsed(&self, work: &jobs::Work) -> Option<CheckedCapsule> {
+        let key = (
+            work.capsule_sha256,
+            work.signature
+                .as_ref()
+                .map(|s| <[u8; 32]>::from(Sha256::digest(s))),
+        );
+        let lock = || self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(checked) = lock().get(&key) {
+            return Some(checked.clone());
+        }
+        let raw = crate::capsule::RawCapsule {
+            component: work.capsule.as_ref().clone(),
+            detached_signature: work.signature.clone(),
+        };
+        let checked = raw.check().ok()?;
+        // Kept only under the digest its own parse computed.
+        if checked.file_digest() == work.capsule_sha256 {
+            let mut parsed = lock();
+            let held: usize = parsed.values().map(|c| c.bytes().len()).sum();
+            if held + checked.bytes().len() > PARSED_BYTES {
+                parsed.clear();
+            }
+            parsed.insert(key, checked.clone());
+        }
+        Some(checked)
     }
 
     fn check_trust(&self) {
@@ -514,6 +579,7 @@ pub fn serve(config: ServeConfig, key: SecretKey, listener: Listener) -> Result<
         shed: Mutex::new(Shed::default()),
         trust_problem: Mutex::new(None),
         trust_cache: Mutex::new(None),
+        parsed: Mutex::new(ParsedCapsules::new()),
         config,
     });
     daemon.check_trust();

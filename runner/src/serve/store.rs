@@ -7,9 +7,17 @@
 //! evicted digest gets a 404 and uploads again. A file whose bytes no longer
 //! hash to its name (someone edited the store) is treated as absent and removed.
 //! Nothing here verifies signatures: the worker does, for every job.
+//!
+//! The bytes of capsules read recently are kept in memory, with the file's
+//! length, inode and modification time when they were read and hashed: a
+//! job naming one of them costs a `stat` and the touch, not a read and a
+//! hash, for as long as its file is unchanged. A file edited, replaced or
+//! evicted since no longer matches and is read (and judged) again.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
@@ -20,6 +28,36 @@ pub struct Store {
     max_bytes: u64,
     /// Serializes puts and evictions (reads go straight to the files).
     lock: Mutex<()>,
+    /// Bytes read recently, by digest, with the file's stamp then.
+    recent: Mutex<Recent>,
+}
+
+/// Bytes read recently, by digest, each with its file's [`Stamp`] when they were hashed.
+type Recent = HashMap<[u8; 32], (Stamp, Arc<Vec<u8>>)>;
+
+/// Most bytes kept in memory by [`Store`]'s recent-capsule cache.
+const RECENT_BYTES: usize = 64 << 20;
+
+/// What a store file looked like when its bytes were read and hashed (after the touch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    inode: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            len: meta.len(),
+            inode,
+            modified: meta.modified().ok(),
+        }
+    }
 }
 
 /// Why a store operation failed.
@@ -63,6 +101,7 @@ impl Store {
             dir: dir.to_path_buf(),
             max_bytes,
             lock: Mutex::new(()),
+            recent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -93,9 +132,33 @@ impl Store {
         Ok((digest, false))
     }
 
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Least recently *used*: touches the file; returns its stamp after the touch.
+    fn touch(path: &Path) -> Option<Stamp> {
+        let file = std::fs::File::options().append(true).open(path).ok()?;
+        file.set_modified(SystemTime::now()).ok()?;
+        file.metadata().ok().map(|m| Stamp::of(&m))
+    }
+
     /// The capsule with `digest`, if kept (and intact). Marks it used.
-    pub fn get(&self, digest: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn get(&self, digest: &[u8; 32]) -> Result<Option<Arc<Vec<u8>>>, StoreError> {
         let path = self.path(digest);
+        let cached = self.recent().get(digest).cloned();
+        if let Some((stamp, bytes)) = cached {
+            // Unchanged since its bytes were hashed: they are still what the file holds.
+            if std::fs::metadata(&path).is_ok_and(|m| Stamp::of(&m) == stamp) {
+                if let Some(touched) = Self::touch(&path)
+                    && let Some(entry) = self.recent().get_mut(digest)
+                {
+                    entry.0 = touched;
+                }
+                return Ok(Some(bytes));
+            }
+            self.recent().remove(digest);
+        }
         let bytes = match crate::fsio::read_bounded(
             &path,
             crate::capsule::MAX_CAPSULE_BYTES as u64,
@@ -118,9 +181,16 @@ impl Store {
             let _ = std::fs::remove_file(&path);
             return Ok(None);
         }
-        // Least recently *used*: touch on every use.
-        if let Ok(f) = std::fs::File::options().append(true).open(&path) {
-            let _ = f.set_modified(std::time::SystemTime::now());
+        let bytes = Arc::new(bytes);
+        if let Some(stamp) = Self::touch(&path) {
+            let mut recent = self.recent();
+            let held: usize = recent.values().map(|(_, b)| b.len()).sum();
+            if held + bytes.len() > RECENT_BYTES {
+                recent.clear();
+            }
+            if bytes.len() <= RECENT_BYTES {
+                recent.insert(*digest, (stamp, Arc::clone(&bytes)));
+            }
         }
         Ok(Some(bytes))
     }
@@ -168,7 +238,10 @@ mod tests {
         assert_eq!(store.put(b"aaaa").unwrap(), (a, true));
         let (b, _) = store.put(b"bbbb").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(store.get(&a).unwrap().as_deref(), Some(&b"aaaa"[..]));
+        assert_eq!(
+            store.get(&a).unwrap().as_deref().map(Vec::as_slice),
+            Some(&b"aaaa"[..])
+        );
         // 4 + 4 + 4 > 10: `b`, used least recently, goes.
         let (c, _) = store.put(b"cccc").unwrap();
         assert!(store.get(&b).unwrap().is_none());
@@ -189,5 +262,32 @@ mod tests {
         std::fs::write(store.path(&a), b"swapped").unwrap();
         assert!(store.get(&a).unwrap().is_none());
         assert!(!store.path(&a).exists());
+    }
+
+    /// The bytes kept in memory are given out only while the file is as it
+    /// was when they were hashed: an edit after a read is still caught.
+    #[test]
+    fn a_store_file_edited_after_it_was_read_is_treated_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 100).unwrap();
+        let (a, _) = store.put(b"genuine").unwrap();
+        assert!(store.get(&a).unwrap().is_some());
+        assert!(
+            store.get(&a).unwrap().is_some(),
+            "a second read, from memory"
+        );
+        std::fs::write(store.path(&a), b"swapped").unwrap();
+        assert!(store.get(&a).unwrap().is_none());
+        assert!(!store.path(&a).exists());
+    }
+
+    #[test]
+    fn a_store_file_removed_after_it_was_read_is_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 100).unwrap();
+        let (a, _) = store.put(b"genuine").unwrap();
+        assert!(store.get(&a).unwrap().is_some());
+        std::fs::remove_file(store.path(&a)).unwrap();
+        assert!(store.get(&a).unwrap().is_none());
     }
 }

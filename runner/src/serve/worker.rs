@@ -1,15 +1,18 @@
 //! The worker threads: each takes a job off the board, runs it through its
 //! own [`Session`] (verify, grant, run, record — the same steps as
-//! `edge-runner run`, recorded in the job's lane of the shared log), records
-//! how the job ended, and takes the next. Runs execute here, never on the
+//! `edge-runner run`, recorded in the job's lane of the shared log), queues
+//! the record of how the job ended, and takes the next; the board shows the
+//! job ended once that record is durable. Runs execute here, never on the
 //! API's runtime, so a CPU-bound capsule cannot stall the API.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use sha2::{Digest, Sha256};
+
 use crate::capsule::{Kind, RawCapsule};
-use crate::evidence::SharedLog;
 use crate::evidence::events::{Event, JobCancelled, JobFinished};
+use crate::evidence::{EvidenceError, SharedLog, SignedRecord};
 use crate::sandbox::{CodeSource, Limits, RunStatus, Sandbox, SandboxError};
 use crate::session::{Judged, RunRecord, Session, SessionError};
 use crate::site::SitePolicy;
@@ -35,36 +38,30 @@ pub(super) fn run(daemon: Arc<Daemon>, sandbox: Arc<Sandbox>, policy: SitePolicy
     while let Some(work) = daemon.board.take() {
         daemon.metrics.started(work.accepted.elapsed());
         let started = std::time::Instant::now();
-        let ended = match run_job(&mut session, &daemon, &work) {
-            Ok(ended) => ended,
-            Err(e) => {
-                // The end could not be recorded (the log failed): the job stays
-                // open in the log and the next daemon records it abandoned.
-                tracing::error!(job = work.id, error = %e, "could not record how a job ended");
-                Ended {
-                    outcome: "error".into(),
-                    exit: exit::ERROR,
-                    records: Vec::new(),
-                    lines: vec![format!(
-                        "the job's end could not be recorded ({e}); the next daemon start records it abandoned"
-                    )],
-                }
-            }
-        };
-        daemon
-            .metrics
-            .finished(metric_outcome(&ended, &work), Some(started.elapsed()));
-        daemon.board.end(work.id, ended);
+        let (end, ending) = settle(&mut session, &daemon, &work);
+        // The job's end is queued, not waited for: the board shows the job
+        // ended (and its client hears so) only once the writer has made the
+        // end durable, from the writer's thread. This worker takes the next
+        // job meanwhile; whatever that job records is queued after this end,
+        // so it is never durable before it.
+        let d = Arc::clone(&daemon);
+        let (id, shutdown) = (work.id, Arc::clone(&work.shutdown));
+        daemon.log.record_then(end, move |recorded| {
+            let ended = ending.ended(id, recorded);
+            let outcome = metric_outcome(&ended, shutdown.load(Ordering::SeqCst));
+            d.metrics.finished(outcome, Some(started.elapsed()));
+            d.board.end(id, ended);
+        });
     }
 }
 
-fn metric_outcome(ended: &Ended, work: &Work) -> Outcome {
+fn metric_outcome(ended: &Ended, shutdown: bool) -> Outcome {
     match ended.outcome.as_str() {
         "pass" => Outcome::Pass,
         "fail" => Outcome::Fail,
         "refused" => Outcome::Refused,
         "abnormal" => Outcome::Abnormal,
-        "cancelled" if work.shutdown.load(Ordering::SeqCst) => Outcome::CancelledByShutdown,
+        "cancelled" if shutdown => Outcome::CancelledByShutdown,
         "cancelled" => Outcome::CancelledByClient,
         _ => Outcome::Error,
     }
@@ -79,61 +76,97 @@ struct Settled {
     detail: Option<String>,
 }
 
-fn run_job(
-    session: &mut Session<SharedLog>,
-    daemon: &Daemon,
-    work: &Work,
-) -> Result<Ended, crate::evidence::EvidenceError> {
+/// How a job ends once its end record is durable: everything but that record's number.
+struct Ending {
+    outcome: String,
+    exit: u8,
+    records: Vec<u64>,
+    lines: Vec<String>,
+}
+
+impl Ending {
+    /// The job's end as the board shows it, given how recording its end record went.
+    fn ended(self, id: u64, recorded: Result<SignedRecord, EvidenceError>) -> Ended {
+        match recorded {
+            Ok(signed) => {
+                let mut records = self.records;
+                records.push(signed.record.seq);
+                Ended {
+                    outcome: self.outcome,
+                    exit: self.exit,
+                    records,
+                    lines: self.lines,
+                }
+            }
+            Err(e) => {
+                // The end could not be recorded (the log failed): the job stays
+                // open in the log and the next daemon records it abandoned.
+                tracing::error!(job = id, error = %e, "could not record how a job ended");
+                Ended {
+                    outcome: "error".into(),
+                    exit: exit::ERROR,
+                    records: Vec::new(),
+                    lines: vec![format!(
+                        "the job's end could not be recorded ({e}); the next daemon start records it abandoned"
+                    )],
+                }
+            }
+        }
+    }
+}
+
+/// Runs the job and returns its end record, with how the job ends once that record is durable.
+fn settle(session: &mut Session<SharedLog>, daemon: &Daemon, work: &Work) -> (Event, Ending) {
     session.set_job(Some(work.id));
     let outcome = attempt(session, daemon, work);
     session.set_job(None);
-    let Settled {
-        outcome,
-        exit,
-        mut records,
-        lines,
-        detail,
-    } = match outcome {
-        Ok(o) => o,
+    match outcome {
+        Ok(Settled {
+            outcome,
+            exit,
+            records,
+            lines,
+            detail,
+        }) => (
+            Event::from(JobFinished {
+                job: work.id,
+                outcome: outcome.into(),
+                exit,
+                records: records.clone(),
+                detail,
+            }),
+            Ending {
+                outcome: outcome.into(),
+                exit,
+                records,
+                lines,
+            },
+        ),
         Err(Stopped { records, running }) => {
             let by = if work.shutdown.load(Ordering::SeqCst) {
                 "shutdown"
             } else {
                 "client"
             };
-            let signed = daemon.log.record(Event::from(JobCancelled {
-                job: work.id,
-                by: by.into(),
-                running,
-            }))?;
-            let mut records = records;
-            records.push(signed.record.seq);
-            return Ok(Ended {
-                outcome: "cancelled".into(),
-                exit: exit::ABNORMAL,
-                records,
-                lines: vec![if running {
-                    format!("interrupted by the {by} while it ran")
-                } else {
-                    format!("cancelled by the {by} before it ran")
-                }],
-            });
+            (
+                Event::from(JobCancelled {
+                    job: work.id,
+                    by: by.into(),
+                    running,
+                }),
+                Ending {
+                    outcome: "cancelled".into(),
+                    exit: exit::ABNORMAL,
+                    records,
+                    lines: vec![if running {
+                        format!("interrupted by the {by} while it ran")
+                    } else {
+                        format!("cancelled by the {by} before it ran")
+                    }],
+                },
+            )
         }
-    };
-    let signed = daemon.log.record(Event::from(JobFinished {
-        job: work.id,
-        outcome: outcome.into(),
-        exit,
-        records: records.clone(),
-        detail,
-    }))?;
-    records.push(signed.record.seq);
-    Ok(Ended {
-        outcome: outcome.into(),
-        exit,
-        records,
-        lines,
-    })
+    }
 }
 
 /// The job was stopped (cancel or shutdown) before it finished.
@@ -175,14 +208,14 @@ fn attempt(
             running: false,
         });
     }
-    let raw = RawCapsule {
+    let raw = || RawCapsule {
         component: work.capsule.as_ref().clone(),
         detached_signature: work.signature.clone(),
     };
     let root = match daemon.trust_root() {
         Ok(root) => root,
         Err(err) => {
-            return Ok(match session.refuse_without_root(&raw, err) {
+            return Ok(match session.refuse_without_root(&raw(), err) {
                 SessionError::Refused(err) => {
                     daemon.metrics.capsule_refused();
                     refused(session.job_records(), err.to_string())
@@ -191,7 +224,15 @@ fn attempt(
             });
         }
     };
-    let admitted = match session.verify(raw, &root) {
+    // Bytes that do not parse go through `verify`, which records why.
+    let verified = match daemon.parsed(work) {
+        Some(checked) => {
+            let signature = work.signature.as_ref().map(|s| Sha256::digest(s).into());
+            session.verify_checked(checked, signature, &root)
+        }
+        None => session.verify(raw(), &root),
+    };
+    let admitted = match verified {
         Ok(admitted) => admitted,
         Err(SessionError::Refused(err)) => {
             daemon.metrics.capsule_refused();

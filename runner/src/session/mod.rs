@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::capsule::RawCapsule;
+use crate::capsule::{CheckedCapsule, RawCapsule};
 use crate::evidence::events::{CapsuleId, ConfigRef, Event, RunFinished};
 use crate::evidence::{EvidenceError, EvidenceLog, SharedLog, SignedRecord};
 use crate::rollback::HighWater;
@@ -356,8 +356,43 @@ impl<L: Recorder> Session<L> {
         root: &TrustRoot,
         now: Timestamp,
     ) -> Result<Admitted, SessionError> {
-        let facts = FileFacts::of(&capsule);
-        let checked = capsule.check();
+        let signature_sha256: Option<[u8; 32]> = capsule
+            .detached_signature
+            .as_ref()
+            .map(|s| Sha256::digest(s).into());
+        // The file's digest comes from the parse when it succeeds: the
+        // bytes are hashed once per verification, not once more for the record.
+        let (checked, facts) = match capsule.check_keeping() {
+            Ok(checked) => {
+                let facts = FileFacts::of_checked(&checked, signature_sha256);
+                (Ok(checked), facts)
+            }
+            Err((err, raw)) => (Err(err), FileFacts::of(&raw)),
+        };
+        self.verify_parsed(checked, facts, root, now)
+    }
+
+    /// [`Session::verify`] of a capsule whose structure was checked before
+    /// (the daemon keeps the parse of a capsule it runs again and again),
+    /// whose detached signature file, if any, hashes to `signature_sha256`.
+    /// The trust checks all run, now, as for a capsule just read.
+    pub fn verify_checked(
+        &mut self,
+        capsule: CheckedCapsule,
+        signature_sha256: Option<[u8; 32]>,
+        root: &TrustRoot,
+    ) -> Result<Admitted, SessionError> {
+        let facts = FileFacts::of_checked(&capsule, signature_sha256);
+        self.verify_parsed(Ok(capsule), facts, root, Timestamp::now())
+    }
+
+    fn verify_parsed(
+        &mut self,
+        checked: Result<CheckedCapsule, crate::capsule::CapsuleError>,
+        facts: FileFacts,
+        root: &TrustRoot,
+        now: Timestamp,
+    ) -> Result<Admitted, SessionError> {
         let identity = checked.as_ref().ok().map(|c| {
             let m = c.manifest();
             CapsuleId {

@@ -27,6 +27,19 @@ pub(super) struct FileFacts {
 }
 
 impl FileFacts {
+    /// The facts of a capsule that parsed, whose detached signature file (if
+    /// any) hashes to `signature_sha256`.
+    pub fn of_checked(
+        capsule: &crate::capsule::CheckedCapsule,
+        signature_sha256: Option<[u8; 32]>,
+    ) -> Self {
+        Self {
+            file_sha256: capsule.file_digest(),
+            size: capsule.bytes().len() as u64,
+            signature_sha256,
+        }
+    }
+
     pub fn of(capsule: &RawCapsule) -> Self {
         Self {
             file_sha256: Sha256::digest(&capsule.component).into(),
