@@ -815,6 +815,45 @@ fn sigkill_loop_keeps_every_acknowledged_job_ended_exactly_once() {
     assert_valid(&fixture.path().join("evidence"));
 }
 
+/// A worker queues its job's end and goes on (docs/serve.md, "Backpressure,
+/// shutdown and crashes"), but a client is shown a job ended only from the
+/// writer's answer: a SIGKILL the moment the client has seen every job end
+/// leaves each end on the record as the client saw it, none of them
+/// abandoned at the next start.
+#[test]
+fn jobs_a_client_saw_ended_keep_that_end_after_an_immediate_sigkill() {
+    let fixture = Fixture::new();
+    let daemon = fixture.serve("[queue]\nconcurrency = 2");
+    let passing = probe_job(&fixture, "[]");
+    let failing = probe_job(&fixture, r#"[{"panic": "on purpose"}]"#);
+    let ids: Vec<u64> = [&passing, &failing, &passing, &failing]
+        .iter()
+        .map(|job| {
+            let a = daemon.submit(job);
+            assert_eq!(a.status, 202, "{a:?}");
+            a.json["job"].as_u64().unwrap()
+        })
+        .collect();
+    let seen: BTreeMap<u64, String> = ids
+        .iter()
+        .map(|&id| (id, daemon.wait(id)["outcome"].as_str().unwrap().to_string()))
+        .collect();
+    daemon.signal("KILL");
+    let _ = daemon.exit();
+    let daemon = fixture.serve("");
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit().0, Some(0));
+    let jobs = job_ends(&fixture.path().join("evidence"));
+    assert!(
+        seen.values().any(|o| o == "pass") && seen.values().any(|o| o != "pass"),
+        "{seen:?}"
+    );
+    for (id, outcome) in &seen {
+        assert_eq!(jobs[id], vec![outcome.clone()], "job {id}");
+    }
+    assert_valid(&fixture.path().join("evidence"));
+}
+
 /// The daemon keeps the parse of a capsule it saw before, by the digests of
 /// the component *and* of its detached signature: the same component with
 /// another signature file is judged on that signature, not on the first's.
