@@ -56,7 +56,7 @@ pub fn encode(value: &Value) -> Result<Vec<u8>, CborError> {
 pub fn decode_canonical(bytes: &[u8]) -> Result<Value, CborError> {
     // Fast path: bytes that the head-level check finds deterministic decode
     // to a value that re-encodes to them, so the value-level check is skipped.
-    if deterministic_len(bytes, 0) == Some(bytes.len()) {
+    if shown_deterministic(bytes) {
         let (value, used) = decode_prefix(bytes)?;
         if used == bytes.len() {
             return Ok(value);
@@ -73,6 +73,14 @@ pub fn decode_canonical(bytes: &[u8]) -> Result<Value, CborError> {
         return Err(CborError::NotCanonical);
     }
     Ok(value)
+}
+
+/// True when `bytes` are exactly one data item whose deterministic encoding
+/// its item heads alone show (see [`deterministic_len`]). False means "not
+/// shown here", never "invalid": [`decode_canonical`] gives the verdict then.
+/// Text strings' UTF-8 is not checked here; a decoder checks it.
+pub fn shown_deterministic(bytes: &[u8]) -> bool {
+    deterministic_len(bytes, 0) == Some(bytes.len())
 }
 
 /// Where the data item at `at` ends, when it is in deterministic encoding by

@@ -201,13 +201,22 @@ impl Parsed {
         Ok((self.record.clone(), &self.tbs, &self.signature))
     }
 
-    /// Takes out what the signature covers and the signature (after
-    /// [`Parsed::structure`] passed), leaving them empty.
-    pub(super) fn take_signed(&mut self) -> (Vec<u8>, Vec<u8>) {
-        (
+    /// [`Parsed::structure`], moving the payload, what the signature covers
+    /// and the signature out rather than copying them (the walk reads each
+    /// record once); leaves them empty.
+    #[expect(clippy::type_complexity, reason = "a private triple, named where used")]
+    pub(super) fn take_structure(
+        &mut self,
+    ) -> Result<(Result<Record, String>, Vec<u8>, Vec<u8>), RecordFault> {
+        if let Some(e) = &self.header {
+            return Err(e.clone().into());
+        }
+        let record = std::mem::replace(&mut self.record, Err(String::new()));
+        Ok((
+            record,
             std::mem::take(&mut self.tbs),
             std::mem::take(&mut self.signature),
-        )
+        ))
     }
 
     /// True when the `kid` names `key`.
@@ -289,31 +298,95 @@ fn parse_as_written(bytes: &[u8]) -> Option<Parsed> {
     if !rest.is_empty() {
         return None;
     }
-    let header = cbor::decode_canonical(protected).ok()?;
-    let header = <coset::Header as coset::AsCborValue>::from_cbor_value(header).ok()?;
-    let alg_ok = matches!(
-        &header.alg,
-        Some(coset::RegisteredLabelWithPrivate::Assigned(a))
-            if crate::cose::is_ed25519_algorithm(*a as i64)
-    );
-    let content_ok =
-        matches!(&header.content_type, Some(coset::ContentType::Text(t)) if t == CONTENT_TYPE);
-    let only_known = header.crit.is_empty()
-        && header.iv.is_empty()
-        && header.partial_iv.is_empty()
-        && header.counter_signatures.is_empty()
-        && header.rest.is_empty();
-    if !(alg_ok && content_ok && only_known) {
-        return None;
-    }
+    let kid = header_as_written(protected)?;
     Some(Parsed {
         early: None,
-        kid: header.key_id,
+        kid: kid.to_vec(),
         header: None,
         tbs: sig_structure(protected, payload),
         signature: signature.to_vec(),
         record: parse_payload(payload),
     })
+}
+
+/// The `kid` of a protected header exactly as a runner writes it —
+/// `{1: alg, 3: CONTENT_TYPE, 4: kid}` with alg -8 or -19 and a 32-byte kid,
+/// deterministically encoded — read from its bytes. Such a header passes
+/// every check of the general path (§2: encoding, `alg`, content type, no
+/// other labels). `None` for any other header: the general path judges it.
+fn header_as_written(protected: &[u8]) -> Option<&[u8]> {
+    const CONTENT_TYPE_LEN: u8 = CONTENT_TYPE.len() as u8;
+    const _: () = assert!(CONTENT_TYPE.len() >= 24 && CONTENT_TYPE.len() <= 0xff);
+    let rest = protected.strip_prefix(&[0xa3, 0x01])?;
+    // -8 (EdDSA) and -19 (Ed25519) are one-byte negative integers.
+    let (&alg, rest) = rest.split_first()?;
+    if alg != 0x27 && alg != 0x32 {
+        return None;
+    }
+    let rest = rest.strip_prefix(&[0x03, 0x78, CONTENT_TYPE_LEN])?;
+    let rest = rest.strip_prefix(CONTENT_TYPE.as_bytes())?;
+    let kid = rest.strip_prefix(&[0x04, 0x58, 0x20])?;
+    (kid.len() == 32).then_some(kid)
+}
+
+/// A valid payload in exactly the layout a runner writes — a map of the
+/// seven keys 1 to 7 in order, `version` 1, a 16-byte log id, a 32-byte
+/// `prev`, a non-empty event name and a body map with text keys, the whole in
+/// deterministic encoding as its heads show — read from its bytes: only the
+/// body is decoded. It is the record [`payload_by_value`] gives.
+/// `None` for anything else: the general path then gives the verdict and
+/// words any failure.
+fn payload_as_written(payload: &[u8]) -> Option<Record> {
+    if !cbor::shown_deterministic(payload) {
+        return None;
+    }
+    let rest = payload.strip_prefix(&[0xa7, 0x01, 0x01, 0x02, 0x50])?;
+    let (log_id, rest) = rest.split_first_chunk::<16>()?;
+    let (seq, rest) = head(rest.strip_prefix(&[0x03])?, 0)?;
+    let rest = rest.strip_prefix(&[0x04, 0x58, 0x20])?;
+    let (prev, rest) = rest.split_first_chunk::<32>()?;
+    let (time_ms, rest) = head(rest.strip_prefix(&[0x05])?, 0)?;
+    let (event_len, rest) = head(rest.strip_prefix(&[0x06])?, 3)?;
+    let (event, rest) = rest.split_at_checked(usize::try_from(event_len).ok()?)?;
+    let event = std::str::from_utf8(event).ok().filter(|e| !e.is_empty())?;
+    let body_bytes = rest.strip_prefix(&[0x07])?;
+    let (body, used) = cbor::decode_prefix(body_bytes).ok()?;
+    let Value::Map(entries) = &body else {
+        return None;
+    };
+    if used != body_bytes.len() || !entries.iter().all(|(k, _)| matches!(k, Value::Text(_))) {
+        return None;
+    }
+    Some(Record {
+        log_id: *log_id,
+        seq,
+        prev: *prev,
+        time_ms,
+        event: event.to_string(),
+        body,
+    })
+}
+
+/// The argument of a CBOR item head of major type `major`, and what follows
+/// the head (the caller has checked the heads are in shortest form).
+fn head(bytes: &[u8], major: u8) -> Option<(u64, &[u8])> {
+    let (&first, rest) = bytes.split_first()?;
+    if first >> 5 != major {
+        return None;
+    }
+    let width = match first & 0x1f {
+        n @ 0..=23 => return Some((u64::from(n), rest)),
+        24 => 1,
+        25 => 2,
+        26 => 4,
+        27 => 8,
+        _ => return None,
+    };
+    let (arg, rest) = rest.split_at_checked(width)?;
+    Some((
+        arg.iter().fold(0, |acc, &b| (acc << 8) | u64::from(b)),
+        rest,
+    ))
 }
 
 /// A byte string with its head in shortest form, and what follows it.
@@ -401,6 +474,15 @@ fn early_checks(bytes: &[u8]) -> Result<CoseSign1, String> {
 }
 
 fn parse_payload(payload: &[u8]) -> Result<Record, String> {
+    match payload_as_written(payload) {
+        Some(record) => Ok(record),
+        None => payload_by_value(payload),
+    }
+}
+
+/// The general path of [`parse_payload`]: decodes the whole payload, then
+/// checks it field by field, wording the first failure.
+fn payload_by_value(payload: &[u8]) -> Result<Record, String> {
     let value = cbor::decode_canonical(payload).map_err(|e| format!("payload: {e}"))?;
     let map = MapReader::new("payload", &value)?;
     if let Value::Map(entries) = &value
@@ -493,6 +575,105 @@ mod tests {
             assert_eq!(fast.record.unwrap(), record);
             assert_eq!(decode_record(&signed.bytes, &key.public()).unwrap(), record);
         }
+    }
+
+    /// The payload and protected header of a record, as written.
+    fn written_parts(record: Record, key: &SecretKey) -> (Vec<u8>, Vec<u8>) {
+        let bytes = sign_record(record, key).unwrap().bytes;
+        let sign1 = CoseSign1::from_tagged_slice(&bytes).unwrap();
+        (
+            sign1.payload.unwrap(),
+            sign1.protected.original_data.unwrap(),
+        )
+    }
+
+    #[test]
+    fn payload_read_from_its_bytes_is_the_decoded_payload_under_every_single_byte_change() {
+        // The byte-level reader either declines or gives exactly the record
+        // the value-level reader gives: for written payloads, and for every
+        // one-byte change of them (lengths, keys, types, version, UTF-8, order).
+        let key = SecretKey::generate().unwrap();
+        let bodies = [
+            cbor::text_map([("a", Value::Integer(1.into()))]),
+            cbor::text_map([
+                ("module-sha256", Value::Bytes(vec![7; 32])),
+                ("status", Value::Text("completed".into())),
+                ("n", Value::Integer(u64::MAX.into())),
+            ]),
+            Value::Map(vec![]),
+        ];
+        let mut taken = 0;
+        for (i, body) in bodies.into_iter().enumerate() {
+            let record = Record {
+                log_id: [3; 16],
+                seq: [0, 23, 24, 300, 70_000, u64::MAX][i * 2],
+                prev: [4; 32],
+                time_ms: [1, 1_800_000_000_000, u64::MAX][i],
+                event: ["x", "capsule-verified", "ü"][i].into(),
+                body,
+            };
+            // The writer sorts the body's keys; compare what was signed.
+            let (payload, _) = written_parts(record, &key);
+            let decoded = payload_by_value(&payload).unwrap();
+            assert_eq!(payload_as_written(&payload), Some(decoded));
+            for at in 0..payload.len() {
+                for change in [0x01u8, 0x02, 0x20, 0x40, 0x80, 0xff] {
+                    let mut p = payload.clone();
+                    p[at] ^= change;
+                    if let Some(fast) = payload_as_written(&p) {
+                        assert_eq!(Ok(fast), payload_by_value(&p), "byte {at} ^ {change:#x}");
+                        taken += 1;
+                    }
+                }
+            }
+        }
+        assert!(taken > 0, "some changed payloads are still valid payloads");
+    }
+
+    #[test]
+    fn protected_header_read_from_its_bytes_passes_the_general_checks_under_every_single_byte_change()
+     {
+        let key = SecretKey::generate().unwrap();
+        let record = Record {
+            log_id: [3; 16],
+            seq: 0,
+            prev: GENESIS_PREV,
+            time_ms: 1,
+            event: "note".into(),
+            body: Value::Map(vec![]),
+        };
+        let (_, protected) = written_parts(record, &key);
+        assert_eq!(
+            header_as_written(&protected),
+            Some(&key.public().id().0[..])
+        );
+        let mut accepted = 0;
+        for at in 0..protected.len() {
+            for change in [0x01u8, 0x02, 0x15, 0x20, 0x40, 0x80, 0xff] {
+                let mut h = protected.clone();
+                h[at] ^= change;
+                let Some(kid) = header_as_written(&h) else {
+                    continue;
+                };
+                // What the general path checks of a protected header.
+                let value = cbor::decode_canonical(&h).unwrap();
+                let header = <coset::Header as coset::AsCborValue>::from_cbor_value(value).unwrap();
+                let alg = match header.alg {
+                    Some(coset::RegisteredLabelWithPrivate::Assigned(a)) => a as i64,
+                    other => panic!("{other:?}"),
+                };
+                assert!(crate::cose::is_ed25519_algorithm(alg));
+                assert_eq!(
+                    header.content_type,
+                    Some(coset::ContentType::Text(CONTENT_TYPE.into()))
+                );
+                assert!(header.crit.is_empty() && header.rest.is_empty() && header.iv.is_empty());
+                assert_eq!(header.key_id, kid);
+                accepted += 1;
+            }
+        }
+        // Other kids, and alg -8 changed to -19 (0x27 ^ 0x15 = 0x32).
+        assert!(accepted > 32 * 7);
     }
 
     #[test]

@@ -840,6 +840,8 @@ const CHUNK: usize = 8192;
 struct Prepared {
     offset: usize,
     len: usize,
+    /// A copy of the record's bytes, for the summary (made here, on all cores).
+    bytes: Vec<u8>,
     /// Not well-formed CBOR (the failure of §4 step 2).
     malformed: Option<String>,
     parsed: Parsed,
@@ -861,6 +863,7 @@ fn prepare(bytes: &[u8], span: &std::ops::Range<usize>) -> Prepared {
     Prepared {
         offset: span.start,
         len: span.len(),
+        bytes: item.to_vec(),
         malformed,
         parsed,
         event,
@@ -882,9 +885,10 @@ struct SigJob {
 /// Offsets in failures are relative to `bytes`.
 ///
 /// The verdict is that of checking each record in turn (§4), but the work is
-/// not done in turn: each round parses a chunk of records on all cores,
-/// applies the checks that depend on earlier records in order, then checks
-/// the round's signatures together ([`super::batch`]). A bad signature at
+/// not done in turn: each round parses a chunk of records on all cores
+/// (while the round before is checked in turn), applies the checks that
+/// depend on earlier records in order, then checks the round's signatures
+/// together ([`super::batch`]). A bad signature at
 /// record *k* is the verdict whenever no record before *k* failed, exactly as
 /// if it had been checked first.
 pub(super) fn walk_from(
@@ -914,9 +918,16 @@ pub(super) fn walk_from(
     // `verify_log` then requires the walk's key among the log's keys.
     let mut current = start.key.unwrap_or(*key);
     walk.keys.push((start.index, current));
-    // Each round's signatures are checked on other threads while the next
-    // round is parsed; a bad signature in round k is the verdict even if
-    // round k+1 found something else, since it comes first.
+    // Three stages overlap: while round k is checked in turn on this thread,
+    // round k+1 is parsed and round k−1's signatures are checked, each on
+    // all cores. A bad signature in round k−1 is the verdict even if round k
+    // found something else, since it comes first; a round parsed after a
+    // failure is thrown away.
+    let parse = move |from: usize, index: u64| {
+        let (spans, end_failure) = next_spans(bytes, from, index);
+        let prepared = parallel_map(&spans, threads, |span| prepare(bytes, span));
+        (prepared, end_failure)
+    };
     std::thread::scope(|scope| {
         let mut pending: Option<std::thread::ScopedJoinHandle<'_, Option<(u64, usize)>>> = None;
         let bad_signature = |(record, offset): (u64, usize)| Failure::BadRecord {
@@ -924,15 +935,18 @@ pub(super) fn walk_from(
             offset,
             detail: super::record::BAD_SIGNATURE.into(),
         };
-        while offset < bytes.len() && walk.failure.is_none() {
+        let mut next = (offset < bytes.len()).then(|| scope.spawn(move || parse(offset, index)));
+        while let Some(round) = next.take() {
             progress(offset, bytes.len());
-            let (spans, end_failure) = next_spans(bytes, offset, index);
-            let mut prepared = parallel_map(&spans, threads, |span| prepare(bytes, span));
+            let (mut prepared, end_failure) = join(round);
+            let round_end = prepared.last().map_or(offset, |p| p.offset + p.len);
+            if end_failure.is_none() && round_end < bytes.len() {
+                let next_index = index + prepared.len() as u64;
+                next = Some(scope.spawn(move || parse(round_end, next_index)));
+            }
             let mut jobs = Vec::with_capacity(prepared.len());
             for p in &mut prepared {
-                if let Some(failure) =
-                    check_in_turn(&mut walk, &mut current, &mut jobs, p, index, bytes)
-                {
+                if let Some(failure) = check_in_turn(&mut walk, &mut current, &mut jobs, p, index) {
                     walk.failure = Some(failure);
                     break;
                 }
@@ -943,7 +957,7 @@ pub(super) fn walk_from(
             if walk.failure.is_none() {
                 walk.failure = end_failure;
             }
-            if let Some(earlier) = pending.take().and_then(join_signatures) {
+            if let Some(earlier) = pending.take().and_then(join) {
                 walk.failure = Some(bad_signature(earlier));
                 return;
             }
@@ -955,7 +969,7 @@ pub(super) fn walk_from(
             }
             pending = Some(scope.spawn(move || first_bad_signature(&jobs, threads)));
         }
-        if let Some(bad) = pending.take().and_then(join_signatures) {
+        if let Some(bad) = pending.take().and_then(join) {
             walk.failure = Some(bad_signature(bad));
         }
     });
@@ -1007,10 +1021,8 @@ fn next_spans(
     (spans, None)
 }
 
-/// The result of a round's signature check (a panic there is re-raised).
-fn join_signatures(
-    handle: std::thread::ScopedJoinHandle<'_, Option<(u64, usize)>>,
-) -> Option<(u64, usize)> {
+/// What a stage's thread returned (a panic there is re-raised).
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     handle
         .join()
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
@@ -1025,7 +1037,6 @@ fn check_in_turn(
     jobs: &mut Vec<SigJob>,
     p: &mut Prepared,
     index: u64,
-    bytes: &[u8],
 ) -> Option<Failure> {
     let bad_record = |detail: String| {
         Some(Failure::BadRecord {
@@ -1062,13 +1073,12 @@ fn check_in_turn(
         }
         Err(RecordFault::Invalid(detail)) => return bad_record(detail),
     }
-    let record = match p.parsed.structure() {
-        Ok((record, _, _)) => record,
+    let (record, tbs, signature) = match p.parsed.take_structure() {
+        Ok(structure) => structure,
         Err(RecordFault::Invalid(detail) | RecordFault::WrongKey(detail)) => {
             return bad_record(detail);
         }
     };
-    let (tbs, signature) = p.parsed.take_signed();
     jobs.push(SigJob {
         index,
         offset: p.offset,
@@ -1138,7 +1148,7 @@ fn check_in_turn(
     walk.tree.push(p.leaf);
     let signed = SignedRecord {
         record,
-        bytes: bytes[p.offset..p.offset + p.len].to_vec(),
+        bytes: std::mem::take(&mut p.bytes),
         hash: p.hash,
     };
     walk.records.push(signed);
@@ -1385,4 +1395,144 @@ pub fn check_against_checkpoint(
         )));
     }
     Ok(cp)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use super::*;
+    use crate::keys::SecretKey;
+
+    /// A valid log of `n` records signed by `key`, as written (record 0
+    /// opens it), each record's encoding separately; `tamper(i, record)` may
+    /// change record i's content before it is signed.
+    fn log_of(n: usize, key: &SecretKey, tamper: impl Fn(usize, &mut Record)) -> Vec<Vec<u8>> {
+        let opened = Event::from(events::LogOpened {
+            runner_key: *key.public().as_bytes(),
+            runner_version: "0.1.0".into(),
+            torn_bytes_dropped: 0,
+        });
+        let mut prev = GENESIS_PREV;
+        (0..n)
+            .map(|i| {
+                let (event, body) = match i {
+                    0 => (opened.name().to_string(), opened.body()),
+                    _ => (
+                        "note".to_string(),
+                        cbor::text_map([("n", ciborium::Value::Integer(i.into()))]),
+                    ),
+                };
+                let mut record = Record {
+                    log_id: [7; 16],
+                    seq: i as u64,
+                    prev,
+                    time_ms: 1_800_000_000_000 + i as u64,
+                    event,
+                    body,
+                };
+                tamper(i, &mut record);
+                let signed = super::super::record::sign_record(record, key).unwrap();
+                prev = signed.hash;
+                signed.bytes
+            })
+            .collect()
+    }
+
+    fn offset_of(records: &[Vec<u8>], i: usize) -> usize {
+        records[..i].iter().map(Vec::len).sum()
+    }
+
+    /// Flips a bit of record i's signature (its last bytes).
+    fn bad_signature(records: &mut [Vec<u8>], i: usize) {
+        let last = records[i].len() - 1;
+        records[i][last] ^= 0x10;
+    }
+
+    fn verdict(records: &[Vec<u8>], key: &SecretKey) -> Failure {
+        verify_log(&records.concat(), &key.public()).unwrap_err()
+    }
+
+    #[test]
+    fn failures_in_later_rounds_name_the_first_bad_record() {
+        // Rounds are parsed, checked in turn and signature-checked on
+        // different threads at once: the verdict must still be that of a
+        // record-by-record walk, whichever round each failure falls in.
+        let key = SecretKey::generate().unwrap();
+        let n = 2 * CHUNK + 300;
+        let clean = log_of(n, &key, |_, _| {});
+        let summary = verify_log(&clean.concat(), &key.public()).unwrap();
+        assert_eq!(summary.records.len(), n);
+        let want_bad_signature = |records: &[Vec<u8>], i: usize| Failure::BadRecord {
+            record: i as u64,
+            offset: offset_of(records, i),
+            detail: super::super::record::BAD_SIGNATURE.into(),
+        };
+
+        // A bad signature in round 0 comes before a broken chain in round 1.
+        let broken = log_of(n, &key, |i, r| {
+            if i == CHUNK + 5 {
+                r.prev = [1; 32];
+            }
+        });
+        let mut records = broken.clone();
+        bad_signature(&mut records, CHUNK - 3);
+        assert_eq!(
+            verdict(&records, &key),
+            want_bad_signature(&records, CHUNK - 3)
+        );
+        // The broken chain alone, and before a bad signature in round 2.
+        assert_eq!(
+            verdict(&broken, &key),
+            Failure::BrokenChain {
+                record: (CHUNK + 5) as u64
+            }
+        );
+        let mut records = broken;
+        bad_signature(&mut records, 2 * CHUNK + 7);
+        assert_eq!(
+            verdict(&records, &key),
+            Failure::BrokenChain {
+                record: (CHUNK + 5) as u64
+            }
+        );
+        // Two bad signatures in the last round, and one at a round's first record.
+        let mut records = clean.clone();
+        bad_signature(&mut records, 2 * CHUNK + 200);
+        bad_signature(&mut records, 2 * CHUNK + 100);
+        assert_eq!(
+            verdict(&records, &key),
+            want_bad_signature(&records, 2 * CHUNK + 100)
+        );
+        let mut records = clean.clone();
+        bad_signature(&mut records, CHUNK);
+        assert_eq!(verdict(&records, &key), want_bad_signature(&records, CHUNK));
+        // A bad signature in round 1 before a torn tail.
+        let mut records = clean.clone();
+        bad_signature(&mut records, CHUNK + 1);
+        let mut bytes = records.concat();
+        bytes.truncate(bytes.len() - 10);
+        assert_eq!(
+            verify_log(&bytes, &key.public()).unwrap_err(),
+            want_bad_signature(&records, CHUNK + 1)
+        );
+        // The torn tail alone, and a record that is not CBOR at a round's start.
+        let mut bytes = clean.concat();
+        bytes.truncate(bytes.len() - 10);
+        let last = n - 1;
+        assert_eq!(
+            verify_log(&bytes, &key.public()).unwrap_err(),
+            Failure::TornTail {
+                record: last as u64,
+                offset: offset_of(&clean, last),
+                bytes: clean[last].len() - 10,
+            }
+        );
+        let mut records = clean;
+        records[2 * CHUNK][0] = 0xff;
+        assert!(matches!(
+            verdict(&records, &key),
+            Failure::Malformed { record, .. } if record == (2 * CHUNK) as u64
+        ));
+    }
 }
