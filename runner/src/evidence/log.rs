@@ -1045,13 +1045,20 @@ fn load_from(
 /// Sequence number and time of the first record of the active file (only
 /// for naming its segment and its age; nothing is trusted from it).
 fn first_in_file(file: &mut File, len: u64) -> Option<(u64, u64)> {
-    let want = len.min(super::record::MAX_RECORD_BYTES as u64 + 16);
-    let mut head = vec![0u8; want as usize];
-    file.seek(SeekFrom::Start(0)).ok()?;
-    file.read_exact(&mut head).ok()?;
-    let len = crate::cbor::item_len(&head)?;
-    let parsed = super::record::parse_unverified(&head[..len]);
-    parsed.record().map(|r| (r.seq, r.time_ms))
+    // A record is usually well under 4 KiB: read that much first, and up to
+    // the largest record only when the first one is longer (opening a long
+    // log then reads a few KiB here, not 4 MiB).
+    let cap = len.min(super::record::MAX_RECORD_BYTES as u64 + 16);
+    for want in [cap.min(4096), cap] {
+        let mut head = vec![0u8; want as usize];
+        file.seek(SeekFrom::Start(0)).ok()?;
+        file.read_exact(&mut head).ok()?;
+        if let Some(len) = crate::cbor::item_len(&head) {
+            let parsed = super::record::parse_unverified(&head[..len]);
+            return parsed.record().map(|r| (r.seq, r.time_ms));
+        }
+    }
+    None
 }
 
 /// The name of the segment whose first record is `first`.
@@ -1225,6 +1232,58 @@ impl Drop for EvidenceLog {
     fn drop(&mut self) {
         if let Err(e) = self.close_inner() {
             tracing::warn!("could not write the closing checkpoint: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use std::io::Write;
+
+    use super::*;
+    use crate::evidence::record::{Record, sign_record};
+
+    fn record(seq: u64, time_ms: u64, text_bytes: usize) -> Vec<u8> {
+        let key = SecretKey::generate().unwrap();
+        let body = crate::cbor::text_map([("t", Value::Text("x".repeat(text_bytes)))]);
+        let record = Record {
+            log_id: [5; 16],
+            seq,
+            prev: [6; 32],
+            time_ms,
+            event: "note".into(),
+            body,
+        };
+        sign_record(record, &key).unwrap().bytes
+    }
+
+    /// The active file's first record names its segment: found whether it
+    /// fits the first 4 KiB read or is longer (a checkpoint with a large
+    /// state, a large record after a roll).
+    #[test]
+    fn the_first_record_is_found_whether_it_fits_the_first_read_or_not() {
+        for text_bytes in [10, 5000, 100_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            let mut file = File::options()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            file.write_all(&record(41, 7, text_bytes)).unwrap();
+            file.write_all(&record(42, 8, 10)).unwrap();
+            let len = file.metadata().unwrap().len();
+            assert_eq!(
+                first_in_file(&mut file, len),
+                Some((41, 7)),
+                "a first record with {text_bytes} bytes of text"
+            );
+            // Cut inside the first record: nothing is claimed.
+            let first_len = record(41, 7, text_bytes).len() as u64;
+            assert_eq!(first_in_file(&mut file, first_len - 1), None);
         }
     }
 }
