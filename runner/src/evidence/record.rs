@@ -577,6 +577,18 @@ mod tests {
         }
     }
 
+    /// Record 0 of a log, a `note` with `body`.
+    fn first_note(body: Value) -> Record {
+        Record {
+            log_id: [3; 16],
+            seq: 0,
+            prev: GENESIS_PREV,
+            time_ms: 1,
+            event: "note".into(),
+            body,
+        }
+    }
+
     /// The payload and protected header of a record, as written.
     fn written_parts(record: Record, key: &SecretKey) -> (Vec<u8>, Vec<u8>) {
         let bytes = sign_record(record, key).unwrap().bytes;
@@ -634,15 +646,7 @@ mod tests {
     fn protected_header_read_from_its_bytes_passes_the_general_checks_under_every_single_byte_change()
      {
         let key = SecretKey::generate().unwrap();
-        let record = Record {
-            log_id: [3; 16],
-            seq: 0,
-            prev: GENESIS_PREV,
-            time_ms: 1,
-            event: "note".into(),
-            body: Value::Map(vec![]),
-        };
-        let (_, protected) = written_parts(record, &key);
+        let (_, protected) = written_parts(first_note(Value::Map(vec![])), &key);
         assert_eq!(
             header_as_written(&protected),
             Some(&key.public().id().0[..])
@@ -679,14 +683,7 @@ mod tests {
     #[test]
     fn other_layouts_take_the_general_path() {
         let key = SecretKey::generate().unwrap();
-        let record = Record {
-            log_id: [3; 16],
-            seq: 0,
-            prev: GENESIS_PREV,
-            time_ms: 1,
-            event: "note".into(),
-            body: cbor::text_map([("t", Value::Bytes(vec![1; 30]))]),
-        };
+        let record = first_note(cbor::text_map([("t", Value::Bytes(vec![1; 30]))]));
         let bytes = sign_record(record, &key).unwrap().bytes;
         // Untagged; a widened head; a byte after the end: none is the written layout.
         assert!(parse_as_written(&bytes[1..]).is_none());
