@@ -1149,7 +1149,7 @@ fn admission_superseded_by_a_newer_verification_is_refused() {
         err.to_string(),
         format!(
             "capsule `json-assert 1.0.0` was not admitted by this session (its verification is record 1, but a newer capsule was verified since, in record {}); verify it in this session, then run it",
-            second.record()
+            second.record().unwrap()
         )
     );
     // The newest admission runs, and the log verifies.

@@ -584,6 +584,56 @@ fn capsule_admitted_for_another_job_is_refused() {
     shared.close().unwrap();
 }
 
+/// In a job on a shared log, a verification is queued, not waited for: it
+/// has no record number until the run makes it durable with `run-started`.
+/// Only the session's newest verification may run, and only once the log
+/// has accepted it; the log stays valid.
+#[test]
+fn a_jobs_verification_is_queued_and_only_the_newest_runs() {
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    let public = key.public();
+    let shared = SharedLog::start(EvidenceLog::open(dir.path(), key).unwrap());
+    let mut session = Session::shared(
+        shared.clone(),
+        Arc::new(Sandbox::new().unwrap()),
+        Limits::default(),
+        SitePolicy::deny_all(SITE).unwrap(),
+    )
+    .unwrap();
+    shared.record(accept(1)).unwrap();
+    session.set_job(Some(1));
+    let first = session
+        .verify(raw(signed_json_assert(&publisher.key)), &root)
+        .unwrap();
+    let second = session
+        .verify(raw(signed_json_assert(&publisher.key)), &root)
+        .unwrap();
+    assert_eq!((first.record(), second.record()), (None, None));
+    let err = session.run(first, PASSING_INPUT.as_bytes()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "capsule `json-assert 1.0.0` was not admitted by this session (it is this session's verification 1, but a newer capsule was verified since (verification 2)); verify it in this session, then run it"
+    );
+    // A job's capsule is checked once: the log refuses the second
+    // verification when it reaches it, and the run it admitted does not
+    // start; the refusal named is the verification's, not the run's.
+    let err = session.run(second, PASSING_INPUT.as_bytes()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "could not encode an evidence record: refusing to record it: record 3 breaks the job rules: `capsule-verified` checks job 1's capsule again, but record 2 already did (a job's capsule is checked once)"
+    );
+    let records = shared.with(|l| l.job_records(1)).unwrap().unwrap();
+    assert_eq!(records, [2]);
+    shared.record(finished(1, &records)).unwrap();
+    shared.close().unwrap();
+    let bytes = evidence::read_log_dir(dir.path(), u64::MAX).unwrap();
+    let summary = evidence::verify_log(&bytes, &public).unwrap();
+    assert_eq!(summary.job_counts.finished, 1);
+}
+
 /// Interleaved jobs' runs are each credited to the capsule their own job
 /// verified, and the report counts the jobs and lists those in flight.
 #[test]

@@ -44,6 +44,64 @@ pub const CHECKPOINT_FILE: &str = "checkpoint";
 
 const CHECKPOINT_EVENT: &str = <events::Checkpoint as EventBody>::NAME;
 
+/// Builds [`Entry::Bounded`]'s replacement from the size its event's record would have had.
+pub type Replacement = Box<dyn FnOnce(usize) -> Event + Send>;
+
+/// Builds [`Entry::FromLane`]'s event from its job's records so far.
+pub type FromRecords = Box<dyn FnOnce(&[u64]) -> Event + Send>;
+
+/// One thing for [`EvidenceLog::record_entries`] to record.
+pub enum Entry {
+    /// This event.
+    Event(Event),
+    /// This event, or — when its record would be over the size limit — the
+    /// event the function builds from that size instead (a run's end that
+    /// says how large it was), so something always lands.
+    Bounded(Event, Replacement),
+    /// The event the function builds from job `0`'s records so far (empty
+    /// when the job is not open), as the log stands when the writer records
+    /// it, records before it in the same group commit included: a job's end,
+    /// which lists them, queued behind records whose numbers are not known yet.
+    FromLane(u64, FromRecords),
+    /// This event; the [`Landed`] says afterwards whether it landed.
+    Marked(Event, Landed),
+    /// This event, only once the entry marked with the [`Landed`] (queued
+    /// before it) has landed; refused otherwise: a run's start does not
+    /// land when the verification that admitted it did not.
+    IfLanded(Landed, Event),
+}
+
+/// Whether a [`Entry::Marked`] entry landed, for an entry that depends on it.
+#[derive(Debug, Clone, Default)]
+pub struct Landed(std::sync::Arc<std::sync::atomic::AtomicU8>);
+
+impl Landed {
+    const LANDED: u8 = 1;
+    const REFUSED: u8 = 2;
+
+    fn set(&self, state: u8) {
+        self.0.store(state, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// True once the marked entry is in the log (durable, or in the group
+    /// commit being written, which records both or neither).
+    pub fn landed(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) == Self::LANDED
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Event(e) => f.debug_tuple("Event").field(&e.name()).finish(),
+            Entry::Bounded(e, _) => f.debug_tuple("Bounded").field(&e.name()).finish(),
+            Entry::FromLane(job, _) => f.debug_tuple("FromLane").field(job).finish(),
+            Entry::Marked(e, _) => f.debug_tuple("Marked").field(&e.name()).finish(),
+            Entry::IfLanded(_, e) => f.debug_tuple("IfLanded").field(&e.name()).finish(),
+        }
+    }
+}
+
 /// When the log writes a signed checkpoint: after `every_records` records,
 /// or at the first append `every` after the previous one, and when the log is
 /// closed — whichever comes first, and only when records were added.
@@ -403,6 +461,19 @@ impl EvidenceLog {
     /// refuse (or too large to record) is refused alone, and the others still
     /// land, in order; on an I/O error none of them does and each gets the error.
     pub fn record_each(&mut self, events: Vec<Event>) -> Vec<Result<SignedRecord, EvidenceError>> {
+        let results = self.record_entries(events.into_iter().map(Entry::Event).collect());
+        self.checkpoint_if_due();
+        results
+    }
+
+    /// [`EvidenceLog::record_each`] of entries, some built as they are
+    /// recorded, without the checkpoint that may be due after them: the
+    /// caller answers its callers first, then calls
+    /// [`EvidenceLog::checkpoint_if_due`].
+    pub fn record_entries(
+        &mut self,
+        entries: Vec<Entry>,
+    ) -> Vec<Result<SignedRecord, EvidenceError>> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -410,11 +481,38 @@ impl EvidenceLog {
         let time_ms = now.max(self.last_time);
         let mut rules = self.rules.clone();
         let (mut seq, mut prev) = (self.next_seq, self.prev);
-        let mut results = Vec::with_capacity(events.len());
+        let mut results = Vec::with_capacity(entries.len());
         // Entries signed so far (seq, event), to rebuild the rules after a refusal.
         let mut landed: Vec<(u64, Event)> = Vec::new();
         let mut buffer = Vec::new();
-        for event in events {
+        // Marks of the entries that landed in this commit: refused again if it fails.
+        let mut marked: Vec<Landed> = Vec::new();
+        for entry in entries {
+            let mut mark = None;
+            let (event, bounded) = match entry {
+                Entry::Event(event) => (event, None),
+                Entry::Bounded(event, bounded) => (event, Some(bounded)),
+                Entry::FromLane(job, build) => {
+                    let records = rules.jobs.lanes.get(&job).map(|l| l.records.as_slice());
+                    (build(records.unwrap_or(&[])), None)
+                }
+                Entry::Marked(event, landed) => {
+                    // Refused unless it lands below.
+                    landed.set(Landed::REFUSED);
+                    mark = Some(landed);
+                    (event, None)
+                }
+                Entry::IfLanded(landed, event) => {
+                    if !landed.landed() {
+                        results.push(Err(EvidenceError::Encode(format!(
+                            "refusing to record it: `{}` depends on a record that was not recorded",
+                            event.name()
+                        ))));
+                        continue;
+                    }
+                    (event, None)
+                }
+            };
             // An event built as unknown is recorded as it is, and judged as
             // the type its name says when that name is a known event.
             let body = event.body();
@@ -438,18 +536,29 @@ impl EvidenceLog {
                 ))));
                 continue;
             }
-            let record = Record {
-                log_id: self.log_id,
-                seq,
-                prev,
-                time_ms,
-                event: event.name().to_string(),
-                body,
+            let sign = |event: &Event, body| {
+                let record = Record {
+                    log_id: self.log_id,
+                    seq,
+                    prev,
+                    time_ms,
+                    event: event.name().to_string(),
+                    body,
+                };
+                sign_record(record, &self.key)
+                    .map_err(EvidenceError::Encode)
+                    .and_then(|s| check_record_size(&s).map(|()| s))
             };
-            let signed = match sign_record(record, &self.key)
-                .map_err(EvidenceError::Encode)
-                .and_then(|s| check_record_size(&s).map(|()| s))
-            {
+            let (event, signed) = match (sign(&event, body), bounded) {
+                (Err(EvidenceError::RecordTooLarge { size, .. }), Some(bounded)) => {
+                    let replacement = bounded(size);
+                    let body = replacement.body();
+                    let signed = sign(&replacement, body);
+                    (replacement, signed)
+                }
+                (signed, _) => (event, signed),
+            };
+            let signed = match signed {
                 Ok(s) => s,
                 Err(e) => {
                     results.push(Err(e));
@@ -470,6 +579,10 @@ impl EvidenceLog {
             }
             prev = signed.hash;
             buffer.extend_from_slice(&signed.bytes);
+            if let Some(mark) = mark {
+                mark.set(Landed::LANDED);
+                marked.push(mark);
+            }
             landed.push((seq, event));
             seq += 1;
             results.push(Ok(signed));
@@ -484,6 +597,9 @@ impl EvidenceLog {
             .and_then(|()| self.file.sync_data())
         {
             let _ = self.file.set_len(self.bytes_len);
+            for mark in marked {
+                mark.set(Landed::REFUSED);
+            }
             let path = self.path.display().to_string();
             return results
                 .into_iter()
@@ -510,14 +626,20 @@ impl EvidenceLog {
             self.tree.push(leaf_hash(&s.bytes));
         }
         self.since_checkpoint += landed.len() as u64;
-        let due = self.since_checkpoint >= self.policy.every_records
-            || self.last_checkpoint.elapsed() >= self.policy.every;
-        // The records are durable whatever happens to the checkpoint; a
-        // failed one is tried again at the next append.
+        results
+    }
+
+    /// Writes a checkpoint when one is due (§6 of the format: every 64
+    /// records, or at the first record 60 s after the last one). The records
+    /// are durable whatever happens to the checkpoint; a failed one is tried
+    /// again after the next group commit.
+    pub fn checkpoint_if_due(&mut self) {
+        let due = self.since_checkpoint > 0
+            && (self.since_checkpoint >= self.policy.every_records
+                || self.last_checkpoint.elapsed() >= self.policy.every);
         if due && let Err(e) = self.checkpoint() {
             tracing::warn!("could not write a checkpoint after a group commit: {e}");
         }
-        results
     }
 
     /// How long the newest write and `fdatasync` of records took.

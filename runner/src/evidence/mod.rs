@@ -27,15 +27,15 @@ pub mod witness;
 pub use checkpoint::{Checkpoint, key_hash, origin};
 pub use events::Event;
 pub use log::{
-    ABANDONED_REASON, CHECKPOINT_FILE, COMMITMENT_CONTEXT, CheckpointPolicy, EvidenceLog,
-    INTERRUPTED_REASON, LOG_FILE, OPENINGS_FILE, RESUME_FILE, SEGMENTS_DIR, SegmentPolicy,
+    ABANDONED_REASON, CHECKPOINT_FILE, COMMITMENT_CONTEXT, CheckpointPolicy, Entry, EvidenceLog,
+    INTERRUPTED_REASON, LOG_FILE, Landed, OPENINGS_FILE, RESUME_FILE, SEGMENTS_DIR, SegmentPolicy,
     abandon_open_jobs, commitment, read_log_dir, segment_files, segment_name,
 };
 pub use record::{
     CONTENT_TYPE, EVIDENCE_CONTEXT, FORMAT_VERSION, GENESIS_PREV, MAX_RECORD_BYTES, Record,
     SignedRecord, decode_record, read_unverified, sign_record,
 };
-pub use shared::{CommitObserver, SharedLog, WriterStats};
+pub use shared::{CommitObserver, Receipt, SharedLog, WriterStats};
 pub use verify::{
     Failure, JobCounts, Summary, check_against_checkpoint, verify_log, verify_log_with_progress,
     verify_range_with_progress,

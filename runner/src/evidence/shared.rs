@@ -6,12 +6,14 @@
 //! alone (a refused record is refused alone). This module owns the queue and
 //! the thread, never the format or the rules, which stay in [`EvidenceLog`].
 
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::log::Entry;
 use super::{Event, EvidenceError, EvidenceLog, SignedRecord};
+use crate::trust::HighWater;
 
 /// What the writer has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,13 +57,41 @@ impl Reply {
     }
 }
 
+/// A queued record's answer ([`SharedLog::queue`]): wait for it before
+/// relying on the record, or on anything queued after it.
+#[derive(Debug)]
+#[must_use = "a queued record is durable only once its receipt says so"]
+pub struct Receipt(Answer);
+
+#[derive(Debug)]
+enum Answer {
+    Ready(Result<SignedRecord, EvidenceError>),
+    Waiting(Receiver<Result<SignedRecord, EvidenceError>>),
+}
+
+impl Receipt {
+    /// A receipt already answered (a log recording in the caller's thread).
+    pub(crate) fn ready(result: Result<SignedRecord, EvidenceError>) -> Receipt {
+        Receipt(Answer::Ready(result))
+    }
+
+    /// The record once it is durable, or why it was not recorded.
+    pub fn wait(self) -> Result<SignedRecord, EvidenceError> {
+        match self.0 {
+            Answer::Ready(result) => result,
+            // The writer answers every record it takes; no answer means it stopped.
+            Answer::Waiting(answer) => answer.recv().unwrap_or(Err(EvidenceError::Closed)),
+        }
+    }
+}
+
 /// Called after every group commit that wrote records, with the time its
 /// write and `fdatasync` took and how many records it made durable.
 pub type CommitObserver = Box<dyn Fn(Duration, u64) + Send>;
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(Event, Reply)>,
+    pending: Vec<(Entry, Reply)>,
     closing: bool,
 }
 
@@ -70,6 +100,9 @@ struct Inner {
     log: Mutex<Option<EvidenceLog>>,
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// The log's high-water marks as of its newest group commit: read
+    /// without waiting for a commit in progress.
+    high_water: Mutex<Arc<HighWater>>,
     stats: Mutex<WriterStats>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -114,7 +147,9 @@ impl SharedLog {
     /// [`SharedLog::start`], calling `observer` after each group commit (on
     /// the writer thread, so it must be quick: e.g. a metrics histogram).
     pub fn start_observed(log: EvidenceLog, observer: CommitObserver) -> SharedLog {
+        let high_water = Mutex::new(Arc::new(log.high_water().clone()));
         let inner = Arc::new(Inner {
+            high_water,
             log: Mutex::new(Some(log)),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -144,13 +179,19 @@ impl SharedLog {
     /// are group-committed: one write and one `fdatasync` for everything
     /// waiting. Must not be called from inside [`SharedLog::with`].
     pub fn record(&self, event: Event) -> Result<SignedRecord, EvidenceError> {
+        self.queue(Entry::Event(event)).wait()
+    }
+
+    /// Queues `entry` and returns at once; its receipt answers once it is
+    /// durable (or refused, or the log closed). Entries are recorded in the
+    /// order they were queued, so a caller that queues two records and waits
+    /// for the second has both durable in one group commit, not two.
+    pub fn queue(&self, entry: Entry) -> Receipt {
         let (reply, answer) = sync_channel(1);
-        if let Err(reply) = self.enqueue(event, Reply::Wait(reply)) {
-            drop(reply);
-            return Err(EvidenceError::Closed);
+        match self.enqueue(entry, Reply::Wait(reply)) {
+            Ok(()) => Receipt(Answer::Waiting(answer)),
+            Err(_) => Receipt::ready(Err(EvidenceError::Closed)),
         }
-        // The writer answers every record it takes; no answer means it stopped.
-        answer.recv().unwrap_or(Err(EvidenceError::Closed))
     }
 
     /// Records `event` without waiting: `then` is called with its result
@@ -163,13 +204,29 @@ impl SharedLog {
         event: Event,
         then: impl FnOnce(Result<SignedRecord, EvidenceError>) + Send + 'static,
     ) {
-        if let Err(Reply::Then(then)) = self.enqueue(event, Reply::Then(Box::new(then))) {
+        self.queue_then(Entry::Event(event), then);
+    }
+
+    /// [`SharedLog::record_then`] of an entry (one built as it is recorded).
+    pub fn queue_then(
+        &self,
+        entry: Entry,
+        then: impl FnOnce(Result<SignedRecord, EvidenceError>) + Send + 'static,
+    ) {
+        if let Err(Reply::Then(then)) = self.enqueue(entry, Reply::Then(Box::new(then))) {
             then(Err(EvidenceError::Closed));
         }
     }
 
-    /// Queues `event` for the writer, or hands `reply` back when the log is closing.
-    fn enqueue(&self, event: Event, reply: Reply) -> Result<(), Reply> {
+    /// The log's high-water marks as of its newest group commit, without
+    /// waiting for the one in progress (whose records the log's rules judge
+    /// against the marks as they stand then).
+    pub fn high_water(&self) -> Arc<HighWater> {
+        Arc::clone(&lock(&self.inner.high_water))
+    }
+
+    /// Queues `entry` for the writer, or hands `reply` back when the log is closing.
+    fn enqueue(&self, event: Entry, reply: Reply) -> Result<(), Reply> {
         {
             let mut queue = lock(&self.inner.queue);
             if queue.closing {
@@ -241,11 +298,12 @@ fn write_loop(inner: &Inner, observer: &CommitObserver) {
             }
             std::mem::take(&mut queue.pending)
         };
-        let (events, replies): (Vec<Event>, Vec<Reply>) = batch.into_iter().unzip();
-        let n = events.len();
-        let (results, sync) = match lock(&inner.log).as_mut() {
+        let (entries, replies): (Vec<Entry>, Vec<Reply>) = batch.into_iter().unzip();
+        let n = entries.len();
+        let mut log = lock(&inner.log);
+        let (results, sync) = match log.as_mut() {
             Some(log) => {
-                let results = log.record_each(events);
+                let results = log.record_entries(entries);
                 (results, log.last_sync())
             }
             None => (
@@ -274,8 +332,20 @@ fn write_loop(inner: &Inner, observer: &CommitObserver) {
         if written > 0 {
             observer(sync, written);
         }
+        if let Some(log) = log.as_ref().filter(|_| written > 0) {
+            let mut published = lock(&inner.high_water);
+            if **published != *log.high_water() {
+                *published = Arc::new(log.high_water().clone());
+            }
+        }
+        // Answers run without the log's lock: a `then` may read the log.
+        drop(log);
         for (reply, result) in replies.into_iter().zip(results) {
             reply.send(result);
+        }
+        // Callers hear first; the checkpoint a commit made due comes after.
+        if let Some(log) = lock(&inner.log).as_mut() {
+            log.checkpoint_if_due();
         }
     }
 }
@@ -285,6 +355,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
     use super::*;
+    use crate::evidence::Landed;
     use crate::evidence::events::{JobAccepted, JobFinished, Submitter, UnknownEvent};
     use crate::evidence::{read_log_dir, verify_log};
     use crate::keys::SecretKey;
@@ -390,6 +461,192 @@ mod tests {
         assert_eq!(summary.job_counts.accepted, 1);
         assert_eq!(summary.job_counts.finished, 1);
         assert!(summary.jobs_in_flight.is_empty());
+    }
+
+    fn accepted(job: u64) -> Event {
+        Event::from(JobAccepted {
+            job,
+            submitter: Submitter {
+                uid: 1000,
+                gid: 1000,
+                pid: 7,
+            },
+            capsule_sha256: [1; 32],
+            signature_sha256: None,
+            input_sha256: [2; 32],
+            idempotency_sha256: None,
+            queue_depth: 0,
+        })
+    }
+
+    fn finished(job: u64, records: Vec<u64>) -> Event {
+        Event::from(JobFinished {
+            job,
+            outcome: "error".into(),
+            exit: 3,
+            records,
+            detail: None,
+        })
+    }
+
+    /// A job's end queued as built from its lane lists the job's records as
+    /// they stand when the writer records it — records queued just before
+    /// it, in the same group commit, included — and a lane the job does not
+    /// have (not accepted) gives an empty list, which the rules then judge.
+    #[test]
+    fn an_end_built_from_its_lane_lists_the_records_before_it_in_the_same_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = key_pair();
+        let mut log = EvidenceLog::open(dir.path(), key).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let build = |job: u64| {
+            let seen = Arc::clone(&seen);
+            Entry::FromLane(
+                job,
+                Box::new(move |records: &[u64]| {
+                    lock(&seen).push(records.to_vec());
+                    finished(job, records.to_vec())
+                }),
+            )
+        };
+        let refused = Event::from(crate::evidence::events::CapsuleRefused {
+            reason: "not signed".into(),
+            file_sha256: [3; 32],
+            file_size: 9,
+            site: "test".into(),
+            checked_at: 0,
+            signature_sha256: None,
+            trust_root: None,
+            capsule: None,
+            job: Some(1),
+        });
+        let results = log.record_entries(vec![
+            Entry::Event(accepted(1)),
+            Entry::Event(note(0, 0)),
+            Entry::Event(refused),
+            build(1),
+            build(2),
+        ]);
+        assert_eq!(*lock(&seen), vec![vec![3], vec![]]);
+        assert_eq!(results[3].as_ref().unwrap().record.seq, 4);
+        assert_eq!(
+            results[4].as_ref().unwrap_err().to_string(),
+            "could not encode an evidence record: refusing to record it: record 5 breaks the job rules: `job-finished` ends job 2, which no `job-accepted` record before it accepted"
+        );
+        log.close().unwrap();
+        let summary = verify_log(&read_log_dir(dir.path(), u64::MAX).unwrap(), &public).unwrap();
+        assert_eq!(summary.job_counts.finished, 1);
+    }
+
+    /// An entry that depends on a marked one lands only when that one did,
+    /// in the same group commit or a later one.
+    #[test]
+    fn an_entry_lands_only_after_the_entry_it_depends_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = key_pair();
+        let mut log = EvidenceLog::open(dir.path(), key).unwrap();
+        let (kept, dropped) = (Landed::default(), Landed::default());
+        assert!(!kept.landed());
+        let results = log.record_entries(vec![
+            Entry::Marked(note(0, 0), kept.clone()),
+            // Refused by the job rules: job 9 was never accepted.
+            Entry::Marked(finished(9, Vec::new()), dropped.clone()),
+            Entry::IfLanded(kept.clone(), note(0, 1)),
+            Entry::IfLanded(dropped.clone(), note(0, 2)),
+        ]);
+        assert!(kept.landed() && !dropped.landed());
+        assert_eq!(results[2].as_ref().unwrap().record.seq, 2);
+        assert_eq!(
+            results[3].as_ref().unwrap_err().to_string(),
+            "could not encode an evidence record: refusing to record it: `test-note` depends on a record that was not recorded"
+        );
+        // A later commit still sees the mark.
+        let later = log.record_entries(vec![Entry::IfLanded(kept, note(0, 3))]);
+        assert_eq!(later[0].as_ref().unwrap().record.seq, 3);
+        log.close().unwrap();
+        verify_log(&read_log_dir(dir.path(), u64::MAX).unwrap(), &public).unwrap();
+    }
+
+    /// A bounded entry lands as itself when it fits, and as the replacement
+    /// built from its size when it does not; a plain entry that does not fit
+    /// is refused, and the records after it still land.
+    #[test]
+    fn a_bounded_entry_too_large_lands_as_its_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = key_pair();
+        let mut log = EvidenceLog::open(dir.path(), key).unwrap();
+        let huge = || {
+            Event::Unknown(UnknownEvent {
+                name: "test-huge".into(),
+                body: crate::cbor::text_map([(
+                    "blob",
+                    ciborium::Value::Bytes(vec![7; super::super::record::MAX_RECORD_BYTES]),
+                )]),
+            })
+        };
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let replace = || {
+            let sizes = Arc::clone(&sizes);
+            Box::new(move |size: usize| {
+                lock(&sizes).push(size);
+                note(9, size as u64)
+            }) as Box<dyn FnOnce(usize) -> Event + Send>
+        };
+        let results = log.record_entries(vec![
+            Entry::Bounded(note(1, 1), replace()),
+            Entry::Bounded(huge(), replace()),
+            Entry::Event(huge()),
+            Entry::Event(note(1, 2)),
+        ]);
+        let landed: Vec<_> = results
+            .iter()
+            .map(|r| r.as_ref().map(|s| (s.record.seq, s.record.event.clone())))
+            .collect();
+        let sizes = lock(&sizes).clone();
+        assert_eq!(
+            sizes.len(),
+            1,
+            "only the entry that did not fit is replaced"
+        );
+        assert!(sizes[0] > super::super::record::MAX_RECORD_BYTES);
+        assert_eq!(landed[0].as_ref().unwrap(), &(1, "test-note".to_string()));
+        assert_eq!(landed[1].as_ref().unwrap(), &(2, "test-note".to_string()));
+        assert_eq!(
+            results[1].as_ref().unwrap().record.body,
+            crate::cbor::text_map([
+                ("thread", ciborium::Value::Integer(9.into())),
+                ("i", ciborium::Value::Integer((sizes[0] as u64).into())),
+            ])
+        );
+        assert!(matches!(
+            results[2],
+            Err(EvidenceError::RecordTooLarge { .. })
+        ));
+        assert_eq!(landed[3].as_ref().unwrap(), &(3, "test-note".to_string()));
+        log.close().unwrap();
+        verify_log(&read_log_dir(dir.path(), u64::MAX).unwrap(), &public).unwrap();
+    }
+
+    /// Queued entries land in the order they were queued, whichever
+    /// receipt is waited for first; once the log is closed, a queued entry
+    /// is answered `Closed` at once.
+    #[test]
+    fn queued_entries_land_in_queue_order_and_a_closed_log_answers_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = key_pair();
+        let shared = SharedLog::start(EvidenceLog::open(dir.path(), key).unwrap());
+        let first = shared.queue(Entry::Event(note(0, 0)));
+        let second = shared.queue(Entry::Event(note(0, 1)));
+        let second = second.wait().unwrap();
+        let first = first.wait().unwrap();
+        assert_eq!(second.record.seq, first.record.seq + 1);
+        assert_eq!(second.record.prev, first.hash);
+        let other = shared.clone();
+        shared.close().unwrap();
+        assert!(matches!(
+            other.queue(Entry::Event(note(0, 2))).wait(),
+            Err(EvidenceError::Closed)
+        ));
     }
 
     /// A known event built as unknown (as a test or an embedder might) is

@@ -5,14 +5,14 @@
 //! job ended once that record is durable. Runs execute here, never on the
 //! API's runtime, so a CPU-bound capsule cannot stall the API.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
 
 use crate::capsule::{Kind, RawCapsule};
 use crate::evidence::events::{Event, JobCancelled, JobFinished};
-use crate::evidence::{EvidenceError, SharedLog, SignedRecord};
+use crate::evidence::{Entry, EvidenceError, SharedLog, SignedRecord};
 use crate::sandbox::{CodeSource, Limits, RunStatus, Sandbox, SandboxError};
 use crate::session::{Judged, RunRecord, Session, SessionError};
 use crate::site::SitePolicy;
@@ -39,19 +39,30 @@ pub(super) fn run(daemon: Arc<Daemon>, sandbox: Arc<Sandbox>, policy: SitePolicy
         daemon.metrics.started(work.accepted.elapsed());
         let started = std::time::Instant::now();
         let (end, ending) = settle(&mut session, &daemon, &work);
-        // The job's end is queued, not waited for: the board shows the job
-        // ended (and its client hears so) only once the writer has made the
-        // end durable, from the writer's thread. This worker takes the next
-        // job meanwhile; whatever that job records is queued after this end,
-        // so it is never durable before it.
+        // The job's end is queued, not waited for, behind its run's end
+        // (also queued): the writer builds it from the job's records as they
+        // stand then, and the board shows the job ended (and its client hears
+        // so) only once the end is durable, from the writer's thread. This
+        // worker takes the next job meanwhile; whatever that job records is
+        // queued after this end, so it is never durable before it.
         let d = Arc::clone(&daemon);
         let (id, shutdown) = (work.id, Arc::clone(&work.shutdown));
-        daemon.log.record_then(end, move |recorded| {
-            let ended = ending.ended(id, recorded);
-            let outcome = metric_outcome(&ended, shutdown.load(Ordering::SeqCst));
-            d.metrics.finished(outcome, Some(started.elapsed()));
-            d.board.end(id, ended);
-        });
+        let listed = Arc::new(Mutex::new(Vec::new()));
+        let lists = Arc::clone(&listed);
+        let build = move |records: &[u64]| {
+            *lists.lock().unwrap_or_else(PoisonError::into_inner) = records.to_vec();
+            end(records.to_vec())
+        };
+        daemon
+            .log
+            .queue_then(Entry::FromLane(id, Box::new(build)), move |recorded| {
+                let records =
+                    std::mem::take(&mut *listed.lock().unwrap_or_else(PoisonError::into_inner));
+                let ended = ending.ended(id, records, recorded);
+                let outcome = metric_outcome(&ended, shutdown.load(Ordering::SeqCst));
+                d.metrics.finished(outcome, Some(started.elapsed()));
+                d.board.end(id, ended);
+            });
     }
 }
 
@@ -71,25 +82,32 @@ fn metric_outcome(ended: &Ended, shutdown: bool) -> Outcome {
 struct Settled {
     outcome: &'static str,
     exit: u8,
-    records: Vec<u64>,
     lines: Vec<String>,
     detail: Option<String>,
 }
 
-/// How a job ends once its end record is durable: everything but that record's number.
+/// How a job ends once its end record is durable: everything but its records.
 struct Ending {
     outcome: String,
     exit: u8,
-    records: Vec<u64>,
     lines: Vec<String>,
 }
 
+/// A job's end record, built from the job's records (those its end lists)
+/// when the writer records it.
+type End = Box<dyn FnOnce(Vec<u64>) -> Event + Send>;
+
 impl Ending {
-    /// The job's end as the board shows it, given how recording its end record went.
-    fn ended(self, id: u64, recorded: Result<SignedRecord, EvidenceError>) -> Ended {
+    /// The job's end as the board shows it, given the records its end
+    /// record lists and how recording that record went.
+    fn ended(
+        self,
+        id: u64,
+        mut records: Vec<u64>,
+        recorded: Result<SignedRecord, EvidenceError>,
+    ) -> Ended {
         match recorded {
             Ok(signed) => {
-                let mut records = self.records;
                 records.push(signed.record.seq);
                 Ended {
                     outcome: self.outcome,
@@ -115,49 +133,52 @@ impl Ending {
     }
 }
 
-/// Runs the job and returns its end record, with how the job ends once that record is durable.
-fn settle(session: &mut Session<SharedLog>, daemon: &Daemon, work: &Work) -> (Event, Ending) {
+/// Runs the job and returns how to build its end record, with how the job
+/// ends once that record is durable.
+fn settle(session: &mut Session<SharedLog>, daemon: &Daemon, work: &Work) -> (End, Ending) {
     session.set_job(Some(work.id));
     let outcome = attempt(session, daemon, work);
     session.set_job(None);
+    let job = work.id;
     match outcome {
         Ok(Settled {
             outcome,
             exit,
-            records,
             lines,
             detail,
         }) => (
-            Event::from(JobFinished {
-                job: work.id,
-                outcome: outcome.into(),
-                exit,
-                records: records.clone(),
-                detail,
+            Box::new(move |records| {
+                Event::from(JobFinished {
+                    job,
+                    outcome: outcome.into(),
+                    exit,
+                    records,
+                    detail,
+                })
             }),
             Ending {
                 outcome: outcome.into(),
                 exit,
-                records,
                 lines,
             },
         ),
-        Err(Stopped { records, running }) => {
+        Err(Stopped { running }) => {
             let by = if work.shutdown.load(Ordering::SeqCst) {
                 "shutdown"
             } else {
                 "client"
             };
             (
-                Event::from(JobCancelled {
-                    job: work.id,
-                    by: by.into(),
-                    running,
+                Box::new(move |_| {
+                    Event::from(JobCancelled {
+                        job,
+                        by: by.into(),
+                        running,
+                    })
                 }),
                 Ending {
                     outcome: "cancelled".into(),
                     exit: exit::ABNORMAL,
-                    records,
                     lines: vec![if running {
                         format!("interrupted by the {by} while it ran")
                     } else {
@@ -171,7 +192,6 @@ fn settle(session: &mut Session<SharedLog>, daemon: &Daemon, work: &Work) -> (Ev
 
 /// The job was stopped (cancel or shutdown) before it finished.
 struct Stopped {
-    records: Vec<u64>,
     running: bool,
 }
 
@@ -188,25 +208,20 @@ fn attempt(
     daemon: &Daemon,
     work: &Work,
 ) -> Result<Settled, Stopped> {
-    let refused = |records: Vec<u64>, why: String| Settled {
+    let refused = |why: String| Settled {
         outcome: "refused",
         exit: exit::REFUSED,
-        records,
         lines: vec![format!("REFUSED: {why}")],
         detail: Some(clip(&why)),
     };
-    let failed = |records: Vec<u64>, why: String| Settled {
+    let failed = |why: String| Settled {
         outcome: "error",
         exit: exit::ERROR,
-        records,
         lines: vec![format!("error: {why}")],
         detail: Some(clip(&why)),
     };
     if work.cancel.load(Ordering::SeqCst) {
-        return Err(Stopped {
-            records: Vec::new(),
-            running: false,
-        });
+        return Err(Stopped { running: false });
     }
     let raw = || RawCapsule {
         component: work.capsule.as_ref().clone(),
@@ -218,9 +233,9 @@ fn attempt(
             return Ok(match session.refuse_without_root(&raw(), err) {
                 SessionError::Refused(err) => {
                     daemon.metrics.capsule_refused();
-                    refused(session.job_records(), err.to_string())
+                    refused(err.to_string())
                 }
-                other => failed(session.job_records(), other.to_string()),
+                other => failed(other.to_string()),
             });
         }
     };
@@ -236,30 +251,27 @@ fn attempt(
         Ok(admitted) => admitted,
         Err(SessionError::Refused(err)) => {
             daemon.metrics.capsule_refused();
-            return Ok(refused(session.job_records(), err.to_string()));
+            return Ok(refused(err.to_string()));
         }
-        Err(other) => return Ok(failed(session.job_records(), other.to_string())),
+        Err(other) => return Ok(failed(other.to_string())),
     };
     if admitted.capsule().manifest().kind == Kind::Remediate {
         // A proposal is staged by running the catalog's test capsules in the
         // same session, which a job's single run cannot hold; `run` does it.
         let why = "`remediate` capsules are not run by the daemon: run them with `edge-runner run`, which records, tiers and stages their proposals for review (docs/remediation.md)".to_string();
-        return Ok(refused(session.job_records(), why));
+        return Ok(refused(why));
     }
-    let record = match session.run_until(admitted, &work.input, Some(&work.cancel)) {
-        Ok(record) => record,
+    // The run's end is queued, not waited for: the job's end goes behind it.
+    let record = match session.run_queued(admitted, &work.input, Some(&work.cancel)) {
+        Ok((record, _finished)) => record,
         Err(SessionError::Sandbox(err @ SandboxError::CompileLimit { .. })) => {
             daemon.metrics.capsule_refused();
-            return Ok(refused(session.job_records(), err.to_string()));
+            return Ok(refused(err.to_string()));
         }
-        Err(other) => return Ok(failed(session.job_records(), other.to_string())),
+        Err(other) => return Ok(failed(other.to_string())),
     };
-    let records = session.job_records();
     if record.report.status == RunStatus::Interrupted {
-        return Err(Stopped {
-            records,
-            running: true,
-        });
+        return Err(Stopped { running: true });
     }
     match record.report.code {
         CodeSource::Memory | CodeSource::Disk => daemon.metrics.cache_hit(),
@@ -269,7 +281,6 @@ fn attempt(
     Ok(Settled {
         outcome,
         exit,
-        records,
         lines: record.lines(),
         detail: None,
     })

@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 
 use crate::capsule::{CheckedCapsule, RawCapsule};
 use crate::evidence::events::{CapsuleId, ConfigRef, Event, RunFinished};
-use crate::evidence::{EvidenceError, EvidenceLog, SharedLog, SignedRecord};
+use crate::evidence::{
+    Entry, EvidenceError, EvidenceLog, Landed, Receipt, SharedLog, SignedRecord,
+};
 use crate::rollback::HighWater;
 use crate::sandbox::{Grant, Limits, RunReport, Sandbox, SandboxError};
 use crate::site::SitePolicy;
@@ -78,8 +80,19 @@ pub struct Admitted {
     capsule: VerifiedCapsule,
     session: u64,
     log_id: [u8; 16],
-    seq: u64,
+    verification: Verification,
     job: Option<u64>,
+}
+
+/// Where an admission's `capsule-verified` record is.
+#[derive(Debug)]
+enum Verification {
+    /// Durable, at this sequence number.
+    Recorded(u64),
+    /// Queued behind the shared log's writer (a job's verification, made
+    /// durable with its `run-started` record in one group commit), as the
+    /// session's `n`th verification; the run starts only if it lands.
+    Queued(Receipt, u64, Landed),
 }
 
 impl Admitted {
@@ -88,9 +101,14 @@ impl Admitted {
         &self.capsule
     }
 
-    /// The sequence number of its `capsule-verified` record.
-    pub fn record(&self) -> u64 {
-        self.seq
+    /// The sequence number of its `capsule-verified` record, or `None` while
+    /// that record is queued: a job's verification on a shared log is made
+    /// durable together with its `run-started` record, before the run.
+    pub fn record(&self) -> Option<u64> {
+        match self.verification {
+            Verification::Recorded(seq) => Some(seq),
+            Verification::Queued(..) => None,
+        }
     }
 }
 
@@ -105,6 +123,9 @@ mod sealed {
 pub trait Recorder: sealed::Sealed {
     /// Records `event`; returns once it is durable.
     fn put(&mut self, event: Event) -> Result<SignedRecord, EvidenceError>;
+    /// Queues `entry`; its receipt answers once it is durable (a log the
+    /// session owns records it at once).
+    fn queue(&mut self, entry: Entry) -> Receipt;
     /// Commits to a sensitive value (see [`EvidenceLog::commit`]).
     fn commit_value(&mut self, value: &[u8]) -> Result<[u8; 32], EvidenceError>;
     /// The high-water marks as the log shows them now.
@@ -120,6 +141,11 @@ pub trait Recorder: sealed::Sealed {
 impl Recorder for EvidenceLog {
     fn put(&mut self, event: Event) -> Result<SignedRecord, EvidenceError> {
         self.record(&event)
+    }
+    fn queue(&mut self, entry: Entry) -> Receipt {
+        let result = self.record_entries(vec![entry]).pop();
+        self.checkpoint_if_due();
+        Receipt::ready(result.unwrap_or(Err(EvidenceError::Closed)))
     }
     fn commit_value(&mut self, value: &[u8]) -> Result<[u8; 32], EvidenceError> {
         self.commit(value)
@@ -142,13 +168,17 @@ impl Recorder for SharedLog {
     fn put(&mut self, event: Event) -> Result<SignedRecord, EvidenceError> {
         self.record(event)
     }
+    fn queue(&mut self, entry: Entry) -> Receipt {
+        SharedLog::queue(self, entry)
+    }
     fn commit_value(&mut self, value: &[u8]) -> Result<[u8; 32], EvidenceError> {
         self.with(|log| log.commit(value))?
     }
     fn high_water_now(&self) -> Result<Cow<'_, HighWater>, EvidenceError> {
-        // A copy: the trust checks run outside the log's lock, and the log's
-        // rules refuse the record if another lane accepted a newer version meanwhile.
-        self.with(|log| Cow::Owned(log.high_water().clone()))
+        // As of the newest group commit, without waiting for one in progress:
+        // the log's rules refuse the record if another lane accepted a newer
+        // version meanwhile.
+        Ok(Cow::Owned(HighWater::clone(&self.high_water())))
     }
     fn id(&self) -> Result<[u8; 16], EvidenceError> {
         self.with(|log| log.log_id())
@@ -177,6 +207,9 @@ pub struct Session<L: Recorder = EvidenceLog> {
     recovered: Option<String>,
     /// The job this session's records belong to, if any.
     job: Option<u64>,
+    /// Verifications this session made: an admission queued as the `n`th
+    /// runs only while `n` is the newest.
+    verifications: u64,
 }
 
 static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -234,6 +267,7 @@ impl Session<EvidenceLog> {
             site: policy.site.clone(),
             policy,
             job: None,
+            verifications: 0,
         })
     }
 
@@ -289,6 +323,7 @@ impl Session<SharedLog> {
             site: policy.site.clone(),
             policy,
             job: None,
+            verifications: 0,
         })
     }
 
@@ -416,12 +451,25 @@ impl<L: Recorder> Session<L> {
             Ok(capsule) => {
                 let mut event = record::verified(&capsule, now, facts.signature_sha256);
                 event.job = self.job;
-                let signed = self.log.put(Event::from(event))?;
+                self.verifications += 1;
+                // A job's verification is queued, to be made durable with
+                // its `run-started` record in one group commit; outside jobs
+                // (where other sessions' records share the lane) it is waited for.
+                let verification = match self.job {
+                    Some(_) => {
+                        let landed = Landed::default();
+                        let receipt = self
+                            .log
+                            .queue(Entry::Marked(Event::from(event), landed.clone()));
+                        Verification::Queued(receipt, self.verifications, landed)
+                    }
+                    None => Verification::Recorded(self.log.put(Event::from(event))?.record.seq),
+                };
                 Ok(Admitted {
                     capsule,
                     session: self.id,
-                    log_id: signed.record.log_id,
-                    seq: signed.record.seq,
+                    log_id: self.log_id,
+                    verification,
                     job: self.job,
                 })
             }
@@ -454,20 +502,16 @@ impl<L: Recorder> Session<L> {
         }
     }
 
-    /// Records `finished`; a record the log refuses as too large (possible
+    /// Queues `finished`; a record the log refuses as too large (possible
     /// only with quotas raised far above their defaults) is replaced by a
     /// bounded one that says so, so a run always ends on the record.
-    fn record_finished(&mut self, mut finished: RunFinished) -> Result<(), SessionError> {
+    fn record_finished(&mut self, mut finished: RunFinished) -> Receipt {
         finished.job = self.job;
-        match self.log.put(Event::from(finished.clone())) {
-            Ok(_) => Ok(()),
-            Err(EvidenceError::RecordTooLarge { size, .. }) => {
-                let bounded = record::too_large(&finished, size);
-                self.log.put(Event::from(bounded))?;
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        let event = Event::from(finished.clone());
+        self.log.queue(Entry::Bounded(
+            event,
+            Box::new(move |size| Event::from(record::too_large(&finished, size))),
+        ))
     }
 
     /// Runs an admitted capsule on `input`, recording the grant before and
@@ -486,11 +530,26 @@ impl<L: Recorder> Session<L> {
         input: &[u8],
         stop: Option<&Arc<std::sync::atomic::AtomicBool>>,
     ) -> Result<RunRecord, SessionError> {
+        let (record, finished) = self.run_queued(admitted, input, stop)?;
+        finished.wait()?;
+        Ok(record)
+    }
+
+    /// [`Session::run_until`], returning once the run's `run-finished`
+    /// record is queued, with its receipt: the daemon queues the job's end
+    /// behind it and takes the next job. Everything before the run —
+    /// verification, `run-started` — is durable before the capsule starts.
+    pub fn run_queued(
+        &mut self,
+        admitted: Admitted,
+        input: &[u8],
+        stop: Option<&Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Result<(RunRecord, Receipt), SessionError> {
         let Admitted {
             capsule,
             session,
             log_id,
-            seq,
+            verification,
             job,
         } = admitted;
         let label = || {
@@ -538,17 +597,35 @@ impl<L: Recorder> Session<L> {
             });
         }
         // The newest verification in this session's lane: the log's records
-        // outside jobs, or this job's.
-        let newest = self.log.newest_verification(self.job)?;
-        if newest != Some(seq) {
-            return Err(SessionError::NotAdmittedHere {
-                capsule: label(),
-                detail: format!(
-                    "its verification is record {seq}, but a newer capsule was verified since, in record {}",
-                    newest.map_or_else(|| "none".to_string(), |s| s.to_string())
-                ),
-            });
-        }
+        // outside jobs, or this job's (whose records only this session writes
+        // while it runs the job, so its own count says which is newest).
+        let queued = match verification {
+            Verification::Recorded(seq) => {
+                let newest = self.log.newest_verification(self.job)?;
+                if newest != Some(seq) {
+                    return Err(SessionError::NotAdmittedHere {
+                        capsule: label(),
+                        detail: format!(
+                            "its verification is record {seq}, but a newer capsule was verified since, in record {}",
+                            newest.map_or_else(|| "none".to_string(), |s| s.to_string())
+                        ),
+                    });
+                }
+                None
+            }
+            Verification::Queued(receipt, n, landed) => {
+                if n != self.verifications {
+                    return Err(SessionError::NotAdmittedHere {
+                        capsule: label(),
+                        detail: format!(
+                            "it is this session's verification {n}, but a newer capsule was verified since (verification {})",
+                            self.verifications
+                        ),
+                    });
+                }
+                Some((receipt, landed))
+            }
+        };
         let grant = Grant::compute(
             &capsule,
             &self.limits,
@@ -565,16 +642,30 @@ impl<L: Recorder> Session<L> {
         }
         let mut started = record::run_started(&capsule, &grant, input, &self.policy, commitments);
         started.job = self.job;
-        self.log.put(Event::from(started))?;
+        let started = Event::from(started);
+        // Both in one group commit; the verification's answer first, since
+        // when it was refused, so is the run it admits, and it says why.
+        let started = match queued {
+            Some((verified, landed)) => {
+                let started = self.log.queue(Entry::IfLanded(landed, started));
+                verified.wait()?;
+                started
+            }
+            None => self.log.queue(Entry::Event(started)),
+        };
+        started.wait()?;
         match self.sandbox.run_until(&capsule, &grant, input, stop) {
             Ok(report) => {
                 let finished = record::run_finished(&capsule, &grant, &report);
-                self.record_finished(finished)?;
-                Ok(RunRecord {
-                    capsule,
-                    grant,
-                    report,
-                })
+                let receipt = self.record_finished(finished);
+                Ok((
+                    RunRecord {
+                        capsule,
+                        grant,
+                        report,
+                    },
+                    receipt,
+                ))
             }
             Err(err) => {
                 let mut finished = record::not_started(&capsule, &err);
