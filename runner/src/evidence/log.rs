@@ -11,6 +11,7 @@ use super::EvidenceError;
 use super::checkpoint::{Checkpoint, origin};
 use super::events::{self, Event, EventBody};
 use super::merkle::{Frontier, leaf_hash};
+use super::publish::{CheckpointFiles, Publisher};
 use super::record::{GENESIS_PREV, MAX_RECORD_BYTES, Record, SignedRecord, sign_record};
 use super::state::{read_state, state_value};
 use super::verify::{Failure, Rules, Start, Walk, walk_from};
@@ -161,6 +162,9 @@ pub struct EvidenceLog {
     rules: Rules,
     tree: Frontier,
     since_checkpoint: u64,
+    /// Writes checkpoint files off this thread, when set
+    /// ([`EvidenceLog::publish_checkpoints_in_background`]).
+    publisher: Option<Publisher>,
     last_checkpoint: std::time::Instant,
     policy: CheckpointPolicy,
     dir: PathBuf,
@@ -312,6 +316,7 @@ impl EvidenceLog {
             rules: walk.rules.clone(),
             tree: walk.tree.clone(),
             since_checkpoint: walk.since_checkpoint,
+            publisher: None,
             last_checkpoint: std::time::Instant::now(),
             policy: CheckpointPolicy::default(),
             dir: dir.to_path_buf(),
@@ -629,6 +634,21 @@ impl EvidenceLog {
         results
     }
 
+    /// From now on, writes the files each checkpoint leaves (`DIR/checkpoint`
+    /// and the resume pointer, two `fsync`s) on a thread of their own, after
+    /// the checkpoint record is durable, instead of before the next append;
+    /// when several wait, only the newest is written. A roll and the closing
+    /// checkpoint still write theirs before going on. For the shared log's
+    /// writer, whose next group commit would otherwise wait for them.
+    pub fn publish_checkpoints_in_background(&mut self) {
+        match Publisher::start() {
+            Ok(publisher) => self.publisher = Some(publisher),
+            Err(e) => tracing::warn!(
+                "could not start the checkpoint thread; checkpoints are written by the writer: {e}"
+            ),
+        }
+    }
+
     /// Writes a checkpoint when one is due (§6 of the format: every 64
     /// records, or at the first record 60 s after the last one). The records
     /// are durable whatever happens to the checkpoint; a failed one is tried
@@ -854,24 +874,24 @@ impl EvidenceLog {
             size: self.tree.size(),
             root: self.tree.root(),
         };
-        let note = covering.sign(&self.key);
-        let path = self.dir.join(CHECKPOINT_FILE);
-        let tmp = self.dir.join(format!(".{CHECKPOINT_FILE}.tmp"));
-        let io = |source| EvidenceError::Io {
-            path: path.display().to_string(),
-            source,
+        let files = CheckpointFiles {
+            dir: self.dir.clone(),
+            note: covering.sign(&self.key),
+            // Only a hint for the next open; a wrong one costs a full re-read.
+            pointer: format!("{offset} {}\n", written.record.seq),
         };
-        fs::write(&tmp, note.as_bytes()).map_err(io)?;
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
-        // Only a hint for the next open; a wrong one costs a full re-read.
-        let pointer = format!("{offset} {}\n", written.record.seq);
-        if let Err(e) =
-            crate::fsio::write_atomically(&self.dir.join(RESUME_FILE), pointer.as_bytes())
-        {
-            tracing::warn!("could not write {RESUME_FILE}; the next open re-reads the log: {e}");
+        let rolls = !self.rolling && self.roll_due();
+        match &self.publisher {
+            // The roll moves the file the pointer points into: it goes after
+            // every checkpoint file handed over is written.
+            Some(publisher) if !rolls => publisher.publish(files),
+            Some(publisher) => {
+                publisher.flush();
+                files.write()?;
+            }
+            None => files.write()?,
         }
-        if !self.rolling && self.roll_due() {
+        if rolls {
             self.roll()?;
         }
         Ok(checkpoint)
@@ -883,6 +903,9 @@ impl EvidenceLog {
     }
 
     fn close_inner(&mut self) -> Result<(), EvidenceError> {
+        // Writes what it was handed, and stops: the closing checkpoint's
+        // files are written here, before the log is closed.
+        drop(self.publisher.take());
         if self.since_checkpoint > 0 {
             self.checkpoint()?;
         }

@@ -17,6 +17,7 @@ pub mod events;
 mod job_rules;
 mod log;
 pub mod merkle;
+mod publish;
 mod record;
 pub mod remediation_rules;
 mod shared;

@@ -146,7 +146,8 @@ impl SharedLog {
 
     /// [`SharedLog::start`], calling `observer` after each group commit (on
     /// the writer thread, so it must be quick: e.g. a metrics histogram).
-    pub fn start_observed(log: EvidenceLog, observer: CommitObserver) -> SharedLog {
+    pub fn start_observed(mut log: EvidenceLog, observer: CommitObserver) -> SharedLog {
+        log.publish_checkpoints_in_background();
         let high_water = Mutex::new(Arc::new(log.high_water().clone()));
         let inner = Arc::new(Inner {
             high_water,
