@@ -14,9 +14,12 @@
 //! ```
 //!
 //! Every job writes five records (accepted, verified, started, finished,
-//! job-finished); the first four are each durable before the next step, the
-//! fifth before the job is shown ended (its worker goes on meanwhile), so a
-//! job costs several fsyncs unless concurrent jobs share them (group commit).
+//! job-finished): acceptance is durable before the `202`; verification and
+//! `run-started` are made durable together before the capsule starts (the
+//! worker's one wait); `run-finished` and the job's end are queued behind the
+//! run and durable before the job is shown ended (its worker goes on
+//! meanwhile). So a job costs three fsync round trips unless concurrent jobs
+//! share them (group commit).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
