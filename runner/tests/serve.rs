@@ -1035,14 +1035,23 @@ fn the_metrics_endpoint_counts_jobs_and_fsyncs_in_openmetrics() {
     ] {
         assert!(body.contains(line), "`{line}` missing from:\n{body}");
     }
-    // Every record the job wrote went through a group commit the histogram saw.
-    let fsyncs: u64 = body
-        .lines()
-        .find_map(|l| l.strip_prefix("edge_runner_evidence_fsync_duration_seconds_count "))
-        .unwrap_or_else(|| panic!("no fsync histogram in:\n{body}"))
-        .parse()
-        .unwrap();
-    assert!(fsyncs >= 4, "{fsyncs}");
+    // Every record the job wrote (accepted, verified, started, finished,
+    // job-finished) went through a group commit the histograms saw; they
+    // took at least three (acceptance before the `202`, verification and
+    // start before the run, the run's end after it).
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no `{name}` in:\n{body}"))
+            .parse()
+            .unwrap()
+    };
+    let fsyncs = value("edge_runner_evidence_fsync_duration_seconds_count");
+    let records = value("edge_runner_evidence_fsync_batch_records_sum");
+    assert!(
+        fsyncs >= 3.0 && records >= 5.0,
+        "{fsyncs} commits, {records} records"
+    );
 }
 
 /// A SIGTERM as soon as the socket answers drains and exits 0: the handlers
