@@ -19,7 +19,7 @@ use edge_runner::evidence::events::{
     RunFinished, RunInterrupted, RunStarted, RunnerStarted, SitePolicyRef, Submitter, TrustRootRef,
 };
 use edge_runner::evidence::{self, Event, EvidenceLog, SharedLog};
-use edge_runner::keys::SecretKey;
+use edge_runner::keys::{PublicKey, SecretKey};
 use edge_runner::sandbox::{Limits, Sandbox};
 use edge_runner::session::{Session, SessionError};
 use edge_runner::site::SitePolicy;
@@ -584,6 +584,22 @@ fn capsule_admitted_for_another_job_is_refused() {
     shared.close().unwrap();
 }
 
+/// A shared log in `dir` with a fresh runner key, a session on it at
+/// [`SITE`] with nothing granted, and the key's public half.
+fn shared_session(dir: &Path) -> (SharedLog, Session<SharedLog>, PublicKey) {
+    let key = SecretKey::generate().unwrap();
+    let public = key.public();
+    let shared = SharedLog::start(EvidenceLog::open(dir, key).unwrap());
+    let session = Session::shared(
+        shared.clone(),
+        Arc::new(Sandbox::new().unwrap()),
+        Limits::default(),
+        SitePolicy::deny_all(SITE).unwrap(),
+    )
+    .unwrap();
+    (shared, session, public)
+}
+
 /// In a job on a shared log, a verification is queued, not waited for: it
 /// has no record number until the run makes it durable with `run-started`.
 /// Only the session's newest verification may run, and only once the log
@@ -593,16 +609,7 @@ fn a_jobs_verification_is_queued_and_only_the_newest_runs() {
     let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
     let root = trust_root(&[&publisher]);
     let dir = tempfile::tempdir().unwrap();
-    let key = SecretKey::generate().unwrap();
-    let public = key.public();
-    let shared = SharedLog::start(EvidenceLog::open(dir.path(), key).unwrap());
-    let mut session = Session::shared(
-        shared.clone(),
-        Arc::new(Sandbox::new().unwrap()),
-        Limits::default(),
-        SitePolicy::deny_all(SITE).unwrap(),
-    )
-    .unwrap();
+    let (shared, mut session, public) = shared_session(dir.path());
     shared.record(accept(1)).unwrap();
     session.set_job(Some(1));
     let first = session
@@ -675,16 +682,7 @@ fn refused_capsule_is_recorded_in_its_job() {
     let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
     let root = trust_root(&[&publisher]);
     let dir = tempfile::tempdir().unwrap();
-    let key = SecretKey::generate().unwrap();
-    let public = key.public();
-    let shared = SharedLog::start(EvidenceLog::open(dir.path(), key).unwrap());
-    let mut session = Session::shared(
-        shared.clone(),
-        Arc::new(Sandbox::new().unwrap()),
-        Limits::default(),
-        SitePolicy::deny_all(SITE).unwrap(),
-    )
-    .unwrap();
+    let (shared, mut session, public) = shared_session(dir.path());
     shared.record(accept(3)).unwrap();
     session.set_job(Some(3));
     let mut tampered = signed_json_assert(&publisher.key);
