@@ -157,6 +157,8 @@ struct Inner {
     ended: VecDeque<u64>,
     next_id: u64,
     draining: bool,
+    /// Long polls waiting for a job's end, woken by that end only.
+    waiting: HashMap<u64, Arc<tokio::sync::Notify>>,
 }
 
 /// The board; shared by the API and the workers.
@@ -164,8 +166,6 @@ pub struct Board {
     inner: Mutex<Inner>,
     /// Workers wait here for work.
     work: Condvar,
-    /// Bumped whenever a job changes state; long polls wait on it.
-    changed: tokio::sync::watch::Sender<u64>,
     capacity: usize,
     per_submitter: usize,
 }
@@ -187,7 +187,6 @@ impl Board {
                 ..Inner::default()
             }),
             work: Condvar::new(),
-            changed: tokio::sync::watch::channel(0).0,
             capacity,
             per_submitter,
         }
@@ -197,15 +196,6 @@ impl Board {
         // A worker that panicked mid-update leaves counts that are still
         // consistent (every update is one statement), so keep serving.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn bump(&self) {
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A receiver that sees every change of any job.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changed.subscribe()
     }
 
     /// Reserves a queue slot for `peer`, or says why not.
@@ -315,7 +305,6 @@ impl Board {
         inner.queue.push_back(id);
         drop(inner);
         self.work.notify_one();
-        self.bump();
     }
 
     /// Blocks until there is work (returned, marked running) or the board is
@@ -333,7 +322,6 @@ impl Board {
                 job.view.state = State::Running;
                 inner.running += 1;
                 drop(inner);
-                self.bump();
                 return Some(work);
             }
             if inner.draining {
@@ -358,6 +346,7 @@ impl Board {
         }
         Self::uncount(&mut inner, uid);
         inner.ended.push_back(id);
+        let waiting = inner.waiting.remove(&id);
         while inner.ended.len() > ENDED_KEPT {
             if let Some(old) = inner.ended.pop_front()
                 && let Some(job) = inner.jobs.remove(&old)
@@ -367,7 +356,9 @@ impl Board {
             }
         }
         drop(inner);
-        self.bump();
+        if let Some(waiting) = waiting {
+            waiting.notify_waiters();
+        }
     }
 
     /// What a cancel of job `id` finds.
@@ -404,7 +395,6 @@ impl Board {
         }
         drop(inner);
         self.work.notify_all();
-        self.bump();
         queued
     }
 
@@ -456,20 +446,26 @@ impl Board {
         inner.queue.len() + inner.reserved >= self.capacity
     }
 
-    /// Waits until job `id` has ended or `timeout` passes; returns its view then.
+    /// Waits until job `id` has ended or `timeout` passes; returns its view
+    /// then. Only that job's end wakes the wait, not every change of any job.
     pub async fn wait_end(&self, id: u64, timeout: Duration) -> Option<JobView> {
-        let mut changes = self.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let view = self.get(id)?;
-            if matches!(view.state, State::Ended(_)) {
-                return Some(view);
+        let notify = {
+            let mut inner = self.lock();
+            let job = inner.jobs.get(&id)?;
+            if matches!(job.view.state, State::Ended(_)) {
+                return Some(job.view.clone());
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return self.get(id),
-            }
+            // Inserted only while the job is open, under the lock `end` takes
+            // to remove it: an entry never outlives its job's end.
+            Arc::clone(inner.waiting.entry(id).or_default())
+        };
+        // Registered before the state is read again: an end in between still wakes it.
+        let ended = notify.notified();
+        if let Some(view) = self.get(id).filter(|v| matches!(v.state, State::Ended(_))) {
+            return Some(view);
         }
+        let _ = tokio::time::timeout(timeout, ended).await;
+        self.get(id)
     }
 }
 
@@ -535,6 +531,58 @@ mod tests {
             },
         );
         assert_eq!(board.load(), (3, 0));
+    }
+
+    fn pass() -> Ended {
+        Ended {
+            outcome: "pass".into(),
+            exit: 0,
+            records: vec![],
+            lines: vec![],
+        }
+    }
+
+    /// A long poll returns with the job's end as soon as that job ends,
+    /// not at its timeout, whatever other jobs do meanwhile; one that times
+    /// out returns the job as it stands; none is left registered after the
+    /// job's end.
+    #[test]
+    fn a_long_poll_wakes_at_its_jobs_end_and_leaves_nothing_behind() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let board = Arc::new(Board::new(8, 8, 1));
+        let (a, b) = (
+            new(&board, ALICE, None).unwrap(),
+            new(&board, BOB, None).unwrap(),
+        );
+        runtime.block_on(async {
+            let timed_out = board.wait_end(a, Duration::from_millis(20)).await.unwrap();
+            assert_eq!(timed_out.state, State::Queued);
+            let waiter = {
+                let board = Arc::clone(&board);
+                tokio::spawn(async move { board.wait_end(a, Duration::from_secs(600)).await })
+            };
+            tokio::task::yield_now().await;
+            // Another job's progress and end do not end this wait.
+            let work = board.take().unwrap();
+            assert_eq!(work.id, a);
+            board.end(b, pass());
+            tokio::task::yield_now().await;
+            assert!(!waiter.is_finished());
+            board.end(a, pass());
+            let ended = tokio::time::timeout(Duration::from_secs(60), waiter)
+                .await
+                .expect("the wait did not end with its job")
+                .unwrap()
+                .unwrap();
+            assert!(matches!(ended.state, State::Ended(_)), "{ended:?}");
+            // An ended job answers at once; an unknown one with nothing.
+            assert!(board.wait_end(a, Duration::from_secs(600)).await.is_some());
+            assert!(board.wait_end(99, Duration::from_secs(600)).await.is_none());
+        });
+        assert!(board.lock().waiting.is_empty());
     }
 
     #[test]
