@@ -36,7 +36,7 @@
 //! ```
 //!
 //! Under valgrind the pool's address space cannot be reserved, so warm there
-//! allocates per run (the sandbox says so in a warning) and `pooled:N` panics:
+//! allocates per run (`Sandbox::with_slots` falls back) and `pooled:N` panics:
 //! callgrind counts instructions, not the kernel's page handling that the pool
 //! saves. For that, `perf stat -e page-faults,task-clock` on `warm:N`,
 //! `plain:N` or `pooled:N` (counted from the whole process: subtract a run
