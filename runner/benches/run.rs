@@ -1,6 +1,6 @@
 //! Run-latency benchmark: a trivial capsule (json-assert on a one-assertion
-//! document) through Edge Runner cold, from the disk cache and warm, next to a
-//! plain Wasmtime embedding of the same component.
+//! document) through Edge Runner cold, from the disk cache and warm, next to
+//! two plain Wasmtime embeddings of the same component.
 //!
 //! ```sh
 //! cargo bench -p edge-runner --bench run
