@@ -167,6 +167,49 @@ fn a_one_slot_sandbox_gets_its_slot_back_however_a_run_ends() {
     }
 }
 
+#[test]
+fn memory_written_by_one_run_is_not_seen_by_the_next() {
+    // A run's slot goes back to the pool with the pages it wrote reset in place
+    // (up to a bound) or decommitted (past it); the next run in the slot must
+    // see its module's initial contents either way: here a static initialised
+    // to 0x5eed, a zeroed static and 2 MiB of grown memory (more than the part
+    // reset in place), each overwritten by the run before.
+    let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
+    let root = trust_root(&[&publisher]);
+    let probe = capsule_artifacts::SANDBOX_PROBE;
+    let source =
+        ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path)).unwrap();
+    let signed = capsule::sign(probe.component, &source, &publisher.key, Timestamp::now()).unwrap();
+    let capsule = verified(signed, &root);
+    let site = SitePolicy::deny_all(SITE).unwrap();
+    let grant = Grant::compute(&capsule, &Limits::default(), &site, [0; 32]);
+    let sandbox = edge_runner::sandbox::Sandbox::with_slots(1).unwrap();
+    let messages = |actions: &str| -> Vec<String> {
+        let input = format!("{{\"actions\": [{actions}]}}");
+        let report = sandbox.run(&capsule, &grant, input.as_bytes()).unwrap();
+        let outcome = report
+            .outcome
+            .unwrap_or_else(|| panic!("no outcome: {:?}", report.error));
+        outcome.findings.into_iter().map(|f| f.message).collect()
+    };
+    // Within one run the probe sees what it wrote to its statics (a second grow
+    // adds other pages): it can tell residue from none.
+    assert_eq!(
+        messages(r#"{"residue": true}, {"residue": true}"#),
+        [
+            "data 0x5eed, zero 0x0, grown clean",
+            "data 0xdeadbeef, zero 0xdeadbeef, grown clean",
+        ]
+    );
+    for round in 0..3 {
+        assert_eq!(
+            messages(r#"{"residue": true}"#),
+            ["data 0x5eed, zero 0x0, grown clean"],
+            "round {round}"
+        );
+    }
+}
+
 // ---- Grants and hostile capsules, driven through the sandbox-probe capsule ----
 
 /// A session at a site with `policy`, trusting one publisher who signs sandbox-probe.

@@ -27,12 +27,16 @@
 //! one `wasi:http` field set), `{"fields-hoard": {"count": C, "kib": K}}` (C field sets of
 //! K KiB of headers each, in 4 KiB values, all kept), `{"body-hoard": {"count": C, "kib": K}}`
 //! (C outgoing requests, each with a body K KiB are written to as far as the stream takes
-//! them, none ever sent, all kept).
+//! them, none ever sent, all kept), `{"residue": true}` (reports whether a static
+//! initialised to a constant, a zeroed static and 2 MiB of memory it grows still hold
+//! their initial contents, then overwrites all three: what a later run in the same
+//! instance slot would see if the runner did not reset memory between runs).
 //! Each action that returns yields a finding `ACTION.allowed` or `ACTION.denied`
 //! whose message is what happened; the verdict is `pass` when every action ran.
 //! The runner's containment tests drive it; it is never useful in production.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use capsule_sdk::{Context, Error, Finding, Outcome, Severity};
 use serde::Deserialize;
@@ -79,6 +83,7 @@ enum Action {
     HeaderBomb(HeaderBomb),
     FieldsHoard(Hoarded),
     BodyHoard(Hoarded),
+    Residue(bool),
 }
 
 #[derive(Deserialize)]
@@ -414,7 +419,8 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
             Action::Spin(false)
             | Action::Recurse(false)
             | Action::Clock(false)
-            | Action::Random(false) => finding("skip", Ok("skipped".into())),
+            | Action::Random(false)
+            | Action::Residue(false) => finding("skip", Ok("skipped".into())),
             Action::HttpGet(url) => finding("http", http_get(&url)),
             Action::SleepMs(ms) => {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -483,11 +489,55 @@ fn probe(cx: &mut Context) -> Result<Outcome, Error> {
                     Ok(format!("accepted {accepted}, refused {refused}")),
                 )
             }
+            Action::Residue(true) => finding("residue", Ok(residue())),
             Action::Panic(message) => panic!("{message}"),
         };
         outcome = outcome.with_finding(f);
     }
     Ok(outcome)
+}
+
+/// Initialised in the module's data, so reset means copied back from its image.
+static DATA_MARK: AtomicU64 = AtomicU64::new(0x5eed);
+/// Zero-initialised: reset means zeroed.
+static ZERO_MARK: AtomicU64 = AtomicU64::new(0);
+
+/// What this instance's memory held before this run wrote to it, then writes to it:
+/// `data 0x5eed, zero 0x0, grown clean` in a fresh instance.
+fn residue() -> String {
+    const MARK: u64 = 0xdead_beef;
+    let data = DATA_MARK.swap(MARK, Ordering::Relaxed);
+    let zero = ZERO_MARK.swap(MARK, Ordering::Relaxed);
+    format!("data {data:#x}, zero {zero:#x}, grown {}", grown_pages())
+}
+
+/// Grows linear memory by 2 MiB outside the allocator (whose `calloc` clears
+/// what it hands out, hiding what the pages held), reports whether the new
+/// pages are all zero, then fills them.
+#[cfg(target_arch = "wasm32")]
+#[expect(
+    unsafe_code,
+    reason = "reads pages memory.grow just added, which no allocation owns: what they hold is what the probe reports"
+)]
+fn grown_pages() -> &'static str {
+    const PAGES: usize = 32;
+    const PAGE: usize = 64 * 1024;
+    let old = core::arch::wasm32::memory_grow(0, PAGES);
+    if old == usize::MAX {
+        return "refused";
+    }
+    // SAFETY: pages `old..old + PAGES` were added by the grow above; nothing
+    // else holds a reference into them, and nothing will after this function.
+    let pages = unsafe { std::slice::from_raw_parts_mut((old * PAGE) as *mut u8, PAGES * PAGE) };
+    let clean = pages.iter().all(|&b| b == 0);
+    pages.fill(0xaa);
+    if clean { "clean" } else { "dirty" }
+}
+
+/// The probe is built for the host only to be linted and unit-tested; there is no linear memory.
+#[cfg(not(target_arch = "wasm32"))]
+fn grown_pages() -> &'static str {
+    "not wasm"
 }
 
 /// GET `url` through `wasi:http`; returns "STATUS BODY".

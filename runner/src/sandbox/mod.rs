@@ -719,6 +719,19 @@ const MEMORIES_PER_RUN: u32 = 4;
 const TABLES_PER_RUN: u32 = 16;
 const TABLE_ELEMENTS: usize = 1 << 18;
 
+/// How much of a pooled linear memory stays resident between runs: when a
+/// run ends, up to this many bytes of the pages it wrote are reset in place
+/// (zeroed, or copied back from the module's initial image) instead of handed
+/// back to the kernel, so the next run in the slot does not fault them in
+/// again. Written pages past it are decommitted as before. Either way the
+/// next run sees only its module's initial contents. With
+/// [`TABLE_KEEP_RESIDENT_BYTES`], at most 1.25 MiB per slot stays resident
+/// (4 memories, 16 tables) while no run holds it.
+const MEMORY_KEEP_RESIDENT_BYTES: usize = 256 << 10;
+/// The same for a pooled table: 2 048 entries, far more than the few hundred
+/// a toolchain's indirect-call table holds.
+const TABLE_KEEP_RESIDENT_BYTES: usize = 16 << 10;
+
 /// [`engine_config`] with Wasmtime's pooling instance allocator sized for
 /// `slots` concurrent runs. Compiled code does not depend on the allocator
 /// (the compatibility hash is the same), so code compiled in the bounded
@@ -736,6 +749,16 @@ fn pooled_config(slots: u32) -> Config {
         .max_memories_per_module(MEMORIES_PER_RUN)
         .max_tables_per_module(TABLES_PER_RUN)
         .table_elements(TABLE_ELEMENTS);
+    // Which pages a run wrote comes from the kernel (`PAGEMAP_SCAN`, Linux
+    // 6.7 and later). Without it Wasmtime would rewrite the first
+    // `MEMORY_KEEP_RESIDENT_BYTES` of every memory whether the run wrote them or not
+    // (for a Rust guest, the far end of its stack, which it rarely touches),
+    // so there every page is decommitted as before.
+    if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.pagemap_scan(wasmtime::Enabled::Yes)
+            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT_BYTES)
+            .table_keep_resident(TABLE_KEEP_RESIDENT_BYTES);
+    }
     let mut config = engine_config();
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     config
