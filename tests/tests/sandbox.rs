@@ -79,6 +79,14 @@ fn memory_beyond_the_grant_is_refused_and_recorded() {
 }
 
 /// `signed` verified for [`SITE`] now against `root`, as a session would.
+/// sandbox-probe with its own manifest, signed by `publisher` now.
+fn signed_probe(publisher: &Publisher) -> Vec<u8> {
+    let probe = capsule_artifacts::SANDBOX_PROBE;
+    let source =
+        ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path)).unwrap();
+    capsule::sign(probe.component, &source, &publisher.key, Timestamp::now()).unwrap()
+}
+
 fn verified(signed: Vec<u8>, root: &edge_runner::trust::TrustRoot) -> VerifiedCapsule {
     let ctx = edge_runner::trust::Context {
         root,
@@ -113,10 +121,7 @@ fn grant_for_another_capsule_is_refused() {
     let site = SitePolicy::deny_all(SITE).unwrap();
     // A grant computed for json-assert, presented with another verified capsule.
     let granted = verified(signed_json_assert(&publisher.key), &root);
-    let probe = capsule_artifacts::SANDBOX_PROBE;
-    let source =
-        ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path)).unwrap();
-    let signed = capsule::sign(probe.component, &source, &publisher.key, Timestamp::now()).unwrap();
+    let signed = signed_probe(&publisher);
     let other = verified(signed, &root);
     let grant = Grant::compute(&granted, &Limits::default(), &site, [0; 32]);
     let sandbox = edge_runner::sandbox::Sandbox::new().unwrap();
@@ -176,10 +181,7 @@ fn memory_written_by_one_run_is_not_seen_by_the_next() {
     // reset in place), each overwritten by the run before.
     let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
     let root = trust_root(&[&publisher]);
-    let probe = capsule_artifacts::SANDBOX_PROBE;
-    let source =
-        ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path)).unwrap();
-    let signed = capsule::sign(probe.component, &source, &publisher.key, Timestamp::now()).unwrap();
+    let signed = signed_probe(&publisher);
     let capsule = verified(signed, &root);
     let site = SitePolicy::deny_all(SITE).unwrap();
     let grant = Grant::compute(&capsule, &Limits::default(), &site, [0; 32]);
@@ -648,10 +650,7 @@ fn hostile_capsules_are_contained_classified_and_the_runner_stays_healthy() {
 fn probe_once(deterministic: bool) -> edge_runner::sandbox::RunReport {
     let publisher = Publisher::new("acme-ci", "Acme", &["test"]);
     let root = trust_root(&[&publisher]);
-    let probe = capsule_artifacts::SANDBOX_PROBE;
-    let source =
-        ManifestSource::parse(probe.manifest, std::path::Path::new(probe.manifest_path)).unwrap();
-    let signed = capsule::sign(probe.component, &source, &publisher.key, Timestamp::now()).unwrap();
+    let signed = signed_probe(&publisher);
     let verified = verified(signed, &root);
     let input = br#"{"actions": [{"clock": true}, {"random": true}]}"#;
     let site = SitePolicy::deny_all(SITE).unwrap();

@@ -424,29 +424,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (key, public) = key_pair();
         let mut log = EvidenceLog::open(dir.path(), key).unwrap();
-        let accepted = Event::from(JobAccepted {
-            job: 1,
-            submitter: Submitter {
-                uid: 1000,
-                gid: 1000,
-                pid: 7,
-            },
-            capsule_sha256: [1; 32],
-            signature_sha256: None,
-            input_sha256: [2; 32],
-            idempotency_sha256: None,
-            queue_depth: 0,
-        });
-        let end = |job| {
-            Event::from(JobFinished {
-                job,
-                outcome: "error".into(),
-                exit: 3,
-                records: Vec::new(),
-                detail: Some("capsule not found".into()),
-            })
-        };
-        let results = log.record_each(vec![accepted, end(2), note(0, 0), end(1)]);
+        let end = |job| finished(job, Vec::new());
+        let results = log.record_each(vec![accepted(1), end(2), note(0, 0), end(1)]);
         assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
         assert_eq!(
             results[1].as_ref().unwrap_err().to_string(),
