@@ -258,6 +258,47 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// CPU time used so far by each thread group of `pid` (`/proc/PID/task`),
+/// keyed by the part of the daemon it is (its threads are named), and by the
+/// process as a whole under "all".
+fn cpu_by_part(pid: u32) -> std::collections::BTreeMap<&'static str, Duration> {
+    let mut parts = std::collections::BTreeMap::new();
+    let tick = clock_tick();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (comm, cpu) = parse_stat(&stat, tick);
+        let part = match comm {
+            "evidence-writer" => "writer",
+            c if c.starts_with("edge-runner-job") => "jobs",
+            c if c.starts_with("evidence-check") => "checkpoints",
+            _ => "API and the rest",
+        };
+        *parts.entry(part).or_default() += cpu;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    parts.insert("all", parse_stat(&stat, tick).1);
+    parts
+}
+
+/// A `/proc` stat line's thread name and user + system CPU time.
+fn parse_stat(stat: &str, tick: Duration) -> (&str, Duration) {
+    let (head, rest) = stat.rsplit_once(')').unwrap();
+    let comm = head.split_once('(').unwrap().1;
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    (comm, tick * ticks as u32)
+}
+
+/// The length of the clock tick `/proc` counts CPU time in.
+fn clock_tick() -> Duration {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    let hz: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    Duration::from_nanos(1_000_000_000 / hz)
+}
+
 /// How a bench client talks to the daemon.
 #[derive(Clone, Copy, PartialEq)]
 enum Connections {
@@ -365,7 +406,11 @@ fn main() {
             ),
             (48, Connections::KeptAlive, "kept alive, saturated"),
         ] {
+            let before = cpu_by_part(daemon.child.id());
+            let clients_before = cpu_by_part(std::process::id())["all"];
             let (rate, lat) = through_socket(&daemon, &digest, jobs, clients, connections);
+            let after = cpu_by_part(daemon.child.id());
+            let clients_cpu = cpu_by_part(std::process::id())["all"] - clients_before;
             println!(
                 "{:<52} {:>9.0} jobs/s   p50 {:>7.2} ms  p99 {:>7.2} ms",
                 format!("through the socket, concurrency {concurrency}, {clients} clients"),
@@ -377,6 +422,26 @@ fn main() {
                 "{:<52} {:.2}",
                 format!("  ({how}) socket ÷ in-process"),
                 rate / local
+            );
+            let per_job = |d: Duration| d.as_secs_f64() * 1e6 / jobs as f64;
+            let daemon_us = per_job(after["all"] - before["all"]);
+            let parts: Vec<String> = after
+                .iter()
+                .filter(|(part, _)| **part != "all")
+                .map(|(part, cpu)| {
+                    let was = before.get(part).copied().unwrap_or_default();
+                    format!("{part} {:.0}", per_job(cpu.saturating_sub(was)))
+                })
+                .collect();
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            println!(
+                "{:<52} daemon {:.0} ({}), clients {:.0}; {} cores ÷ both = {:.0} jobs/s",
+                "  CPU µs per job",
+                daemon_us,
+                parts.join(", "),
+                per_job(clients_cpu),
+                cores,
+                cores * 1e6 / (daemon_us + per_job(clients_cpu))
             );
         }
         let busy = rss_kib(daemon.child.id());

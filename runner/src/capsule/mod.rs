@@ -29,6 +29,8 @@ pub use manifest::{
 
 pub use crate::cose::SignatureEntry;
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use crate::cose;
@@ -232,7 +234,7 @@ impl Parts {
     /// The checked capsule over `bytes`, the buffer these parts were parsed from.
     fn with(self, bytes: Vec<u8>) -> CheckedCapsule {
         CheckedCapsule {
-            bytes,
+            bytes: Arc::new(bytes),
             module_digest: self.module_digest,
             file_digest: self.file_digest,
             manifest: self.manifest,
@@ -245,10 +247,11 @@ impl Parts {
 /// A capsule whose structure has been checked: size bounded, component
 /// header and sections well formed, one canonical COSE_Sign (embedded as
 /// the last section, or detached) with a canonical manifest. Nothing about
-/// it is trusted yet.
+/// it is trusted yet. Clones share the bytes (a daemon's jobs clone the
+/// capsule they run; the bytes are never copied).
 #[derive(Debug, Clone)]
 pub struct CheckedCapsule {
-    bytes: Vec<u8>,
+    bytes: Arc<Vec<u8>>,
     module_digest: [u8; 32],
     file_digest: [u8; 32],
     manifest: Manifest,
