@@ -38,11 +38,111 @@ pub enum CborError {
 }
 
 /// Encodes `value` deterministically. Map entries are sorted; the input is not modified.
+///
+/// Written straight from the value: every head in its shortest form, each
+/// map's entries encoded, sorted by their keys' encodings and checked for
+/// duplicates. A float is refused where it is met (a map's entries in their
+/// order, key before value), and a duplicate key once the map's entries are
+/// all encoded, so the first fault found is the one reported.
 pub fn encode(value: &Value) -> Result<Vec<u8>, CborError> {
-    let sorted = canonicalize(value)?;
-    let mut out = Vec::new();
-    ciborium::into_writer(&sorted, &mut out).map_err(|e| CborError::Malformed(e.to_string()))?;
+    let mut out = Vec::with_capacity(256);
+    write(value, &mut out)?;
     Ok(out)
+}
+
+/// Major types (RFC 8949 §3.1), shifted into a head's first byte.
+const UNSIGNED: u8 = 0;
+const NEGATIVE: u8 = 1 << 5;
+const BYTES: u8 = 2 << 5;
+const TEXT: u8 = 3 << 5;
+const ARRAY: u8 = 4 << 5;
+const MAP: u8 = 5 << 5;
+const TAG: u8 = 6 << 5;
+
+/// A head with `argument` in its shortest form (RFC 8949 §4.2.1).
+fn head(major: u8, argument: u64, out: &mut Vec<u8>) {
+    match argument {
+        0..24 => out.push(major | argument as u8),
+        24..=0xff => out.extend_from_slice(&[major | 24, argument as u8]),
+        0x100..=0xffff => {
+            out.push(major | 25);
+            out.extend_from_slice(&(argument as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(major | 26);
+            out.extend_from_slice(&(argument as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(major | 27);
+            out.extend_from_slice(&argument.to_be_bytes());
+        }
+    }
+}
+
+fn write(value: &Value, out: &mut Vec<u8>) -> Result<(), CborError> {
+    match value {
+        Value::Integer(i) => {
+            // A CBOR integer is -2^64 ..= 2^64 - 1, which both majors hold.
+            let i = i128::from(*i);
+            match u64::try_from(i) {
+                Ok(n) => head(UNSIGNED, n, out),
+                Err(_) => head(NEGATIVE, (-1 - i) as u64, out),
+            }
+        }
+        Value::Bytes(b) => {
+            head(BYTES, b.len() as u64, out);
+            out.extend_from_slice(b);
+        }
+        Value::Text(t) => {
+            head(TEXT, t.len() as u64, out);
+            out.extend_from_slice(t.as_bytes());
+        }
+        Value::Array(items) => {
+            head(ARRAY, items.len() as u64, out);
+            for item in items {
+                write(item, out)?;
+            }
+        }
+        Value::Map(entries) => {
+            // Each entry as (key bytes, key and value bytes) in one buffer.
+            let mut encoded = Vec::with_capacity(entries.len());
+            let mut buffer = Vec::new();
+            for (k, v) in entries {
+                let start = buffer.len();
+                write(k, &mut buffer)?;
+                let key_end = buffer.len();
+                write(v, &mut buffer)?;
+                encoded.push((start, key_end, buffer.len()));
+            }
+            encoded.sort_by(|a, b| buffer[a.0..a.1].cmp(&buffer[b.0..b.1]));
+            if encoded
+                .windows(2)
+                .any(|w| buffer[w[0].0..w[0].1] == buffer[w[1].0..w[1].1])
+            {
+                return Err(CborError::DuplicateKey);
+            }
+            head(MAP, entries.len() as u64, out);
+            for (start, _, end) in encoded {
+                out.extend_from_slice(&buffer[start..end]);
+            }
+        }
+        Value::Tag(tag, inner) => {
+            head(TAG, *tag, out);
+            write(inner, out)?;
+        }
+        Value::Bool(false) => out.push(0xf4),
+        Value::Bool(true) => out.push(0xf5),
+        Value::Null => out.push(0xf6),
+        Value::Float(_) => return Err(CborError::Float),
+        // A kind of value added to ciborium later: its own encoder, checked.
+        other => {
+            let mut encoded = Vec::new();
+            ciborium::into_writer(other, &mut encoded)
+                .map_err(|e| CborError::Malformed(e.to_string()))?;
+            out.extend_from_slice(&encoded);
+        }
+    }
+    Ok(())
 }
 
 /// Decodes exactly one item that must already be in deterministic encoding.
@@ -165,7 +265,7 @@ fn deterministic_len(bytes: &[u8], at: usize) -> Option<usize> {
 /// Nesting the fast path follows; deeper items take the general check.
 const MAX_DEPTH_FAST: u32 = 64;
 
-/// Refuses floats and duplicate map keys exactly where [`canonicalize`] does
+/// Refuses floats and duplicate map keys exactly where [`encode`] does
 /// (depth first, a map's duplicates after its entries), and says whether
 /// every map's keys are in deterministic order.
 fn check_keys(value: &Value) -> Result<bool, CborError> {
@@ -197,7 +297,7 @@ fn check_keys(value: &Value) -> Result<bool, CborError> {
                 // Out of order: a duplicate may sit anywhere, as `encode` would find.
                 let mut keys = entries
                     .iter()
-                    .map(|(k, _)| encoded(k))
+                    .map(|(k, _)| encode(k))
                     .collect::<Result<Vec<_>, _>>()?;
                 keys.sort();
                 if keys.windows(2).any(|w| w[0] == w[1]) {
@@ -215,15 +315,8 @@ fn key_order(a: &Value, b: &Value) -> Result<std::cmp::Ordering, CborError> {
     Ok(match (a, b) {
         // A text string's encoding is its length's head, then its bytes.
         (Value::Text(x), Value::Text(y)) => (x.len(), x.as_bytes()).cmp(&(y.len(), y.as_bytes())),
-        _ => encoded(a)?.cmp(&encoded(b)?),
+        _ => encode(a)?.cmp(&encode(b)?),
     })
-}
-
-fn encoded(value: &Value) -> Result<Vec<u8>, CborError> {
-    let mut out = Vec::new();
-    ciborium::into_writer(&canonicalize(value)?, &mut out)
-        .map_err(|e| CborError::Malformed(e.to_string()))?;
-    Ok(out)
 }
 
 /// The length of the first CBOR item in `bytes`, read from the item heads
@@ -284,32 +377,6 @@ pub fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), CborError> {
         other => CborError::Malformed(other.to_string()),
     })?;
     Ok((value, bytes.len() - reader.len()))
-}
-
-fn canonicalize(value: &Value) -> Result<Value, CborError> {
-    Ok(match value {
-        Value::Float(_) => return Err(CborError::Float),
-        Value::Array(items) => {
-            Value::Array(items.iter().map(canonicalize).collect::<Result<_, _>>()?)
-        }
-        Value::Tag(tag, inner) => Value::Tag(*tag, Box::new(canonicalize(inner)?)),
-        Value::Map(entries) => {
-            let mut keyed = Vec::with_capacity(entries.len());
-            for (k, v) in entries {
-                let k = canonicalize(k)?;
-                let mut key_bytes = Vec::new();
-                ciborium::into_writer(&k, &mut key_bytes)
-                    .map_err(|e| CborError::Malformed(e.to_string()))?;
-                keyed.push((key_bytes, k, canonicalize(v)?));
-            }
-            keyed.sort_by(|a, b| a.0.cmp(&b.0));
-            if keyed.windows(2).any(|w| w[0].0 == w[1].0) {
-                return Err(CborError::DuplicateKey);
-            }
-            Value::Map(keyed.into_iter().map(|(_, k, v)| (k, v)).collect())
-        }
-        other => other.clone(),
-    })
 }
 
 /// A 32-byte byte string (a digest or key), or what `what` is instead.
@@ -419,6 +486,136 @@ pub fn as_u64(value: &Value) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    /// The encoder as it was first written: sort a copy of the value, then
+    /// let ciborium encode it. [`encode`] must agree with it.
+    fn encode_by_sorting(value: &Value) -> Result<Vec<u8>, CborError> {
+        let sorted = canonicalize(value)?;
+        let mut out = Vec::new();
+        ciborium::into_writer(&sorted, &mut out)
+            .map_err(|e| CborError::Malformed(e.to_string()))?;
+        Ok(out)
+    }
+
+    fn canonicalize(value: &Value) -> Result<Value, CborError> {
+        Ok(match value {
+            Value::Float(_) => return Err(CborError::Float),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(canonicalize).collect::<Result<_, _>>()?)
+            }
+            Value::Tag(tag, inner) => Value::Tag(*tag, Box::new(canonicalize(inner)?)),
+            Value::Map(entries) => {
+                let mut keyed = Vec::with_capacity(entries.len());
+                for (k, v) in entries {
+                    let k = canonicalize(k)?;
+                    let mut key_bytes = Vec::new();
+                    ciborium::into_writer(&k, &mut key_bytes)
+                        .map_err(|e| CborError::Malformed(e.to_string()))?;
+                    keyed.push((key_bytes, k, canonicalize(v)?));
+                }
+                keyed.sort_by(|a, b| a.0.cmp(&b.0));
+                if keyed.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return Err(CborError::DuplicateKey);
+                }
+                Value::Map(keyed.into_iter().map(|(_, k, v)| (k, v)).collect())
+            }
+            other => other.clone(),
+        })
+    }
+
+    #[test]
+    fn encode_agrees_with_sorting_a_copy_and_letting_ciborium_encode_it() {
+        // splitmix64: reproducible.
+        let mut state = 0xc0de_u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        // Every head width's edges, both signs, and the ends of CBOR's range.
+        let edges: Vec<i128> = [
+            0u64,
+            23,
+            24,
+            255,
+            256,
+            65_535,
+            65_536,
+            u32::MAX.into(),
+            1 << 32,
+            u64::MAX,
+        ]
+        .into_iter()
+        .flat_map(|n| [i128::from(n), -1 - i128::from(n)])
+        .collect();
+        let lengths = [0usize, 1, 23, 24, 255, 256, 65_536];
+        fn generate(
+            next: &mut dyn FnMut() -> u64,
+            edges: &[i128],
+            lengths: &[usize],
+            depth: u32,
+        ) -> Value {
+            let keys = ["a", "b", "bb", "ab", "z", "aaa", ""];
+            let pick = |next: &mut dyn FnMut() -> u64, n: usize| (next() % n as u64) as usize;
+            match next() % if depth > 3 { 7 } else { 10 } {
+                0 => Value::Integer(edges[pick(next, edges.len())].try_into().unwrap()),
+                1 => Value::Integer((next() as i64).into()),
+                2 => Value::Text(keys[pick(next, keys.len())].into()),
+                3 => Value::Text("é".repeat(lengths[pick(next, 5)])),
+                4 => Value::Bytes(vec![7; lengths[pick(next, lengths.len())]]),
+                5 if next().is_multiple_of(25) => Value::Float(0.5),
+                5 => Value::Bool(next().is_multiple_of(2)),
+                6 => Value::Null,
+                7 => Value::Array(
+                    (0..next() % 5)
+                        .map(|_| generate(next, edges, lengths, depth + 1))
+                        .collect(),
+                ),
+                8 => Value::Tag(
+                    [0, 18, 24, 255, 65_536, u64::MAX][pick(next, 6)],
+                    Box::new(generate(next, edges, lengths, depth + 1)),
+                ),
+                _ => Value::Map(
+                    (0..next() % 6)
+                        .map(|_| {
+                            let k = match next() % 4 {
+                                0 => Value::Integer(
+                                    edges[pick(next, edges.len())].try_into().unwrap(),
+                                ),
+                                1 => Value::Text(keys[pick(next, keys.len())].into()),
+                                2 => Value::Bytes(vec![1; pick(next, 3)]),
+                                _ => generate(next, edges, lengths, depth + 2),
+                            };
+                            (k, generate(next, edges, lengths, depth + 1))
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        let (mut encoded, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let value = generate(&mut next, &edges, &lengths, 0);
+            let ours = encode(&value);
+            let theirs = encode_by_sorting(&value);
+            assert_eq!(format!("{ours:?}"), format!("{theirs:?}"), "{value:?}");
+            if let Ok(bytes) = &ours {
+                assert_eq!(decode_canonical(bytes).unwrap(), value_sorted(&value));
+            }
+            encoded += usize::from(ours.is_ok());
+            refused += usize::from(ours.is_err());
+        }
+        assert!(
+            encoded > 5000 && refused > 500,
+            "{encoded} encoded, {refused} refused"
+        );
+    }
+
+    /// `value` with every map's entries in deterministic order.
+    fn value_sorted(value: &Value) -> Value {
+        canonicalize(value).unwrap()
+    }
+
     /// The definition `decode_canonical` must agree with: re-encode
     /// deterministically and compare.
     fn by_definition(bytes: &[u8]) -> Result<Value, CborError> {

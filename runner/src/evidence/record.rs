@@ -92,8 +92,14 @@ pub fn sign_record(record: Record, key: &SecretKey) -> Result<SignedRecord, Stri
         .create_signature(EVIDENCE_CONTEXT, |tbs| key.sign(tbs).to_bytes().to_vec())
         .build();
     let raw = sign1.to_tagged_vec().map_err(|e| e.to_string())?;
-    let bytes = cbor::encode(&cbor::decode_prefix(&raw).map_err(|e| e.to_string())?.0)
-        .map_err(|e| e.to_string())?;
+    // coset writes the structure in order; anything its bytes do not show
+    // deterministic by themselves is re-encoded.
+    let bytes = if cbor::shown_deterministic(&raw) {
+        raw
+    } else {
+        cbor::encode(&cbor::decode_prefix(&raw).map_err(|e| e.to_string())?.0)
+            .map_err(|e| e.to_string())?
+    };
     let hash = Sha256::digest(&bytes).into();
     Ok(SignedRecord {
         record,
