@@ -11,7 +11,10 @@
 //! runs 48 clients (below the API's 64-connection cap), so the queue never
 //! runs dry and the daemon's capacity, not the clients' round trips, sets
 //! the rate (a rate from four clients a slot is at most 4 × concurrency ÷
-//! the time a client waits for one job).
+//! the time a client waits for one job). Under each row: the CPU time per job
+//! of each part of the daemon (its threads are named) and of the bench's
+//! clients, from `/proc`, and the rate those leave room for on this machine's
+//! cores — what bounds a row once the disk does not.
 //!
 //! ```sh
 //! cargo bench -p edge-runner --bench serve          # EDGE_RUNNER_BENCH_JOBS=N (default 400)
