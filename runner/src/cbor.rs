@@ -522,17 +522,21 @@ mod tests {
         })
     }
 
-    #[test]
-    fn encode_agrees_with_sorting_a_copy_and_letting_ciborium_encode_it() {
-        // splitmix64: reproducible.
-        let mut state = 0xc0de_u64;
-        let mut next = move || {
+    /// splitmix64 from `seed`: reproducible pseudo-random numbers.
+    fn splitmix(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = state;
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
-        };
+        }
+    }
+
+    #[test]
+    fn encode_agrees_with_sorting_a_copy_and_letting_ciborium_encode_it() {
+        let mut next = splitmix(0xc0de_u64);
         // Every head width's edges, both signs, and the ends of CBOR's range.
         let edges: Vec<i128> = [
             0u64,
@@ -631,15 +635,7 @@ mod tests {
 
     #[test]
     fn decode_canonical_agrees_with_its_definition_on_generated_values() {
-        // splitmix64: reproducible.
-        let mut state = 0x5eed_u64;
-        let mut next = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut next = splitmix(0x5eed_u64);
         fn generate(next: &mut dyn FnMut() -> u64, depth: u32) -> Value {
             let keys = ["a", "b", "bb", "ab", "z", "aaa"];
             match next() % if depth > 2 { 5 } else { 8 } {
